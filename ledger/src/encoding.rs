@@ -1,0 +1,98 @@
+//! The canonical encoding: one pinned bincode 2 configuration (fixed-width
+//! little-endian integers, so every value has exactly one byte form) behind
+//! `encode` and `decode`. Nothing in gossip-ledger is hashed, signed, stored
+//! or sent except the output of this module, and decoding always runs with a
+//! byte limit and rejects trailing bytes, so hostile input can neither make
+//! us allocate more than the limit nor smuggle a second form of a value.
+
+use bincode::config::{self, Configuration, Fixint, LittleEndian, NoLimit};
+
+pub use bincode::{Decode, Encode};
+
+/// The largest value we ever decode: a whole block of the largest chain spec
+/// plus framing. Wire frames are capped separately (and lower) by the node.
+pub const MAX_DECODE_BYTES: usize = 8 * 1024 * 1024;
+
+const CONFIG: Configuration<LittleEndian, Fixint, NoLimit> = config::standard()
+    .with_little_endian()
+    .with_fixed_int_encoding();
+
+/// Why bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("input of {len} bytes is over the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
+    #[error("invalid encoding: {0}")]
+    Invalid(String),
+    #[error("{0} trailing bytes after the value")]
+    TrailingBytes(usize),
+}
+
+/// Encodes a value canonically. Encoding into a `Vec` cannot fail for our
+/// types (no maps, no unsupported values), so this returns bytes directly.
+pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
+    bincode::encode_to_vec(value, CONFIG).expect("encoding into a Vec never fails")
+}
+
+/// Length of the canonical encoding, without keeping the bytes.
+pub fn encoded_len<T: Encode>(value: &T) -> usize {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    bincode::encode_into_writer(value, &mut counter, CONFIG)
+        .expect("encoding into a counter never fails");
+    counter.bytes_written
+}
+
+/// Decodes exactly one value that must use all of `bytes`, refusing inputs
+/// over `MAX_DECODE_BYTES`.
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_with_limit(bytes, MAX_DECODE_BYTES)
+}
+
+/// Decodes with an explicit size limit; every container length read from the
+/// input is checked against the limit before anything is allocated.
+pub fn decode_with_limit<T: Decode<()>>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    // The limit also bounds allocations the decoder claims for containers,
+    // which can be larger than the input when a length prefix lies.
+    let config = CONFIG.with_limit::<{ MAX_DECODE_BYTES }>();
+    let (value, used): (T, usize) = bincode::decode_from_slice(bytes, config)
+        .map_err(|error| DecodeError::Invalid(error.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_fixed_width_little_endian() {
+        assert_eq!(encode(&1u64), vec![1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode(&vec![7u8]), vec![1, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(encoded_len(&vec![7u8]), 9);
+    }
+
+    #[test]
+    fn trailing_bytes_and_lying_lengths_are_rejected() {
+        assert!(matches!(
+            decode::<u32>(&[1, 0, 0, 0, 9]),
+            Err(DecodeError::TrailingBytes(1))
+        ));
+        // A Vec<u8> claiming 2^60 elements must fail without allocating.
+        let mut lying = (1u64 << 60).to_le_bytes().to_vec();
+        lying.push(1);
+        assert!(decode::<Vec<u8>>(&lying).is_err());
+        assert!(matches!(
+            decode_with_limit::<u64>(&[0; 16], 8),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+}

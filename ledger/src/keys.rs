@@ -1,0 +1,173 @@
+//! ed25519 keys and signatures. Verification always uses `verify_strict`
+//! (rejects small-order keys, small-order or non-canonical `R`, and
+//! non-canonical `s`), so every node accepts exactly the same signatures.
+//!
+//! Many signatures are checked with `verify_many`, which spreads strict
+//! per-signature checks over the cores. It deliberately does not use the
+//! ed25519 batch equation: with random coefficients that equation can accept
+//! a crafted signature whose points carry a small torsion component, which
+//! `verify_strict` rejects, and a rule that holds only with probability is a
+//! chain split waiting to happen. Making the batch exact needs a torsion check
+//! per point, which costs about what the batch saves (see BENCHMARKS.md).
+
+use crate::encoding::{Decode, Encode};
+use crate::hash::Hash256;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use std::fmt;
+
+/// A raw 32-byte ed25519 public key as carried in transactions. It is only
+/// decompressed when a signature is checked, so any bytes can be decoded.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct PublicKey(pub [u8; 32]);
+
+/// A raw 64-byte ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct Signature(pub [u8; 64]);
+
+/// An ed25519 secret key. The inner key zeroizes itself on drop.
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+/// A signature that does not verify under the strict rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signature does not verify")]
+pub struct SignatureError;
+
+impl PublicKey {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Strict verification of `signature` over `message`.
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError)?;
+        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        key.verify_strict(message, &signature)
+            .map_err(|_| SignatureError)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "PublicKey({})", hex::encode(self.0))
+    }
+}
+
+impl Default for Signature {
+    fn default() -> Self {
+        Signature([0; 64])
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Signature({})", hex::encode(self.0))
+    }
+}
+
+impl SecretKey {
+    pub fn from_bytes(bytes: &[u8; 32]) -> SecretKey {
+        SecretKey(SigningKey::from_bytes(bytes))
+    }
+
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> SecretKey {
+        SecretKey(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// The secret of a deterministic key: SHA-256 of `seed`.
+    pub fn from_seed(seed: &str) -> SecretKey {
+        SecretKey::from_bytes(&Hash256::digest(seed.as_bytes()).0)
+    }
+
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.0.sign(message).to_bytes())
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "SecretKey({})", self.public_key().0.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+}
+
+/// Checks every `(public key, message, signature)` strictly, in parallel over
+/// the available cores. On failure returns the index of the first bad item.
+pub fn verify_many<M: AsRef<[u8]> + Sync>(
+    items: &[(PublicKey, M, Signature)],
+) -> Result<(), usize> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // Below a few dozen signatures a thread costs more than it saves.
+    if threads == 1 || items.len() < 64 {
+        return verify_range(items, 0);
+    }
+    let chunk = items.len().div_ceil(threads);
+    let results: Vec<Result<(), usize>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .enumerate()
+            .map(|(index, part)| scope.spawn(move || verify_range(part, index * chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or(Err(0)))
+            .collect()
+    });
+    match results.into_iter().filter_map(Result::err).min() {
+        Some(first_bad) => Err(first_bad),
+        None => Ok(()),
+    }
+}
+
+fn verify_range<M: AsRef<[u8]>>(items: &[(PublicKey, M, Signature)], offset: usize) -> Result<(), usize> {
+    for (index, (key, message, signature)) in items.iter().enumerate() {
+        key.verify(message.as_ref(), signature)
+            .map_err(|_| offset + index)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify_strictly() {
+        let key = SecretKey::from_seed("test");
+        let signature = key.sign(b"hello");
+        assert!(key.public_key().verify(b"hello", &signature).is_ok());
+        assert!(key.public_key().verify(b"hellp", &signature).is_err());
+        // The identity point is a small-order key: strict verification refuses
+        // it even with a signature that satisfies the loose equation.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        assert!(PublicKey(identity).verify(b"any", &Signature(forged)).is_err());
+    }
+
+    #[test]
+    fn verify_many_finds_the_first_bad_item() {
+        let key = SecretKey::from_seed("many");
+        let mut items: Vec<(PublicKey, Vec<u8>, Signature)> = (0..200u32)
+            .map(|i| {
+                let message = i.to_le_bytes().to_vec();
+                (key.public_key(), message.clone(), key.sign(&message))
+            })
+            .collect();
+        assert_eq!(verify_many(&items), Ok(()));
+        items[150].1 = b"tampered".to_vec();
+        items[170].1 = b"tampered".to_vec();
+        assert_eq!(verify_many(&items), Err(150));
+    }
+}

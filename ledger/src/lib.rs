@@ -1,0 +1,43 @@
+//! The consensus library of gossip-ledger: every rule that decides what a
+//! valid chain is lives here, and nothing here opens a socket or starts an
+//! async runtime.
+//!
+//! Map of the crate, from the bottom up:
+//! - [`encoding`]: the one canonical byte encoding (pinned bincode 2); all
+//!   hashing, signing, storage and wire bytes come from it.
+//! - [`amount`], [`hash`], [`address`], [`keys`], [`target`]: domain newtypes.
+//! - [`tx`], [`block`]: transactions, headers, blocks, merkle roots.
+//! - [`chainspec`]: built-in `dev` and `regtest` chains and JSON chain files.
+//! - [`difficulty`]: retargeting and timestamp rules.
+//! - [`state`]: account state, applying a block and undoing it exactly.
+//! - [`validation`]: stateless and stateful checks with one error per rule.
+//! - [`mempool`], [`miner`]: fee-ordered pending transactions, block templates
+//!   and cancellable proof-of-work.
+//! - [`chain`] and [`storage`] (feature `storage`): the sled-backed block
+//!   tree, fork choice and reorgs.
+//! - [`json`]: the JSON shapes of the node's HTTP API, shared by the node
+//!   (server) and the wallet (client) so they cannot drift apart.
+
+pub mod address;
+pub mod amount;
+pub mod block;
+pub mod chainspec;
+pub mod encoding;
+pub mod hash;
+pub mod json;
+pub mod keys;
+pub mod state;
+pub mod target;
+pub mod tx;
+
+pub use address::Address;
+pub use amount::Amount;
+pub use block::{Block, Header};
+pub use chainspec::ChainSpec;
+pub use hash::{BlockHash, Hash256, TxId};
+pub use keys::{PublicKey, SecretKey, Signature};
+pub use target::{Target, Work, U256};
+pub use tx::Transaction;
+
+/// Block height: the number of blocks between a block and genesis.
+pub type Height = u64;
