@@ -1,0 +1,25 @@
+//! `NodeEvent`: what the node announces on its broadcast channel when the
+//! chain or the mempool changes. The P2P layer relays from it, the RPC layer
+//! streams it as server-sent events, and the miner restarts on it.
+
+use ledger::{Block, BlockHash, Height, Transaction};
+use std::sync::Arc;
+
+/// A change in the node's view of the world, in the order it happened.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    /// A block joined the best chain (sent once per block, in height order,
+    /// including each block connected during a reorg).
+    BlockConnected { block: Arc<Block>, height: Height },
+    /// The best chain switched branches. Sent after the `BlockConnected`
+    /// events of the new branch.
+    Reorg {
+        old_tip: BlockHash,
+        new_tip: BlockHash,
+        fork_height: Height,
+        disconnected: Vec<BlockHash>,
+        connected: Vec<BlockHash>,
+    },
+    /// A transaction was newly admitted to the mempool.
+    TxAccepted { tx: Arc<Transaction> },
+}
