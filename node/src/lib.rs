@@ -3,4 +3,5 @@
 //! ARCHITECTURE.md.)
 
 pub mod events;
+pub mod metrics;
 pub mod p2p;

@@ -1,0 +1,503 @@
+#!/usr/bin/env bash
+# End-to-end and fault test of the 4-node Docker Compose testnet.
+#
+# Builds gossip-ledger:latest offline (build-image.sh), starts
+# docker-compose.yml under its own project name, and then:
+#   a. waits until all four nodes are healthy;
+#   b. sends 1.5 coins from dev:0 to dev:5 through node1 and waits for it;
+#   c. sees the new balance on node4, and `testnet check` passes on all four;
+#   d. faults, each followed by `testnet check`:
+#      i.   docker kill node3, let the others mine on, start it again;
+#      ii.  disconnect node2 from the network for 20 s, reconnect it;
+#      iii. partition {node1,node2} | {node3,node4} with iptables for 30 s,
+#           both sides mining and each taking a transaction; heal; one chain
+#           remains and both transactions are confirmed on every node.
+# It prints a summary (times, PASS/FAIL per step) and always ends with
+# `down -v`. Every wait has a deadline. Exit 0 only when every step passed.
+#
+# Usage: testnet/docker/e2e.sh [--no-cargo-build]
+#   --no-cargo-build  use target/release/{ledger-node,wallet-cli,testnet} as they are
+#
+# Needs: docker with `docker compose` (v2) or `docker-compose` (v1), curl, jq,
+# and for the partition root (or sudo), nsenter and iptables (installed with
+# apt-get when missing).
+# Environment: LEDGER_RPC_ADMIN_TOKEN (default devtoken, as docker-compose.yml),
+# E2E_PROJECT (compose project name, default gossipledgere2e).
+set -euo pipefail
+export LC_ALL=C
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "${script_dir}/../.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-${repo_root}/target}"
+readonly script_dir repo_root target_dir
+
+readonly project="${E2E_PROJECT:-gossipledgere2e}"
+readonly compose_file="${repo_root}/docker-compose.yml"
+readonly wallet_cli="${target_dir}/release/wallet-cli"
+readonly testnet_bin="${target_dir}/release/testnet"
+readonly log_dir="${target_dir}/e2e-logs"
+readonly services=(node1 node2 node3 node4)
+readonly urls=(http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083 http://127.0.0.1:8084)
+all_urls="$(IFS=,; echo "${urls[*]}")"
+readonly all_urls
+# 1 coin = 100_000_000 base units.
+readonly coin=100000000
+
+# The compose file reads the token from the environment; the script sends it.
+export LEDGER_RPC_ADMIN_TOKEN="${LEDGER_RPC_ADMIN_TOKEN:-devtoken}"
+readonly admin_token="${LEDGER_RPC_ADMIN_TOKEN}"
+
+cargo_build=1
+while (($# > 0)); do
+    case "$1" in
+        --no-cargo-build) cargo_build=0 ;;
+        -h | --help) sed -n '/^# Usage:/,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "e2e.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+work_dir="$(mktemp -d "${TMPDIR:-/tmp}/gossip-ledger-e2e.XXXXXX")"
+readonly work_dir
+readonly metrics_file="${work_dir}/metrics"
+: >"${metrics_file}"
+# dev:<I> needs no keystore, but keep the wallet away from the user's own.
+export LEDGER_KEYSTORE="${work_dir}/keystore"
+
+# ---------------------------------------------------------------- helpers --
+
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+readonly script_start_ms="$(now_ms)"
+
+# Milliseconds as seconds with one decimal: 12345 -> 12.3
+format_ms() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
+
+log() {
+    local elapsed=$(($(now_ms) - script_start_ms))
+    printf '[e2e %6ss] %s\n' "$(format_ms "${elapsed}")" "$*" >&2
+}
+
+fail() {
+    log "FAIL: $*"
+    return 1
+}
+
+# Steps run in subshells, so they report figures through a file.
+metric() { printf '%s\t%s\n' "$1" "$2" >>"${metrics_file}"; }
+
+# wait_until SECONDS DESCRIPTION COMMAND...: runs COMMAND every half second
+# until it succeeds; fails when SECONDS pass first.
+wait_until() {
+    local seconds="$1" description="$2"
+    shift 2
+    local deadline=$(($(now_ms) + seconds * 1000))
+    until "$@" >/dev/null 2>&1; do
+        if (($(now_ms) >= deadline)); then
+            fail "timed out after ${seconds}s waiting for ${description}"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+compose() { "${compose_cmd[@]}" -f "${compose_file}" -p "${project}" "$@"; }
+
+# Works for stopped containers and for both Compose versions (both set
+# these labels), unlike `ps -q`, whose meaning differs between them.
+container_id() {
+    docker ps -a -q \
+        --filter "label=com.docker.compose.project=${project}" \
+        --filter "label=com.docker.compose.service=$1"
+}
+
+container_pid() { docker inspect -f '{{.State.Pid}}' "$(container_id "$1")"; }
+
+container_ip() {
+    docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(container_id "$1")"
+}
+
+container_network() {
+    docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}' "$(container_id "$1")"
+}
+
+health_of() {
+    docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
+        "$(container_id "$1")" 2>/dev/null || echo missing
+}
+
+all_healthy() {
+    local service
+    for service in "$@"; do
+        [[ "$(health_of "${service}")" == healthy ]] || return 1
+    done
+}
+
+# url_of nodeN -> http://127.0.0.1:808N
+url_of() { echo "${urls[$((${1#node} - 1))]}"; }
+
+rpc_get() { curl -fsS --max-time 5 "$1"; }
+
+status_field() { rpc_get "$1/v1/status" | jq -er ".$2"; }
+
+balance_of() { rpc_get "$1/v1/accounts/$2" | jq -er '.balance'; }
+
+balance_is() { [[ "$(balance_of "$1" "$2")" == "$3" ]]; }
+
+tx_status() { rpc_get "$1/v1/txs/$2" | jq -er '.status'; }
+
+tx_confirmed_on() { [[ "$(tx_status "$1" "$2")" == confirmed ]]; }
+
+tx_confirmed_everywhere() {
+    local url
+    for url in "${urls[@]}"; do
+        tx_confirmed_on "${url}" "$1" || return 1
+    done
+}
+
+height_at_least() { (($(status_field "$1" height) >= $2)); }
+
+address_of() { "${wallet_cli}" --json address "$1" | jq -er '.address'; }
+
+# testnet_check LABEL TIMEOUT URLS: runs `testnet check`, printing its output.
+testnet_check() {
+    log "testnet check ($1) --timeout $2"
+    "${testnet_bin}" check --rpc-url "$3" --timeout "$2"
+}
+
+heights_line() {
+    local url line=""
+    for url in "${urls[@]}"; do
+        line+="${url##*:}=$(status_field "${url}" height 2>/dev/null || echo '?') "
+    done
+    echo "${line% }"
+}
+
+# Mines one block on node3 through the admin route (node3 is not a miner).
+mine_on() {
+    curl -fsS --max-time "${2:-25}" -X POST \
+        -H "Authorization: Bearer ${admin_token}" \
+        -H 'Content-Type: application/json' \
+        -d '{"blocks": 1}' "$1/v1/dev/mine"
+}
+
+as_root() {
+    if ((EUID == 0)); then "$@"; else sudo -n "$@"; fi
+}
+
+# in_netns SERVICE COMMAND...: runs COMMAND (from the host) in the network
+# namespace of SERVICE's container. The image is FROM scratch, so there is
+# no iptables inside it.
+in_netns() {
+    local pid
+    pid="$(container_pid "$1")"
+    shift
+    as_root nsenter -t "${pid}" -n "$@"
+}
+
+# partition_rules -A|-D: adds or deletes the DROP rules that cut
+# {node1,node2} from {node3,node4}, on both sides.
+partition_rules() {
+    local action="$1" side other ip
+    for side in node1 node2 node3 node4; do
+        case "${side}" in
+            node1 | node2) other=(node3 node4) ;;
+            *) other=(node1 node2) ;;
+        esac
+        for ip in "$(container_ip "${other[0]}")" "$(container_ip "${other[1]}")"; do
+            in_netns "${side}" iptables -w "${action}" INPUT -s "${ip}" -j DROP
+            in_netns "${side}" iptables -w "${action}" OUTPUT -d "${ip}" -j DROP
+        done
+    done
+}
+
+# ------------------------------------------------------------------ steps --
+
+step_healthy() {
+    if ((cargo_build)); then
+        log "cargo build --release --locked -p node -p wallet-cli -p testnet"
+        (cd "${repo_root}" && cargo build --release --locked -p node -p wallet-cli -p testnet)
+    fi
+    local binary
+    for binary in "${target_dir}/release/ledger-node" "${wallet_cli}" "${testnet_bin}"; do
+        [[ -x "${binary}" ]] || fail "${binary} is missing" || return 1
+    done
+    "${script_dir}/build-image.sh" --no-cargo-build
+
+    log "compose up -d --no-build"
+    local start_ms
+    start_ms="$(now_ms)"
+    compose up -d --no-build
+    wait_until 120 "all four nodes healthy" all_healthy "${services[@]}" || {
+        local service
+        for service in "${services[@]}"; do log "${service}: $(health_of "${service}")"; done
+        return 1
+    }
+    local elapsed=$(($(now_ms) - start_ms))
+    log "all four healthy after $(format_ms "${elapsed}") s"
+    metric "time to healthy" "$(format_ms "${elapsed}") s"
+}
+
+step_transfer() {
+    local to before sent start_ms elapsed
+    to="$(address_of dev:5)"
+    before="$(balance_of "${urls[0]}" "${to}")"
+    echo "${to} ${before}" >"${work_dir}/transfer"
+    log "send 1.5 from dev:0 to dev:5 (${to}) through node1, balance before ${before}"
+    start_ms="$(now_ms)"
+    sent="$("${wallet_cli}" --rpc-url "${urls[0]}" --json send --from dev:0 --to dev:5 \
+        --amount 1.5 --wait --timeout 60)"
+    elapsed=$(($(now_ms) - start_ms))
+    log "sent: ${sent}"
+    jq -e '.block_hash != null and .block_height != null' <<<"${sent}" >/dev/null ||
+        fail "send --wait printed no block" || return 1
+    metric "transfer submit to confirmed (node1)" "$(format_ms "${elapsed}") s"
+}
+
+step_visible() {
+    local to before expected start_ms elapsed
+    read -r to before <"${work_dir}/transfer"
+    expected=$((before + 3 * coin / 2))
+    start_ms="$(now_ms)"
+    wait_until 60 "balance ${expected} of ${to} on node4" balance_is "${urls[3]}" "${to}" "${expected}" || {
+        log "node4 says: $(rpc_get "${urls[3]}/v1/accounts/${to}" || true)"
+        return 1
+    }
+    log "node4 shows balance ${expected} for dev:5"
+    testnet_check "all four" 60 "${all_urls}"
+    elapsed=$(($(now_ms) - start_ms))
+    metric "transfer visible on node4 and converged" "$(format_ms "${elapsed}") s"
+}
+
+step_kill_node3() {
+    local node3 height target start_ms elapsed
+    node3="$(container_id node3)"
+    height="$(status_field "${urls[2]}" height)"
+    log "docker kill node3 at height ${height}"
+    docker kill "${node3}" >/dev/null
+    # Let the others move on, so node3 has blocks to catch up on.
+    target=$((height + 3))
+    wait_until 60 "node1 at height ${target} while node3 is down" height_at_least "${urls[0]}" "${target}"
+    log "others at: $(heights_line)"
+    log "docker start node3"
+    start_ms="$(now_ms)"
+    docker start "${node3}" >/dev/null
+    wait_until 60 "node3 healthy again" all_healthy node3
+    testnet_check "after node3 restart" 90 "${all_urls}"
+    elapsed=$(($(now_ms) - start_ms))
+    log "converged $(format_ms "${elapsed}") s after node3 started; heights: $(heights_line)"
+    metric "kill node3: restart to converged" "$(format_ms "${elapsed}") s"
+}
+
+step_disconnect_node2() {
+    local node2 network height start_ms elapsed
+    node2="$(container_id node2)"
+    network="$(container_network node2)"
+    height="$(status_field "${urls[0]}" height)"
+    log "docker network disconnect ${network} node2 for 20 s (node1 at height ${height})"
+    docker network disconnect "${network}" "${node2}"
+    # The fault lasts 20 s by design; this sleep is the fault, not a wait.
+    sleep 20
+    log "node1 at height $(status_field "${urls[0]}" height) after 20 s"
+    height_at_least "${urls[0]}" $((height + 1)) || fail "no block was mined while node2 was away" || return 1
+    log "docker network connect --alias node2 ${network} node2"
+    start_ms="$(now_ms)"
+    docker network connect --alias node2 "${network}" "${node2}"
+    wait_until 30 "node2 healthy again" all_healthy node2
+    testnet_check "after node2 reconnect" 90 "${all_urls}"
+    elapsed=$(($(now_ms) - start_ms))
+    log "converged $(format_ms "${elapsed}") s after node2 reconnected; heights: $(heights_line)"
+    metric "disconnect node2: reconnect to converged" "$(format_ms "${elapsed}") s"
+}
+
+step_partition() {
+    if ! command -v iptables >/dev/null || ! command -v nsenter >/dev/null; then
+        log "installing iptables (Debian package) for the partition"
+        as_root apt-get install -y --no-install-recommends iptables util-linux >/dev/null ||
+            fail "iptables or nsenter missing and could not be installed" || return 1
+    fi
+    local height_a height_b tip_a tip_b tx_a tx_b deadline n_mined=0 n_mine_errors=0
+    height_a="$(status_field "${urls[0]}" height)"
+    height_b="$(status_field "${urls[2]}" height)"
+    log "partition {node1,node2} | {node3,node4} for 30 s (heights ${height_a} / ${height_b})"
+    partition_rules -A
+    deadline=$(($(now_ms) + 30000))
+
+    # One transaction on each side, from different senders.
+    tx_a="$("${wallet_cli}" --rpc-url "${urls[0]}" --json send --from dev:1 --to dev:6 --amount 2 | jq -er '.txid')"
+    tx_b="$("${wallet_cli}" --rpc-url "${urls[2]}" --json send --from dev:2 --to dev:7 --amount 3 | jq -er '.txid')"
+    echo "${tx_a} ${tx_b}" >"${work_dir}/partition-txs"
+    log "side A tx ${tx_a} (node1), side B tx ${tx_b} (node3)"
+
+    # node1 and node2 mine by themselves; node3 mines through the admin route.
+    while (($(now_ms) < deadline)); do
+        if mine_on "${urls[2]}" 25 >/dev/null; then
+            n_mined=$((n_mined + 1))
+        else
+            n_mine_errors=$((n_mine_errors + 1))
+            sleep 1
+        fi
+    done
+    tip_a="$(status_field "${urls[0]}" tip)"
+    tip_b="$(status_field "${urls[2]}" tip)"
+    log "end of partition: node3 mined ${n_mined} blocks (${n_mine_errors} errors); heights: $(heights_line)"
+    log "tips: A ${tip_a}, B ${tip_b}"
+    local confirmed_a=no confirmed_b=no
+    tx_confirmed_on "${urls[0]}" "${tx_a}" && confirmed_a=yes
+    tx_confirmed_on "${urls[2]}" "${tx_b}" && confirmed_b=yes
+    log "confirmed on own side before heal: A ${confirmed_a}, B ${confirmed_b}"
+    metric "partition: blocks mined on node3 (side B)" "${n_mined}"
+    metric "partition: txs confirmed on own side before heal" "A ${confirmed_a}, B ${confirmed_b}"
+
+    local ok=1
+    height_at_least "${urls[0]}" $((height_a + 1)) || { log "side A mined no block"; ok=0; }
+    height_at_least "${urls[2]}" $((height_b + 1)) || { log "side B mined no block"; ok=0; }
+    [[ "${tip_a}" != "${tip_b}" ]] || { log "both sides report the same tip: the partition did not hold"; ok=0; }
+
+    log "heal: delete the DROP rules"
+    local start_ms elapsed
+    start_ms="$(now_ms)"
+    partition_rules -D
+    ((ok)) || fail "partition did not fork the chain as intended" || return 1
+
+    local tx
+    for tx in "${tx_a}" "${tx_b}"; do
+        wait_until 90 "tx ${tx} confirmed on all four nodes" tx_confirmed_everywhere "${tx}" || {
+            local url
+            for url in "${urls[@]}"; do
+                log "  ${url}: $(tx_status "${url}" "${tx}" 2>/dev/null || echo unknown)"
+            done
+            return 1
+        }
+    done
+    log "both txs confirmed on all four nodes"
+    testnet_check "after partition heal" 90 "${all_urls}"
+    elapsed=$(($(now_ms) - start_ms))
+    log "converged $(format_ms "${elapsed}") s after heal; heights: $(heights_line)"
+    metric "partition: heal to converged, both txs everywhere" "$(format_ms "${elapsed}") s"
+}
+
+# ----------------------------------------------------------------- driver --
+
+steps=(
+    "a    build image offline, up, all four healthy|step_healthy"
+    "b    send 1.5 dev:0 -> dev:5 through node1, --wait|step_transfer"
+    "c    balance on node4; testnet check on all four|step_visible"
+    "d.i  kill node3, restart: catches up|step_kill_node3"
+    "d.ii disconnect node2 20 s, reconnect: converges|step_disconnect_node2"
+    "d.iii partition 30 s, both sides mine + tx, heal|step_partition"
+)
+declare -A step_result=()
+any_failed=0
+
+print_failing_logs() {
+    local service id state
+    local printed=0
+    for service in "${services[@]}"; do
+        id="$(container_id "${service}")"
+        [[ -n "${id}" ]] || continue
+        state="$(health_of "${service}")"
+        if [[ "${state}" != healthy ]]; then
+            echo "----- logs of ${service} (${state}), last 200 lines -----"
+            docker logs --tail 200 "${id}" 2>&1 || true
+            printed=1
+        fi
+    done
+    if ((!printed)); then
+        # All are up, so the fault is between them: show a little of each.
+        for service in "${services[@]}"; do
+            id="$(container_id "${service}")"
+            [[ -n "${id}" ]] || continue
+            echo "----- logs of ${service} (healthy), last 40 lines -----"
+            docker logs --tail 40 "${id}" 2>&1 || true
+        done
+    fi
+}
+
+print_summary() {
+    local total_ms=$(($(now_ms) - script_start_ms))
+    local entry label n_passed=0
+    echo
+    echo "================ gossip-ledger docker e2e summary ================"
+    echo "compose: ${compose_cmd[*]}    project: ${project}"
+    if [[ -s "${metrics_file}" ]]; then
+        while IFS=$'\t' read -r label value; do
+            printf '  %-52s %s\n' "${label}" "${value}"
+        done <"${metrics_file}"
+    fi
+    echo "------------------------------------------------------------------"
+    for entry in "${steps[@]}"; do
+        label="${entry%%|*}"
+        printf '  %-5s %s\n' "${step_result[${label}]:-SKIP}" "${label}"
+        [[ "${step_result[${label}]:-}" == PASS ]] && n_passed=$((n_passed + 1))
+    done
+    echo "------------------------------------------------------------------"
+    printf '  RESULT: %s (%d/%d steps passed), total %s s; node logs in %s\n' \
+        "$( ((any_failed)) && echo FAIL || echo PASS)" "${n_passed}" "${#steps[@]}" \
+        "$(format_ms "${total_ms}")" "${log_dir}"
+    echo "=================================================================="
+}
+
+cleanup() {
+    local exit_code=$?
+    trap - EXIT INT TERM
+    set +e
+    ((exit_code != 0)) && any_failed=1
+    if [[ -n "${compose_cmd[*]:-}" ]]; then
+        mkdir -p "${log_dir}"
+        local service id
+        for service in "${services[@]}"; do
+            id="$(container_id "${service}")"
+            [[ -n "${id}" ]] && docker logs "${id}" >"${log_dir}/${service}.log" 2>&1
+        done
+        ((any_failed)) && print_failing_logs
+        log "compose down -v"
+        compose down -v --remove-orphans >/dev/null 2>&1 ||
+            log "compose down -v failed; remove project ${project} by hand"
+    fi
+    print_summary
+    rm -rf "${work_dir}"
+    ((any_failed)) && exit 1
+    exit 0
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+for tool in docker curl jq; do
+    command -v "${tool}" >/dev/null || { echo "e2e.sh: ${tool} not found" >&2; exit 1; }
+done
+if docker compose version >/dev/null 2>&1; then
+    compose_cmd=(docker compose)
+elif command -v docker-compose >/dev/null; then
+    compose_cmd=(docker-compose)
+else
+    echo "e2e.sh: neither \`docker compose\` nor \`docker-compose\` works" >&2
+    exit 1
+fi
+log "using ${compose_cmd[*]} ($("${compose_cmd[@]}" version --short 2>/dev/null || echo '?')), project ${project}"
+# A clean slate: nothing left from an interrupted earlier run.
+compose down -v --remove-orphans >/dev/null 2>&1 || true
+
+for entry in "${steps[@]}"; do
+    label="${entry%%|*}"
+    function_name="${entry##*|}"
+    if ((any_failed)); then
+        break
+    fi
+    log "=== step ${label}"
+    # errexit inside a step, without ending the script: a subshell that is
+    # not part of a condition (inside `if` or `||` bash ignores set -e).
+    set +e
+    (
+        set -euo pipefail
+        "${function_name}"
+    )
+    step_exit_code=$?
+    set -e
+    if ((step_exit_code == 0)); then
+        step_result["${label}"]=PASS
+    else
+        step_result["${label}"]=FAIL
+        any_failed=1
+        log "step ${label} failed (exit ${step_exit_code}); skipping the rest"
+    fi
+done
