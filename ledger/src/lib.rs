@@ -29,6 +29,15 @@ pub mod keys;
 pub mod state;
 pub mod target;
 pub mod tx;
+pub mod difficulty;
+pub mod sigcache;
+pub mod validation;
+pub mod mempool;
+pub mod miner;
+#[cfg(feature = "storage")]
+pub mod storage;
+#[cfg(feature = "storage")]
+pub mod chain;
 
 pub use address::Address;
 pub use amount::Amount;

@@ -51,7 +51,7 @@ done
 if ((${#binaries[@]} == 0)); then
     if ((cargo_build)); then
         echo "==> cargo build --release -p node -p wallet-cli"
-        (cd "${repo_root}" && cargo build --release --locked -p node -p wallet-cli)
+        (cd "${repo_root}" && cargo build --release -p node -p wallet-cli)
     fi
     binaries=("${target_dir}/release/ledger-node" "${target_dir}/release/wallet-cli")
 fi

@@ -48,6 +48,7 @@ export LEDGER_RPC_ADMIN_TOKEN="${LEDGER_RPC_ADMIN_TOKEN:-devtoken}"
 readonly admin_token="${LEDGER_RPC_ADMIN_TOKEN}"
 
 cargo_build=1
+compose_cmd=()
 while (($# > 0)); do
     case "$1" in
         --no-cargo-build) cargo_build=0 ;;
@@ -67,7 +68,8 @@ export LEDGER_KEYSTORE="${work_dir}/keystore"
 # ---------------------------------------------------------------- helpers --
 
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-readonly script_start_ms="$(now_ms)"
+script_start_ms="$(now_ms)"
+readonly script_start_ms
 
 # Milliseconds as seconds with one decimal: 12345 -> 12.3
 format_ms() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
@@ -120,15 +122,36 @@ container_network() {
     docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}' "$(container_id "$1")"
 }
 
+# "running/healthy", "running/starting", "exited(101)", ...
 health_of() {
-    docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
+    docker inspect \
+        -f '{{.State.Status}}{{if eq .State.Status "exited"}}({{.State.ExitCode}}){{end}}{{if .State.Health}}/{{.State.Health.Status}}{{end}}' \
         "$(container_id "$1")" 2>/dev/null || echo missing
 }
 
-all_healthy() {
-    local service
-    for service in "$@"; do
-        [[ "$(health_of "${service}")" == healthy ]] || return 1
+# wait_healthy SECONDS SERVICE...: waits until every SERVICE is running and
+# healthy; fails at once when one has exited, and when SECONDS pass.
+wait_healthy() {
+    local seconds="$1"
+    shift
+    local deadline=$(($(now_ms) + seconds * 1000)) service state n_healthy
+    while true; do
+        n_healthy=0
+        for service in "$@"; do
+            state="$(health_of "${service}")"
+            case "${state}" in
+                running/healthy) n_healthy=$((n_healthy + 1)) ;;
+                running/*) ;;
+                *) fail "${service} is ${state}, not running"; return 1 ;;
+            esac
+        done
+        ((n_healthy == $#)) && return 0
+        if (($(now_ms) >= deadline)); then
+            for service in "$@"; do log "${service}: $(health_of "${service}")"; done
+            fail "timed out after ${seconds}s waiting for $* to be healthy"
+            return 1
+        fi
+        sleep 0.5
     done
 }
 
@@ -172,7 +195,7 @@ heights_line() {
     echo "${line% }"
 }
 
-# Mines one block on node3 through the admin route (node3 is not a miner).
+# mine_on URL [MAX_SECONDS]: mines one block now through the admin route.
 mine_on() {
     curl -fsS --max-time "${2:-25}" -X POST \
         -H "Authorization: Bearer ${admin_token}" \
@@ -184,28 +207,24 @@ as_root() {
     if ((EUID == 0)); then "$@"; else sudo -n "$@"; fi
 }
 
-# in_netns SERVICE COMMAND...: runs COMMAND (from the host) in the network
-# namespace of SERVICE's container. The image is FROM scratch, so there is
-# no iptables inside it.
-in_netns() {
-    local pid
-    pid="$(container_pid "$1")"
-    shift
-    as_root nsenter -t "${pid}" -n "$@"
-}
-
 # partition_rules -A|-D: adds or deletes the DROP rules that cut
-# {node1,node2} from {node3,node4}, on both sides.
+# {node1,node2} from {node3,node4}, on both sides. Host-to-container RPC
+# traffic comes from the bridge's gateway address, so it still flows.
 partition_rules() {
-    local action="$1" side other ip
-    for side in node1 node2 node3 node4; do
-        case "${side}" in
-            node1 | node2) other=(node3 node4) ;;
-            *) other=(node1 node2) ;;
-        esac
-        for ip in "$(container_ip "${other[0]}")" "$(container_ip "${other[1]}")"; do
-            in_netns "${side}" iptables -w "${action}" INPUT -s "${ip}" -j DROP
-            in_netns "${side}" iptables -w "${action}" OUTPUT -d "${ip}" -j DROP
+    local action="$1" side other
+    local -A ip_of=() pid_of=()
+    for side in "${services[@]}"; do
+        ip_of[${side}]="$(container_ip "${side}")"
+        pid_of[${side}]="$(container_pid "${side}")"
+    done
+    for side in "${services[@]}"; do
+        for other in "${services[@]}"; do
+            case "${side}${other}" in
+                node[12]node[34] | node[34]node[12]) ;;
+                *) continue ;;
+            esac
+            as_root nsenter -t "${pid_of[${side}]}" -n iptables -w "${action}" INPUT -s "${ip_of[${other}]}" -j DROP
+            as_root nsenter -t "${pid_of[${side}]}" -n iptables -w "${action}" OUTPUT -d "${ip_of[${other}]}" -j DROP
         done
     done
 }
@@ -214,8 +233,8 @@ partition_rules() {
 
 step_healthy() {
     if ((cargo_build)); then
-        log "cargo build --release --locked -p node -p wallet-cli -p testnet"
-        (cd "${repo_root}" && cargo build --release --locked -p node -p wallet-cli -p testnet)
+        log "cargo build --release -p node -p wallet-cli -p testnet"
+        (cd "${repo_root}" && cargo build --release -p node -p wallet-cli -p testnet)
     fi
     local binary
     for binary in "${target_dir}/release/ledger-node" "${wallet_cli}" "${testnet_bin}"; do
@@ -227,11 +246,7 @@ step_healthy() {
     local start_ms
     start_ms="$(now_ms)"
     compose up -d --no-build
-    wait_until 120 "all four nodes healthy" all_healthy "${services[@]}" || {
-        local service
-        for service in "${services[@]}"; do log "${service}: $(health_of "${service}")"; done
-        return 1
-    }
+    wait_healthy 120 "${services[@]}"
     local elapsed=$(($(now_ms) - start_ms))
     log "all four healthy after $(format_ms "${elapsed}") s"
     metric "time to healthy" "$(format_ms "${elapsed}") s"
@@ -281,7 +296,7 @@ step_kill_node3() {
     log "docker start node3"
     start_ms="$(now_ms)"
     docker start "${node3}" >/dev/null
-    wait_until 60 "node3 healthy again" all_healthy node3
+    wait_healthy 60 node3
     testnet_check "after node3 restart" 90 "${all_urls}"
     elapsed=$(($(now_ms) - start_ms))
     log "converged $(format_ms "${elapsed}") s after node3 started; heights: $(heights_line)"
@@ -302,7 +317,7 @@ step_disconnect_node2() {
     log "docker network connect --alias node2 ${network} node2"
     start_ms="$(now_ms)"
     docker network connect --alias node2 "${network}" "${node2}"
-    wait_until 30 "node2 healthy again" all_healthy node2
+    wait_healthy 30 node2
     testnet_check "after node2 reconnect" 90 "${all_urls}"
     elapsed=$(($(now_ms) - start_ms))
     log "converged $(format_ms "${elapsed}") s after node2 reconnected; heights: $(heights_line)"
@@ -330,7 +345,9 @@ step_partition() {
 
     # node1 and node2 mine by themselves; node3 mines through the admin route.
     while (($(now_ms) < deadline)); do
-        if mine_on "${urls[2]}" 25 >/dev/null; then
+        # Each call returns once its block is found; its time limit is the
+        # rest of the window plus a little, so the loop ends near the deadline.
+        if mine_on "${urls[2]}" $(((deadline - $(now_ms)) / 1000 + 5)) >/dev/null; then
             n_mined=$((n_mined + 1))
         else
             n_mine_errors=$((n_mine_errors + 1))
@@ -379,12 +396,12 @@ step_partition() {
 # ----------------------------------------------------------------- driver --
 
 steps=(
-    "a    build image offline, up, all four healthy|step_healthy"
-    "b    send 1.5 dev:0 -> dev:5 through node1, --wait|step_transfer"
-    "c    balance on node4; testnet check on all four|step_visible"
-    "d.i  kill node3, restart: catches up|step_kill_node3"
-    "d.ii disconnect node2 20 s, reconnect: converges|step_disconnect_node2"
-    "d.iii partition 30 s, both sides mine + tx, heal|step_partition"
+    "a.     build image offline, up, all four healthy|step_healthy"
+    "b.     send 1.5 dev:0 -> dev:5 through node1 --wait|step_transfer"
+    "c.     balance on node4, testnet check on all four|step_visible"
+    "d.i.   kill node3, start it: it catches up|step_kill_node3"
+    "d.ii.  disconnect node2 20 s, reconnect: converges|step_disconnect_node2"
+    "d.iii. partition 30 s, both sides mine + tx, heal|step_partition"
 )
 declare -A step_result=()
 any_failed=0
@@ -396,7 +413,7 @@ print_failing_logs() {
         id="$(container_id "${service}")"
         [[ -n "${id}" ]] || continue
         state="$(health_of "${service}")"
-        if [[ "${state}" != healthy ]]; then
+        if [[ "${state}" != running/healthy ]]; then
             echo "----- logs of ${service} (${state}), last 200 lines -----"
             docker logs --tail 200 "${id}" 2>&1 || true
             printed=1

@@ -306,7 +306,7 @@
       renderAll();
     }
     refreshSoon();
-    refreshDetailOnBlock();
+    refreshDetailOnBlock(false);
   }
 
   function onTxEvent(tx) {
@@ -324,29 +324,27 @@
     refreshSoon();
   }
 
-  // `disconnected`/`connected` are read as lists of hashes (or of blocks);
-  // if the node sends counts instead, only the count is logged.
+  // The node sends `reorg` after the `block` events of the new branch, with
+  // `disconnected` and `connected` as lists of block hashes. The abandoned
+  // blocks stay in the tree (we saw them as they arrived) and are drawn as a
+  // stale branch from now on, because the walk from the new tip skips them.
   function onReorgEvent(reorg) {
-    const hashes = (list) => (Array.isArray(list) ? list.map((item) => (typeof item === 'string' ? item : item && item.hash)).filter(Boolean) : []);
+    const hashes = (list) => (Array.isArray(list) ? list.filter((hash) => typeof hash === 'string') : []);
     const disconnected = hashes(reorg.disconnected);
     const connected = hashes(reorg.connected);
-    const count = (list, hashList) => (Array.isArray(list) ? hashList.length : Number(list) || 0);
     state.reorgs.unshift({
       at: Date.now(), fork_height: reorg.fork_height, old_tip: reorg.old_tip, new_tip: reorg.new_tip,
-      n_disconnected: count(reorg.disconnected, disconnected), n_connected: count(reorg.connected, connected),
+      n_disconnected: disconnected.length, n_connected: connected.length,
     });
     state.reorgs.length = Math.min(state.reorgs.length, REORGS_KEEP);
-    // Disconnected blocks we never saw (e.g. the page opened after them) are
-    // looked up by hash so the tree can still draw the abandoned branch.
-    for (const item of [...(Array.isArray(reorg.disconnected) ? reorg.disconnected : []), ...(Array.isArray(reorg.connected) ? reorg.connected : [])]) {
-      if (item && typeof item === 'object') remember(item);
-    }
+    // Blocks of either branch that this page never saw (it opened after
+    // them) are looked up, so the tree can still draw both branches.
     for (const hash of disconnected.concat(connected)) {
       if (!state.tree.has(hash)) api(`blocks/${hash}`).then((r) => { if (r.ok) { remember(r.data); renderForks(); } }).catch(() => {});
     }
     renderForks();
     refreshSoon();
-    refreshDetailOnBlock();
+    refreshDetailOnBlock(true);
   }
 
   // ------------------------------------------------------- overview panels
@@ -386,9 +384,13 @@
   function renderChart() {
     const chart = $('chart');
     const blocks = state.best;
-    const width = 600; const panel = 64; const gap = 22; const top = 14;
+    // Drawn at the figure's pixel width so the labels stay legible.
+    const width = Math.max(200, chart.parentElement.clientWidth || 600);
+    const panel = 56; const gap = 22; const top = 14;
     const height = top + panel * 2 + gap + 4;
     chart.setAttribute('viewBox', `0 0 ${width} ${height}`);
+    chart.setAttribute('width', width);
+    chart.setAttribute('height', height);
     chart.replaceChildren();
     if (blocks.length < 2) {
       chart.append(svg('text', { x: 4, y: 20 }, 'waiting for blocks…'));
@@ -461,7 +463,7 @@
     const tipHeight = state.status ? Number(state.status.height) : 0;
     const columnWidth = 58; const laneHeight = 32; const boxW = 46; const boxH = 20; const pad = 6;
     // As many heights as fit the card, so the tree stays readable on phones.
-    const columns = Math.max(5, Math.min(16, Math.floor((holder.clientWidth || 600) / columnWidth)));
+    const columns = Math.max(5, Math.min(24, Math.floor(((holder.clientWidth || 600) - pad) / columnWidth)));
     const blocks = [...state.tree.values()].filter((b) => b.height > tipHeight - columns && b.height <= tipHeight + 2);
     const maxHeight = Math.max(tipHeight, ...blocks.map((b) => b.height));
     const minHeight = maxHeight - columns + 1;
@@ -472,17 +474,22 @@
     for (const block of shown) {
       if (best.has(block.hash)) { lane.set(block.hash, 0); continue; }
       // A stale block continues its parent's lane when the parent is itself
-      // stale and that lane is free at this height; otherwise opens a lane.
+      // stale and that lane is free at this height. Otherwise it takes the
+      // first lane left empty for a column before it (the gap keeps two
+      // unrelated branches from looking like one), so the tree stays short.
       const parentLane = lane.get(block.prev_hash);
       let chosen = parentLane > 0 && (laneUsed.get(parentLane) ?? -1) < block.height ? parentLane : undefined;
-      if (chosen === undefined) chosen = Math.max(0, ...laneUsed.keys()) + 1;
+      if (chosen === undefined) {
+        chosen = 1;
+        while ((laneUsed.get(chosen) ?? -Infinity) >= block.height - 1) chosen += 1;
+      }
       lane.set(block.hash, chosen);
       laneUsed.set(chosen, block.height);
     }
     const lanes = Math.max(0, ...lane.values()) + 1;
     const width = columns * columnWidth + pad;
     const height = lanes * laneHeight + 16;
-    const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'recent block tree' });
+    const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': 'recent block tree' });
     const pos = (block) => ({ x: pad + (block.height - minHeight) * columnWidth, y: 16 + lane.get(block.hash) * laneHeight });
     for (let h = minHeight; h <= maxHeight; h += 1) {
       if ((h - minHeight) % 2 === 0) root.append(svg('text', { x: pad + (h - minHeight) * columnWidth, y: 10 }, `#${h}`));
@@ -509,7 +516,7 @@
     const log = $('reorgs');
     if (!state.reorgs.length) { log.replaceChildren(el('li', { class: 'empty', text: 'no reorgs seen since this page opened' })); return; }
     log.replaceChildren(...state.reorgs.map((r) => el('li', {},
-      el('span', { class: 'muted', text: new Date(r.at).toLocaleTimeString() }),
+      el('span', { class: 'muted', text: new Date(r.at).toTimeString().slice(0, 8) }),
       el('span', { class: 'ellip' },
         `reorg at #${r.fork_height}: −${r.n_disconnected} +${r.n_connected} blocks, tip `,
         r.old_tip ? link('block', r.old_tip, short(r.old_tip, 6)) : '?', ' → ',
@@ -524,8 +531,8 @@
       return;
     }
     body.replaceChildren(...state.peers.map((p) => el('tr', { data: { nodeId: p.node_id || '' } },
-      el('td', { class: 'mono', title: `${p.addr} (${p.direction})`, text: `${p.direction === 'inbound' ? '← ' : '→ '}${p.addr}` }),
-      el('td', { class: 'mono', title: p.node_id || '', text: short(p.node_id, 6) }),
+      el('td', { title: `${p.addr} (${p.direction})`, text: `${p.direction === 'inbound' ? '← ' : '→ '}${p.addr}` }),
+      el('td', { class: 'mono node-cell', title: p.node_id || '', text: String(p.node_id || '').slice(0, 8) }),
       el('td', { class: 'num', text: integer(p.height ?? 0) }),
       el('td', { class: 'num', text: p.ping_ms === null || p.ping_ms === undefined ? '—' : `${p.ping_ms} ms` }),
       el('td', { class: 'num', text: duration(p.connected_secs) }))));
@@ -566,15 +573,15 @@
         addEdge(k.node_id, other, false);
       }
     }
-    const size = 320; const center = size / 2;
     const inner = [...nodes.values()].filter((n) => n.kind === 'peer');
     const outer = [...nodes.values()].filter((n) => n.kind === 'known');
+    const size = outer.length ? 320 : 240; const center = size / 2;
     const place = (list, radius, offset) => list.forEach((n, i) => {
       const angle = offset + (2 * Math.PI * i) / list.length - Math.PI / 2;
       n.x = center + radius * Math.cos(angle); n.y = center + radius * Math.sin(angle);
     });
     nodes.get(selfId).x = center; nodes.get(selfId).y = center;
-    place(inner, outer.length ? 70 : 110, 0);
+    place(inner, outer.length ? 70 : 90, 0);
     place(outer, 140, outer.length ? Math.PI / outer.length : 0);
     graph.setAttribute('viewBox', `0 0 ${size} ${size}`);
     graph.replaceChildren();
@@ -614,9 +621,10 @@
     const route = currentRoute();
     const detail = $('detail');
     const seq = ++detailSeq;
-    if (!route) { detail.hidden = true; detail.replaceChildren(); delete detail.dataset.kind; return; }
+    if (!route) { detail.hidden = true; detail.replaceChildren(); delete detail.dataset.kind; delete detail.dataset.loaded; return; }
     detail.hidden = false;
     if (!quiet) {
+      delete detail.dataset.loaded;
       detail.replaceChildren(detailHead(`${route.kind} ${short(route.id, 12)}`), el('p', { class: 'muted', text: 'loading…' }));
       detail.dataset.kind = route.kind;
       detail.dataset.id = route.id;
@@ -638,11 +646,12 @@
     detail.dataset.loaded = 'true';
   }
 
-  // Keeps an open tx or address view current as blocks arrive (a pending tx
-  // becomes confirmed, confirmations grow) without flashing "loading".
-  function refreshDetailOnBlock() {
+  // Keeps an open view current without flashing "loading": a new block can
+  // confirm a pending tx or change a balance; a reorg can also move a block
+  // off the best chain.
+  function refreshDetailOnBlock(afterReorg) {
     const route = currentRoute();
-    if (route && route.kind !== 'block') renderDetail(true);
+    if (route && (afterReorg || route.kind !== 'block')) renderDetail(true);
   }
 
   function detailHead(title) {
@@ -680,6 +689,7 @@
         ['Target', b.target],
         ['Nonce', integer(b.nonce)],
         ['Merkle root', b.merkle_root],
+        b.size !== undefined ? ['Size', `${integer(b.size)} bytes`] : null,
         ['Transactions', integer(txs.length)],
       ]),
       el('h3', { text: `Transactions (${txs.length})` }),
@@ -735,30 +745,36 @@
 
   // A table of txs. Items are `{tx, status, block_height}` as the tx and
   // history routes return them, or bare tx objects. With `viewer` set (an
-  // address view) the direction and counterparty are shown instead.
+  // address view) the direction and counterparty are shown instead of from
+  // and to. The cell classes let the phone layout (app.css) fold each row
+  // into two lines instead of squeezing five columns.
   function txTable(items, viewer) {
     const head = viewer ? ['Txid', '', 'Counterparty', 'Amount', 'Status'] : ['Txid', 'From', 'To', 'Amount', 'Fee'];
+    const classes = ['c-id', 'c-a', 'c-b', 'c-amount num', 'c-e num'];
     const rows = items.map((item) => {
       const tx = item && item.tx ? item.tx : item || {};
-      const cells = [el('td', {}, link('tx', tx.txid, short(tx.txid, 8), 'ellip'))];
+      let a; let b; let amount; let last;
       if (viewer) {
         const outgoing = tx.from === viewer;
         const direction = outgoing && tx.to === viewer ? 'self' : outgoing ? 'out' : 'in';
         const status = item.status || tx.status;
-        cells.push(el('td', {}, el('span', { class: `badge ${direction}`, text: direction })),
-          el('td', {}, addressLink(outgoing ? tx.to : tx.from)),
-          el('td', { class: 'num', title: `fee ${coins(tx.fee)}`, text: `${outgoing && direction !== 'self' ? '−' : ''}${coins(tx.amount)}` }),
-          el('td', { class: 'small', text: status === 'confirmed' && item.block_height !== undefined ? `#${item.block_height}` : status || '' }));
+        a = el('span', { class: `badge ${direction}`, text: direction });
+        b = addressLink(outgoing ? tx.to : tx.from);
+        amount = `${direction === 'out' ? '−' : ''}${coins(tx.amount)}`;
+        last = el('span', { class: `badge ${status}`, text: status === 'confirmed' && item.block_height !== undefined && item.block_height !== null ? `#${item.block_height}` : status || '?' });
       } else {
-        cells.push(el('td', {}, addressLink(tx.from)), el('td', {}, addressLink(tx.to)),
-          el('td', { class: 'num', text: coins(tx.amount) }), el('td', { class: 'num', text: coins(tx.fee) }));
+        a = addressLink(tx.from);
+        b = addressLink(tx.to);
+        amount = coins(tx.amount);
+        last = el('span', { 'data-label': 'fee', text: coins(tx.fee) });
       }
-      return el('tr', { data: { txid: tx.txid || '' } }, ...cells);
+      const cells = [link('tx', tx.txid, short(tx.txid, 8), 'ellip'), a, b, el('span', { title: `${amount} coins, fee ${coins(tx.fee)}`, text: amount }), last];
+      return el('tr', { data: { txid: tx.txid || '' } }, ...cells.map((cell, i) => el('td', { class: classes[i] }, cell)));
     });
-    const widths = viewer ? ['32%', '12%', '28%', '16%', '12%'] : ['24%', '24%', '24%', '16%', '12%'];
-    return el('table', { class: 'table' },
+    const widths = viewer ? ['27%', '9%', '27%', '23%', '14%'] : ['22%', '22%', '22%', '22%', '12%'];
+    return el('table', { class: 'table txs' },
       el('colgroup', {}, ...widths.map((w) => { const col = el('col'); col.style.width = w; return col; })),
-      el('thead', {}, el('tr', {}, ...head.map((h, i) => el('th', { class: i >= 3 ? 'num' : '', text: h })))),
+      el('thead', {}, el('tr', {}, ...head.map((h, i) => el('th', { class: classes[i], text: h })))),
       el('tbody', {}, ...rows));
   }
 
@@ -808,9 +824,11 @@
       search($('search').value);
     });
     window.addEventListener('hashchange', () => renderDetail(false));
-    // The fork tree picks its column count from the card width.
-    let resizeTimer = null;
-    window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(renderForks, 150); });
+    // The chart and the fork tree are drawn for the card's width. Both are
+    // cheap, so they are redrawn in the resize event itself (before the next
+    // paint) rather than debounced, and a resized window never shows them
+    // stretched.
+    window.addEventListener('resize', () => { renderChart(); renderForks(); });
     // Keeps every "12s ago" label current without re-rendering the lists.
     setInterval(() => {
       for (const node of document.querySelectorAll('[data-ts]')) node.textContent = ago(node.dataset.ts);

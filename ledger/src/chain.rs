@@ -1,0 +1,1113 @@
+//! `Chain`: the single writer of the block tree. It accepts blocks in any
+//! order, keeps bounded orphans, chooses the valid chain with the most
+//! cumulative work (ties keep the first seen), reorganises with undo data,
+//! and reports every change as a `ChainUpdate` so a mempool can follow.
+//! `ChainReader` is the cheap, cloneable read side: it reads sled directly
+//! and never waits on the writer.
+//!
+//! The whole block index (headers, cumulative work, status) is held in
+//! memory, loaded at open; block bodies, state and indexes stay in the
+//! store (see `storage`). Invariant after every public call: the tip is the
+//! best valid candidate, i.e. no stored block that is not known invalid has
+//! more work than the tip (or equal work and an earlier first-seen number).
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::block::{Block, Header};
+use crate::chainspec::ChainSpec;
+use crate::difficulty::{self, BlockTiming, RETARGET_WINDOW};
+use crate::hash::{BlockHash, Hash256, TxId};
+use crate::sigcache::SignatureCache;
+use crate::state::{self, Account, AccountSource, StateDigester};
+use crate::storage::{BlockStatus, IndexEntry, StorageError, Store};
+use crate::target::{Target, Work};
+use crate::tx::Transaction;
+use crate::validation::{self, BlockError};
+use crate::Height;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use crate::storage::TxLocation;
+
+/// Most orphans kept at once.
+pub const MAX_ORPHANS: usize = 256;
+/// Most bytes of orphans kept at once.
+pub const MAX_ORPHAN_BYTES: usize = 32 * 1024 * 1024;
+/// Orphans older than this are dropped.
+pub const ORPHAN_EXPIRY_MS: u64 = 20 * 60 * 1000;
+
+/// Why the chain store could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    #[error("data dir {dir} holds chain {found_name:?} (genesis {found}), not {expected_name:?} (genesis {expected}); use another --data-dir")]
+    WrongChain {
+        dir: String,
+        found_name: String,
+        found: BlockHash,
+        expected_name: String,
+        expected: BlockHash,
+    },
+    #[error("chain store in {dir} is corrupt ({detail}); move the directory away to resync from peers")]
+    Corrupt { dir: String, detail: String },
+    #[error("chain storage error: {0}")]
+    Storage(String),
+}
+
+impl ChainError {
+    fn from_storage(dir: &Path, error: StorageError) -> ChainError {
+        match error {
+            StorageError::Corrupt(detail) => ChainError::Corrupt {
+                dir: dir.display().to_string(),
+                detail,
+            },
+            other => ChainError::Storage(other.to_string()),
+        }
+    }
+}
+
+fn storage_block_error(error: StorageError) -> BlockError {
+    BlockError::Storage(error.to_string())
+}
+
+/// What `process_block` did with a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessOutcome {
+    /// Already stored (or waiting as an orphan).
+    Known,
+    /// Parent unknown: kept as an orphan until the parent arrives.
+    Orphan,
+    /// Valid so far and stored on a branch with no more work than the tip.
+    SideChain,
+    /// The best chain changed.
+    Connected(ChainUpdate),
+}
+
+/// A change of the best chain, net of any intermediate steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainUpdate {
+    pub old_tip: BlockHash,
+    pub new_tip: BlockHash,
+    /// Height of the last block the old and new chains share.
+    pub fork_height: Height,
+    /// Blocks taken off the best chain, old tip first.
+    pub disconnected: Vec<Block>,
+    /// Blocks added to the best chain, in height order.
+    pub connected: Vec<Block>,
+}
+
+impl ChainUpdate {
+    pub fn is_reorg(&self) -> bool {
+        !self.disconnected.is_empty()
+    }
+}
+
+/// Everything a miner needs to build on the tip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextBlockContext {
+    pub height: Height,
+    pub prev_hash: BlockHash,
+    pub target: Target,
+    /// Smallest valid timestamp: one more than the median of the last 11.
+    pub min_timestamp: u64,
+    /// `max(now, min_timestamp)`.
+    pub timestamp: u64,
+}
+
+/// The best block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TipInfo {
+    pub height: Height,
+    pub hash: BlockHash,
+    pub total_work: Work,
+    /// The target of the tip block itself.
+    pub target: Target,
+    pub timestamp: u64,
+}
+
+/// `GET /v1/state`: see `state::StateDigester` for the digest's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateSummary {
+    pub height: Height,
+    pub tip: BlockHash,
+    pub accounts: u64,
+    pub total_supply: Amount,
+    pub digest: Hash256,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    header: Header,
+    total_work: Work,
+    status: BlockStatus,
+    seq: u64,
+}
+
+impl Node {
+    fn entry(&self) -> IndexEntry {
+        IndexEntry {
+            header: self.header.clone(),
+            total_work: self.total_work,
+            status: self.status,
+            seq: self.seq,
+        }
+    }
+}
+
+struct Orphan {
+    block: Block,
+    received_ms: u64,
+    bytes: usize,
+}
+
+/// Blocks whose parent we do not have yet, bounded in count and bytes.
+#[derive(Default)]
+struct OrphanPool {
+    blocks: HashMap<BlockHash, Orphan>,
+    by_parent: HashMap<BlockHash, Vec<BlockHash>>,
+    order: VecDeque<BlockHash>,
+    bytes: usize,
+}
+
+impl OrphanPool {
+    fn contains(&self, hash: &BlockHash) -> bool {
+        self.blocks.contains_key(hash)
+    }
+
+    fn insert(&mut self, hash: BlockHash, block: Block, now_ms: u64) {
+        if self.blocks.contains_key(&hash) {
+            return;
+        }
+        let bytes = block.encoded_len();
+        self.by_parent
+            .entry(block.header.prev_hash)
+            .or_default()
+            .push(hash);
+        self.blocks.insert(
+            hash,
+            Orphan {
+                block,
+                received_ms: now_ms,
+                bytes,
+            },
+        );
+        self.order.push_back(hash);
+        self.bytes += bytes;
+        while self.blocks.len() > MAX_ORPHANS || self.bytes > MAX_ORPHAN_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+    }
+
+    fn remove(&mut self, hash: &BlockHash) -> Option<Block> {
+        let orphan = self.blocks.remove(hash)?;
+        self.bytes -= orphan.bytes;
+        let parent = orphan.block.header.prev_hash;
+        if let Some(siblings) = self.by_parent.get_mut(&parent) {
+            siblings.retain(|sibling| sibling != hash);
+            if siblings.is_empty() {
+                self.by_parent.remove(&parent);
+            }
+        }
+        // `order` is cleaned lazily: stale hashes are skipped on eviction.
+        Some(orphan.block)
+    }
+
+    fn take_children(&mut self, parent: &BlockHash) -> Vec<Block> {
+        let hashes = self.by_parent.remove(parent).unwrap_or_default();
+        hashes
+            .iter()
+            .filter_map(|hash| {
+                let orphan = self.blocks.remove(hash)?;
+                self.bytes -= orphan.bytes;
+                Some(orphan.block)
+            })
+            .collect()
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        while let Some(oldest) = self.order.front().copied() {
+            match self.blocks.get(&oldest) {
+                None => {
+                    self.order.pop_front();
+                }
+                Some(orphan) if orphan.received_ms.saturating_add(ORPHAN_EXPIRY_MS) < now_ms => {
+                    self.order.pop_front();
+                    self.remove(&oldest);
+                }
+                Some(_) => break,
+            }
+        }
+        if self.order.len() > 4 * MAX_ORPHANS {
+            let blocks = &self.blocks;
+            self.order.retain(|hash| blocks.contains_key(hash));
+        }
+    }
+}
+
+/// Reads accounts from the store for the writer, remembering the first
+/// storage error so a failing disk is never mistaken for an invalid block.
+struct StrictAccounts<'a> {
+    store: &'a Store,
+    error: RefCell<Option<StorageError>>,
+}
+
+impl AccountSource for StrictAccounts<'_> {
+    fn account(&self, address: &Address) -> Account {
+        match self.store.account(address) {
+            Ok(account) => account,
+            Err(error) => {
+                self.error.borrow_mut().get_or_insert(error);
+                Account::default()
+            }
+        }
+    }
+}
+
+/// The chain writer. Not `Sync` on purpose: one owner (the node's chain
+/// thread) calls `process_block`; everyone else uses a `ChainReader`.
+pub struct Chain {
+    spec: Arc<ChainSpec>,
+    genesis: BlockHash,
+    store: Store,
+    nodes: HashMap<BlockHash, Node>,
+    children: HashMap<BlockHash, Vec<BlockHash>>,
+    tip: BlockHash,
+    next_seq: u64,
+    orphans: OrphanPool,
+    cache: SignatureCache,
+}
+
+impl Chain {
+    /// Opens or creates the chain store in `dir`. A dir of another chain
+    /// gives `ChainError::WrongChain`; an inconsistent store gives
+    /// `ChainError::Corrupt`. If the store was left mid-reorg, the best
+    /// valid chain is re-activated before returning.
+    pub fn open(spec: ChainSpec, dir: &Path) -> Result<Chain, ChainError> {
+        let store = Store::open(dir).map_err(|error| ChainError::from_storage(dir, error))?;
+        let genesis_block = spec.genesis_block();
+        let genesis = genesis_block.hash();
+        let corrupt = |detail: String| ChainError::Corrupt {
+            dir: dir.display().to_string(),
+            detail,
+        };
+        let from_storage = |error| ChainError::from_storage(dir, error);
+        match store.chain_identity().map_err(from_storage)? {
+            Some((found, found_name)) if found != genesis => {
+                return Err(ChainError::WrongChain {
+                    dir: dir.display().to_string(),
+                    found_name,
+                    found,
+                    expected_name: spec.name.clone(),
+                    expected: genesis,
+                })
+            }
+            Some(_) => {}
+            None => {
+                let entry = IndexEntry {
+                    header: genesis_block.header.clone(),
+                    total_work: Target::from_compact(genesis_block.header.bits)
+                        .map(|target| target.work())
+                        .unwrap_or(Work::ZERO),
+                    status: BlockStatus::Valid,
+                    seq: 0,
+                };
+                let allocations: Vec<(Address, Account)> =
+                    state::genesis_state(&spec).into_iter().collect();
+                store
+                    .init_genesis(&spec.name, &genesis_block, &entry, &allocations)
+                    .map_err(from_storage)?;
+                tracing::info!(chain = %spec.name, genesis = %genesis, "initialised a new chain store");
+            }
+        }
+
+        let mut nodes = HashMap::new();
+        let mut children: HashMap<BlockHash, Vec<BlockHash>> = HashMap::new();
+        let mut next_seq = 1;
+        for (hash, entry) in store.load_index().map_err(from_storage)? {
+            if hash != entry.header.hash() {
+                return Err(corrupt(format!("index entry {hash} holds another header")));
+            }
+            next_seq = next_seq.max(entry.seq.saturating_add(1));
+            if hash != genesis {
+                children.entry(entry.header.prev_hash).or_default().push(hash);
+            }
+            nodes.insert(
+                hash,
+                Node {
+                    header: entry.header,
+                    total_work: entry.total_work,
+                    status: entry.status,
+                    seq: entry.seq,
+                },
+            );
+        }
+        if !nodes.contains_key(&genesis) {
+            return Err(corrupt("genesis is missing from the block index".into()));
+        }
+        let tip = store
+            .tip_hash()
+            .map_err(from_storage)?
+            .ok_or_else(|| corrupt("no tip recorded".into()))?;
+
+        let mut chain = Chain {
+            spec: Arc::new(spec),
+            genesis,
+            store,
+            nodes,
+            children,
+            tip,
+            next_seq,
+            orphans: OrphanPool::default(),
+            cache: SignatureCache::default(),
+        };
+        chain.check_best_chain().map_err(corrupt)?;
+        chain.mark_missing_data().map_err(from_storage)?;
+        chain.activate_best_chain(None).map_err(|error| match error {
+            BlockError::Storage(detail) => ChainError::Storage(detail),
+            other => ChainError::Storage(other.to_string()),
+        })?;
+        let tip = chain.tip();
+        tracing::info!(height = tip.height, tip = %tip.hash, "chain store open");
+        Ok(chain)
+    }
+
+    /// Checks that the stored tip is in the index and that the height index
+    /// matches the hash links from the tip back to genesis, with every
+    /// body present.
+    fn check_best_chain(&self) -> Result<(), String> {
+        let tip = self
+            .nodes
+            .get(&self.tip)
+            .ok_or_else(|| format!("tip {} is not in the block index", self.tip))?;
+        if tip.status != BlockStatus::Valid {
+            return Err(format!("tip {} is marked {:?}", self.tip, tip.status));
+        }
+        let mut hash = self.tip;
+        loop {
+            let node = self
+                .nodes
+                .get(&hash)
+                .ok_or_else(|| format!("ancestor {hash} of the tip is not in the block index"))?;
+            let height = node.header.height;
+            match self.store.hash_at(height) {
+                Ok(Some(stored)) if stored == hash => {}
+                Ok(other) => {
+                    return Err(format!(
+                        "height index at {height} holds {other:?}, but the tip's ancestor there is {hash}"
+                    ))
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+            match self.store.has_block_data(&hash) {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("body of best-chain block {hash} is missing")),
+                Err(error) => return Err(error.to_string()),
+            }
+            if height == 0 {
+                if hash != self.genesis {
+                    return Err(format!("best chain starts at {hash}, not at genesis"));
+                }
+                break;
+            }
+            hash = node.header.prev_hash;
+        }
+        let tip_height = tip.header.height;
+        match self.store.best_chain_last() {
+            Ok(Some((height, _))) if height == tip_height => Ok(()),
+            Ok(other) => Err(format!(
+                "height index ends at {other:?}, but the tip is at height {tip_height}"
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Marks side-branch entries whose bodies are gone as data-missing, so
+    /// fork choice never tries to connect them.
+    fn mark_missing_data(&mut self) -> Result<(), StorageError> {
+        let mut missing = Vec::new();
+        for (hash, node) in &self.nodes {
+            if node.status == BlockStatus::Valid && !self.store.has_block_data(hash)? {
+                missing.push(*hash);
+            }
+        }
+        for hash in missing {
+            self.mark_subtree(hash, BlockStatus::DataMissing)?;
+        }
+        Ok(())
+    }
+
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+
+    pub fn genesis_hash(&self) -> BlockHash {
+        self.genesis
+    }
+
+    pub fn reader(&self) -> ChainReader {
+        ChainReader {
+            spec: Arc::clone(&self.spec),
+            genesis: self.genesis,
+            store: self.store.clone(),
+        }
+    }
+
+    /// Shares a signature cache with the mempool.
+    pub fn set_signature_cache(&mut self, cache: SignatureCache) {
+        self.cache = cache;
+    }
+
+    pub fn signature_cache(&self) -> &SignatureCache {
+        &self.cache
+    }
+
+    /// The best block, from memory.
+    pub fn tip(&self) -> TipInfo {
+        let node = &self.nodes[&self.tip];
+        tip_info(self.tip, node)
+    }
+
+    /// Whether the block is stored (any branch, any status) or is an orphan.
+    pub fn contains(&self, hash: &BlockHash) -> bool {
+        self.nodes.contains_key(hash) || self.orphans.contains(hash)
+    }
+
+    /// Whether the block is known to be invalid.
+    pub fn is_invalid(&self, hash: &BlockHash) -> bool {
+        self.nodes
+            .get(hash)
+            .is_some_and(|node| node.status == BlockStatus::Invalid)
+    }
+
+    pub fn orphan_count(&self) -> usize {
+        self.orphans.blocks.len()
+    }
+
+    /// Validates and stores `block`, connects it (and any orphans waiting
+    /// for it) when that gives the chain with the most work, and reports
+    /// what changed. An invalid block is marked (with its descendants) and
+    /// its error returned; the chain then stays on the best valid tip.
+    pub fn process_block(&mut self, block: Block, now_ms: u64) -> Result<ProcessOutcome, BlockError> {
+        self.orphans.expire(now_ms);
+        let hash = block.hash();
+        if let Some(node) = self.nodes.get(&hash) {
+            return match node.status {
+                BlockStatus::Invalid => Err(BlockError::KnownInvalid),
+                _ => Ok(ProcessOutcome::Known),
+            };
+        }
+        if self.orphans.contains(&hash) {
+            return Ok(ProcessOutcome::Known);
+        }
+        if block.header.height == 0 {
+            return Err(BlockError::BadGenesis);
+        }
+        let Some(parent) = self.nodes.get(&block.header.prev_hash) else {
+            // Cheap checks only: proof-of-work makes junk expensive to send,
+            // and signatures are checked once the parent shows up.
+            validation::check_block_structure(&block, &self.spec)?;
+            self.orphans.insert(hash, block, now_ms);
+            return Ok(ProcessOutcome::Orphan);
+        };
+        if parent.status == BlockStatus::Invalid {
+            return Err(BlockError::InvalidAncestor);
+        }
+
+        let old_tip = self.tip;
+        self.accept_block(hash, &block, now_ms)?;
+        let mut best_new = hash;
+        // Orphans waiting on this block (and on those) can now be stored.
+        let mut queue = vec![hash];
+        while let Some(parent_hash) = queue.pop() {
+            for child in self.orphans.take_children(&parent_hash) {
+                let child_hash = child.hash();
+                match self.accept_block(child_hash, &child, now_ms) {
+                    Ok(()) => {
+                        if self.better(&child_hash, &best_new) {
+                            best_new = child_hash;
+                        }
+                        queue.push(child_hash);
+                    }
+                    Err(error) => {
+                        tracing::debug!(block = %child_hash, %error, "dropped an invalid orphan");
+                    }
+                }
+            }
+        }
+        let failures = self.activate_best_chain(Some(best_new))?;
+        if let Some((_, error)) = failures.into_iter().find(|(failed, _)| *failed == hash) {
+            return Err(error);
+        }
+        if self.tip == old_tip {
+            return Ok(ProcessOutcome::SideChain);
+        }
+        let update = self.update_between(old_tip, self.tip)?;
+        Ok(ProcessOutcome::Connected(update))
+    }
+
+    /// Stateless and contextual checks, then stores the block and indexes
+    /// it. The parent must be in the index and not invalid.
+    fn accept_block(&mut self, hash: BlockHash, block: &Block, now_ms: u64) -> Result<(), BlockError> {
+        let parent = self
+            .nodes
+            .get(&block.header.prev_hash)
+            .ok_or(BlockError::InvalidAncestor)?;
+        if parent.status == BlockStatus::Invalid {
+            return Err(BlockError::InvalidAncestor);
+        }
+        let parent_height = parent.header.height;
+        let parent_work = parent.total_work;
+        let recent = self.recent_timings(&block.header.prev_hash);
+        validation::check_header_context(&block.header, parent_height, &recent, &self.spec, now_ms)?;
+        validation::check_block_stateless(block, &self.spec, &self.genesis, &self.cache)?;
+        let target = Target::from_compact(block.header.bits)
+            .map_err(|_| BlockError::BadCompactTarget(block.header.bits.0))?;
+        let node = Node {
+            header: block.header.clone(),
+            total_work: parent_work.saturating_add(&target.work()),
+            status: BlockStatus::Valid,
+            seq: self.next_seq,
+        };
+        self.store
+            .put_block(&hash, block, &node.entry())
+            .map_err(storage_block_error)?;
+        self.next_seq += 1;
+        self.children
+            .entry(block.header.prev_hash)
+            .or_default()
+            .push(hash);
+        self.nodes.insert(hash, node);
+        Ok(())
+    }
+
+    /// Timestamps and bits of `last` and its ancestors, oldest first, as
+    /// many as retargeting and the median rule need.
+    fn recent_timings(&self, last: &BlockHash) -> Vec<BlockTiming> {
+        let wanted = (RETARGET_WINDOW + 1).max(difficulty::MEDIAN_TIME_SPAN);
+        let mut timings = Vec::with_capacity(wanted);
+        let mut cursor = Some(*last);
+        while let Some(hash) = cursor {
+            let Some(node) = self.nodes.get(&hash) else {
+                break;
+            };
+            timings.push(BlockTiming {
+                timestamp: node.header.timestamp,
+                bits: node.header.bits,
+            });
+            if timings.len() == wanted || node.header.height == 0 {
+                break;
+            }
+            cursor = Some(node.header.prev_hash);
+        }
+        timings.reverse();
+        timings
+    }
+
+    /// Whether `a` beats `b` in fork choice: more work, or equal work and
+    /// seen first.
+    fn better(&self, a: &BlockHash, b: &BlockHash) -> bool {
+        match (self.nodes.get(a), self.nodes.get(b)) {
+            (Some(a), Some(b)) => {
+                a.total_work > b.total_work || (a.total_work == b.total_work && a.seq < b.seq)
+            }
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// The best block that is not known invalid and has data, by a scan of
+    /// the whole index.
+    fn best_candidate(&self) -> BlockHash {
+        let mut best = self.genesis;
+        for (hash, node) in &self.nodes {
+            if node.status == BlockStatus::Valid && self.better(hash, &best) {
+                best = *hash;
+            }
+        }
+        best
+    }
+
+    /// Moves the tip to the best valid chain. `hint` is a block just
+    /// stored: if it beats the tip it is tried first, without a scan. Blocks
+    /// that fail to connect are marked invalid with their descendants and
+    /// the search repeats. Returns the failures.
+    fn activate_best_chain(
+        &mut self,
+        hint: Option<BlockHash>,
+    ) -> Result<Vec<(BlockHash, BlockError)>, BlockError> {
+        let mut failures = Vec::new();
+        let mut candidate = match hint {
+            Some(hint) if self.better(&hint, &self.tip) => hint,
+            Some(_) => return Ok(failures),
+            None => self.best_candidate(),
+        };
+        // Each round either reaches the candidate or marks at least one
+        // block invalid, so this ends.
+        while candidate != self.tip && self.better(&candidate, &self.tip) {
+            match self.reorganize_to(candidate)? {
+                None => break,
+                Some((failed, error)) => {
+                    tracing::warn!(block = %failed, %error, "block failed to connect; marking it and its descendants invalid");
+                    self.mark_subtree(failed, BlockStatus::Invalid)
+                        .map_err(storage_block_error)?;
+                    failures.push((failed, error));
+                    candidate = self.best_candidate();
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Disconnects back to the fork point with `target`'s chain and connects
+    /// towards `target`. Returns the first block that failed validation, if
+    /// any (the tip is then its parent).
+    fn reorganize_to(
+        &mut self,
+        target: BlockHash,
+    ) -> Result<Option<(BlockHash, BlockError)>, BlockError> {
+        let fork = self.fork_point(&self.tip, &target)?;
+        while self.tip != fork {
+            self.disconnect_tip()?;
+        }
+        let mut path = Vec::new();
+        let mut cursor = target;
+        while cursor != fork {
+            path.push(cursor);
+            cursor = self.nodes[&cursor].header.prev_hash;
+        }
+        for hash in path.into_iter().rev() {
+            let block = match self.store.block(&hash).map_err(storage_block_error)? {
+                Some(block) => block,
+                None => {
+                    self.mark_subtree(hash, BlockStatus::DataMissing)
+                        .map_err(storage_block_error)?;
+                    return Ok(None);
+                }
+            };
+            if let Err(error) = self.connect_tip(&hash, &block)? {
+                return Ok(Some((hash, error)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Connects `block` on the tip. The outer error is a storage failure;
+    /// the inner one says the block is invalid.
+    fn connect_tip(
+        &mut self,
+        hash: &BlockHash,
+        block: &Block,
+    ) -> Result<Result<(), BlockError>, BlockError> {
+        let accounts = StrictAccounts {
+            store: &self.store,
+            error: RefCell::new(None),
+        };
+        let result = state::apply_block(block, &self.spec, &accounts);
+        if let Some(error) = accounts.error.into_inner() {
+            return Err(storage_block_error(error));
+        }
+        let change = match result {
+            Ok(change) => change,
+            Err(error) => return Ok(Err(error)),
+        };
+        let txids: Vec<TxId> = block.txids();
+        self.store
+            .connect_block(hash, block, &txids, &change)
+            .map_err(storage_block_error)?;
+        self.tip = *hash;
+        Ok(Ok(()))
+    }
+
+    fn disconnect_tip(&mut self) -> Result<(), BlockError> {
+        let hash = self.tip;
+        if hash == self.genesis {
+            return Err(BlockError::Storage("cannot disconnect genesis".into()));
+        }
+        let missing = |what: &str| BlockError::Storage(format!("{what} of best-chain block {hash} is missing"));
+        let block = self
+            .store
+            .block(&hash)
+            .map_err(storage_block_error)?
+            .ok_or_else(|| missing("body"))?;
+        let undo = self
+            .store
+            .undo(&hash)
+            .map_err(storage_block_error)?
+            .ok_or_else(|| missing("undo record"))?;
+        let txids = block.txids();
+        self.store
+            .disconnect_block(&hash, &block, &txids, &undo)
+            .map_err(storage_block_error)?;
+        self.tip = block.header.prev_hash;
+        Ok(())
+    }
+
+    /// The last common ancestor of `a` and `b`.
+    fn fork_point(&self, a: &BlockHash, b: &BlockHash) -> Result<BlockHash, BlockError> {
+        let lookup = |hash: &BlockHash| {
+            self.nodes
+                .get(hash)
+                .ok_or_else(|| BlockError::Storage(format!("block {hash} missing from the index")))
+        };
+        let (mut a, mut b) = (*a, *b);
+        let (mut node_a, mut node_b) = (lookup(&a)?, lookup(&b)?);
+        while node_a.header.height > node_b.header.height {
+            a = node_a.header.prev_hash;
+            node_a = lookup(&a)?;
+        }
+        while node_b.header.height > node_a.header.height {
+            b = node_b.header.prev_hash;
+            node_b = lookup(&b)?;
+        }
+        while a != b {
+            a = node_a.header.prev_hash;
+            b = node_b.header.prev_hash;
+            node_a = lookup(&a)?;
+            node_b = lookup(&b)?;
+        }
+        Ok(a)
+    }
+
+    /// Sets `status` on `root` and every descendant, in memory and store.
+    fn mark_subtree(&mut self, root: BlockHash, status: BlockStatus) -> Result<(), StorageError> {
+        let mut changed = Vec::new();
+        let mut stack = vec![root];
+        while let Some(hash) = stack.pop() {
+            if let Some(node) = self.nodes.get_mut(&hash) {
+                if node.status != BlockStatus::Invalid {
+                    node.status = status;
+                }
+                changed.push((hash, node.entry()));
+            }
+            if let Some(children) = self.children.get(&hash) {
+                stack.extend(children.iter().copied());
+            }
+        }
+        self.store.put_index_entries(&changed)
+    }
+
+    /// The net change from `old_tip` to `new_tip`.
+    fn update_between(&self, old_tip: BlockHash, new_tip: BlockHash) -> Result<ChainUpdate, BlockError> {
+        let fork = self.fork_point(&old_tip, &new_tip)?;
+        let load = |hash: &BlockHash| {
+            self.store
+                .block(hash)
+                .map_err(storage_block_error)?
+                .ok_or_else(|| BlockError::Storage(format!("body of block {hash} is missing")))
+        };
+        let mut disconnected = Vec::new();
+        let mut cursor = old_tip;
+        while cursor != fork {
+            let block = load(&cursor)?;
+            cursor = block.header.prev_hash;
+            disconnected.push(block);
+        }
+        let mut connected = Vec::new();
+        let mut cursor = new_tip;
+        while cursor != fork {
+            let block = load(&cursor)?;
+            cursor = block.header.prev_hash;
+            connected.push(block);
+        }
+        connected.reverse();
+        Ok(ChainUpdate {
+            old_tip,
+            new_tip,
+            fork_height: self.nodes[&fork].header.height,
+            disconnected,
+            connected,
+        })
+    }
+
+    /// Height, parent, target and timestamps for a block on the tip.
+    pub fn next_block_context(&self, now_ms: u64) -> NextBlockContext {
+        let recent = self.recent_timings(&self.tip);
+        let tip = &self.nodes[&self.tip];
+        let min_timestamp = difficulty::median_time_past(&recent).saturating_add(1);
+        NextBlockContext {
+            height: tip.header.height + 1,
+            prev_hash: self.tip,
+            target: difficulty::next_required_target(&self.spec, &recent),
+            min_timestamp,
+            timestamp: now_ms.max(min_timestamp),
+        }
+    }
+
+    /// Asks sled to write out everything (see `storage` for the guarantee).
+    pub fn flush(&self) -> Result<(), ChainError> {
+        self.store
+            .flush()
+            .map_err(|error| ChainError::from_storage(self.store.path(), error))
+    }
+
+    /// A named key-value tree in the same database, for the node's own
+    /// records (address book, node key).
+    pub fn aux_tree(&self, name: &str) -> Result<AuxTree, ChainError> {
+        let tree = self
+            .store
+            .aux_tree(name)
+            .map_err(|error| ChainError::from_storage(self.store.path(), error))?;
+        Ok(AuxTree { tree })
+    }
+}
+
+fn tip_info(hash: BlockHash, node_header_work: &Node) -> TipInfo {
+    TipInfo {
+        height: node_header_work.header.height,
+        hash,
+        total_work: node_header_work.total_work,
+        target: Target::from_compact(node_header_work.header.bits).unwrap_or(Target::MAX),
+        timestamp: node_header_work.header.timestamp,
+    }
+}
+
+/// A named key-value tree beside the chain data.
+#[derive(Clone)]
+pub struct AuxTree {
+    tree: sled::Tree,
+}
+
+fn aux_error(error: sled::Error) -> ChainError {
+    ChainError::Storage(error.to_string())
+}
+
+impl AuxTree {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
+        Ok(self.tree.get(key).map_err(aux_error)?.map(|value| value.to_vec()))
+    }
+
+    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), ChainError> {
+        self.tree.insert(key, value).map_err(aux_error)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, key: &[u8]) -> Result<(), ChainError> {
+        self.tree.remove(key).map_err(aux_error)?;
+        Ok(())
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ChainError> {
+        self.tree
+            .iter()
+            .map(|item| {
+                item.map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(aux_error)
+            })
+            .collect()
+    }
+
+    pub fn flush(&self) -> Result<(), ChainError> {
+        self.tree.flush().map_err(aux_error)?;
+        Ok(())
+    }
+}
+
+/// The read side of the chain: `Clone`, `Send`, `Sync`; every call reads
+/// sled directly and never waits on the writer. A storage error reads as
+/// "absent" and is logged.
+#[derive(Clone)]
+pub struct ChainReader {
+    spec: Arc<ChainSpec>,
+    genesis: BlockHash,
+    store: Store,
+}
+
+fn logged<T>(result: Result<Option<T>, StorageError>) -> Option<T> {
+    match result {
+        Ok(value) => value,
+        Err(error) => {
+            tracing::error!(%error, "chain storage read failed");
+            None
+        }
+    }
+}
+
+impl ChainReader {
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+
+    pub fn genesis_hash(&self) -> BlockHash {
+        self.genesis
+    }
+
+    /// The best block as of the last committed connect or disconnect.
+    pub fn tip(&self) -> TipInfo {
+        let hash = logged(self.store.tip_hash()).unwrap_or(self.genesis);
+        match logged(self.store.entry(&hash)) {
+            Some(entry) => TipInfo {
+                height: entry.header.height,
+                hash,
+                total_work: entry.total_work,
+                target: Target::from_compact(entry.header.bits).unwrap_or(Target::MAX),
+                timestamp: entry.header.timestamp,
+            },
+            None => TipInfo {
+                height: 0,
+                hash,
+                total_work: Work::ZERO,
+                target: self.spec.initial_target,
+                timestamp: self.spec.genesis_timestamp,
+            },
+        }
+    }
+
+    pub fn account(&self, address: &Address) -> Account {
+        AccountSource::account(&self.store, address)
+    }
+
+    /// Any stored block, on any branch.
+    pub fn block(&self, hash: &BlockHash) -> Option<Block> {
+        logged(self.store.block(hash))
+    }
+
+    pub fn header(&self, hash: &BlockHash) -> Option<Header> {
+        logged(self.store.entry(hash)).map(|entry| entry.header)
+    }
+
+    /// Whether the block is stored and not known invalid.
+    pub fn has_block(&self, hash: &BlockHash) -> bool {
+        logged(self.store.entry(hash)).is_some_and(|entry| entry.status == BlockStatus::Valid)
+    }
+
+    /// Best-chain hash at `height`.
+    pub fn hash_at(&self, height: Height) -> Option<BlockHash> {
+        logged(self.store.hash_at(height))
+    }
+
+    /// Best-chain block at `height`.
+    pub fn block_at(&self, height: Height) -> Option<Block> {
+        self.hash_at(height).and_then(|hash| self.block(&hash))
+    }
+
+    /// A transaction confirmed on the best chain.
+    pub fn tx(&self, txid: &TxId) -> Option<(Transaction, TxLocation)> {
+        let location = logged(self.store.tx_location(txid))?;
+        let block = self.block(&location.block_hash)?;
+        let tx = block.txs.get(location.index as usize)?.clone();
+        Some((tx, location))
+    }
+
+    /// Best-chain transactions sent or received by `address`, newest first.
+    pub fn address_txs(&self, address: &Address, limit: usize) -> Vec<(Transaction, TxLocation)> {
+        let entries = match self.store.address_history(address, limit) {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::error!(%error, "reading address history failed");
+                return Vec::new();
+            }
+        };
+        let mut blocks: HashMap<BlockHash, Block> = HashMap::new();
+        let mut out = Vec::with_capacity(entries.len());
+        for (height, index, block_hash) in entries {
+            if !blocks.contains_key(&block_hash) {
+                let Some(block) = self.block(&block_hash) else {
+                    continue;
+                };
+                blocks.insert(block_hash, block);
+            }
+            if let Some(tx) = blocks[&block_hash].txs.get(index as usize) {
+                out.push((
+                    tx.clone(),
+                    TxLocation {
+                        block_hash,
+                        height,
+                        index,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Block locator of the best chain: the last 10 hashes one by one, then
+    /// doubling steps back, always ending with genesis.
+    pub fn locator(&self) -> Vec<BlockHash> {
+        let tip = self.tip();
+        let mut locator = Vec::new();
+        let mut height = tip.height;
+        let mut step = 1u64;
+        loop {
+            if let Some(hash) = self.hash_at(height) {
+                locator.push(hash);
+            }
+            if height == 0 {
+                break;
+            }
+            if locator.len() >= 10 {
+                step = step.saturating_mul(2);
+            }
+            height = height.saturating_sub(step);
+        }
+        if locator.last() != Some(&self.genesis) {
+            locator.push(self.genesis);
+        }
+        locator
+    }
+
+    /// Best-chain headers after the first locator hash that is on our best
+    /// chain (genesis when none is), up to `max`.
+    pub fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header> {
+        let mut start = 0;
+        for hash in locator {
+            if let Some(entry) = logged(self.store.entry(hash)) {
+                if self.hash_at(entry.header.height) == Some(*hash) {
+                    start = entry.header.height;
+                    break;
+                }
+            }
+        }
+        let mut headers = Vec::new();
+        let mut height = start + 1;
+        while headers.len() < max {
+            let Some(hash) = self.hash_at(height) else {
+                break;
+            };
+            let Some(header) = self.header(&hash) else {
+                break;
+            };
+            headers.push(header);
+            height += 1;
+        }
+        headers
+    }
+
+    /// Height, tip, account count, total supply and digest, all from one
+    /// state: the accounts are read between two reads of the tip, retried
+    /// until the tip did not move.
+    pub fn state_summary(&self) -> StateSummary {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = self.tip();
+            let mut digester = StateDigester::new();
+            let result = self.store.for_each_account(|address, account| digester.add(address, account));
+            if let Err(error) = result {
+                tracing::error!(%error, "reading accounts for the state digest failed");
+            }
+            let after = self.tip();
+            if before.hash == after.hash || attempt >= 20 {
+                let (digest, accounts, total_supply) = digester.finish();
+                return StateSummary {
+                    height: after.height,
+                    tip: after.hash,
+                    accounts,
+                    total_supply,
+                    digest,
+                };
+            }
+        }
+    }
+}
+
+impl AccountSource for ChainReader {
+    fn account(&self, address: &Address) -> Account {
+        ChainReader::account(self, address)
+    }
+}

@@ -1,0 +1,765 @@
+//! The mempool: transactions waiting for a block, keyed by (sender, nonce).
+//! It owns admission (format, signature once, chain, nonce window, balance,
+//! fee, replacement, caps), eviction at the caps, expiry, following the
+//! chain through connected blocks and reorgs, and the fee-ordered block
+//! template. Like geth, each sender has a queue split into an *executable*
+//! run (the consecutive nonces starting at its confirmed nonce, which a
+//! block could include now) and a *future* part (nonces after a gap, which
+//! wait until the gap is filled). Like Bitcoin Core, templates and eviction
+//! are ordered by fee. The pool is a plain single-threaded structure: the
+//! node wraps it in a `std::sync::Mutex` and does the expensive signature
+//! check ([`Mempool::precheck`]) before taking that lock.
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::chainspec::ChainSpec;
+use crate::hash::{BlockHash, TxId};
+use crate::sigcache::SignatureCache;
+use crate::state::{Account, AccountSource};
+use crate::tx::Transaction;
+use crate::validation::{self, TxError};
+use crate::Block;
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+
+/// Default cap on the number of pending transactions.
+pub const DEFAULT_MAX_TXS: usize = 50_000;
+/// Default cap on the encoded bytes of pending transactions.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default age after which a pending transaction is dropped: 3 hours.
+pub const DEFAULT_EXPIRY_MS: u64 = 3 * 60 * 60 * 1000;
+/// Default distance a nonce may run ahead of the sender's next nonce.
+pub const DEFAULT_MAX_NONCE_GAP: u64 = 64;
+/// A replacement must pay at least this many percent more fee.
+pub const REPLACEMENT_FEE_BUMP_PERCENT: u64 = 10;
+
+/// The smallest encoded transaction (empty memo). A template stops looking
+/// for more once less room than this is left.
+const MIN_TX_BYTES: usize = 32 + 20 + 8 + 8 + 8 + 8 + 64;
+
+/// Limits of a mempool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MempoolConfig {
+    /// At most this many pending transactions.
+    pub max_txs: usize,
+    /// At most this many encoded bytes of pending transactions.
+    pub max_bytes: usize,
+    /// A transaction is dropped this long after it was admitted.
+    pub expiry_ms: u64,
+    /// A nonce may be at most this far past the sender's next nonce.
+    pub max_nonce_gap: u64,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            max_txs: DEFAULT_MAX_TXS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            expiry_ms: DEFAULT_EXPIRY_MS,
+            max_nonce_gap: DEFAULT_MAX_NONCE_GAP,
+        }
+    }
+}
+
+/// Why a transaction was not admitted. Each variant is exactly one of the
+/// error codes of `POST /v1/txs` in SPEC.md (see [`MempoolError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MempoolError {
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("signature was made for another chain")]
+    WrongChain,
+    #[error("transaction is already pending")]
+    Duplicate,
+    #[error("nonce is below the sender's confirmed nonce")]
+    NonceTooLow,
+    #[error("nonce is too far past the sender's next nonce")]
+    NonceTooHigh,
+    #[error("a pending transaction has the same sender and nonce; a replacement must pay at least 10% more fee")]
+    ReplacementUnderpriced,
+    #[error("balance does not cover this and the sender's other pending transactions")]
+    InsufficientFunds,
+    #[error("fee is below the chain's minimum fee")]
+    FeeTooLow,
+    #[error("mempool is full and the fee is too low to evict a pending transaction")]
+    MempoolFull,
+}
+
+impl MempoolError {
+    /// The SPEC.md error code, one per variant.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MempoolError::Malformed(_) => "malformed",
+            MempoolError::BadSignature => "bad_signature",
+            MempoolError::WrongChain => "wrong_chain",
+            MempoolError::Duplicate => "duplicate",
+            MempoolError::NonceTooLow => "nonce_too_low",
+            MempoolError::NonceTooHigh => "nonce_too_high",
+            MempoolError::ReplacementUnderpriced => "replacement_underpriced",
+            MempoolError::InsufficientFunds => "insufficient_funds",
+            MempoolError::FeeTooLow => "fee_too_low",
+            MempoolError::MempoolFull => "mempool_full",
+        }
+    }
+}
+
+/// One pending transaction and what the pool needs to know about it.
+#[derive(Clone, Debug)]
+struct PoolTx {
+    tx: Transaction,
+    txid: TxId,
+    size: usize,
+    added_ms: u64,
+    /// Admission order; unique, never reused.
+    seq: u64,
+}
+
+/// The pending transactions of one sender, by nonce. Nonces in
+/// `confirmed_nonce..executable_end` are all present (the executable
+/// queue); anything at or after `executable_end` is the future queue.
+#[derive(Debug)]
+struct SenderQueue {
+    confirmed_nonce: u64,
+    executable_end: u64,
+    txs: BTreeMap<u64, PoolTx>,
+    /// Sum of amount plus fee of every pending tx; u128 so it cannot
+    /// overflow however many transactions are queued.
+    total_cost: u128,
+}
+
+impl SenderQueue {
+    fn new(confirmed_nonce: u64) -> Self {
+        SenderQueue {
+            confirmed_nonce,
+            executable_end: confirmed_nonce,
+            txs: BTreeMap::new(),
+            total_cost: 0,
+        }
+    }
+
+    /// Moves `executable_end` forward over consecutive present nonces.
+    fn extend_executable(&mut self) {
+        while self.txs.contains_key(&self.executable_end) {
+            self.executable_end += 1;
+        }
+    }
+}
+
+/// Eviction candidate: the last tx of a sender's queue. Lowest fee first,
+/// and among equal fees the most recent arrival first, so an older
+/// transaction is never pushed out by a newer one paying the same.
+type TailKey = (Amount, Reverse<u64>, Address);
+
+fn cost_of(tx: &Transaction) -> u128 {
+    u128::from(tx.amount.base_units()) + u128::from(tx.fee.base_units())
+}
+
+/// Pending transactions. Not thread-safe by itself: wrap it in a mutex.
+pub struct Mempool {
+    spec: ChainSpec,
+    genesis: BlockHash,
+    config: MempoolConfig,
+    cache: SignatureCache,
+    senders: HashMap<Address, SenderQueue>,
+    index: PoolIndex,
+}
+
+/// Every index over the pool besides the sender queues, kept apart so the
+/// two can be borrowed mutably at once.
+#[derive(Default)]
+struct PoolIndex {
+    by_txid: HashMap<TxId, (Address, u64)>,
+    /// Admission order, oldest first.
+    by_seq: BTreeMap<u64, TxId>,
+    /// (admitted at, seq), oldest first, for expiry.
+    by_age: BTreeSet<(u64, u64)>,
+    by_recipient: BTreeSet<(Address, u64)>,
+    tails: BTreeSet<TailKey>,
+    bytes: usize,
+    next_seq: u64,
+}
+
+impl PoolIndex {
+    fn tail_key(queue: &SenderQueue, sender: Address) -> Option<TailKey> {
+        queue
+            .txs
+            .last_key_value()
+            .map(|(_, entry)| (entry.tx.fee, Reverse(entry.seq), sender))
+    }
+
+    fn insert(&mut self, queue: &mut SenderQueue, sender: Address, entry: PoolTx) {
+        if let Some(old_tail) = Self::tail_key(queue, sender) {
+            self.tails.remove(&old_tail);
+        }
+        let nonce = entry.tx.nonce;
+        self.by_txid.insert(entry.txid, (sender, nonce));
+        self.by_seq.insert(entry.seq, entry.txid);
+        self.by_age.insert((entry.added_ms, entry.seq));
+        self.by_recipient.insert((entry.tx.to, entry.seq));
+        self.bytes += entry.size;
+        queue.total_cost += cost_of(&entry.tx);
+        queue.txs.insert(nonce, entry);
+        if nonce == queue.executable_end {
+            queue.extend_executable();
+        }
+        if let Some(new_tail) = Self::tail_key(queue, sender) {
+            self.tails.insert(new_tail);
+        }
+    }
+
+    fn remove(&mut self, queue: &mut SenderQueue, sender: Address, nonce: u64) -> Option<PoolTx> {
+        let old_tail = Self::tail_key(queue, sender);
+        let entry = queue.txs.remove(&nonce)?;
+        if let Some(old_tail) = old_tail {
+            self.tails.remove(&old_tail);
+        }
+        self.by_txid.remove(&entry.txid);
+        self.by_seq.remove(&entry.seq);
+        self.by_age.remove(&(entry.added_ms, entry.seq));
+        self.by_recipient.remove(&(entry.tx.to, entry.seq));
+        self.bytes -= entry.size;
+        queue.total_cost -= cost_of(&entry.tx);
+        if nonce >= queue.confirmed_nonce && nonce < queue.executable_end {
+            // A hole in the executable run: everything after it waits.
+            queue.executable_end = nonce;
+        }
+        if let Some(new_tail) = Self::tail_key(queue, sender) {
+            self.tails.insert(new_tail);
+        }
+        Some(entry)
+    }
+}
+
+thread_local! {
+    /// The last spec whose genesis hash `precheck` computed on this thread.
+    /// Hashing the genesis block serializes the whole spec, which would cost
+    /// more than the rest of admission; specs never change in a process.
+    static GENESIS_MEMO: RefCell<Option<(ChainSpec, BlockHash)>> = const { RefCell::new(None) };
+}
+
+fn genesis_of(spec: &ChainSpec) -> BlockHash {
+    GENESIS_MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if let Some((known, hash)) = memo.as_ref() {
+            if known == spec {
+                return *hash;
+            }
+        }
+        let hash = spec.genesis_hash();
+        *memo = Some((spec.clone(), hash));
+        hash
+    })
+}
+
+/// Format and signature checks against the chain with `genesis`.
+fn check_format_and_signature(
+    genesis: &BlockHash,
+    cache: &SignatureCache,
+    tx: &Transaction,
+) -> Result<TxId, MempoolError> {
+    tx.check_format()
+        .map_err(|error| MempoolError::Malformed(error.to_string()))?;
+    let txid = tx.txid();
+    if cache.contains(&txid) {
+        return Ok(txid);
+    }
+    // On failure this tries the other built-in chains' genesis hashes to
+    // tell a signature for another chain (`wrong_chain`) from a bad one.
+    match validation::check_tx_signature(tx, genesis) {
+        Ok(()) => {
+            cache.insert(txid);
+            Ok(txid)
+        }
+        Err(TxError::WrongChain) => Err(MempoolError::WrongChain),
+        Err(_) => Err(MempoolError::BadSignature),
+    }
+}
+
+impl Mempool {
+    pub fn new(spec: ChainSpec, config: MempoolConfig, cache: SignatureCache) -> Mempool {
+        let genesis = spec.genesis_hash();
+        Mempool {
+            spec,
+            genesis,
+            config,
+            cache,
+            senders: HashMap::new(),
+            index: PoolIndex::default(),
+        }
+    }
+
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+
+    pub fn config(&self) -> &MempoolConfig {
+        &self.config
+    }
+
+    /// The checks that need no pool state: format and the signature (for
+    /// this chain). Meant to run before taking the pool's lock. A verified
+    /// txid goes into `cache`, so neither [`Mempool::add`] nor block
+    /// validation verifies it again.
+    pub fn precheck(spec: &ChainSpec, cache: &SignatureCache, tx: &Transaction) -> Result<TxId, MempoolError> {
+        check_format_and_signature(&genesis_of(spec), cache, tx)
+    }
+
+    /// Admits `tx` against the confirmed state in `accounts`. Checks, in
+    /// order: format and signature (free when [`Mempool::precheck`] already
+    /// cached the txid), duplicate, fee, nonce window, replacement price,
+    /// balance, caps (evicting cheaper transactions if the newcomer pays
+    /// more).
+    pub fn add(&mut self, tx: Transaction, accounts: &impl AccountSource, now_ms: u64) -> Result<TxId, MempoolError> {
+        let txid = check_format_and_signature(&self.genesis, &self.cache, &tx)?;
+        if self.index.by_txid.contains_key(&txid) {
+            return Err(MempoolError::Duplicate);
+        }
+        if tx.fee < self.spec.min_fee {
+            return Err(MempoolError::FeeTooLow);
+        }
+        let sender = tx.sender();
+        self.sync_sender(sender, accounts.account(&sender));
+        let result = self.admit(sender, txid, tx, accounts, now_ms);
+        self.drop_queue_if_empty(&sender);
+        result
+    }
+
+    fn admit(
+        &mut self,
+        sender: Address,
+        txid: TxId,
+        tx: Transaction,
+        accounts: &impl AccountSource,
+        now_ms: u64,
+    ) -> Result<TxId, MempoolError> {
+        let balance = accounts.account(&sender).balance;
+        let Some(queue) = self.senders.get_mut(&sender) else {
+            return Err(MempoolError::Malformed("sender queue vanished".into()));
+        };
+        if tx.nonce < queue.confirmed_nonce {
+            return Err(MempoolError::NonceTooLow);
+        }
+        if tx.nonce > queue.executable_end.saturating_add(self.config.max_nonce_gap) {
+            return Err(MempoolError::NonceTooHigh);
+        }
+        let replaced_cost = match queue.txs.get(&tx.nonce) {
+            Some(old) => {
+                // new >= old * 1.1, in integers.
+                let new_fee = u128::from(tx.fee.base_units()) * 100;
+                let needed = u128::from(old.tx.fee.base_units()) * u128::from(100 + REPLACEMENT_FEE_BUMP_PERCENT);
+                if new_fee < needed {
+                    return Err(MempoolError::ReplacementUnderpriced);
+                }
+                cost_of(&old.tx)
+            }
+            None => 0,
+        };
+        if queue.total_cost - replaced_cost + cost_of(&tx) > u128::from(balance.base_units()) {
+            return Err(MempoolError::InsufficientFunds);
+        }
+
+        let fee = tx.fee;
+        let nonce = tx.nonce;
+        let entry = PoolTx {
+            size: tx.encoded_len(),
+            tx,
+            txid,
+            added_ms: now_ms,
+            seq: self.index.next_seq,
+        };
+        self.index.next_seq += 1;
+        let replaced = self.index.remove(queue, sender, nonce);
+        self.index.insert(queue, sender, entry);
+
+        // Over a cap: evict the cheapest sender tails. Only tails, so no
+        // pending tx ever loses the tx it builds on; if the cheapest tail
+        // pays as much as the newcomer (or is the newcomer), undo it all.
+        let mut evicted: Vec<(Address, PoolTx)> = Vec::new();
+        while self.len() > self.config.max_txs || self.index.bytes > self.config.max_bytes {
+            let Some(&(tail_fee, Reverse(tail_seq), tail_sender)) = self.index.tails.first() else {
+                break;
+            };
+            if tail_fee >= fee || tail_seq == self.index.next_seq - 1 {
+                self.roll_back(sender, nonce, replaced, evicted);
+                return Err(MempoolError::MempoolFull);
+            }
+            let Some(tail_queue) = self.senders.get_mut(&tail_sender) else {
+                break;
+            };
+            let Some(tail_nonce) = tail_queue.txs.last_key_value().map(|(nonce, _)| *nonce) else {
+                break;
+            };
+            if let Some(entry) = self.index.remove(tail_queue, tail_sender, tail_nonce) {
+                evicted.push((tail_sender, entry));
+            }
+        }
+        for (evicted_sender, entry) in &evicted {
+            tracing::debug!(txid = %entry.txid, sender = %self.spec.format_address(evicted_sender), fee = entry.tx.fee.base_units(), "mempool full: evicted");
+            self.drop_queue_if_empty(evicted_sender);
+        }
+        if let Some(old) = replaced {
+            tracing::debug!(old = %old.txid, new = %txid, "replaced pending transaction");
+        }
+        Ok(txid)
+    }
+
+    /// Undoes an admission that could not make room.
+    fn roll_back(&mut self, sender: Address, nonce: u64, replaced: Option<PoolTx>, evicted: Vec<(Address, PoolTx)>) {
+        if let Some(queue) = self.senders.get_mut(&sender) {
+            self.index.remove(queue, sender, nonce);
+            if let Some(old) = replaced {
+                self.index.insert(queue, sender, old);
+            }
+        }
+        for (evicted_sender, entry) in evicted.into_iter().rev() {
+            if let Some(queue) = self.senders.get_mut(&evicted_sender) {
+                self.index.insert(queue, evicted_sender, entry);
+            }
+        }
+    }
+
+    /// Brings a sender's queue in line with its confirmed account: drops
+    /// nonces now confirmed (or conflicting with confirmed ones), recomputes
+    /// the executable run, then drops from the tail until the balance
+    /// covers every pending transaction. Returns how many were dropped.
+    fn sync_sender(&mut self, sender: Address, account: Account) -> usize {
+        let queue = self
+            .senders
+            .entry(sender)
+            .or_insert_with(|| SenderQueue::new(account.nonce));
+        let mut dropped = 0;
+        if queue.confirmed_nonce != account.nonce {
+            let stale: Vec<u64> = queue.txs.range(..account.nonce).map(|(nonce, _)| *nonce).collect();
+            for nonce in stale {
+                self.index.remove(queue, sender, nonce);
+                dropped += 1;
+            }
+            queue.confirmed_nonce = account.nonce;
+            queue.executable_end = account.nonce;
+            queue.extend_executable();
+        }
+        let balance = u128::from(account.balance.base_units());
+        while queue.total_cost > balance {
+            let Some(last) = queue.txs.last_key_value().map(|(nonce, _)| *nonce) else {
+                break;
+            };
+            self.index.remove(queue, sender, last);
+            dropped += 1;
+        }
+        self.drop_queue_if_empty(&sender);
+        dropped
+    }
+
+    fn drop_queue_if_empty(&mut self, sender: &Address) {
+        if self.senders.get(sender).is_some_and(|queue| queue.txs.is_empty()) {
+            self.senders.remove(sender);
+        }
+    }
+
+    /// Removes one pending tx by txid.
+    fn remove_txid(&mut self, txid: &TxId) -> Option<PoolTx> {
+        let (sender, nonce) = *self.index.by_txid.get(txid)?;
+        let queue = self.senders.get_mut(&sender)?;
+        let entry = self.index.remove(queue, sender, nonce);
+        self.drop_queue_if_empty(&sender);
+        entry
+    }
+
+    pub fn get(&self, txid: &TxId) -> Option<&Transaction> {
+        let (sender, nonce) = self.index.by_txid.get(txid)?;
+        self.senders.get(sender)?.txs.get(nonce).map(|entry| &entry.tx)
+    }
+
+    pub fn contains(&self, txid: &TxId) -> bool {
+        self.index.by_txid.contains_key(txid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.by_txid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.by_txid.is_empty()
+    }
+
+    /// Encoded bytes of all pending transactions.
+    pub fn bytes(&self) -> usize {
+        self.index.bytes
+    }
+
+    pub fn txids_newest_first(&self, limit: usize) -> Vec<TxId> {
+        self.index.by_seq.values().rev().take(limit).copied().collect()
+    }
+
+    /// The nonce a new transaction of `address` should carry: its confirmed
+    /// nonce plus its consecutive pending transactions.
+    pub fn next_nonce(&self, address: &Address, accounts: &impl AccountSource) -> u64 {
+        let confirmed = accounts.account(address).nonce;
+        let Some(queue) = self.senders.get(address) else {
+            return confirmed;
+        };
+        if queue.confirmed_nonce == confirmed {
+            return queue.executable_end;
+        }
+        // The pool has not seen the latest block yet: count from the state.
+        let mut next = confirmed;
+        while queue.txs.contains_key(&next) {
+            next += 1;
+        }
+        next
+    }
+
+    /// Pending transactions sent by or to `address`, newest first.
+    pub fn pending_for(&self, address: &Address) -> Vec<&Transaction> {
+        let mut seqs: Vec<(u64, &Transaction)> = Vec::new();
+        if let Some(queue) = self.senders.get(address) {
+            seqs.extend(queue.txs.values().map(|entry| (entry.seq, &entry.tx)));
+        }
+        for (_, seq) in self.index.by_recipient.range((*address, 0)..=(*address, u64::MAX)) {
+            let Some(txid) = self.index.by_seq.get(seq) else {
+                continue;
+            };
+            let Some(tx) = self.get(txid) else {
+                continue;
+            };
+            // A self-transfer is already listed as sent.
+            if tx.to == *address && tx.sender() != *address {
+                seqs.push((*seq, tx));
+            }
+        }
+        seqs.sort_unstable_by_key(|(seq, _)| Reverse(*seq));
+        seqs.into_iter().map(|(_, tx)| tx).collect()
+    }
+
+    /// Follows a block that extended the best chain: drops its
+    /// transactions, and any pending tx of its senders that can no longer
+    /// be valid (nonce now used, or no longer affordable). `accounts` is
+    /// the state after the block.
+    pub fn block_connected(&mut self, block: &Block, accounts: &impl AccountSource) {
+        let mut senders = HashSet::new();
+        let mut included = 0usize;
+        for tx in &block.txs {
+            if self.remove_txid(&tx.txid()).is_some() {
+                included += 1;
+            }
+            senders.insert(tx.sender());
+        }
+        let mut invalidated = 0usize;
+        for sender in senders {
+            if self.senders.contains_key(&sender) {
+                invalidated += self.sync_sender(sender, accounts.account(&sender));
+            }
+        }
+        tracing::debug!(height = block.header.height, included, invalidated, pending = self.len(), "mempool followed block");
+    }
+
+    /// Drops transactions admitted `expiry_ms` or longer before `now_ms`.
+    /// Later nonces of the same sender stay, in its future queue.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut expired = 0;
+        while let Some(&(added_ms, seq)) = self.index.by_age.first() {
+            if added_ms.saturating_add(self.config.expiry_ms) > now_ms {
+                break;
+            }
+            let Some(txid) = self.index.by_seq.get(&seq).copied() else {
+                self.index.by_age.remove(&(added_ms, seq));
+                continue;
+            };
+            self.remove_txid(&txid);
+            expired += 1;
+        }
+        if expired > 0 {
+            tracing::debug!(expired, pending = self.len(), "mempool expired transactions");
+        }
+        expired
+    }
+
+    /// A block template's transactions: the highest fee first, but never a
+    /// sender's nonce before its predecessor (a heap holds each sender's
+    /// next executable tx, so a later nonce enters only after the earlier
+    /// one, however much it pays). Every tx is checked in sequence against
+    /// `accounts` (the state the block builds on) as the earlier ones left
+    /// it, and the total encoded size stays within `max_tx_bytes`.
+    pub fn select_for_block(&self, accounts: &impl AccountSource, max_tx_bytes: usize) -> Vec<Transaction> {
+        #[derive(PartialEq, Eq)]
+        struct Candidate {
+            fee: Amount,
+            seq: u64,
+            sender: Address,
+            nonce: u64,
+        }
+        impl Ord for Candidate {
+            fn cmp(&self, other: &Self) -> Ordering {
+                // Max-heap: higher fee first, then earlier arrival.
+                self.fee.cmp(&other.fee).then_with(|| other.seq.cmp(&self.seq))
+            }
+        }
+        impl PartialOrd for Candidate {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        let mut overlay: HashMap<Address, Account> = HashMap::with_capacity(self.senders.len() * 2);
+        let mut heap = BinaryHeap::with_capacity(self.senders.len());
+        for (sender, queue) in &self.senders {
+            let account = accounts.account(sender);
+            overlay.insert(*sender, account);
+            if let Some(entry) = queue.txs.get(&account.nonce) {
+                heap.push(Candidate {
+                    fee: entry.tx.fee,
+                    seq: entry.seq,
+                    sender: *sender,
+                    nonce: account.nonce,
+                });
+            }
+        }
+
+        let mut selected = Vec::new();
+        let mut used = 0usize;
+        let mut reward = self.spec.block_subsidy;
+        while let Some(candidate) = heap.pop() {
+            if max_tx_bytes.saturating_sub(used) < MIN_TX_BYTES {
+                break;
+            }
+            let Some(queue) = self.senders.get(&candidate.sender) else {
+                continue;
+            };
+            let Some(entry) = queue.txs.get(&candidate.nonce) else {
+                continue;
+            };
+            // Any failure below drops the sender for this template: its
+            // later nonces cannot come before this one.
+            if used + entry.size > max_tx_bytes {
+                continue;
+            }
+            let sender_account = overlay.get(&candidate.sender).copied().unwrap_or_default();
+            if validation::check_tx_against_account(&entry.tx, &sender_account, &self.spec).is_err() {
+                continue;
+            }
+            let Some(new_reward) = reward.checked_add(entry.tx.fee) else {
+                continue;
+            };
+            let Some(debited) = entry
+                .tx
+                .total_cost()
+                .and_then(|cost| sender_account.balance.checked_sub(cost))
+            else {
+                continue;
+            };
+            let debited = Account {
+                balance: debited,
+                nonce: sender_account.nonce + 1,
+            };
+            // Validation applies txs in order, so a recipient may spend
+            // what an earlier tx of the same block paid it.
+            let recipient = entry.tx.to;
+            let recipient_before = if recipient == candidate.sender {
+                debited
+            } else {
+                overlay.get(&recipient).copied().unwrap_or_else(|| accounts.account(&recipient))
+            };
+            let Some(credited_balance) = recipient_before.balance.checked_add(entry.tx.amount) else {
+                continue;
+            };
+            overlay.insert(candidate.sender, debited);
+            overlay.insert(
+                recipient,
+                Account {
+                    balance: credited_balance,
+                    nonce: recipient_before.nonce,
+                },
+            );
+            reward = new_reward;
+            used += entry.size;
+            selected.push(entry.tx.clone());
+            let next_nonce = candidate.nonce + 1;
+            if let Some(next) = queue.txs.get(&next_nonce) {
+                heap.push(Candidate {
+                    fee: next.tx.fee,
+                    seq: next.seq,
+                    sender: candidate.sender,
+                    nonce: next_nonce,
+                });
+            }
+        }
+        selected
+    }
+
+    /// The number of executable and future transactions of `address`, for
+    /// diagnostics and tests.
+    pub fn queue_lengths(&self, address: &Address) -> (usize, usize) {
+        match self.senders.get(address) {
+            Some(queue) => {
+                let executable = queue.txs.range(queue.confirmed_nonce..queue.executable_end).count();
+                (executable, queue.txs.len() - executable)
+            }
+            None => (0, 0),
+        }
+    }
+}
+
+#[cfg(feature = "storage")]
+impl Mempool {
+    /// Follows a change of the best chain: drops the transactions of the
+    /// connected blocks, re-syncs every account the change touched (nonces
+    /// can move back in a reorg and balances either way), then re-admits
+    /// the transactions of the disconnected blocks, oldest first, that are
+    /// not in the connected blocks and are still valid. `accounts` is the
+    /// state at the new tip.
+    pub fn apply_update(&mut self, update: &crate::chain::ChainUpdate, accounts: &impl AccountSource, now_ms: u64) {
+        let mut touched: HashSet<Address> = HashSet::new();
+        let mut connected_txids: HashSet<TxId> = HashSet::new();
+        for block in &update.connected {
+            touched.insert(block.header.miner);
+            for tx in &block.txs {
+                let txid = tx.txid();
+                self.remove_txid(&txid);
+                connected_txids.insert(txid);
+                touched.insert(tx.sender());
+                touched.insert(tx.to);
+            }
+        }
+        for block in &update.disconnected {
+            touched.insert(block.header.miner);
+            for tx in &block.txs {
+                touched.insert(tx.sender());
+                touched.insert(tx.to);
+            }
+        }
+        let mut invalidated = 0usize;
+        for address in touched {
+            if self.senders.contains_key(&address) {
+                invalidated += self.sync_sender(address, accounts.account(&address));
+            }
+        }
+        let mut readmitted = 0usize;
+        let mut refused = 0usize;
+        // `disconnected` lists the old tip first; re-admit in height order
+        // so each sender's nonces arrive in sequence.
+        for block in update.disconnected.iter().rev() {
+            for tx in &block.txs {
+                if connected_txids.contains(&tx.txid()) {
+                    continue;
+                }
+                match self.add(tx.clone(), accounts, now_ms) {
+                    Ok(_) => readmitted += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        tracing::debug!(
+            disconnected = update.disconnected.len(),
+            connected = update.connected.len(),
+            readmitted,
+            refused,
+            invalidated,
+            pending = self.len(),
+            "mempool followed chain update"
+        );
+    }
+}

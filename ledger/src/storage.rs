@@ -1,0 +1,531 @@
+//! The sled-backed store: the only module that names sled. It owns the
+//! on-disk layout and makes every change of the best chain atomic.
+//!
+//! Trees (keys and values are canonical encodings unless noted):
+//! - `blocks`: block hash -> `Block`. Every stored block, on any branch.
+//! - `block_index`: block hash -> `IndexEntry` (header, cumulative work,
+//!   status valid / invalid / data missing, first-seen sequence number).
+//! - `best_chain`: height (u64 big-endian, so keys sort by height) -> hash.
+//! - `accounts`: address (20 bytes) -> `Account`. Default accounts are
+//!   never stored, so iteration order is address order and a digest over
+//!   it is canonical.
+//! - `tx_index`: txid -> `TxLocation` (best chain only).
+//! - `address_txs`: address ++ height (u64 BE) ++ position (u32 BE) ->
+//!   block hash; a reverse scan of an address prefix is its history,
+//!   newest first.
+//! - `undo`: block hash -> `BlockUndo`, for blocks on the best chain.
+//! - `meta`: `genesis`, `chain_name`, `tip`.
+//! - `aux/<name>`: free key-value trees for the node (address book, node
+//!   key).
+//!
+//! Connecting or disconnecting one block is ONE sled transaction over the
+//! trees it touches (accounts, undo, tx_index, address_txs, best_chain,
+//! meta), so after a crash the store holds either the whole block or none
+//! of it, and `meta/tip` always names the block the account state matches.
+//!
+//! Durability: sled 0.34.7's `flush()` uses `sync_file_range`, not `fsync`,
+//! and its background flusher runs every 500 ms. After a power loss or
+//! SIGKILL the last fraction of a second of connected blocks may be gone;
+//! the store then reopens consistent at an earlier tip and the node fetches
+//! the missing blocks from its peers again.
+//!
+//! Crash recovery: before every open, leftover `snap.<lsn>.generating`
+//! files are deleted. sled writes a snapshot under that name and renames it
+//! when complete, so the rename is the snapshot's commit point; 0.34.7 would
+//! otherwise take a half-written one as the newest snapshot and fail with
+//! `Corruption` (sled issues #1527, #1533).
+
+use crate::address::Address;
+use crate::block::{Block, Header};
+use crate::encoding::{self, Decode, Encode};
+use crate::hash::{BlockHash, TxId};
+use crate::state::{Account, AccountSource, BlockStateChange, BlockUndo};
+use crate::target::Work;
+use crate::Height;
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+
+/// What we know about a stored block's validity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum BlockStatus {
+    /// Stored and passed every check that does not need account state; it
+    /// was fully validated if it is, or ever was, on the best chain.
+    Valid,
+    /// Failed a check, or descends from a block that did.
+    Invalid,
+    /// Indexed but its body is not in the store.
+    DataMissing,
+}
+
+/// One entry of the block index.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct IndexEntry {
+    pub header: Header,
+    /// Work of the chain from genesis up to and including this block.
+    pub total_work: Work,
+    pub status: BlockStatus,
+    /// Order in which blocks were first stored; fork-choice ties go to the
+    /// lower number (first seen).
+    pub seq: u64,
+}
+
+/// Where a confirmed transaction sits on the best chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TxLocation {
+    pub block_hash: BlockHash,
+    pub height: Height,
+    /// Position in the block's transaction list.
+    pub index: u32,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("sled error: {0}")]
+    Sled(String),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(error: sled::Error) -> Self {
+        match error {
+            sled::Error::Corruption { .. } => StorageError::Corrupt(error.to_string()),
+            other => StorageError::Sled(other.to_string()),
+        }
+    }
+}
+
+impl From<sled::transaction::TransactionError<()>> for StorageError {
+    fn from(error: sled::transaction::TransactionError<()>) -> Self {
+        match error {
+            sled::transaction::TransactionError::Storage(error) => error.into(),
+            sled::transaction::TransactionError::Abort(()) => {
+                StorageError::Sled("transaction aborted".into())
+            }
+        }
+    }
+}
+
+const META_GENESIS: &[u8] = b"genesis";
+const META_CHAIN_NAME: &[u8] = b"chain_name";
+const META_TIP: &[u8] = b"tip";
+
+/// The store. Cloning is cheap (sled trees are shared handles); only the
+/// chain writer calls the mutating methods.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    blocks: sled::Tree,
+    index: sled::Tree,
+    best_chain: sled::Tree,
+    accounts: sled::Tree,
+    tx_index: sled::Tree,
+    address_txs: sled::Tree,
+    undo: sled::Tree,
+    meta: sled::Tree,
+    path: PathBuf,
+}
+
+fn decode_stored<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
+    encoding::decode(bytes).map_err(|error| StorageError::Corrupt(format!("{what}: {error}")))
+}
+
+fn hash_from_bytes(bytes: &[u8], what: &str) -> Result<BlockHash, StorageError> {
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StorageError::Corrupt(format!("{what}: expected 32 bytes")))?;
+    Ok(BlockHash(crate::hash::Hash256(array)))
+}
+
+fn address_tx_key(address: &Address, height: Height, index: u32) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..20].copy_from_slice(&address.0);
+    key[20..28].copy_from_slice(&height.to_be_bytes());
+    key[28..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Deletes `snap.*.generating` files left by a crash during snapshotting.
+/// Returns how many were removed.
+pub fn remove_partial_snapshots(dir: &Path) -> Result<usize, StorageError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(StorageError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|source| StorageError::Io { path, source })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, after removing any
+    /// half-written snapshot files.
+    pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let removed = remove_partial_snapshots(dir)?;
+        if removed > 0 {
+            tracing::warn!(removed, dir = %dir.display(), "removed half-written sled snapshot files");
+        }
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(Store {
+            blocks: db.open_tree("blocks")?,
+            index: db.open_tree("block_index")?,
+            best_chain: db.open_tree("best_chain")?,
+            accounts: db.open_tree("accounts")?,
+            tx_index: db.open_tree("tx_index")?,
+            address_txs: db.open_tree("address_txs")?,
+            undo: db.open_tree("undo")?,
+            meta: db.open_tree("meta")?,
+            db,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `(genesis hash, chain name)` recorded at initialisation, if any.
+    pub fn chain_identity(&self) -> Result<Option<(BlockHash, String)>, StorageError> {
+        let Some(genesis) = self.meta.get(META_GENESIS)? else {
+            return Ok(None);
+        };
+        let genesis = hash_from_bytes(&genesis, "meta/genesis")?;
+        let name = self
+            .meta
+            .get(META_CHAIN_NAME)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        Ok(Some((genesis, name)))
+    }
+
+    pub fn tip_hash(&self) -> Result<Option<BlockHash>, StorageError> {
+        self.meta
+            .get(META_TIP)?
+            .map(|bytes| hash_from_bytes(&bytes, "meta/tip"))
+            .transpose()
+    }
+
+    /// Writes genesis, its index entry, height 0, the allocations and the
+    /// chain identity in one transaction.
+    pub fn init_genesis(
+        &self,
+        chain_name: &str,
+        genesis: &Block,
+        entry: &IndexEntry,
+        allocations: &[(Address, Account)],
+    ) -> Result<(), StorageError> {
+        let hash = genesis.hash();
+        let block_bytes = encoding::encode(genesis);
+        let entry_bytes = encoding::encode(entry);
+        let mut account_batch = sled::Batch::default();
+        for (address, account) in allocations {
+            if *account != Account::default() {
+                account_batch.insert(&address.0[..], encoding::encode(account));
+            }
+        }
+        let trees = [&self.blocks, &self.index, &self.best_chain, &self.accounts, &self.meta];
+        trees[..].transaction(|trees| {
+            trees[0].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
+            trees[1].insert(&hash.as_bytes()[..], entry_bytes.as_slice())?;
+            trees[2].insert(&0u64.to_be_bytes()[..], &hash.as_bytes()[..])?;
+            trees[3].apply_batch(&account_batch)?;
+            trees[4].insert(META_CHAIN_NAME, chain_name.as_bytes())?;
+            trees[4].insert(META_TIP, &hash.as_bytes()[..])?;
+            // Written last inside the same transaction: a store with a
+            // genesis record is a fully initialised store.
+            trees[4].insert(META_GENESIS, &hash.as_bytes()[..])?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Stores a block body and its index entry together.
+    pub fn put_block(&self, hash: &BlockHash, block: &Block, entry: &IndexEntry) -> Result<(), StorageError> {
+        let block_bytes = encoding::encode(block);
+        let entry_bytes = encoding::encode(entry);
+        let trees = [&self.blocks, &self.index];
+        trees[..].transaction(|trees| {
+            trees[0].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
+            trees[1].insert(&hash.as_bytes()[..], entry_bytes.as_slice())?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Rewrites index entries (status changes) in one batch.
+    pub fn put_index_entries(&self, entries: &[(BlockHash, IndexEntry)]) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for (hash, entry) in entries {
+            batch.insert(&hash.as_bytes()[..], encoding::encode(entry));
+        }
+        self.index.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every index entry, in hash order.
+    pub fn load_index(&self) -> Result<Vec<(BlockHash, IndexEntry)>, StorageError> {
+        let mut entries = Vec::with_capacity(self.index.len());
+        for item in self.index.iter() {
+            let (key, value) = item?;
+            let hash = hash_from_bytes(&key, "block index key")?;
+            let entry: IndexEntry = decode_stored(&value, "block index entry")?;
+            entries.push((hash, entry));
+        }
+        Ok(entries)
+    }
+
+    pub fn entry(&self, hash: &BlockHash) -> Result<Option<IndexEntry>, StorageError> {
+        self.index
+            .get(hash.as_bytes())?
+            .map(|bytes| decode_stored(&bytes, "block index entry"))
+            .transpose()
+    }
+
+    pub fn block(&self, hash: &BlockHash) -> Result<Option<Block>, StorageError> {
+        self.blocks
+            .get(hash.as_bytes())?
+            .map(|bytes| decode_stored(&bytes, "block"))
+            .transpose()
+    }
+
+    pub fn has_block_data(&self, hash: &BlockHash) -> Result<bool, StorageError> {
+        Ok(self.blocks.contains_key(hash.as_bytes())?)
+    }
+
+    pub fn undo(&self, hash: &BlockHash) -> Result<Option<BlockUndo>, StorageError> {
+        self.undo
+            .get(hash.as_bytes())?
+            .map(|bytes| decode_stored(&bytes, "undo record"))
+            .transpose()
+    }
+
+    /// Best-chain hash at `height`.
+    pub fn hash_at(&self, height: Height) -> Result<Option<BlockHash>, StorageError> {
+        self.best_chain
+            .get(height.to_be_bytes())?
+            .map(|bytes| hash_from_bytes(&bytes, "best chain entry"))
+            .transpose()
+    }
+
+    /// The highest height in the best-chain index.
+    pub fn best_chain_last(&self) -> Result<Option<(Height, BlockHash)>, StorageError> {
+        match self.best_chain.last()? {
+            None => Ok(None),
+            Some((key, value)) => {
+                let height_bytes: [u8; 8] = key.as_ref().try_into().map_err(|_| {
+                    StorageError::Corrupt("best chain key: expected 8 bytes".into())
+                })?;
+                Ok(Some((
+                    u64::from_be_bytes(height_bytes),
+                    hash_from_bytes(&value, "best chain entry")?,
+                )))
+            }
+        }
+    }
+
+    pub fn account(&self, address: &Address) -> Result<Account, StorageError> {
+        match self.accounts.get(address.0)? {
+            None => Ok(Account::default()),
+            Some(bytes) => decode_stored(&bytes, "account"),
+        }
+    }
+
+    /// Calls `visit` for every stored account in address order.
+    pub fn for_each_account(
+        &self,
+        mut visit: impl FnMut(&Address, &Account),
+    ) -> Result<(), StorageError> {
+        for item in self.accounts.iter() {
+            let (key, value) = item?;
+            let bytes: [u8; 20] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt("account key: expected 20 bytes".into()))?;
+            let account: Account = decode_stored(&value, "account")?;
+            visit(&Address(bytes), &account);
+        }
+        Ok(())
+    }
+
+    pub fn tx_location(&self, txid: &TxId) -> Result<Option<TxLocation>, StorageError> {
+        self.tx_index
+            .get(txid.as_bytes())?
+            .map(|bytes| decode_stored(&bytes, "tx index entry"))
+            .transpose()
+    }
+
+    /// The newest `limit` `(height, position, block hash)` entries of an
+    /// address's history.
+    pub fn address_history(
+        &self,
+        address: &Address,
+        limit: usize,
+    ) -> Result<Vec<(Height, u32, BlockHash)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.address_txs.scan_prefix(address.0).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            if key.len() != 32 {
+                return Err(StorageError::Corrupt("address tx key: expected 32 bytes".into()));
+            }
+            let height = u64::from_be_bytes(key[20..28].try_into().expect("8 bytes"));
+            let index = u32::from_be_bytes(key[28..32].try_into().expect("4 bytes"));
+            out.push((height, index, hash_from_bytes(&value, "address tx entry")?));
+        }
+        Ok(out)
+    }
+
+    /// Connects `block` (whose parent is the current tip) in one
+    /// transaction: account values, undo record, tx and address indexes,
+    /// height index and tip.
+    pub fn connect_block(
+        &self,
+        hash: &BlockHash,
+        block: &Block,
+        txids: &[TxId],
+        change: &BlockStateChange,
+    ) -> Result<(), StorageError> {
+        let height = block.header.height;
+        let mut accounts = sled::Batch::default();
+        for (address, account) in &change.updates {
+            if *account == Account::default() {
+                accounts.remove(&address.0[..]);
+            } else {
+                accounts.insert(&address.0[..], encoding::encode(account));
+            }
+        }
+        let mut tx_index = sled::Batch::default();
+        let mut address_txs = sled::Batch::default();
+        for (position, (tx, txid)) in block.txs.iter().zip(txids).enumerate() {
+            let index = position as u32;
+            let location = TxLocation {
+                block_hash: *hash,
+                height,
+                index,
+            };
+            tx_index.insert(&txid.as_bytes()[..], encoding::encode(&location));
+            address_txs.insert(&address_tx_key(&tx.sender(), height, index)[..], &hash.as_bytes()[..]);
+            address_txs.insert(&address_tx_key(&tx.to, height, index)[..], &hash.as_bytes()[..]);
+        }
+        let undo_bytes = encoding::encode(&change.undo);
+        let trees = [
+            &self.accounts,
+            &self.undo,
+            &self.tx_index,
+            &self.address_txs,
+            &self.best_chain,
+            &self.meta,
+        ];
+        trees[..].transaction(|trees| {
+            trees[0].apply_batch(&accounts)?;
+            trees[1].insert(&hash.as_bytes()[..], undo_bytes.as_slice())?;
+            trees[2].apply_batch(&tx_index)?;
+            trees[3].apply_batch(&address_txs)?;
+            trees[4].insert(&height.to_be_bytes()[..], &hash.as_bytes()[..])?;
+            trees[5].insert(META_TIP, &hash.as_bytes()[..])?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Disconnects the tip `block` in one transaction, restoring the
+    /// accounts from `undo` and making `block`'s parent the tip.
+    pub fn disconnect_block(
+        &self,
+        hash: &BlockHash,
+        block: &Block,
+        txids: &[TxId],
+        undo: &BlockUndo,
+    ) -> Result<(), StorageError> {
+        let height = block.header.height;
+        let mut accounts = sled::Batch::default();
+        for (address, account) in &undo.previous {
+            if *account == Account::default() {
+                accounts.remove(&address.0[..]);
+            } else {
+                accounts.insert(&address.0[..], encoding::encode(account));
+            }
+        }
+        let mut tx_index = sled::Batch::default();
+        let mut address_txs = sled::Batch::default();
+        for (position, (tx, txid)) in block.txs.iter().zip(txids).enumerate() {
+            let index = position as u32;
+            tx_index.remove(&txid.as_bytes()[..]);
+            address_txs.remove(&address_tx_key(&tx.sender(), height, index)[..]);
+            address_txs.remove(&address_tx_key(&tx.to, height, index)[..]);
+        }
+        let parent = block.header.prev_hash;
+        let trees = [
+            &self.accounts,
+            &self.undo,
+            &self.tx_index,
+            &self.address_txs,
+            &self.best_chain,
+            &self.meta,
+        ];
+        trees[..].transaction(|trees| {
+            trees[0].apply_batch(&accounts)?;
+            trees[1].remove(&hash.as_bytes()[..])?;
+            trees[2].apply_batch(&tx_index)?;
+            trees[3].apply_batch(&address_txs)?;
+            trees[4].remove(&height.to_be_bytes()[..])?;
+            trees[5].insert(META_TIP, &parent.as_bytes()[..])?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })?;
+        Ok(())
+    }
+
+    /// A named auxiliary tree (`aux/<name>`) in the same database.
+    pub fn aux_tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(format!("aux/{name}"))?)
+    }
+
+    /// Asks sled to write everything out (see the module doc for what that
+    /// does and does not guarantee in 0.34.7).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads account state straight from the store. A storage error reads as
+/// the default account and is logged; the chain writer uses
+/// [`Store::account`] directly where errors must propagate.
+impl AccountSource for Store {
+    fn account(&self, address: &Address) -> Account {
+        match Store::account(self, address) {
+            Ok(account) => account,
+            Err(error) => {
+                tracing::error!(%error, "reading an account failed");
+                Account::default()
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the chain: one binary (faster to link, and the
+//! crash test re-executes it as its worker process).
+
+mod common;
+mod smoke;

@@ -1,0 +1,298 @@
+//! `NodeConfig`: the node's settings, validated once from the raw
+//! `NodeArgs` (ripgrep style) so nothing downstream reads flags or
+//! environment variables. Validation touches no data: it parses addresses,
+//! loads the chain spec and reads the data dir's chain marker, so a wrong
+//! argument fails with one line before any file is created or changed.
+
+use crate::cli::NodeArgs;
+use ledger::chainspec::{dev_accounts, ChainSpecError};
+use ledger::{Address, BlockHash, ChainSpec};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Name of the file in the data dir that records which chain it holds.
+pub const CHAIN_MARKER_FILE: &str = "CHAIN";
+
+/// Log line format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Everything the node needs to start, already checked.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub spec: ChainSpec,
+    pub data_dir: PathBuf,
+    pub p2p_addr: SocketAddr,
+    pub rpc_addr: SocketAddr,
+    /// `HOST:PORT` strings; host names are resolved again at every dial.
+    pub peers: Vec<String>,
+    pub no_discovery: bool,
+    pub mine: bool,
+    /// Who is paid for mined blocks; `None` only on non-dev chains without
+    /// `--mine` (then nothing is ever mined).
+    pub miner_address: Option<Address>,
+    pub max_inbound: usize,
+    pub max_outbound: usize,
+    pub rpc_admin_token: Option<String>,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// Longest time one HTTP request may take (SSE streams excepted).
+    pub request_timeout: Duration,
+    /// Threads the background miner uses.
+    pub mining_threads: usize,
+}
+
+/// Why the arguments cannot be used. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{0}")]
+    Chain(#[from] ChainSpecError),
+    #[error("invalid {option} {value:?}: {reason}")]
+    BadListenAddress {
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid --peer {0:?}: expected HOST:PORT")]
+    BadPeer(String),
+    #[error("invalid --miner-address {value:?}: {reason}")]
+    BadMinerAddress { value: String, reason: String },
+    #[error("--mine on chain {0:?} needs --miner-address (only dev and regtest have a default)")]
+    MinerAddressRequired(String),
+    #[error("--max-inbound and --max-outbound must leave room for at least one peer")]
+    NoPeerSlots,
+    #[error("--rpc-admin-token must not be empty")]
+    EmptyToken,
+    #[error("data dir {path} is not usable: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("data dir {path} holds chain {found}, not {expected}; use another --data-dir")]
+    WrongChain {
+        path: String,
+        found: String,
+        expected: String,
+    },
+}
+
+impl NodeConfig {
+    /// Validates raw arguments. Reads (never writes) the data dir.
+    pub fn from_args(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let spec = ChainSpec::load(&args.chain)?;
+        let p2p_addr = parse_listen_addr("--p2p-addr", &args.p2p_addr)?;
+        let rpc_addr = parse_listen_addr("--rpc-addr", &args.rpc_addr)?;
+        let peers: Vec<String> = args
+            .peers
+            .iter()
+            .map(|peer| peer.trim())
+            .filter(|peer| !peer.is_empty())
+            .map(|peer| check_peer(peer).map(|()| peer.to_string()))
+            .collect::<Result<_, _>>()?;
+        let miner_address = match &args.miner_address {
+            Some(text) => Some(spec.parse_address(text).map_err(|error| ConfigError::BadMinerAddress {
+                value: text.clone(),
+                reason: error.to_string(),
+            })?),
+            None if spec.is_dev_chain() => Some(dev_accounts()[0].address),
+            None if args.mine => return Err(ConfigError::MinerAddressRequired(spec.name.clone())),
+            None => None,
+        };
+        if args.max_inbound == 0 && args.max_outbound == 0 {
+            return Err(ConfigError::NoPeerSlots);
+        }
+        if args.rpc_admin_token.as_deref().is_some_and(|token| token.trim().is_empty()) {
+            return Err(ConfigError::EmptyToken);
+        }
+        check_data_dir(&args.data_dir, &spec)?;
+        Ok(NodeConfig {
+            spec,
+            data_dir: args.data_dir.clone(),
+            p2p_addr,
+            rpc_addr,
+            peers,
+            no_discovery: args.no_discovery,
+            mine: args.mine,
+            miner_address,
+            max_inbound: args.max_inbound,
+            max_outbound: args.max_outbound,
+            rpc_admin_token: args.rpc_admin_token.clone(),
+            log_filter: args.log.clone(),
+            log_format: args.log_format,
+            request_timeout: Duration::from_secs(10),
+            mining_threads: 1,
+        })
+    }
+
+    /// A config for tests and embedders: the given chain in `data_dir`,
+    /// both sockets on loopback with port 0, no peers, not mining.
+    pub fn for_tests(spec: ChainSpec, data_dir: &Path) -> NodeConfig {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        NodeConfig {
+            miner_address: spec.is_dev_chain().then(|| dev_accounts()[0].address),
+            spec,
+            data_dir: data_dir.to_path_buf(),
+            p2p_addr: loopback,
+            rpc_addr: loopback,
+            peers: Vec::new(),
+            no_discovery: true,
+            mine: false,
+            max_inbound: 32,
+            max_outbound: 8,
+            rpc_admin_token: None,
+            log_filter: "info".into(),
+            log_format: LogFormat::Pretty,
+            request_timeout: Duration::from_secs(10),
+            mining_threads: 1,
+        }
+    }
+}
+
+/// A listen address: an IP and port, or a host name that resolves now.
+fn parse_listen_addr(option: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |reason: String| ConfigError::BadListenAddress {
+        option,
+        value: value.to_string(),
+        reason,
+    };
+    if !value.contains(':') {
+        return Err(bad("expected IP:PORT".into()));
+    }
+    value
+        .to_socket_addrs()
+        .map_err(|error| bad(error.to_string()))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))
+}
+
+/// `HOST:PORT` with a non-empty host and a valid port. Not resolved here:
+/// the P2P layer resolves at every dial, since containers change address.
+fn check_peer(peer: &str) -> Result<(), ConfigError> {
+    let (host, port) = peer
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError::BadPeer(peer.to_string()))?;
+    let host_ok = !host.is_empty() && !host.contains(char::is_whitespace) && !host.contains('/');
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 && host_ok => Ok(()),
+        _ => Err(ConfigError::BadPeer(peer.to_string())),
+    }
+}
+
+/// The chain marker's text: `<name> <genesis hash>`.
+pub(crate) fn chain_marker(spec: &ChainSpec) -> String {
+    format!("{} {}\n", spec.name, spec.genesis_hash())
+}
+
+/// Refuses a data dir that is a file, or that holds another chain. A dir
+/// that does not exist yet is fine: the node creates it at start.
+fn check_data_dir(dir: &Path, spec: &ChainSpec) -> Result<(), ConfigError> {
+    let path = dir.display().to_string();
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(ConfigError::DataDir {
+                path,
+                reason: "not a directory".into(),
+            })
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(ConfigError::DataDir {
+                path,
+                reason: error.to_string(),
+            })
+        }
+    }
+    let marker = match std::fs::read_to_string(dir.join(CHAIN_MARKER_FILE)) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(ConfigError::DataDir {
+                path,
+                reason: format!("cannot read {CHAIN_MARKER_FILE}: {error}"),
+            })
+        }
+    };
+    let mut words = marker.split_whitespace();
+    let (name, genesis) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let expected_genesis = spec.genesis_hash();
+    if genesis.parse::<BlockHash>().ok() == Some(expected_genesis) {
+        return Ok(());
+    }
+    Err(ConfigError::WrongChain {
+        path,
+        found: format!("{name:?} (genesis {genesis})"),
+        expected: format!("{:?} (genesis {expected_genesis})", spec.name),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+
+    fn args(extra: &[&str]) -> NodeArgs {
+        Wrapper::try_parse_from(std::iter::once("ledger-node").chain(extra.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn valid_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        let config = NodeConfig::from_args(&args(&["--chain", "regtest", "--data-dir", data, "--peer", "node2:7070"])).unwrap();
+        assert_eq!(config.spec.name, "regtest");
+        assert_eq!(config.rpc_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.miner_address, Some(dev_accounts()[0].address));
+        assert_eq!(config.peers, ["node2:7070"]);
+        assert!(!Path::new(data).exists(), "validation must not create the data dir");
+    }
+
+    #[test]
+    fn each_bad_argument_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let cases: &[&[&str]] = &[
+            &["--chain", "/nonexistent/chain.json"],
+            &["--rpc-addr", "nonsense"],
+            &["--p2p-addr", "1.2.3.4:99999"],
+            &["--peer", "no-port"],
+            &["--peer", ":7070"],
+            &["--miner-address", "dev1qqqq"],
+            &["--rpc-admin-token", " "],
+        ];
+        for case in cases {
+            let mut full = vec!["--data-dir", data];
+            full.extend_from_slice(case);
+            let error = NodeConfig::from_args(&args(&full)).unwrap_err().to_string();
+            assert!(!error.contains('\n'), "{case:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn data_dir_of_another_chain_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let regtest = ChainSpec::builtin("regtest").unwrap();
+        std::fs::write(dir.path().join(CHAIN_MARKER_FILE), chain_marker(&regtest)).unwrap();
+        let data = dir.path().to_str().unwrap();
+        let error = NodeConfig::from_args(&args(&["--data-dir", data, "--chain", "dev"])).unwrap_err();
+        assert!(matches!(error, ConfigError::WrongChain { .. }), "{error}");
+        NodeConfig::from_args(&args(&["--data-dir", data, "--chain", "regtest"])).unwrap();
+        let file = dir.path().join(CHAIN_MARKER_FILE);
+        let error = NodeConfig::from_args(&args(&["--data-dir", file.to_str().unwrap()])).unwrap_err();
+        assert!(matches!(error, ConfigError::DataDir { .. }), "{error}");
+    }
+}

@@ -1,0 +1,370 @@
+//! `NodeHandle`: the node's shared state behind one cheap `Clone` handle,
+//! used by the RPC handlers, the P2P layer (through `p2p::Backend`) and the
+//! miners. It holds:
+//! - a `ChainReader` for every read: reads go straight to sled and never
+//!   wait on the chain writer or the miner;
+//! - the `ChainWriter` handle, the only way to add blocks;
+//! - the mempool in a std `Mutex` (never held across `.await`; signature
+//!   checks happen before the lock is taken);
+//! - the event broadcast channel and the metrics.
+
+use crate::chain_writer::{now_ms, BlockOutcome, ChainWriter, WriterError};
+use crate::events::NodeEvent;
+use crate::metrics::Metrics;
+use crate::network::P2pHandle;
+use crate::p2p::{Backend, BlockVerdict, TipSummary, TxVerdict};
+use ledger::chain::ChainReader;
+use ledger::json::{AccountJson, MempoolJson, StatusJson, TxJson, TxLookupJson, TxStatus};
+use ledger::mempool::{Mempool, MempoolError};
+use ledger::sigcache::SignatureCache;
+use ledger::{Address, Block, BlockHash, ChainSpec, Header, Transaction, TxId};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Most blocks one `POST /v1/dev/mine` may ask for.
+pub const MAX_MINE_BLOCKS: u32 = 1_000;
+
+/// Why `mine_blocks` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MineError {
+    #[error("no miner address is configured")]
+    NoMinerAddress,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("could not connect a mined block: {0}")]
+    Writer(#[from] WriterError),
+    #[error("the tip kept moving; mined {0} blocks")]
+    Raced(usize),
+}
+
+pub(crate) struct Shared {
+    pub spec: ChainSpec,
+    pub genesis_hash: BlockHash,
+    pub reader: ChainReader,
+    pub writer: ChainWriter,
+    pub mempool: Arc<Mutex<Mempool>>,
+    pub signature_cache: SignatureCache,
+    pub events: broadcast::Sender<NodeEvent>,
+    pub metrics: Metrics,
+    pub generation: Arc<AtomicU64>,
+    pub miner_address: Option<Address>,
+    pub mining: bool,
+    pub mining_threads: usize,
+    pub node_id: String,
+    pub network: OnceLock<P2pHandle>,
+    pub ready: AtomicBool,
+    pub shutdown: CancellationToken,
+}
+
+/// The node, as its subsystems see it.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl NodeHandle {
+    pub fn spec(&self) -> &ChainSpec {
+        &self.shared.spec
+    }
+
+    pub fn reader(&self) -> &ChainReader {
+        &self.shared.reader
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    pub fn is_mining(&self) -> bool {
+        self.shared.mining
+    }
+
+    /// True once storage is open and P2P listens.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire) && !self.shared.shutdown.is_cancelled()
+    }
+
+    pub(crate) fn set_network(&self, network: P2pHandle) {
+        let _ = self.shared.network.set(network);
+        self.shared.ready.store(true, Ordering::Release);
+    }
+
+    pub fn network(&self) -> Option<&P2pHandle> {
+        self.shared.network.get()
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Cancelled when the node begins to shut down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shared.shutdown
+    }
+
+    pub(crate) fn mempool(&self) -> MutexGuard<'_, Mempool> {
+        // A panic while holding the lock cannot be caused by input (the
+        // mempool validates before it changes anything), and refusing every
+        // later transaction would be worse than going on.
+        self.shared.mempool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn status(&self) -> StatusJson {
+        let tip = self.shared.reader.tip();
+        let network = self.network();
+        StatusJson {
+            chain: self.shared.spec.name.clone(),
+            genesis_hash: self.shared.genesis_hash,
+            height: tip.height,
+            tip: tip.hash,
+            total_work: tip.total_work.0,
+            target: tip.target.0,
+            peers: network.map_or(0, P2pHandle::n_peers),
+            mempool: self.mempool().len(),
+            min_fee: self.shared.spec.min_fee,
+            syncing: network.is_some_and(P2pHandle::is_syncing),
+            mining: self.shared.mining,
+            node_id: self.shared.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    pub fn account(&self, address: &Address) -> AccountJson {
+        let account = self.shared.reader.account(address);
+        let next_nonce = self.mempool().next_nonce(address, &self.shared.reader);
+        AccountJson {
+            address: self.shared.spec.format_address(address),
+            balance: account.balance,
+            nonce: account.nonce,
+            next_nonce,
+        }
+    }
+
+    /// A tx in the mempool or on the best chain.
+    pub fn lookup_tx(&self, txid: &TxId) -> Option<TxLookupJson> {
+        let pending = self.mempool().get(txid).cloned();
+        if let Some(tx) = pending {
+            return Some(self.pending_lookup(&tx));
+        }
+        let (tx, location) = self.shared.reader.tx(txid)?;
+        let tip_height = self.shared.reader.tip().height;
+        Some(TxLookupJson {
+            tx: TxJson::from_tx(&tx, &self.shared.spec),
+            status: TxStatus::Confirmed,
+            block_hash: Some(location.block_hash),
+            block_height: Some(location.height),
+            confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+        })
+    }
+
+    fn pending_lookup(&self, tx: &Transaction) -> TxLookupJson {
+        TxLookupJson {
+            tx: TxJson::from_tx(tx, &self.shared.spec),
+            status: TxStatus::Pending,
+            block_hash: None,
+            block_height: None,
+            confirmations: 0,
+        }
+    }
+
+    /// Newest first: pending txs (highest nonce first), then confirmed ones.
+    pub fn address_history(&self, address: &Address, limit: usize) -> Vec<TxLookupJson> {
+        let mut pending: Vec<Transaction> = self.mempool().pending_for(address).into_iter().cloned().collect();
+        pending.sort_by(|a, b| b.nonce.cmp(&a.nonce));
+        let mut history: Vec<TxLookupJson> =
+            pending.iter().take(limit).map(|tx| self.pending_lookup(tx)).collect();
+        let remaining = limit.saturating_sub(history.len());
+        if remaining > 0 {
+            let tip_height = self.shared.reader.tip().height;
+            history.extend(
+                self.shared
+                    .reader
+                    .address_txs(address, remaining)
+                    .into_iter()
+                    .map(|(tx, location)| TxLookupJson {
+                        tx: TxJson::from_tx(&tx, &self.shared.spec),
+                        status: TxStatus::Confirmed,
+                        block_hash: Some(location.block_hash),
+                        block_height: Some(location.height),
+                        confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+                    }),
+            );
+        }
+        history
+    }
+
+    pub fn mempool_summary(&self, limit: usize) -> MempoolJson {
+        let mempool = self.mempool();
+        MempoolJson {
+            count: mempool.len(),
+            bytes: mempool.bytes(),
+            txids: mempool.txids_newest_first(limit),
+        }
+    }
+
+    /// Checks the signature on a blocking thread, then admits the tx to the
+    /// mempool. Publishes `TxAccepted` and counts the outcome.
+    pub async fn submit_tx(&self, tx: Transaction) -> Result<TxId, MempoolError> {
+        let node = self.clone();
+        match tokio::task::spawn_blocking(move || node.submit_tx_blocking(tx)).await {
+            Ok(result) => result,
+            // Only a panic in the mempool gets here; report it as a refusal
+            // rather than taking the caller down.
+            Err(_) => Err(MempoolError::Malformed("internal error while checking the transaction".into())),
+        }
+    }
+
+    /// `submit_tx` for callers already on a blocking thread.
+    pub fn submit_tx_blocking(&self, tx: Transaction) -> Result<TxId, MempoolError> {
+        let shared = &self.shared;
+        let result = Mempool::precheck(&shared.spec, &shared.signature_cache, &tx).and_then(|_| {
+            let mut mempool = self.mempool();
+            let txid = mempool.add(tx.clone(), &shared.reader, now_ms())?;
+            shared
+                .metrics
+                .set("mempool_size", &[], i64::try_from(mempool.len()).unwrap_or(i64::MAX));
+            Ok(txid)
+        });
+        match &result {
+            Ok(_) => {
+                shared.metrics.inc("txs_accepted_total", &[]);
+                shared.generation.fetch_add(1, Ordering::Relaxed);
+                let _ = shared.events.send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+            }
+            Err(error) => shared.metrics.inc("txs_rejected_total", &[("reason", error.code())]),
+        }
+        result
+    }
+
+    /// Submits a block to the chain writer.
+    pub async fn submit_block_outcome(&self, block: Block) -> Result<BlockOutcome, WriterError> {
+        self.shared.writer.submit_block(block).await
+    }
+
+    pub(crate) fn writer(&self) -> &ChainWriter {
+        &self.shared.writer
+    }
+
+    /// Mines `count` blocks on the current tip now, with the mempool's best
+    /// transactions, and returns their hashes. Used by `POST /v1/dev/mine`.
+    pub async fn mine_blocks(&self, count: u32) -> Result<Vec<BlockHash>, MineError> {
+        let miner = self.shared.miner_address.ok_or(MineError::NoMinerAddress)?;
+        let mut hashes = Vec::with_capacity(count.min(MAX_MINE_BLOCKS) as usize);
+        // A competing block (from a peer or the background miner) can take
+        // the tip between template and submission; retry a few times.
+        let mut races = 0;
+        while hashes.len() < count as usize {
+            if self.shared.shutdown.is_cancelled() {
+                return Err(MineError::ShuttingDown);
+            }
+            let context = self.shared.writer.next_block_context().await?;
+            let max_tx_bytes = ledger::miner::max_tx_bytes(&self.shared.spec);
+            let txs = self.mempool().select_for_block(&self.shared.reader, max_tx_bytes);
+            let mut block = ledger::miner::build_block(&self.shared.spec, &context, miner, txs);
+            let cancel = crate::mining::CancelOnDrop::new(self.shared.shutdown.clone());
+            let flag = cancel.flag();
+            let threads = self.shared.mining_threads;
+            let solved = tokio::task::spawn_blocking(move || {
+                let found = ledger::miner::solve(&mut block.header, &flag, threads);
+                (found, block)
+            })
+            .await;
+            drop(cancel);
+            let (found, block) = solved.map_err(|_| MineError::ShuttingDown)?;
+            if !found {
+                return Err(MineError::ShuttingDown);
+            }
+            let hash = block.hash();
+            match self.shared.writer.submit_block(block).await? {
+                BlockOutcome::Connected { .. } => hashes.push(hash),
+                _ => {
+                    races += 1;
+                    if races > 10 {
+                        return Err(MineError::Raced(hashes.len()));
+                    }
+                }
+            }
+        }
+        Ok(hashes)
+    }
+}
+
+impl Backend for NodeHandle {
+    fn genesis_hash(&self) -> BlockHash {
+        self.shared.genesis_hash
+    }
+
+    fn tip(&self) -> TipSummary {
+        let tip = self.shared.reader.tip();
+        TipSummary {
+            height: tip.height,
+            hash: tip.hash,
+            total_work: tip.total_work,
+        }
+    }
+
+    fn locator(&self) -> Vec<BlockHash> {
+        self.shared.reader.locator()
+    }
+
+    fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header> {
+        self.shared.reader.headers_after(locator, max)
+    }
+
+    fn has_block(&self, hash: &BlockHash) -> bool {
+        self.shared.reader.header(hash).is_some()
+    }
+
+    fn block(&self, hash: &BlockHash) -> Option<Block> {
+        self.shared.reader.block(hash)
+    }
+
+    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
+        self.mempool().get(txid).cloned()
+    }
+
+    fn has_tx(&self, txid: &TxId) -> bool {
+        self.mempool().contains(txid) || self.shared.reader.tx(txid).is_some()
+    }
+
+    async fn submit_block(&self, block: Block) -> BlockVerdict {
+        match self.shared.writer.submit_block(block).await {
+            Ok(BlockOutcome::Connected { .. } | BlockOutcome::SideChain) => BlockVerdict::Accepted,
+            Ok(BlockOutcome::Known) => BlockVerdict::Known,
+            Ok(BlockOutcome::Orphan) => BlockVerdict::Orphan,
+            Err(WriterError::Invalid(error)) => BlockVerdict::Rejected {
+                reason: error.to_string(),
+                misbehaving: error.is_misbehaviour(),
+            },
+            Err(error) => BlockVerdict::Rejected {
+                reason: error.to_string(),
+                misbehaving: false,
+            },
+        }
+    }
+
+    async fn submit_tx(&self, tx: Transaction) -> TxVerdict {
+        match NodeHandle::submit_tx(self, tx).await {
+            Ok(_) => TxVerdict::Accepted,
+            Err(MempoolError::Duplicate) => TxVerdict::Known,
+            Err(error) => TxVerdict::Rejected {
+                misbehaving: matches!(
+                    error,
+                    MempoolError::BadSignature | MempoolError::WrongChain | MempoolError::Malformed(_)
+                ),
+                reason: error.code().to_string(),
+            },
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+}

@@ -1,0 +1,92 @@
+//! `Connection`: one byte stream to a peer, split into a message reader and
+//! a frame writer, counting every message in and out by kind. The stream is
+//! any `Transport`, so an encrypted transport can later wrap the TCP stream
+//! (or replace it) without touching the layers above, which only ever see
+//! `Message`s.
+
+use super::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
+use super::message::Message;
+use crate::metrics::Metrics;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio_util::bytes::Bytes;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// A bidirectional byte stream to a peer: plain TCP today; a later
+/// encrypted transport only has to implement the Tokio I/O traits.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// Counter names (without the `ledger_` prefix).
+pub const RECEIVED_METRIC: &str = "p2p_messages_received_total";
+pub const SENT_METRIC: &str = "p2p_messages_sent_total";
+
+/// The reading half: yields decoded, size-checked messages.
+pub struct ConnectionReader<T: Transport> {
+    frames: FramedRead<ReadHalf<T>, MessageCodec>,
+    metrics: Metrics,
+}
+
+/// The writing half: sends pre-encoded message payloads.
+pub struct ConnectionWriter<T: Transport> {
+    frames: FramedWrite<WriteHalf<T>, FrameCodec>,
+    metrics: Metrics,
+}
+
+/// Splits a stream into its reader and writer. Reading and writing then
+/// proceed independently, so a peer that stops reading can never stop us
+/// from reading it (and the other way round).
+pub fn split<T: Transport>(stream: T, max_frame: usize, metrics: Metrics) -> (ConnectionReader<T>, ConnectionWriter<T>) {
+    let (read, write) = tokio::io::split(stream);
+    (
+        ConnectionReader {
+            frames: FramedRead::new(read, MessageCodec::new(max_frame)),
+            metrics: metrics.clone(),
+        },
+        ConnectionWriter {
+            frames: FramedWrite::new(write, FrameCodec::new(max_frame)),
+            metrics,
+        },
+    )
+}
+
+impl<T: Transport> ConnectionReader<T> {
+    /// The next message; `Ok(None)` when the peer closed the stream. Cancel
+    /// safe: a message is either returned whole or stays buffered.
+    pub async fn read_message(&mut self) -> Result<Option<Message>, CodecError> {
+        match self.frames.next().await {
+            None => Ok(None),
+            Some(Err(error)) => Err(error),
+            Some(Ok((message, _len))) => {
+                self.metrics.inc(RECEIVED_METRIC, &[("kind", message.kind())]);
+                Ok(Some(message))
+            }
+        }
+    }
+}
+
+impl<T: Transport> ConnectionWriter<T> {
+    /// Encodes and sends one message, flushing it.
+    pub async fn write_message(&mut self, message: &Message) -> Result<(), CodecError> {
+        self.feed(message.kind(), encode_message(message)).await?;
+        self.flush().await
+    }
+
+    /// Queues an already encoded message without flushing, so a burst of
+    /// messages leaves in as few writes as possible.
+    pub async fn feed(&mut self, kind: &'static str, payload: Bytes) -> Result<(), CodecError> {
+        self.frames.feed(payload).await?;
+        self.metrics.inc(SENT_METRIC, &[("kind", kind)]);
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), CodecError> {
+        self.frames.flush().await
+    }
+
+    /// Flushes and shuts the stream down for writing.
+    pub async fn close(&mut self) -> Result<(), CodecError> {
+        self.frames.close().await
+    }
+}

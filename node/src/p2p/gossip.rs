@@ -1,0 +1,361 @@
+//! Announce-then-fetch gossip bookkeeping: which inventory each peer is
+//! known to have (bounded, oldest forgotten first), and which objects we
+//! have asked for, from whom, since when, and who else offered them, so a
+//! request that times out or comes back `NotFound` is asked again from
+//! another peer, and no object is ever fetched from two peers at once. The
+//! manager owns one `Requests` and one `KnownInventory` per peer; nothing
+//! here does I/O.
+
+use super::message::InvItem;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Identifies a connection for the lifetime of the node.
+pub type PeerId = u64;
+
+/// Inventory remembered per peer. 32-byte hashes: about 1 MB per peer.
+pub const KNOWN_INVENTORY_CAPACITY: usize = 16_384;
+/// Most outstanding requests to one peer; further announcements from it are
+/// ignored until it answers (an announcer cannot make us queue unboundedly).
+pub const MAX_REQUESTS_PER_PEER: usize = 2_000;
+/// Most outstanding requests overall.
+pub const MAX_REQUESTS: usize = 50_000;
+/// Other announcers remembered per item, to re-ask after a timeout.
+const MAX_ALTERNATES: usize = 8;
+
+/// A bounded set: inserting beyond capacity forgets the oldest entry.
+pub struct KnownInventory {
+    set: HashSet<InvItem>,
+    order: VecDeque<InvItem>,
+    capacity: usize,
+}
+
+impl KnownInventory {
+    pub fn new(capacity: usize) -> KnownInventory {
+        KnownInventory {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Returns true when the item was not known before.
+    pub fn insert(&mut self, item: InvItem) -> bool {
+        if !self.set.insert(item) {
+            return false;
+        }
+        self.order.push_back(item);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    pub fn contains(&self, item: &InvItem) -> bool {
+        self.set.contains(item)
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+/// One outstanding request.
+#[derive(Debug)]
+struct Request {
+    peer: PeerId,
+    sent_at: Instant,
+    /// Other peers that announced it, in announcement order.
+    alternates: Vec<PeerId>,
+    /// The object arrived and is being validated: not asked again, but kept
+    /// so late announcements do not trigger another fetch.
+    received: bool,
+    /// Requested by the block sync, which has its own stall handling.
+    for_sync: bool,
+}
+
+/// What to do about an announced item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Announced {
+    /// Ask this peer for it now.
+    Fetch,
+    /// Already being fetched (the announcer is kept as an alternate), or
+    /// over the request caps.
+    Ignore,
+}
+
+/// Outstanding `GetData` requests.
+#[derive(Default)]
+pub struct Requests {
+    items: HashMap<InvItem, Request>,
+    per_peer: HashMap<PeerId, usize>,
+}
+
+impl Requests {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn is_tracked(&self, item: &InvItem) -> bool {
+        self.items.contains_key(item)
+    }
+
+    pub fn outstanding_for(&self, peer: PeerId) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
+    }
+
+    fn add_to_peer(&mut self, peer: PeerId) {
+        *self.per_peer.entry(peer).or_default() += 1;
+    }
+
+    fn remove_from_peer(&mut self, peer: PeerId) {
+        if let Some(count) = self.per_peer.get_mut(&peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+    }
+
+    /// `peer` announced `item`, which we lack.
+    pub fn announced(&mut self, item: InvItem, peer: PeerId, now: Instant) -> Announced {
+        if let Some(request) = self.items.get_mut(&item) {
+            if request.peer != peer && !request.alternates.contains(&peer) && request.alternates.len() < MAX_ALTERNATES {
+                request.alternates.push(peer);
+            }
+            return Announced::Ignore;
+        }
+        if self.items.len() >= MAX_REQUESTS || self.outstanding_for(peer) >= MAX_REQUESTS_PER_PEER {
+            return Announced::Ignore;
+        }
+        self.insert(item, peer, now, false);
+        Announced::Fetch
+    }
+
+    /// Records a request made outside announcements (block sync).
+    pub fn insert(&mut self, item: InvItem, peer: PeerId, now: Instant, for_sync: bool) {
+        if let Some(old) = self.items.insert(
+            item,
+            Request {
+                peer,
+                sent_at: now,
+                alternates: Vec::new(),
+                received: false,
+                for_sync,
+            },
+        ) {
+            if !old.received {
+                self.remove_from_peer(old.peer);
+            }
+        }
+        self.add_to_peer(peer);
+    }
+
+    /// The object arrived from `peer`. Returns whether we had asked anyone
+    /// for it (unrequested objects are still validated, but an unrequested
+    /// flood is dropped earlier by the caller).
+    pub fn received(&mut self, item: &InvItem, now: Instant) -> bool {
+        match self.items.get_mut(item) {
+            Some(request) if !request.received => {
+                request.received = true;
+                request.sent_at = now;
+                let peer = request.peer;
+                self.remove_from_peer(peer);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Validation finished: forget the item.
+    pub fn done(&mut self, item: &InvItem) {
+        if let Some(request) = self.items.remove(item) {
+            if !request.received {
+                self.remove_from_peer(request.peer);
+            }
+        }
+    }
+
+    /// Moves a request to its next alternate; returns the peer to ask, or
+    /// forgets the item when nobody else offered it.
+    fn reassign(&mut self, item: InvItem, now: Instant, usable: &impl Fn(PeerId) -> bool) -> Option<PeerId> {
+        let request = self.items.get_mut(&item)?;
+        let old_peer = request.peer;
+        let next = loop {
+            if request.alternates.is_empty() {
+                break None;
+            }
+            let candidate = request.alternates.remove(0);
+            if usable(candidate) {
+                break Some(candidate);
+            }
+        };
+        match next {
+            Some(peer) => {
+                request.peer = peer;
+                request.sent_at = now;
+                self.remove_from_peer(old_peer);
+                self.add_to_peer(peer);
+                Some(peer)
+            }
+            None => {
+                self.done(&item);
+                None
+            }
+        }
+    }
+
+    /// `peer` answered `NotFound` for `item`.
+    pub fn not_found(&mut self, item: InvItem, peer: PeerId, now: Instant, usable: &impl Fn(PeerId) -> bool) -> Option<PeerId> {
+        match self.items.get(&item) {
+            Some(request) if request.peer == peer && !request.received => self.reassign(item, now, usable),
+            _ => None,
+        }
+    }
+
+    /// Requests older than `timeout` (and received items stuck in validation
+    /// for much longer) are reassigned or dropped. Returns the new requests
+    /// to send, and the sync requests that timed out (the sync decides).
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        usable: &impl Fn(PeerId) -> bool,
+    ) -> (Vec<(InvItem, PeerId)>, Vec<InvItem>) {
+        let mut expired = Vec::new();
+        let mut stuck = Vec::new();
+        let mut sync_expired = Vec::new();
+        for (item, request) in &self.items {
+            let age = now.saturating_duration_since(request.sent_at);
+            if request.received {
+                if age > timeout * 30 {
+                    stuck.push(*item);
+                }
+            } else if age > timeout {
+                if request.for_sync {
+                    sync_expired.push(*item);
+                } else {
+                    expired.push(*item);
+                }
+            }
+        }
+        for item in stuck {
+            self.done(&item);
+        }
+        let mut again = Vec::new();
+        for item in expired {
+            if let Some(peer) = self.reassign(item, now, usable) {
+                again.push((item, peer));
+            }
+        }
+        (again, sync_expired)
+    }
+
+    /// A peer disconnected: its requests go to alternates or are dropped.
+    pub fn peer_gone(&mut self, peer: PeerId, now: Instant, usable: &impl Fn(PeerId) -> bool) -> Vec<(InvItem, PeerId)> {
+        let mine: Vec<InvItem> = self
+            .items
+            .iter()
+            .filter(|(_, request)| request.peer == peer && !request.received)
+            .map(|(item, _)| *item)
+            .collect();
+        for request in self.items.values_mut() {
+            request.alternates.retain(|other| *other != peer);
+        }
+        let mut again = Vec::new();
+        for item in mine {
+            let for_sync = self.items.get(&item).is_some_and(|request| request.for_sync);
+            if for_sync {
+                self.done(&item);
+            } else if let Some(next) = self.reassign(item, now, usable) {
+                again.push((item, next));
+            }
+        }
+        self.per_peer.remove(&peer);
+        again
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger::{Hash256, TxId};
+
+    fn tx(n: u8) -> InvItem {
+        InvItem::Tx(TxId(Hash256::digest(&[n])))
+    }
+
+    #[test]
+    fn known_inventory_forgets_the_oldest() {
+        let mut known = KnownInventory::new(2);
+        assert!(known.insert(tx(1)));
+        assert!(!known.insert(tx(1)));
+        known.insert(tx(2));
+        known.insert(tx(3));
+        assert!(!known.contains(&tx(1)));
+        assert!(known.contains(&tx(3)));
+        assert_eq!(known.len(), 2);
+    }
+
+    #[test]
+    fn one_fetch_per_item_and_reask_on_timeout() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(2);
+        let mut requests = Requests::default();
+        assert_eq!(requests.announced(tx(1), 1, now), Announced::Fetch);
+        assert_eq!(requests.announced(tx(1), 2, now), Announced::Ignore);
+        assert_eq!(requests.outstanding_for(1), 1);
+        let all = |_| true;
+        let (again, _) = requests.expire(now + Duration::from_secs(3), timeout, &all);
+        assert_eq!(again, vec![(tx(1), 2)]);
+        assert_eq!(requests.outstanding_for(1), 0);
+        assert_eq!(requests.outstanding_for(2), 1);
+        // Peer 2 times out too and nobody else offered it: forgotten.
+        let (again, _) = requests.expire(now + Duration::from_secs(6), timeout, &all);
+        assert!(again.is_empty());
+        assert!(requests.is_empty());
+    }
+
+    #[test]
+    fn not_found_and_disconnect_move_requests() {
+        let now = Instant::now();
+        let mut requests = Requests::default();
+        requests.announced(tx(1), 1, now);
+        requests.announced(tx(1), 2, now);
+        requests.announced(tx(2), 1, now);
+        requests.announced(tx(2), 3, now);
+        let all = |_| true;
+        assert_eq!(requests.not_found(tx(1), 1, now, &all), Some(2));
+        let again = requests.peer_gone(1, now, &all);
+        assert_eq!(again, vec![(tx(2), 3)]);
+        assert!(requests.received(&tx(2), now));
+        assert_eq!(requests.outstanding_for(3), 0);
+        requests.done(&tx(2));
+        assert_eq!(requests.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_is_capped_per_peer() {
+        let now = Instant::now();
+        let mut requests = Requests::default();
+        let mut fetched = 0;
+        for n in 0..(MAX_REQUESTS_PER_PEER + 500) {
+            let item = InvItem::Tx(TxId(Hash256::digest(&(n as u64).to_le_bytes())));
+            if requests.announced(item, 9, now) == Announced::Fetch {
+                fetched += 1;
+            }
+        }
+        assert_eq!(fetched, MAX_REQUESTS_PER_PEER);
+    }
+}
