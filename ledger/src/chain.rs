@@ -37,14 +37,16 @@ pub const MAX_ORPHANS: usize = 256;
 pub const MAX_ORPHAN_BYTES: usize = 32 * 1024 * 1024;
 /// Orphans older than this are dropped.
 pub const ORPHAN_EXPIRY_MS: u64 = 20 * 60 * 1000;
+/// How many rejected-but-unstored block hashes are remembered, so their
+/// descendants are refused at once instead of waiting as orphans.
+pub const MAX_REMEMBERED_REJECTS: usize = 4096;
 
 /// Why the chain store could not be opened or used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChainError {
-    #[error("data dir {dir} holds chain {found_name:?} (genesis {found}), not {expected_name:?} (genesis {expected}); use another --data-dir")]
+    #[error("data dir holds chain {found_name:?} (genesis {found}), not {expected_name:?} (genesis {expected}); use another --data-dir")]
     WrongChain {
-        dir: String,
         found_name: String,
         found: BlockHash,
         expected_name: String,
@@ -229,6 +231,16 @@ impl OrphanPool {
             .collect()
     }
 
+    /// Drops every orphan descending from `root`.
+    fn drop_descendants(&mut self, root: &BlockHash) {
+        let mut stack = vec![*root];
+        while let Some(parent) = stack.pop() {
+            for child in self.take_children(&parent) {
+                stack.push(child.hash());
+            }
+        }
+    }
+
     fn expire(&mut self, now_ms: u64) {
         while let Some(oldest) = self.order.front().copied() {
             match self.blocks.get(&oldest) {
@@ -279,7 +291,50 @@ pub struct Chain {
     tip: BlockHash,
     next_seq: u64,
     orphans: OrphanPool,
+    rejected: RejectedHeaders,
     cache: SignatureCache,
+}
+
+/// Hashes of blocks refused without being stored whose header itself is
+/// invalid (or descends from an invalid block). Bounded, oldest forgotten
+/// first. Blocks refused for a body problem are not remembered: the same
+/// header with a correct body may still arrive.
+#[derive(Default)]
+struct RejectedHeaders {
+    members: std::collections::HashSet<BlockHash>,
+    order: VecDeque<BlockHash>,
+}
+
+impl RejectedHeaders {
+    fn insert(&mut self, hash: BlockHash) {
+        if self.members.insert(hash) {
+            self.order.push_back(hash);
+            if self.order.len() > MAX_REMEMBERED_REJECTS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.members.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, hash: &BlockHash) -> bool {
+        self.members.contains(hash)
+    }
+}
+
+/// Whether an error condemns the header itself (any body would fail).
+fn is_header_error(error: &BlockError) -> bool {
+    matches!(
+        error,
+        BlockError::BadVersion(_)
+            | BlockError::BadCompactTarget(_)
+            | BlockError::TargetTooEasy
+            | BlockError::BadProofOfWork
+            | BlockError::BadHeight { .. }
+            | BlockError::WrongTarget { .. }
+            | BlockError::TimestampTooOld { .. }
+            | BlockError::InvalidAncestor
+    )
 }
 
 impl Chain {
@@ -299,7 +354,6 @@ impl Chain {
         match store.chain_identity().map_err(from_storage)? {
             Some((found, found_name)) if found != genesis => {
                 return Err(ChainError::WrongChain {
-                    dir: dir.display().to_string(),
                     found_name,
                     found,
                     expected_name: spec.name.clone(),
@@ -363,6 +417,7 @@ impl Chain {
             tip,
             next_seq,
             orphans: OrphanPool::default(),
+            rejected: RejectedHeaders::default(),
             cache: SignatureCache::default(),
         };
         chain.check_best_chain().map_err(corrupt)?;
@@ -507,6 +562,14 @@ impl Chain {
         if block.header.height == 0 {
             return Err(BlockError::BadGenesis);
         }
+        if self.rejected.contains(&hash) {
+            return Err(BlockError::KnownInvalid);
+        }
+        if self.rejected.contains(&block.header.prev_hash) {
+            self.rejected.insert(hash);
+            self.orphans.drop_descendants(&hash);
+            return Err(BlockError::InvalidAncestor);
+        }
         let Some(parent) = self.nodes.get(&block.header.prev_hash) else {
             // Cheap checks only: proof-of-work makes junk expensive to send,
             // and signatures are checked once the parent shows up.
@@ -515,11 +578,23 @@ impl Chain {
             return Ok(ProcessOutcome::Orphan);
         };
         if parent.status == BlockStatus::Invalid {
+            self.rejected.insert(hash);
+            self.orphans.drop_descendants(&hash);
             return Err(BlockError::InvalidAncestor);
         }
 
         let old_tip = self.tip;
-        self.accept_block(hash, &block, now_ms)?;
+        if let Err(error) = self.accept_block(hash, &block, now_ms) {
+            // Orphans waiting on a block that can never be valid cannot be
+            // either; a block merely early (clock) keeps its orphans.
+            if error.is_misbehaviour() {
+                self.orphans.drop_descendants(&hash);
+            }
+            if is_header_error(&error) {
+                self.rejected.insert(hash);
+            }
+            return Err(error);
+        }
         let mut best_new = hash;
         // Orphans waiting on this block (and on those) can now be stored.
         let mut queue = vec![hash];
@@ -535,6 +610,10 @@ impl Chain {
                     }
                     Err(error) => {
                         tracing::debug!(block = %child_hash, %error, "dropped an invalid orphan");
+                        self.orphans.drop_descendants(&child_hash);
+                        if is_header_error(&error) {
+                            self.rejected.insert(child_hash);
+                        }
                     }
                 }
             }
@@ -866,6 +945,9 @@ fn tip_info(hash: BlockHash, node_header_work: &Node) -> TipInfo {
     }
 }
 
+/// Key-value pairs read from an `AuxTree`.
+pub type AuxEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A named key-value tree beside the chain data.
 #[derive(Clone)]
 pub struct AuxTree {
@@ -892,7 +974,7 @@ impl AuxTree {
     }
 
     /// Every entry, in key order.
-    pub fn iter(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ChainError> {
+    pub fn iter(&self) -> Result<AuxEntries, ChainError> {
         self.tree
             .iter()
             .map(|item| {
@@ -1006,13 +1088,14 @@ impl ChainReader {
         let mut blocks: HashMap<BlockHash, Block> = HashMap::new();
         let mut out = Vec::with_capacity(entries.len());
         for (height, index, block_hash) in entries {
-            if !blocks.contains_key(&block_hash) {
-                let Some(block) = self.block(&block_hash) else {
-                    continue;
-                };
-                blocks.insert(block_hash, block);
-            }
-            if let Some(tx) = blocks[&block_hash].txs.get(index as usize) {
+            let block = match blocks.entry(block_hash) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => match self.block(&block_hash) {
+                    Some(block) => entry.insert(block),
+                    None => continue,
+                },
+            };
+            if let Some(tx) = block.txs.get(index as usize) {
                 out.push((
                     tx.clone(),
                     TxLocation {

@@ -22,6 +22,7 @@ use crate::Block;
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
 
 /// Default cap on the number of pending transactions.
 pub const DEFAULT_MAX_TXS: usize = 50_000;
@@ -267,16 +268,58 @@ fn check_format_and_signature(
     if cache.contains(&txid) {
         return Ok(txid);
     }
-    // On failure this tries the other built-in chains' genesis hashes to
-    // tell a signature for another chain (`wrong_chain`) from a bad one.
-    match validation::check_tx_signature(tx, genesis) {
-        Ok(()) => {
-            cache.insert(txid);
-            Ok(txid)
-        }
-        Err(TxError::WrongChain) => Err(MempoolError::WrongChain),
-        Err(_) => Err(MempoolError::BadSignature),
+    if verify_with_known_key(tx, genesis) {
+        cache.insert(txid);
+        return Ok(txid);
     }
+    // Tries the other built-in chains' genesis hashes to tell a signature
+    // for another chain (`wrong_chain`) from a bad one.
+    match validation::classify_signature_failure(tx, genesis) {
+        TxError::WrongChain => Err(MempoolError::WrongChain),
+        _ => Err(MempoolError::BadSignature),
+    }
+}
+
+/// Most distinct senders we keep decompressed keys for.
+const KNOWN_KEYS_CAPACITY: usize = 8_192;
+
+/// Decompressed public keys of recent senders. Decompressing a key is about
+/// a tenth of a strict verification, and a busy sender signs many
+/// transactions. The cache changes no verdict: it holds exactly what
+/// `VerifyingKey::from_bytes` returns, and `PublicKey::verify` is
+/// `from_bytes` followed by the same `verify_strict`.
+fn known_keys() -> &'static Mutex<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>> {
+    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>> = OnceLock::new();
+    KEYS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// `tx.verify_signature(genesis).is_ok()`, reusing decompressed keys.
+fn verify_with_known_key(tx: &Transaction, genesis: &BlockHash) -> bool {
+    let cached = known_keys()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&tx.from.0)
+        .copied();
+    let key = match cached {
+        Some(key) => key,
+        None => {
+            let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&tx.from.0) else {
+                return false;
+            };
+            let mut keys = known_keys()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if keys.len() >= KNOWN_KEYS_CAPACITY {
+                // Crude but bounded; a full cache only costs decompressions.
+                keys.clear();
+            }
+            keys.insert(tx.from.0, key);
+            key
+        }
+    };
+    let signature = ed25519_dalek::Signature::from_bytes(&tx.signature.0);
+    key.verify_strict(&tx.signing_message(genesis), &signature)
+        .is_ok()
 }
 
 impl Mempool {
@@ -304,7 +347,11 @@ impl Mempool {
     /// this chain). Meant to run before taking the pool's lock. A verified
     /// txid goes into `cache`, so neither [`Mempool::add`] nor block
     /// validation verifies it again.
-    pub fn precheck(spec: &ChainSpec, cache: &SignatureCache, tx: &Transaction) -> Result<TxId, MempoolError> {
+    pub fn precheck(
+        spec: &ChainSpec,
+        cache: &SignatureCache,
+        tx: &Transaction,
+    ) -> Result<TxId, MempoolError> {
         check_format_and_signature(&genesis_of(spec), cache, tx)
     }
 
@@ -313,7 +360,12 @@ impl Mempool {
     /// cached the txid), duplicate, fee, nonce window, replacement price,
     /// balance, caps (evicting cheaper transactions if the newcomer pays
     /// more).
-    pub fn add(&mut self, tx: Transaction, accounts: &impl AccountSource, now_ms: u64) -> Result<TxId, MempoolError> {
+    pub fn add(
+        &mut self,
+        tx: Transaction,
+        accounts: &impl AccountSource,
+        now_ms: u64,
+    ) -> Result<TxId, MempoolError> {
         let txid = check_format_and_signature(&self.genesis, &self.cache, &tx)?;
         if self.index.by_txid.contains_key(&txid) {
             return Err(MempoolError::Duplicate);
@@ -336,21 +388,28 @@ impl Mempool {
         accounts: &impl AccountSource,
         now_ms: u64,
     ) -> Result<TxId, MempoolError> {
-        let balance = accounts.account(&sender).balance;
-        let Some(queue) = self.senders.get_mut(&sender) else {
-            return Err(MempoolError::Malformed("sender queue vanished".into()));
-        };
+        let account = accounts.account(&sender);
+        let balance = account.balance;
+        let queue = self
+            .senders
+            .entry(sender)
+            .or_insert_with(|| SenderQueue::new(account.nonce));
         if tx.nonce < queue.confirmed_nonce {
             return Err(MempoolError::NonceTooLow);
         }
-        if tx.nonce > queue.executable_end.saturating_add(self.config.max_nonce_gap) {
+        if tx.nonce
+            > queue
+                .executable_end
+                .saturating_add(self.config.max_nonce_gap)
+        {
             return Err(MempoolError::NonceTooHigh);
         }
         let replaced_cost = match queue.txs.get(&tx.nonce) {
             Some(old) => {
                 // new >= old * 1.1, in integers.
                 let new_fee = u128::from(tx.fee.base_units()) * 100;
-                let needed = u128::from(old.tx.fee.base_units()) * u128::from(100 + REPLACEMENT_FEE_BUMP_PERCENT);
+                let needed = u128::from(old.tx.fee.base_units())
+                    * u128::from(100 + REPLACEMENT_FEE_BUMP_PERCENT);
                 if new_fee < needed {
                     return Err(MempoolError::ReplacementUnderpriced);
                 }
@@ -408,7 +467,13 @@ impl Mempool {
     }
 
     /// Undoes an admission that could not make room.
-    fn roll_back(&mut self, sender: Address, nonce: u64, replaced: Option<PoolTx>, evicted: Vec<(Address, PoolTx)>) {
+    fn roll_back(
+        &mut self,
+        sender: Address,
+        nonce: u64,
+        replaced: Option<PoolTx>,
+        evicted: Vec<(Address, PoolTx)>,
+    ) {
         if let Some(queue) = self.senders.get_mut(&sender) {
             self.index.remove(queue, sender, nonce);
             if let Some(old) = replaced {
@@ -433,7 +498,11 @@ impl Mempool {
             .or_insert_with(|| SenderQueue::new(account.nonce));
         let mut dropped = 0;
         if queue.confirmed_nonce != account.nonce {
-            let stale: Vec<u64> = queue.txs.range(..account.nonce).map(|(nonce, _)| *nonce).collect();
+            let stale: Vec<u64> = queue
+                .txs
+                .range(..account.nonce)
+                .map(|(nonce, _)| *nonce)
+                .collect();
             for nonce in stale {
                 self.index.remove(queue, sender, nonce);
                 dropped += 1;
@@ -455,7 +524,11 @@ impl Mempool {
     }
 
     fn drop_queue_if_empty(&mut self, sender: &Address) {
-        if self.senders.get(sender).is_some_and(|queue| queue.txs.is_empty()) {
+        if self
+            .senders
+            .get(sender)
+            .is_some_and(|queue| queue.txs.is_empty())
+        {
             self.senders.remove(sender);
         }
     }
@@ -471,7 +544,11 @@ impl Mempool {
 
     pub fn get(&self, txid: &TxId) -> Option<&Transaction> {
         let (sender, nonce) = self.index.by_txid.get(txid)?;
-        self.senders.get(sender)?.txs.get(nonce).map(|entry| &entry.tx)
+        self.senders
+            .get(sender)?
+            .txs
+            .get(nonce)
+            .map(|entry| &entry.tx)
     }
 
     pub fn contains(&self, txid: &TxId) -> bool {
@@ -492,7 +569,13 @@ impl Mempool {
     }
 
     pub fn txids_newest_first(&self, limit: usize) -> Vec<TxId> {
-        self.index.by_seq.values().rev().take(limit).copied().collect()
+        self.index
+            .by_seq
+            .values()
+            .rev()
+            .take(limit)
+            .copied()
+            .collect()
     }
 
     /// The nonce a new transaction of `address` should carry: its confirmed
@@ -519,7 +602,11 @@ impl Mempool {
         if let Some(queue) = self.senders.get(address) {
             seqs.extend(queue.txs.values().map(|entry| (entry.seq, &entry.tx)));
         }
-        for (_, seq) in self.index.by_recipient.range((*address, 0)..=(*address, u64::MAX)) {
+        for (_, seq) in self
+            .index
+            .by_recipient
+            .range((*address, 0)..=(*address, u64::MAX))
+        {
             let Some(txid) = self.index.by_seq.get(seq) else {
                 continue;
             };
@@ -554,7 +641,13 @@ impl Mempool {
                 invalidated += self.sync_sender(sender, accounts.account(&sender));
             }
         }
-        tracing::debug!(height = block.header.height, included, invalidated, pending = self.len(), "mempool followed block");
+        tracing::debug!(
+            height = block.header.height,
+            included,
+            invalidated,
+            pending = self.len(),
+            "mempool followed block"
+        );
     }
 
     /// Drops transactions admitted `expiry_ms` or longer before `now_ms`.
@@ -573,7 +666,11 @@ impl Mempool {
             expired += 1;
         }
         if expired > 0 {
-            tracing::debug!(expired, pending = self.len(), "mempool expired transactions");
+            tracing::debug!(
+                expired,
+                pending = self.len(),
+                "mempool expired transactions"
+            );
         }
         expired
     }
@@ -584,7 +681,11 @@ impl Mempool {
     /// one, however much it pays). Every tx is checked in sequence against
     /// `accounts` (the state the block builds on) as the earlier ones left
     /// it, and the total encoded size stays within `max_tx_bytes`.
-    pub fn select_for_block(&self, accounts: &impl AccountSource, max_tx_bytes: usize) -> Vec<Transaction> {
+    pub fn select_for_block(
+        &self,
+        accounts: &impl AccountSource,
+        max_tx_bytes: usize,
+    ) -> Vec<Transaction> {
         #[derive(PartialEq, Eq)]
         struct Candidate {
             fee: Amount,
@@ -595,7 +696,9 @@ impl Mempool {
         impl Ord for Candidate {
             fn cmp(&self, other: &Self) -> Ordering {
                 // Max-heap: higher fee first, then earlier arrival.
-                self.fee.cmp(&other.fee).then_with(|| other.seq.cmp(&self.seq))
+                self.fee
+                    .cmp(&other.fee)
+                    .then_with(|| other.seq.cmp(&self.seq))
             }
         }
         impl PartialOrd for Candidate {
@@ -638,7 +741,8 @@ impl Mempool {
                 continue;
             }
             let sender_account = overlay.get(&candidate.sender).copied().unwrap_or_default();
-            if validation::check_tx_against_account(&entry.tx, &sender_account, &self.spec).is_err() {
+            if validation::check_tx_against_account(&entry.tx, &sender_account, &self.spec).is_err()
+            {
                 continue;
             }
             let Some(new_reward) = reward.checked_add(entry.tx.fee) else {
@@ -661,9 +765,13 @@ impl Mempool {
             let recipient_before = if recipient == candidate.sender {
                 debited
             } else {
-                overlay.get(&recipient).copied().unwrap_or_else(|| accounts.account(&recipient))
+                overlay
+                    .get(&recipient)
+                    .copied()
+                    .unwrap_or_else(|| accounts.account(&recipient))
             };
-            let Some(credited_balance) = recipient_before.balance.checked_add(entry.tx.amount) else {
+            let Some(credited_balance) = recipient_before.balance.checked_add(entry.tx.amount)
+            else {
                 continue;
             };
             overlay.insert(candidate.sender, debited);
@@ -695,7 +803,10 @@ impl Mempool {
     pub fn queue_lengths(&self, address: &Address) -> (usize, usize) {
         match self.senders.get(address) {
             Some(queue) => {
-                let executable = queue.txs.range(queue.confirmed_nonce..queue.executable_end).count();
+                let executable = queue
+                    .txs
+                    .range(queue.confirmed_nonce..queue.executable_end)
+                    .count();
                 (executable, queue.txs.len() - executable)
             }
             None => (0, 0),
@@ -711,7 +822,12 @@ impl Mempool {
     /// the transactions of the disconnected blocks, oldest first, that are
     /// not in the connected blocks and are still valid. `accounts` is the
     /// state at the new tip.
-    pub fn apply_update(&mut self, update: &crate::chain::ChainUpdate, accounts: &impl AccountSource, now_ms: u64) {
+    pub fn apply_update(
+        &mut self,
+        update: &crate::chain::ChainUpdate,
+        accounts: &impl AccountSource,
+        now_ms: u64,
+    ) {
         let mut touched: HashSet<Address> = HashSet::new();
         let mut connected_txids: HashSet<TxId> = HashSet::new();
         for block in &update.connected {

@@ -6,9 +6,9 @@
 //! (when to rebuild a template); this module is the reusable core.
 //!
 //! The search hashes the pre-encoded header with the nonce patched in place
-//! at [`Header::NONCE_OFFSET`], and reuses the SHA-256 state of the first
-//! 64-byte block, which the nonce does not touch, so each attempt costs one
-//! compression instead of two. Nonces are handed out to threads in
+//! at [`Header::NONCE_OFFSET`], and reuses the SHA-256 state after the first
+//! 64-byte block, which the nonce does not touch, so each attempt costs two
+//! compressions instead of three. Nonces are handed out to threads in
 //! contiguous, increasing ranges, and a thread stops only once a hit below
 //! its next range is known, so the result is always the smallest valid
 //! nonce at or after the start, whatever the thread count or timing:
@@ -112,7 +112,15 @@ pub fn build_block(
     miner: Address,
     txs: Vec<Transaction>,
 ) -> Block {
-    assemble_block(spec, ctx.height, ctx.prev_hash, ctx.target, ctx.timestamp, miner, txs)
+    assemble_block(
+        spec,
+        ctx.height,
+        ctx.prev_hash,
+        ctx.target,
+        ctx.timestamp,
+        miner,
+        txs,
+    )
 }
 
 /// What a search did.
@@ -149,7 +157,10 @@ pub fn search(header: &mut Header, cancel: &AtomicBool, threads: usize) -> Searc
     let mut hashes = probe.1;
     if let Some(offset) = probe.0 {
         header.nonce = start.wrapping_add(offset);
-        return SearchOutcome { found: true, hashes };
+        return SearchOutcome {
+            found: true,
+            hashes,
+        };
     }
 
     let shared = SharedSearch {
@@ -170,10 +181,16 @@ pub fn search(header: &mut Header, cancel: &AtomicBool, threads: usize) -> Searc
     hashes += shared.hashes.load(Ordering::Relaxed);
     let best = shared.best_offset.load(Ordering::Relaxed);
     if best == u64::MAX {
-        return SearchOutcome { found: false, hashes };
+        return SearchOutcome {
+            found: false,
+            hashes,
+        };
     }
     header.nonce = start.wrapping_add(best);
-    SearchOutcome { found: true, hashes }
+    SearchOutcome {
+        found: true,
+        hashes,
+    }
 }
 
 struct SharedSearch {
@@ -184,7 +201,12 @@ struct SharedSearch {
     hashes: AtomicU64,
 }
 
-fn search_worker(prepared: &PreparedHeader, start: u64, shared: &SharedSearch, cancel: &AtomicBool) {
+fn search_worker(
+    prepared: &PreparedHeader,
+    start: u64,
+    shared: &SharedSearch,
+    cancel: &AtomicBool,
+) {
     let mut chunk = FIRST_CHUNK;
     let mut hashes = 0u64;
     loop {
@@ -216,7 +238,9 @@ fn search_worker(prepared: &PreparedHeader, start: u64, shared: &SharedSearch, c
     shared.hashes.fetch_add(hashes, Ordering::Relaxed);
 }
 
-/// A header encoded once, with the SHA-256 state after its first 64 bytes.
+/// A header encoded once, with the SHA-256 state after the blocks before
+/// the nonce. Each attempt patches the nonce into the rest of the bytes and
+/// hashes only those (for our 124-byte header: two compressions of three).
 pub struct PreparedHeader {
     midstate: Sha256,
     tail: Vec<u8>,
@@ -227,7 +251,7 @@ pub struct PreparedHeader {
 impl PreparedHeader {
     pub fn new(header: &Header, target: &Target) -> PreparedHeader {
         let bytes = encoding::encode(header);
-        // The nonce sits in the second SHA-256 block of the 124-byte header.
+        // Blocks wholly before the nonce never change during a search.
         let prefix_len = (Header::NONCE_OFFSET / SHA256_BLOCK) * SHA256_BLOCK;
         let mut midstate = Sha256::new();
         midstate.update(&bytes[..prefix_len]);
@@ -239,12 +263,17 @@ impl PreparedHeader {
         }
     }
 
-    /// The header hash with `nonce` patched in.
-    pub fn hash_with_nonce(&self, tail: &mut [u8], nonce: u64) -> [u8; 32] {
+    fn digest_with_nonce(&self, tail: &mut [u8], nonce: u64) -> [u8; 32] {
         tail[self.nonce_in_tail..self.nonce_in_tail + 8].copy_from_slice(&nonce.to_le_bytes());
         let mut hasher = self.midstate.clone();
         hasher.update(&*tail);
         hasher.finalize().into()
+    }
+
+    /// The header hash with `nonce` in place of the header's own.
+    pub fn hash_with_nonce(&self, nonce: u64) -> BlockHash {
+        let mut tail = self.tail.clone();
+        BlockHash(Hash256(self.digest_with_nonce(&mut tail, nonce)))
     }
 
     /// Tries offsets `0..count` from `start`; the first hit and the number
@@ -256,7 +285,13 @@ impl PreparedHeader {
 
     /// Tries offsets `begin..begin + count` from `start`, stopping at the
     /// first hit or once `best` falls below the current offset.
-    fn scan_until(&self, start: u64, begin: u64, count: u64, best: &AtomicU64) -> (Option<u64>, u64) {
+    fn scan_until(
+        &self,
+        start: u64,
+        begin: u64,
+        count: u64,
+        best: &AtomicU64,
+    ) -> (Option<u64>, u64) {
         let mut tail = self.tail.clone();
         let mut done = 0;
         for offset in begin..begin.saturating_add(count) {
@@ -264,7 +299,7 @@ impl PreparedHeader {
             if offset & 0x3ff == 0 && offset >= best.load(Ordering::Relaxed) {
                 break;
             }
-            let hash = self.hash_with_nonce(&mut tail, start.wrapping_add(offset));
+            let hash = self.digest_with_nonce(&mut tail, start.wrapping_add(offset));
             done += 1;
             // Big-endian bytes compare like the 256-bit numbers they hold.
             if hash <= self.target_be {

@@ -116,7 +116,7 @@ pub fn apply_block(
     overlay.entry(block.header.miner).or_default().1 = paid;
 
     let mut touched: Vec<(Address, (Account, Account))> = overlay.into_iter().collect();
-    touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    touched.sort_unstable_by_key(|entry| entry.0);
     let mut change = BlockStateChange {
         updates: Vec::with_capacity(touched.len()),
         undo: BlockUndo {

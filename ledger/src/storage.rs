@@ -178,6 +178,38 @@ pub fn remove_partial_snapshots(dir: &Path) -> Result<usize, StorageError> {
     Ok(removed)
 }
 
+/// How long `open` waits for the directory lock held by a previous handle
+/// in this process: sled's background flusher lets go of the file lock a
+/// moment after the last handle is dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled reports a held lock as an `Other` i/o error with this text.
+fn is_lock_error(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock
+        || error.to_string().contains("could not acquire lock")
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(error))
+                if is_lock_error(&error) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(sled::Error::Io(error)) if is_lock_error(&error) => {
+                return Err(StorageError::Sled(format!(
+                    "{} is in use by another process (could not lock it: {error})",
+                    dir.display()
+                )))
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, after removing any
     /// half-written snapshot files.
@@ -190,7 +222,7 @@ impl Store {
         if removed > 0 {
             tracing::warn!(removed, dir = %dir.display(), "removed half-written sled snapshot files");
         }
-        let db = sled::Config::new().path(dir).open()?;
+        let db = open_db(dir)?;
         Ok(Store {
             blocks: db.open_tree("blocks")?,
             index: db.open_tree("block_index")?,

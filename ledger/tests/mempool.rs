@@ -135,13 +135,19 @@ fn admits_a_valid_tx_and_caches_its_signature() {
     let tx = fixture.tx(&alice, 0, MIN_FEE, 5);
     let txid = Mempool::precheck(&fixture.spec, &fixture.cache, &tx).unwrap();
     assert!(fixture.cache.contains(&txid));
-    assert_eq!(fixture.pool.add(tx.clone(), &fixture.accounts, NOW), Ok(txid));
+    assert_eq!(
+        fixture.pool.add(tx.clone(), &fixture.accounts, NOW),
+        Ok(txid)
+    );
     assert!(fixture.pool.contains(&txid));
     assert_eq!(fixture.pool.get(&txid), Some(&tx));
     assert_eq!(fixture.pool.len(), 1);
     assert_eq!(fixture.pool.bytes(), tx.encoded_len());
     assert_eq!(fixture.pool.txids_newest_first(10), vec![txid]);
-    assert_eq!(fixture.pool.next_nonce(&address(&alice), &fixture.accounts), 1);
+    assert_eq!(
+        fixture.pool.next_nonce(&address(&alice), &fixture.accounts),
+        1
+    );
     assert_eq!(fixture.pool.pending_for(&address(&alice)), vec![&tx]);
     assert_eq!(fixture.pool.pending_for(&recipient()), vec![&tx]);
 }
@@ -156,7 +162,10 @@ fn signature_is_checked_once_through_the_cache() {
     fixture.fund(&alice, 10 * COIN, 0);
     let mut tx = fixture.tx(&alice, 0, MIN_FEE, 5);
     tx.signature.0[5] ^= 1;
-    assert_eq!(fixture.pool.add(tx.clone(), &fixture.accounts, NOW), Err(MempoolError::BadSignature));
+    assert_eq!(
+        fixture.pool.add(tx.clone(), &fixture.accounts, NOW),
+        Err(MempoolError::BadSignature)
+    );
     fixture.cache.insert(tx.txid());
     assert!(fixture.pool.add(tx, &fixture.accounts, NOW).is_ok());
 }
@@ -209,7 +218,9 @@ fn bad_signature_is_rejected() {
         String::new(),
     );
     assert_eq!(fixture.code_of(elsewhere), "bad_signature");
-    assert!(!fixture.cache.contains(&fixture.tx(&alice, 0, MIN_FEE, 5).txid()));
+    assert!(!fixture
+        .cache
+        .contains(&fixture.tx(&alice, 0, MIN_FEE, 5).txid()));
 }
 
 #[test]
@@ -250,8 +261,14 @@ fn nonce_too_low_is_rejected() {
     let mut fixture = Fixture::new();
     let alice = key(1);
     fixture.fund(&alice, 10 * COIN, 5);
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 4, MIN_FEE, 5)), "nonce_too_low");
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 0, MIN_FEE, 5)), "nonce_too_low");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 4, MIN_FEE, 5)),
+        "nonce_too_low"
+    );
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 0, MIN_FEE, 5)),
+        "nonce_too_low"
+    );
     assert_eq!(fixture.code_of(fixture.tx(&alice, 5, MIN_FEE, 5)), "ok");
 }
 
@@ -260,7 +277,10 @@ fn nonce_window_is_64_past_next_nonce() {
     let mut fixture = Fixture::new();
     let alice = key(1);
     fixture.fund(&alice, 10 * COIN, 0);
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 65, MIN_FEE, 5)), "nonce_too_high");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 65, MIN_FEE, 5)),
+        "nonce_too_high"
+    );
     assert_eq!(fixture.code_of(fixture.tx(&alice, 64, MIN_FEE, 5)), "ok");
     // Three consecutive pending txs move the next nonce, and the window.
     for nonce in 0..3 {
@@ -269,7 +289,10 @@ fn nonce_window_is_64_past_next_nonce() {
     let sender = address(&alice);
     assert_eq!(fixture.pool.next_nonce(&sender, &fixture.accounts), 3);
     assert_eq!(fixture.pool.queue_lengths(&sender), (3, 1));
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 68, MIN_FEE, 5)), "nonce_too_high");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 68, MIN_FEE, 5)),
+        "nonce_too_high"
+    );
     assert_eq!(fixture.code_of(fixture.tx(&alice, 67, MIN_FEE, 5)), "ok");
 }
 
@@ -279,7 +302,11 @@ fn a_sender_may_queue_any_number_of_consecutive_txs() {
     let alice = key(1);
     fixture.fund(&alice, 10 * COIN, 0);
     for nonce in 0..300 {
-        assert_eq!(fixture.code_of(fixture.tx(&alice, nonce, MIN_FEE, 5)), "ok", "nonce {nonce}");
+        assert_eq!(
+            fixture.code_of(fixture.tx(&alice, nonce, MIN_FEE, 5)),
+            "ok",
+            "nonce {nonce}"
+        );
     }
     let sender = address(&alice);
     assert_eq!(fixture.pool.next_nonce(&sender, &fixture.accounts), 300);
@@ -297,26 +324,38 @@ fn future_txs_wait_for_the_gap_to_fill() {
     }
     assert_eq!(fixture.pool.queue_lengths(&sender), (0, 3));
     assert_eq!(fixture.pool.next_nonce(&sender, &fixture.accounts), 0);
-    assert!(fixture.pool.select_for_block(&fixture.accounts, 1 << 20).is_empty());
+    assert!(fixture
+        .pool
+        .select_for_block(&fixture.accounts, 1 << 20)
+        .is_empty());
     assert_eq!(fixture.code_of(fixture.tx(&alice, 0, MIN_FEE, 5)), "ok");
     assert_eq!(fixture.code_of(fixture.tx(&alice, 1, MIN_FEE, 5)), "ok");
     assert_eq!(fixture.pool.queue_lengths(&sender), (4, 1));
     assert_eq!(fixture.pool.next_nonce(&sender, &fixture.accounts), 4);
     let template = fixture.pool.select_for_block(&fixture.accounts, 1 << 20);
-    assert_eq!(template.iter().map(|tx| tx.nonce).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(
+        template.iter().map(|tx| tx.nonce).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
 }
 
 #[test]
 fn balance_must_cover_all_pending_txs() {
     let mut fixture = Fixture::new();
     let alice = key(1);
-    // Enough for one tx of 600 + fee, not for two.
-    fixture.fund(&alice, 1_000 + 2 * MIN_FEE + 600, 0);
+    // Enough for a tx of 600 and one of 400 (plus fees), not two of 600.
+    fixture.fund(&alice, 2 * MIN_FEE + 600 + 400 + 100, 0);
     assert_eq!(fixture.code_of(fixture.tx(&alice, 0, MIN_FEE, 600)), "ok");
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 1, MIN_FEE, 600)), "insufficient_funds");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 1, MIN_FEE, 600)),
+        "insufficient_funds"
+    );
     assert_eq!(fixture.code_of(fixture.tx(&alice, 1, MIN_FEE, 400)), "ok");
     let broke = key(2);
-    assert_eq!(fixture.code_of(fixture.tx(&broke, 0, MIN_FEE, 1)), "insufficient_funds");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&broke, 0, MIN_FEE, 1)),
+        "insufficient_funds"
+    );
 }
 
 #[test]
@@ -324,7 +363,10 @@ fn fee_below_minimum_is_rejected() {
     let mut fixture = Fixture::new();
     let alice = key(1);
     fixture.fund(&alice, 10 * COIN, 0);
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 0, MIN_FEE - 1, 5)), "fee_too_low");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 0, MIN_FEE - 1, 5)),
+        "fee_too_low"
+    );
     assert_eq!(fixture.code_of(fixture.tx(&alice, 0, MIN_FEE, 5)), "ok");
 }
 
@@ -336,8 +378,14 @@ fn replacement_needs_ten_percent_more_fee() {
     let original = fixture.tx(&alice, 0, 10_000, 5);
     let original_id = fixture.submit(original.clone()).unwrap();
     // +9%: refused, the original stays.
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 0, 10_900, 5)), "replacement_underpriced");
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 0, 10_999, 6)), "replacement_underpriced");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 0, 10_900, 5)),
+        "replacement_underpriced"
+    );
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 0, 10_999, 6)),
+        "replacement_underpriced"
+    );
     assert!(fixture.pool.contains(&original_id));
     // The same tx again is a duplicate, not a replacement.
     assert_eq!(fixture.code_of(original), "duplicate");
@@ -347,7 +395,10 @@ fn replacement_needs_ten_percent_more_fee() {
     assert!(!fixture.pool.contains(&original_id));
     assert!(fixture.pool.contains(&replacement_id));
     assert_eq!(fixture.pool.len(), 1);
-    assert_eq!(fixture.pool.next_nonce(&address(&alice), &fixture.accounts), 1);
+    assert_eq!(
+        fixture.pool.next_nonce(&address(&alice), &fixture.accounts),
+        1
+    );
 }
 
 #[test]
@@ -355,11 +406,16 @@ fn replacement_counts_only_the_new_cost() {
     let mut fixture = Fixture::new();
     let alice = key(1);
     fixture.fund(&alice, 100_000, 0);
-    fixture.submit(fixture.tx(&alice, 0, 10_000, 80_000)).unwrap();
+    fixture
+        .submit(fixture.tx(&alice, 0, 10_000, 80_000))
+        .unwrap();
     // Replacing frees the old cost: 11_000 + 85_000 fits in 100_000.
     assert_eq!(fixture.code_of(fixture.tx(&alice, 0, 11_000, 85_000)), "ok");
     // But not more than the balance.
-    assert_eq!(fixture.code_of(fixture.tx(&alice, 0, 20_000, 85_000)), "insufficient_funds");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 0, 20_000, 85_000)),
+        "insufficient_funds"
+    );
 }
 
 #[test]
@@ -386,8 +442,14 @@ fn eviction_takes_the_cheapest_tail_and_never_a_parent() {
     let e0 = fixture.submit(fixture.tx(&keys[4], 0, 4_500, 5)).unwrap();
     assert!(!fixture.pool.contains(&d0));
     // Paying less than the cheapest tail, or the same: refused, pool unchanged.
-    assert_eq!(fixture.code_of(fixture.tx(&keys[5], 0, 2_000, 5)), "mempool_full");
-    assert_eq!(fixture.code_of(fixture.tx(&keys[6], 0, 4_500, 5)), "mempool_full");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&keys[5], 0, 2_000, 5)),
+        "mempool_full"
+    );
+    assert_eq!(
+        fixture.code_of(fixture.tx(&keys[6], 0, 4_500, 5)),
+        "mempool_full"
+    );
     for txid in [a0, a1, b0, e0] {
         assert!(fixture.pool.contains(&txid));
     }
@@ -440,7 +502,10 @@ fn byte_cap_evicts_too() {
     fixture.pool = Mempool::new(fixture.spec.clone(), config, fixture.cache.clone());
     let a0 = fixture.submit(fixture.tx(&alice, 0, 1_000, 5)).unwrap();
     fixture.submit(fixture.tx(&alice, 1, 2_000, 5)).unwrap();
-    assert_eq!(fixture.code_of(fixture.tx(&bob, 0, 1_500, 5)), "mempool_full");
+    assert_eq!(
+        fixture.code_of(fixture.tx(&bob, 0, 1_500, 5)),
+        "mempool_full"
+    );
     fixture.submit(fixture.tx(&bob, 0, 2_500, 5)).unwrap();
     assert_eq!(fixture.pool.len(), 2);
     assert!(fixture.pool.contains(&a0));
@@ -478,10 +543,14 @@ fn template_takes_highest_fees_within_the_byte_limit() {
     let keys: Vec<SecretKey> = (0..5).map(key).collect();
     for (index, key) in keys.iter().enumerate() {
         fixture.fund(key, 10 * COIN, 0);
-        fixture.submit(fixture.tx(key, 0, 1_000 * (index as u64 + 1), 5)).unwrap();
+        fixture
+            .submit(fixture.tx(key, 0, 1_000 * (index as u64 + 1), 5))
+            .unwrap();
     }
     let size = fixture.tx(&keys[0], 0, 1_000, 5).encoded_len();
-    let template = fixture.pool.select_for_block(&fixture.accounts, 2 * size + size / 2);
+    let template = fixture
+        .pool
+        .select_for_block(&fixture.accounts, 2 * size + size / 2);
     let fees: Vec<u64> = template.iter().map(|tx| tx.fee.base_units()).collect();
     assert_eq!(fees, vec![5_000, 4_000]);
 }
@@ -494,12 +563,15 @@ fn template_is_valid_against_the_state_it_is_given() {
     fixture.fund(&alice, 10 * COIN, 0);
     fixture.fund(&bob, 10 * COIN, 0);
     for nonce in 0..4 {
-        fixture.submit(fixture.tx(&alice, nonce, 2_000, COIN)).unwrap();
+        fixture
+            .submit(fixture.tx(&alice, nonce, 2_000, COIN))
+            .unwrap();
     }
     fixture.submit(fixture.tx(&bob, 0, 1_500, COIN)).unwrap();
     // The state the block builds on moved: Alice's nonce 0 is confirmed and
     // she can afford only one more transfer of 1 coin.
-    let mut state: BTreeMap<Address, Account> = fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
+    let mut state: BTreeMap<Address, Account> =
+        fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
     state.insert(
         address(&alice),
         Account {
@@ -539,14 +611,25 @@ fn template_lets_a_recipient_spend_what_the_block_paid_it() {
         String::new(),
     );
     fixture.submit(to_bob).unwrap();
-    fixture.submit(fixture.tx(&bob, 0, MIN_FEE, COIN / 2)).unwrap();
+    fixture
+        .submit(fixture.tx(&bob, 0, MIN_FEE, COIN / 2))
+        .unwrap();
     // In the state the block builds on, Bob has nothing yet: his transfer
     // is valid only after Alice's (which pays more, so comes first).
-    let mut state: BTreeMap<Address, Account> = fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
+    let mut state: BTreeMap<Address, Account> =
+        fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
     state.remove(&address(&bob));
     let template = fixture.pool.select_for_block(&state, 1 << 20);
     assert_eq!(template.len(), 2);
-    let block = miner::assemble_block(&fixture.spec, 1, fixture.genesis, fixture.spec.initial_target, NOW, recipient(), template);
+    let block = miner::assemble_block(
+        &fixture.spec,
+        1,
+        fixture.genesis,
+        fixture.spec.initial_target,
+        NOW,
+        recipient(),
+        template,
+    );
     state::apply_block(&block, &fixture.spec, &state).expect("valid in sequence");
 }
 
@@ -559,20 +642,33 @@ fn connected_block_drops_included_and_invalidated_txs() {
     fixture.fund(&alice, 10 * COIN, 0);
     fixture.fund(&bob, 10 * COIN, 0);
     fixture.fund(&carol, 3 * COIN, 0);
-    let a: Vec<Transaction> = (0..3).map(|nonce| fixture.tx(&alice, nonce, MIN_FEE, 5)).collect();
+    let a: Vec<Transaction> = (0..3)
+        .map(|nonce| fixture.tx(&alice, nonce, MIN_FEE, 5))
+        .collect();
     for tx in &a {
         fixture.submit(tx.clone()).unwrap();
     }
     let bob_pending = fixture.submit(fixture.tx(&bob, 0, MIN_FEE, 5)).unwrap();
-    let carol_pending = fixture.submit(fixture.tx(&carol, 0, MIN_FEE, 2 * COIN)).unwrap();
+    let carol_pending = fixture
+        .submit(fixture.tx(&carol, 0, MIN_FEE, 2 * COIN))
+        .unwrap();
     // The block carries Alice's 0 and 1, a different nonce-0 tx of Bob, and
     // a tx of Carol (nonce 0, same as her pending one) that spends most of
     // her balance.
     let bob_other = fixture.tx(&bob, 0, 7_000, 9);
     let carol_other = fixture.tx(&carol, 0, 3_000, 2 * COIN);
     let txs = vec![a[0].clone(), a[1].clone(), bob_other, carol_other];
-    let block = miner::assemble_block(&fixture.spec, 1, fixture.genesis, fixture.spec.initial_target, NOW, recipient(), txs);
-    let state: BTreeMap<Address, Account> = fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
+    let block = miner::assemble_block(
+        &fixture.spec,
+        1,
+        fixture.genesis,
+        fixture.spec.initial_target,
+        NOW,
+        recipient(),
+        txs,
+    );
+    let state: BTreeMap<Address, Account> =
+        fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
     let change = state::apply_block(&block, &fixture.spec, &state).unwrap();
     let mut after = state.clone();
     state::write_accounts(&mut after, &change.updates);
@@ -592,13 +688,26 @@ fn a_block_that_drains_a_balance_drops_the_unaffordable_tail() {
     let alice = key(1);
     fixture.fund(&alice, 10 * COIN, 0);
     let pending: Vec<_> = (1..4)
-        .map(|nonce| fixture.submit(fixture.tx(&alice, nonce, MIN_FEE, 2 * COIN)).unwrap())
+        .map(|nonce| {
+            fixture
+                .submit(fixture.tx(&alice, nonce, MIN_FEE, 2 * COIN))
+                .unwrap()
+        })
         .collect();
     // Nonce 0, mined elsewhere, spends 5 coins: 5 left covers two of the
     // three pending transfers of 2 coins.
     let spend = fixture.tx(&alice, 0, MIN_FEE, 5 * COIN);
-    let block = miner::assemble_block(&fixture.spec, 1, fixture.genesis, fixture.spec.initial_target, NOW, recipient(), vec![spend]);
-    let state: BTreeMap<Address, Account> = fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
+    let block = miner::assemble_block(
+        &fixture.spec,
+        1,
+        fixture.genesis,
+        fixture.spec.initial_target,
+        NOW,
+        recipient(),
+        vec![spend],
+    );
+    let state: BTreeMap<Address, Account> =
+        fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
     let change = state::apply_block(&block, &fixture.spec, &state).unwrap();
     let mut after = state.clone();
     state::write_accounts(&mut after, &change.updates);
@@ -619,15 +728,24 @@ fn old_txs_expire() {
     let sender = address(&alice);
     let first = fixture.tx(&alice, 0, MIN_FEE, 5);
     let second = fixture.tx(&alice, 1, MIN_FEE, 5);
-    fixture.pool.add(first.clone(), &fixture.accounts, NOW).unwrap();
-    fixture.pool.add(second.clone(), &fixture.accounts, NOW + 3_600_000).unwrap();
+    fixture
+        .pool
+        .add(first.clone(), &fixture.accounts, NOW)
+        .unwrap();
+    fixture
+        .pool
+        .add(second.clone(), &fixture.accounts, NOW + 3_600_000)
+        .unwrap();
     assert_eq!(fixture.pool.expire(NOW + 3 * 3_600_000 - 1), 0);
     assert_eq!(fixture.pool.expire(NOW + 3 * 3_600_000), 1);
     assert!(!fixture.pool.contains(&first.txid()));
     // The later nonce waits in the future queue until nonce 0 comes back.
     assert_eq!(fixture.pool.queue_lengths(&sender), (0, 1));
     assert_eq!(fixture.pool.next_nonce(&sender, &fixture.accounts), 0);
-    fixture.pool.add(first, &fixture.accounts, NOW + 3 * 3_600_000).unwrap();
+    fixture
+        .pool
+        .add(first, &fixture.accounts, NOW + 3 * 3_600_000)
+        .unwrap();
     assert_eq!(fixture.pool.queue_lengths(&sender), (2, 0));
     assert_eq!(fixture.pool.expire(NOW + 4 * 3_600_000), 1);
     assert_eq!(fixture.pool.expire(u64::MAX), 1);
@@ -648,18 +766,42 @@ fn default_config_matches_the_issue() {
 
 fn easy_header(bits_target: Target) -> ledger::Header {
     let spec = regtest();
-    miner::assemble_block(&spec, 1, spec.genesis_hash(), bits_target, NOW, recipient(), Vec::new()).header
+    miner::assemble_block(
+        &spec,
+        1,
+        spec.genesis_hash(),
+        bits_target,
+        NOW,
+        recipient(),
+        Vec::new(),
+    )
+    .header
 }
 
 #[test]
 fn assembled_block_pays_subsidy_plus_fees() {
     let fixture = Fixture::new();
     let alice = key(1);
-    let txs = vec![fixture.tx(&alice, 0, 1_000, 5), fixture.tx(&alice, 1, 2_500, 5)];
-    let block = miner::assemble_block(&fixture.spec, 7, fixture.genesis, fixture.spec.initial_target, NOW, recipient(), txs.clone());
+    let txs = vec![
+        fixture.tx(&alice, 0, 1_000, 5),
+        fixture.tx(&alice, 1, 2_500, 5),
+    ];
+    let block = miner::assemble_block(
+        &fixture.spec,
+        7,
+        fixture.genesis,
+        fixture.spec.initial_target,
+        NOW,
+        recipient(),
+        txs.clone(),
+    );
     assert_eq!(
         block.header.reward,
-        fixture.spec.block_subsidy.checked_add(Amount::from_base_units(3_500)).unwrap()
+        fixture
+            .spec
+            .block_subsidy
+            .checked_add(Amount::from_base_units(3_500))
+            .unwrap()
     );
     assert_eq!(block.header.merkle_root, merkle_root(&block.txids()));
     assert_eq!(block.header.nonce, 0);
@@ -670,7 +812,27 @@ fn assembled_block_pays_subsidy_plus_fees() {
         header: block.header.clone(),
         txs: Vec::new(),
     };
-    assert_eq!(budget as u64 + empty.encoded_len() as u64, fixture.spec.max_block_bytes);
+    assert_eq!(
+        budget as u64 + empty.encoded_len() as u64,
+        fixture.spec.max_block_bytes
+    );
+}
+
+#[test]
+fn prepared_header_hashes_like_the_header() {
+    let mut header = easy_header(regtest().initial_target);
+    header.nonce = 0xdead_beef_0123_4567;
+    header.reward = Amount::from_base_units(987_654_321);
+    let prepared = PreparedHeader::new(&header, &regtest().initial_target);
+    for nonce in [0, 1, 255, 256, 0x0102_0304_0506_0708, u64::MAX] {
+        let mut expected = header.clone();
+        expected.nonce = nonce;
+        assert_eq!(
+            prepared.hash_with_nonce(nonce),
+            expected.hash(),
+            "nonce {nonce}"
+        );
+    }
 }
 
 #[test]
@@ -713,8 +875,8 @@ fn threads_find_the_smallest_nonce() {
 
 #[test]
 fn solve_stops_when_cancelled() {
-    // No hash meets the zero target (well, one in 2^256).
-    let impossible = Target(U256::ZERO);
+    // Only a hash of 0 or 1 meets this target: never, in practice.
+    let impossible = Target(U256::ONE);
     let cancel = AtomicBool::new(true);
     let mut header = easy_header(impossible);
     let before = header.clone();
@@ -733,5 +895,9 @@ fn solve_stops_when_cancelled() {
         assert!(outcome.hashes > 0);
     });
     // Chunks are about 10 ms; allow a loaded machine plenty of slack.
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
 }

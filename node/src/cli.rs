@@ -6,7 +6,9 @@
 //! that prints errors for the user and decides how the process ends.
 
 use crate::config::{LogFormat, NodeConfig};
+use crate::shutdown::StopSignals;
 use crate::Node;
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -140,10 +142,11 @@ pub fn run(args: NodeArgs) -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async move {
+        let mut signals = StopSignals::install().context("cannot install signal handlers")?;
         let running = Node::start(config).await?;
         print!("{}", running.banner());
         let _ = std::io::stdout().flush();
-        crate::shutdown::wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("shutting down");
         running.shutdown().await;
         anyhow::Ok(())

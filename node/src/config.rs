@@ -6,6 +6,7 @@
 
 use crate::cli::NodeArgs;
 use ledger::chainspec::{dev_accounts, ChainSpecError};
+use ledger::mempool::MempoolConfig;
 use ledger::{Address, BlockHash, ChainSpec};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Threads the background miner uses.
     pub mining_threads: usize,
+    /// Mempool limits (SPEC's defaults; tests shrink them).
+    pub mempool: MempoolConfig,
 }
 
 /// Why the arguments cannot be used. Each message is one line.
@@ -123,6 +126,7 @@ impl NodeConfig {
             log_format: args.log_format,
             request_timeout: Duration::from_secs(10),
             mining_threads: 1,
+            mempool: MempoolConfig::default(),
         })
     }
 
@@ -146,6 +150,7 @@ impl NodeConfig {
             log_format: LogFormat::Pretty,
             request_timeout: Duration::from_secs(10),
             mining_threads: 1,
+            mempool: MempoolConfig::default(),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::network::{self, P2pConfig, P2pHandle};
 use anyhow::Context as _;
 use ledger::chain::Chain;
 use ledger::chainspec::{dev_accounts, DEV_KEYS_WARNING};
-use ledger::mempool::{Mempool, MempoolConfig};
+use ledger::mempool::Mempool;
 use ledger::sigcache::{SignatureCache, DEFAULT_SIGNATURE_CACHE_CAPACITY};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -111,7 +111,7 @@ impl Node {
         let reader = chain.reader();
         let mempool = Arc::new(Mutex::new(Mempool::new(
             spec.clone(),
-            MempoolConfig::default(),
+            config.mempool.clone(),
             signature_cache.clone(),
         )));
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);

@@ -319,7 +319,7 @@ impl Backend for NodeHandle {
     }
 
     fn has_block(&self, hash: &BlockHash) -> bool {
-        self.shared.reader.header(hash).is_some()
+        self.shared.reader.has_block(hash)
     }
 
     fn block(&self, hash: &BlockHash) -> Option<Block> {

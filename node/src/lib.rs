@@ -1,7 +1,35 @@
 //! The gossip-ledger daemon as a library: the binary `ledger-node` and the
 //! `testnet` launcher run the same code. (Bird's-eye view: see
 //! ARCHITECTURE.md.)
+//!
+//! Tasks and threads of a running node:
+//! - the **chain writer** (`chain_writer`), a std thread that owns the
+//!   chain and applies every block, then updates the mempool and publishes
+//!   `NodeEvent`s;
+//! - the **P2P** tasks (`p2p`), reaching the node through `p2p::Backend`;
+//! - the **HTTP API** (`rpc`), an axum server on tokio;
+//! - with `--mine`, the **miner** (`mining`): a solver thread and a watcher.
+//!
+//! Everything shares one `NodeHandle` (`handle`). Entry points:
+//! `cli::main_with_args` (the binary), `Node::start` (in-process).
+//! Invariants: only the chain writer writes the chain; reads never wait on
+//! it; no lock is held across `.await`.
 
+pub mod chain_writer;
+pub mod cli;
+pub mod config;
+mod daemon;
 pub mod events;
+pub mod handle;
+pub mod logging;
 pub mod metrics;
+pub mod mining;
+pub mod network;
+pub mod node_key;
 pub mod p2p;
+pub mod rpc;
+pub mod shutdown;
+
+pub use config::NodeConfig;
+pub use daemon::{Node, RunningNode};
+pub use handle::NodeHandle;

@@ -1,28 +1,41 @@
-//! Waiting for the signals that stop the node: SIGINT (Ctrl-C) and SIGTERM
-//! (what `docker stop` and process supervisors send). The node then stops
-//! mining, closes peers and flushes storage (see `RunningNode::shutdown`).
+//! The signals that stop the node: SIGINT (Ctrl-C) and SIGTERM (what
+//! `docker stop` and process supervisors send). Handlers are installed
+//! before the banner is printed, so a supervisor that signals as soon as it
+//! sees the banner still gets a graceful stop (stop mining, close peers,
+//! flush storage; see `RunningNode::shutdown`) rather than the default
+//! action of dying on the spot.
 
-/// Resolves at the first SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // Without a SIGINT handler, wait for SIGTERM alone.
-            std::future::pending::<()>().await;
-        }
-    };
+/// Installed signal handlers; `recv` resolves at the first signal.
+pub struct StopSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (needs a tokio runtime with I/O enabled).
+    pub fn install() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// Waits for SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

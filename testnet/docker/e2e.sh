@@ -58,13 +58,6 @@ while (($# > 0)); do
     shift
 done
 
-work_dir="$(mktemp -d "${TMPDIR:-/tmp}/gossip-ledger-e2e.XXXXXX")"
-readonly work_dir
-readonly metrics_file="${work_dir}/metrics"
-: >"${metrics_file}"
-# dev:<I> needs no keystore, but keep the wallet away from the user's own.
-export LEDGER_KEYSTORE="${work_dir}/keystore"
-
 # ---------------------------------------------------------------- helpers --
 
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
@@ -436,7 +429,7 @@ print_summary() {
     echo
     echo "================ gossip-ledger docker e2e summary ================"
     echo "compose: ${compose_cmd[*]}    project: ${project}"
-    if [[ -s "${metrics_file}" ]]; then
+    if [[ -s "${metrics_file:-}" ]]; then
         while IFS=$'\t' read -r label value; do
             printf '  %-52s %s\n' "${label}" "${value}"
         done <"${metrics_file}"
@@ -457,7 +450,7 @@ print_summary() {
 cleanup() {
     local exit_code=$?
     trap - EXIT INT TERM
-    set +e
+    set +eu
     ((exit_code != 0)) && any_failed=1
     if [[ -n "${compose_cmd[*]:-}" ]]; then
         mkdir -p "${log_dir}"
@@ -472,12 +465,19 @@ cleanup() {
             log "compose down -v failed; remove project ${project} by hand"
     fi
     print_summary
-    rm -rf "${work_dir}"
+    [[ -n "${work_dir:-}" ]] && rm -rf "${work_dir}"
     ((any_failed)) && exit 1
     exit 0
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
+
+work_dir="$(mktemp -d "${TMPDIR:-/tmp}/gossip-ledger-e2e.XXXXXX")"
+readonly work_dir
+readonly metrics_file="${work_dir}/metrics"
+: >"${metrics_file}"
+# dev:<I> needs no keystore, but keep the wallet away from the user's own.
+export LEDGER_KEYSTORE="${work_dir}/keystore"
 
 for tool in docker curl jq; do
     command -v "${tool}" >/dev/null || { echo "e2e.sh: ${tool} not found" >&2; exit 1; }

@@ -6,8 +6,8 @@
 //! connections; cloning an `Api` shares its connection pool.
 
 use ledger::json::{
-    AccountJson, AddPeerRequest, BlockJson, ErrorBody, MineRequest, MineResponse, RawTxRequest, StateJson,
-    StatusJson, SubmitTxResponse, TxJson,
+    AccountJson, AddPeerRequest, BlockJson, ErrorBody, MineRequest, MineResponse, RawTxRequest,
+    StateJson, StatusJson, SubmitTxResponse, TxJson,
 };
 use ledger::{ChainSpec, Transaction, TxId};
 use reqwest::StatusCode;
@@ -47,7 +47,9 @@ impl ApiError {
 
     fn from_reqwest(url: &str, error: reqwest::Error) -> ApiError {
         if error.is_timeout() {
-            ApiError::Timeout { url: url.to_string() }
+            ApiError::Timeout {
+                url: url.to_string(),
+            }
         } else if error.is_decode() || error.is_body() {
             ApiError::BadAnswer {
                 url: url.to_string(),
@@ -137,9 +139,16 @@ impl Api {
         &self.base
     }
 
-    async fn read<T: DeserializeOwned>(&self, url: &str, response: reqwest::Response) -> Result<T, ApiError> {
+    async fn read<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<T, ApiError> {
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|error| ApiError::from_reqwest(url, error))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| ApiError::from_reqwest(url, error))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|error| ApiError::BadAnswer {
                 url: url.to_string(),
@@ -155,7 +164,10 @@ impl Api {
             },
             Err(_) => ApiError::BadAnswer {
                 url: url.to_string(),
-                detail: format!("{status} without an error body: {}", String::from_utf8_lossy(&bytes)),
+                detail: format!(
+                    "{status} without an error body: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
             },
         })
     }
@@ -171,7 +183,11 @@ impl Api {
         self.read(&url, response).await
     }
 
-    async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
         let url = format!("{}{}", self.base, path);
         let response = self
             .client
@@ -219,11 +235,17 @@ impl Api {
 
     /// `GET /v1/blocks?from=H&limit=N`: best-chain blocks from height `from`.
     pub async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<BlockJson>, ApiError> {
-        self.get(&format!("/v1/blocks?from={from}&limit={limit}")).await
+        self.get(&format!("/v1/blocks?from={from}&limit={limit}"))
+            .await
     }
 
     /// `POST /v1/txs`; answers the txid the node computed.
-    pub async fn submit_tx(&self, tx: &Transaction, spec: &ChainSpec, format: TxFormat) -> Result<TxId, ApiError> {
+    pub async fn submit_tx(
+        &self,
+        tx: &Transaction,
+        spec: &ChainSpec,
+        format: TxFormat,
+    ) -> Result<TxId, ApiError> {
         let answer: SubmitTxResponse = match format {
             TxFormat::Json => self.post("/v1/txs", &TxJson::from_tx(tx, spec)).await?,
             TxFormat::Raw => {
@@ -247,19 +269,26 @@ impl Api {
         let response = self
             .client
             .post(&url)
-            .json(&AddPeerRequest { addr: addr.to_string() })
+            .json(&AddPeerRequest {
+                addr: addr.to_string(),
+            })
             .send()
             .await
             .map_err(|error| ApiError::from_reqwest(&url, error))?;
         if response.status().is_success() {
             return Ok(());
         }
-        self.read::<serde_json::Value>(&url, response).await.map(|_| ())
+        self.read::<serde_json::Value>(&url, response)
+            .await
+            .map(|_| ())
     }
 
     /// Opens `GET /v1/events`; read it with `Response::chunk` and an
     /// `sse::SseParser`.
-    pub async fn events(&self, stream_client: &reqwest::Client) -> Result<reqwest::Response, ApiError> {
+    pub async fn events(
+        &self,
+        stream_client: &reqwest::Client,
+    ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}/v1/events", self.base);
         let response = stream_client
             .get(&url)
@@ -285,7 +314,10 @@ mod tests {
     #[test]
     fn urls_are_normalized_and_lists_split() {
         assert_eq!(normalize_url("127.0.0.1:8081/"), "http://127.0.0.1:8081");
-        assert_eq!(normalize_url("https://node.example:1"), "https://node.example:1");
+        assert_eq!(
+            normalize_url("https://node.example:1"),
+            "https://node.example:1"
+        );
         assert_eq!(
             parse_url_list("http://a:1, b:2").unwrap(),
             vec!["http://a:1".to_string(), "http://b:2".to_string()]

@@ -28,9 +28,15 @@ pub const PARENT_PID_ENV: &str = "TESTNET_PARENT_PID";
 #[non_exhaustive]
 pub enum ProcessError {
     #[error("cannot open log file {path}: {source}")]
-    Log { path: PathBuf, source: std::io::Error },
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start {name}: {source}")]
-    Spawn { name: String, source: std::io::Error },
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("cannot signal {name} (pid {pid}): {source}")]
     Signal {
         name: String,
@@ -69,14 +75,32 @@ impl Supervised {
     /// Starts `program args...` in its own process group with stdin closed
     /// and stdout and stderr appended to `log_path` (after a header line
     /// with the command), telling it our pid through [`PARENT_PID_ENV`].
-    pub fn spawn(name: &str, program: &Path, args: &[OsString], log_path: &Path) -> Result<Supervised, ProcessError> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[OsString],
+        log_path: &Path,
+    ) -> Result<Supervised, ProcessError> {
         let log_error = |source| ProcessError::Log {
             path: log_path.to_path_buf(),
             source,
         };
-        let mut log = OpenOptions::new().create(true).append(true).open(log_path).map_err(log_error)?;
-        let command_line: Vec<String> = args.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
-        writeln!(log, "=== {name} starting: {} {}", program.display(), command_line.join(" ")).map_err(log_error)?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(log_error)?;
+        let command_line: Vec<String> = args
+            .iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        writeln!(
+            log,
+            "=== {name} starting: {} {}",
+            program.display(),
+            command_line.join(" ")
+        )
+        .map_err(log_error)?;
         let stderr: File = log.try_clone().map_err(log_error)?;
         let child = Command::new(program)
             .args(args)
@@ -221,7 +245,9 @@ pub fn die_with_parent() -> Result<(), ProcessError> {
         return Ok(());
     };
     let text = value.to_string_lossy().into_owned();
-    let expected: u32 = text.parse().map_err(|_| ProcessError::BadParentPid(text.clone()))?;
+    let expected: u32 = text
+        .parse()
+        .map_err(|_| ProcessError::BadParentPid(text.clone()))?;
     rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
         .map_err(|error| ProcessError::DeathSignal(error.into()))?;
     // If the launcher died between fork and the call above, no signal will
@@ -282,15 +308,20 @@ mod tests {
     #[test]
     fn children_that_ignore_sigterm_are_killed_after_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();
-        let args: Vec<OsString> = ["-c", "trap '' TERM; echo ready; sleep 30 & wait; sleep 30"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = [
+            "-c",
+            "trap '' TERM; echo trap-$((40 + 2)); while :; do sleep 0.05; done",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
         let log_path = dir.path().join("stubborn.log");
-        let mut children = vec![Supervised::spawn("stubborn", Path::new("sh"), &args, &log_path).unwrap()];
-        // Wait (with a deadline) until the trap is installed.
+        let mut children =
+            vec![Supervised::spawn("stubborn", Path::new("sh"), &args, &log_path).unwrap()];
+        // Wait (with a deadline) until the trap is installed; the marker is
+        // computed so the header line with the command cannot match it.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !log_tail(&log_path, 5).contains("ready") {
+        while !log_tail(&log_path, 5).contains("trap-42") {
             assert!(Instant::now() < deadline, "child never got ready");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -304,7 +335,8 @@ mod tests {
     #[test]
     fn exited_children_are_reported_as_such() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Supervised::spawn("quick", Path::new("true"), &[], &dir.path().join("q.log")).unwrap();
+        let mut child =
+            Supervised::spawn("quick", Path::new("true"), &[], &dir.path().join("q.log")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.poll_exit().is_none() {
             assert!(Instant::now() < deadline);

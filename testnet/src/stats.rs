@@ -18,7 +18,9 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     let n = sorted.len() as u128;
     let basis_points = (p * 100.0).round() as u128;
     let rank = ((basis_points * n).div_ceil(10_000)).max(1);
-    let index = usize::try_from(rank - 1).unwrap_or(usize::MAX).min(sorted.len() - 1);
+    let index = usize::try_from(rank - 1)
+        .unwrap_or(usize::MAX)
+        .min(sorted.len() - 1);
     Some(sorted[index])
 }
 
@@ -97,13 +99,19 @@ mod tests {
     #[test]
     fn summaries_sort_their_input() {
         let summary = LatencySummary::from_durations(
-            [30, 10, 20, 40].iter().map(|&ms| Duration::from_millis(ms)).collect(),
+            [30, 10, 20, 40]
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
         );
         assert_eq!(summary.count, 4);
         assert_eq!(summary.p50_ms, Some(20.0));
         assert_eq!(summary.max_ms, Some(40.0));
         assert_eq!(summary.mean_ms, Some(25.0));
         assert!(summary.describe().starts_with("p50 20.0 ms"));
-        assert_eq!(LatencySummary::from_durations(Vec::new()).describe(), "no samples");
+        assert_eq!(
+            LatencySummary::from_durations(Vec::new()).describe(),
+            "no samples"
+        );
     }
 }

@@ -80,7 +80,12 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 /// The whole layout, validated.
-pub fn plan(nodes: usize, miners: usize, p2p_base: u16, rpc_base: u16) -> Result<Vec<NodePlan>, TopologyError> {
+pub fn plan(
+    nodes: usize,
+    miners: usize,
+    p2p_base: u16,
+    rpc_base: u16,
+) -> Result<Vec<NodePlan>, TopologyError> {
     if nodes == 0 {
         return Err(TopologyError::NoNodes);
     }
@@ -125,7 +130,11 @@ mod tests {
 
     fn undirected_links(plan: &[NodePlan]) -> BTreeSet<(usize, usize)> {
         plan.iter()
-            .flat_map(|node| node.dials.iter().map(move |&other| (node.index.min(other), node.index.max(other))))
+            .flat_map(|node| {
+                node.dials
+                    .iter()
+                    .map(move |&other| (node.index.min(other), node.index.max(other)))
+            })
             .collect()
     }
 
@@ -152,7 +161,13 @@ mod tests {
         assert_eq!(plan[0].p2p_addr.to_string(), "127.0.0.1:7071");
         assert_eq!(plan[3].rpc_addr.to_string(), "127.0.0.1:8084");
         assert_eq!(plan[3].rpc_url(), "http://127.0.0.1:8084");
-        assert_eq!(plan.iter().filter(|node| node.mining).map(NodePlan::name).collect::<Vec<_>>(), ["node1", "node2"]);
+        assert_eq!(
+            plan.iter()
+                .filter(|node| node.mining)
+                .map(NodePlan::name)
+                .collect::<Vec<_>>(),
+            ["node1", "node2"]
+        );
     }
 
     #[test]
@@ -171,7 +186,13 @@ mod tests {
                     // A ring: n links, every node has exactly two neighbours.
                     assert_eq!(links.len(), nodes, "{nodes} nodes");
                     for node in 1..=nodes {
-                        assert_eq!(links.iter().filter(|(a, b)| *a == node || *b == node).count(), 2);
+                        assert_eq!(
+                            links
+                                .iter()
+                                .filter(|(a, b)| *a == node || *b == node)
+                                .count(),
+                            2
+                        );
                     }
                 }
             }
@@ -185,9 +206,21 @@ mod tests {
     #[test]
     fn invalid_layouts_are_refused() {
         assert_eq!(plan(0, 0, 7070, 8080), Err(TopologyError::NoNodes));
-        assert_eq!(plan(2, 3, 7070, 8080), Err(TopologyError::TooManyMiners { miners: 3, nodes: 2 }));
-        assert!(matches!(plan(4, 0, 65_533, 8080), Err(TopologyError::PortOverflow { .. })));
-        assert!(matches!(plan(4, 0, 7070, 7072), Err(TopologyError::PortsOverlap { .. })));
+        assert_eq!(
+            plan(2, 3, 7070, 8080),
+            Err(TopologyError::TooManyMiners {
+                miners: 3,
+                nodes: 2
+            })
+        );
+        assert!(matches!(
+            plan(4, 0, 65_533, 8080),
+            Err(TopologyError::PortOverflow { .. })
+        ));
+        assert!(matches!(
+            plan(4, 0, 7070, 7072),
+            Err(TopologyError::PortsOverlap { .. })
+        ));
         assert!(plan(4, 0, 7070, 7074).is_ok());
     }
 }

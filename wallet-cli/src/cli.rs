@@ -65,7 +65,13 @@ struct Cli {
     password_file: Option<PathBuf>,
 
     /// The chain's address prefix (both built-in chains use `dev`).
-    #[arg(long, env = "LEDGER_ADDRESS_PREFIX", default_value = "dev", global = true, value_name = "PREFIX")]
+    #[arg(
+        long,
+        env = "LEDGER_ADDRESS_PREFIX",
+        default_value = "dev",
+        global = true,
+        value_name = "PREFIX"
+    )]
     address_prefix: String,
 
     /// Seconds one request to the node may take before giving up (exit 5).
@@ -128,10 +134,10 @@ struct SendArgs {
     #[arg(long, value_name = "WHO")]
     to: String,
     /// Decimal coins, e.g. 1.5 or 0.00000001.
-    #[arg(long, value_name = "COINS", value_parser = parse_amount)]
+    #[arg(long, value_name = "COINS", value_parser = parse_amount, allow_negative_numbers = true)]
     amount: Amount,
     /// Decimal coins [default: the node's minimum fee].
-    #[arg(long, value_name = "COINS", value_parser = parse_amount)]
+    #[arg(long, value_name = "COINS", value_parser = parse_amount, allow_negative_numbers = true)]
     fee: Option<Amount>,
     /// [default: the sender's next nonce, from the node].
     #[arg(long, value_name = "N")]
@@ -215,9 +221,17 @@ impl From<ClientError> for Failure {
         let message = error.to_string();
         match &error {
             ClientError::BadUrl { .. } => Failure::usage(message),
-            ClientError::Unreachable { .. } => Failure::new(FailureKind::Unreachable, "unreachable", message),
-            ClientError::Timeout { .. } => Failure::new(FailureKind::Unreachable, "timeout", message),
-            ClientError::Api { code, .. } if code == "not_found" => Failure::new(FailureKind::NotFound, code, message),
+            ClientError::Unreachable { .. } => Failure::new(
+                FailureKind::Unreachable,
+                "unreachable",
+                format!("{message} (is the node running? set --rpc-url or LEDGER_RPC_URL)"),
+            ),
+            ClientError::Timeout { .. } => {
+                Failure::new(FailureKind::Unreachable, "timeout", message)
+            }
+            ClientError::Api { code, .. } if code == "not_found" => {
+                Failure::new(FailureKind::NotFound, code, message)
+            }
             ClientError::Api { code, .. } => Failure::new(FailureKind::Rejected, code, message),
             _ => Failure::new(FailureKind::Other, "bad_response", message),
         }
@@ -228,9 +242,13 @@ impl From<KeystoreError> for Failure {
     fn from(error: KeystoreError) -> Failure {
         let message = error.to_string();
         match error {
-            KeystoreError::NotFound { .. } => Failure::new(FailureKind::NotFound, "not_found", message),
+            KeystoreError::NotFound { .. } => {
+                Failure::new(FailureKind::NotFound, "not_found", message)
+            }
             KeystoreError::BadName(_) => Failure::usage(message),
-            KeystoreError::WrongPassword(_) => Failure::new(FailureKind::Keystore, "wrong_password", message),
+            KeystoreError::WrongPassword(_) => {
+                Failure::new(FailureKind::Keystore, "wrong_password", message)
+            }
             _ => Failure::keystore(message),
         }
     }
@@ -266,7 +284,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(failure) => {
             output.error(&failure.message);
             if output.json {
-                output.json_value(&json!({"error": {"code": failure.code, "message": failure.message}}));
+                output.json_value(
+                    &json!({"error": {"code": failure.code, "message": failure.message}}),
+                );
             }
             ExitCode::from(failure.exit_code())
         }
@@ -323,10 +343,11 @@ impl Context {
     }
 
     fn keystore(&self) -> Result<Keystore, Failure> {
-        self.keystore_dir
-            .clone()
-            .map(Keystore::new)
-            .ok_or_else(|| Failure::keystore("no keystore directory: set --keystore or LEDGER_KEYSTORE (HOME is not set)"))
+        self.keystore_dir.clone().map(Keystore::new).ok_or_else(|| {
+            Failure::keystore(
+                "no keystore directory: set --keystore or LEDGER_KEYSTORE (HOME is not set)",
+            )
+        })
     }
 
     fn client(&self) -> Result<Client, Failure> {
@@ -377,9 +398,11 @@ impl Context {
     fn print_key(&self, info: &KeyInfo) {
         let address = self.format(&info.address);
         if self.output.json {
-            self.output.json_value(&json!({"name": info.name, "address": address}));
+            self.output
+                .json_value(&json!({"name": info.name, "address": address}));
         } else {
-            self.output.fields(&[("name", info.name.clone()), ("address", address)]);
+            self.output
+                .fields(&[("name", info.name.clone()), ("address", address)]);
         }
     }
 
@@ -395,7 +418,10 @@ impl Context {
         let password = password::obtain(self.password_file.as_deref(), Purpose::NewKey(name))?;
         let secret = SecretKey::generate();
         let info = store.store(name, &secret, password.as_bytes(), &self.prefix)?;
-        self.output.success(&format!("Created key {name}, stored encrypted in {}", info.path.display()));
+        self.output.success(&format!(
+            "Created key {name}, stored encrypted in {}",
+            info.path.display()
+        ));
         self.print_key(&info);
         Ok(())
     }
@@ -412,22 +438,33 @@ impl Context {
         }
         let secret = match (&args.dev, &args.secret_file) {
             (Some(index), _) => {
-                self.output.warn(DEV_KEYS_WARNING);
+                self.output.notice(DEV_KEYS_WARNING);
                 dev_secret_key(usize::from(*index))
             }
             (None, Some(path)) => read_secret_file(path)?,
             (None, None) => return Err(Failure::usage("give --dev I or --secret-file FILE")),
         };
-        let password = password::obtain(self.password_file.as_deref(), Purpose::NewKey(&args.name))?;
+        let password =
+            password::obtain(self.password_file.as_deref(), Purpose::NewKey(&args.name))?;
         let info = store.store(&args.name, &secret, password.as_bytes(), &self.prefix)?;
-        self.output.success(&format!("Imported key {}, stored encrypted in {}", args.name, info.path.display()));
+        self.output.success(&format!(
+            "Imported key {}, stored encrypted in {}",
+            args.name,
+            info.path.display()
+        ));
         self.print_key(&info);
         Ok(())
     }
 
     fn list(&self) -> Result<(), Failure> {
         let store = self.keystore()?;
-        let keys = store.list()?;
+        let mut keys = Vec::new();
+        for entry in store.scan()? {
+            match entry {
+                Ok(key) => keys.push(key),
+                Err(error) => self.output.warn(&error.to_string()),
+            }
+        }
         if self.output.json {
             let entries: Vec<Value> = keys
                 .iter()
@@ -437,11 +474,18 @@ impl Context {
             return Ok(());
         }
         if keys.is_empty() {
-            self.output.info(&format!("No keys in {}; create one with `wallet-cli new NAME`.", store.dir().display()));
+            self.output.info(&format!(
+                "No keys in {}; create one with `wallet-cli new NAME`.",
+                store.dir().display()
+            ));
         }
         let width = keys.iter().map(|key| key.name.len()).max().unwrap_or(0);
         for key in &keys {
-            self.output.line(&format!("{:<width$}  {}", key.name, self.format(&key.address)));
+            self.output.line(&format!(
+                "{:<width$}  {}",
+                key.name,
+                self.format(&key.address)
+            ));
         }
         Ok(())
     }
@@ -451,10 +495,11 @@ impl Context {
         let account = self.resolve_who(&who)?;
         let address = self.format(&account.address);
         if self.output.json {
-            self.output.json_value(&json!({"name": account.name, "address": address}));
+            self.output
+                .json_value(&json!({"name": account.name, "address": address}));
         } else {
             if let Who::Dev(_) = who {
-                self.output.warn(DEV_KEYS_WARNING);
+                self.output.notice(DEV_KEYS_WARNING);
             }
             self.output.line(&address);
         }
@@ -467,9 +512,11 @@ impl Context {
         let address = self.format(&account.address);
         let state = client.account(&address)?;
         let history = client.account_txs(&address, PENDING_SCAN_LIMIT)?;
-        let pending_balance = pending_balance(state.balance, &account.address, &history, &self.prefix);
+        let pending_balance =
+            pending_balance(state.balance, &account.address, &history, &self.prefix);
         if self.output.json {
-            let mut value = serde_json::to_value(&state).map_err(|error| Failure::new(FailureKind::Other, "internal", error.to_string()))?;
+            let mut value = serde_json::to_value(&state)
+                .map_err(|error| Failure::new(FailureKind::Other, "internal", error.to_string()))?;
             value["pending_balance"] = json!(pending_balance);
             self.output.json_value(&value);
         } else {
@@ -479,7 +526,13 @@ impl Context {
                 ("address", state.address),
                 ("balance", coins(state.balance)),
                 ("pending balance", coins(pending_balance)),
-                ("nonce", format!("{} (next {}, {} pending)", state.nonce, state.next_nonce, pending_count)),
+                (
+                    "nonce",
+                    format!(
+                        "{} (next {}, {} pending)",
+                        state.nonce, state.next_nonce, pending_count
+                    ),
+                ),
             ]);
         }
         Ok(())
@@ -507,7 +560,8 @@ impl Context {
         let store = self.keystore()?;
         // Fail on a missing key before asking for a password.
         store.info(&name)?;
-        let password: Zeroizing<String> = password::obtain(self.password_file.as_deref(), Purpose::Unlock(&name))?;
+        let password: Zeroizing<String> =
+            password::obtain(self.password_file.as_deref(), Purpose::Unlock(&name))?;
         Ok(store.unlock(&name, password.as_bytes())?)
     }
 
@@ -537,6 +591,14 @@ impl Context {
             return Err(Failure::usage("--wait and --dry-run cannot be combined"));
         }
 
+        // The key is unlocked before the node is contacted: a wrong
+        // password then costs no network round trip and sends nothing.
+        let key = self.signing_key(&from_who)?;
+        if Address::from_public_key(&key.public_key()) != from.address {
+            return Err(Failure::keystore(
+                "the stored key does not match its address",
+            ));
+        }
         let client = self.client()?;
         let status = client.status()?;
         let fee = args.fee.unwrap_or(status.min_fee);
@@ -544,13 +606,18 @@ impl Context {
             Some(nonce) => nonce,
             None => client.account(&self.format(&from.address))?.next_nonce,
         };
-        let key = self.signing_key(&from_who)?;
-        if Address::from_public_key(&key.public_key()) != from.address {
-            return Err(Failure::keystore("the stored key does not match its address"));
-        }
-        let tx = Transaction::new_signed(&key, &status.genesis_hash, to.address, args.amount, fee, nonce, memo);
+        let tx = Transaction::new_signed(
+            &key,
+            &status.genesis_hash,
+            to.address,
+            args.amount,
+            fee,
+            nonce,
+            memo,
+        );
         drop(key);
-        tx.check_format().map_err(|error| Failure::usage(error.to_string()))?;
+        tx.check_format()
+            .map_err(|error| Failure::usage(error.to_string()))?;
         let txid = tx.txid();
 
         if args.dry_run {
@@ -605,18 +672,27 @@ impl Context {
             result["block_height"] = json!(block_height);
             self.output.json_value(&result);
         } else {
-            self.output.success(&format!("Confirmed in block {block_height}"));
+            self.output
+                .success(&format!("Confirmed in block {block_height}"));
             self.output.line(&txid.to_hex());
-            self.output.line(&format!("block {block_height} {block_hash}"));
+            self.output
+                .line(&format!("block {block_height} {block_hash}"));
         }
         Ok(())
     }
 
     /// Polls `GET /v1/txs/{txid}` until the transaction is confirmed or the
     /// deadline passes (exit 5). Brief outages of the node are ridden out.
-    fn wait_confirmed(&self, client: &Client, txid: &TxId, timeout: Duration) -> Result<TxLookupJson, Failure> {
+    fn wait_confirmed(
+        &self,
+        client: &Client,
+        txid: &TxId,
+        timeout: Duration,
+    ) -> Result<TxLookupJson, Failure> {
         let deadline = Instant::now() + timeout;
-        let mut spinner = self.output.spinner(format!("waiting for {} to confirm", &txid.to_hex()[..12]));
+        let mut spinner = self
+            .output
+            .spinner(format!("waiting for {} to confirm", &txid.to_hex()[..12]));
         loop {
             spinner.tick();
             match client.tx(txid) {
@@ -639,7 +715,9 @@ impl Context {
                     ),
                 ));
             }
-            std::thread::sleep(WAIT_POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                WAIT_POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())),
+            );
         }
     }
 
@@ -647,7 +725,8 @@ impl Context {
         let raw = hex::encode(ledger::encoding::encode(tx));
         let object = tx_json(tx, &self.prefix);
         if self.output.json {
-            let mut value = serde_json::to_value(&object).map_err(|error| Failure::new(FailureKind::Other, "internal", error.to_string()))?;
+            let mut value = serde_json::to_value(&object)
+                .map_err(|error| Failure::new(FailureKind::Other, "internal", error.to_string()))?;
             value["raw"] = json!(raw);
             self.output.json_value(&value);
         } else {
@@ -668,10 +747,11 @@ impl Context {
     }
 
     fn tx(&self, txid: &str) -> Result<(), Failure> {
-        let txid: TxId = txid
-            .trim()
-            .parse()
-            .map_err(|_| Failure::usage(format!("{txid:?} is not a transaction id (64 hex characters)")))?;
+        let txid: TxId = txid.trim().parse().map_err(|_| {
+            Failure::usage(format!(
+                "{txid:?} is not a transaction id (64 hex characters)"
+            ))
+        })?;
         let lookup = self.client()?.tx(&txid)?;
         if self.output.json {
             self.output.json_value(&to_json(&lookup)?);
@@ -679,12 +759,22 @@ impl Context {
         }
         let status = match (lookup.status, lookup.block_height) {
             (TxStatus::Confirmed, Some(height)) => {
-                format!("confirmed in block {height} ({} confirmations)", lookup.confirmations)
+                format!(
+                    "confirmed in block {height} ({} confirmations)",
+                    lookup.confirmations
+                )
             }
             _ => "pending".to_string(),
         };
         let mut rows = vec![
-            ("txid", lookup.tx.txid.map(|id| id.to_hex()).unwrap_or_else(|| txid.to_hex())),
+            (
+                "txid",
+                lookup
+                    .tx
+                    .txid
+                    .map(|id| id.to_hex())
+                    .unwrap_or_else(|| txid.to_hex()),
+            ),
             ("status", status),
         ];
         if let Some(hash) = lookup.block_hash {
@@ -713,7 +803,8 @@ impl Context {
             return Ok(());
         }
         if entries.is_empty() {
-            self.output.info(&format!("No transactions for {}.", account.label));
+            self.output
+                .info(&format!("No transactions for {}.", account.label));
             return Ok(());
         }
         for entry in &entries {
@@ -769,7 +860,8 @@ impl Context {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, Failure> {
-    serde_json::to_value(value).map_err(|error| Failure::new(FailureKind::Other, "internal", error.to_string()))
+    serde_json::to_value(value)
+        .map_err(|error| Failure::new(FailureKind::Other, "internal", error.to_string()))
 }
 
 /// The API's tx object for `tx`, with addresses in `prefix`.
@@ -790,10 +882,18 @@ pub fn tx_json(tx: &Transaction, prefix: &str) -> TxJson {
 /// Confirmed balance, minus the amount and fee of pending outgoing txs,
 /// plus the amount of pending incoming ones, floored at zero (see the
 /// module docs). Computed in i128 so no sum can overflow.
-pub fn pending_balance(balance: Amount, address: &Address, history: &[TxLookupJson], prefix: &str) -> Amount {
+pub fn pending_balance(
+    balance: Amount,
+    address: &Address,
+    history: &[TxLookupJson],
+    prefix: &str,
+) -> Amount {
     let me = address.to_bech32(prefix);
     let mut total = i128::from(balance.base_units());
-    for entry in history.iter().filter(|entry| entry.status == TxStatus::Pending) {
+    for entry in history
+        .iter()
+        .filter(|entry| entry.status == TxStatus::Pending)
+    {
         let tx = &entry.tx;
         let sent = match &tx.from {
             Some(from) => from.eq_ignore_ascii_case(&me),
@@ -816,12 +916,20 @@ pub fn pending_balance(balance: Amount, address: &Address, history: &[TxLookupJs
 /// Reads a secret key file: 64 hex characters, surrounding whitespace
 /// ignored. The text is wiped after use.
 fn read_secret_file(path: &Path) -> Result<SecretKey, Failure> {
-    let failure = |reason: &str| Failure::keystore(format!("cannot use secret file {}: {reason}", path.display()));
-    let length = std::fs::metadata(path).map_err(|error| failure(&error.to_string()))?.len();
+    let failure = |reason: &str| {
+        Failure::keystore(format!(
+            "cannot use secret file {}: {reason}",
+            path.display()
+        ))
+    };
+    let length = std::fs::metadata(path)
+        .map_err(|error| failure(&error.to_string()))?
+        .len();
     if length > 1024 {
         return Err(failure("it is too large to hold one key"));
     }
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| failure(&error.to_string()))?);
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|error| failure(&error.to_string()))?);
     let mut bytes = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(text.trim(), bytes.as_mut_slice())
         .map_err(|_| failure("expected the secret key as 64 hex characters"))?;
@@ -838,7 +946,9 @@ mod tests {
         full.extend(args.iter().map(OsString::from));
         // ExitCode has no accessor; compare against the known values.
         let code = main_with_args(full);
-        (0..=255u8).find(|value| ExitCode::from(*value) == code).unwrap_or(255)
+        (0..=255u8)
+            .find(|value| ExitCode::from(*value) == code)
+            .unwrap_or(255)
     }
 
     #[test]
@@ -860,7 +970,10 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(Failure::from(api("insufficient_funds")).exit_code(), 4);
-        assert_eq!(Failure::from(api("insufficient_funds")).code, "insufficient_funds");
+        assert_eq!(
+            Failure::from(api("insufficient_funds")).code,
+            "insufficient_funds"
+        );
         assert_eq!(Failure::from(api("not_found")).exit_code(), 3);
         let unreachable = ClientError::Unreachable {
             url: "u".into(),
@@ -872,8 +985,14 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert_eq!(Failure::from(timeout).exit_code(), 5);
-        assert_eq!(Failure::from(ClientError::BadResponse("x".into())).exit_code(), 1);
-        assert_eq!(Failure::from(KeystoreError::WrongPassword("k".into())).exit_code(), 6);
+        assert_eq!(
+            Failure::from(ClientError::BadResponse("x".into())).exit_code(),
+            1
+        );
+        assert_eq!(
+            Failure::from(KeystoreError::WrongPassword("k".into())).exit_code(),
+            6
+        );
         assert_eq!(Failure::from(PasswordError::NoSource).exit_code(), 6);
         assert_eq!(
             Failure::from(KeystoreError::NotFound {
@@ -890,8 +1009,22 @@ mod tests {
         assert_eq!(run(&["--help"]), 0);
         assert_eq!(run(&["frobnicate"]), 2);
         assert_eq!(run(&["send", "--from", "dev:0"]), 2);
-        assert_eq!(run(&["send", "--from", "dev:0", "--to", "dev:1", "--amount", "1.000000001"]), 2);
-        assert_eq!(run(&["send", "--from", "dev:0", "--to", "dev:1", "--amount", "-1"]), 2);
+        assert_eq!(
+            run(&[
+                "send",
+                "--from",
+                "dev:0",
+                "--to",
+                "dev:1",
+                "--amount",
+                "1.000000001"
+            ]),
+            2
+        );
+        assert_eq!(
+            run(&["send", "--from", "dev:0", "--to", "dev:1", "--amount", "-1"]),
+            2
+        );
         assert_eq!(run(&["import", "k"]), 2);
         assert_eq!(run(&["import", "k", "--dev", "10"]), 2);
         assert_eq!(run(&["address", "dev:10"]), 2);
@@ -901,7 +1034,10 @@ mod tests {
     #[test]
     fn amounts_parse_exactly() {
         assert_eq!(parse_amount("0.00000001"), Ok(Amount::from_base_units(1)));
-        assert_eq!(parse_amount("2.5"), Ok(Amount::from_base_units(250_000_000)));
+        assert_eq!(
+            parse_amount("2.5"),
+            Ok(Amount::from_base_units(250_000_000))
+        );
         let error = parse_amount("1.000000001").unwrap_err();
         assert!(error.contains("8 decimal places"), "{error}");
         assert!(parse_amount("1,5").is_err());
@@ -927,9 +1063,33 @@ mod tests {
         let other_address = Address::from_public_key(&other.public_key());
         let genesis = ledger::BlockHash::ZERO;
         let units = Amount::from_base_units;
-        let out = Transaction::new_signed(&me, &genesis, other_address, units(500), units(10), 0, String::new());
-        let incoming = Transaction::new_signed(&other, &genesis, my_address, units(70), units(10), 0, String::new());
-        let to_self = Transaction::new_signed(&me, &genesis, my_address, units(5), units(1), 1, String::new());
+        let out = Transaction::new_signed(
+            &me,
+            &genesis,
+            other_address,
+            units(500),
+            units(10),
+            0,
+            String::new(),
+        );
+        let incoming = Transaction::new_signed(
+            &other,
+            &genesis,
+            my_address,
+            units(70),
+            units(10),
+            0,
+            String::new(),
+        );
+        let to_self = Transaction::new_signed(
+            &me,
+            &genesis,
+            my_address,
+            units(5),
+            units(1),
+            1,
+            String::new(),
+        );
         let history = vec![
             lookup(&out, TxStatus::Pending),
             lookup(&incoming, TxStatus::Pending),
@@ -937,9 +1097,18 @@ mod tests {
             lookup(&out, TxStatus::Confirmed),
         ];
         // 1000 - (500 + 10) + 70 - 1 = 559
-        assert_eq!(pending_balance(units(1000), &my_address, &history, "dev"), units(559));
-        assert_eq!(pending_balance(units(100), &my_address, &history[..1], "dev"), Amount::ZERO);
-        assert_eq!(pending_balance(Amount::MAX, &my_address, &history[1..2], "dev"), Amount::MAX);
+        assert_eq!(
+            pending_balance(units(1000), &my_address, &history, "dev"),
+            units(559)
+        );
+        assert_eq!(
+            pending_balance(units(100), &my_address, &history[..1], "dev"),
+            Amount::ZERO
+        );
+        assert_eq!(
+            pending_balance(Amount::MAX, &my_address, &history[1..2], "dev"),
+            Amount::MAX
+        );
     }
 
     #[test]
@@ -948,7 +1117,10 @@ mod tests {
         let path = temp.path().join("secret");
         let key = dev_secret_key(4);
         std::fs::write(&path, format!("  {}\n", hex::encode(key.to_bytes()))).unwrap();
-        assert_eq!(read_secret_file(&path).unwrap().public_key(), key.public_key());
+        assert_eq!(
+            read_secret_file(&path).unwrap().public_key(),
+            key.public_key()
+        );
         std::fs::write(&path, "zz").unwrap();
         assert_eq!(read_secret_file(&path).unwrap_err().exit_code(), 6);
     }

@@ -14,6 +14,7 @@ use ledger::{Transaction, TxId};
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
@@ -57,7 +58,10 @@ impl ClientError {
 
     /// True for "not reachable" and "no answer in time".
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::Unreachable { .. } | ClientError::Timeout { .. })
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::Timeout { .. }
+        )
     }
 }
 
@@ -88,14 +92,22 @@ impl Iterator for EventStream {
             match self.reader.read_line(&mut line) {
                 Ok(0) => return None,
                 Ok(_) => {}
-                Err(error) => return Some(Err(ClientError::BadResponse(format!("event stream: {error}")))),
+                Err(error) => {
+                    return Some(Err(ClientError::BadResponse(format!(
+                        "event stream: {error}"
+                    ))))
+                }
             }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
                 if data.is_empty() && event.is_empty() {
                     continue; // keep-alive or a comment-only block
                 }
-                let event = if event.is_empty() { "message".to_string() } else { event };
+                let event = if event.is_empty() {
+                    "message".to_string()
+                } else {
+                    event
+                };
                 return Some(Ok(ServerEvent { event, data }));
             }
             if line.starts_with(':') {
@@ -208,7 +220,12 @@ impl Client {
             .take(MAX_RESPONSE_BYTES)
             .read_to_end(&mut bytes)
             .map_err(|error| {
-                if error.to_string().contains("timed out") {
+                let timed_out = error.kind() == std::io::ErrorKind::TimedOut
+                    || error
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+                        .is_some_and(reqwest::Error::is_timeout);
+                if timed_out {
                     ClientError::Timeout {
                         url: self.base_url.clone(),
                         timeout: self.timeout,
@@ -254,23 +271,25 @@ impl Client {
 
     /// `GET /v1/blocks?from=H&limit=N` (the node caps `limit` at 100).
     pub fn blocks(&self, from: u64, limit: u32) -> Result<Vec<BlockJson>, ClientError> {
-        self.get(&format!("/v1/blocks?from={from}&limit={limit}"))
+        let value: Value = self.get(&format!("/v1/blocks?from={from}&limit={limit}"))?;
+        decode_array(value, decode_block)
     }
 
     /// `GET /v1/blocks/tip`.
     pub fn tip_block(&self) -> Result<BlockJson, ClientError> {
-        self.get("/v1/blocks/tip")
+        decode_block(self.get("/v1/blocks/tip")?)
     }
 
     /// `GET /v1/blocks/{id}`, `id` a height or a block hash.
     pub fn block(&self, id: &str) -> Result<BlockJson, ClientError> {
-        self.get(&format!("/v1/blocks/{}", path_segment(id)))
+        decode_block(self.get(&format!("/v1/blocks/{}", path_segment(id)))?)
     }
 
     /// `POST /v1/txs` with a tx object.
     pub fn submit_tx(&self, tx: &TxJson) -> Result<TxId, ClientError> {
         let response = self.send(self.http.post(self.url("/v1/txs")).json(tx))?;
-        self.json::<SubmitTxResponse>(response).map(|answer| answer.txid)
+        self.json::<SubmitTxResponse>(response)
+            .map(|answer| answer.txid)
     }
 
     /// `POST /v1/txs` with `{"raw": hex}`.
@@ -279,7 +298,8 @@ impl Client {
             raw: raw_hex.to_string(),
         };
         let response = self.send(self.http.post(self.url("/v1/txs")).json(&body))?;
-        self.json::<SubmitTxResponse>(response).map(|answer| answer.txid)
+        self.json::<SubmitTxResponse>(response)
+            .map(|answer| answer.txid)
     }
 
     /// Submits a signed transaction in its canonical bytes.
@@ -289,7 +309,7 @@ impl Client {
 
     /// `GET /v1/txs/{txid}`; `not_found` when the node does not know it.
     pub fn tx(&self, txid: &TxId) -> Result<TxLookupJson, ClientError> {
-        self.get(&format!("/v1/txs/{txid}"))
+        decode_lookup(self.get(&format!("/v1/txs/{txid}"))?)
     }
 
     /// `GET /v1/accounts/{address}`.
@@ -299,7 +319,11 @@ impl Client {
 
     /// `GET /v1/accounts/{address}/txs?limit=N`, newest first, pending included.
     pub fn account_txs(&self, address: &str, limit: u32) -> Result<Vec<TxLookupJson>, ClientError> {
-        self.get(&format!("/v1/accounts/{}/txs?limit={limit}", path_segment(address)))
+        let value: Value = self.get(&format!(
+            "/v1/accounts/{}/txs?limit={limit}",
+            path_segment(address)
+        ))?;
+        decode_array(value, decode_lookup)
     }
 
     /// `GET /v1/mempool`.
@@ -314,7 +338,9 @@ impl Client {
 
     /// `POST /v1/peers` (admin): asks the node to dial `addr`.
     pub fn add_peer(&self, addr: &str) -> Result<(), ClientError> {
-        let body = AddPeerRequest { addr: addr.to_string() };
+        let body = AddPeerRequest {
+            addr: addr.to_string(),
+        };
         let request = self.admin(self.http.post(self.url("/v1/peers")).json(&body));
         let response = self.send(request)?;
         self.body(response).map(|_| ())
@@ -334,12 +360,17 @@ impl Client {
     pub fn metrics(&self) -> Result<String, ClientError> {
         let response = self.send(self.http.get(self.url("/metrics")))?;
         let (_, bytes) = self.body(response)?;
-        String::from_utf8(bytes).map_err(|_| ClientError::BadResponse("metrics are not UTF-8".into()))
+        String::from_utf8(bytes)
+            .map_err(|_| ClientError::BadResponse("metrics are not UTF-8".into()))
     }
 
     /// `POST /v1/dev/mine` (admin, dev chains only): mines `blocks` blocks now.
     pub fn mine(&self, blocks: u32) -> Result<MineResponse, ClientError> {
-        let request = self.admin(self.http.post(self.url("/v1/dev/mine")).json(&MineRequest { blocks }));
+        let request = self.admin(
+            self.http
+                .post(self.url("/v1/dev/mine"))
+                .json(&MineRequest { blocks }),
+        );
         let response = self.send(request)?;
         self.json(response)
     }
@@ -358,11 +389,99 @@ impl Client {
             .send()
             .map_err(|error| self.transport_error(error))?;
         if !response.status().is_success() {
-            return self.body(response).and(Err(ClientError::BadResponse("event stream refused".into())));
+            let status = response.status();
+            return Err(match self.body(response) {
+                Err(error) => error,
+                Ok(_) => ClientError::BadResponse(format!("event stream answered {status}")),
+            });
         }
         Ok(EventStream {
             reader: BufReader::new(response),
         })
+    }
+}
+
+// Decoding answers that contain tx objects. `TxJson` refuses unknown
+// fields and skips `txid` and `from` when deserializing (they are derived
+// values the node ignores on input), so serde alone rejects the node's own
+// output. These helpers take the two fields out of each tx object, let
+// serde read the rest, and put them back, so callers see exactly what the
+// node sent.
+
+/// Removes and returns `txid` and `from` from one tx object.
+fn take_derived(tx: &mut Value) -> Result<(Option<TxId>, Option<String>), ClientError> {
+    let Some(object) = tx.as_object_mut() else {
+        return Err(ClientError::BadResponse(
+            "a transaction is not a JSON object".into(),
+        ));
+    };
+    let txid = match object.remove("txid") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            serde_json::from_value::<TxId>(value)
+                .map_err(|error| ClientError::BadResponse(format!("bad txid: {error}")))?,
+        ),
+    };
+    let from = match object.remove("from") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text),
+        Some(_) => return Err(ClientError::BadResponse("`from` is not a string".into())),
+    };
+    Ok((txid, from))
+}
+
+fn put_back(tx: &mut TxJson, (txid, from): (Option<TxId>, Option<String>)) {
+    tx.txid = txid;
+    tx.from = from;
+}
+
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|error| ClientError::BadResponse(error.to_string()))
+}
+
+/// A tx object as the node serves it.
+pub fn decode_tx(mut value: Value) -> Result<TxJson, ClientError> {
+    let derived = take_derived(&mut value)?;
+    let mut tx: TxJson = from_value(value)?;
+    put_back(&mut tx, derived);
+    Ok(tx)
+}
+
+/// A `GET /v1/txs/{txid}` answer or one history entry.
+pub fn decode_lookup(mut value: Value) -> Result<TxLookupJson, ClientError> {
+    let derived = match value.get_mut("tx") {
+        Some(tx) => take_derived(tx)?,
+        None => return Err(ClientError::BadResponse("missing field `tx`".into())),
+    };
+    let mut lookup: TxLookupJson = from_value(value)?;
+    put_back(&mut lookup.tx, derived);
+    Ok(lookup)
+}
+
+/// A block object, with or without `txs`.
+pub fn decode_block(mut value: Value) -> Result<BlockJson, ClientError> {
+    let mut derived = Vec::new();
+    if let Some(Value::Array(txs)) = value.get_mut("txs") {
+        for tx in txs.iter_mut() {
+            derived.push(take_derived(tx)?);
+        }
+    }
+    let mut block: BlockJson = from_value(value)?;
+    if let Some(txs) = block.txs.as_mut() {
+        for (tx, fields) in txs.iter_mut().zip(derived) {
+            put_back(tx, fields);
+        }
+    }
+    Ok(block)
+}
+
+fn decode_array<T>(
+    value: Value,
+    decode: fn(Value) -> Result<T, ClientError>,
+) -> Result<Vec<T>, ClientError> {
+    match value {
+        Value::Array(items) => items.into_iter().map(decode).collect(),
+        _ => Err(ClientError::BadResponse("expected a JSON array".into())),
     }
 }
 
@@ -382,7 +501,9 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
                 StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large".to_string(),
                 other => format!("http_{}", other.as_u16()),
             };
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string();
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                .trim()
+                .to_string();
             ClientError::Api {
                 status: status.as_u16(),
                 code,
@@ -435,6 +556,47 @@ mod tests {
     }
 
     #[test]
+    fn tx_objects_keep_their_derived_fields() {
+        use ledger::chainspec::{dev_accounts, dev_secret_key};
+        use ledger::{Amount, ChainSpec, Transaction};
+        let spec = ChainSpec::builtin("regtest").unwrap();
+        let tx = Transaction::new_signed(
+            &dev_secret_key(0),
+            &spec.genesis_hash(),
+            dev_accounts()[1].address,
+            Amount::from_base_units(5),
+            Amount::from_base_units(1000),
+            0,
+            "memo".into(),
+        );
+        let tx_json = TxJson::from_tx(&tx, &spec);
+        let lookup = TxLookupJson {
+            tx: tx_json.clone(),
+            status: ledger::json::TxStatus::Pending,
+            block_hash: None,
+            block_height: None,
+            confirmations: 0,
+        };
+        let served = serde_json::to_value(&lookup).unwrap();
+        assert_eq!(decode_lookup(served.clone()).unwrap(), lookup);
+        assert_eq!(
+            decode_array(Value::Array(vec![served]), decode_lookup).unwrap(),
+            vec![lookup]
+        );
+        assert_eq!(
+            decode_tx(serde_json::to_value(&tx_json).unwrap()).unwrap(),
+            tx_json
+        );
+        let block = spec.genesis_block();
+        let mut block_json = ledger::json::BlockJson::from_block(&block, &spec, true);
+        block_json.txs = Some(vec![tx_json]);
+        assert_eq!(
+            decode_block(serde_json::to_value(&block_json).unwrap()).unwrap(),
+            block_json
+        );
+    }
+
+    #[test]
     fn path_segments_are_escaped() {
         assert_eq!(path_segment("dev1qabc"), "dev1qabc");
         assert_eq!(path_segment("../x?y"), "%2E%2E%2Fx%3Fy");
@@ -457,7 +619,8 @@ mod tests {
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .unwrap();
-        let client = Client::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
+        let client =
+            Client::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
         let error = client.status().unwrap_err();
         assert!(error.is_unreachable(), "{error:?}");
     }

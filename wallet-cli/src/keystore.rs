@@ -68,7 +68,9 @@ impl KdfParams {
         if ok {
             Ok(())
         } else {
-            Err(KeystoreError::Corrupt("argon2id parameters out of range".into()))
+            Err(KeystoreError::Corrupt(
+                "argon2id parameters out of range".into(),
+            ))
         }
     }
 }
@@ -210,7 +212,13 @@ impl Keystore {
 
     /// Encrypts `secret` under `password` into a new file `<name>.json`.
     /// Refuses to replace an existing key.
-    pub fn store(&self, name: &str, secret: &SecretKey, password: &[u8], prefix: &str) -> Result<KeyInfo, KeystoreError> {
+    pub fn store(
+        &self,
+        name: &str,
+        secret: &SecretKey,
+        password: &[u8],
+        prefix: &str,
+    ) -> Result<KeyInfo, KeystoreError> {
         validate_name(name)?;
         self.ensure_dir()?;
         let path = self.path_of(name);
@@ -311,7 +319,8 @@ impl Keystore {
         if nonce.len() != NONCE_BYTES {
             return Err(corrupt("nonce has the wrong length"));
         }
-        let ciphertext = hex::decode(&file.cipher.ciphertext).map_err(|_| corrupt("ciphertext is not hex"))?;
+        let ciphertext =
+            hex::decode(&file.cipher.ciphertext).map_err(|_| corrupt("ciphertext is not hex"))?;
         if ciphertext.len() != CIPHERTEXT_BYTES {
             return Err(corrupt("ciphertext has the wrong length"));
         }
@@ -344,8 +353,15 @@ impl Keystore {
     }
 
     /// Every key, sorted by name. A missing directory is an empty keystore;
-    /// unreadable files are reported, not skipped silently.
+    /// any unreadable key file makes the whole listing fail (see `scan` for
+    /// the forgiving form).
     pub fn list(&self) -> Result<Vec<KeyInfo>, KeystoreError> {
+        self.scan()?.into_iter().collect()
+    }
+
+    /// Every key file, sorted by file name, each read on its own so one
+    /// damaged file does not hide the others.
+    pub fn scan(&self) -> Result<Vec<Result<KeyInfo, KeystoreError>>, KeystoreError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -355,21 +371,29 @@ impl Keystore {
         for entry in entries {
             let entry = entry.map_err(io_error(&self.dir))?;
             let file_name = entry.file_name();
-            let Some(name) = file_name.to_str().and_then(|name| name.strip_suffix(".json")) else {
+            let Some(name) = file_name
+                .to_str()
+                .and_then(|name| name.strip_suffix(".json"))
+            else {
                 continue;
             };
             if validate_name(name).is_err() {
                 continue; // temp files and strangers
             }
-            keys.push(self.info(name)?);
+            keys.push((name.to_string(), self.info(name)));
         }
-        keys.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(keys)
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(keys.into_iter().map(|(_, key)| key).collect())
     }
 
-    /// The key whose address is `address`, if any.
+    /// The key whose address is `address`, if any; damaged files are
+    /// passed over.
     pub fn find_by_address(&self, address: &Address) -> Result<Option<KeyInfo>, KeystoreError> {
-        Ok(self.list()?.into_iter().find(|key| &key.address == address))
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|key| &key.address == address))
     }
 
     fn info_from(&self, file: &KeyFile, path: &Path) -> Result<KeyInfo, KeystoreError> {
@@ -381,7 +405,8 @@ impl Keystore {
             return Err(corrupt(&format!("unsupported version {}", file.version)));
         }
         let mut public_key = [0u8; 32];
-        hex::decode_to_slice(&file.public_key, &mut public_key).map_err(|_| corrupt("public_key is not 64 hex characters"))?;
+        hex::decode_to_slice(&file.public_key, &mut public_key)
+            .map_err(|_| corrupt("public_key is not 64 hex characters"))?;
         let public_key = PublicKey(public_key);
         Ok(KeyInfo {
             name: file.name.clone(),
@@ -413,10 +438,11 @@ impl Keystore {
         file.take(MAX_FILE_BYTES)
             .read_to_string(&mut text)
             .map_err(io_error(path))?;
-        let parsed: KeyFile = serde_json::from_str(&text).map_err(|error| KeystoreError::CorruptFile {
-            path: path.display().to_string(),
-            reason: error.to_string(),
-        })?;
+        let parsed: KeyFile =
+            serde_json::from_str(&text).map_err(|error| KeystoreError::CorruptFile {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
         if parsed.name != name {
             return Err(KeystoreError::CorruptFile {
                 path: path.display().to_string(),
@@ -438,7 +464,8 @@ impl Keystore {
         // existing directory.
         let metadata = fs::metadata(&self.dir).map_err(io_error(&self.dir))?;
         if metadata.permissions().mode() & 0o077 != 0 {
-            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(io_error(&self.dir))?;
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_error(&self.dir))?;
         }
         Ok(())
     }
@@ -447,7 +474,11 @@ impl Keystore {
     /// hard-linked into place (which fails rather than replace a key that
     /// appeared meanwhile), then the temp name removed.
     fn write_new(&self, path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
-        let temp = self.dir.join(format!(".{}.{}.tmp", std::process::id(), rand::random::<u32>()));
+        let temp = self.dir.join(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let result = (|| {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -459,13 +490,15 @@ impl Keystore {
             file.sync_all().map_err(io_error(&temp))?;
             match fs::hard_link(&temp, path) {
                 Ok(()) => Ok(()),
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Err(KeystoreError::AlreadyExists {
-                    name: path
-                        .file_stem()
-                        .map(|stem| stem.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    dir: self.dir.display().to_string(),
-                }),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(KeystoreError::AlreadyExists {
+                        name: path
+                            .file_stem()
+                            .map(|stem| stem.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        dir: self.dir.display().to_string(),
+                    })
+                }
                 Err(error) => Err(io_error(path)(error)),
             }
         })();
@@ -486,7 +519,11 @@ fn associated_data(public_key: &PublicKey) -> Vec<u8> {
     aad
 }
 
-fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
+fn derive_key(
+    password: &[u8],
+    salt: &[u8],
+    params: KdfParams,
+) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
     let argon_params = Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
         .map_err(|error| KeystoreError::Kdf(error.to_string()))?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
@@ -517,7 +554,9 @@ mod tests {
     fn stores_and_unlocks_across_instances() {
         let temp = tempfile::tempdir().unwrap();
         let secret = SecretKey::generate();
-        let stored = keystore(temp.path()).store("alice", &secret, b"hunter2", "dev").unwrap();
+        let stored = keystore(temp.path())
+            .store("alice", &secret, b"hunter2", "dev")
+            .unwrap();
         // A fresh instance (as in a later run) opens the same file.
         let reopened = Keystore::new(temp.path().join("keys"));
         let info = reopened.info("alice").unwrap();
@@ -532,13 +571,18 @@ mod tests {
     fn files_and_directory_are_private() {
         let temp = tempfile::tempdir().unwrap();
         let store = keystore(temp.path());
-        let info = store.store("bob", &SecretKey::generate(), b"pw", "dev").unwrap();
+        let info = store
+            .store("bob", &SecretKey::generate(), b"pw", "dev")
+            .unwrap();
         let dir_mode = fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777;
         let file_mode = fs::metadata(&info.path).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
         assert_eq!(file_mode, 0o600);
         // No temp files are left behind.
-        let names: Vec<_> = fs::read_dir(store.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("bob.json")]);
     }
 
@@ -547,7 +591,9 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let secret = SecretKey::generate();
         let bytes = secret.to_bytes();
-        let info = keystore(temp.path()).store("carol", &secret, b"pw", "dev").unwrap();
+        let info = keystore(temp.path())
+            .store("carol", &secret, b"pw", "dev")
+            .unwrap();
         let file = fs::read(&info.path).unwrap();
         let text = String::from_utf8(file.clone()).unwrap().to_lowercase();
 
@@ -571,8 +617,7 @@ mod tests {
                 assert!(!original.contains(core), "base64 shift {shift}");
             }
         }
-        // Nor its ed25519 expanded form's seed in reverse (little-endian
-        // dumps of the same bytes).
+        // Nor the bytes in reverse order, as a little-endian dump would show.
         let mut reversed = bytes;
         reversed.reverse();
         assert!(!text.contains(&hex::encode(reversed)));
@@ -582,13 +627,21 @@ mod tests {
     fn wrong_password_fails_and_changes_nothing() {
         let temp = tempfile::tempdir().unwrap();
         let store = keystore(temp.path());
-        let info = store.store("dave", &SecretKey::generate(), b"right", "dev").unwrap();
+        let info = store
+            .store("dave", &SecretKey::generate(), b"right", "dev")
+            .unwrap();
         let before = fs::read(&info.path).unwrap();
         let modified = fs::metadata(&info.path).unwrap().modified().unwrap();
         let error = store.unlock("dave", b"wrong").unwrap_err();
-        assert!(matches!(error, KeystoreError::WrongPassword(_)), "{error:?}");
+        assert!(
+            matches!(error, KeystoreError::WrongPassword(_)),
+            "{error:?}"
+        );
         assert_eq!(fs::read(&info.path).unwrap(), before);
-        assert_eq!(fs::metadata(&info.path).unwrap().modified().unwrap(), modified);
+        assert_eq!(
+            fs::metadata(&info.path).unwrap().modified().unwrap(),
+            modified
+        );
         assert!(store.unlock("dave", b"right").is_ok());
     }
 
@@ -596,11 +649,16 @@ mod tests {
     fn tampering_is_detected() {
         let temp = tempfile::tempdir().unwrap();
         let store = keystore(temp.path());
-        let info = store.store("erin", &SecretKey::generate(), b"pw", "dev").unwrap();
+        let info = store
+            .store("erin", &SecretKey::generate(), b"pw", "dev")
+            .unwrap();
         let other = SecretKey::generate();
         // Swap in another public key: the associated data no longer matches.
         let text = fs::read_to_string(&info.path).unwrap();
-        let swapped = text.replace(&hex::encode(info.public_key.0), &hex::encode(other.public_key().0));
+        let swapped = text.replace(
+            &hex::encode(info.public_key.0),
+            &hex::encode(other.public_key().0),
+        );
         fs::write(&info.path, swapped).unwrap();
         assert!(store.unlock("erin", b"pw").is_err());
     }
@@ -609,27 +667,50 @@ mod tests {
     fn refuses_duplicates_bad_names_and_hostile_files() {
         let temp = tempfile::tempdir().unwrap();
         let store = keystore(temp.path());
-        store.store("frank", &SecretKey::generate(), b"pw", "dev").unwrap();
+        store
+            .store("frank", &SecretKey::generate(), b"pw", "dev")
+            .unwrap();
         assert!(matches!(
             store.store("frank", &SecretKey::generate(), b"pw", "dev"),
             Err(KeystoreError::AlreadyExists { .. })
         ));
         for bad in ["", ".hidden", "-x", "a/b", "dev:1", "a b", &"x".repeat(33)] {
-            assert!(matches!(validate_name(bad), Err(KeystoreError::BadName(_))), "{bad:?}");
+            assert!(
+                matches!(validate_name(bad), Err(KeystoreError::BadName(_))),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(store.info("nobody"), Err(KeystoreError::NotFound { .. })));
+        assert!(matches!(
+            store.info("nobody"),
+            Err(KeystoreError::NotFound { .. })
+        ));
         fs::write(store.path_of("junk"), "{not json").unwrap();
-        assert!(matches!(store.info("junk"), Err(KeystoreError::CorruptFile { .. })));
+        assert!(matches!(
+            store.info("junk"),
+            Err(KeystoreError::CorruptFile { .. })
+        ));
+        // A damaged file fails the strict listing but not the scan.
+        assert!(store.list().is_err());
+        let scanned = store.scan().unwrap();
+        assert_eq!(scanned.len(), 2);
+        assert!(scanned[0].as_ref().is_ok_and(|key| key.name == "frank"));
+        assert!(scanned[1].is_err());
         // Absurd argon2 costs are refused before any work is done.
         let text = fs::read_to_string(store.path_of("frank")).unwrap();
         let greedy = text.replace("\"m_cost_kib\": 64", "\"m_cost_kib\": 4000000000");
         fs::write(store.path_of("frank"), greedy).unwrap();
-        assert!(matches!(store.unlock("frank", b"pw"), Err(KeystoreError::Corrupt(_))));
+        assert!(matches!(
+            store.unlock("frank", b"pw"),
+            Err(KeystoreError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn missing_directory_lists_empty() {
         let temp = tempfile::tempdir().unwrap();
-        assert!(keystore(&temp.path().join("nowhere")).list().unwrap().is_empty());
+        assert!(keystore(&temp.path().join("nowhere"))
+            .list()
+            .unwrap()
+            .is_empty());
     }
 }

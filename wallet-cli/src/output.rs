@@ -58,12 +58,20 @@ impl Output {
         eprintln!("{}", self.paint(GREEN, message));
     }
 
+    /// A line that must stand out (the dev-keys warning), without a prefix.
+    pub fn notice(&self, message: &str) {
+        eprintln!("{}", self.paint(YELLOW, message));
+    }
+
     pub fn warn(&self, message: &str) {
         eprintln!("{} {message}", self.paint(YELLOW, "warning:"));
     }
 
     pub fn error(&self, message: &str) {
-        eprintln!("{} {message}", self.paint(&format!("{BOLD}{RED}"), "error:"));
+        eprintln!(
+            "{} {message}",
+            self.paint(&format!("{BOLD}{RED}"), "error:")
+        );
     }
 
     /// One line of plain data on stdout.
@@ -116,7 +124,12 @@ impl Spinner {
         let frame = Self::FRAMES[self.frame % Self::FRAMES.len()];
         self.frame += 1;
         let mut stderr = std::io::stderr().lock();
-        let _ = write!(stderr, "\r{frame} {} ({}s)", self.message, self.started.elapsed().as_secs());
+        let _ = write!(
+            stderr,
+            "\r{frame} {} ({}s)",
+            self.message,
+            self.started.elapsed().as_secs()
+        );
         let _ = stderr.flush();
     }
 
@@ -138,9 +151,21 @@ impl Drop for Spinner {
 
 /// "1.5 coins (150000000 base units)".
 pub fn coins(amount: Amount) -> String {
-    let coin_word = if amount.base_units() == ledger::amount::COIN { "coin" } else { "coins" };
-    let unit_word = if amount.base_units() == 1 { "base unit" } else { "base units" };
-    format!("{} {coin_word} ({} {unit_word})", amount.to_coins_string(), amount.base_units())
+    let coin_word = if amount.base_units() == ledger::amount::COIN {
+        "coin"
+    } else {
+        "coins"
+    };
+    let unit_word = if amount.base_units() == 1 {
+        "base unit"
+    } else {
+        "base units"
+    };
+    format!(
+        "{} {coin_word} ({} {unit_word})",
+        amount.to_coins_string(),
+        amount.base_units()
+    )
 }
 
 #[cfg(test)]
@@ -158,8 +183,17 @@ mod tests {
 
     #[test]
     fn amounts_show_coins_and_base_units() {
-        assert_eq!(coins(Amount::from_base_units(1)), "0.00000001 coins (1 base unit)");
-        assert_eq!(coins(Amount::from_base_units(150_000_000)), "1.5 coins (150000000 base units)");
-        assert_eq!(coins(Amount::from_base_units(100_000_000)), "1 coin (100000000 base units)");
+        assert_eq!(
+            coins(Amount::from_base_units(1)),
+            "0.00000001 coins (1 base unit)"
+        );
+        assert_eq!(
+            coins(Amount::from_base_units(150_000_000)),
+            "1.5 coins (150000000 base units)"
+        );
+        assert_eq!(
+            coins(Amount::from_base_units(100_000_000)),
+            "1 coin (100000000 base units)"
+        );
     }
 }

@@ -23,6 +23,8 @@ pub enum PasswordError {
     NoSource,
     #[error("the password is empty")]
     Empty,
+    #[error("LEDGER_PASSWORD is not valid UTF-8")]
+    NotUnicode,
     #[error("the passwords do not match")]
     Mismatch,
     #[error("cannot read password file {path}: {reason}")]
@@ -40,13 +42,18 @@ pub enum Purpose<'a> {
 }
 
 /// Gets the password from the first available source.
-pub fn obtain(password_file: Option<&Path>, purpose: Purpose<'_>) -> Result<Zeroizing<String>, PasswordError> {
+pub fn obtain(
+    password_file: Option<&Path>,
+    purpose: Purpose<'_>,
+) -> Result<Zeroizing<String>, PasswordError> {
     if let Some(path) = password_file {
         return non_empty(read_file(path)?);
     }
     if let Some(value) = std::env::var_os(PASSWORD_ENV) {
-        let value = Zeroizing::new(value.to_string_lossy().into_owned());
-        return non_empty(value);
+        // `into_string` reuses the buffer, so the only copy is the one
+        // that gets zeroized.
+        let value = value.into_string().map_err(|_| PasswordError::NotUnicode)?;
+        return non_empty(Zeroizing::new(value));
     }
     if !std::io::stdin().is_terminal() {
         return Err(PasswordError::NoSource);
@@ -85,14 +92,20 @@ pub fn read_file(path: &Path) -> Result<Zeroizing<String>, PasswordError> {
         path: path.to_path_buf(),
         reason,
     };
-    let length = std::fs::metadata(path).map_err(|e| error(e.to_string()))?.len();
+    let length = std::fs::metadata(path)
+        .map_err(|e| error(e.to_string()))?
+        .len();
     if length > MAX_PASSWORD_FILE_BYTES {
-        return Err(error(format!("{length} bytes is too long for a password file")));
+        return Err(error(format!(
+            "{length} bytes is too long for a password file"
+        )));
     }
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| error(e.to_string()))?);
     let text = std::str::from_utf8(&bytes).map_err(|_| error("it is not UTF-8".into()))?;
     let line = text.split('\n').next().unwrap_or("");
-    Ok(Zeroizing::new(line.strip_suffix('\r').unwrap_or(line).to_string()))
+    Ok(Zeroizing::new(
+        line.strip_suffix('\r').unwrap_or(line).to_string(),
+    ))
 }
 
 #[cfg(test)]
@@ -103,12 +116,20 @@ mod tests {
     fn password_files_lose_only_the_line_ending() {
         let temp = tempfile::tempdir().unwrap();
         let path = temp.path().join("pw");
-        for (content, expected) in [("abc\n", "abc"), ("abc\r\n", "abc"), ("a b \n2nd", "a b "), ("abc", "abc")] {
+        for (content, expected) in [
+            ("abc\n", "abc"),
+            ("abc\r\n", "abc"),
+            ("a b \n2nd", "a b "),
+            ("abc", "abc"),
+        ] {
             std::fs::write(&path, content).unwrap();
             assert_eq!(read_file(&path).unwrap().as_str(), expected);
         }
         std::fs::write(&path, "\n").unwrap();
-        assert!(matches!(obtain(Some(&path), Purpose::Unlock("k")), Err(PasswordError::Empty)));
+        assert!(matches!(
+            obtain(Some(&path), Purpose::Unlock("k")),
+            Err(PasswordError::Empty)
+        ));
         assert!(matches!(
             obtain(Some(&temp.path().join("missing")), Purpose::Unlock("k")),
             Err(PasswordError::File { .. })

@@ -43,14 +43,18 @@ impl Who {
                 && (digits == "0" || !digits.starts_with('0'));
             return match digits.parse::<usize>() {
                 Ok(index) if canonical && index < DEV_ACCOUNTS => Ok(Who::Dev(index)),
-                _ => Err(WhoError::BadDevIndex { text: text.to_string() }),
+                _ => Err(WhoError::BadDevIndex {
+                    text: text.to_string(),
+                }),
             };
         }
         if text.len() > MAX_NAME_LEN {
-            return Address::parse(text, prefix).map(Who::Address).map_err(|error| WhoError::BadAddress {
-                text: text.to_string(),
-                reason: error.to_string(),
-            });
+            return Address::parse(text, prefix)
+                .map(Who::Address)
+                .map_err(|error| WhoError::BadAddress {
+                    text: text.to_string(),
+                    reason: error.to_string(),
+                });
         }
         if keystore::validate_name(text).is_ok() {
             return Ok(Who::Key(text.to_string()));
@@ -78,15 +82,27 @@ mod tests {
         assert_eq!(Who::parse("dev:0", "dev"), Ok(Who::Dev(0)));
         assert_eq!(Who::parse("dev:9", "dev"), Ok(Who::Dev(9)));
         for bad in ["dev:10", "dev:", "dev:-1", "dev:01", "dev:+1", "dev:x"] {
-            assert!(matches!(Who::parse(bad, "dev"), Err(WhoError::BadDevIndex { .. })), "{bad}");
+            assert!(
+                matches!(Who::parse(bad, "dev"), Err(WhoError::BadDevIndex { .. })),
+                "{bad}"
+            );
         }
         assert_eq!(Who::parse("alice", "dev"), Ok(Who::Key("alice".into())));
-        assert_eq!(Who::parse("my-key.2", "dev"), Ok(Who::Key("my-key.2".into())));
+        assert_eq!(
+            Who::parse("my-key.2", "dev"),
+            Ok(Who::Key("my-key.2".into()))
+        );
         let address = dev_accounts()[3].address;
         let text = address.to_bech32("dev");
         assert_eq!(Who::parse(&text, "dev"), Ok(Who::Address(address)));
-        assert_eq!(Who::parse(&text.to_uppercase(), "dev"), Ok(Who::Address(address)));
-        assert!(matches!(Who::parse("no/such", "dev"), Err(WhoError::Unrecognised(_))));
+        assert_eq!(
+            Who::parse(&text.to_uppercase(), "dev"),
+            Ok(Who::Address(address))
+        );
+        assert!(matches!(
+            Who::parse("no/such", "dev"),
+            Err(WhoError::Unrecognised(_))
+        ));
     }
 
     #[test]
@@ -107,7 +123,10 @@ mod tests {
             }
         }
         // Dropping a character also fails: still too long to be a name.
-        assert!(matches!(Who::parse(&text[1..], "dev"), Err(WhoError::BadAddress { .. })));
+        assert!(matches!(
+            Who::parse(&text[1..], "dev"),
+            Err(WhoError::BadAddress { .. })
+        ));
     }
 
     #[test]

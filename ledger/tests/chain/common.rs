@@ -1,5 +1,6 @@
 //! Helpers shared by the chain tests: specs, signed transfers, block
 //! building and mining on the trivially easy regtest target.
+#![allow(dead_code)]
 
 use ledger::amount::Amount;
 use ledger::block::{merkle_root, Block, Header, BLOCK_VERSION};
@@ -59,4 +60,50 @@ pub fn block_on(spec: &ChainSpec, parent: &Header, timestamp: u64, miner: Addres
 pub fn resolve(block: &mut Block) {
     block.header.nonce = 0;
     solve(&mut block.header);
+}
+
+/// A chain in a temp dir plus helpers to build blocks on its tip.
+pub struct Fixture {
+    pub spec: ChainSpec,
+    pub genesis: BlockHash,
+    pub chain: ledger::chain::Chain,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture::with_spec(regtest())
+    }
+
+    pub fn with_spec(spec: ChainSpec) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chain = ledger::chain::Chain::open(spec.clone(), dir.path()).expect("open chain");
+        Fixture {
+            genesis: spec.genesis_hash(),
+            spec,
+            chain,
+            dir,
+        }
+    }
+
+    pub fn tip_header(&self) -> Header {
+        let reader = self.chain.reader();
+        reader.header(&reader.tip().hash).expect("tip header")
+    }
+
+    /// A valid block on the tip carrying `txs`, 2 s after the tip.
+    pub fn next_block(&self, txs: Vec<Transaction>) -> Block {
+        let parent = self.tip_header();
+        block_on(&self.spec, &parent, parent.timestamp + 2000, dev_address(9), txs)
+    }
+
+    /// Processes `block` with the clock reading its own timestamp.
+    pub fn submit(&mut self, block: Block) -> Result<ledger::chain::ProcessOutcome, ledger::validation::BlockError> {
+        let now = block.header.timestamp;
+        self.chain.process_block(block, now)
+    }
+
+    pub fn transfer(&self, from: usize, to: usize, amount: u64, nonce: u64) -> Transaction {
+        transfer(&self.genesis, from, dev_address(to), amount, 1000, nonce)
+    }
 }

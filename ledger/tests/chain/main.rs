@@ -2,4 +2,9 @@
 //! crash test re-executes it as its worker process).
 
 mod common;
+mod crash;
+mod golden;
+mod open;
+mod props;
+mod rejections;
 mod smoke;

@@ -165,6 +165,12 @@ impl MessageCodec {
             frames: FrameCodec::new(max_frame),
         }
     }
+
+    /// Changes the frame limit, e.g. from the small handshake limit to the
+    /// full one once the peer proved who it is.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.frames.max_frame = max_frame;
+    }
 }
 
 impl Decoder for MessageCodec {

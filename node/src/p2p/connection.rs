@@ -52,6 +52,11 @@ pub fn split<T: Transport>(stream: T, max_frame: usize, metrics: Metrics) -> (Co
 }
 
 impl<T: Transport> ConnectionReader<T> {
+    /// Changes the largest frame accepted from now on.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.frames.decoder_mut().set_max_frame(max_frame);
+    }
+
     /// The next message; `Ok(None)` when the peer closed the stream. Cancel
     /// safe: a message is either returned whole or stays buffered.
     pub async fn read_message(&mut self) -> Result<Option<Message>, CodecError> {

@@ -1,7 +1,319 @@
 //! The peer-to-peer network: framing, handshake, gossip, discovery, sync
 //! and defence against bad peers. It reaches the rest of the node only
 //! through the `Backend` trait.
+//!
+//! Bird's-eye view, bottom up (one concept per file):
+//! - `message`: the wire messages and their size and count limits.
+//! - `codec`: length-prefixed frames (4 MiB at most, checked before
+//!   allocating) and per-kind caps before decoding.
+//! - `connection`: a `Transport` (TCP today) split into a message reader and
+//!   a frame writer, counting messages by kind.
+//! - `peer`: one task per connection: authenticated handshake, pings,
+//!   answering `GetData`/`GetHeaders`, a byte-bounded send queue.
+//! - `gossip`, `sync`, `addrbook`: the manager's bookkeeping (what each peer
+//!   knows and what we asked for; header-first block sync; dialable
+//!   addresses and bans), free of I/O.
+//! - `manager`: the network actor. It owns every piece of peer state,
+//!   accepts and dials connections, relays what the node accepts, feeds
+//!   received blocks and txs to the `Backend` and bans misbehaving peers.
+//!   `P2pHandle` is its cheap `Clone` handle.
+//!
+//! Tasks: the manager, one reader task and one writer task per connection,
+//! one block importer and a few tx importers (so validation never blocks the
+//! manager). All are tracked and stop on the `CancellationToken` given to
+//! `start`.
 
+pub mod addrbook;
 pub mod backend;
+pub mod codec;
+pub mod connection;
+pub mod gossip;
+pub mod manager;
+pub mod message;
+pub mod peer;
+pub mod sync;
 
 pub use backend::{Backend, BlockVerdict, TipSummary, TxVerdict};
+
+use crate::metrics::Metrics;
+use addrbook::{BanKey, BanList};
+use ledger::chain::AuxTree;
+use ledger::json::{Direction, PeerJson};
+use ledger::{BlockHash, Height, PublicKey, SecretKey};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Timers of the protocol. The defaults are the production values; tests
+/// shorten them.
+#[derive(Clone, Debug)]
+pub struct P2pTiming {
+    /// A connection must finish the handshake within this (10 s).
+    pub handshake_timeout: Duration,
+    /// A ping is sent this often (30 s)...
+    pub ping_interval: Duration,
+    /// ...and a peer is dead after this many pings without a pong (3).
+    pub max_missed_pongs: u32,
+    /// A `GetData` unanswered this long is asked of another peer (5 s).
+    pub request_timeout: Duration,
+    /// A sync peer silent this long is replaced (15 s).
+    pub sync_stall_timeout: Duration,
+    /// TCP connect timeout per resolved address (5 s).
+    pub connect_timeout: Duration,
+    /// How often dial slots, timeouts and stalls are checked (500 ms).
+    pub maintenance_interval: Duration,
+}
+
+impl Default for P2pTiming {
+    fn default() -> Self {
+        P2pTiming {
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            max_missed_pongs: 3,
+            request_timeout: Duration::from_secs(5),
+            sync_stall_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            maintenance_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How the node runs its network.
+#[derive(Clone)]
+pub struct P2pConfig {
+    pub listen_addr: SocketAddr,
+    /// Bootstrap peers, `host:port`, resolved again at every dial.
+    pub peers: Vec<String>,
+    /// Dial only `peers` (still accept inbound and answer `GetAddr`).
+    pub no_discovery: bool,
+    pub max_inbound: usize,
+    pub max_outbound: usize,
+    pub ban_duration: Duration,
+    pub network_magic: [u8; 4],
+    pub genesis_hash: BlockHash,
+    /// The node's persistent identity key.
+    pub node_key: SecretKey,
+    /// Where the address book persists (a sled tree); `None` keeps it in memory.
+    pub address_book: Option<AuxTree>,
+    pub timing: P2pTiming,
+}
+
+impl P2pConfig {
+    /// A config with SPEC.md's defaults (32 inbound, 8 outbound, 24 h bans,
+    /// discovery on, no bootstrap peers, in-memory address book).
+    pub fn new(listen_addr: SocketAddr, network_magic: [u8; 4], genesis_hash: BlockHash, node_key: SecretKey) -> P2pConfig {
+        P2pConfig {
+            listen_addr,
+            peers: Vec::new(),
+            no_discovery: false,
+            max_inbound: 32,
+            max_outbound: 8,
+            ban_duration: Duration::from_secs(24 * 60 * 60),
+            network_magic,
+            genesis_hash,
+            node_key,
+            address_book: None,
+            timing: P2pTiming::default(),
+        }
+    }
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum P2pError {
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the P2P config is for genesis {config} but the node's chain has genesis {backend}")]
+    GenesisMismatch { config: BlockHash, backend: BlockHash },
+}
+
+/// Starts the network: binds the listener, then runs the manager and its
+/// tasks until `cancel` fires.
+pub async fn start<B: Backend>(
+    config: P2pConfig,
+    backend: B,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> Result<P2pHandle, P2pError> {
+    if config.genesis_hash != backend.genesis_hash() {
+        return Err(P2pError::GenesisMismatch {
+            config: config.genesis_hash,
+            backend: backend.genesis_hash(),
+        });
+    }
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| P2pError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| P2pError::Bind {
+        addr: config.listen_addr,
+        source,
+    })?;
+    let tracker = TaskTracker::new();
+    let shared = Arc::new(Shared::default());
+    let (commands, command_receiver) = mpsc::unbounded_channel();
+    let node_id = config.node_key.public_key();
+    let manager = manager::Manager::new(manager::ManagerParts {
+        config,
+        backend,
+        metrics,
+        cancel,
+        listener,
+        local_addr,
+        tracker: tracker.clone(),
+        shared: shared.clone(),
+        commands: command_receiver,
+    });
+    tracker.spawn(manager.run());
+    // Closing only means "wait() may finish once every task ended"; the
+    // manager still spawns peer tasks on it while it runs.
+    tracker.close();
+    Ok(P2pHandle {
+        inner: Arc::new(HandleInner {
+            local_addr,
+            node_id,
+            commands,
+            shared,
+            tracker,
+        }),
+    })
+}
+
+/// A command to the manager.
+pub(crate) enum Command {
+    Dial(String),
+}
+
+/// A connected peer as the handle shows it.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerView {
+    pub addr: SocketAddr,
+    pub direction: Direction,
+    pub node_id: PublicKey,
+    pub height: Height,
+    pub ping_ms: Option<u64>,
+    pub connected_at: Instant,
+}
+
+/// A peer's own peers, as it reported them in `Addr`.
+#[derive(Clone, Debug)]
+pub(crate) struct KnownView {
+    pub node_id: PublicKey,
+    pub addr: SocketAddr,
+    pub peers: Vec<PublicKey>,
+}
+
+/// What the manager publishes for the handle's synchronous reads. A std
+/// `Mutex` because no `.await` happens while it is held.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub peers: Mutex<Vec<PeerView>>,
+    pub known: Mutex<Vec<KnownView>>,
+    pub bans: Mutex<BanList>,
+    pub syncing: AtomicBool,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data is replaced wholesale or updated in single steps, so a
+    // panic elsewhere cannot leave it half-written.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct HandleInner {
+    local_addr: SocketAddr,
+    node_id: PublicKey,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+}
+
+/// Cheap handle to the running network.
+#[derive(Clone)]
+pub struct P2pHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl P2pHandle {
+    /// The address the listener is bound to (with the real port when the
+    /// config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Our node id: the hex of the node key's public key.
+    pub fn node_id(&self) -> String {
+        hex::encode(self.inner.node_id.as_bytes())
+    }
+
+    pub fn peers(&self) -> Vec<PeerJson> {
+        lock(&self.inner.shared.peers)
+            .iter()
+            .map(|peer| PeerJson {
+                addr: peer.addr.to_string(),
+                direction: peer.direction,
+                node_id: hex::encode(peer.node_id.as_bytes()),
+                height: peer.height,
+                ping_ms: peer.ping_ms,
+                connected_secs: peer.connected_at.elapsed().as_secs(),
+            })
+            .collect()
+    }
+
+    pub fn n_peers(&self) -> usize {
+        lock(&self.inner.shared.peers).len()
+    }
+
+    /// Dials `addr` (`host:port`) and keeps reconnecting to it like a
+    /// bootstrap peer.
+    pub fn dial(&self, addr: String) {
+        let _ = self.inner.commands.send(Command::Dial(addr));
+    }
+
+    /// True while blocks are being fetched from a peer with more work.
+    pub fn is_syncing(&self) -> bool {
+        self.inner.shared.syncing.load(Ordering::Relaxed)
+    }
+
+    /// Whether connections from `addr` are refused by a ban now.
+    pub fn is_banned(&self, addr: SocketAddr) -> bool {
+        lock(&self.inner.shared.bans).is_addr_banned(addr, Instant::now())
+    }
+
+    /// Whether the node id (hex) is banned now.
+    pub fn is_node_banned(&self, node_id: &PublicKey) -> bool {
+        lock(&self.inner.shared.bans).is_banned(&BanKey::Node(*node_id), Instant::now())
+    }
+
+    /// `GET /v1/network`: our peers, and our peers' peers as they reported
+    /// them: `{"node_id", "peers": [...], "known": [{"node_id", "addr", "peers": [node_id...]}]}`.
+    pub fn network_view(&self) -> serde_json::Value {
+        let known: Vec<serde_json::Value> = lock(&self.inner.shared.known)
+            .iter()
+            .map(|view| {
+                serde_json::json!({
+                    "node_id": hex::encode(view.node_id.as_bytes()),
+                    "addr": view.addr.to_string(),
+                    "peers": view.peers.iter().map(|id| hex::encode(id.as_bytes())).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node_id": self.node_id(),
+            "peers": self.peers(),
+            "known": known,
+        })
+    }
+
+    /// Resolves once every P2P task has ended (after the cancel token fired).
+    pub async fn closed(&self) {
+        self.inner.tracker.wait().await
+    }
+}

@@ -147,9 +147,11 @@ fn route_table() -> (RouteTable, RouteTable) {
 }
 
 /// The explorer's routes, served by `explorer::routes`.
+#[cfg(test)]
 const EXPLORER_ROUTES: [(&str, &str); 3] = [("GET", "/"), ("GET", "/explorer/app.css"), ("GET", "/explorer/app.js")];
 
 /// Every (method, path) the router serves, in OpenAPI path syntax.
+#[cfg(test)]
 pub(crate) fn listed_routes() -> Vec<(&'static str, &'static str)> {
     let (timed, untimed) = route_table();
     let mut all = timed.listed;

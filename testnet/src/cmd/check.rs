@@ -36,14 +36,21 @@ pub(crate) type Answer = Result<StateJson, String>;
 pub(crate) fn all_agree(answers: &[Answer]) -> bool {
     let mut states = answers.iter().map(|answer| answer.as_ref().ok());
     match states.next() {
-        Some(Some(first)) => states.all(|state| state.is_some_and(|state| state.tip == first.tip && state.digest == first.digest)),
+        Some(Some(first)) => states.all(|state| {
+            state.is_some_and(|state| state.tip == first.tip && state.digest == first.digest)
+        }),
         _ => false,
     }
 }
 
 /// One line per node, marking those outside the largest agreeing group.
 pub(crate) fn describe(urls: &[String], answers: &[Answer]) -> Vec<String> {
-    let key = |answer: &Answer| answer.as_ref().ok().map(|state| (state.tip, state.digest.clone()));
+    let key = |answer: &Answer| {
+        answer
+            .as_ref()
+            .ok()
+            .map(|state| (state.tip, state.digest.clone()))
+    };
     // The largest group of identical (tip, digest) is "the majority"; ties
     // go to the group seen first, i.e. the earliest URL.
     let mut best: Option<(usize, usize)> = None; // (index of a member, size)
@@ -51,7 +58,10 @@ pub(crate) fn describe(urls: &[String], answers: &[Answer]) -> Vec<String> {
         if key(answer).is_none() {
             continue;
         }
-        let size = answers.iter().filter(|other| key(other) == key(answer)).count();
+        let size = answers
+            .iter()
+            .filter(|other| key(other) == key(answer))
+            .count();
         if best.map_or(true, |(_, best_size)| size > best_size) {
             best = Some((index, size));
         }
@@ -62,7 +72,9 @@ pub(crate) fn describe(urls: &[String], answers: &[Answer]) -> Vec<String> {
         .map(|(url, answer)| match answer {
             Ok(state) => {
                 let differs = majority.as_ref() != key(answer).as_ref();
-                let same_tip_other_state = majority.as_ref().is_some_and(|(tip, digest)| *tip == state.tip && *digest != state.digest);
+                let same_tip_other_state = majority
+                    .as_ref()
+                    .is_some_and(|(tip, digest)| *tip == state.tip && *digest != state.digest);
                 let mark = if same_tip_other_state {
                     "  <- DIFFERENT STATE AT THE SAME TIP"
                 } else if differs {
@@ -70,7 +82,10 @@ pub(crate) fn describe(urls: &[String], answers: &[Answer]) -> Vec<String> {
                 } else {
                     ""
                 };
-                format!("{url}  height {}  tip {}  digest {}{mark}", state.height, state.tip, state.digest)
+                format!(
+                    "{url}  height {}  tip {}  digest {}{mark}",
+                    state.height, state.tip, state.digest
+                )
             }
             Err(error) => format!("{url}  unreachable: {error}  <- differs"),
         })
@@ -87,14 +102,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let client = Api::client(Duration::from_secs(5))?;
-    let apis: Vec<Api> = args.rpc_url.iter().map(|url| Api::new(client.clone(), url)).collect();
+    let apis: Vec<Api> = args
+        .rpc_url
+        .iter()
+        .map(|url| Api::new(client.clone(), url))
+        .collect();
     let urls: Vec<String> = apis.iter().map(|api| api.url().to_string()).collect();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     loop {
-        let answers: Vec<Answer> = futures::future::join_all(apis.iter().map(|api| async move {
-            api.state().await.map_err(|error| error.to_string())
-        }))
+        let answers: Vec<Answer> = futures::future::join_all(
+            apis.iter()
+                .map(|api| async move { api.state().await.map_err(|error| error.to_string()) }),
+        )
         .await;
         if all_agree(&answers) {
             if let Some(Ok(state)) = answers.first() {
@@ -119,7 +139,10 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         // Poll again soon: tips move every block, so agreement is a
         // condition to catch when it holds, not a state to wait for once.
-        tokio::time::sleep(Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
 }
 
@@ -150,13 +173,19 @@ mod tests {
     #[test]
     fn description_marks_the_odd_ones_out() {
         let urls: Vec<String> = (1..=4).map(|index| format!("http://n{index}")).collect();
-        let lines = describe(&urls, &[state(1, "a"), state(2, "b"), state(1, "a"), state(1, "z")]);
+        let lines = describe(
+            &urls,
+            &[state(1, "a"), state(2, "b"), state(1, "a"), state(1, "z")],
+        );
         assert!(!lines[0].contains("<-"), "{}", lines[0]);
         assert!(lines[1].ends_with("<- differs"), "{}", lines[1]);
         assert!(lines[1].contains("height 2"));
         assert!(!lines[2].contains("<-"));
         assert!(lines[3].contains("DIFFERENT STATE"), "{}", lines[3]);
-        let lines = describe(&urls[..2], &[Err("connection refused".into()), state(1, "a")]);
+        let lines = describe(
+            &urls[..2],
+            &[Err("connection refused".into()), state(1, "a")],
+        );
         assert!(lines[0].contains("unreachable: connection refused"));
         assert!(!lines[1].contains("<-"));
     }

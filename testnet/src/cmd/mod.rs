@@ -103,7 +103,9 @@ mod tests {
     #[test]
     fn up_defaults_follow_the_spec() {
         let cli = Cli::try_parse_from(["testnet", "up"]).unwrap();
-        let Command::Up(args) = cli.command else { panic!("not up") };
+        let Command::Up(args) = cli.command else {
+            panic!("not up")
+        };
         assert_eq!(args.nodes, 4);
         assert_eq!(args.miners, None);
         assert_eq!(args.chain, "dev");
@@ -115,19 +117,45 @@ mod tests {
     #[test]
     fn load_and_check_parse_url_lists() {
         let cli = Cli::try_parse_from([
-            "testnet", "load", "--rpc-url", "http://127.0.0.1:8081,127.0.0.1:8082", "--tps", "50", "--duration", "5",
-            "--senders", "20", "--json",
+            "testnet",
+            "load",
+            "--rpc-url",
+            "http://127.0.0.1:8081,127.0.0.1:8082",
+            "--tps",
+            "50",
+            "--duration",
+            "5",
+            "--senders",
+            "20",
+            "--json",
         ])
         .unwrap();
-        let Command::Load(args) = cli.command else { panic!("not load") };
-        assert_eq!(args.rpc_url, vec!["http://127.0.0.1:8081".to_string(), "http://127.0.0.1:8082".to_string()]);
-        assert_eq!((args.tps, args.duration, args.senders, args.json), (50, 5, 20, true));
-        let cli = Cli::try_parse_from(["testnet", "check", "--rpc-url", "a:1,b:2", "--timeout", "3"]).unwrap();
-        let Command::Check(args) = cli.command else { panic!("not check") };
+        let Command::Load(args) = cli.command else {
+            panic!("not load")
+        };
+        assert_eq!(
+            args.rpc_url,
+            vec![
+                "http://127.0.0.1:8081".to_string(),
+                "http://127.0.0.1:8082".to_string()
+            ]
+        );
+        assert_eq!(
+            (args.tps, args.duration, args.senders, args.json),
+            (50, 5, 20, true)
+        );
+        let cli =
+            Cli::try_parse_from(["testnet", "check", "--rpc-url", "a:1,b:2", "--timeout", "3"])
+                .unwrap();
+        let Command::Check(args) = cli.command else {
+            panic!("not check")
+        };
         assert_eq!(args.rpc_url.len(), 2);
         assert_eq!(args.timeout, 3);
         assert!(Cli::try_parse_from(["testnet", "check"]).is_err());
-        assert!(Cli::try_parse_from(["testnet", "load", "--rpc-url", "a:1", "--tps", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["testnet", "load", "--rpc-url", "a:1", "--tps", "0"]).is_err()
+        );
         assert!(Cli::try_parse_from(["testnet", "up", "--nodes", "0"]).is_err());
     }
 }

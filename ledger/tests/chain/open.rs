@@ -1,0 +1,119 @@
+//! Opening a store: another chain's data dir, corruption, leftover
+//! half-written snapshots, and the reader's view.
+
+use crate::common::*;
+use ledger::amount::COIN;
+use ledger::chain::{Chain, ChainError};
+use ledger::ChainSpec;
+
+#[test]
+fn data_dir_of_another_chain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Chain::open(regtest(), dir.path()).unwrap());
+    let error = Chain::open(ChainSpec::builtin("dev").unwrap(), dir.path())
+        .err()
+        .expect("must refuse");
+    assert!(matches!(error, ChainError::WrongChain { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(!message.contains('\n') && message.contains("regtest"), "{message}");
+}
+
+#[test]
+fn corrupt_tip_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut fixture_chain = Chain::open(regtest(), dir.path()).unwrap();
+        let spec = regtest();
+        let genesis = spec.genesis_block();
+        let block = block_on(&spec, &genesis.header, genesis.header.timestamp + 1000, dev_address(1), vec![]);
+        fixture_chain.process_block(block, genesis.header.timestamp + 1000).unwrap();
+    }
+    {
+        // Point the tip at a block that is not in the index.
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta").unwrap().insert("tip", &[7u8; 32][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let error = Chain::open(regtest(), dir.path()).err().expect("must refuse");
+    assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta").unwrap().insert("tip", &[1u8; 5][..]).unwrap();
+        // And an undecodable index entry.
+        db.open_tree("block_index").unwrap().insert([9u8; 32], &[1u8, 2, 3][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let error = Chain::open(regtest(), dir.path()).err().expect("must refuse");
+    assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
+}
+
+#[test]
+fn missing_height_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut chain = Chain::open(regtest(), dir.path()).unwrap();
+        let spec = regtest();
+        let mut parent = spec.genesis_block().header;
+        for _ in 0..3 {
+            let block = block_on(&spec, &parent, parent.timestamp + 1000, dev_address(1), vec![]);
+            parent = block.header.clone();
+            chain.process_block(block, parent.timestamp).unwrap();
+        }
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("best_chain").unwrap().remove(1u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let error = Chain::open(regtest(), dir.path()).err().expect("must refuse");
+    assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
+}
+
+#[test]
+fn half_written_snapshot_is_removed_before_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Chain::open(regtest(), dir.path()).unwrap());
+    // What a kill during snapshot generation leaves behind.
+    let leftover = dir.path().join("snap.00000000000abcde.generating");
+    std::fs::write(&leftover, b"half a snapshot").unwrap();
+    let chain = Chain::open(regtest(), dir.path()).unwrap();
+    assert!(!leftover.exists());
+    assert_eq!(chain.tip().height, 0);
+}
+
+#[test]
+fn reader_views_follow_the_chain() {
+    let mut fixture = Fixture::new();
+    for nonce in 0..3 {
+        let block = fixture.next_block(vec![fixture.transfer(0, 1, COIN, nonce), fixture.transfer(2, 0, COIN, nonce)]);
+        fixture.submit(block).unwrap();
+    }
+    let reader = fixture.chain.reader();
+    let tip = reader.tip();
+    assert_eq!(tip, fixture.chain.tip());
+    assert_eq!(tip.height, 3);
+    let history = reader.address_txs(&dev_address(0), 10);
+    assert_eq!(history.len(), 6);
+    assert!(history.windows(2).all(|pair| (pair[0].1.height, pair[0].1.index) > (pair[1].1.height, pair[1].1.index)));
+    assert_eq!(reader.address_txs(&dev_address(0), 2).len(), 2);
+    let (tx, location) = reader.tx(&history[0].0.txid()).unwrap();
+    assert_eq!(tx, history[0].0);
+    assert_eq!(location.height, 3);
+    let locator = reader.locator();
+    assert_eq!(locator.first(), Some(&tip.hash));
+    assert_eq!(locator.last(), Some(&fixture.genesis));
+    let headers = reader.headers_after(&[fixture.genesis], 10);
+    assert_eq!(headers.len(), 3);
+    assert_eq!(headers[2].hash(), tip.hash);
+    assert!(reader.headers_after(&locator, 10).is_empty());
+    let context = fixture.chain.next_block_context(0);
+    assert_eq!(context.height, 4);
+    assert_eq!(context.prev_hash, tip.hash);
+    assert!(context.min_timestamp > fixture.spec.genesis_timestamp);
+    let aux = fixture.chain.aux_tree("peers").unwrap();
+    aux.insert(b"a", b"1").unwrap();
+    assert_eq!(aux.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(aux.iter().unwrap().len(), 1);
+    aux.remove(b"a").unwrap();
+    assert_eq!(aux.get(b"a").unwrap(), None);
+}

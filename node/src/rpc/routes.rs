@@ -1,0 +1,293 @@
+//! Handlers of the REST routes: each reads through the `NodeHandle` (chain
+//! reads never queue behind the chain writer), answers one of the
+//! `ledger::json` shapes, and fails with an `ApiError`.
+
+use super::error::ApiError;
+use super::extract::{parse_json, ApiBytes, ApiJson, ApiQuery, ClientAddr};
+use super::RpcState;
+use crate::handle::MAX_MINE_BLOCKS;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use ledger::json::{
+    AddPeerRequest, BlockJson, MineRequest, MineResponse, RawTxRequest, StateJson, SubmitTxResponse, TxJson,
+};
+use ledger::tx::{MAX_MEMO_BYTES, MAX_TX_BYTES};
+use ledger::{Address, Block, BlockHash, Transaction, TxId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Most blocks one `GET /v1/blocks` returns.
+const MAX_BLOCKS_PER_PAGE: u64 = 100;
+const DEFAULT_BLOCKS_PER_PAGE: u64 = 20;
+/// Most entries of an account's history.
+const MAX_HISTORY: u64 = 1_000;
+const DEFAULT_HISTORY: u64 = 50;
+/// Txids listed by `GET /v1/mempool` unless `?limit=` asks otherwise (the
+/// full pool would be megabytes; `count` is always the full count).
+const DEFAULT_MEMPOOL_TXIDS: u64 = 1_000;
+
+fn path_text(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(text)| text)
+        .map_err(|rejection| ApiError::Malformed(format!("invalid path: {rejection}")))
+}
+
+fn parse_address(state: &RpcState, text: &str) -> Result<Address, ApiError> {
+    state
+        .node
+        .spec()
+        .parse_address(text)
+        .map_err(|error| ApiError::Malformed(format!("invalid address {text:?}: {error}")))
+}
+
+fn block_json(state: &RpcState, block: &Block) -> BlockJson {
+    BlockJson::from_block(block, state.node.spec(), true)
+}
+
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn ready(State(state): State<RpcState>) -> Result<Json<Value>, ApiError> {
+    if state.node.is_ready() {
+        Ok(Json(json!({ "status": "ready" })))
+    } else {
+        Err(ApiError::NotReady("storage is not open or P2P does not listen yet"))
+    }
+}
+
+pub async fn status(State(state): State<RpcState>) -> impl IntoResponse {
+    Json(state.node.status())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlocksQuery {
+    from: Option<u64>,
+    limit: Option<u64>,
+}
+
+pub async fn blocks(
+    State(state): State<RpcState>,
+    ApiQuery(query): ApiQuery<BlocksQuery>,
+) -> Result<Json<Vec<BlockJson>>, ApiError> {
+    let reader = state.node.reader();
+    let limit = query.limit.unwrap_or(DEFAULT_BLOCKS_PER_PAGE).min(MAX_BLOCKS_PER_PAGE);
+    let from = query.from.unwrap_or(0);
+    let mut blocks = Vec::new();
+    for height in (from..).take(usize::try_from(limit).unwrap_or(0)) {
+        let Some(hash) = reader.hash_at(height) else { break };
+        let Some(block) = reader.block(&hash) else { break };
+        blocks.push(block_json(&state, &block));
+    }
+    Ok(Json(blocks))
+}
+
+pub async fn tip_block(State(state): State<RpcState>) -> Result<Json<BlockJson>, ApiError> {
+    let tip = state.node.reader().tip();
+    let block = state
+        .node
+        .reader()
+        .block(&tip.hash)
+        .ok_or_else(|| ApiError::Internal("the tip block is missing from storage".into()))?;
+    Ok(Json(block_json(&state, &block)))
+}
+
+/// `{id}` is a height (decimal digits) or a block hash (64 hex chars).
+pub async fn block(
+    State(state): State<RpcState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<BlockJson>, ApiError> {
+    let id = path_text(id)?;
+    let reader = state.node.reader();
+    let hash = if !id.is_empty() && id.len() <= 20 && id.bytes().all(|byte| byte.is_ascii_digit()) {
+        let height: u64 = id
+            .parse()
+            .map_err(|_| ApiError::Malformed(format!("height {id} is out of range")))?;
+        reader
+            .hash_at(height)
+            .ok_or_else(|| ApiError::NotFound(format!("no block at height {height}")))?
+    } else {
+        id.parse::<BlockHash>().map_err(|_| {
+            ApiError::Malformed(format!("{id:?} is neither a height nor a block hash (64 hex characters)"))
+        })?
+    };
+    let block = reader
+        .block(&hash)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown block {hash}")))?;
+    Ok(Json(block_json(&state, &block)))
+}
+
+/// Turns either body form of `POST /v1/txs` into a transaction.
+fn parse_submitted_tx(state: &RpcState, body: &[u8]) -> Result<Transaction, ApiError> {
+    // Fast path: a plain tx object without the echoed `txid` / `from`.
+    if let Ok(tx_json) = serde_json::from_slice::<TxJson>(body) {
+        return tx_json
+            .to_tx(state.node.spec())
+            .map_err(|error| ApiError::Malformed(error.to_string()));
+    }
+    let value: Value = parse_json(body)?;
+    if value.get("raw").is_some() {
+        let RawTxRequest { raw } = serde_json::from_value(value)
+            .map_err(|error| ApiError::Malformed(format!("invalid raw transaction body: {error}")))?;
+        let limit = MAX_TX_BYTES + MAX_MEMO_BYTES;
+        if raw.len() > 2 * limit {
+            return Err(ApiError::Malformed(format!("raw transaction is longer than {limit} bytes")));
+        }
+        let bytes = hex::decode(&raw).map_err(|_| ApiError::Malformed("raw must be hex".into()))?;
+        return ledger::encoding::decode_with_limit::<Transaction>(&bytes, limit)
+            .map_err(|error| ApiError::Malformed(format!("raw is not a canonical transaction: {error}")));
+    }
+    if !value.is_object() {
+        return Err(ApiError::Malformed("body must be a transaction object or {\"raw\": \"<hex>\"}".into()));
+    }
+    TxJson::parse_value(value)
+        .and_then(|tx_json| tx_json.to_tx(state.node.spec()))
+        .map_err(|error| ApiError::Malformed(error.to_string()))
+}
+
+pub async fn submit_tx(
+    State(state): State<RpcState>,
+    ApiBytes(body): ApiBytes,
+) -> Result<(StatusCode, Json<SubmitTxResponse>), ApiError> {
+    let tx = parse_submitted_tx(&state, &body)?;
+    let txid = state.node.submit_tx(tx).await?;
+    Ok((StatusCode::ACCEPTED, Json(SubmitTxResponse { txid })))
+}
+
+pub async fn tx(
+    State(state): State<RpcState>,
+    txid: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let text = path_text(txid)?;
+    let txid: TxId = text
+        .parse()
+        .map_err(|_| ApiError::Malformed(format!("{text:?} is not a txid (64 hex characters)")))?;
+    state
+        .node
+        .lookup_tx(&txid)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown transaction {txid}")))
+}
+
+pub async fn account(
+    State(state): State<RpcState>,
+    address: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let address = parse_address(&state, &path_text(address)?)?;
+    Ok(Json(state.node.account(&address)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    limit: Option<u64>,
+}
+
+pub async fn account_txs(
+    State(state): State<RpcState>,
+    address: Result<Path<String>, PathRejection>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let address = parse_address(&state, &path_text(address)?)?;
+    let limit = query.limit.unwrap_or(DEFAULT_HISTORY).min(MAX_HISTORY);
+    let limit = usize::try_from(limit).unwrap_or(0);
+    Ok(Json(state.node.address_history(&address, limit)))
+}
+
+pub async fn mempool(
+    State(state): State<RpcState>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = usize::try_from(query.limit.unwrap_or(DEFAULT_MEMPOOL_TXIDS)).unwrap_or(usize::MAX);
+    Ok(Json(state.node.mempool_summary(limit)))
+}
+
+pub async fn peers(State(state): State<RpcState>) -> impl IntoResponse {
+    Json(state.node.network().map(|network| network.peers()).unwrap_or_default())
+}
+
+pub async fn add_peer(
+    State(state): State<RpcState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    body: Result<ApiJson<AddPeerRequest>, ApiError>,
+) -> Result<impl IntoResponse, ApiError> {
+    state.authorize_admin(&headers, client)?;
+    let ApiJson(request) = body?;
+    let addr = request.addr.trim().to_string();
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0));
+    if !valid {
+        return Err(ApiError::Malformed(format!("addr {addr:?} must be host:port")));
+    }
+    let network = state
+        .node
+        .network()
+        .ok_or(ApiError::NotReady("P2P is not running yet"))?;
+    network.dial(addr.clone());
+    Ok((StatusCode::ACCEPTED, Json(json!({ "addr": addr }))))
+}
+
+pub async fn state(State(state): State<RpcState>) -> impl IntoResponse {
+    let summary = state.node.reader().state_summary();
+    Json(StateJson {
+        height: summary.height,
+        tip: summary.tip,
+        accounts: summary.accounts,
+        total_supply: summary.total_supply,
+        digest: summary.digest.to_hex(),
+    })
+}
+
+pub async fn network(State(state): State<RpcState>) -> impl IntoResponse {
+    Json(
+        state
+            .node
+            .network()
+            .map(|network| network.network_view())
+            .unwrap_or_else(|| json!({ "node_id": state.node.node_id(), "peers": [], "known": [] })),
+    )
+}
+
+pub async fn metrics(State(state): State<RpcState>) -> impl IntoResponse {
+    let node = &state.node;
+    let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+    let metrics = node.metrics();
+    metrics.set("height", &[], i64::try_from(node.reader().tip().height).unwrap_or(i64::MAX));
+    metrics.set("peers", &[], gauge(node.network().map_or(0, |network| network.n_peers())));
+    metrics.set("mempool_size", &[], gauge(node.mempool().len()));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics.render(),
+    )
+}
+
+/// `POST /v1/dev/mine`. Admin checks come first, so a non-admin client
+/// learns nothing about the chain; on chains other than `dev` and
+/// `regtest` the route answers 404 `not_found`, as if it did not exist.
+pub async fn dev_mine(
+    State(state): State<RpcState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    body: Result<ApiJson<MineRequest>, ApiError>,
+) -> Result<Json<MineResponse>, ApiError> {
+    state.authorize_admin(&headers, client)?;
+    if !state.node.spec().is_dev_chain() {
+        return Err(ApiError::NotFound(
+            "POST /v1/dev/mine exists only on the dev and regtest chains".into(),
+        ));
+    }
+    let ApiJson(request) = body?;
+    if request.blocks == 0 || request.blocks > MAX_MINE_BLOCKS {
+        return Err(ApiError::Malformed(format!("blocks must be between 1 and {MAX_MINE_BLOCKS}")));
+    }
+    let hashes = state.node.mine_blocks(request.blocks).await.map_err(|error| match error {
+        crate::handle::MineError::ShuttingDown => ApiError::Unavailable(error.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    Ok(Json(MineResponse { hashes }))
+}

@@ -1,0 +1,560 @@
+//! Test harness for the P2P layer: a `Backend` over a real `ledger` chain
+//! (sled in a temp dir) and a real mempool, the P2P network started on
+//! 127.0.0.1 port 0, and a hand-driven `FakePeer` that speaks the wire
+//! protocol (or deliberately does not) for the bad-peer tests. Waiting is
+//! always on a condition with a deadline.
+
+#![allow(dead_code)]
+
+use futures::{SinkExt, StreamExt};
+use ledger::chain::{Chain, ChainReader, ProcessOutcome};
+use ledger::chainspec::dev_secret_key;
+use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
+use ledger::sigcache::SignatureCache;
+use ledger::{Address, Amount, Block, BlockHash, ChainSpec, Header, SecretKey, Transaction, TxId};
+use node::events::NodeEvent;
+use node::metrics::Metrics;
+use node::p2p::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
+use node::p2p::message::{handshake_message, Hello, HelloAck, Message, PROTOCOL_VERSION};
+use node::p2p::{self, Backend, BlockVerdict, P2pConfig, P2pHandle, P2pTiming, TipSummary, TxVerdict};
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn regtest() -> ChainSpec {
+    ChainSpec::builtin("regtest").expect("built-in chain")
+}
+
+/// Polls `condition` every 5 ms until it holds; panics with `what` at the
+/// deadline.
+pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Same, for conditions that must be evaluated asynchronously.
+pub async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+struct Inner {
+    spec: ChainSpec,
+    genesis: BlockHash,
+    chain: Mutex<Option<Chain>>,
+    reader: ChainReader,
+    mempool: Mutex<Mempool>,
+    cache: SignatureCache,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+/// The node as P2P sees it: chain writer and mempool behind std mutexes,
+/// validation on blocking threads, events on a broadcast channel.
+#[derive(Clone)]
+pub struct TestBackend {
+    inner: Arc<Inner>,
+}
+
+impl TestBackend {
+    pub fn open(dir: &Path) -> TestBackend {
+        let spec = regtest();
+        let mut chain = Chain::open(spec.clone(), dir).expect("chain opens");
+        let cache = SignatureCache::new(200_000);
+        chain.set_signature_cache(cache.clone());
+        let reader = chain.reader();
+        let mempool = Mempool::new(spec.clone(), MempoolConfig::default(), cache.clone());
+        let (events, _) = broadcast::channel(16_384);
+        TestBackend {
+            inner: Arc::new(Inner {
+                genesis: spec.genesis_hash(),
+                spec,
+                chain: Mutex::new(Some(chain)),
+                reader,
+                mempool: Mutex::new(mempool),
+                cache,
+                events,
+            }),
+        }
+    }
+
+    pub fn spec(&self) -> &ChainSpec {
+        &self.inner.spec
+    }
+
+    pub fn reader(&self) -> &ChainReader {
+        &self.inner.reader
+    }
+
+    pub fn genesis(&self) -> BlockHash {
+        self.inner.genesis
+    }
+
+    pub fn tip_hash(&self) -> BlockHash {
+        self.inner.reader.tip().hash
+    }
+
+    pub fn height(&self) -> u64 {
+        self.inner.reader.tip().height
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        lock(&self.inner.mempool).len()
+    }
+
+    pub fn mempool_has(&self, txid: &TxId) -> bool {
+        lock(&self.inner.mempool).contains(txid)
+    }
+
+    pub fn confirmed(&self, txid: &TxId) -> bool {
+        self.inner.reader.tx(txid).is_some()
+    }
+
+    /// Closes the chain (flushes sled) so the directory can be reopened.
+    pub fn close(&self) {
+        if let Some(chain) = lock(&self.inner.chain).take() {
+            let _ = chain.flush();
+        }
+    }
+
+    /// Applies a block as the node's chain writer would, publishing events.
+    pub fn process_block(&self, block: Block) -> Result<ProcessOutcome, ledger::validation::BlockError> {
+        let mut guard = lock(&self.inner.chain);
+        let chain = guard.as_mut().expect("chain open");
+        let now = now_ms();
+        let outcome = chain.process_block(block, now)?;
+        if let ProcessOutcome::Connected(update) = &outcome {
+            let mut mempool = lock(&self.inner.mempool);
+            mempool.apply_update(update, &self.inner.reader, now);
+            for block in &update.connected {
+                let _ = self.inner.events.send(NodeEvent::BlockConnected {
+                    height: block.header.height,
+                    block: Arc::new(block.clone()),
+                });
+            }
+            if update.is_reorg() {
+                let _ = self.inner.events.send(NodeEvent::Reorg {
+                    old_tip: update.old_tip,
+                    new_tip: update.new_tip,
+                    fork_height: update.fork_height,
+                    disconnected: update.disconnected.iter().map(Block::hash).collect(),
+                    connected: update.connected.iter().map(Block::hash).collect(),
+                });
+                // Re-admitted txs are news to peers on the winning branch.
+                for block in &update.disconnected {
+                    for tx in &block.txs {
+                        if mempool.contains(&tx.txid()) {
+                            let _ = self.inner.events.send(NodeEvent::TxAccepted { tx: Arc::new(tx.clone()) });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    pub fn add_tx(&self, tx: Transaction) -> Result<TxId, MempoolError> {
+        Mempool::precheck(&self.inner.spec, &self.inner.cache, &tx)?;
+        let mut mempool = lock(&self.inner.mempool);
+        let txid = mempool.add(tx.clone(), &self.inner.reader, now_ms())?;
+        let _ = self.inner.events.send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+        Ok(txid)
+    }
+
+    /// Builds and solves a block on our tip from the mempool (at most
+    /// `max_txs` txs) without applying it.
+    pub fn make_block(&self, max_txs: usize) -> Block {
+        let guard = lock(&self.inner.chain);
+        let chain = guard.as_ref().expect("chain open");
+        let context = chain.next_block_context(now_ms());
+        let mut txs = lock(&self.inner.mempool).select_for_block(&self.inner.reader, ledger::miner::max_tx_bytes(&self.inner.spec));
+        txs.truncate(max_txs);
+        let mut block = ledger::miner::build_block(&self.inner.spec, &context, Address([7; 20]), txs);
+        assert!(ledger::miner::solve(&mut block.header, &AtomicBool::new(false), 1));
+        block
+    }
+
+    /// Mines one block on our tip with up to `max_txs` mempool txs.
+    pub fn mine(&self, max_txs: usize) -> BlockHash {
+        let block = self.make_block(max_txs);
+        let hash = block.hash();
+        match self.process_block(block).expect("own block is valid") {
+            ProcessOutcome::Connected(_) => hash,
+            other => panic!("own block not connected: {other:?}"),
+        }
+    }
+}
+
+fn block_verdict(result: Result<ProcessOutcome, ledger::validation::BlockError>) -> BlockVerdict {
+    match result {
+        Ok(ProcessOutcome::Connected(_) | ProcessOutcome::SideChain) => BlockVerdict::Accepted,
+        Ok(ProcessOutcome::Known) => BlockVerdict::Known,
+        Ok(ProcessOutcome::Orphan) => BlockVerdict::Orphan,
+        Err(error) => BlockVerdict::Rejected {
+            reason: error.to_string(),
+            misbehaving: error.is_misbehaviour(),
+        },
+    }
+}
+
+impl Backend for TestBackend {
+    fn genesis_hash(&self) -> BlockHash {
+        self.inner.genesis
+    }
+
+    fn tip(&self) -> TipSummary {
+        let tip = self.inner.reader.tip();
+        TipSummary {
+            height: tip.height,
+            hash: tip.hash,
+            total_work: tip.total_work,
+        }
+    }
+
+    fn locator(&self) -> Vec<BlockHash> {
+        self.inner.reader.locator()
+    }
+
+    fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header> {
+        self.inner.reader.headers_after(locator, max)
+    }
+
+    fn has_block(&self, hash: &BlockHash) -> bool {
+        self.inner.reader.has_block(hash)
+    }
+
+    fn block(&self, hash: &BlockHash) -> Option<Block> {
+        self.inner.reader.block(hash)
+    }
+
+    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
+        lock(&self.inner.mempool).get(txid).cloned()
+    }
+
+    fn has_tx(&self, txid: &TxId) -> bool {
+        self.mempool_has(txid) || self.confirmed(txid)
+    }
+
+    fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
+        let backend = self.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || backend.process_block(block)).await {
+                Ok(result) => block_verdict(result),
+                Err(error) => BlockVerdict::Rejected {
+                    reason: error.to_string(),
+                    misbehaving: false,
+                },
+            }
+        }
+    }
+
+    fn submit_tx(&self, tx: Transaction) -> impl Future<Output = TxVerdict> + Send {
+        let backend = self.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || backend.add_tx(tx)).await {
+                Ok(Ok(_)) => TxVerdict::Accepted,
+                Ok(Err(MempoolError::Duplicate)) => TxVerdict::Known,
+                Ok(Err(error)) => TxVerdict::Rejected {
+                    misbehaving: matches!(
+                        error,
+                        MempoolError::BadSignature | MempoolError::WrongChain | MempoolError::Malformed(_)
+                    ),
+                    reason: error.code().to_string(),
+                },
+                Err(error) => TxVerdict::Rejected {
+                    reason: error.to_string(),
+                    misbehaving: false,
+                },
+            }
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+}
+
+/// How to start a test node.
+#[derive(Clone)]
+pub struct NodeOptions {
+    pub peers: Vec<String>,
+    pub no_discovery: bool,
+    pub max_outbound: usize,
+    pub max_inbound: usize,
+    pub timing: P2pTiming,
+    pub key: Option<SecretKey>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            peers: Vec::new(),
+            no_discovery: true,
+            max_outbound: 8,
+            max_inbound: 32,
+            timing: fast_timing(),
+            key: None,
+        }
+    }
+}
+
+/// Production timers, except for the checks' cadence.
+pub fn fast_timing() -> P2pTiming {
+    P2pTiming {
+        maintenance_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(2),
+        ..P2pTiming::default()
+    }
+}
+
+/// A running node: the test backend plus the real P2P network.
+pub struct TestNode {
+    pub backend: TestBackend,
+    pub p2p: P2pHandle,
+    pub metrics: Metrics,
+    pub cancel: CancellationToken,
+    pub key: SecretKey,
+    pub dir: PathBuf,
+    pub options: NodeOptions,
+}
+
+impl TestNode {
+    pub async fn start(dir: &Path, options: NodeOptions) -> TestNode {
+        let backend = TestBackend::open(dir);
+        let key = options.key.clone().unwrap_or_else(SecretKey::generate);
+        let address_book = {
+            let guard = lock(&backend.inner.chain);
+            guard.as_ref().expect("chain open").aux_tree("p2p_addresses").ok()
+        };
+        let spec = backend.spec().clone();
+        let mut config = P2pConfig::new(
+            "127.0.0.1:0".parse().expect("literal"),
+            spec.network_magic(),
+            spec.genesis_hash(),
+            key.clone(),
+        );
+        config.peers = options.peers.clone();
+        config.no_discovery = options.no_discovery;
+        config.max_outbound = options.max_outbound;
+        config.max_inbound = options.max_inbound;
+        config.address_book = address_book;
+        config.timing = options.timing.clone();
+        let metrics = Metrics::new();
+        let cancel = CancellationToken::new();
+        let p2p = p2p::start(config, backend.clone(), metrics.clone(), cancel.clone())
+            .await
+            .expect("p2p starts");
+        TestNode {
+            backend,
+            p2p,
+            metrics,
+            cancel,
+            key,
+            dir: dir.to_path_buf(),
+            options,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        self.p2p.local_addr().to_string()
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.p2p.local_addr()
+    }
+
+    pub fn received(&self, kind: &str) -> u64 {
+        self.metrics.counter("p2p_messages_received_total", &[("kind", kind)])
+    }
+
+    pub fn bans(&self, reason: &str) -> u64 {
+        self.metrics.counter("p2p_bans_total", &[("reason", reason)])
+    }
+
+    pub fn has_peer(&self, other: &TestNode) -> bool {
+        let id = other.p2p.node_id();
+        self.p2p.peers().iter().any(|peer| peer.node_id == id)
+    }
+
+    /// Stops the network and closes the chain; returns what a restart needs.
+    pub async fn stop(self) -> (PathBuf, NodeOptions, SecretKey) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.p2p.closed())
+            .await
+            .expect("p2p stops within 10 s");
+        self.backend.close();
+        (self.dir, self.options, self.key)
+    }
+}
+
+/// A signed transfer from dev account `from` with `nonce`.
+pub fn transfer(genesis: &BlockHash, from: usize, nonce: u64, memo: &str) -> Transaction {
+    let key = dev_secret_key(from);
+    Transaction::new_signed(
+        &key,
+        genesis,
+        Address([from as u8 + 100; 20]),
+        Amount::from_base_units(1_000 + nonce),
+        Amount::from_base_units(1_000),
+        nonce,
+        memo.to_string(),
+    )
+}
+
+/// Memory in use by this process (resident set), in bytes.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// A hand-driven peer on a raw socket.
+pub struct FakePeer {
+    pub reader: FramedRead<tokio::net::tcp::OwnedReadHalf, MessageCodec>,
+    pub writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    pub key: SecretKey,
+    pub local_addr: SocketAddr,
+}
+
+impl FakePeer {
+    pub async fn connect(addr: SocketAddr) -> FakePeer {
+        let stream = TcpStream::connect(addr).await.expect("connects");
+        let local_addr = stream.local_addr().expect("local addr");
+        let (read, write) = stream.into_split();
+        FakePeer {
+            reader: FramedRead::new(read, MessageCodec::default()),
+            writer: FramedWrite::new(write, FrameCodec::default()),
+            key: SecretKey::generate(),
+            local_addr,
+        }
+    }
+
+    pub fn hello(&self, magic: [u8; 4], genesis: BlockHash) -> Hello {
+        Hello {
+            magic,
+            protocol_version: PROTOCOL_VERSION,
+            genesis_hash: genesis,
+            node_id: self.key.public_key(),
+            best_height: 0,
+            best_work: ledger::Work::ZERO,
+            listen_port: 0,
+            nonce: [5; 32],
+        }
+    }
+
+    pub async fn send(&mut self, message: &Message) -> bool {
+        self.writer.send(encode_message(message)).await.is_ok()
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        self.writer.get_mut().write_all(bytes).await.is_ok()
+    }
+
+    /// The next message, `None` on close, error or after `timeout`.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<Message> {
+        match tokio::time::timeout(timeout, self.reader.next()).await {
+            Ok(Some(Ok((message, _)))) => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The next message of a kind, skipping others (pings, addr, ...).
+    pub async fn recv_matching(&mut self, timeout: Duration, wanted: impl Fn(&Message) -> bool) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self.recv(left).await?;
+            if let Message::Ping(nonce) = message {
+                self.send(&Message::Pong(nonce)).await;
+                continue;
+            }
+            if wanted(&message) {
+                return Some(message);
+            }
+        }
+    }
+
+    /// Waits until the node closes the connection (read returns end or a
+    /// reset), answering nothing meanwhile. True when closed in time.
+    pub async fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.reader.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => return true,
+                Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// A full, honest handshake with a node on `spec`'s chain.
+    pub async fn handshake(&mut self, spec: &ChainSpec) -> Hello {
+        let magic = spec.network_magic();
+        let genesis = spec.genesis_hash();
+        let ours = self.hello(magic, genesis);
+        assert!(self.send(&Message::Hello(ours.clone())).await);
+        let theirs = match self.recv(Duration::from_secs(5)).await {
+            Some(Message::Hello(hello)) => hello,
+            other => panic!("expected hello, got {other:?}"),
+        };
+        let statement = handshake_message(magic, &genesis, &theirs.nonce, &self.key.public_key(), &theirs.node_id);
+        let ack = HelloAck {
+            signature: self.key.sign(&statement),
+        };
+        assert!(self.send(&Message::HelloAck(ack)).await);
+        match self.recv(Duration::from_secs(5)).await {
+            Some(Message::HelloAck(ack)) => {
+                let expected = handshake_message(magic, &genesis, &ours.nonce, &theirs.node_id, &self.key.public_key());
+                theirs
+                    .node_id
+                    .verify(&expected, &ack.signature)
+                    .expect("node proves its key");
+            }
+            other => panic!("expected hello_ack, got {other:?}"),
+        }
+        theirs
+    }
+}
+
+/// Distinct txids seen in a list.
+pub fn unique(txids: &[TxId]) -> usize {
+    txids.iter().collect::<HashSet<_>>().len()
+}
