@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TxJson {
-    #[serde(default, skip_deserializing)]
+    #[serde(default)]
     pub txid: Option<TxId>,
-    #[serde(default, skip_deserializing)]
+    #[serde(default)]
     pub from: Option<String>,
     pub from_pubkey: String,
     pub to: String,
@@ -31,9 +31,9 @@ pub struct TxJson {
     pub signature: String,
 }
 
-// `txid` and `from` are skipped on input but still accepted as keys: serde
-// cannot combine `skip_deserializing` with `deny_unknown_fields` for them,
-// so the API layer strips them before parsing (see `TxJson::parse_value`).
+// `txid` and `from` are read back when a client parses the node's own
+// objects, but `to_tx` never uses them: they are derived values, and the
+// node recomputes both from the signed fields.
 
 /// Why a JSON transaction cannot become a `Transaction`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -144,8 +144,12 @@ impl SenderQueue {
 
     /// Moves `executable_end` forward over consecutive present nonces.
     fn extend_executable(&mut self) {
+        // Nonces are u64: the run ends at u64::MAX at the latest.
         while self.txs.contains_key(&self.executable_end) {
-            self.executable_end += 1;
+            match self.executable_end.checked_add(1) {
+                Some(next) => self.executable_end = next,
+                None => break,
+            }
         }
     }
 }
@@ -283,9 +287,9 @@ fn check_format_and_signature(
 /// Most distinct senders we keep decompressed keys for.
 const KNOWN_KEYS_CAPACITY: usize = 8_192;
 
-/// Decompressed public keys of recent senders. Decompressing a key is about
-/// a tenth of a strict verification, and a busy sender signs many
-/// transactions. The cache changes no verdict: it holds exactly what
+/// Decompressed public keys of recent senders. Decompressing the key is
+/// one of the two point decompressions in every strict verification, and a
+/// busy sender signs many transactions. The cache changes no verdict: it holds exactly what
 /// `VerifyingKey::from_bytes` returns, and `PublicKey::verify` is
 /// `from_bytes` followed by the same `verify_strict`.
 fn known_keys() -> &'static Mutex<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>> {
@@ -374,8 +378,9 @@ impl Mempool {
             return Err(MempoolError::FeeTooLow);
         }
         let sender = tx.sender();
-        self.sync_sender(sender, accounts.account(&sender));
-        let result = self.admit(sender, txid, tx, accounts, now_ms);
+        let account = accounts.account(&sender);
+        self.sync_sender(sender, account);
+        let result = self.admit(sender, account, txid, tx, now_ms);
         self.drop_queue_if_empty(&sender);
         result
     }
@@ -383,12 +388,11 @@ impl Mempool {
     fn admit(
         &mut self,
         sender: Address,
+        account: Account,
         txid: TxId,
         tx: Transaction,
-        accounts: &impl AccountSource,
         now_ms: u64,
     ) -> Result<TxId, MempoolError> {
-        let account = accounts.account(&sender);
         let balance = account.balance;
         let queue = self
             .senders
@@ -591,7 +595,10 @@ impl Mempool {
         // The pool has not seen the latest block yet: count from the state.
         let mut next = confirmed;
         while queue.txs.contains_key(&next) {
-            next += 1;
+            match next.checked_add(1) {
+                Some(after) => next = after,
+                None => break,
+            }
         }
         next
     }
@@ -755,9 +762,12 @@ impl Mempool {
             else {
                 continue;
             };
+            let Some(nonce_after) = sender_account.nonce.checked_add(1) else {
+                continue;
+            };
             let debited = Account {
                 balance: debited,
-                nonce: sender_account.nonce + 1,
+                nonce: nonce_after,
             };
             // Validation applies txs in order, so a recipient may spend
             // what an earlier tx of the same block paid it.
@@ -785,13 +795,12 @@ impl Mempool {
             reward = new_reward;
             used += entry.size;
             selected.push(entry.tx.clone());
-            let next_nonce = candidate.nonce + 1;
-            if let Some(next) = queue.txs.get(&next_nonce) {
+            if let Some(next) = queue.txs.get(&nonce_after) {
                 heap.push(Candidate {
                     fee: next.tx.fee,
                     seq: next.seq,
                     sender: candidate.sender,
-                    nonce: next_nonce,
+                    nonce: nonce_after,
                 });
             }
         }

@@ -173,7 +173,9 @@ pub(crate) fn block_error_reason(error: &BlockError) -> String {
 }
 
 fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Command>) {
-    context.metrics.set("height", &[], height_gauge(context.reader.tip().height));
+    context
+        .metrics
+        .set("height", &[], height_gauge(context.reader.tip().height));
     while let Ok(command) = commands.recv() {
         match command {
             Command::SubmitBlock { block, reply } => {
@@ -199,7 +201,11 @@ fn height_gauge(height: Height) -> i64 {
     i64::try_from(height).unwrap_or(i64::MAX)
 }
 
-fn process(chain: &mut Chain, context: &WriterContext, block: Block) -> Result<BlockOutcome, BlockError> {
+fn process(
+    chain: &mut Chain,
+    context: &WriterContext,
+    block: Block,
+) -> Result<BlockOutcome, BlockError> {
     let hash = block.hash();
     let started = Instant::now();
     let result = chain.process_block(block, now_ms());
@@ -211,7 +217,9 @@ fn process(chain: &mut Chain, context: &WriterContext, block: Block) -> Result<B
         Err(error) => {
             let reason = block_error_reason(&error);
             tracing::info!(block = %hash, %error, "block rejected");
-            context.metrics.inc("blocks_rejected_total", &[("reason", &reason)]);
+            context
+                .metrics
+                .inc("blocks_rejected_total", &[("reason", &reason)]);
             return Err(error);
         }
     };
@@ -222,16 +230,25 @@ fn process(chain: &mut Chain, context: &WriterContext, block: Block) -> Result<B
             return Ok(BlockOutcome::Orphan);
         }
         ProcessOutcome::SideChain => {
-            context.metrics.inc("blocks_accepted_total", &[("branch", "side")]);
+            context
+                .metrics
+                .inc("blocks_accepted_total", &[("branch", "side")]);
             return Ok(BlockOutcome::SideChain);
         }
         ProcessOutcome::Connected(update) => update,
     };
     {
         // A std mutex: nothing awaits while it is held.
-        let mut mempool = context.mempool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut mempool = context
+            .mempool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         mempool.apply_update(&update, &context.reader, now_ms());
-        context.metrics.set("mempool_size", &[], i64::try_from(mempool.len()).unwrap_or(i64::MAX));
+        context.metrics.set(
+            "mempool_size",
+            &[],
+            i64::try_from(mempool.len()).unwrap_or(i64::MAX),
+        );
     }
     context.generation.fetch_add(1, Ordering::Relaxed);
     let new_tip = update.new_tip;
@@ -240,7 +257,9 @@ fn process(chain: &mut Chain, context: &WriterContext, block: Block) -> Result<B
     let disconnected_hashes: Vec<BlockHash> = update.disconnected.iter().map(Block::hash).collect();
     for block in update.connected {
         height = block.header.height;
-        context.metrics.inc("blocks_accepted_total", &[("branch", "best")]);
+        context
+            .metrics
+            .inc("blocks_accepted_total", &[("branch", "best")]);
         tracing::info!(height, block = %block.hash(), txs = block.txs.len(), "block connected");
         // No receivers is normal (no RPC subscriber, P2P not started yet).
         let _ = context.events.send(NodeEvent::BlockConnected {

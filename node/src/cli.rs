@@ -22,19 +22,39 @@ use std::time::Duration;
 #[derive(Args, Clone, Debug)]
 pub struct NodeArgs {
     /// Chain to run: `dev`, `regtest`, or the path of a JSON chain spec.
-    #[arg(long, env = "LEDGER_CHAIN", default_value = "dev", value_name = "dev|regtest|FILE")]
+    #[arg(
+        long,
+        env = "LEDGER_CHAIN",
+        default_value = "dev",
+        value_name = "dev|regtest|FILE"
+    )]
     pub chain: String,
 
     /// Directory holding the chain database and the node key.
-    #[arg(long, env = "LEDGER_DATA_DIR", default_value = "./ledger-data", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "./ledger-data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
 
     /// Address to listen on for peers.
-    #[arg(long, env = "LEDGER_P2P_ADDR", default_value = "0.0.0.0:7070", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "LEDGER_P2P_ADDR",
+        default_value = "0.0.0.0:7070",
+        value_name = "ADDR"
+    )]
     pub p2p_addr: String,
 
     /// Address to serve the HTTP JSON API on.
-    #[arg(long, env = "LEDGER_RPC_ADDR", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "LEDGER_RPC_ADDR",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub rpc_addr: String,
 
     /// A peer to connect to (repeatable; host names are resolved at every dial).
@@ -70,7 +90,12 @@ pub struct NodeArgs {
 
     /// Bearer token that unlocks the admin routes for non-loopback clients
     /// (and is then required from every client).
-    #[arg(long, env = "LEDGER_RPC_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "LEDGER_RPC_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub rpc_admin_token: Option<String>,
 
     /// Log filter, e.g. `info` or `node=debug,info`.
@@ -83,7 +108,11 @@ pub struct NodeArgs {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "ledger-node", version, about = "gossip-ledger node: P2P, miner and JSON RPC")]
+#[command(
+    name = "ledger-node",
+    version,
+    about = "gossip-ledger node: P2P, miner and JSON RPC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -134,7 +163,10 @@ pub fn run(args: NodeArgs) -> ExitCode {
         eprintln!("ledger-node: error: {error}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ledger-node: error: cannot start the async runtime: {error}");
@@ -202,7 +234,9 @@ fn ready_status(url: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("only http:// URLs are supported, got {url}"))?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let base_path = rest[authority.len()..].trim_end_matches('/');
-    let host_port = if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    let host_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
         && !authority.ends_with(']')
     {
         authority.to_string()
@@ -217,9 +251,14 @@ fn ready_status(url: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("cannot resolve {authority}"))?;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|error| format!("cannot connect to {authority}: {error}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|error| error.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|error| error.to_string())?;
-    let request = format!("GET {base_path}/ready HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|error| error.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|error| error.to_string())?;
+    let request =
+        format!("GET {base_path}/ready HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|error| format!("cannot send to {authority}: {error}"))?;
@@ -265,12 +304,23 @@ mod tests {
 
     #[test]
     fn repeatable_peers_and_subcommand() {
-        let cli = parse(&["--peer", "a:1", "--peer", "b:2,c:3", "--mine", "--log-format", "json"]);
+        let cli = parse(&[
+            "--peer",
+            "a:1",
+            "--peer",
+            "b:2,c:3",
+            "--mine",
+            "--log-format",
+            "json",
+        ]);
         assert_eq!(cli.node.peers, ["a:1", "b:2", "c:3"]);
         assert!(cli.node.mine);
         assert_eq!(cli.node.log_format, LogFormat::Json);
         let cli = parse(&["healthcheck", "--rpc-url", "http://127.0.0.1:1"]);
-        assert!(matches!(cli.command, Some(Command::Healthcheck { rpc_url: Some(_) })));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Healthcheck { rpc_url: Some(_) })
+        ));
     }
 
     #[test]

@@ -95,10 +95,15 @@ impl NodeConfig {
             .map(|peer| check_peer(peer).map(|()| peer.to_string()))
             .collect::<Result<_, _>>()?;
         let miner_address = match &args.miner_address {
-            Some(text) => Some(spec.parse_address(text).map_err(|error| ConfigError::BadMinerAddress {
-                value: text.clone(),
-                reason: error.to_string(),
-            })?),
+            Some(text) => {
+                Some(
+                    spec.parse_address(text)
+                        .map_err(|error| ConfigError::BadMinerAddress {
+                            value: text.clone(),
+                            reason: error.to_string(),
+                        })?,
+                )
+            }
             None if spec.is_dev_chain() => Some(dev_accounts()[0].address),
             None if args.mine => return Err(ConfigError::MinerAddressRequired(spec.name.clone())),
             None => None,
@@ -106,7 +111,11 @@ impl NodeConfig {
         if args.max_inbound == 0 && args.max_outbound == 0 {
             return Err(ConfigError::NoPeerSlots);
         }
-        if args.rpc_admin_token.as_deref().is_some_and(|token| token.trim().is_empty()) {
+        if args
+            .rpc_admin_token
+            .as_deref()
+            .is_some_and(|token| token.trim().is_empty())
+        {
             return Err(ConfigError::EmptyToken);
         }
         check_data_dir(&args.data_dir, &spec)?;
@@ -258,12 +267,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let data = data.to_str().unwrap();
-        let config = NodeConfig::from_args(&args(&["--chain", "regtest", "--data-dir", data, "--peer", "node2:7070"])).unwrap();
+        let config = NodeConfig::from_args(&args(&[
+            "--chain",
+            "regtest",
+            "--data-dir",
+            data,
+            "--peer",
+            "node2:7070",
+        ]))
+        .unwrap();
         assert_eq!(config.spec.name, "regtest");
         assert_eq!(config.rpc_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.miner_address, Some(dev_accounts()[0].address));
         assert_eq!(config.peers, ["node2:7070"]);
-        assert!(!Path::new(data).exists(), "validation must not create the data dir");
+        assert!(
+            !Path::new(data).exists(),
+            "validation must not create the data dir"
+        );
     }
 
     #[test]
@@ -293,11 +313,13 @@ mod tests {
         let regtest = ChainSpec::builtin("regtest").unwrap();
         std::fs::write(dir.path().join(CHAIN_MARKER_FILE), chain_marker(&regtest)).unwrap();
         let data = dir.path().to_str().unwrap();
-        let error = NodeConfig::from_args(&args(&["--data-dir", data, "--chain", "dev"])).unwrap_err();
+        let error =
+            NodeConfig::from_args(&args(&["--data-dir", data, "--chain", "dev"])).unwrap_err();
         assert!(matches!(error, ConfigError::WrongChain { .. }), "{error}");
         NodeConfig::from_args(&args(&["--data-dir", data, "--chain", "regtest"])).unwrap();
         let file = dir.path().join(CHAIN_MARKER_FILE);
-        let error = NodeConfig::from_args(&args(&["--data-dir", file.to_str().unwrap()])).unwrap_err();
+        let error =
+            NodeConfig::from_args(&args(&["--data-dir", file.to_str().unwrap()])).unwrap_err();
         assert!(matches!(error, ConfigError::DataDir { .. }), "{error}");
     }
 }

@@ -53,13 +53,31 @@ fn describe_metrics(metrics: &Metrics) {
     metrics.describe("height", "Height of the best chain.");
     metrics.describe("peers", "Connected peers.");
     metrics.describe("mempool_size", "Transactions in the mempool.");
-    metrics.describe("blocks_accepted_total", "Valid new blocks stored, by branch (best or side).");
+    metrics.describe(
+        "blocks_accepted_total",
+        "Valid new blocks stored, by branch (best or side).",
+    );
     metrics.describe("blocks_rejected_total", "Invalid blocks, by reason.");
-    metrics.describe("txs_accepted_total", "Transactions admitted to the mempool.");
-    metrics.describe("txs_rejected_total", "Transactions refused, by reason (the API error code).");
-    metrics.describe("block_validation_seconds", "Time to validate and store one block.");
-    metrics.describe("blocks_mined_total", "Blocks this node's background miner found.");
-    metrics.describe("reorgs_total", "Best-chain switches that disconnected blocks.");
+    metrics.describe(
+        "txs_accepted_total",
+        "Transactions admitted to the mempool.",
+    );
+    metrics.describe(
+        "txs_rejected_total",
+        "Transactions refused, by reason (the API error code).",
+    );
+    metrics.describe(
+        "block_validation_seconds",
+        "Time to validate and store one block.",
+    );
+    metrics.describe(
+        "blocks_mined_total",
+        "Blocks this node's background miner found.",
+    );
+    metrics.describe(
+        "reorgs_total",
+        "Best-chain switches that disconnected blocks.",
+    );
     metrics.describe("http_requests_total", "HTTP requests, by status class.");
 }
 
@@ -70,7 +88,9 @@ impl Node {
         let rpc_listener = tokio::net::TcpListener::bind(config.rpc_addr)
             .await
             .with_context(|| format!("cannot listen on --rpc-addr {}", config.rpc_addr))?;
-        let rpc_addr = rpc_listener.local_addr().context("rpc listener has no address")?;
+        let rpc_addr = rpc_listener
+            .local_addr()
+            .context("rpc listener has no address")?;
         if config.p2p_addr.port() != 0 {
             // Only a probe (released at once): the P2P layer binds for real.
             std::net::TcpListener::bind(config.p2p_addr)
@@ -149,23 +169,33 @@ impl Node {
             }),
         };
 
-        let p2p_config = P2pConfig {
-            listen_addr: config.p2p_addr,
-            peers: config.peers.clone(),
-            no_discovery: config.no_discovery,
-            max_inbound: config.max_inbound,
-            max_outbound: config.max_outbound,
-            ban_duration: BAN_DURATION,
-            network_magic: spec.network_magic(),
-            genesis_hash: spec.genesis_hash(),
+        let mut p2p_config = P2pConfig::new(
+            config.p2p_addr,
+            spec.network_magic(),
+            spec.genesis_hash(),
             node_key,
-            address_book,
-        };
-        let network = match network::start(p2p_config, handle.clone(), metrics.clone(), cancel.child_token()).await {
+        );
+        p2p_config.peers = config.peers.clone();
+        p2p_config.no_discovery = config.no_discovery;
+        p2p_config.max_inbound = config.max_inbound;
+        p2p_config.max_outbound = config.max_outbound;
+        p2p_config.ban_duration = BAN_DURATION;
+        p2p_config.address_book = address_book;
+        let network = match network::start(
+            p2p_config,
+            handle.clone(),
+            metrics.clone(),
+            cancel.child_token(),
+        )
+        .await
+        {
             Ok(network) => network,
             Err(error) => {
                 let _ = handle.writer().shutdown().await;
-                return Err(anyhow::anyhow!("cannot start P2P on --p2p-addr {}: {error}", config.p2p_addr));
+                return Err(anyhow::anyhow!(
+                    "cannot start P2P on --p2p-addr {}: {error}",
+                    config.p2p_addr
+                ));
             }
         };
         let p2p_addr = network.local_addr();
@@ -175,16 +205,18 @@ impl Node {
         let app = crate::rpc::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let server_cancel = cancel.clone();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(rpc_listener, app).with_graceful_shutdown(server_cancel.cancelled_owned());
+            let serve = axum::serve(rpc_listener, app)
+                .with_graceful_shutdown(server_cancel.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "rpc server failed");
             }
         });
 
         let miner = match (config.mine, config.miner_address) {
-            (true, Some(address)) => {
-                Some(BackgroundMiner::start(handle.clone(), address).context("cannot start the miner")?)
-            }
+            (true, Some(address)) => Some(
+                BackgroundMiner::start(handle.clone(), address)
+                    .context("cannot start the miner")?,
+            ),
             _ => None,
         };
         tracing::info!(%rpc_addr, %p2p_addr, chain = %spec.name, "node started");
@@ -251,11 +283,17 @@ impl RunningNode {
             let _ = tokio::task::spawn_blocking(move || miner.stop()).await;
         }
         self.cancel.cancel();
-        if tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, self.network.closed()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, self.network.closed())
+            .await
+            .is_err()
+        {
             tracing::warn!("P2P tasks did not end in time");
         }
         let mut server = self.server;
-        if tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, &mut server).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, &mut server)
+            .await
+            .is_err()
+        {
             tracing::warn!("HTTP connections did not close in time");
             server.abort();
         }

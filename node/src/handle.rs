@@ -113,7 +113,10 @@ impl NodeHandle {
         // A panic while holding the lock cannot be caused by input (the
         // mempool validates before it changes anything), and refusing every
         // later transaction would be worse than going on.
-        self.shared.mempool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .mempool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn status(&self) -> StatusJson {
@@ -176,10 +179,18 @@ impl NodeHandle {
 
     /// Newest first: pending txs (highest nonce first), then confirmed ones.
     pub fn address_history(&self, address: &Address, limit: usize) -> Vec<TxLookupJson> {
-        let mut pending: Vec<Transaction> = self.mempool().pending_for(address).into_iter().cloned().collect();
-        pending.sort_by(|a, b| b.nonce.cmp(&a.nonce));
-        let mut history: Vec<TxLookupJson> =
-            pending.iter().take(limit).map(|tx| self.pending_lookup(tx)).collect();
+        let mut pending: Vec<Transaction> = self
+            .mempool()
+            .pending_for(address)
+            .into_iter()
+            .cloned()
+            .collect();
+        pending.sort_by_key(|tx| std::cmp::Reverse(tx.nonce));
+        let mut history: Vec<TxLookupJson> = pending
+            .iter()
+            .take(limit)
+            .map(|tx| self.pending_lookup(tx))
+            .collect();
         let remaining = limit.saturating_sub(history.len());
         if remaining > 0 {
             let tip_height = self.shared.reader.tip().height;
@@ -217,7 +228,9 @@ impl NodeHandle {
             Ok(result) => result,
             // Only a panic in the mempool gets here; report it as a refusal
             // rather than taking the caller down.
-            Err(_) => Err(MempoolError::Malformed("internal error while checking the transaction".into())),
+            Err(_) => Err(MempoolError::Malformed(
+                "internal error while checking the transaction".into(),
+            )),
         }
     }
 
@@ -227,18 +240,24 @@ impl NodeHandle {
         let result = Mempool::precheck(&shared.spec, &shared.signature_cache, &tx).and_then(|_| {
             let mut mempool = self.mempool();
             let txid = mempool.add(tx.clone(), &shared.reader, now_ms())?;
-            shared
-                .metrics
-                .set("mempool_size", &[], i64::try_from(mempool.len()).unwrap_or(i64::MAX));
+            shared.metrics.set(
+                "mempool_size",
+                &[],
+                i64::try_from(mempool.len()).unwrap_or(i64::MAX),
+            );
             Ok(txid)
         });
         match &result {
             Ok(_) => {
                 shared.metrics.inc("txs_accepted_total", &[]);
                 shared.generation.fetch_add(1, Ordering::Relaxed);
-                let _ = shared.events.send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+                let _ = shared
+                    .events
+                    .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
             }
-            Err(error) => shared.metrics.inc("txs_rejected_total", &[("reason", error.code())]),
+            Err(error) => shared
+                .metrics
+                .inc("txs_rejected_total", &[("reason", error.code())]),
         }
         result
     }
@@ -266,7 +285,9 @@ impl NodeHandle {
             }
             let context = self.shared.writer.next_block_context().await?;
             let max_tx_bytes = ledger::miner::max_tx_bytes(&self.shared.spec);
-            let txs = self.mempool().select_for_block(&self.shared.reader, max_tx_bytes);
+            let txs = self
+                .mempool()
+                .select_for_block(&self.shared.reader, max_tx_bytes);
             let mut block = ledger::miner::build_block(&self.shared.spec, &context, miner, txs);
             let cancel = crate::mining::CancelOnDrop::new(self.shared.shutdown.clone());
             let flag = cancel.flag();
@@ -357,7 +378,9 @@ impl Backend for NodeHandle {
             Err(error) => TxVerdict::Rejected {
                 misbehaving: matches!(
                     error,
-                    MempoolError::BadSignature | MempoolError::WrongChain | MempoolError::Malformed(_)
+                    MempoolError::BadSignature
+                        | MempoolError::WrongChain
+                        | MempoolError::Malformed(_)
                 ),
                 reason: error.code().to_string(),
             },

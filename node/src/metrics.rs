@@ -41,7 +41,9 @@ impl Metrics {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave a half-updated
         // number, so a poisoned lock is still safe to use.
-        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sets the `# HELP` text of a metric (name without the `ledger_` prefix).
@@ -151,6 +153,9 @@ mod tests {
         assert!(text.contains("ledger_txs_rejected_total{reason=\"fee_too_low\"} 1"));
         assert!(text.contains("ledger_height 7"));
         assert!(text.contains("ledger_block_validation_seconds_count 1"));
-        assert_eq!(metrics.counter("txs_rejected_total", &[("reason", "fee_too_low")]), 1);
+        assert_eq!(
+            metrics.counter("txs_rejected_total", &[("reason", "fee_too_low")]),
+            1
+        );
     }
 }

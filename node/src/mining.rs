@@ -37,7 +37,10 @@ impl CancelOnDrop {
             shutdown.cancelled().await;
             raise.store(true, Ordering::Relaxed);
         });
-        CancelOnDrop { flag, _watch: watch }
+        CancelOnDrop {
+            flag,
+            _watch: watch,
+        }
     }
 
     pub(crate) fn flag(&self) -> Arc<AtomicBool> {
@@ -61,17 +64,26 @@ struct StopSignal {
 
 impl StopSignal {
     fn stop(&self) {
-        *self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        *self
+            .stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
         self.changed.notify_all();
     }
 
     fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits up to `timeout`; true when stopped.
     fn wait(&self, timeout: Duration) -> bool {
-        let guard = self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self
+            .stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (guard, _) = self
             .changed
             .wait_timeout_while(guard, timeout, |stopped| !*stopped)
@@ -100,7 +112,8 @@ impl BackgroundMiner {
         let cancel = Arc::new(AtomicBool::new(false));
         let template = Arc::new(Mutex::new(None::<Template>));
         let solver = {
-            let (node, stop, cancel, template) = (node.clone(), stop.clone(), cancel.clone(), template.clone());
+            let (node, stop, cancel, template) =
+                (node.clone(), stop.clone(), cancel.clone(), template.clone());
             std::thread::Builder::new()
                 .name("miner".into())
                 .spawn(move || mine_loop(&node, miner, &stop, &cancel, &template))?
@@ -109,20 +122,24 @@ impl BackgroundMiner {
             let (stop, cancel) = (stop.clone(), cancel.clone());
             let generation = node.shared.generation.clone();
             let reader = node.reader().clone();
-            std::thread::Builder::new().name("miner-watch".into()).spawn(move || {
-                while !stop.wait(WATCH_INTERVAL) {
-                    let guard = template.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    if let Some(current) = guard.as_ref() {
-                        let tip_moved = reader.tip().hash != current.prev_hash;
-                        let new_txs = generation.load(Ordering::Relaxed) != current.generation
-                            && current.built_at.elapsed() >= REBUILD_AFTER;
-                        if tip_moved || new_txs {
-                            cancel.store(true, Ordering::Relaxed);
+            std::thread::Builder::new()
+                .name("miner-watch".into())
+                .spawn(move || {
+                    while !stop.wait(WATCH_INTERVAL) {
+                        let guard = template
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        if let Some(current) = guard.as_ref() {
+                            let tip_moved = reader.tip().hash != current.prev_hash;
+                            let new_txs = generation.load(Ordering::Relaxed) != current.generation
+                                && current.built_at.elapsed() >= REBUILD_AFTER;
+                            if tip_moved || new_txs {
+                                cancel.store(true, Ordering::Relaxed);
+                            }
                         }
                     }
-                }
-                cancel.store(true, Ordering::Relaxed);
-            })?
+                    cancel.store(true, Ordering::Relaxed);
+                })?
         };
         Ok(BackgroundMiner {
             stop,
@@ -168,16 +185,22 @@ fn mine_loop(
             Err(_) => break,
         };
         let generation = node.shared.generation.load(Ordering::Relaxed);
-        let txs = node.mempool().select_for_block(node.reader(), ledger::miner::max_tx_bytes(&spec));
+        let txs = node
+            .mempool()
+            .select_for_block(node.reader(), ledger::miner::max_tx_bytes(&spec));
         let mut block = ledger::miner::build_block(&spec, &context, miner, txs);
         cancel.store(false, Ordering::Relaxed);
-        *template.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Template {
+        *template
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Template {
             prev_hash: context.prev_hash,
             generation,
             built_at: Instant::now(),
         });
         let found = ledger::miner::solve(&mut block.header, cancel, node.shared.mining_threads);
-        *template.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        *template
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         if !found {
             continue;
         }
@@ -188,7 +211,9 @@ fn mine_loop(
                 node.metrics().inc("blocks_mined_total", &[]);
                 tracing::info!(block = %hash, height, txs, "mined a block");
             }
-            Ok(other) => tracing::debug!(block = %hash, ?other, "mined block did not extend the tip"),
+            Ok(other) => {
+                tracing::debug!(block = %hash, ?other, "mined block did not extend the tip")
+            }
             Err(crate::chain_writer::WriterError::Stopped) => break,
             Err(error) => tracing::warn!(block = %hash, %error, "mined block was refused"),
         }

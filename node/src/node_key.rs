@@ -14,9 +14,15 @@ pub const NODE_KEY_FILE: &str = "node_key";
 #[derive(Debug, thiserror::Error)]
 pub enum NodeKeyError {
     #[error("cannot read node key {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot write node key {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("node key {path} is not 64 hex characters; delete it to make a new one")]
     Corrupt { path: String },
 }
@@ -28,7 +34,8 @@ pub fn load_or_create(data_dir: &Path) -> Result<SecretKey, NodeKeyError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let mut bytes = [0u8; 32];
-            hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| NodeKeyError::Corrupt { path: display })?;
+            hex::decode_to_slice(text.trim(), &mut bytes)
+                .map_err(|_| NodeKeyError::Corrupt { path: display })?;
             Ok(SecretKey::from_bytes(&bytes))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -49,7 +56,10 @@ pub fn load_or_create(data_dir: &Path) -> Result<SecretKey, NodeKeyError> {
             std::fs::rename(&temporary, &path).map_err(write)?;
             Ok(key)
         }
-        Err(source) => Err(NodeKeyError::Read { path: display, source }),
+        Err(source) => Err(NodeKeyError::Read {
+            path: display,
+            source,
+        }),
     }
 }
 
@@ -66,10 +76,16 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(NODE_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(NODE_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::write(dir.path().join(NODE_KEY_FILE), "zz").unwrap();
-        assert!(matches!(load_or_create(dir.path()), Err(NodeKeyError::Corrupt { .. })));
+        assert!(matches!(
+            load_or_create(dir.path()),
+            Err(NodeKeyError::Corrupt { .. })
+        ));
     }
 }

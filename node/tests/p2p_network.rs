@@ -125,8 +125,9 @@ async fn healed_partition_converges_on_most_work_and_keeps_txs() {
     for _ in 0..3 {
         group_a[0].backend.mine(2);
     }
-    // One more stays pending in A's mempools.
-    losing_txids.push(group_a[0].backend.add_tx(transfer(&genesis, 3, 6, "a-pending")).expect("admitted"));
+    // One more stays pending in A's mempools (not announced to B: it was
+    // relayed before the groups met; it confirms in A's next block).
+    let pending = group_a[0].backend.add_tx(transfer(&genesis, 3, 6, "a-pending")).expect("admitted");
     for nonce in 0..4 {
         group_b[0].backend.add_tx(transfer(&genesis, 4, nonce, "b")).expect("admitted");
     }
@@ -154,7 +155,7 @@ async fn healed_partition_converges_on_most_work_and_keeps_txs() {
     // And a block mined on top confirms them everywhere.
     let next = group_a[0].backend.mine(100);
     wait_for("next block everywhere", LONG, || nodes.iter().all(|node| node.backend.tip_hash() == next)).await;
-    for txid in &losing_txids {
+    for txid in losing_txids.iter().chain([&pending]) {
         assert!(nodes.iter().all(|node| node.backend.confirmed(txid)), "tx {txid} confirmed");
     }
     for node in group_a.into_iter().chain(group_b) {

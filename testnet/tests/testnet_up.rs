@@ -294,7 +294,7 @@ fn up_mine_send_load_check_and_stop_with_sigint() {
         .expect("account on node3");
     assert_eq!(
         account.balance,
-        ledger::Amount::from_base_units(1_000_001 * 100_000_000 + 150_000_000)
+        ledger::Amount::from_base_units(1_000_000 * 100_000_000 + 150_000_000)
     );
 
     // A short load run with derived (funded) senders: nothing may be lost.

@@ -7,4 +7,5 @@ mod golden;
 mod open;
 mod props;
 mod rejections;
+mod reorg;
 mod smoke;

@@ -79,7 +79,9 @@ impl AddrBook {
                         }
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot read the address book; starting empty"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the address book; starting empty")
+                }
             }
         }
         AddrBook { entries, store }
@@ -100,7 +102,9 @@ impl AddrBook {
     fn persist(&self, addr: &SocketAddr) {
         let Some(tree) = &self.store else { return };
         let result = match self.entries.get(addr) {
-            Some(entry) => tree.insert(&key_of(addr), &encoding::encode(entry)).map(|_| ()),
+            Some(entry) => tree
+                .insert(&key_of(addr), &encoding::encode(entry))
+                .map(|_| ()),
             None => tree.remove(&key_of(addr)).map(|_| ()),
         };
         if let Err(error) = result {
@@ -173,7 +177,8 @@ impl AddrBook {
     /// We are about to dial `addr`; it is not tried again before its backoff.
     pub fn attempted(&mut self, addr: &SocketAddr, now_ms: u64) {
         if let Some(entry) = self.entries.get_mut(addr) {
-            entry.retry_after_ms = now_ms.saturating_add(backoff(entry.failures).as_millis() as u64);
+            entry.retry_after_ms =
+                now_ms.saturating_add(backoff(entry.failures).as_millis() as u64);
         }
     }
 
@@ -181,7 +186,8 @@ impl AddrBook {
     pub fn failed(&mut self, addr: &SocketAddr, now_ms: u64) {
         if let Some(entry) = self.entries.get_mut(addr) {
             entry.failures = entry.failures.saturating_add(1);
-            entry.retry_after_ms = now_ms.saturating_add(backoff(entry.failures).as_millis() as u64);
+            entry.retry_after_ms =
+                now_ms.saturating_add(backoff(entry.failures).as_millis() as u64);
             self.persist(addr);
         }
     }
@@ -212,7 +218,11 @@ impl AddrBook {
     }
 
     /// Addresses worth dialing now, most recently seen first.
-    pub fn candidates(&self, now_ms: u64, skip: impl Fn(&SocketAddr, &AddrEntry) -> bool) -> Vec<SocketAddr> {
+    pub fn candidates(
+        &self,
+        now_ms: u64,
+        skip: impl Fn(&SocketAddr, &AddrEntry) -> bool,
+    ) -> Vec<SocketAddr> {
         let mut ready: Vec<(&SocketAddr, &AddrEntry)> = self
             .entries
             .iter()
@@ -224,8 +234,11 @@ impl AddrBook {
 
     /// Up to `max` addresses to share, most recently seen first.
     pub fn share(&self, max: usize) -> Vec<PeerAddr> {
-        let mut all: Vec<(&SocketAddr, &AddrEntry)> =
-            self.entries.iter().filter(|(_, entry)| entry.failures < MAX_FAILURES).collect();
+        let mut all: Vec<(&SocketAddr, &AddrEntry)> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.failures < MAX_FAILURES)
+            .collect();
         all.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.last_seen_ms));
         all.into_iter()
             .take(max)
@@ -340,7 +353,10 @@ mod tests {
         }
         assert!(book.candidates(2_000, |_, _| false).is_empty());
         assert_eq!(book.age_out(2_000), 0);
-        assert_eq!(book.age_out(2_000 + FAILED_AGE_OUT.as_millis() as u64 + 1), 1);
+        assert_eq!(
+            book.age_out(2_000 + FAILED_AGE_OUT.as_millis() as u64 + 1),
+            1
+        );
 
         let mut bans = BanList::default();
         let now = Instant::now();

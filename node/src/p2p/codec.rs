@@ -50,10 +50,12 @@ impl CodecError {
     pub fn reason(&self) -> &'static str {
         match self {
             CodecError::Io(_) => "io",
-            CodecError::FrameTooLarge { .. } | CodecError::MessageTooLarge { .. } => "oversized_frame",
-            CodecError::Truncated(_) | CodecError::UnknownKind(_) | CodecError::Undecodable { .. } => {
-                "undecodable_frame"
+            CodecError::FrameTooLarge { .. } | CodecError::MessageTooLarge { .. } => {
+                "oversized_frame"
             }
+            CodecError::Truncated(_)
+            | CodecError::UnknownKind(_)
+            | CodecError::Undecodable { .. } => "undecodable_frame",
         }
     }
 }
@@ -80,10 +82,11 @@ pub fn decode_message(payload: &[u8], max_frame: usize) -> Result<Message, Codec
             max,
         });
     }
-    let message: Message = encoding::decode_with_limit(payload, max).map_err(|error| CodecError::Undecodable {
-        kind,
-        reason: error.to_string(),
-    })?;
+    let message: Message =
+        encoding::decode_with_limit(payload, max).map_err(|error| CodecError::Undecodable {
+            kind,
+            reason: error.to_string(),
+        })?;
     message
         .check_counts()
         .map_err(|reason| CodecError::Undecodable { kind, reason })?;
@@ -231,7 +234,9 @@ mod tests {
     fn huge_length_prefix_is_refused_before_allocating() {
         let mut buffer = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2][..]);
         let capacity_before = buffer.capacity();
-        let error = MessageCodec::default().decode(&mut buffer).expect_err("too large");
+        let error = MessageCodec::default()
+            .decode(&mut buffer)
+            .expect_err("too large");
         assert!(matches!(error, CodecError::FrameTooLarge { .. }));
         assert!(error.is_misbehaviour());
         assert_eq!(buffer.capacity(), capacity_before);
@@ -254,7 +259,10 @@ mod tests {
             decode_message(&[2, 0, 0, 0, 1], MAX_FRAME_BYTES),
             Err(CodecError::Undecodable { .. })
         ));
-        assert!(matches!(decode_message(&[2], MAX_FRAME_BYTES), Err(CodecError::Truncated(1))));
+        assert!(matches!(
+            decode_message(&[2], MAX_FRAME_BYTES),
+            Err(CodecError::Truncated(1))
+        ));
         // An Inv whose length prefix lies about its entries.
         let mut lying = 6u32.to_le_bytes().to_vec();
         lying.extend_from_slice(&(u64::MAX).to_le_bytes());

@@ -37,7 +37,11 @@ pub struct ConnectionWriter<T: Transport> {
 /// Splits a stream into its reader and writer. Reading and writing then
 /// proceed independently, so a peer that stops reading can never stop us
 /// from reading it (and the other way round).
-pub fn split<T: Transport>(stream: T, max_frame: usize, metrics: Metrics) -> (ConnectionReader<T>, ConnectionWriter<T>) {
+pub fn split<T: Transport>(
+    stream: T,
+    max_frame: usize,
+    metrics: Metrics,
+) -> (ConnectionReader<T>, ConnectionWriter<T>) {
     let (read, write) = tokio::io::split(stream);
     (
         ConnectionReader {
@@ -64,7 +68,8 @@ impl<T: Transport> ConnectionReader<T> {
             None => Ok(None),
             Some(Err(error)) => Err(error),
             Some(Ok((message, _len))) => {
-                self.metrics.inc(RECEIVED_METRIC, &[("kind", message.kind())]);
+                self.metrics
+                    .inc(RECEIVED_METRIC, &[("kind", message.kind())]);
                 Ok(Some(message))
             }
         }

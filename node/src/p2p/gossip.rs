@@ -130,7 +130,10 @@ impl Requests {
     /// `peer` announced `item`, which we lack.
     pub fn announced(&mut self, item: InvItem, peer: PeerId, now: Instant) -> Announced {
         if let Some(request) = self.items.get_mut(&item) {
-            if request.peer != peer && !request.alternates.contains(&peer) && request.alternates.len() < MAX_ALTERNATES {
+            if request.peer != peer
+                && !request.alternates.contains(&peer)
+                && request.alternates.len() < MAX_ALTERNATES
+            {
                 request.alternates.push(peer);
             }
             return Announced::Ignore;
@@ -189,7 +192,12 @@ impl Requests {
 
     /// Moves a request to its next alternate; returns the peer to ask, or
     /// forgets the item when nobody else offered it.
-    fn reassign(&mut self, item: InvItem, now: Instant, usable: &impl Fn(PeerId) -> bool) -> Option<PeerId> {
+    fn reassign(
+        &mut self,
+        item: InvItem,
+        now: Instant,
+        usable: &impl Fn(PeerId) -> bool,
+    ) -> Option<PeerId> {
         let request = self.items.get_mut(&item)?;
         let old_peer = request.peer;
         let next = loop {
@@ -217,9 +225,17 @@ impl Requests {
     }
 
     /// `peer` answered `NotFound` for `item`.
-    pub fn not_found(&mut self, item: InvItem, peer: PeerId, now: Instant, usable: &impl Fn(PeerId) -> bool) -> Option<PeerId> {
+    pub fn not_found(
+        &mut self,
+        item: InvItem,
+        peer: PeerId,
+        now: Instant,
+        usable: &impl Fn(PeerId) -> bool,
+    ) -> Option<PeerId> {
         match self.items.get(&item) {
-            Some(request) if request.peer == peer && !request.received => self.reassign(item, now, usable),
+            Some(request) if request.peer == peer && !request.received => {
+                self.reassign(item, now, usable)
+            }
             _ => None,
         }
     }
@@ -263,7 +279,12 @@ impl Requests {
     }
 
     /// A peer disconnected: its requests go to alternates or are dropped.
-    pub fn peer_gone(&mut self, peer: PeerId, now: Instant, usable: &impl Fn(PeerId) -> bool) -> Vec<(InvItem, PeerId)> {
+    pub fn peer_gone(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        usable: &impl Fn(PeerId) -> bool,
+    ) -> Vec<(InvItem, PeerId)> {
         let mine: Vec<InvItem> = self
             .items
             .iter()
@@ -275,7 +296,10 @@ impl Requests {
         }
         let mut again = Vec::new();
         for item in mine {
-            let for_sync = self.items.get(&item).is_some_and(|request| request.for_sync);
+            let for_sync = self
+                .items
+                .get(&item)
+                .is_some_and(|request| request.for_sync);
             if for_sync {
                 self.done(&item);
             } else if let Some(next) = self.reassign(item, now, usable) {

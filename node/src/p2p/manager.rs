@@ -14,7 +14,9 @@ use super::gossip::{Announced, KnownInventory, PeerId, Requests, KNOWN_INVENTORY
 use super::message::{InvItem, Message, PeerAddr, MAX_ADDRS, MAX_INV_ITEMS};
 use super::peer::{self, CloseReason, LocalInfo, PeerContext, PeerEvent, PeerSender};
 use super::sync::{BlockSync, HeadersError};
-use super::{lock, Backend, BlockVerdict, Command, KnownView, P2pConfig, PeerView, Shared, TxVerdict};
+use super::{
+    lock, Backend, BlockVerdict, Command, KnownView, P2pConfig, PeerView, Shared, TxVerdict,
+};
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
 use ledger::json::Direction;
@@ -206,11 +208,17 @@ impl<B: Backend> Manager<B> {
             })
             .collect();
         let book = AddrBook::load(config.address_book.clone());
-        metrics.describe("p2p_messages_received_total", "P2P messages received, by kind.");
+        metrics.describe(
+            "p2p_messages_received_total",
+            "P2P messages received, by kind.",
+        );
         metrics.describe("p2p_messages_sent_total", "P2P messages sent, by kind.");
         metrics.describe("p2p_bans_total", "Peers banned, by reason.");
         metrics.describe("p2p_peers", "Connected peers, by direction.");
-        metrics.describe("p2p_disconnects_total", "Peer connections closed, by reason.");
+        metrics.describe(
+            "p2p_disconnects_total",
+            "Peer connections closed, by reason.",
+        );
         let node_events = backend.subscribe();
         Manager {
             local,
@@ -275,7 +283,10 @@ impl<B: Backend> Manager<B> {
         let mut maintenance = tokio::time::interval(self.config.timing.maintenance_interval);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.pending_since.is_some_and(|since| since.elapsed() >= MAX_ANNOUNCE_DELAY) {
+            if self
+                .pending_since
+                .is_some_and(|since| since.elapsed() >= MAX_ANNOUNCE_DELAY)
+            {
                 self.flush_announcements();
             }
             let has_pending = self.pending_since.is_some();
@@ -305,7 +316,9 @@ impl<B: Backend> Manager<B> {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.config.listen_addr)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.listen_addr)
     }
 
     fn now_ms(&self) -> u64 {
@@ -338,13 +351,19 @@ impl<B: Backend> Manager<B> {
     fn on_accept(&mut self, stream: TcpStream, remote: SocketAddr) {
         if self.is_banned_addr(remote) {
             tracing::debug!(peer = %remote, "refused a banned address");
-            self.metrics.inc("p2p_disconnects_total", &[("reason", "banned")]);
+            self.metrics
+                .inc("p2p_disconnects_total", &[("reason", "banned")]);
             return;
         }
-        let inbound = self.conns.values().filter(|conn| conn.direction == Direction::Inbound).count();
+        let inbound = self
+            .conns
+            .values()
+            .filter(|conn| conn.direction == Direction::Inbound)
+            .count();
         if inbound >= self.config.max_inbound {
             tracing::debug!(peer = %remote, inbound, "inbound slots full");
-            self.metrics.inc("p2p_disconnects_total", &[("reason", "inbound_full")]);
+            self.metrics
+                .inc("p2p_disconnects_total", &[("reason", "inbound_full")]);
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -359,7 +378,8 @@ impl<B: Backend> Manager<B> {
                 peer: None,
             },
         );
-        self.tracker.spawn(peer::run_connection(context, stream, remote));
+        self.tracker
+            .spawn(peer::run_connection(context, stream, remote));
     }
 
     fn dial(&mut self, kind: DialKind, target: String) -> PeerId {
@@ -384,7 +404,9 @@ impl<B: Backend> Manager<B> {
             Command::Dial(target) => {
                 if self.targets.iter().any(|known| known.target == target) {
                     // Dial again now even when backing off.
-                    if let Some(known) = self.targets.iter_mut().find(|known| known.target == target) {
+                    if let Some(known) =
+                        self.targets.iter_mut().find(|known| known.target == target)
+                    {
                         known.next_attempt = Instant::now();
                         known.is_self = false;
                     }
@@ -406,7 +428,11 @@ impl<B: Backend> Manager<B> {
     fn ready_peer_with(&self, node_id: &PublicKey) -> Option<PeerId> {
         self.conns
             .iter()
-            .find(|(_, conn)| conn.peer.as_ref().is_some_and(|peer| peer.node_id == *node_id))
+            .find(|(_, conn)| {
+                conn.peer
+                    .as_ref()
+                    .is_some_and(|peer| peer.node_id == *node_id)
+            })
             .map(|(id, _)| *id)
     }
 
@@ -445,14 +471,21 @@ impl<B: Backend> Manager<B> {
     }
 
     /// Decides whether to keep a peer that finished its handshake.
-    fn on_ready(&mut self, id: PeerId, hello: super::message::Hello, remote: SocketAddr, sender: PeerSender) -> bool {
+    fn on_ready(
+        &mut self,
+        id: PeerId,
+        hello: super::message::Hello,
+        remote: SocketAddr,
+        sender: PeerSender,
+    ) -> bool {
         let now = Instant::now();
         let Some(direction) = self.conns.get(&id).map(|conn| conn.direction) else {
             return false;
         };
         {
             let bans = lock(&self.shared.bans);
-            if bans.is_banned(&BanKey::Node(hello.node_id), now) || bans.is_addr_banned(remote, now) {
+            if bans.is_banned(&BanKey::Node(hello.node_id), now) || bans.is_addr_banned(remote, now)
+            {
                 tracing::debug!(peer = %remote, "refused a banned node");
                 return false;
             }
@@ -470,11 +503,13 @@ impl<B: Backend> Manager<B> {
                     node_id
                 }
             };
-            let keep_new = existing_direction
-                .is_some_and(|existing_direction| existing_direction != direction && dialer(direction) < dialer(existing_direction));
+            let keep_new = existing_direction.is_some_and(|existing_direction| {
+                existing_direction != direction && dialer(direction) < dialer(existing_direction)
+            });
             if !keep_new {
                 tracing::debug!(peer = %remote, "second connection to a connected node");
-                self.metrics.inc("p2p_disconnects_total", &[("reason", "duplicate")]);
+                self.metrics
+                    .inc("p2p_disconnects_total", &[("reason", "duplicate")]);
                 self.note_target_node(id, node_id);
                 return false;
             }
@@ -484,9 +519,8 @@ impl<B: Backend> Manager<B> {
         }
         let listen_addr = match direction {
             Direction::Outbound => Some(remote),
-            Direction::Inbound => {
-                Some(SocketAddr::new(remote.ip(), hello.listen_port)).filter(|addr| is_dialable(addr))
-            }
+            Direction::Inbound => Some(SocketAddr::new(remote.ip(), hello.listen_port))
+                .filter(|addr| is_dialable(addr)),
         };
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;
@@ -545,7 +579,9 @@ impl<B: Backend> Manager<B> {
     }
 
     fn on_closed(&mut self, id: PeerId, reason: CloseReason) {
-        let Some(conn) = self.conns.remove(&id) else { return };
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
         let now = Instant::now();
         let was_ready = conn.peer.is_some();
         let label = match &reason {
@@ -558,9 +594,13 @@ impl<B: Backend> Manager<B> {
             CloseReason::SlowPeer => "slow",
             CloseReason::Disconnected(_) => "closed",
         };
-        self.metrics.inc("p2p_disconnects_total", &[("reason", label)]);
+        self.metrics
+            .inc("p2p_disconnects_total", &[("reason", label)]);
         match &reason {
-            CloseReason::Misbehaved { reason: why, detail } => {
+            CloseReason::Misbehaved {
+                reason: why,
+                detail,
+            } => {
                 let node_id = conn.peer.as_ref().map(|peer| peer.node_id);
                 let listen = conn.peer.as_ref().and_then(|peer| peer.listen_addr);
                 self.ban(conn.remote, listen, node_id, why, detail);
@@ -595,7 +635,9 @@ impl<B: Backend> Manager<B> {
                     target.next_attempt = now + backoff(target.failures);
                 }
             }
-            Some(DialKind::Book(addr)) if !was_ready && !matches!(reason, CloseReason::SelfConnection) => {
+            Some(DialKind::Book(addr))
+                if !was_ready && !matches!(reason, CloseReason::SelfConnection) =>
+            {
                 let now_ms = self.now_ms();
                 self.book.failed(&addr, now_ms);
             }
@@ -609,7 +651,9 @@ impl<B: Backend> Manager<B> {
                 "peer disconnected"
             );
             let usable = self.usable_peers();
-            let again = self.requests.peer_gone(id, now, &|peer| usable.contains(&peer));
+            let again = self
+                .requests
+                .peer_gone(id, now, &|peer| usable.contains(&peer));
             self.send_requests(again);
             if self.sync.peer() == Some(id) {
                 self.reset_sync();
@@ -619,7 +663,14 @@ impl<B: Backend> Manager<B> {
         }
     }
 
-    fn ban(&mut self, remote: Option<SocketAddr>, listen: Option<SocketAddr>, node_id: Option<PublicKey>, reason: &'static str, detail: &str) {
+    fn ban(
+        &mut self,
+        remote: Option<SocketAddr>,
+        listen: Option<SocketAddr>,
+        node_id: Option<PublicKey>,
+        reason: &'static str,
+        detail: &str,
+    ) {
         let until = Instant::now() + self.config.ban_duration;
         {
             let mut bans = lock(&self.shared.bans);
@@ -646,7 +697,9 @@ impl<B: Backend> Manager<B> {
 
     /// Bans a connected peer and drops it.
     fn ban_peer(&mut self, id: PeerId, reason: &'static str, detail: &str) {
-        let Some(conn) = self.conns.get(&id) else { return };
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
         conn.cancel.cancel();
         let remote = conn.remote;
         let listen = conn.peer.as_ref().and_then(|peer| peer.listen_addr);
@@ -673,14 +726,20 @@ impl<B: Backend> Manager<B> {
         self.send_encoded(id, message.kind(), payload)
     }
 
-    fn send_encoded(&mut self, id: PeerId, kind: &'static str, payload: tokio_util::bytes::Bytes) -> bool {
+    fn send_encoded(
+        &mut self,
+        id: PeerId,
+        kind: &'static str,
+        payload: tokio_util::bytes::Bytes,
+    ) -> bool {
         let Some(peer) = self.conns.get(&id).and_then(|conn| conn.peer.as_ref()) else {
             return false;
         };
         if peer.sender.try_send(kind, payload) {
             return true;
         }
-        self.metrics.inc("p2p_disconnects_total", &[("reason", "slow")]);
+        self.metrics
+            .inc("p2p_disconnects_total", &[("reason", "slow")]);
         self.drop_peer(id, "send queue full: peer cannot keep up");
         false
     }
@@ -719,7 +778,10 @@ impl<B: Backend> Manager<B> {
             }
             Ok(NodeEvent::Reorg { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "P2P fell behind the node's events; some announcements are skipped");
+                tracing::warn!(
+                    missed,
+                    "P2P fell behind the node's events; some announcements are skipped"
+                );
             }
             Err(broadcast::error::RecvError::Closed) => self.node_events_open = false,
         }
@@ -735,7 +797,11 @@ impl<B: Backend> Manager<B> {
         for id in ids {
             for batch in [&blocks, &txs] {
                 let Some(peer) = self.peer_mut(id) else { break };
-                let fresh: Vec<InvItem> = batch.iter().copied().filter(|item| peer.known.insert(*item)).collect();
+                let fresh: Vec<InvItem> = batch
+                    .iter()
+                    .copied()
+                    .filter(|item| peer.known.insert(*item))
+                    .collect();
                 for chunk in fresh.chunks(MAX_INV_ITEMS) {
                     if !self.send(id, &Message::Inv(chunk.to_vec())) {
                         break;
@@ -761,15 +827,19 @@ impl<B: Backend> Manager<B> {
             Message::Headers(headers) => self.on_headers(id, headers),
             // Answered by the peer task itself.
             Message::Ping(_) | Message::Pong(_) | Message::GetData(_) | Message::GetHeaders(_) => {}
-            Message::Hello(_) | Message::HelloAck(_) => {
-                self.ban_peer(id, "protocol_violation", "handshake message after the handshake")
-            }
+            Message::Hello(_) | Message::HelloAck(_) => self.ban_peer(
+                id,
+                "protocol_violation",
+                "handshake message after the handshake",
+            ),
         }
     }
 
     fn on_get_addr(&mut self, id: PeerId) {
         let now = Instant::now();
-        let Some(peer) = self.peer_mut(id) else { return };
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
         if peer
             .last_getaddr_answered
             .is_some_and(|last| now.duration_since(last) < GETADDR_INTERVAL)
@@ -817,7 +887,9 @@ impl<B: Backend> Manager<B> {
         let now = Instant::now();
         let now_ms = self.now_ms();
         let our_id = self.local.node_id;
-        let Some(peer) = self.peer_mut(id) else { return };
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
         peer.reported_peers = addrs
             .iter()
             .filter(|addr| addr.connected)
@@ -882,7 +954,10 @@ impl<B: Backend> Manager<B> {
                     continue;
                 }
             }
-            if let Some(next) = self.requests.not_found(item, id, now, &|peer| usable.contains(&peer)) {
+            if let Some(next) = self
+                .requests
+                .not_found(item, id, now, &|peer| usable.contains(&peer))
+            {
                 again.push((item, next));
             }
         }
@@ -959,19 +1034,34 @@ impl<B: Backend> Manager<B> {
             }
         }
         let backend = self.backend.clone();
-        match self.sync.on_headers(id, &headers, now, |hash| backend.has_block(hash)) {
+        match self
+            .sync
+            .on_headers(id, &headers, now, |hash| backend.has_block(hash))
+        {
             Ok(()) => self.sync_progress(),
-            Err(HeadersError::BadProofOfWork) => self.ban_peer(id, "bad_pow", "header misses its target"),
-            Err(HeadersError::Unconnected) => self.ban_peer(id, "protocol_violation", "headers do not chain"),
+            Err(HeadersError::BadProofOfWork) => {
+                self.ban_peer(id, "bad_pow", "header misses its target")
+            }
+            Err(HeadersError::Unconnected) => {
+                self.ban_peer(id, "protocol_violation", "headers do not chain")
+            }
         }
     }
 
     fn on_verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Tx { from, txid, verdict } => {
+            Verdict::Tx {
+                from,
+                txid,
+                verdict,
+            } => {
                 self.tx_backlog = self.tx_backlog.saturating_sub(1);
                 self.requests.done(&InvItem::Tx(txid));
-                if let TxVerdict::Rejected { reason, misbehaving } = verdict {
+                if let TxVerdict::Rejected {
+                    reason,
+                    misbehaving,
+                } = verdict
+                {
                     if misbehaving {
                         self.ban_peer(from, "bad_tx", &format!("tx {txid}: {reason}"));
                     } else {
@@ -1000,10 +1090,17 @@ impl<B: Backend> Manager<B> {
                             }
                         }
                     }
-                    BlockVerdict::Rejected { reason, misbehaving } => {
+                    BlockVerdict::Rejected {
+                        reason,
+                        misbehaving,
+                    } => {
                         if misbehaving {
                             if let Some(from) = from {
-                                self.ban_peer(from, "bad_block", &format!("block {hash}: {reason}"));
+                                self.ban_peer(
+                                    from,
+                                    "bad_block",
+                                    &format!("block {hash}: {reason}"),
+                                );
                             }
                         } else {
                             tracing::info!(%hash, %reason, "peer's block rejected");
@@ -1103,14 +1200,20 @@ impl<B: Backend> Manager<B> {
     fn maintain(&mut self) {
         let now = Instant::now();
         let usable = self.usable_peers();
-        let (again, _sync_expired) = self
-            .requests
-            .expire(now, self.config.timing.request_timeout, &|peer| usable.contains(&peer));
+        let (again, _sync_expired) =
+            self.requests
+                .expire(now, self.config.timing.request_timeout, &|peer| {
+                    usable.contains(&peer)
+                });
         self.send_requests(again);
-        if self.sync.is_stalled(now, self.config.timing.sync_stall_timeout) {
+        if self
+            .sync
+            .is_stalled(now, self.config.timing.sync_stall_timeout)
+        {
             if let Some(peer) = self.sync.peer() {
                 tracing::warn!(peer, "sync peer stalled; replacing it");
-                self.metrics.inc("p2p_disconnects_total", &[("reason", "stalled")]);
+                self.metrics
+                    .inc("p2p_disconnects_total", &[("reason", "stalled")]);
                 if let Some(stalled) = self.peer_mut(peer) {
                     stalled.synced = true;
                 }
@@ -1151,7 +1254,10 @@ impl<B: Backend> Manager<B> {
             if target.is_self || target.conn.is_some() || target.next_attempt > now {
                 continue;
             }
-            if target.node_id.is_some_and(|node_id| connected.contains(&node_id)) {
+            if target
+                .node_id
+                .is_some_and(|node_id| connected.contains(&node_id))
+            {
                 continue;
             }
             to_dial.push((index, target.target.clone()));
@@ -1209,7 +1315,10 @@ impl<B: Backend> Manager<B> {
                     })
             })
         };
-        for addr in candidates.into_iter().take(self.config.max_outbound - outbound) {
+        for addr in candidates
+            .into_iter()
+            .take(self.config.max_outbound - outbound)
+        {
             self.book.attempted(&addr, now_ms);
             self.dial(DialKind::Book(addr), addr.to_string());
         }
@@ -1251,8 +1360,10 @@ impl<B: Backend> Manager<B> {
         peers.sort_by_key(|peer| peer.connected_at);
         *lock(&self.shared.peers) = peers;
         *lock(&self.shared.known) = known;
-        self.metrics.set("p2p_peers", &[("direction", "inbound")], inbound);
-        self.metrics.set("p2p_peers", &[("direction", "outbound")], outbound);
+        self.metrics
+            .set("p2p_peers", &[("direction", "inbound")], inbound);
+        self.metrics
+            .set("p2p_peers", &[("direction", "outbound")], outbound);
     }
 }
 
@@ -1311,7 +1422,14 @@ async fn import_txs<B: Backend>(
             _ = cancel.cancelled() => break,
             verdict = backend.submit_tx(tx) => verdict,
         };
-        if verdicts.send(Verdict::Tx { from, txid, verdict }).is_err() {
+        if verdicts
+            .send(Verdict::Tx {
+                from,
+                txid,
+                verdict,
+            })
+            .is_err()
+        {
             break;
         }
     }

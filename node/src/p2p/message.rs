@@ -6,7 +6,9 @@
 //! signature covers is part of the protocol, not of any one task.
 
 use ledger::encoding::{Decode, Encode};
-use ledger::{Block, BlockHash, Hash256, Header, Height, PublicKey, Signature, Transaction, TxId, Work};
+use ledger::{
+    Block, BlockHash, Hash256, Header, Height, PublicKey, Signature, Transaction, TxId, Work,
+};
 use std::net::SocketAddr;
 
 /// Version of this protocol; a peer speaking another one is refused.
@@ -191,7 +193,10 @@ impl Message {
             _ => return Ok(()),
         };
         if count > max {
-            return Err(format!("{} with {count} entries, at most {max} allowed", self.kind()));
+            return Err(format!(
+                "{} with {count} entries, at most {max} allowed",
+                self.kind()
+            ));
         }
         Ok(())
     }
@@ -273,7 +278,12 @@ mod tests {
             let index = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
             assert_eq!(index as usize, message.kind_index());
             let cap = max_encoded_len(index, 4 << 20).expect("known kind");
-            assert!(bytes.len() <= cap, "{} is {} > {cap}", message.kind(), bytes.len());
+            assert!(
+                bytes.len() <= cap,
+                "{} is {} > {cap}",
+                message.kind(),
+                bytes.len()
+            );
             let decoded: Message = encoding::decode(&bytes).expect("decodes");
             assert_eq!(decoded, message);
         }
@@ -297,9 +307,11 @@ mod tests {
         assert_eq!(encoding::encoded_len(&header), HEADER_BYTES);
         let full_headers = Message::Headers(vec![header; MAX_HEADERS]);
         assert!(encoding::encoded_len(&full_headers) <= max_encoded_len(12, 4 << 20).expect("cap"));
-        assert!(Message::Inv(vec![InvItem::Tx(TxId(Hash256::ZERO)); MAX_INV_ITEMS + 1])
-            .check_counts()
-            .is_err());
+        assert!(
+            Message::Inv(vec![InvItem::Tx(TxId(Hash256::ZERO)); MAX_INV_ITEMS + 1])
+                .check_counts()
+                .is_err()
+        );
     }
 
     #[test]
@@ -308,9 +320,18 @@ mod tests {
         let b = SecretKey::from_seed("b").public_key();
         let genesis = BlockHash(Hash256::digest(b"g"));
         let base = handshake_message(*b"abcd", &genesis, &[1; 32], &a, &b);
-        assert_ne!(base, handshake_message(*b"abce", &genesis, &[1; 32], &a, &b));
-        assert_ne!(base, handshake_message(*b"abcd", &genesis, &[2; 32], &a, &b));
-        assert_ne!(base, handshake_message(*b"abcd", &genesis, &[1; 32], &b, &a));
+        assert_ne!(
+            base,
+            handshake_message(*b"abce", &genesis, &[1; 32], &a, &b)
+        );
+        assert_ne!(
+            base,
+            handshake_message(*b"abcd", &genesis, &[2; 32], &a, &b)
+        );
+        assert_ne!(
+            base,
+            handshake_message(*b"abcd", &genesis, &[1; 32], &b, &a)
+        );
         assert!(base.starts_with(HANDSHAKE_DOMAIN));
     }
 }

@@ -106,7 +106,12 @@ pub struct P2pConfig {
 impl P2pConfig {
     /// A config with SPEC.md's defaults (32 inbound, 8 outbound, 24 h bans,
     /// discovery on, no bootstrap peers, in-memory address book).
-    pub fn new(listen_addr: SocketAddr, network_magic: [u8; 4], genesis_hash: BlockHash, node_key: SecretKey) -> P2pConfig {
+    pub fn new(
+        listen_addr: SocketAddr,
+        network_magic: [u8; 4],
+        genesis_hash: BlockHash,
+        node_key: SecretKey,
+    ) -> P2pConfig {
         P2pConfig {
             listen_addr,
             peers: Vec::new(),
@@ -128,9 +133,15 @@ impl P2pConfig {
 #[non_exhaustive]
 pub enum P2pError {
     #[error("cannot listen for peers on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the P2P config is for genesis {config} but the node's chain has genesis {backend}")]
-    GenesisMismatch { config: BlockHash, backend: BlockHash },
+    GenesisMismatch {
+        config: BlockHash,
+        backend: BlockHash,
+    },
 }
 
 /// Starts the network: binds the listener, then runs the manager and its
@@ -224,7 +235,9 @@ pub(crate) struct Shared {
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data is replaced wholesale or updated in single steps, so a
     // panic elsewhere cannot leave it half-written.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct HandleInner {

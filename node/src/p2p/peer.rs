@@ -11,7 +11,9 @@
 use super::codec::{encode_message, CodecError, MAX_FRAME_BYTES};
 use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
 use super::gossip::PeerId;
-use super::message::{handshake_message, Hello, HelloAck, InvItem, Message, MAX_HEADERS, PROTOCOL_VERSION};
+use super::message::{
+    handshake_message, Hello, HelloAck, InvItem, Message, MAX_HEADERS, PROTOCOL_VERSION,
+};
 use super::{Backend, P2pTiming};
 use crate::metrics::Metrics;
 use ledger::json::Direction;
@@ -50,7 +52,10 @@ pub enum CloseReason {
     /// No TCP connection could be made.
     DialFailed(String),
     /// The peer broke the rules: ban it.
-    Misbehaved { reason: &'static str, detail: String },
+    Misbehaved {
+        reason: &'static str,
+        detail: String,
+    },
     /// We dialed ourselves.
     SelfConnection,
     /// The manager refused the finished handshake (duplicate, banned, full).
@@ -67,7 +72,10 @@ pub enum CloseReason {
 /// What a peer task tells the manager.
 pub enum PeerEvent {
     /// An outbound connection reached this address (before the handshake).
-    Connected { id: PeerId, remote: SocketAddr },
+    Connected {
+        id: PeerId,
+        remote: SocketAddr,
+    },
     /// The handshake is done; the manager answers whether to keep the peer.
     Ready {
         id: PeerId,
@@ -76,10 +84,19 @@ pub enum PeerEvent {
         sender: PeerSender,
         reply: oneshot::Sender<bool>,
     },
-    Message { id: PeerId, message: Message },
-    Pong { id: PeerId, rtt: Duration },
+    Message {
+        id: PeerId,
+        message: Message,
+    },
+    Pong {
+        id: PeerId,
+        rtt: Duration,
+    },
     /// Always the last event of a connection.
-    Closed { id: PeerId, reason: CloseReason },
+    Closed {
+        id: PeerId,
+        reason: CloseReason,
+    },
 }
 
 struct Outgoing {
@@ -117,7 +134,11 @@ impl PeerSender {
     /// Queues without waiting; false when the queue is full or closed (the
     /// caller then treats the peer as unable to keep up).
     pub fn try_send(&self, kind: &'static str, payload: Bytes) -> bool {
-        match self.budget.clone().try_acquire_many_owned(self.charge(payload.len())) {
+        match self
+            .budget
+            .clone()
+            .try_acquire_many_owned(self.charge(payload.len()))
+        {
             Ok(permit) => self
                 .queue
                 .send(Outgoing {
@@ -132,7 +153,12 @@ impl PeerSender {
 
     /// Queues, waiting for room; false when the connection is gone.
     pub async fn send(&self, kind: &'static str, payload: Bytes) -> bool {
-        match self.budget.clone().acquire_many_owned(self.charge(payload.len())).await {
+        match self
+            .budget
+            .clone()
+            .acquire_many_owned(self.charge(payload.len()))
+            .await
+        {
             Ok(permit) => self
                 .queue
                 .send(Outgoing {
@@ -212,7 +238,11 @@ pub async fn dial_and_run<B: Backend>(context: PeerContext<B>, target: String) {
 }
 
 /// Runs an established connection to its end, then reports why it ended.
-pub async fn run_connection<B: Backend, T: Transport>(context: PeerContext<B>, stream: T, remote: SocketAddr) {
+pub async fn run_connection<B: Backend, T: Transport>(
+    context: PeerContext<B>,
+    stream: T,
+    remote: SocketAddr,
+) {
     let reason = run(&context, stream, remote).await;
     context.cancel.cancel();
     let _ = context
@@ -242,8 +272,13 @@ fn from_codec(error: CodecError) -> CloseReason {
     }
 }
 
-async fn run<B: Backend, T: Transport>(context: &PeerContext<B>, stream: T, remote: SocketAddr) -> CloseReason {
-    let (mut reader, mut writer) = connection::split(stream, MAX_FRAME_BYTES, context.metrics.clone());
+async fn run<B: Backend, T: Transport>(
+    context: &PeerContext<B>,
+    stream: T,
+    remote: SocketAddr,
+) -> CloseReason {
+    let (mut reader, mut writer) =
+        connection::split(stream, MAX_FRAME_BYTES, context.metrics.clone());
     reader.set_max_frame(HANDSHAKE_MAX_FRAME);
     let handshake = tokio::time::timeout(
         context.local.timing.handshake_timeout,
@@ -277,7 +312,9 @@ async fn run<B: Backend, T: Transport>(context: &PeerContext<B>, stream: T, remo
     }
 
     let writer_cancel = context.cancel.clone();
-    context.tracker.spawn(write_loop(writer, queue, writer_cancel));
+    context
+        .tracker
+        .spawn(write_loop(writer, queue, writer_cancel));
     read_loop(context, &mut reader, &sender).await
 }
 
@@ -300,7 +337,10 @@ async fn handshake<B: Backend, T: Transport>(
         listen_port: local.listen_port,
         nonce,
     };
-    writer.write_message(&Message::Hello(ours)).await.map_err(from_codec)?;
+    writer
+        .write_message(&Message::Hello(ours))
+        .await
+        .map_err(from_codec)?;
     let theirs = match reader.read_message().await.map_err(from_codec)? {
         Some(Message::Hello(hello)) => hello,
         Some(other) => return Err(violation(format!("{} before hello", other.kind()))),
@@ -328,18 +368,37 @@ async fn handshake<B: Backend, T: Transport>(
     if theirs.node_id == local.node_id {
         return Err(CloseReason::SelfConnection);
     }
-    let statement = handshake_message(local.magic, &local.genesis_hash, &theirs.nonce, &local.node_id, &theirs.node_id);
+    let statement = handshake_message(
+        local.magic,
+        &local.genesis_hash,
+        &theirs.nonce,
+        &local.node_id,
+        &theirs.node_id,
+    );
     let ack = HelloAck {
         signature: local.key.sign(&statement),
     };
-    writer.write_message(&Message::HelloAck(ack)).await.map_err(from_codec)?;
+    writer
+        .write_message(&Message::HelloAck(ack))
+        .await
+        .map_err(from_codec)?;
     let their_ack = match reader.read_message().await.map_err(from_codec)? {
         Some(Message::HelloAck(ack)) => ack,
         Some(other) => return Err(violation(format!("{} instead of hello_ack", other.kind()))),
         None => return Err(CloseReason::Disconnected("closed during handshake".into())),
     };
-    let expected = handshake_message(local.magic, &local.genesis_hash, &nonce, &theirs.node_id, &local.node_id);
-    if theirs.node_id.verify(&expected, &their_ack.signature).is_err() {
+    let expected = handshake_message(
+        local.magic,
+        &local.genesis_hash,
+        &nonce,
+        &theirs.node_id,
+        &local.node_id,
+    );
+    if theirs
+        .node_id
+        .verify(&expected, &their_ack.signature)
+        .is_err()
+    {
         return Err(CloseReason::Misbehaved {
             reason: "bad_handshake",
             detail: "hello_ack signature does not verify".into(),
@@ -433,7 +492,13 @@ async fn read_loop<B: Backend, T: Transport>(
                         outstanding_ping = None;
                         missed_pongs = 0;
                         let rtt = sent_at.elapsed();
-                        let _ = context.events.send(PeerEvent::Pong { id: context.id, rtt }).await;
+                        let _ = context
+                            .events
+                            .send(PeerEvent::Pong {
+                                id: context.id,
+                                rtt,
+                            })
+                            .await;
                     }
                 }
             }
@@ -468,7 +533,11 @@ async fn read_loop<B: Backend, T: Transport>(
 }
 
 /// Sends an answer, waiting for queue room unless the peer is dropped.
-async fn send_waiting<B: Backend>(context: &PeerContext<B>, sender: &PeerSender, message: &Message) -> bool {
+async fn send_waiting<B: Backend>(
+    context: &PeerContext<B>,
+    sender: &PeerSender,
+    message: &Message,
+) -> bool {
     let payload = encode_message(message);
     tokio::select! {
         _ = context.cancel.cancelled() => false,
@@ -478,7 +547,11 @@ async fn send_waiting<B: Backend>(context: &PeerContext<B>, sender: &PeerSender,
 
 /// Answers a `GetData` from our chain and mempool, in request order, with
 /// one `NotFound` for whatever we lack.
-async fn serve_data<B: Backend>(context: &PeerContext<B>, sender: &PeerSender, items: Vec<InvItem>) -> bool {
+async fn serve_data<B: Backend>(
+    context: &PeerContext<B>,
+    sender: &PeerSender,
+    items: Vec<InvItem>,
+) -> bool {
     let mut missing = Vec::new();
     for item in items {
         let message = match item {

@@ -143,7 +143,10 @@ impl BlockSync {
         self.more_headers = headers.len() == MAX_HEADERS;
         for header in headers {
             let hash = header.hash();
-            if !has_block(&hash) && !self.requested.contains(&hash) && !self.importing.contains(&hash) {
+            if !has_block(&hash)
+                && !self.requested.contains(&hash)
+                && !self.importing.contains(&hash)
+            {
                 self.queue.push_back(hash);
             }
             self.last_header = Some(hash);
@@ -154,7 +157,10 @@ impl BlockSync {
     /// Whether to ask for the next headers now: the peer has more and our
     /// queue is running low.
     pub fn wants_headers(&self) -> bool {
-        self.peer.is_some() && self.more_headers && !self.headers_in_flight && self.queue.len() < MAX_HEADERS
+        self.peer.is_some()
+            && self.more_headers
+            && !self.headers_in_flight
+            && self.queue.len() < MAX_HEADERS
     }
 
     /// Blocks to request now, keeping the window and the import buffer full.
@@ -263,7 +269,10 @@ mod tests {
                 miner: Address([0; 20]),
                 reward: Amount::ZERO,
             };
-            while !Target::from_compact(easy).expect("valid").is_met_by(&header.hash()) {
+            while !Target::from_compact(easy)
+                .expect("valid")
+                .is_met_by(&header.hash())
+            {
                 header.nonce += 1;
             }
             prev = header.hash();

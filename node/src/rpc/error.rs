@@ -42,9 +42,13 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
-            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Rejected(error) => (mempool_status(error), error.code()),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
@@ -61,7 +65,9 @@ impl ApiError {
 fn mempool_status(error: &MempoolError) -> StatusCode {
     match error.code() {
         "malformed" | "bad_signature" | "wrong_chain" => StatusCode::BAD_REQUEST,
-        "duplicate" | "nonce_too_low" | "nonce_too_high" | "replacement_underpriced" => StatusCode::CONFLICT,
+        "duplicate" | "nonce_too_low" | "nonce_too_high" | "replacement_underpriced" => {
+            StatusCode::CONFLICT
+        }
         "insufficient_funds" | "fee_too_low" => StatusCode::UNPROCESSABLE_ENTITY,
         "mempool_full" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,

@@ -11,17 +11,19 @@ use crate::events::NodeEvent;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
+use futures::StreamExt as _;
 use ledger::json::{BlockJson, ReorgJson, TxJson};
 use ledger::ChainSpec;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
-use futures::StreamExt as _;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub async fn stream(State(state): State<RpcState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn stream(
+    State(state): State<RpcState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let spec = state.node.spec().clone();
     let shutdown = state.node.shutdown_token().clone();
     let events = BroadcastStream::new(state.node.subscribe_events())
@@ -40,7 +42,10 @@ fn to_sse(spec: &ChainSpec, received: Result<NodeEvent, BroadcastStreamRecvError
         }
     };
     let (name, data) = match event {
-        NodeEvent::BlockConnected { block, .. } => ("block", serde_json::to_string(&BlockJson::from_block(&block, spec, false))),
+        NodeEvent::BlockConnected { block, .. } => (
+            "block",
+            serde_json::to_string(&BlockJson::from_block(&block, spec, false)),
+        ),
         NodeEvent::TxAccepted { tx } => ("tx", serde_json::to_string(&TxJson::from_tx(&tx, spec))),
         NodeEvent::Reorg {
             old_tip,
@@ -60,5 +65,7 @@ fn to_sse(spec: &ChainSpec, received: Result<NodeEvent, BroadcastStreamRecvError
         ),
     };
     // These types always serialize; an empty object beats dropping the stream.
-    Event::default().event(name).data(data.unwrap_or_else(|_| "{}".into()))
+    Event::default()
+        .event(name)
+        .data(data.unwrap_or_else(|_| "{}".into()))
 }

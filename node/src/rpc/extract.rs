@@ -53,7 +53,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// Parses JSON, describing the first problem (syntax, type, unknown field).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| ApiError::Malformed(format!("invalid JSON body: {error}")))
+    serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::Malformed(format!("invalid JSON body: {error}")))
 }
 
 /// A query string parsed into `T`; unknown parameters and bad numbers are
@@ -75,9 +76,11 @@ fn serde_urlencoded_like<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
     let mut object = serde_json::Map::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = value
-            .parse::<u64>()
-            .map_err(|_| ApiError::Malformed(format!("query parameter {key:?} must be a non-negative integer")))?;
+        let number = value.parse::<u64>().map_err(|_| {
+            ApiError::Malformed(format!(
+                "query parameter {key:?} must be a non-negative integer"
+            ))
+        })?;
         object.insert(key.to_string(), number.into());
     }
     serde_json::from_value(serde_json::Value::Object(object))

@@ -62,7 +62,11 @@ impl RpcState {
     /// `POST /v1/dev/mine`). Without a token: loopback clients only. With a
     /// token: exactly the clients that present it, loopback included, so a
     /// token can never be bypassed through a local proxy.
-    pub(crate) fn authorize_admin(&self, headers: &HeaderMap, client: Option<SocketAddr>) -> Result<(), ApiError> {
+    pub(crate) fn authorize_admin(
+        &self,
+        headers: &HeaderMap,
+        client: Option<SocketAddr>,
+    ) -> Result<(), ApiError> {
         match &self.admin_token {
             Some(token) => {
                 let presented = headers
@@ -110,7 +114,12 @@ impl RouteTable {
         }
     }
 
-    fn add(mut self, method: &'static str, path: &'static str, handler: MethodRouter<RpcState>) -> RouteTable {
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        handler: MethodRouter<RpcState>,
+    ) -> RouteTable {
         self.listed.push((method, path));
         self.router = self.router.route(path, handler);
         self
@@ -130,9 +139,17 @@ fn route_table() -> (RouteTable, RouteTable) {
         .add("POST", "/v1/txs", post(routes::submit_tx))
         .add("GET", "/v1/txs/{txid}", get(routes::tx))
         .add("GET", "/v1/accounts/{address}", get(routes::account))
-        .add("GET", "/v1/accounts/{address}/txs", get(routes::account_txs))
+        .add(
+            "GET",
+            "/v1/accounts/{address}/txs",
+            get(routes::account_txs),
+        )
         .add("GET", "/v1/mempool", get(routes::mempool))
-        .add("GET", "/v1/peers", get(routes::peers).post(routes::add_peer))
+        .add(
+            "GET",
+            "/v1/peers",
+            get(routes::peers).post(routes::add_peer),
+        )
         .add("GET", "/v1/state", get(routes::state))
         .add("GET", "/v1/network", get(routes::network))
         .add("GET", "/metrics", get(routes::metrics))
@@ -148,7 +165,11 @@ fn route_table() -> (RouteTable, RouteTable) {
 
 /// The explorer's routes, served by `explorer::routes`.
 #[cfg(test)]
-const EXPLORER_ROUTES: [(&str, &str); 3] = [("GET", "/"), ("GET", "/explorer/app.css"), ("GET", "/explorer/app.js")];
+const EXPLORER_ROUTES: [(&str, &str); 3] = [
+    ("GET", "/"),
+    ("GET", "/explorer/app.css"),
+    ("GET", "/explorer/app.js"),
+];
 
 /// Every (method, path) the router serves, in OpenAPI path syntax.
 #[cfg(test)]
@@ -165,7 +186,10 @@ pub fn router(state: RpcState) -> Router {
     let (timed, untimed) = route_table();
     let timed = timed
         .router
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), enforce_timeout));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            enforce_timeout,
+        ));
     timed
         .merge(untimed.router)
         .merge(explorer::routes::<RpcState>())

@@ -12,7 +12,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use ledger::json::{
-    AddPeerRequest, BlockJson, MineRequest, MineResponse, RawTxRequest, StateJson, SubmitTxResponse, TxJson,
+    AddPeerRequest, BlockJson, MineRequest, MineResponse, RawTxRequest, StateJson,
+    SubmitTxResponse, TxJson,
 };
 use ledger::tx::{MAX_MEMO_BYTES, MAX_TX_BYTES};
 use ledger::{Address, Block, BlockHash, Transaction, TxId};
@@ -54,7 +55,9 @@ pub async fn ready(State(state): State<RpcState>) -> Result<Json<Value>, ApiErro
     if state.node.is_ready() {
         Ok(Json(json!({ "status": "ready" })))
     } else {
-        Err(ApiError::NotReady("storage is not open or P2P does not listen yet"))
+        Err(ApiError::NotReady(
+            "storage is not open or P2P does not listen yet",
+        ))
     }
 }
 
@@ -74,12 +77,19 @@ pub async fn blocks(
     ApiQuery(query): ApiQuery<BlocksQuery>,
 ) -> Result<Json<Vec<BlockJson>>, ApiError> {
     let reader = state.node.reader();
-    let limit = query.limit.unwrap_or(DEFAULT_BLOCKS_PER_PAGE).min(MAX_BLOCKS_PER_PAGE);
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_BLOCKS_PER_PAGE)
+        .min(MAX_BLOCKS_PER_PAGE);
     let from = query.from.unwrap_or(0);
     let mut blocks = Vec::new();
     for height in (from..).take(usize::try_from(limit).unwrap_or(0)) {
-        let Some(hash) = reader.hash_at(height) else { break };
-        let Some(block) = reader.block(&hash) else { break };
+        let Some(hash) = reader.hash_at(height) else {
+            break;
+        };
+        let Some(block) = reader.block(&hash) else {
+            break;
+        };
         blocks.push(block_json(&state, &block));
     }
     Ok(Json(blocks))
@@ -111,7 +121,9 @@ pub async fn block(
             .ok_or_else(|| ApiError::NotFound(format!("no block at height {height}")))?
     } else {
         id.parse::<BlockHash>().map_err(|_| {
-            ApiError::Malformed(format!("{id:?} is neither a height nor a block hash (64 hex characters)"))
+            ApiError::Malformed(format!(
+                "{id:?} is neither a height nor a block hash (64 hex characters)"
+            ))
         })?
     };
     let block = reader
@@ -130,18 +142,24 @@ fn parse_submitted_tx(state: &RpcState, body: &[u8]) -> Result<Transaction, ApiE
     }
     let value: Value = parse_json(body)?;
     if value.get("raw").is_some() {
-        let RawTxRequest { raw } = serde_json::from_value(value)
-            .map_err(|error| ApiError::Malformed(format!("invalid raw transaction body: {error}")))?;
+        let RawTxRequest { raw } = serde_json::from_value(value).map_err(|error| {
+            ApiError::Malformed(format!("invalid raw transaction body: {error}"))
+        })?;
         let limit = MAX_TX_BYTES + MAX_MEMO_BYTES;
         if raw.len() > 2 * limit {
-            return Err(ApiError::Malformed(format!("raw transaction is longer than {limit} bytes")));
+            return Err(ApiError::Malformed(format!(
+                "raw transaction is longer than {limit} bytes"
+            )));
         }
         let bytes = hex::decode(&raw).map_err(|_| ApiError::Malformed("raw must be hex".into()))?;
-        return ledger::encoding::decode_with_limit::<Transaction>(&bytes, limit)
-            .map_err(|error| ApiError::Malformed(format!("raw is not a canonical transaction: {error}")));
+        return ledger::encoding::decode_with_limit::<Transaction>(&bytes, limit).map_err(
+            |error| ApiError::Malformed(format!("raw is not a canonical transaction: {error}")),
+        );
     }
     if !value.is_object() {
-        return Err(ApiError::Malformed("body must be a transaction object or {\"raw\": \"<hex>\"}".into()));
+        return Err(ApiError::Malformed(
+            "body must be a transaction object or {\"raw\": \"<hex>\"}".into(),
+        ));
     }
     TxJson::parse_value(value)
         .and_then(|tx_json| tx_json.to_tx(state.node.spec()))
@@ -206,7 +224,13 @@ pub async fn mempool(
 }
 
 pub async fn peers(State(state): State<RpcState>) -> impl IntoResponse {
-    Json(state.node.network().map(|network| network.peers()).unwrap_or_default())
+    Json(
+        state
+            .node
+            .network()
+            .map(|network| network.peers())
+            .unwrap_or_default(),
+    )
 }
 
 pub async fn add_peer(
@@ -218,11 +242,13 @@ pub async fn add_peer(
     state.authorize_admin(&headers, client)?;
     let ApiJson(request) = body?;
     let addr = request.addr.trim().to_string();
-    let valid = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0));
+    let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+    });
     if !valid {
-        return Err(ApiError::Malformed(format!("addr {addr:?} must be host:port")));
+        return Err(ApiError::Malformed(format!(
+            "addr {addr:?} must be host:port"
+        )));
     }
     let network = state
         .node
@@ -249,7 +275,9 @@ pub async fn network(State(state): State<RpcState>) -> impl IntoResponse {
             .node
             .network()
             .map(|network| network.network_view())
-            .unwrap_or_else(|| json!({ "node_id": state.node.node_id(), "peers": [], "known": [] })),
+            .unwrap_or_else(
+                || json!({ "node_id": state.node.node_id(), "peers": [], "known": [] }),
+            ),
     )
 }
 
@@ -257,11 +285,22 @@ pub async fn metrics(State(state): State<RpcState>) -> impl IntoResponse {
     let node = &state.node;
     let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
     let metrics = node.metrics();
-    metrics.set("height", &[], i64::try_from(node.reader().tip().height).unwrap_or(i64::MAX));
-    metrics.set("peers", &[], gauge(node.network().map_or(0, |network| network.n_peers())));
+    metrics.set(
+        "height",
+        &[],
+        i64::try_from(node.reader().tip().height).unwrap_or(i64::MAX),
+    );
+    metrics.set(
+        "peers",
+        &[],
+        gauge(node.network().map_or(0, |network| network.n_peers())),
+    );
     metrics.set("mempool_size", &[], gauge(node.mempool().len()));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics.render(),
     )
 }
@@ -283,11 +322,17 @@ pub async fn dev_mine(
     }
     let ApiJson(request) = body?;
     if request.blocks == 0 || request.blocks > MAX_MINE_BLOCKS {
-        return Err(ApiError::Malformed(format!("blocks must be between 1 and {MAX_MINE_BLOCKS}")));
+        return Err(ApiError::Malformed(format!(
+            "blocks must be between 1 and {MAX_MINE_BLOCKS}"
+        )));
     }
-    let hashes = state.node.mine_blocks(request.blocks).await.map_err(|error| match error {
-        crate::handle::MineError::ShuttingDown => ApiError::Unavailable(error.to_string()),
-        other => ApiError::Internal(other.to_string()),
-    })?;
+    let hashes = state
+        .node
+        .mine_blocks(request.blocks)
+        .await
+        .map_err(|error| match error {
+            crate::handle::MineError::ShuttingDown => ApiError::Unavailable(error.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        })?;
     Ok(Json(MineResponse { hashes }))
 }

@@ -8,7 +8,9 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use ledger::chainspec::{dev_accounts, dev_secret_key};
-use ledger::json::{AccountJson, BlockJson, MempoolJson, MineResponse, StateJson, StatusJson, TxJson};
+use ledger::json::{
+    AccountJson, BlockJson, MempoolJson, MineResponse, StateJson, StatusJson, TxJson,
+};
 use ledger::{Amount, BlockHash, ChainSpec, Transaction};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
@@ -27,7 +29,11 @@ impl TestNode {
         let mut config = NodeConfig::for_tests(spec, dir.path());
         adjust(&mut config);
         let node = Node::start(config.clone()).await.unwrap();
-        TestNode { _dir: dir, node, config }
+        TestNode {
+            _dir: dir,
+            node,
+            config,
+        }
     }
 
     async fn regtest() -> TestNode {
@@ -80,7 +86,9 @@ impl TestNode {
     }
 
     async fn mine(&self, blocks: u32) -> Vec<BlockHash> {
-        let (status, body) = self.post("/v1/dev/mine", json!({ "blocks": blocks }).to_string()).await;
+        let (status, body) = self
+            .post("/v1/dev/mine", json!({ "blocks": blocks }).to_string())
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         serde_json::from_value::<MineResponse>(body).unwrap().hashes
     }
@@ -101,8 +109,11 @@ async fn post_to(app: Router, path: &str, body: impl Into<Body>) -> (StatusCode,
 async fn send(app: Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = app.oneshot(request).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
 }
 
@@ -111,21 +122,46 @@ async fn send(app: Router, request: Request<Body>) -> (StatusCode, Value) {
 fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(answer.0, status, "{}", answer.1);
     assert_eq!(answer.1["error"]["code"], code, "{}", answer.1);
-    assert!(answer.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", answer.1);
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        answer.1
+    );
     assert_eq!(answer.1.as_object().unwrap().len(), 1, "{}", answer.1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_status() {
     let test = TestNode::regtest().await;
-    assert_eq!(test.get("/health").await, (StatusCode::OK, json!({ "status": "ok" })));
+    assert_eq!(
+        test.get("/health").await,
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
     assert_eq!(test.get("/ready").await.0, StatusCode::OK);
     let (status, body) = test.get("/v1/status").await;
     assert_eq!(status, StatusCode::OK);
-    let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut expected = vec![
-        "chain", "genesis_hash", "height", "tip", "total_work", "target", "peers", "mempool", "min_fee", "syncing",
-        "mining", "node_id", "version",
+        "chain",
+        "genesis_hash",
+        "height",
+        "tip",
+        "total_work",
+        "target",
+        "peers",
+        "mempool",
+        "min_fee",
+        "syncing",
+        "mining",
+        "node_id",
+        "version",
     ];
     expected.sort_unstable();
     let mut keys_sorted = keys.clone();
@@ -140,7 +176,11 @@ async fn health_ready_status() {
     assert_eq!(parsed.node_id.len(), 64);
     // While shutting down the node is no longer ready.
     test.node.handle.shutdown_token().cancel();
-    assert_error(&test.get("/ready").await, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert_error(
+        &test.get("/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+    );
     test.stop().await;
 }
 
@@ -153,21 +193,47 @@ async fn blocks_routes() {
     let (status, body) = test.get("/v1/blocks?from=1&limit=2").await;
     assert_eq!(status, StatusCode::OK);
     let blocks: Vec<BlockJson> = serde_json::from_value(body).unwrap();
-    assert_eq!(blocks.iter().map(|b| b.hash).collect::<Vec<_>>(), hashes[..2]);
+    assert_eq!(
+        blocks.iter().map(|b| b.hash).collect::<Vec<_>>(),
+        hashes[..2]
+    );
     assert_eq!(blocks[0].height, 1);
     assert!(blocks[0].txs.is_some());
     let (_, body) = test.get("/v1/blocks").await;
     assert_eq!(body.as_array().unwrap().len(), 4, "genesis plus three");
     let (_, body) = test.get("/v1/blocks?from=100").await;
     assert_eq!(body, json!([]));
-    assert_error(&test.get("/v1/blocks?from=-1").await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.get("/v1/blocks?limit=x").await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.get("/v1/blocks?frm=1").await, StatusCode::BAD_REQUEST, "malformed");
+    assert_error(
+        &test.get("/v1/blocks?from=-1").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test.get("/v1/blocks?limit=x").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test.get("/v1/blocks?frm=1").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
 
     let (status, tip) = test.get("/v1/blocks/tip").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tip["hash"], json!(hashes[2]));
-    for key in ["hash", "height", "prev_hash", "merkle_root", "timestamp", "target", "nonce", "miner", "reward", "txs"] {
+    for key in [
+        "hash",
+        "height",
+        "prev_hash",
+        "merkle_root",
+        "timestamp",
+        "target",
+        "nonce",
+        "miner",
+        "reward",
+        "txs",
+    ] {
         assert!(tip.get(key).is_some(), "block lacks {key}");
     }
     assert_eq!(tip["miner"], json!(test.address(0)));
@@ -181,11 +247,31 @@ async fn blocks_routes() {
     let (_, genesis) = test.get("/v1/blocks/0").await;
     assert_eq!(genesis["hash"], json!(test.spec().genesis_hash()));
 
-    assert_error(&test.get("/v1/blocks/99").await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&test.get(&format!("/v1/blocks/{}", "ab".repeat(32))).await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&test.get("/v1/blocks/xyz").await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.get(&format!("/v1/blocks/{}", "g".repeat(64))).await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.get("/v1/blocks/99999999999999999999").await, StatusCode::BAD_REQUEST, "malformed");
+    assert_error(
+        &test.get("/v1/blocks/99").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &test.get(&format!("/v1/blocks/{}", "ab".repeat(32))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &test.get("/v1/blocks/xyz").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test.get(&format!("/v1/blocks/{}", "g".repeat(64))).await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test.get("/v1/blocks/99999999999999999999").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
     test.stop().await;
 }
 
@@ -201,7 +287,14 @@ async fn submit_lookup_and_confirm() {
     let (status, lookup) = test.get(&format!("/v1/txs/{}", tx.txid())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(lookup["status"], "pending");
-    assert_eq!((&lookup["block_hash"], &lookup["block_height"], &lookup["confirmations"]), (&Value::Null, &Value::Null, &json!(0)));
+    assert_eq!(
+        (
+            &lookup["block_hash"],
+            &lookup["block_height"],
+            &lookup["confirmations"]
+        ),
+        (&Value::Null, &Value::Null, &json!(0))
+    );
     assert_eq!(lookup["tx"], test.tx_json(&tx));
     let (_, account) = test.get(&format!("/v1/accounts/{}", test.address(1))).await;
     let account: AccountJson = serde_json::from_value(account).unwrap();
@@ -210,7 +303,9 @@ async fn submit_lookup_and_confirm() {
     let mempool: MempoolJson = serde_json::from_value(mempool).unwrap();
     assert_eq!((mempool.count, mempool.txids.clone()), (1, vec![tx.txid()]));
     assert!(mempool.bytes > 0);
-    let (_, history) = test.get(&format!("/v1/accounts/{}/txs", test.address(2))).await;
+    let (_, history) = test
+        .get(&format!("/v1/accounts/{}/txs", test.address(2)))
+        .await;
     assert_eq!(history[0]["status"], "pending");
 
     // The echoed txid/from keys are accepted, and the raw form works.
@@ -221,22 +316,36 @@ async fn submit_lookup_and_confirm() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let third = test.transfer(1, 2, 9, FEE, 2);
     let raw = hex::encode(ledger::encoding::encode(&third));
-    let (status, body) = test.post("/v1/txs", json!({ "raw": raw }).to_string()).await;
-    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({ "txid": third.txid() })));
+    let (status, body) = test
+        .post("/v1/txs", json!({ "raw": raw }).to_string())
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::ACCEPTED, json!({ "txid": third.txid() }))
+    );
 
     let hashes = test.mine(1).await;
     let (_, lookup) = test.get(&format!("/v1/txs/{}", tx.txid())).await;
     assert_eq!(lookup["status"], "confirmed");
     assert_eq!(
-        (&lookup["block_hash"], &lookup["block_height"], &lookup["confirmations"]),
+        (
+            &lookup["block_hash"],
+            &lookup["block_height"],
+            &lookup["confirmations"]
+        ),
         (&json!(hashes[0]), &json!(1), &json!(1))
     );
     let (_, account) = test.get(&format!("/v1/accounts/{}", test.address(2))).await;
     let expected = 1_000_000 * ledger::amount::COIN + 5 * ledger::amount::COIN + 16;
     assert_eq!(account["balance"], json!(expected));
     let (_, account) = test.get(&format!("/v1/accounts/{}", test.address(1))).await;
-    assert_eq!((account["nonce"].as_u64(), account["next_nonce"].as_u64()), (Some(3), Some(3)));
-    let (_, history) = test.get(&format!("/v1/accounts/{}/txs?limit=2", test.address(1))).await;
+    assert_eq!(
+        (account["nonce"].as_u64(), account["next_nonce"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let (_, history) = test
+        .get(&format!("/v1/accounts/{}/txs?limit=2", test.address(1)))
+        .await;
     assert_eq!(history.as_array().unwrap().len(), 2);
     assert_eq!(history[0]["status"], "confirmed");
     let (_, mempool) = test.get("/v1/mempool").await;
@@ -247,22 +356,52 @@ async fn submit_lookup_and_confirm() {
     assert_eq!(status, StatusCode::OK);
     let state: StateJson = serde_json::from_value(state).unwrap();
     assert_eq!((state.height, state.tip), (1, hashes[0]));
-    let supply = test.spec().total_allocated().checked_add(test.spec().block_subsidy).unwrap();
+    let supply = test
+        .spec()
+        .total_allocated()
+        .checked_add(test.spec().block_subsidy)
+        .unwrap();
     assert_eq!(state.total_supply, supply);
     assert_eq!(state.digest.len(), 64);
 
-    assert_error(&test.get(&format!("/v1/txs/{}", "00".repeat(32))).await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&test.get("/v1/txs/nothex").await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.get("/v1/accounts/dev1notanaddress").await, StatusCode::BAD_REQUEST, "malformed");
-    let other_prefix = dev_accounts()[1].address.to_bech32("xyz");
-    assert_error(&test.get(&format!("/v1/accounts/{other_prefix}")).await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.get("/v1/accounts/dev1x/txs").await, StatusCode::BAD_REQUEST, "malformed");
     assert_error(
-        &test.get(&format!("/v1/accounts/{}/txs?limit=-3", test.address(1))).await,
+        &test.get(&format!("/v1/txs/{}", "00".repeat(32))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &test.get("/v1/txs/nothex").await,
         StatusCode::BAD_REQUEST,
         "malformed",
     );
-    assert_error(&test.get("/v1/mempool?limit=abc").await, StatusCode::BAD_REQUEST, "malformed");
+    assert_error(
+        &test.get("/v1/accounts/dev1notanaddress").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    let other_prefix = dev_accounts()[1].address.to_bech32("xyz");
+    assert_error(
+        &test.get(&format!("/v1/accounts/{other_prefix}")).await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test.get("/v1/accounts/dev1x/txs").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test
+            .get(&format!("/v1/accounts/{}/txs?limit=-3", test.address(1)))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test.get("/v1/mempool?limit=abc").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
     test.stop().await;
 }
 
@@ -273,25 +412,54 @@ async fn every_tx_error_code() {
     })
     .await;
     // Confirm nonce 0 of account 1 so that nonce 0 becomes too low.
-    assert_eq!(test.post_tx(&test.transfer(1, 2, 1, FEE, 0)).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        test.post_tx(&test.transfer(1, 2, 1, FEE, 0)).await.0,
+        StatusCode::ACCEPTED
+    );
     test.mine(1).await;
-    assert_error(&test.post_tx(&test.transfer(1, 2, 1, FEE, 0)).await, StatusCode::CONFLICT, "nonce_too_low");
+    assert_error(
+        &test.post_tx(&test.transfer(1, 2, 1, FEE, 0)).await,
+        StatusCode::CONFLICT,
+        "nonce_too_low",
+    );
 
     let pending = test.transfer(1, 2, 1, FEE, 1);
     assert_eq!(test.post_tx(&pending).await.0, StatusCode::ACCEPTED);
-    assert_error(&test.post_tx(&pending).await, StatusCode::CONFLICT, "duplicate");
-    assert_error(&test.post_tx(&test.transfer(1, 2, 2, FEE + 50, 1)).await, StatusCode::CONFLICT, "replacement_underpriced");
-    assert_error(&test.post_tx(&test.transfer(1, 2, 1, FEE, 2 + 65)).await, StatusCode::CONFLICT, "nonce_too_high");
     assert_error(
-        &test.post_tx(&test.transfer(3, 2, 2_000_000 * ledger::amount::COIN, FEE, 0)).await,
+        &test.post_tx(&pending).await,
+        StatusCode::CONFLICT,
+        "duplicate",
+    );
+    assert_error(
+        &test.post_tx(&test.transfer(1, 2, 2, FEE + 50, 1)).await,
+        StatusCode::CONFLICT,
+        "replacement_underpriced",
+    );
+    assert_error(
+        &test.post_tx(&test.transfer(1, 2, 1, FEE, 2 + 65)).await,
+        StatusCode::CONFLICT,
+        "nonce_too_high",
+    );
+    assert_error(
+        &test
+            .post_tx(&test.transfer(3, 2, 2_000_000 * ledger::amount::COIN, FEE, 0))
+            .await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "insufficient_funds",
     );
-    assert_error(&test.post_tx(&test.transfer(3, 2, 1, FEE - 1, 0)).await, StatusCode::UNPROCESSABLE_ENTITY, "fee_too_low");
+    assert_error(
+        &test.post_tx(&test.transfer(3, 2, 1, FEE - 1, 0)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "fee_too_low",
+    );
 
     let mut forged = test.transfer(3, 2, 1, FEE, 0);
     forged.amount = Amount::from_base_units(2);
-    assert_error(&test.post_tx(&forged).await, StatusCode::BAD_REQUEST, "bad_signature");
+    assert_error(
+        &test.post_tx(&forged).await,
+        StatusCode::BAD_REQUEST,
+        "bad_signature",
+    );
     let dev_genesis = ChainSpec::builtin("dev").unwrap().genesis_hash();
     let other_chain = Transaction::new_signed(
         &dev_secret_key(3),
@@ -302,17 +470,43 @@ async fn every_tx_error_code() {
         0,
         String::new(),
     );
-    assert_error(&test.post_tx(&other_chain).await, StatusCode::BAD_REQUEST, "wrong_chain");
-    assert_error(&test.post_tx(&test.transfer(3, 2, 0, FEE, 0)).await, StatusCode::BAD_REQUEST, "malformed");
+    assert_error(
+        &test.post_tx(&other_chain).await,
+        StatusCode::BAD_REQUEST,
+        "wrong_chain",
+    );
+    assert_error(
+        &test.post_tx(&test.transfer(3, 2, 0, FEE, 0)).await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
 
     // Fill the (3-tx) pool, then one more at the same fee cannot get in.
-    assert_eq!(test.post_tx(&test.transfer(4, 2, 1, FEE, 0)).await.0, StatusCode::ACCEPTED);
-    assert_eq!(test.post_tx(&test.transfer(5, 2, 1, FEE, 0)).await.0, StatusCode::ACCEPTED);
-    assert_error(&test.post_tx(&test.transfer(6, 2, 1, FEE, 0)).await, StatusCode::SERVICE_UNAVAILABLE, "mempool_full");
+    assert_eq!(
+        test.post_tx(&test.transfer(4, 2, 1, FEE, 0)).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        test.post_tx(&test.transfer(5, 2, 1, FEE, 0)).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_error(
+        &test.post_tx(&test.transfer(6, 2, 1, FEE, 0)).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "mempool_full",
+    );
 
-    let metrics = send(test.app(), Request::get("/metrics").body(Body::empty()).unwrap()).await.1;
+    let metrics = send(
+        test.app(),
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await
+    .1;
     let text = metrics.as_str().unwrap();
-    assert!(text.contains("ledger_txs_rejected_total{reason=\"mempool_full\"} 1"), "{text}");
+    assert!(
+        text.contains("ledger_txs_rejected_total{reason=\"mempool_full\"} 1"),
+        "{text}"
+    );
     test.stop().await;
 }
 
@@ -334,37 +528,87 @@ async fn bad_bodies_are_spec_shaped() {
         ("wrong type nonce", with("nonce", json!(1.5))),
         ("unknown field", with("colour", json!("red"))),
         ("negative amount", with("amount", json!(-5))),
-        ("overflowing amount", with("amount", json!(0)).replace("\"amount\":0", "\"amount\":18446744073709551616")),
-        ("huge amount", with("amount", json!(0)).replace("\"amount\":0", "\"amount\":1e30")),
+        (
+            "overflowing amount",
+            with("amount", json!(0)).replace("\"amount\":0", "\"amount\":18446744073709551616"),
+        ),
+        (
+            "huge amount",
+            with("amount", json!(0)).replace("\"amount\":0", "\"amount\":1e30"),
+        ),
         ("overflowing sum", with("amount", json!(u64::MAX))),
         ("bad recipient", with("to", json!("dev1qqqqqqqqqq"))),
-        ("recipient checksum", with("to", json!(test.address(2).replace('q', "p")))),
+        (
+            "recipient checksum",
+            with("to", json!(test.address(2).replace('q', "p"))),
+        ),
         ("short pubkey", with("from_pubkey", json!("abcd"))),
-        ("bad signature hex", with("signature", json!("zz".repeat(64)))),
+        (
+            "bad signature hex",
+            with("signature", json!("zz".repeat(64))),
+        ),
         ("raw not hex", json!({ "raw": "xyz" }).to_string()),
         ("raw garbage", json!({ "raw": "00ff" }).to_string()),
         ("raw extra", json!({ "raw": "00", "x": 1 }).to_string()),
-        ("missing field", json!({ "to": test.address(2) }).to_string()),
+        (
+            "missing field",
+            json!({ "to": test.address(2) }).to_string(),
+        ),
     ];
     for (name, body) in cases {
         let answer = test.post("/v1/txs", body).await;
         assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{name}: {}", answer.1);
-        assert!(answer.1["error"]["code"] == "malformed", "{name}: {}", answer.1);
+        assert!(
+            answer.1["error"]["code"] == "malformed",
+            "{name}: {}",
+            answer.1
+        );
     }
     let huge = vec![b' '; 1 << 20];
-    assert_error(&test.post("/v1/txs", huge.clone()).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    assert_error(&test.post("/v1/dev/mine", huge.clone()).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    assert_error(&test.post("/v1/peers", huge).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_error(
+        &test.post("/v1/txs", huge.clone()).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert_error(
+        &test.post("/v1/dev/mine", huge.clone()).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert_error(
+        &test.post("/v1/peers", huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
     // Just under the cap is read (and then refused as not JSON).
     let almost = vec![b' '; BODY_LIMIT_BYTES - 1];
-    assert_error(&test.post("/v1/txs", almost).await, StatusCode::BAD_REQUEST, "malformed");
+    assert_error(
+        &test.post("/v1/txs", almost).await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
 
-    assert_error(&test.get("/v1/nothing").await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&test.get("/v1/txs").await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    assert_error(&test.post("/v1/status", "{}").await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        &test.get("/v1/nothing").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &test.get("/v1/txs").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    assert_error(
+        &test.post("/v1/status", "{}").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
     // The node is still fine.
     assert_eq!(test.get("/health").await.0, StatusCode::OK);
-    assert_eq!(test.post("/v1/txs", valid.to_string()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        test.post("/v1/txs", valid.to_string()).await.0,
+        StatusCode::ACCEPTED
+    );
     test.stop().await;
 }
 
@@ -373,21 +617,68 @@ async fn admin_routes_and_peers() {
     let test = TestNode::regtest().await;
     let (status, peers) = test.get("/v1/peers").await;
     assert_eq!((status, peers), (StatusCode::OK, json!([])));
-    let (status, body) = test.post("/v1/peers", json!({ "addr": "127.0.0.1:9" }).to_string()).await;
-    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({ "addr": "127.0.0.1:9" })));
-    assert_error(&test.post("/v1/peers", json!({ "addr": "nope" }).to_string()).await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.post("/v1/peers", json!({ "address": "a:1" }).to_string()).await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.post("/v1/dev/mine", json!({ "blocks": 0 }).to_string()).await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.post("/v1/dev/mine", json!({ "blocks": -1 }).to_string()).await, StatusCode::BAD_REQUEST, "malformed");
-    assert_error(&test.post("/v1/dev/mine", "{").await, StatusCode::BAD_REQUEST, "malformed");
+    let (status, body) = test
+        .post("/v1/peers", json!({ "addr": "127.0.0.1:9" }).to_string())
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::ACCEPTED, json!({ "addr": "127.0.0.1:9" }))
+    );
+    assert_error(
+        &test
+            .post("/v1/peers", json!({ "addr": "nope" }).to_string())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test
+            .post("/v1/peers", json!({ "address": "a:1" }).to_string())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test
+            .post("/v1/dev/mine", json!({ "blocks": 0 }).to_string())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test
+            .post("/v1/dev/mine", json!({ "blocks": -1 }).to_string())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    assert_error(
+        &test.post("/v1/dev/mine", "{").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
 
     let remote = test.app_from(([10, 1, 2, 3], 5555).into());
-    let answer = post_to(remote.clone(), "/v1/peers", json!({ "addr": "127.0.0.1:9" }).to_string()).await;
+    let answer = post_to(
+        remote.clone(),
+        "/v1/peers",
+        json!({ "addr": "127.0.0.1:9" }).to_string(),
+    )
+    .await;
     assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
-    let answer = post_to(remote.clone(), "/v1/dev/mine", json!({ "blocks": 1 }).to_string()).await;
+    let answer = post_to(
+        remote.clone(),
+        "/v1/dev/mine",
+        json!({ "blocks": 1 }).to_string(),
+    )
+    .await;
     assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
     // Public routes stay public.
-    let (status, _) = send(remote, Request::get("/v1/status").body(Body::empty()).unwrap()).await;
+    let (status, _) = send(
+        remote,
+        Request::get("/v1/status").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     test.stop().await;
 }
@@ -403,12 +694,29 @@ async fn admin_token_is_required_from_everyone() {
         if let Some(auth) = auth {
             request = request.header("authorization", auth);
         }
-        send(app, request.body(Body::from(json!({ "blocks": 1 }).to_string())).unwrap())
+        send(
+            app,
+            request
+                .body(Body::from(json!({ "blocks": 1 }).to_string()))
+                .unwrap(),
+        )
     };
     let remote = test.app_from(([192, 168, 1, 9], 5555).into());
-    assert_error(&mine(remote.clone(), None).await, StatusCode::FORBIDDEN, "forbidden");
-    assert_error(&mine(remote.clone(), Some("Bearer wrong")).await, StatusCode::FORBIDDEN, "forbidden");
-    assert_error(&mine(test.app(), None).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(
+        &mine(remote.clone(), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &mine(remote.clone(), Some("Bearer wrong")).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &mine(test.app(), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
     let (status, body) = mine(remote, Some("Bearer s3cret")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["hashes"].as_array().unwrap().len(), 1);
@@ -423,7 +731,13 @@ async fn dev_mine_is_only_on_dev_chains() {
         config.miner_address = Some(dev_accounts()[0].address);
     })
     .await;
-    assert_error(&test.post("/v1/dev/mine", json!({ "blocks": 1 }).to_string()).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &test
+            .post("/v1/dev/mine", json!({ "blocks": 1 }).to_string())
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     test.stop().await;
 }
 
@@ -438,7 +752,10 @@ async fn request_timeout_is_spec_shaped() {
     let state = RpcState::new(test.node.handle.clone(), &test.config);
     let app: Router = Router::new()
         .route("/slow", get(std::future::pending::<()>))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), enforce_timeout))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            enforce_timeout,
+        ))
         .with_state(state);
     let answer = send(app, Request::get("/slow").body(Body::empty()).unwrap()).await;
     assert_error(&answer, StatusCode::SERVICE_UNAVAILABLE, "timeout");
@@ -464,7 +781,11 @@ async fn metrics_network_explorer_openapi() {
     let (status, network) = test.get("/v1/network").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(network["node_id"], json!(test.node.handle.node_id()));
-    let response = test.app().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    let response = test
+        .app()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (status, openapi) = test.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
@@ -508,10 +829,15 @@ async fn openapi_matches_router() {
             assert_eq!(status, StatusCode::OK);
             continue;
         }
-        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-        assert!(!text.contains("no route for"), "{method} {path} fell through: {text}");
+        assert!(
+            !text.contains("no route for"),
+            "{method} {path} fell through: {text}"
+        );
     }
     test.stop().await;
 }
@@ -526,10 +852,16 @@ async fn events_stream_blocks_and_txs() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut stream = response.into_body().into_data_stream();
     let tx = test.transfer(1, 2, 10, FEE, 0);
-    assert_eq!(test.post("/v1/txs", test.tx_json(&tx).to_string()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        test.post("/v1/txs", test.tx_json(&tx).to_string()).await.0,
+        StatusCode::ACCEPTED
+    );
     let hashes = test.mine(1).await;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -140,6 +140,10 @@ impl TestBackend {
         lock(&self.inner.mempool).contains(txid)
     }
 
+    pub fn has_block_hash(&self, hash: &BlockHash) -> bool {
+        self.inner.reader.has_block(hash)
+    }
+
     pub fn confirmed(&self, txid: &TxId) -> bool {
         self.inner.reader.tx(txid).is_some()
     }

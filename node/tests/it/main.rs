@@ -2,6 +2,8 @@
 //! sockets on loopback (port 0, with the bound addresses read from the
 //! banner), real sled in temp dirs, real signals.
 
+mod in_process;
+
 use ledger::chainspec::{dev_accounts, dev_secret_key, DEV_KEYS_WARNING};
 use ledger::json::TxJson;
 use ledger::{Amount, ChainSpec, Transaction};
@@ -68,7 +70,9 @@ impl NodeProcess {
         let mut banner = Vec::new();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = received.recv_timeout(remaining).expect("banner printed in time");
+            let line = received
+                .recv_timeout(remaining)
+                .expect("banner printed in time");
             let done = line.starts_with("WARNING");
             banner.push(line);
             if done {
@@ -94,7 +98,11 @@ impl NodeProcess {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.rpc_url)).send().unwrap();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.rpc_url))
+            .send()
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
     }
@@ -119,7 +127,10 @@ impl NodeProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "node did not exit within 5 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit within 5 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -135,7 +146,10 @@ impl Drop for NodeProcess {
 /// SIGTERM through the `kill` command, so the test needs no `unsafe`
 /// (the workspace forbids it).
 fn send_sigterm(pid: u32) {
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -TERM {pid} failed");
 }
 
@@ -180,7 +194,10 @@ fn transfer_mine_restart() {
     let (_, lookup) = node.get(&format!("/v1/txs/{}", tx.txid()));
     assert_eq!(lookup["status"], "pending");
     let (_, sender) = node.get(&format!("/v1/accounts/{}", address(3)));
-    assert_eq!((sender["nonce"].as_u64(), sender["next_nonce"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (sender["nonce"].as_u64(), sender["next_nonce"].as_u64()),
+        (Some(0), Some(1))
+    );
 
     // Mine it.
     let (status, mined) = node.post("/v1/dev/mine", json!({ "blocks": 2 }).to_string());
@@ -195,7 +212,10 @@ fn transfer_mine_restart() {
     let start_balance = 1_000_000 * COIN;
     let (_, sender) = node.get(&format!("/v1/accounts/{}", address(3)));
     assert_eq!(sender["balance"], json!(start_balance - 12 * COIN - FEE));
-    assert_eq!((sender["nonce"].as_u64(), sender["next_nonce"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (sender["nonce"].as_u64(), sender["next_nonce"].as_u64()),
+        (Some(1), Some(1))
+    );
     let (_, recipient) = node.get(&format!("/v1/accounts/{}", address(4)));
     assert_eq!(recipient["balance"], json!(start_balance + 12 * COIN));
     let (_, miner) = node.get(&format!("/v1/accounts/{}", address(0)));
@@ -220,7 +240,10 @@ fn transfer_mine_restart() {
     assert_eq!(restarted_state, state);
     let (_, restarted_status) = node.get("/v1/status");
     assert_eq!(restarted_status["tip"], status["tip"]);
-    assert_eq!(restarted_status["node_id"], status["node_id"], "the node key persists");
+    assert_eq!(
+        restarted_status["node_id"], status["node_id"],
+        "the node key persists"
+    );
     let (_, lookup) = node.get(&format!("/v1/txs/{}", tx.txid()));
     assert_eq!(lookup["status"], "confirmed");
     assert!(node.terminate().success());
@@ -243,7 +266,10 @@ fn bad_input_never_takes_the_node_down() {
         ("negative amount", with("amount", "-1")),
         ("overflowing amount", with("amount", "18446744073709551616")),
         ("overflowing fee", with("fee", "99999999999999999999999")),
-        ("amount plus fee overflows", with("amount", "18446744073709551615")),
+        (
+            "amount plus fee overflows",
+            with("amount", "18446744073709551615"),
+        ),
         ("invalid address", with("to", "\"dev1qqqqqq\"")),
     ];
     for (name, body) in cases {
@@ -253,16 +279,27 @@ fn bad_input_never_takes_the_node_down() {
         assert!(answer["error"]["message"].is_string());
     }
     let (status, answer) = node.post("/v1/txs", vec![b'x'; 1 << 20]);
-    assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     for (path, code, status) in [
         ("/v1/accounts/notanaddress", "malformed", 400),
         ("/v1/txs/1234", "malformed", 400),
         ("/v1/blocks/zz", "malformed", 400),
-        (&format!("/v1/txs/{}", "ab".repeat(32)) as &str, "not_found", 404),
+        (
+            &format!("/v1/txs/{}", "ab".repeat(32)) as &str,
+            "not_found",
+            404,
+        ),
         ("/v2/nothing", "not_found", 404),
     ] {
         let answer = node.get(path);
-        assert_eq!((answer.0, answer.1["error"]["code"].as_str()), (status, Some(code)), "{path}");
+        assert_eq!(
+            (answer.0, answer.1["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
     }
     assert_eq!(node.get("/health"), (200, json!({ "status": "ok" })));
     let (status, _) = node.post("/v1/txs", valid.to_string());

@@ -303,10 +303,16 @@ struct Readiness {
     error: Option<String>,
 }
 
-/// Waits until every node answers `/ready` and (with more than one node)
-/// has at least one peer. Nodes that are ready but still alone are asked,
-/// every few seconds, to dial their ring neighbours again through
-/// `POST /v1/peers`, in case their first dial raced the neighbour's start.
+/// How long all nodes may be ready but not all connected before `up` stops
+/// waiting for peers and only warns: a node without peers is still usable,
+/// and its log says why it is alone.
+const PEER_GRACE: Duration = Duration::from_secs(20);
+
+/// Waits until every node answers `/ready` (an error at `deadline`) and,
+/// with more than one node, has at least one peer (a warning after
+/// `PEER_GRACE`). Nodes that are ready but still alone are asked, every few
+/// seconds, to dial their ring neighbours again through `POST /v1/peers`,
+/// in case their first dial raced the neighbour's start.
 async fn wait_ready(
     launched: &[Launched],
     processes: &mut [Supervised],
@@ -315,6 +321,7 @@ async fn wait_ready(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_kick = Instant::now();
+    let mut all_ready_since: Option<Instant> = None;
     loop {
         for process in processes.iter_mut() {
             if let Some(status) = process.poll_exit() {
@@ -358,6 +365,24 @@ async fn wait_ready(
                 started.elapsed().as_secs_f64()
             );
             return Ok(());
+        }
+        if polls.iter().all(|poll| poll.ready) {
+            let since = *all_ready_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= PEER_GRACE {
+                for (node, poll) in launched.iter().zip(&polls) {
+                    if !connected(poll) {
+                        eprintln!(
+                            "testnet: warning: {} has no peer after {} s; see {}/node.log",
+                            node.plan.name(),
+                            PEER_GRACE.as_secs(),
+                            node.plan.name()
+                        );
+                    }
+                }
+                return Ok(());
+            }
+        } else {
+            all_ready_since = None;
         }
         if last_kick.elapsed() >= Duration::from_secs(3) {
             last_kick = Instant::now();

@@ -1,0 +1,263 @@
+//! Bad peers, one test each. In every test a node runs with an honest peer
+//! attached; a hand-driven `FakePeer` misbehaves; the node must stay up,
+//! keep relaying to the honest peer, and drop (and, where the rules say,
+//! ban) the offender.
+
+#[path = "common/p2p_net.rs"]
+mod p2p_net;
+
+use ledger::{BlockHash, Hash256, Target, TxId};
+use node::p2p::message::{InvItem, Message};
+use p2p_net::*;
+use rand::{RngCore, SeedableRng};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A node and an honest peer connected to it.
+struct Setup {
+    node: TestNode,
+    honest: TestNode,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn setup(options: NodeOptions) -> Setup {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let node = TestNode::start(dirs[0].path(), options).await;
+    let honest = TestNode::start(
+        dirs[1].path(),
+        NodeOptions {
+            peers: vec![node.addr()],
+            ..NodeOptions::default()
+        },
+    )
+    .await;
+    wait_for("honest peer connected", LONG, || node.has_peer(&honest) && honest.has_peer(&node)).await;
+    Setup {
+        node,
+        honest,
+        _dirs: dirs,
+    }
+}
+
+impl Setup {
+    /// The node still relays to its honest peer: a new tx and a new block
+    /// both arrive there.
+    async fn still_serves(&self, nonce: u64) {
+        let genesis = self.node.backend.genesis();
+        let txid = self
+            .node
+            .backend
+            .add_tx(transfer(&genesis, 5, nonce, "still here"))
+            .expect("admitted");
+        wait_for("honest peer gets the tx", LONG, || self.honest.backend.mempool_has(&txid)).await;
+        let block = self.node.backend.mine(10);
+        wait_for("honest peer gets the block", LONG, || self.honest.backend.tip_hash() == block).await;
+        assert!(self.node.has_peer(&self.honest), "honest peer still connected");
+    }
+
+    async fn stop(self) {
+        self.honest.stop().await;
+        self.node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_get_the_sender_banned() {
+    let setup = setup(NodeOptions::default()).await;
+    let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
+    let mut noise = vec![0u8; 4096];
+    rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut noise);
+    bad.send_raw(&noise).await;
+    assert!(bad.closed_within(LONG).await, "offender disconnected");
+    wait_for("ban recorded", LONG, || setup.node.p2p.is_banned(bad.local_addr)).await;
+    let bans = setup.node.bans("oversized_frame") + setup.node.bans("undecodable_frame");
+    assert_eq!(bans, 1);
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_gib_length_prefix_costs_no_memory() {
+    let setup = setup(NodeOptions::default()).await;
+    let before = resident_bytes();
+    let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
+    // u32::MAX: the largest length the 4-byte prefix can claim (4 GiB - 1).
+    bad.send_raw(&[0xff, 0xff, 0xff, 0xff]).await;
+    bad.send_raw(&[0u8; 64 * 1024]).await;
+    assert!(bad.closed_within(LONG).await, "offender disconnected");
+    let after = resident_bytes();
+    let growth = after.saturating_sub(before);
+    println!("FIGURE 4 GiB prefix: resident memory grew by {} KiB", growth / 1024);
+    assert!(growth < 8 * 1024 * 1024, "memory grew by {growth} bytes");
+    wait_for("ban recorded", LONG, || setup.node.bans("oversized_frame") == 1).await;
+    assert!(setup.node.p2p.is_banned(bad.local_addr));
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_magic_is_banned() {
+    let setup = setup(NodeOptions::default()).await;
+    let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
+    let hello = bad.hello(*b"nope", setup.node.backend.genesis());
+    bad.send(&Message::Hello(hello)).await;
+    assert!(bad.closed_within(LONG).await, "offender disconnected");
+    wait_for("ban recorded", LONG, || setup.node.bans("wrong_magic") == 1).await;
+    assert!(setup.node.p2p.is_banned(bad.local_addr));
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_genesis_is_banned() {
+    let setup = setup(NodeOptions::default()).await;
+    let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
+    let magic = setup.node.backend.spec().network_magic();
+    let hello = bad.hello(magic, BlockHash(Hash256::digest(b"another chain")));
+    bad.send(&Message::Hello(hello)).await;
+    assert!(bad.closed_within(LONG).await, "offender disconnected");
+    wait_for("ban recorded", LONG, || setup.node.bans("wrong_genesis") == 1).await;
+    assert!(setup.node.p2p.is_banned(bad.local_addr));
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_dropped_at_the_handshake_timeout() {
+    let mut options = NodeOptions::default();
+    options.timing.handshake_timeout = Duration::from_millis(500);
+    let setup = setup(options).await;
+    let started = std::time::Instant::now();
+    let mut silent = FakePeer::connect(setup.node.socket_addr()).await;
+    // It reads the node's hello and never answers.
+    assert!(silent.closed_within(LONG).await, "silent peer dropped");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(450), "dropped after {waited:?}, before the timeout");
+    wait_for("timeout counted", LONG, || {
+        setup
+            .node
+            .metrics
+            .counter("p2p_disconnects_total", &[("reason", "handshake_timeout")])
+            == 1
+    })
+    .await;
+    assert!(!setup.node.p2p.is_banned(silent.local_addr), "slowness is not banned");
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inv_flood_of_unknown_hashes_is_bounded() {
+    let setup = setup(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    let mut flooder = FakePeer::connect(setup.node.socket_addr()).await;
+    flooder.handshake(&spec).await;
+    let before = resident_bytes();
+    // 10,000 unknown tx hashes in ten legal messages: the node fetches only
+    // up to its per-peer cap and ignores the rest.
+    let mut counter = 0u64;
+    for _ in 0..10 {
+        let items: Vec<InvItem> = (0..1_000)
+            .map(|_| {
+                counter += 1;
+                InvItem::Tx(TxId(Hash256::digest(&counter.to_le_bytes())))
+            })
+            .collect();
+        assert!(flooder.send(&Message::Inv(items)).await);
+    }
+    let mut requested = 0usize;
+    while let Some(message) = flooder
+        .recv_matching(Duration::from_millis(500), |message| matches!(message, Message::GetData(_)))
+        .await
+    {
+        if let Message::GetData(items) = message {
+            requested += items.len();
+        }
+    }
+    println!("FIGURE inv flood: 10000 announced, {requested} requested");
+    assert!(requested <= 2_000, "requested {requested}");
+    setup.still_serves(0).await;
+    assert!(setup.node.p2p.n_peers() >= 1);
+    // The same 10,000 entries in one message break the per-message cap.
+    let items: Vec<InvItem> = (0..10_000u64)
+        .map(|n| InvItem::Tx(TxId(Hash256::digest(&(n + 1_000_000).to_le_bytes()))))
+        .collect();
+    flooder.send(&Message::Inv(items)).await;
+    assert!(flooder.closed_within(LONG).await, "flooder disconnected");
+    wait_for("ban recorded", LONG, || setup.node.bans("oversized_frame") == 1).await;
+    let growth = resident_bytes().saturating_sub(before);
+    assert!(growth < 16 * 1024 * 1024, "memory grew by {growth} bytes");
+    setup.still_serves(1).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_with_bad_proof_of_work_is_banned() {
+    let setup = setup(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
+    bad.handshake(&spec).await;
+    // A block on the node's tip whose hash misses the target.
+    let mut block = setup.node.backend.make_block(0);
+    let target = Target::from_compact(block.header.bits).expect("valid bits");
+    while target.is_met_by(&block.hash()) {
+        block.header.nonce = block.header.nonce.wrapping_add(1);
+    }
+    let hash = block.hash();
+    bad.send(&Message::Inv(vec![InvItem::Block(hash)])).await;
+    let asked = bad
+        .recv_matching(LONG, |message| matches!(message, Message::GetData(_)))
+        .await;
+    assert_eq!(asked, Some(Message::GetData(vec![InvItem::Block(hash)])));
+    bad.send(&Message::Block(block)).await;
+    assert!(bad.closed_within(LONG).await, "offender disconnected");
+    wait_for("ban recorded", LONG, || setup.node.bans("bad_block") == 1).await;
+    assert!(setup.node.p2p.is_node_banned(&bad.key.public_key()));
+    assert!(!setup.node.backend.has_block_hash(&hash));
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_with_bad_signature_is_banned() {
+    let setup = setup(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
+    bad.handshake(&spec).await;
+    let mut tx = transfer(&setup.node.backend.genesis(), 6, 0, "forged");
+    tx.amount = ledger::Amount::from_base_units(999_999);
+    let txid = tx.txid();
+    bad.send(&Message::Inv(vec![InvItem::Tx(txid)])).await;
+    let asked = bad
+        .recv_matching(LONG, |message| matches!(message, Message::GetData(_)))
+        .await;
+    assert_eq!(asked, Some(Message::GetData(vec![InvItem::Tx(txid)])));
+    bad.send(&Message::Tx(tx)).await;
+    assert!(bad.closed_within(LONG).await, "offender disconnected");
+    wait_for("ban recorded", LONG, || setup.node.bans("bad_tx") == 1).await;
+    assert!(setup.node.p2p.is_node_banned(&bad.key.public_key()));
+    assert!(!setup.node.backend.mempool_has(&txid));
+    // An unaffordable tx from an honest-looking peer is refused without a ban.
+    let mut poor = FakePeer::connect(setup.node.socket_addr()).await;
+    poor.handshake(&spec).await;
+    let unaffordable = ledger::Transaction::new_signed(
+        &ledger::SecretKey::from_seed("nobody"),
+        &setup.node.backend.genesis(),
+        ledger::Address([1; 20]),
+        ledger::Amount::from_base_units(5),
+        ledger::Amount::from_base_units(1_000),
+        0,
+        String::new(),
+    );
+    let poor_txid = unaffordable.txid();
+    poor.send(&Message::Inv(vec![InvItem::Tx(poor_txid)])).await;
+    poor.recv_matching(LONG, |message| matches!(message, Message::GetData(_)))
+        .await
+        .expect("asked for it");
+    poor.send(&Message::Tx(unaffordable)).await;
+    setup.still_serves(0).await;
+    assert!(!poor.closed_within(Duration::from_millis(300)).await, "not disconnected");
+    assert_eq!(setup.node.bans("bad_tx"), 1);
+    setup.stop().await;
+}
