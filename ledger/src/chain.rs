@@ -52,7 +52,9 @@ pub enum ChainError {
         expected_name: String,
         expected: BlockHash,
     },
-    #[error("chain store in {dir} is corrupt ({detail}); move the directory away to resync from peers")]
+    #[error(
+        "chain store in {dir} is corrupt ({detail}); move the directory away to resync from peers"
+    )]
     Corrupt { dir: String, detail: String },
     #[error("chain storage error: {0}")]
     Storage(String),
@@ -292,7 +294,42 @@ pub struct Chain {
     next_seq: u64,
     orphans: OrphanPool,
     rejected: RejectedHeaders,
+    recent_blocks: RecentBlocks,
     cache: SignatureCache,
+}
+
+/// A decoded block with its txids, so connecting a block just accepted
+/// neither decodes it from sled nor hashes its transactions again.
+struct CachedBlock {
+    block: Block,
+    txids: Vec<TxId>,
+}
+
+/// The last few accepted or loaded blocks (bounded by count; a block is at
+/// most `max_block_bytes`, so this stays within a few MiB).
+#[derive(Default)]
+struct RecentBlocks {
+    blocks: HashMap<BlockHash, Arc<CachedBlock>>,
+    order: VecDeque<BlockHash>,
+}
+
+const RECENT_BLOCKS: usize = 8;
+
+impl RecentBlocks {
+    fn get(&self, hash: &BlockHash) -> Option<Arc<CachedBlock>> {
+        self.blocks.get(hash).cloned()
+    }
+
+    fn insert(&mut self, hash: BlockHash, cached: Arc<CachedBlock>) {
+        if self.blocks.insert(hash, cached).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.order.len() > RECENT_BLOCKS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.blocks.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// Hashes of blocks refused without being stored whose header itself is
@@ -388,7 +425,10 @@ impl Chain {
             }
             next_seq = next_seq.max(entry.seq.saturating_add(1));
             if hash != genesis {
-                children.entry(entry.header.prev_hash).or_default().push(hash);
+                children
+                    .entry(entry.header.prev_hash)
+                    .or_default()
+                    .push(hash);
             }
             nodes.insert(
                 hash,
@@ -418,14 +458,17 @@ impl Chain {
             next_seq,
             orphans: OrphanPool::default(),
             rejected: RejectedHeaders::default(),
+            recent_blocks: RecentBlocks::default(),
             cache: SignatureCache::default(),
         };
         chain.check_best_chain().map_err(corrupt)?;
         chain.mark_missing_data().map_err(from_storage)?;
-        chain.activate_best_chain(None).map_err(|error| match error {
-            BlockError::Storage(detail) => ChainError::Storage(detail),
-            other => ChainError::Storage(other.to_string()),
-        })?;
+        chain
+            .activate_best_chain(None)
+            .map_err(|error| match error {
+                BlockError::Storage(detail) => ChainError::Storage(detail),
+                other => ChainError::Storage(other.to_string()),
+            })?;
         let tip = chain.tip();
         tracing::info!(height = tip.height, tip = %tip.hash, "chain store open");
         Ok(chain)
@@ -547,7 +590,11 @@ impl Chain {
     /// for it) when that gives the chain with the most work, and reports
     /// what changed. An invalid block is marked (with its descendants) and
     /// its error returned; the chain then stays on the best valid tip.
-    pub fn process_block(&mut self, block: Block, now_ms: u64) -> Result<ProcessOutcome, BlockError> {
+    pub fn process_block(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+    ) -> Result<ProcessOutcome, BlockError> {
         self.orphans.expire(now_ms);
         let hash = block.hash();
         if let Some(node) = self.nodes.get(&hash) {
@@ -584,7 +631,7 @@ impl Chain {
         }
 
         let old_tip = self.tip;
-        if let Err(error) = self.accept_block(hash, &block, now_ms) {
+        if let Err(error) = self.accept_block(hash, block, now_ms) {
             // Orphans waiting on a block that can never be valid cannot be
             // either; a block merely early (clock) keeps its orphans.
             if error.is_misbehaviour() {
@@ -601,7 +648,7 @@ impl Chain {
         while let Some(parent_hash) = queue.pop() {
             for child in self.orphans.take_children(&parent_hash) {
                 let child_hash = child.hash();
-                match self.accept_block(child_hash, &child, now_ms) {
+                match self.accept_block(child_hash, child, now_ms) {
                     Ok(()) => {
                         if self.better(&child_hash, &best_new) {
                             best_new = child_hash;
@@ -631,7 +678,12 @@ impl Chain {
 
     /// Stateless and contextual checks, then stores the block and indexes
     /// it. The parent must be in the index and not invalid.
-    fn accept_block(&mut self, hash: BlockHash, block: &Block, now_ms: u64) -> Result<(), BlockError> {
+    fn accept_block(
+        &mut self,
+        hash: BlockHash,
+        block: Block,
+        now_ms: u64,
+    ) -> Result<(), BlockError> {
         let parent = self
             .nodes
             .get(&block.header.prev_hash)
@@ -642,8 +694,15 @@ impl Chain {
         let parent_height = parent.header.height;
         let parent_work = parent.total_work;
         let recent = self.recent_timings(&block.header.prev_hash);
-        validation::check_header_context(&block.header, parent_height, &recent, &self.spec, now_ms)?;
-        validation::check_block_stateless(block, &self.spec, &self.genesis, &self.cache)?;
+        validation::check_header_context(
+            &block.header,
+            parent_height,
+            &recent,
+            &self.spec,
+            now_ms,
+        )?;
+        let txids =
+            validation::check_block_stateless(&block, &self.spec, &self.genesis, &self.cache)?;
         let target = Target::from_compact(block.header.bits)
             .map_err(|_| BlockError::BadCompactTarget(block.header.bits.0))?;
         let node = Node {
@@ -653,7 +712,7 @@ impl Chain {
             seq: self.next_seq,
         };
         self.store
-            .put_block(&hash, block, &node.entry())
+            .put_block(&hash, &block, &node.entry())
             .map_err(storage_block_error)?;
         self.next_seq += 1;
         self.children
@@ -661,6 +720,8 @@ impl Chain {
             .or_default()
             .push(hash);
         self.nodes.insert(hash, node);
+        self.recent_blocks
+            .insert(hash, Arc::new(CachedBlock { block, txids }));
         Ok(())
     }
 
@@ -726,10 +787,13 @@ impl Chain {
             None => self.best_candidate(),
         };
         // Each round either reaches the candidate or marks at least one
-        // block invalid, so this ends.
+        // block invalid or data-missing, so this ends.
         while candidate != self.tip && self.better(&candidate, &self.tip) {
             match self.reorganize_to(candidate)? {
-                None => break,
+                None if self.tip == candidate => break,
+                // A body on the way was missing (and is now marked): the
+                // tip may sit mid-way, so look for the best block again.
+                None => candidate = self.best_candidate(),
                 Some((failed, error)) => {
                     tracing::warn!(block = %failed, %error, "block failed to connect; marking it and its descendants invalid");
                     self.mark_subtree(failed, BlockStatus::Invalid)
@@ -760,7 +824,7 @@ impl Chain {
             cursor = self.nodes[&cursor].header.prev_hash;
         }
         for hash in path.into_iter().rev() {
-            let block = match self.store.block(&hash).map_err(storage_block_error)? {
+            let block = match self.load_block(&hash)? {
                 Some(block) => block,
                 None => {
                     self.mark_subtree(hash, BlockStatus::DataMissing)
@@ -780,8 +844,9 @@ impl Chain {
     fn connect_tip(
         &mut self,
         hash: &BlockHash,
-        block: &Block,
+        cached: &CachedBlock,
     ) -> Result<Result<(), BlockError>, BlockError> {
+        let block = &cached.block;
         let accounts = StrictAccounts {
             store: &self.store,
             error: RefCell::new(None),
@@ -794,12 +859,25 @@ impl Chain {
             Ok(change) => change,
             Err(error) => return Ok(Err(error)),
         };
-        let txids: Vec<TxId> = block.txids();
         self.store
-            .connect_block(hash, block, &txids, &change)
+            .connect_block(hash, block, &cached.txids, &change)
             .map_err(storage_block_error)?;
         self.tip = *hash;
         Ok(Ok(()))
+    }
+
+    /// A block body with its txids, from the recent-block cache or sled.
+    fn load_block(&mut self, hash: &BlockHash) -> Result<Option<Arc<CachedBlock>>, BlockError> {
+        if let Some(cached) = self.recent_blocks.get(hash) {
+            return Ok(Some(cached));
+        }
+        let Some(block) = self.store.block(hash).map_err(storage_block_error)? else {
+            return Ok(None);
+        };
+        let txids = block.txids();
+        let cached = Arc::new(CachedBlock { block, txids });
+        self.recent_blocks.insert(*hash, Arc::clone(&cached));
+        Ok(Some(cached))
     }
 
     fn disconnect_tip(&mut self) -> Result<(), BlockError> {
@@ -807,20 +885,18 @@ impl Chain {
         if hash == self.genesis {
             return Err(BlockError::Storage("cannot disconnect genesis".into()));
         }
-        let missing = |what: &str| BlockError::Storage(format!("{what} of best-chain block {hash} is missing"));
-        let block = self
-            .store
-            .block(&hash)
-            .map_err(storage_block_error)?
-            .ok_or_else(|| missing("body"))?;
+        let missing = |what: &str| {
+            BlockError::Storage(format!("{what} of best-chain block {hash} is missing"))
+        };
+        let cached = self.load_block(&hash)?.ok_or_else(|| missing("body"))?;
+        let block = &cached.block;
         let undo = self
             .store
             .undo(&hash)
             .map_err(storage_block_error)?
             .ok_or_else(|| missing("undo record"))?;
-        let txids = block.txids();
         self.store
-            .disconnect_block(&hash, &block, &txids, &undo)
+            .disconnect_block(&hash, block, &cached.txids, &undo)
             .map_err(storage_block_error)?;
         self.tip = block.header.prev_hash;
         Ok(())
@@ -871,9 +947,16 @@ impl Chain {
     }
 
     /// The net change from `old_tip` to `new_tip`.
-    fn update_between(&self, old_tip: BlockHash, new_tip: BlockHash) -> Result<ChainUpdate, BlockError> {
+    fn update_between(
+        &self,
+        old_tip: BlockHash,
+        new_tip: BlockHash,
+    ) -> Result<ChainUpdate, BlockError> {
         let fork = self.fork_point(&old_tip, &new_tip)?;
         let load = |hash: &BlockHash| {
+            if let Some(cached) = self.recent_blocks.get(hash) {
+                return Ok(cached.block.clone());
+            }
             self.store
                 .block(hash)
                 .map_err(storage_block_error)?
@@ -960,7 +1043,11 @@ fn aux_error(error: sled::Error) -> ChainError {
 
 impl AuxTree {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
-        Ok(self.tree.get(key).map_err(aux_error)?.map(|value| value.to_vec()))
+        Ok(self
+            .tree
+            .get(key)
+            .map_err(aux_error)?
+            .map(|value| value.to_vec()))
     }
 
     pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), ChainError> {
@@ -1170,7 +1257,9 @@ impl ChainReader {
             attempt += 1;
             let before = self.tip();
             let mut digester = StateDigester::new();
-            let result = self.store.for_each_account(|address, account| digester.add(address, account));
+            let result = self
+                .store
+                .for_each_account(|address, account| digester.add(address, account));
             if let Err(error) = result {
                 tracing::error!(%error, "reading accounts for the state digest failed");
             }

@@ -153,7 +153,10 @@ mod tests {
         let spec = ChainSpec::builtin("regtest").unwrap();
         let recent = steady(&spec, 17, 1);
         assert_eq!(next_required_target(&spec, &recent), spec.initial_target);
-        assert_eq!(next_required_bits(&spec, &[]), spec.initial_target.to_compact());
+        assert_eq!(
+            next_required_bits(&spec, &[]),
+            spec.initial_target.to_compact()
+        );
     }
 
     #[test]

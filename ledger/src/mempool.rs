@@ -888,3 +888,163 @@ impl Mempool {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{Block, Header};
+    use crate::keys::{PublicKey, Signature};
+    use proptest::prelude::*;
+
+    impl Mempool {
+        /// Every index agrees with the sender queues, and the caps hold.
+        fn assert_consistent(&self) {
+            let mut count = 0;
+            let mut bytes = 0;
+            let mut tails = BTreeSet::new();
+            for (sender, queue) in &self.senders {
+                assert!(!queue.txs.is_empty(), "empty queue kept");
+                let mut expected_end = queue.confirmed_nonce;
+                while queue.txs.contains_key(&expected_end) {
+                    expected_end += 1;
+                }
+                assert_eq!(queue.executable_end, expected_end);
+                assert!(queue
+                    .txs
+                    .keys()
+                    .all(|nonce| *nonce >= queue.confirmed_nonce));
+                let cost: u128 = queue.txs.values().map(|entry| cost_of(&entry.tx)).sum();
+                assert_eq!(queue.total_cost, cost);
+                for (nonce, entry) in &queue.txs {
+                    assert_eq!(
+                        self.index.by_txid.get(&entry.txid),
+                        Some(&(*sender, *nonce))
+                    );
+                    assert_eq!(self.index.by_seq.get(&entry.seq), Some(&entry.txid));
+                    assert!(self.index.by_age.contains(&(entry.added_ms, entry.seq)));
+                    assert!(self.index.by_recipient.contains(&(entry.tx.to, entry.seq)));
+                    count += 1;
+                    bytes += entry.size;
+                }
+                tails.insert(PoolIndex::tail_key(queue, *sender).expect("non-empty"));
+            }
+            assert_eq!(self.index.by_txid.len(), count);
+            assert_eq!(self.index.by_seq.len(), count);
+            assert_eq!(self.index.by_age.len(), count);
+            assert_eq!(self.index.by_recipient.len(), count);
+            assert_eq!(self.index.bytes, bytes);
+            assert_eq!(self.index.tails, tails);
+            assert!(count <= self.config.max_txs);
+            assert!(bytes <= self.config.max_bytes);
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Add {
+            sender: u8,
+            nonce: u64,
+            fee: u64,
+            amount: u64,
+        },
+        Block {
+            sender: u8,
+            spent: u64,
+        },
+        Expire {
+            after_ms: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..5u8, 0..8u64, 1_000..4_000u64, 1..40_000u64)
+                .prop_map(|(sender, nonce, fee, amount)| Op::Add { sender, nonce, fee, amount }),
+            1 => (0..5u8, 0..60_000u64).prop_map(|(sender, spent)| Op::Block { sender, spent }),
+            1 => (0..2_000u64).prop_map(|after_ms| Op::Expire { after_ms }),
+        ]
+    }
+
+    /// An unsigned tx whose txid the cache vouches for, so the pool logic
+    /// runs without signing costs.
+    fn vouched_tx(
+        cache: &SignatureCache,
+        sender: u8,
+        nonce: u64,
+        fee: u64,
+        amount: u64,
+    ) -> Transaction {
+        let tx = Transaction {
+            from: PublicKey([sender; 32]),
+            to: Address([sender.wrapping_add(1) % 5; 20]),
+            amount: Amount::from_base_units(amount),
+            fee: Amount::from_base_units(fee),
+            nonce,
+            memo: "m".repeat(usize::from(sender) * 10),
+            signature: Signature::default(),
+        };
+        cache.insert(tx.txid());
+        tx
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn indexes_stay_consistent(ops in prop::collection::vec(op(), 1..80), max_txs in 3..10usize) {
+            let spec = ChainSpec::builtin("regtest").expect("built in");
+            let cache = SignatureCache::new(10_000);
+            let config = MempoolConfig { max_txs, max_bytes: 6 * 200, expiry_ms: 1_000, ..MempoolConfig::default() };
+            let mut pool = Mempool::new(spec.clone(), config, cache.clone());
+            let mut accounts: HashMap<Address, Account> = (0..5u8)
+                .map(|sender| {
+                    let address = Address::from_public_key(&PublicKey([sender; 32]));
+                    (address, Account { balance: Amount::from_base_units(100_000), nonce: 0 })
+                })
+                .collect();
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Add { sender, nonce, fee, amount } => {
+                        let confirmed = accounts[&Address::from_public_key(&PublicKey([sender; 32]))].nonce;
+                        let tx = vouched_tx(&cache, sender, confirmed + nonce, fee, amount);
+                        let _ = pool.add(tx, &accounts, now);
+                    }
+                    Op::Block { sender, spent } => {
+                        let address = Address::from_public_key(&PublicKey([sender; 32]));
+                        let account = accounts.get_mut(&address).expect("funded");
+                        let spent = spent.min(account.balance.base_units());
+                        let tx = vouched_tx(&cache, sender, account.nonce, 1_000, spent.max(1));
+                        account.nonce += 1;
+                        account.balance = Amount::from_base_units(account.balance.base_units() - spent);
+                        let block = Block {
+                            header: Header {
+                                version: 1,
+                                height: 1,
+                                prev_hash: BlockHash::ZERO,
+                                merkle_root: crate::hash::Hash256::ZERO,
+                                timestamp: 0,
+                                bits: spec.initial_target.to_compact(),
+                                nonce: 0,
+                                miner: Address::default(),
+                                reward: Amount::ZERO,
+                            },
+                            txs: vec![tx],
+                        };
+                        pool.block_connected(&block, &accounts);
+                    }
+                    Op::Expire { after_ms } => {
+                        now += after_ms;
+                        pool.expire(now);
+                    }
+                }
+                pool.assert_consistent();
+                for (address, account) in &accounts {
+                    if let Some(queue) = pool.senders.get(address) {
+                        prop_assert!(queue.total_cost <= u128::from(account.balance.base_units()));
+                    }
+                }
+            }
+        }
+    }
+}

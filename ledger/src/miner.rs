@@ -168,16 +168,13 @@ pub fn search(header: &mut Header, cancel: &AtomicBool, threads: usize) -> Searc
         best_offset: AtomicU64::new(u64::MAX),
         hashes: AtomicU64::new(0),
     };
-    let threads = threads.max(1);
-    if threads == 1 {
+    // The calling thread is one of the workers.
+    std::thread::scope(|scope| {
+        for _ in 1..threads.max(1) {
+            scope.spawn(|| search_worker(&prepared, start, &shared, cancel));
+        }
         search_worker(&prepared, start, &shared, cancel);
-    } else {
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| search_worker(&prepared, start, &shared, cancel));
-            }
-        });
-    }
+    });
     hashes += shared.hashes.load(Ordering::Relaxed);
     let best = shared.best_offset.load(Ordering::Relaxed);
     if best == u64::MAX {

@@ -88,7 +88,9 @@ impl SignatureCache {
         // The set stays consistent even if a holder panicked mid-insert
         // (worst case one txid is in `order` but not `members`), so a
         // poisoned lock is safe to keep using.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -85,14 +85,16 @@ pub fn apply_block(
         validation::check_tx_against_account(tx, &sender, spec).map_err(tx_error)?;
         let cost = tx.total_cost().ok_or(tx_error(TxError::AmountOverflow))?;
         let debited = Account {
-            balance: sender
-                .balance
-                .checked_sub(cost)
-                .ok_or(tx_error(TxError::InsufficientFunds {
+            balance: sender.balance.checked_sub(cost).ok_or(tx_error(
+                TxError::InsufficientFunds {
                     balance: sender.balance,
                     needed: cost,
-                }))?,
-            nonce: sender.nonce.checked_add(1).ok_or(tx_error(TxError::AmountOverflow))?,
+                },
+            ))?,
+            nonce: sender
+                .nonce
+                .checked_add(1)
+                .ok_or(tx_error(TxError::AmountOverflow))?,
         };
         overlay.entry(sender_address).or_default().1 = debited;
         let recipient = load(tx.to, &mut overlay);
@@ -167,7 +169,8 @@ impl StateDigester {
     pub fn add(&mut self, address: &Address, account: &Account) {
         use sha2::Digest;
         self.hasher.update(address.0);
-        self.hasher.update(account.balance.base_units().to_le_bytes());
+        self.hasher
+            .update(account.balance.base_units().to_le_bytes());
         self.hasher.update(account.nonce.to_le_bytes());
         self.accounts += 1;
         self.supply += u128::from(account.balance.base_units());
@@ -187,7 +190,9 @@ impl StateDigester {
 }
 
 /// Digest, account count and supply of an in-memory state.
-pub fn digest_of(state: &std::collections::BTreeMap<Address, Account>) -> (crate::hash::Hash256, u64, Amount) {
+pub fn digest_of(
+    state: &std::collections::BTreeMap<Address, Account>,
+) -> (crate::hash::Hash256, u64, Amount) {
     let mut digester = StateDigester::new();
     for (address, account) in state {
         if *account != Account::default() {
@@ -198,17 +203,13 @@ pub fn digest_of(state: &std::collections::BTreeMap<Address, Account>) -> (crate
 }
 
 /// The genesis state of `spec`: its allocations.
-pub fn genesis_state(spec: &crate::chainspec::ChainSpec) -> std::collections::BTreeMap<Address, Account> {
+pub fn genesis_state(
+    spec: &crate::chainspec::ChainSpec,
+) -> std::collections::BTreeMap<Address, Account> {
     let mut state = std::collections::BTreeMap::new();
     for (address, balance) in spec.allocation_entries() {
         if balance != Amount::ZERO {
-            state.insert(
-                address,
-                Account {
-                    balance,
-                    nonce: 0,
-                },
-            );
+            state.insert(address, Account { balance, nonce: 0 });
         }
     }
     state

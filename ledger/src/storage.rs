@@ -280,7 +280,13 @@ impl Store {
                 account_batch.insert(&address.0[..], encoding::encode(account));
             }
         }
-        let trees = [&self.blocks, &self.index, &self.best_chain, &self.accounts, &self.meta];
+        let trees = [
+            &self.blocks,
+            &self.index,
+            &self.best_chain,
+            &self.accounts,
+            &self.meta,
+        ];
         trees[..].transaction(|trees| {
             trees[0].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
             trees[1].insert(&hash.as_bytes()[..], entry_bytes.as_slice())?;
@@ -297,7 +303,12 @@ impl Store {
     }
 
     /// Stores a block body and its index entry together.
-    pub fn put_block(&self, hash: &BlockHash, block: &Block, entry: &IndexEntry) -> Result<(), StorageError> {
+    pub fn put_block(
+        &self,
+        hash: &BlockHash,
+        block: &Block,
+        entry: &IndexEntry,
+    ) -> Result<(), StorageError> {
         let block_bytes = encoding::encode(block);
         let entry_bytes = encoding::encode(entry);
         let trees = [&self.blocks, &self.index];
@@ -310,7 +321,10 @@ impl Store {
     }
 
     /// Rewrites index entries (status changes) in one batch.
-    pub fn put_index_entries(&self, entries: &[(BlockHash, IndexEntry)]) -> Result<(), StorageError> {
+    pub fn put_index_entries(
+        &self,
+        entries: &[(BlockHash, IndexEntry)],
+    ) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         for (hash, entry) in entries {
             batch.insert(&hash.as_bytes()[..], encoding::encode(entry));
@@ -425,7 +439,9 @@ impl Store {
             }
             let (key, value) = item?;
             if key.len() != 32 {
-                return Err(StorageError::Corrupt("address tx key: expected 32 bytes".into()));
+                return Err(StorageError::Corrupt(
+                    "address tx key: expected 32 bytes".into(),
+                ));
             }
             let height = u64::from_be_bytes(key[20..28].try_into().expect("8 bytes"));
             let index = u32::from_be_bytes(key[28..32].try_into().expect("4 bytes"));
@@ -463,8 +479,14 @@ impl Store {
                 index,
             };
             tx_index.insert(&txid.as_bytes()[..], encoding::encode(&location));
-            address_txs.insert(&address_tx_key(&tx.sender(), height, index)[..], &hash.as_bytes()[..]);
-            address_txs.insert(&address_tx_key(&tx.to, height, index)[..], &hash.as_bytes()[..]);
+            address_txs.insert(
+                &address_tx_key(&tx.sender(), height, index)[..],
+                &hash.as_bytes()[..],
+            );
+            address_txs.insert(
+                &address_tx_key(&tx.to, height, index)[..],
+                &hash.as_bytes()[..],
+            );
         }
         let undo_bytes = encoding::encode(&change.undo);
         let trees = [

@@ -9,6 +9,7 @@ use crate::config::{LogFormat, NodeConfig};
 use crate::shutdown::StopSignals;
 use crate::Node;
 use anyhow::Context as _;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -68,11 +69,11 @@ pub struct NodeArgs {
 
     /// Dial only the `--peer` addresses (still accept inbound connections
     /// and answer address requests).
-    #[arg(long, env = "LEDGER_NO_DISCOVERY")]
+    #[arg(long, env = "LEDGER_NO_DISCOVERY", value_parser = BoolishValueParser::new())]
     pub no_discovery: bool,
 
     /// Mine blocks.
-    #[arg(long, env = "LEDGER_MINE")]
+    #[arg(long, env = "LEDGER_MINE", value_parser = BoolishValueParser::new())]
     pub mine: bool,
 
     /// Address credited with mined blocks (default: dev account 0 on `dev`

@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 const EVENT_CHANNEL_CAPACITY: usize = 16_384;
 /// How long misbehaving peers stay banned.
 const BAN_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often the mempool drops expired transactions.
+const MEMPOOL_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest wait for each stage of shutdown; together well inside 5 s.
 const SHUTDOWN_STAGE_TIMEOUT: Duration = Duration::from_millis(1_500);
 
@@ -212,6 +214,7 @@ impl Node {
             }
         });
 
+        spawn_mempool_expiry(handle.clone(), cancel.clone());
         let miner = match (config.mine, config.miner_address) {
             (true, Some(address)) => Some(
                 BackgroundMiner::start(handle.clone(), address)
@@ -232,6 +235,25 @@ impl Node {
             cancel,
         })
     }
+}
+
+/// Drops mempool transactions older than the expiry (3 h) once a minute.
+fn spawn_mempool_expiry(node: NodeHandle, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(MEMPOOL_EXPIRY_INTERVAL);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = ticks.tick() => {
+                    let expired = node.mempool().expire(crate::chain_writer::now_ms());
+                    if expired > 0 {
+                        tracing::info!(expired, "expired old mempool transactions");
+                    }
+                }
+            }
+        }
+    });
 }
 
 impl RunningNode {

@@ -22,7 +22,9 @@ struct Setup {
 }
 
 async fn setup(options: NodeOptions) -> Setup {
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
     let node = TestNode::start(dirs[0].path(), options).await;
     let honest = TestNode::start(
         dirs[1].path(),
@@ -32,7 +34,10 @@ async fn setup(options: NodeOptions) -> Setup {
         },
     )
     .await;
-    wait_for("honest peer connected", LONG, || node.has_peer(&honest) && honest.has_peer(&node)).await;
+    wait_for("honest peer connected", LONG, || {
+        node.has_peer(&honest) && honest.has_peer(&node)
+    })
+    .await;
     Setup {
         node,
         honest,
@@ -50,10 +55,19 @@ impl Setup {
             .backend
             .add_tx(transfer(&genesis, 5, nonce, "still here"))
             .expect("admitted");
-        wait_for("honest peer gets the tx", LONG, || self.honest.backend.mempool_has(&txid)).await;
+        wait_for("honest peer gets the tx", LONG, || {
+            self.honest.backend.mempool_has(&txid)
+        })
+        .await;
         let block = self.node.backend.mine(10);
-        wait_for("honest peer gets the block", LONG, || self.honest.backend.tip_hash() == block).await;
-        assert!(self.node.has_peer(&self.honest), "honest peer still connected");
+        wait_for("honest peer gets the block", LONG, || {
+            self.honest.backend.tip_hash() == block
+        })
+        .await;
+        assert!(
+            self.node.has_peer(&self.honest),
+            "honest peer still connected"
+        );
     }
 
     async fn stop(self) {
@@ -70,7 +84,10 @@ async fn random_bytes_get_the_sender_banned() {
     rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut noise);
     bad.send_raw(&noise).await;
     assert!(bad.closed_within(LONG).await, "offender disconnected");
-    wait_for("ban recorded", LONG, || setup.node.p2p.is_banned(bad.local_addr)).await;
+    wait_for("ban recorded", LONG, || {
+        setup.node.p2p.is_banned(bad.local_addr)
+    })
+    .await;
     let bans = setup.node.bans("oversized_frame") + setup.node.bans("undecodable_frame");
     assert_eq!(bans, 1);
     setup.still_serves(0).await;
@@ -88,9 +105,15 @@ async fn four_gib_length_prefix_costs_no_memory() {
     assert!(bad.closed_within(LONG).await, "offender disconnected");
     let after = resident_bytes();
     let growth = after.saturating_sub(before);
-    println!("FIGURE 4 GiB prefix: resident memory grew by {} KiB", growth / 1024);
+    println!(
+        "FIGURE 4 GiB prefix: resident memory grew by {} KiB",
+        growth / 1024
+    );
     assert!(growth < 8 * 1024 * 1024, "memory grew by {growth} bytes");
-    wait_for("ban recorded", LONG, || setup.node.bans("oversized_frame") == 1).await;
+    wait_for("ban recorded", LONG, || {
+        setup.node.bans("oversized_frame") == 1
+    })
+    .await;
     assert!(setup.node.p2p.is_banned(bad.local_addr));
     setup.still_serves(0).await;
     setup.stop().await;
@@ -117,7 +140,10 @@ async fn wrong_genesis_is_banned() {
     let hello = bad.hello(magic, BlockHash(Hash256::digest(b"another chain")));
     bad.send(&Message::Hello(hello)).await;
     assert!(bad.closed_within(LONG).await, "offender disconnected");
-    wait_for("ban recorded", LONG, || setup.node.bans("wrong_genesis") == 1).await;
+    wait_for("ban recorded", LONG, || {
+        setup.node.bans("wrong_genesis") == 1
+    })
+    .await;
     assert!(setup.node.p2p.is_banned(bad.local_addr));
     setup.still_serves(0).await;
     setup.stop().await;
@@ -133,7 +159,10 @@ async fn silent_peer_is_dropped_at_the_handshake_timeout() {
     // It reads the node's hello and never answers.
     assert!(silent.closed_within(LONG).await, "silent peer dropped");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(450), "dropped after {waited:?}, before the timeout");
+    assert!(
+        waited >= Duration::from_millis(450),
+        "dropped after {waited:?}, before the timeout"
+    );
     wait_for("timeout counted", LONG, || {
         setup
             .node
@@ -142,7 +171,10 @@ async fn silent_peer_is_dropped_at_the_handshake_timeout() {
             == 1
     })
     .await;
-    assert!(!setup.node.p2p.is_banned(silent.local_addr), "slowness is not banned");
+    assert!(
+        !setup.node.p2p.is_banned(silent.local_addr),
+        "slowness is not banned"
+    );
     setup.still_serves(0).await;
     setup.stop().await;
 }
@@ -168,7 +200,9 @@ async fn inv_flood_of_unknown_hashes_is_bounded() {
     }
     let mut requested = 0usize;
     while let Some(message) = flooder
-        .recv_matching(Duration::from_millis(500), |message| matches!(message, Message::GetData(_)))
+        .recv_matching(Duration::from_millis(500), |message| {
+            matches!(message, Message::GetData(_))
+        })
         .await
     {
         if let Message::GetData(items) = message {
@@ -185,7 +219,10 @@ async fn inv_flood_of_unknown_hashes_is_bounded() {
         .collect();
     flooder.send(&Message::Inv(items)).await;
     assert!(flooder.closed_within(LONG).await, "flooder disconnected");
-    wait_for("ban recorded", LONG, || setup.node.bans("oversized_frame") == 1).await;
+    wait_for("ban recorded", LONG, || {
+        setup.node.bans("oversized_frame") == 1
+    })
+    .await;
     let growth = resident_bytes().saturating_sub(before);
     assert!(growth < 16 * 1024 * 1024, "memory grew by {growth} bytes");
     setup.still_serves(1).await;
@@ -257,7 +294,10 @@ async fn tx_with_bad_signature_is_banned() {
         .expect("asked for it");
     poor.send(&Message::Tx(unaffordable)).await;
     setup.still_serves(0).await;
-    assert!(!poor.closed_within(Duration::from_millis(300)).await, "not disconnected");
+    assert!(
+        !poor.closed_within(Duration::from_millis(300)).await,
+        "not disconnected"
+    );
     assert_eq!(setup.node.bans("bad_tx"), 1);
     setup.stop().await;
 }

@@ -15,7 +15,10 @@ const LONG: Duration = Duration::from_secs(30);
 async fn line(dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = Vec::new();
     for dir in dirs {
-        let peers = nodes.last().map(|previous| vec![previous.addr()]).unwrap_or_default();
+        let peers = nodes
+            .last()
+            .map(|previous| vec![previous.addr()])
+            .unwrap_or_default();
         let node = TestNode::start(
             dir.path(),
             NodeOptions {
@@ -28,13 +31,18 @@ async fn line(dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
     }
     for index in 1..nodes.len() {
         let (left, right) = (&nodes[index - 1], &nodes[index]);
-        wait_for("line link up", LONG, || left.has_peer(right) && right.has_peer(left)).await;
+        wait_for("line link up", LONG, || {
+            left.has_peer(right) && right.has_peer(left)
+        })
+        .await;
     }
     nodes
 }
 
 fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect()
+    (0..n)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +53,10 @@ async fn line_of_six_delivers_each_tx_exactly_once() {
 
     let tx = transfer(&genesis, 1, 0, "line");
     let txid = nodes[0].backend.add_tx(tx).expect("tx admitted at node 0");
-    wait_for("tx in every mempool", LONG, || nodes.iter().all(|node| node.backend.mempool_has(&txid))).await;
+    wait_for("tx in every mempool", LONG, || {
+        nodes.iter().all(|node| node.backend.mempool_has(&txid))
+    })
+    .await;
 
     // A second tx is a barrier: each link is one ordered stream, so once it
     // is everywhere, any duplicate of the first would have arrived too.
@@ -53,11 +64,22 @@ async fn line_of_six_delivers_each_tx_exactly_once() {
         .backend
         .add_tx(transfer(&genesis, 1, 1, "barrier"))
         .expect("barrier admitted");
-    wait_for("barrier everywhere", LONG, || nodes.iter().all(|node| node.backend.mempool_has(&barrier))).await;
+    wait_for("barrier everywhere", LONG, || {
+        nodes.iter().all(|node| node.backend.mempool_has(&barrier))
+    })
+    .await;
 
-    assert_eq!(nodes[0].received("tx"), 0, "the origin never receives its own tx");
+    assert_eq!(
+        nodes[0].received("tx"),
+        0,
+        "the origin never receives its own tx"
+    );
     for (index, node) in nodes.iter().enumerate().skip(1) {
-        assert_eq!(node.received("tx"), 2, "node {index} received each full tx exactly once");
+        assert_eq!(
+            node.received("tx"),
+            2,
+            "node {index} received each full tx exactly once"
+        );
     }
     for node in nodes {
         node.stop().await;
@@ -96,7 +118,12 @@ async fn late_joiner_catches_up_on_a_thousand_blocks() {
         },
     )
     .await;
-    wait_for("late joiner reaches the tip", Duration::from_secs(50), || late.backend.tip_hash() == mined).await;
+    wait_for(
+        "late joiner reaches the tip",
+        Duration::from_secs(50),
+        || late.backend.tip_hash() == mined,
+    )
+    .await;
     let elapsed = started.elapsed();
     println!(
         "FIGURE late joiner: 1000 blocks synced in {:.3} s ({:.0} blocks/s, debug build)",
@@ -104,7 +131,10 @@ async fn late_joiner_catches_up_on_a_thousand_blocks() {
         1_000.0 / elapsed.as_secs_f64()
     );
     wait_for("sync flag clears", LONG, || !late.p2p.is_syncing()).await;
-    assert_eq!(late.backend.reader().state_summary().digest, early.backend.reader().state_summary().digest);
+    assert_eq!(
+        late.backend.reader().state_summary().digest,
+        early.backend.reader().state_summary().digest
+    );
     late.stop().await;
     early.stop().await;
 }
@@ -120,30 +150,50 @@ async fn healed_partition_converges_on_most_work_and_keeps_txs() {
     // blocks with txs of dev account 4, so B's branch has more work.
     let mut losing_txids = Vec::new();
     for nonce in 0..6 {
-        losing_txids.push(group_a[0].backend.add_tx(transfer(&genesis, 3, nonce, "a")).expect("admitted"));
+        losing_txids.push(
+            group_a[0]
+                .backend
+                .add_tx(transfer(&genesis, 3, nonce, "a"))
+                .expect("admitted"),
+        );
     }
     for _ in 0..3 {
         group_a[0].backend.mine(2);
     }
     // One more stays pending in A's mempools (not announced to B: it was
     // relayed before the groups met; it confirms in A's next block).
-    let pending = group_a[0].backend.add_tx(transfer(&genesis, 3, 6, "a-pending")).expect("admitted");
+    let pending = group_a[0]
+        .backend
+        .add_tx(transfer(&genesis, 3, 6, "a-pending"))
+        .expect("admitted");
     for nonce in 0..4 {
-        group_b[0].backend.add_tx(transfer(&genesis, 4, nonce, "b")).expect("admitted");
+        group_b[0]
+            .backend
+            .add_tx(transfer(&genesis, 4, nonce, "b"))
+            .expect("admitted");
     }
     for _ in 0..5 {
         group_b[0].backend.mine(1);
     }
     let a_tip = group_a[0].backend.tip_hash();
     let b_tip = group_b[0].backend.tip_hash();
-    wait_for("group A agrees", LONG, || group_a[1].backend.tip_hash() == a_tip).await;
-    wait_for("group B agrees", LONG, || group_b[1].backend.tip_hash() == b_tip).await;
+    wait_for("group A agrees", LONG, || {
+        group_a[1].backend.tip_hash() == a_tip
+    })
+    .await;
+    wait_for("group B agrees", LONG, || {
+        group_b[1].backend.tip_hash() == b_tip
+    })
+    .await;
     assert!(group_a.iter().all(|node| node.backend.height() == 3));
 
     // Heal: one link between the groups.
     group_a[1].p2p.dial(group_b[0].addr());
     let nodes: Vec<&TestNode> = group_a.iter().chain(group_b.iter()).collect();
-    wait_for("all on the most-work tip", LONG, || nodes.iter().all(|node| node.backend.tip_hash() == b_tip)).await;
+    wait_for("all on the most-work tip", LONG, || {
+        nodes.iter().all(|node| node.backend.tip_hash() == b_tip)
+    })
+    .await;
     for txid in &losing_txids {
         wait_for("losing-branch tx kept", LONG, || {
             nodes
@@ -154,9 +204,15 @@ async fn healed_partition_converges_on_most_work_and_keeps_txs() {
     }
     // And a block mined on top confirms them everywhere.
     let next = group_a[0].backend.mine(100);
-    wait_for("next block everywhere", LONG, || nodes.iter().all(|node| node.backend.tip_hash() == next)).await;
+    wait_for("next block everywhere", LONG, || {
+        nodes.iter().all(|node| node.backend.tip_hash() == next)
+    })
+    .await;
     for txid in losing_txids.iter().chain([&pending]) {
-        assert!(nodes.iter().all(|node| node.backend.confirmed(txid)), "tx {txid} confirmed");
+        assert!(
+            nodes.iter().all(|node| node.backend.confirmed(txid)),
+            "tx {txid} confirmed"
+        );
     }
     for node in group_a.into_iter().chain(group_b) {
         node.stop().await;
@@ -180,7 +236,10 @@ async fn restarted_node_resyncs_and_a_killed_peer_is_replaced() {
         hub.backend.mine(0);
     }
     let tip = hub.backend.tip_hash();
-    wait_for("spoke has 5 blocks", LONG, || spoke.backend.tip_hash() == tip).await;
+    wait_for("spoke has 5 blocks", LONG, || {
+        spoke.backend.tip_hash() == tip
+    })
+    .await;
 
     // Restart the spoke on the same data dir while the hub moves on.
     let spoke_id = spoke.p2p.node_id();
@@ -200,7 +259,10 @@ async fn restarted_node_resyncs_and_a_killed_peer_is_replaced() {
     assert_eq!(spoke.p2p.node_id(), spoke_id);
     assert_eq!(spoke.backend.height(), 5, "blocks survived the restart");
     let tip = hub.backend.tip_hash();
-    wait_for("restarted spoke resyncs", LONG, || spoke.backend.tip_hash() == tip).await;
+    wait_for("restarted spoke resyncs", LONG, || {
+        spoke.backend.tip_hash() == tip
+    })
+    .await;
 
     // Replacement: two nodes with one outbound slot each, both bootstrapped
     // from the hub, learn each other's address from it. When the hub dies
@@ -213,15 +275,27 @@ async fn restarted_node_resyncs_and_a_killed_peer_is_replaced() {
     };
     let left = TestNode::start(dirs[2].path(), discovering(vec![hub.addr()])).await;
     let right = TestNode::start(dirs[3].path(), discovering(vec![hub.addr()])).await;
-    wait_for("both on the hub", LONG, || hub.has_peer(&left) && hub.has_peer(&right)).await;
+    wait_for("both on the hub", LONG, || {
+        hub.has_peer(&left) && hub.has_peer(&right)
+    })
+    .await;
     hub.backend.mine(0);
     let tip = hub.backend.tip_hash();
-    wait_for("both synced", LONG, || left.backend.tip_hash() == tip && right.backend.tip_hash() == tip).await;
+    wait_for("both synced", LONG, || {
+        left.backend.tip_hash() == tip && right.backend.tip_hash() == tip
+    })
+    .await;
     spoke.stop().await;
     hub.stop().await;
-    wait_for("killed hub replaced by a book address", LONG, || left.has_peer(&right) && right.has_peer(&left)).await;
+    wait_for("killed hub replaced by a book address", LONG, || {
+        left.has_peer(&right) && right.has_peer(&left)
+    })
+    .await;
     let next = left.backend.mine(0);
-    wait_for("blocks flow over the replacement link", LONG, || right.backend.tip_hash() == next).await;
+    wait_for("blocks flow over the replacement link", LONG, || {
+        right.backend.tip_hash() == next
+    })
+    .await;
     left.stop().await;
     right.stop().await;
 }

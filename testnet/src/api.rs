@@ -229,10 +229,6 @@ impl Api {
         self.get(&format!("/v1/blocks/{id}")).await
     }
 
-    pub async fn tip(&self) -> Result<BlockJson, ApiError> {
-        self.get("/v1/blocks/tip").await
-    }
-
     /// `GET /v1/blocks?from=H&limit=N`: best-chain blocks from height `from`.
     pub async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<BlockJson>, ApiError> {
         self.get(&format!("/v1/blocks?from={from}&limit={limit}"))
@@ -324,6 +320,35 @@ mod tests {
         );
         assert!(parse_url_list("a:1,,b:2").is_err());
         assert!(parse_url_list("").is_err());
+    }
+
+    #[test]
+    fn served_blocks_parse_with_their_txids() {
+        use ledger::chainspec::{dev_accounts, dev_secret_key};
+        let spec = ChainSpec::builtin("regtest").unwrap();
+        let tx = Transaction::new_signed(
+            &dev_secret_key(0),
+            &spec.genesis_hash(),
+            dev_accounts()[1].address,
+            ledger::Amount::from_base_units(5),
+            ledger::Amount::from_base_units(1_000),
+            0,
+            "memo".into(),
+        );
+        let mut block = spec.genesis_block();
+        block.txs.push(tx.clone());
+        // What `block` and `blocks` read: the node's own serialization.
+        let served = serde_json::to_string(&BlockJson::from_block(&block, &spec, true)).unwrap();
+        let parsed: BlockJson = serde_json::from_str(&served).unwrap();
+        let txs = parsed.txs.unwrap();
+        assert_eq!(txs[0].txid, Some(tx.txid()));
+        assert_eq!(txs[0].to_tx(&spec).unwrap(), tx);
+        // The event form (no txs) parses too.
+        let event = serde_json::to_string(&BlockJson::from_block(&block, &spec, false)).unwrap();
+        assert!(serde_json::from_str::<BlockJson>(&event)
+            .unwrap()
+            .txs
+            .is_none());
     }
 
     #[test]

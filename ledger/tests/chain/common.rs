@@ -17,7 +17,14 @@ pub fn dev_address(index: usize) -> Address {
 }
 
 /// A signed transfer from dev account `from` on the chain with `genesis`.
-pub fn transfer(genesis: &BlockHash, from: usize, to: Address, amount: u64, fee: u64, nonce: u64) -> Transaction {
+pub fn transfer(
+    genesis: &BlockHash,
+    from: usize,
+    to: Address,
+    amount: u64,
+    fee: u64,
+    nonce: u64,
+) -> Transaction {
     Transaction::new_signed(
         &dev_secret_key(from),
         genesis,
@@ -39,7 +46,13 @@ pub fn solve(header: &mut Header) {
 
 /// A solved block on `parent` with the given fields; reward = subsidy +
 /// fees, merkle root set.
-pub fn block_on(spec: &ChainSpec, parent: &Header, timestamp: u64, miner: Address, txs: Vec<Transaction>) -> Block {
+pub fn block_on(
+    spec: &ChainSpec,
+    parent: &Header,
+    timestamp: u64,
+    miner: Address,
+    txs: Vec<Transaction>,
+) -> Block {
     let fees = Amount::checked_sum(txs.iter().map(|tx| tx.fee)).expect("fees fit");
     let mut header = Header {
         version: BLOCK_VERSION,
@@ -94,11 +107,20 @@ impl Fixture {
     /// A valid block on the tip carrying `txs`, 2 s after the tip.
     pub fn next_block(&self, txs: Vec<Transaction>) -> Block {
         let parent = self.tip_header();
-        block_on(&self.spec, &parent, parent.timestamp + 2000, dev_address(9), txs)
+        block_on(
+            &self.spec,
+            &parent,
+            parent.timestamp + 2000,
+            dev_address(9),
+            txs,
+        )
     }
 
     /// Processes `block` with the clock reading its own timestamp.
-    pub fn submit(&mut self, block: Block) -> Result<ledger::chain::ProcessOutcome, ledger::validation::BlockError> {
+    pub fn submit(
+        &mut self,
+        block: Block,
+    ) -> Result<ledger::chain::ProcessOutcome, ledger::validation::BlockError> {
         let now = block.header.timestamp;
         self.chain.process_block(block, now)
     }

@@ -55,22 +55,41 @@ fn run_worker(dir: &Path) {
         if tip.height >= 2 && rng.gen_ratio(1, 4) {
             // Reorg: a branch from a few blocks back, one block longer.
             let depth = rng.gen_range(1..=tip.height.min(3));
-            let base = reader.hash_at(tip.height - depth).expect("best chain ancestor");
+            let base = reader
+                .hash_at(tip.height - depth)
+                .expect("best chain ancestor");
             let mut parent = reader.header(&base).expect("ancestor header");
             for _ in 0..=depth {
-                let block = block_on(&spec, &parent, next_timestamp(), dev_address(rng.gen_range(0..10)), vec![]);
+                let block = block_on(
+                    &spec,
+                    &parent,
+                    next_timestamp(),
+                    dev_address(rng.gen_range(0..10)),
+                    vec![],
+                );
                 parent = block.header.clone();
-                chain.process_block(block, now_ms()).expect("fork block is valid");
+                chain
+                    .process_block(block, now_ms())
+                    .expect("fork block is valid");
             }
         } else {
             let mut txs = Vec::new();
             for sender in 0..rng.gen_range(0..6) {
                 let nonce = reader.account(&dev_address(sender)).nonce;
-                txs.push(transfer(&genesis, sender, dev_address(rng.gen_range(0..10)), COIN, 1000, nonce));
+                txs.push(transfer(
+                    &genesis,
+                    sender,
+                    dev_address(rng.gen_range(0..10)),
+                    COIN,
+                    1000,
+                    nonce,
+                ));
             }
             let parent = reader.header(&tip.hash).expect("tip header");
             let block = block_on(&spec, &parent, next_timestamp(), dev_address(9), txs);
-            chain.process_block(block, now_ms()).expect("extension is valid");
+            chain
+                .process_block(block, now_ms())
+                .expect("extension is valid");
         }
     }
 }
@@ -84,7 +103,11 @@ fn verify_store(spec: &ChainSpec, dir: &Path, kill: usize) -> u64 {
     let mut blocks = Vec::with_capacity(tip.height as usize + 1);
     let mut cursor = tip.hash;
     for height in (0..=tip.height).rev() {
-        assert_eq!(reader.hash_at(height), Some(cursor), "height index at {height} after kill {kill}");
+        assert_eq!(
+            reader.hash_at(height),
+            Some(cursor),
+            "height index at {height} after kill {kill}"
+        );
         let block = reader
             .block(&cursor)
             .unwrap_or_else(|| panic!("ancestor {cursor} missing after kill {kill}"));
@@ -100,11 +123,18 @@ fn verify_store(spec: &ChainSpec, dir: &Path, kill: usize) -> u64 {
     }
     let summary = reader.state_summary();
     assert_eq!(summary.tip, tip.hash);
-    assert_eq!(summary.digest, state::digest_of(&replay).0, "digest after kill {kill}");
+    assert_eq!(
+        summary.digest,
+        state::digest_of(&replay).0,
+        "digest after kill {kill}"
+    );
     if let Some(tip_block) = blocks.first() {
         for (index, tx) in tip_block.txs.iter().enumerate() {
             let (_, location) = reader.tx(&tx.txid()).expect("tx index has tip txs");
-            assert_eq!((location.block_hash, location.index as usize), (tip.hash, index));
+            assert_eq!(
+                (location.block_hash, location.index as usize),
+                (tip.hash, index)
+            );
         }
     }
     tip.height
@@ -124,7 +154,14 @@ fn run_kills(kills: usize, time_budget: Duration) {
     for kill in 0..kills {
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(&exe)
-            .args(["crash::crash_worker", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .args([
+                "crash::crash_worker",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(WORKER_ENV, &dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -133,7 +170,11 @@ fn run_kills(kills: usize, time_budget: Duration) {
         // Every third kill lands within 30 ms of the start, while sled is
         // opening and recovering; the rest while blocks are connecting.
         // This sleep picks the moment of the kill; it synchronises nothing.
-        let delay = if kill % 3 == 0 { rng.gen_range(0..30) } else { rng.gen_range(30..300) };
+        let delay = if kill % 3 == 0 {
+            rng.gen_range(0..30)
+        } else {
+            rng.gen_range(30..300)
+        };
         std::thread::sleep(Duration::from_millis(delay));
         if let Some(status) = child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -143,7 +184,11 @@ fn run_kills(kills: usize, time_budget: Duration) {
         // `unsafe` a direct `libc::kill` call would need).
         child.kill().expect("SIGKILL the worker");
         let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "worker ended by {status}");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "worker ended by {status}"
+        );
         partial_snapshots += count_partial_snapshots(&dir);
         let height = verify_store(&spec, &dir, kill);
         max_height = max_height.max(height);

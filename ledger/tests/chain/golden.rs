@@ -31,8 +31,17 @@ const DEV_ADDRESS_0: &str = "dev1q8h5u5rqvuj7kjwnrawd5g4vepwayf0f7xgu4kw";
 
 #[test]
 fn genesis_hashes_are_pinned() {
-    assert_eq!(ChainSpec::builtin("dev").unwrap().genesis_hash().to_hex(), DEV_GENESIS);
-    assert_eq!(ChainSpec::builtin("regtest").unwrap().genesis_hash().to_hex(), REGTEST_GENESIS);
+    assert_eq!(
+        ChainSpec::builtin("dev").unwrap().genesis_hash().to_hex(),
+        DEV_GENESIS
+    );
+    assert_eq!(
+        ChainSpec::builtin("regtest")
+            .unwrap()
+            .genesis_hash()
+            .to_hex(),
+        REGTEST_GENESIS
+    );
 }
 
 #[test]

@@ -15,7 +15,10 @@ fn data_dir_of_another_chain_is_refused() {
         .expect("must refuse");
     assert!(matches!(error, ChainError::WrongChain { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(!message.contains('\n') && message.contains("regtest"), "{message}");
+    assert!(
+        !message.contains('\n') && message.contains("regtest"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -25,25 +28,46 @@ fn corrupt_tip_is_a_clear_error() {
         let mut fixture_chain = Chain::open(regtest(), dir.path()).unwrap();
         let spec = regtest();
         let genesis = spec.genesis_block();
-        let block = block_on(&spec, &genesis.header, genesis.header.timestamp + 1000, dev_address(1), vec![]);
-        fixture_chain.process_block(block, genesis.header.timestamp + 1000).unwrap();
+        let block = block_on(
+            &spec,
+            &genesis.header,
+            genesis.header.timestamp + 1000,
+            dev_address(1),
+            vec![],
+        );
+        fixture_chain
+            .process_block(block, genesis.header.timestamp + 1000)
+            .unwrap();
     }
     {
         // Point the tip at a block that is not in the index.
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("meta").unwrap().insert("tip", &[7u8; 32][..]).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("tip", &[7u8; 32][..])
+            .unwrap();
         db.flush().unwrap();
     }
-    let error = Chain::open(regtest(), dir.path()).err().expect("must refuse");
+    let error = Chain::open(regtest(), dir.path())
+        .err()
+        .expect("must refuse");
     assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
     {
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("meta").unwrap().insert("tip", &[1u8; 5][..]).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("tip", &[1u8; 5][..])
+            .unwrap();
         // And an undecodable index entry.
-        db.open_tree("block_index").unwrap().insert([9u8; 32], &[1u8, 2, 3][..]).unwrap();
+        db.open_tree("block_index")
+            .unwrap()
+            .insert([9u8; 32], &[1u8, 2, 3][..])
+            .unwrap();
         db.flush().unwrap();
     }
-    let error = Chain::open(regtest(), dir.path()).err().expect("must refuse");
+    let error = Chain::open(regtest(), dir.path())
+        .err()
+        .expect("must refuse");
     assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
 }
 
@@ -55,17 +79,28 @@ fn missing_height_entry_is_detected() {
         let spec = regtest();
         let mut parent = spec.genesis_block().header;
         for _ in 0..3 {
-            let block = block_on(&spec, &parent, parent.timestamp + 1000, dev_address(1), vec![]);
+            let block = block_on(
+                &spec,
+                &parent,
+                parent.timestamp + 1000,
+                dev_address(1),
+                vec![],
+            );
             parent = block.header.clone();
             chain.process_block(block, parent.timestamp).unwrap();
         }
     }
     {
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("best_chain").unwrap().remove(1u64.to_be_bytes()).unwrap();
+        db.open_tree("best_chain")
+            .unwrap()
+            .remove(1u64.to_be_bytes())
+            .unwrap();
         db.flush().unwrap();
     }
-    let error = Chain::open(regtest(), dir.path()).err().expect("must refuse");
+    let error = Chain::open(regtest(), dir.path())
+        .err()
+        .expect("must refuse");
     assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
 }
 
@@ -85,7 +120,10 @@ fn half_written_snapshot_is_removed_before_open() {
 fn reader_views_follow_the_chain() {
     let mut fixture = Fixture::new();
     for nonce in 0..3 {
-        let block = fixture.next_block(vec![fixture.transfer(0, 1, COIN, nonce), fixture.transfer(2, 0, COIN, nonce)]);
+        let block = fixture.next_block(vec![
+            fixture.transfer(0, 1, COIN, nonce),
+            fixture.transfer(2, 0, COIN, nonce),
+        ]);
         fixture.submit(block).unwrap();
     }
     let reader = fixture.chain.reader();
@@ -94,7 +132,9 @@ fn reader_views_follow_the_chain() {
     assert_eq!(tip.height, 3);
     let history = reader.address_txs(&dev_address(0), 10);
     assert_eq!(history.len(), 6);
-    assert!(history.windows(2).all(|pair| (pair[0].1.height, pair[0].1.index) > (pair[1].1.height, pair[1].1.index)));
+    assert!(history
+        .windows(2)
+        .all(|pair| (pair[0].1.height, pair[0].1.index) > (pair[1].1.height, pair[1].1.index)));
     assert_eq!(reader.address_txs(&dev_address(0), 2).len(), 2);
     let (tx, location) = reader.tx(&history[0].0.txid()).unwrap();
     assert_eq!(tx, history[0].0);
@@ -116,4 +156,61 @@ fn reader_views_follow_the_chain() {
     assert_eq!(aux.iter().unwrap().len(), 1);
     aux.remove(b"a").unwrap();
     assert_eq!(aux.get(b"a").unwrap(), None);
+}
+
+#[test]
+fn side_branch_with_a_missing_body_is_never_connected() {
+    let spec = regtest();
+    let genesis = spec.genesis_block();
+    let dir = tempfile::tempdir().unwrap();
+    let build = |parent: &ledger::block::Header, length: usize, miner: usize| {
+        let mut parent = parent.clone();
+        let mut blocks = Vec::new();
+        for _ in 0..length {
+            let block = block_on(
+                &spec,
+                &parent,
+                parent.timestamp + 1000 + miner as u64,
+                dev_address(miner),
+                vec![],
+            );
+            parent = block.header.clone();
+            blocks.push(block);
+        }
+        blocks
+    };
+    let main = build(&genesis.header, 2, 1);
+    let side = build(&genesis.header, 3, 2);
+    let now = side[2].header.timestamp;
+    {
+        let mut chain = Chain::open(spec.clone(), dir.path()).unwrap();
+        for block in main.iter().chain(&side[..2]) {
+            chain.process_block(block.clone(), now).unwrap();
+        }
+        assert_eq!(chain.tip().hash, main[1].hash());
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("blocks")
+            .unwrap()
+            .remove(side[0].hash().as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let mut chain = Chain::open(spec.clone(), dir.path()).unwrap();
+    let outcome = chain.process_block(side[2].clone(), now).unwrap();
+    assert_eq!(outcome, ledger::chain::ProcessOutcome::SideChain);
+    assert_eq!(chain.tip().hash, main[1].hash());
+    // A missing best-chain body, though, is corruption.
+    drop(chain);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("blocks")
+            .unwrap()
+            .remove(main[0].hash().as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let error = Chain::open(spec, dir.path()).err().expect("must refuse");
+    assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
 }

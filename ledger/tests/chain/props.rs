@@ -38,15 +38,17 @@ fn arb_tx() -> impl Strategy<Value = Transaction> {
         "[a-z0-9 ]{0,64}",
         prop::collection::vec(any::<u8>(), 64),
     )
-        .prop_map(|(from, to, amount, fee, nonce, memo, signature)| Transaction {
-            from: PublicKey(from),
-            to,
-            amount,
-            fee,
-            nonce,
-            memo,
-            signature: Signature(signature.try_into().unwrap()),
-        })
+        .prop_map(
+            |(from, to, amount, fee, nonce, memo, signature)| Transaction {
+                from: PublicKey(from),
+                to,
+                amount,
+                fee,
+                nonce,
+                memo,
+                signature: Signature(signature.try_into().unwrap()),
+            },
+        )
 }
 
 fn arb_header() -> impl Strategy<Value = Header> {
@@ -77,7 +79,8 @@ fn arb_header() -> impl Strategy<Value = Header> {
 }
 
 fn arb_block() -> impl Strategy<Value = Block> {
-    (arb_header(), prop::collection::vec(arb_tx(), 0..4)).prop_map(|(header, txs)| Block { header, txs })
+    (arb_header(), prop::collection::vec(arb_tx(), 0..4))
+        .prop_map(|(header, txs)| Block { header, txs })
 }
 
 fn round_trip<T>(value: &T) -> T
@@ -230,7 +233,10 @@ type TreeShape = Vec<(u8, u8, bool, u64)>;
 
 fn arb_tree() -> impl Strategy<Value = (TreeShape, u64)> {
     (
-        prop::collection::vec((any::<u8>(), 0u8..4, prop::bool::weighted(0.15), 0u64..4000), 1..14),
+        prop::collection::vec(
+            (any::<u8>(), 0u8..4, prop::bool::weighted(0.15), 0u64..4000),
+            1..14,
+        ),
         any::<u64>(),
     )
 }
@@ -248,7 +254,9 @@ fn tree_spec() -> ChainSpec {
 fn build_tree(spec: &ChainSpec, shape: &TreeShape) -> Vec<TreeBlock> {
     let genesis_block = spec.genesis_block();
     let genesis = genesis_block.hash();
-    let genesis_work = Target::from_compact(genesis_block.header.bits).unwrap().work();
+    let genesis_work = Target::from_compact(genesis_block.header.bits)
+        .unwrap()
+        .work();
     let mut tree = vec![TreeBlock {
         block: genesis_block,
         parent: 0,
@@ -262,7 +270,10 @@ fn build_tree(spec: &ChainSpec, shape: &TreeShape) -> Vec<TreeBlock> {
         let mut cursor = parent;
         loop {
             let header = &tree[cursor].block.header;
-            timings.push(BlockTiming { timestamp: header.timestamp, bits: header.bits });
+            timings.push(BlockTiming {
+                timestamp: header.timestamp,
+                bits: header.bits,
+            });
             if cursor == 0 || timings.len() > difficulty::RETARGET_WINDOW {
                 break;
             }
@@ -275,10 +286,19 @@ fn build_tree(spec: &ChainSpec, shape: &TreeShape) -> Vec<TreeBlock> {
         let mut txs = Vec::new();
         for k in 0..n_txs as usize {
             let sender = (index + k) % 9;
-            let nonce = nonces
-                .entry(sender)
-                .or_insert_with(|| parent_state.get(&dev_address(sender)).map_or(0, |a| a.nonce));
-            txs.push(transfer(&genesis, sender, dev_address((sender + 1 + k) % 10), COIN + index as u64, 1000, *nonce));
+            let nonce = nonces.entry(sender).or_insert_with(|| {
+                parent_state
+                    .get(&dev_address(sender))
+                    .map_or(0, |a| a.nonce)
+            });
+            txs.push(transfer(
+                &genesis,
+                sender,
+                dev_address((sender + 1 + k) % 10),
+                COIN + index as u64,
+                1000,
+                *nonce,
+            ));
             *nonce += 1;
         }
         if invalid {
@@ -300,7 +320,8 @@ fn build_tree(spec: &ChainSpec, shape: &TreeShape) -> Vec<TreeBlock> {
         let block = Block { header, txs };
         let valid = tree[parent].valid && !invalid;
         let state = if valid {
-            let change = state::apply_block(&block, spec, &parent_state).expect("generated valid block");
+            let change =
+                state::apply_block(&block, spec, &parent_state).expect("generated valid block");
             let mut state = parent_state;
             state::write_accounts(&mut state, &change.updates);
             state
@@ -310,7 +331,13 @@ fn build_tree(spec: &ChainSpec, shape: &TreeShape) -> Vec<TreeBlock> {
         let total_work = tree[parent]
             .total_work
             .saturating_add(&Target::from_compact(block.header.bits).unwrap().work());
-        tree.push(TreeBlock { block, parent, valid, state, total_work });
+        tree.push(TreeBlock {
+            block,
+            parent,
+            valid,
+            state,
+            total_work,
+        });
     }
     tree
 }
@@ -329,14 +356,28 @@ fn deliver_and_check(shape: &TreeShape, seed: u64) -> Result<(), TestCaseError> 
     if let Some(&again) = order.first() {
         order.push(again);
     }
-    let now = tree.iter().map(|node| node.block.header.timestamp).max().unwrap();
+    let now = tree
+        .iter()
+        .map(|node| node.block.header.timestamp)
+        .max()
+        .unwrap();
     for index in order {
         let result = chain.process_block(tree[index].block.clone(), now);
         if tree[index].valid {
-            prop_assert!(result.is_ok(), "valid block {} refused: {:?}", index, result);
+            prop_assert!(
+                result.is_ok(),
+                "valid block {} refused: {:?}",
+                index,
+                result
+            );
         }
     }
-    let best_work = tree.iter().filter(|node| node.valid).map(|node| node.total_work).max().unwrap();
+    let best_work = tree
+        .iter()
+        .filter(|node| node.valid)
+        .map(|node| node.total_work)
+        .max()
+        .unwrap();
     let tip = chain.tip();
     prop_assert_eq!(tip.total_work, best_work);
     let tip_node = tree

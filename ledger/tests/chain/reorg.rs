@@ -9,11 +9,23 @@ use ledger::validation::{BlockError, TxError};
 
 /// A branch of `length` blocks on `parent`, each paying `miner`, with the
 /// transactions `txs(i)` in block i.
-fn branch(fixture: &Fixture, parent: &Block, length: usize, miner: usize, txs: impl Fn(usize) -> Vec<ledger::Transaction>) -> Vec<Block> {
+fn branch(
+    fixture: &Fixture,
+    parent: &Block,
+    length: usize,
+    miner: usize,
+    txs: impl Fn(usize) -> Vec<ledger::Transaction>,
+) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut header = parent.header.clone();
     for i in 0..length {
-        let block = block_on(&fixture.spec, &header, header.timestamp + 1000 + miner as u64, dev_address(miner), txs(i));
+        let block = block_on(
+            &fixture.spec,
+            &header,
+            header.timestamp + 1000 + miner as u64,
+            dev_address(miner),
+            txs(i),
+        );
         header = block.header.clone();
         blocks.push(block);
     }
@@ -24,15 +36,25 @@ fn branch(fixture: &Fixture, parent: &Block, length: usize, miner: usize, txs: i
 fn longer_branch_reorganises_and_reports_blocks() {
     let mut fixture = Fixture::new();
     let genesis = fixture.spec.genesis_block();
-    let main = branch(&fixture, &genesis, 3, 1, |i| vec![fixture.transfer(0, 1, COIN, i as u64)]);
+    let main = branch(&fixture, &genesis, 3, 1, |i| {
+        vec![fixture.transfer(0, 1, COIN, i as u64)]
+    });
     for block in &main {
         fixture.submit(block.clone()).unwrap();
     }
     let before = fixture.chain.reader().state_summary();
-    let side = branch(&fixture, &main[0], 3, 2, |i| vec![fixture.transfer(3, 4, COIN, i as u64)]);
-    assert_eq!(fixture.submit(side[0].clone()).unwrap(), ProcessOutcome::SideChain);
+    let side = branch(&fixture, &main[0], 3, 2, |i| {
+        vec![fixture.transfer(3, 4, COIN, i as u64)]
+    });
+    assert_eq!(
+        fixture.submit(side[0].clone()).unwrap(),
+        ProcessOutcome::SideChain
+    );
     // Equal work: the first seen stays.
-    assert_eq!(fixture.submit(side[1].clone()).unwrap(), ProcessOutcome::SideChain);
+    assert_eq!(
+        fixture.submit(side[1].clone()).unwrap(),
+        ProcessOutcome::SideChain
+    );
     assert_eq!(fixture.chain.reader().state_summary(), before);
     let update = match fixture.submit(side[2].clone()).unwrap() {
         ProcessOutcome::Connected(update) => update,
@@ -57,7 +79,9 @@ fn longer_branch_reorganises_and_reports_blocks() {
 fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
     let mut fixture = Fixture::new();
     let genesis = fixture.spec.genesis_block();
-    let main = branch(&fixture, &genesis, 2, 1, |i| vec![fixture.transfer(0, 1, COIN, i as u64)]);
+    let main = branch(&fixture, &genesis, 2, 1, |i| {
+        vec![fixture.transfer(0, 1, COIN, i as u64)]
+    });
     for block in &main {
         fixture.submit(block.clone()).unwrap();
     }
@@ -68,9 +92,18 @@ fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
         _ => vec![fixture.transfer(5, 1, COIN, i as u64)],
     });
     // Deliver the top first (orphans), then the rest.
-    assert_eq!(fixture.submit(side[3].clone()).unwrap(), ProcessOutcome::Orphan);
-    assert_eq!(fixture.submit(side[2].clone()).unwrap(), ProcessOutcome::Orphan);
-    assert_eq!(fixture.submit(side[1].clone()).unwrap(), ProcessOutcome::Orphan);
+    assert_eq!(
+        fixture.submit(side[3].clone()).unwrap(),
+        ProcessOutcome::Orphan
+    );
+    assert_eq!(
+        fixture.submit(side[2].clone()).unwrap(),
+        ProcessOutcome::Orphan
+    );
+    assert_eq!(
+        fixture.submit(side[1].clone()).unwrap(),
+        ProcessOutcome::Orphan
+    );
     let error = fixture.submit(side[0].clone());
     // side[0] itself is valid; the branch fails at side[2]: the chain is
     // back on main, with the same state, and the bad blocks are marked.
@@ -81,14 +114,20 @@ fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
     assert!(fixture.chain.is_invalid(&side[3].hash()));
     assert!(!fixture.chain.is_invalid(&side[1].hash()));
     assert_eq!(fixture.chain.orphan_count(), 0);
-    assert_eq!(fixture.submit(side[3].clone()), Err(BlockError::KnownInvalid));
+    assert_eq!(
+        fixture.submit(side[3].clone()),
+        Err(BlockError::KnownInvalid)
+    );
     // A valid block on side[1] with more work than main still wins.
     let more = branch(&fixture, &side[1], 1, 3, |_| vec![]);
     match fixture.submit(more[0].clone()).unwrap() {
         ProcessOutcome::Connected(update) => {
             assert_eq!(update.fork_height, 0);
             assert_eq!(update.disconnected, vec![main[1].clone(), main[0].clone()]);
-            assert_eq!(update.connected, vec![side[0].clone(), side[1].clone(), more[0].clone()]);
+            assert_eq!(
+                update.connected,
+                vec![side[0].clone(), side[1].clone(), more[0].clone()]
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -99,7 +138,13 @@ fn invalid_tip_extension_reports_its_error() {
     let mut fixture = Fixture::new();
     let block = fixture.next_block(vec![fixture.transfer(0, 1, 2_000_000 * COIN, 0)]);
     let error = fixture.submit(block).unwrap_err();
-    assert!(matches!(error, BlockError::Tx { index: 0, error: TxError::InsufficientFunds { .. } }));
+    assert!(matches!(
+        error,
+        BlockError::Tx {
+            index: 0,
+            error: TxError::InsufficientFunds { .. }
+        }
+    ));
     assert!(error.is_misbehaviour());
     assert_eq!(fixture.chain.tip().height, 0);
 }
@@ -108,9 +153,18 @@ fn invalid_tip_extension_reports_its_error() {
 fn orphan_pool_is_bounded() {
     let mut fixture = Fixture::new();
     let genesis = fixture.spec.genesis_block();
-    let blocks = branch(&fixture, &genesis, ledger::chain::MAX_ORPHANS + 12, 1, |_| vec![]);
+    let blocks = branch(
+        &fixture,
+        &genesis,
+        ledger::chain::MAX_ORPHANS + 12,
+        1,
+        |_| vec![],
+    );
     for block in blocks.iter().skip(1) {
-        assert_eq!(fixture.submit(block.clone()).unwrap(), ProcessOutcome::Orphan);
+        assert_eq!(
+            fixture.submit(block.clone()).unwrap(),
+            ProcessOutcome::Orphan
+        );
     }
     assert_eq!(fixture.chain.orphan_count(), ledger::chain::MAX_ORPHANS);
     // The oldest orphans were evicted, so the parent connects only a prefix
@@ -120,7 +174,8 @@ fn orphan_pool_is_bounded() {
         other => panic!("{other:?}"),
     }
     // Expiry: far in the future every orphan is gone.
-    let late = blocks.last().unwrap().header.timestamp + ledger::chain::ORPHAN_EXPIRY_MS + 10_000_000;
+    let late =
+        blocks.last().unwrap().header.timestamp + ledger::chain::ORPHAN_EXPIRY_MS + 10_000_000;
     let next = fixture.next_block(vec![]);
     fixture.chain.process_block(next, late).unwrap();
     assert_eq!(fixture.chain.orphan_count(), 0);

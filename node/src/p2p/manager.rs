@@ -519,8 +519,9 @@ impl<B: Backend> Manager<B> {
         }
         let listen_addr = match direction {
             Direction::Outbound => Some(remote),
-            Direction::Inbound => Some(SocketAddr::new(remote.ip(), hello.listen_port))
-                .filter(|addr| is_dialable(addr)),
+            Direction::Inbound => {
+                Some(SocketAddr::new(remote.ip(), hello.listen_port)).filter(is_dialable)
+            }
         };
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;

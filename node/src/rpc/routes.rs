@@ -12,8 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use ledger::json::{
-    AddPeerRequest, BlockJson, MineRequest, MineResponse, RawTxRequest, StateJson,
-    SubmitTxResponse, TxJson,
+    AddPeerRequest, BlockJson, MineRequest, MineResponse, StateJson, SubmitTxResponse, TxJson,
 };
 use ledger::tx::{MAX_MEMO_BYTES, MAX_TX_BYTES};
 use ledger::{Address, Block, BlockHash, Transaction, TxId};
@@ -132,19 +131,44 @@ pub async fn block(
     Ok(Json(block_json(&state, &block)))
 }
 
+/// The body of `POST /v1/txs`: a tx object (`txid` and `from`, derived
+/// values a client may echo back, are accepted and ignored) or
+/// `{"raw": "<hex>"}`. Parsed in one pass, since this is the hot route.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxBody {
+    #[serde(default)]
+    txid: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    from: Option<serde::de::IgnoredAny>,
+    from_pubkey: Option<String>,
+    to: Option<String>,
+    amount: Option<ledger::Amount>,
+    fee: Option<ledger::Amount>,
+    nonce: Option<u64>,
+    #[serde(default)]
+    memo: Option<String>,
+    signature: Option<String>,
+    raw: Option<String>,
+}
+
 /// Turns either body form of `POST /v1/txs` into a transaction.
 fn parse_submitted_tx(state: &RpcState, body: &[u8]) -> Result<Transaction, ApiError> {
-    // Fast path: a plain tx object without the echoed `txid` / `from`.
-    if let Ok(tx_json) = serde_json::from_slice::<TxJson>(body) {
-        return tx_json
-            .to_tx(state.node.spec())
-            .map_err(|error| ApiError::Malformed(error.to_string()));
-    }
-    let value: Value = parse_json(body)?;
-    if value.get("raw").is_some() {
-        let RawTxRequest { raw } = serde_json::from_value(value).map_err(|error| {
-            ApiError::Malformed(format!("invalid raw transaction body: {error}"))
-        })?;
+    let body: TxBody = parse_json(body)?;
+    let _ = (body.txid, body.from);
+    if let Some(raw) = body.raw {
+        let has_tx_fields = body.from_pubkey.is_some()
+            || body.to.is_some()
+            || body.amount.is_some()
+            || body.fee.is_some()
+            || body.nonce.is_some()
+            || body.memo.is_some()
+            || body.signature.is_some();
+        if has_tx_fields {
+            return Err(ApiError::Malformed(
+                "send either a tx object or {\"raw\": \"<hex>\"}, not both".into(),
+            ));
+        }
         let limit = MAX_TX_BYTES + MAX_MEMO_BYTES;
         if raw.len() > 2 * limit {
             return Err(ApiError::Malformed(format!(
@@ -156,13 +180,21 @@ fn parse_submitted_tx(state: &RpcState, body: &[u8]) -> Result<Transaction, ApiE
             |error| ApiError::Malformed(format!("raw is not a canonical transaction: {error}")),
         );
     }
-    if !value.is_object() {
-        return Err(ApiError::Malformed(
-            "body must be a transaction object or {\"raw\": \"<hex>\"}".into(),
-        ));
-    }
-    TxJson::parse_value(value)
-        .and_then(|tx_json| tx_json.to_tx(state.node.spec()))
+    let missing =
+        |field: &str| ApiError::Malformed(format!("invalid JSON body: missing field `{field}`"));
+    let tx_json = TxJson {
+        txid: None,
+        from: None,
+        from_pubkey: body.from_pubkey.ok_or_else(|| missing("from_pubkey"))?,
+        to: body.to.ok_or_else(|| missing("to"))?,
+        amount: body.amount.ok_or_else(|| missing("amount"))?,
+        fee: body.fee.ok_or_else(|| missing("fee"))?,
+        nonce: body.nonce.ok_or_else(|| missing("nonce"))?,
+        memo: body.memo,
+        signature: body.signature.ok_or_else(|| missing("signature"))?,
+    };
+    tx_json
+        .to_tx(state.node.spec())
         .map_err(|error| ApiError::Malformed(error.to_string()))
 }
 

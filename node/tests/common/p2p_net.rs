@@ -16,7 +16,9 @@ use node::events::NodeEvent;
 use node::metrics::Metrics;
 use node::p2p::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
 use node::p2p::message::{handshake_message, Hello, HelloAck, Message, PROTOCOL_VERSION};
-use node::p2p::{self, Backend, BlockVerdict, P2pConfig, P2pHandle, P2pTiming, TipSummary, TxVerdict};
+use node::p2p::{
+    self, Backend, BlockVerdict, P2pConfig, P2pHandle, P2pTiming, TipSummary, TxVerdict,
+};
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +39,9 @@ pub fn now_ms() -> u64 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn regtest() -> ChainSpec {
@@ -52,7 +56,10 @@ pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut()
         if condition() {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -68,7 +75,10 @@ where
         if condition().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -81,6 +91,8 @@ struct Inner {
     mempool: Mutex<Mempool>,
     cache: SignatureCache,
     events: broadcast::Sender<NodeEvent>,
+    /// How long each `process_block` took, for benchmarks.
+    process_times: Mutex<Vec<Duration>>,
 }
 
 /// The node as P2P sees it: chain writer and mempool behind std mutexes,
@@ -108,6 +120,7 @@ impl TestBackend {
                 mempool: Mutex::new(mempool),
                 cache,
                 events,
+                process_times: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -156,11 +169,17 @@ impl TestBackend {
     }
 
     /// Applies a block as the node's chain writer would, publishing events.
-    pub fn process_block(&self, block: Block) -> Result<ProcessOutcome, ledger::validation::BlockError> {
+    pub fn process_block(
+        &self,
+        block: Block,
+    ) -> Result<ProcessOutcome, ledger::validation::BlockError> {
         let mut guard = lock(&self.inner.chain);
         let chain = guard.as_mut().expect("chain open");
         let now = now_ms();
-        let outcome = chain.process_block(block, now)?;
+        let started = Instant::now();
+        let outcome = chain.process_block(block, now);
+        lock(&self.inner.process_times).push(started.elapsed());
+        let outcome = outcome?;
         if let ProcessOutcome::Connected(update) = &outcome {
             let mut mempool = lock(&self.inner.mempool);
             mempool.apply_update(update, &self.inner.reader, now);
@@ -182,7 +201,9 @@ impl TestBackend {
                 for block in &update.disconnected {
                     for tx in &block.txs {
                         if mempool.contains(&tx.txid()) {
-                            let _ = self.inner.events.send(NodeEvent::TxAccepted { tx: Arc::new(tx.clone()) });
+                            let _ = self.inner.events.send(NodeEvent::TxAccepted {
+                                tx: Arc::new(tx.clone()),
+                            });
                         }
                     }
                 }
@@ -191,11 +212,19 @@ impl TestBackend {
         Ok(outcome)
     }
 
+    /// Durations of every `process_block` call so far.
+    pub fn process_times(&self) -> Vec<Duration> {
+        lock(&self.inner.process_times).clone()
+    }
+
     pub fn add_tx(&self, tx: Transaction) -> Result<TxId, MempoolError> {
         Mempool::precheck(&self.inner.spec, &self.inner.cache, &tx)?;
         let mut mempool = lock(&self.inner.mempool);
         let txid = mempool.add(tx.clone(), &self.inner.reader, now_ms())?;
-        let _ = self.inner.events.send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+        let _ = self
+            .inner
+            .events
+            .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
         Ok(txid)
     }
 
@@ -205,10 +234,18 @@ impl TestBackend {
         let guard = lock(&self.inner.chain);
         let chain = guard.as_ref().expect("chain open");
         let context = chain.next_block_context(now_ms());
-        let mut txs = lock(&self.inner.mempool).select_for_block(&self.inner.reader, ledger::miner::max_tx_bytes(&self.inner.spec));
+        let mut txs = lock(&self.inner.mempool).select_for_block(
+            &self.inner.reader,
+            ledger::miner::max_tx_bytes(&self.inner.spec),
+        );
         txs.truncate(max_txs);
-        let mut block = ledger::miner::build_block(&self.inner.spec, &context, Address([7; 20]), txs);
-        assert!(ledger::miner::solve(&mut block.header, &AtomicBool::new(false), 1));
+        let mut block =
+            ledger::miner::build_block(&self.inner.spec, &context, Address([7; 20]), txs);
+        assert!(ledger::miner::solve(
+            &mut block.header,
+            &AtomicBool::new(false),
+            1
+        ));
         block
     }
 
@@ -295,7 +332,9 @@ impl Backend for TestBackend {
                 Ok(Err(error)) => TxVerdict::Rejected {
                     misbehaving: matches!(
                         error,
-                        MempoolError::BadSignature | MempoolError::WrongChain | MempoolError::Malformed(_)
+                        MempoolError::BadSignature
+                            | MempoolError::WrongChain
+                            | MempoolError::Malformed(_)
                     ),
                     reason: error.code().to_string(),
                 },
@@ -362,7 +401,11 @@ impl TestNode {
         let key = options.key.clone().unwrap_or_else(SecretKey::generate);
         let address_book = {
             let guard = lock(&backend.inner.chain);
-            guard.as_ref().expect("chain open").aux_tree("p2p_addresses").ok()
+            guard
+                .as_ref()
+                .expect("chain open")
+                .aux_tree("p2p_addresses")
+                .ok()
         };
         let spec = backend.spec().clone();
         let mut config = P2pConfig::new(
@@ -402,11 +445,13 @@ impl TestNode {
     }
 
     pub fn received(&self, kind: &str) -> u64 {
-        self.metrics.counter("p2p_messages_received_total", &[("kind", kind)])
+        self.metrics
+            .counter("p2p_messages_received_total", &[("kind", kind)])
     }
 
     pub fn bans(&self, reason: &str) -> u64 {
-        self.metrics.counter("p2p_bans_total", &[("reason", reason)])
+        self.metrics
+            .counter("p2p_bans_total", &[("reason", reason)])
     }
 
     pub fn has_peer(&self, other: &TestNode) -> bool {
@@ -443,7 +488,11 @@ pub fn transfer(genesis: &BlockHash, from: usize, nonce: u64, memo: &str) -> Tra
 pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|text| text.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
+        .and_then(|text| {
+            text.split_whitespace()
+                .nth(1)
+                .and_then(|pages| pages.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
@@ -500,7 +549,11 @@ impl FakePeer {
     }
 
     /// The next message of a kind, skipping others (pings, addr, ...).
-    pub async fn recv_matching(&mut self, timeout: Duration, wanted: impl Fn(&Message) -> bool) -> Option<Message> {
+    pub async fn recv_matching(
+        &mut self,
+        timeout: Duration,
+        wanted: impl Fn(&Message) -> bool,
+    ) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -539,14 +592,26 @@ impl FakePeer {
             Some(Message::Hello(hello)) => hello,
             other => panic!("expected hello, got {other:?}"),
         };
-        let statement = handshake_message(magic, &genesis, &theirs.nonce, &self.key.public_key(), &theirs.node_id);
+        let statement = handshake_message(
+            magic,
+            &genesis,
+            &theirs.nonce,
+            &self.key.public_key(),
+            &theirs.node_id,
+        );
         let ack = HelloAck {
             signature: self.key.sign(&statement),
         };
         assert!(self.send(&Message::HelloAck(ack)).await);
         match self.recv(Duration::from_secs(5)).await {
             Some(Message::HelloAck(ack)) => {
-                let expected = handshake_message(magic, &genesis, &ours.nonce, &theirs.node_id, &self.key.public_key());
+                let expected = handshake_message(
+                    magic,
+                    &genesis,
+                    &ours.nonce,
+                    &theirs.node_id,
+                    &self.key.public_key(),
+                );
                 theirs
                     .node_id
                     .verify(&expected, &ack.signature)

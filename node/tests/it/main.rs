@@ -51,7 +51,12 @@ fn node_command(data_dir: &Path, extra: &[&str]) -> Command {
 impl NodeProcess {
     /// Starts the node and reads its banner until the RPC address appears.
     fn start(data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        NodeProcess::start_with_env(data_dir, extra, &[])
+    }
+
+    fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> NodeProcess {
         let mut child = node_command(data_dir, extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -343,6 +348,28 @@ fn unusable_arguments_fail_with_one_line() {
     assert!(!status.success());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("regtest"), "{stderr}");
+}
+
+/// Boolean flags read `1`, `yes`, `true`... from their environment
+/// variables, as compose files write them.
+#[test]
+fn boolean_flags_from_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_env(
+        dir.path(),
+        &[],
+        &[("LEDGER_MINE", "1"), ("LEDGER_NO_DISCOVERY", "yes")],
+    );
+    assert!(
+        node.banner
+            .iter()
+            .any(|line| line.starts_with("mining:       on")),
+        "{:?}",
+        node.banner
+    );
+    let (_, status) = node.get("/v1/status");
+    assert_eq!(status["mining"], true);
+    assert!(node.terminate().success());
 }
 
 #[test]

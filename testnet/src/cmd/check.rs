@@ -62,7 +62,11 @@ pub(crate) fn describe(urls: &[String], answers: &[Answer]) -> Vec<String> {
             .iter()
             .filter(|other| key(other) == key(answer))
             .count();
-        if best.map_or(true, |(_, best_size)| size > best_size) {
+        let larger = match best {
+            None => true,
+            Some((_, best_size)) => size > best_size,
+        };
+        if larger {
             best = Some((index, size));
         }
     }
