@@ -257,16 +257,71 @@ fn phases(criterion: &mut Criterion) {
         };
         bench.iter(|| store.put_block(&hash, &block, &entry).expect("stored"))
     });
-    group.bench_function("connect_then_disconnect", |bench| {
-        bench.iter(|| {
-            store
-                .connect_block(&hash, &block, &txids, &change)
-                .expect("connect");
-            store
-                .disconnect_block(&hash, &block, &txids, &change.undo)
-                .expect("disconnect");
+    group.bench_function("connect_block_sled_transaction", |bench| {
+        bench.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let started = std::time::Instant::now();
+                store
+                    .connect_block(&hash, &block, &txids, &change)
+                    .expect("connect");
+                total += started.elapsed();
+                store
+                    .disconnect_block(&hash, &block, &txids, &change.undo)
+                    .expect("disconnect");
+            }
+            total
         })
     });
+    group.bench_function("disconnect_block_sled_transaction", |bench| {
+        bench.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                store
+                    .connect_block(&hash, &block, &txids, &change)
+                    .expect("connect");
+                let started = std::time::Instant::now();
+                store
+                    .disconnect_block(&hash, &block, &txids, &change.undo)
+                    .expect("disconnect");
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    {
+        use sled::Transactional;
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree_a = db.open_tree("a").expect("tree");
+        let tree_b = db.open_tree("b").expect("tree");
+        let keys: Vec<[u8; 32]> = (0..6000u32)
+            .map(|i| ledger::Hash256::digest(&i.to_le_bytes()).0)
+            .collect();
+        group.bench_function("sled_6000_inserts_one_batch", |bench| {
+            bench.iter(|| {
+                let mut batch = sled::Batch::default();
+                for key in &keys {
+                    batch.insert(&key[..], &key[..16]);
+                }
+                tree_a.apply_batch(batch).expect("batch");
+            })
+        });
+        group.bench_function("sled_6000_inserts_transaction_2_trees", |bench| {
+            bench.iter(|| {
+                let mut batch = sled::Batch::default();
+                for key in &keys {
+                    batch.insert(&key[..], &key[..16]);
+                }
+                (&tree_a, &tree_b)
+                    .transaction(|(a, b)| {
+                        a.apply_batch(&batch)?;
+                        b.insert(&b"x"[..], &b"y"[..])?;
+                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                    })
+                    .expect("transaction");
+            })
+        });
+    }
     group.bench_function("decode_block", |bench| {
         bench.iter(|| store.block(&hash).expect("read"))
     });

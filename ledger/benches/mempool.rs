@@ -7,7 +7,9 @@
 //! - the miner's hash rate per thread against raw SHA-256 of the same
 //!   header, both measured in this run (the ratio is printed at the end).
 //!
-//! Run: `cargo bench -p ledger --bench mempool`
+//! Run: `cargo bench -p ledger --bench mempool`. With
+//! `MEMPOOL_BENCH_BLOCK_PATH_ONLY=1` it only times the regtest block path,
+//! phase by phase (for profiling).
 
 use criterion::{BatchSize, Criterion, Throughput};
 use ledger::address::Address;
@@ -374,6 +376,11 @@ fn raw_rate(duration: Duration) -> f64 {
 }
 
 fn main() {
+    // For profiling the block path alone (`perf record`), skip the rest.
+    if std::env::var_os("MEMPOOL_BENCH_BLOCK_PATH_ONLY").is_some() {
+        regtest_breakdown(40);
+        return;
+    }
     let mut criterion = Criterion::default().configure_from_args();
     bench_admission(&mut criterion);
     bench_template(&mut criterion);

@@ -10,9 +10,11 @@
 //!   never stored, so iteration order is address order and a digest over
 //!   it is canonical.
 //! - `tx_index`: txid -> `TxLocation` (best chain only).
-//! - `address_txs`: address ++ height (u64 BE) ++ position (u32 BE) ->
-//!   block hash; a reverse scan of an address prefix is its history,
-//!   newest first.
+//! - `address_txs`: address ++ height (u64 BE) -> block hash ++ the
+//!   positions (u32 BE, ascending) of the block's txs that the address sent
+//!   or received; a reverse scan of an address prefix is its history,
+//!   newest first. One key per address and block, not per tx: sled's cost
+//!   is per key, and busy addresses appear many times in one block.
 //! - `undo`: block hash -> `BlockUndo`, for blocks on the best chain.
 //! - `meta`: `genesis`, `chain_name`, `tip`.
 //! - `aux/<name>`: free key-value trees for the node (address book, node
@@ -144,12 +146,27 @@ fn hash_from_bytes(bytes: &[u8], what: &str) -> Result<BlockHash, StorageError> 
     Ok(BlockHash(crate::hash::Hash256(array)))
 }
 
-fn address_tx_key(address: &Address, height: Height, index: u32) -> [u8; 32] {
-    let mut key = [0u8; 32];
+fn address_tx_key(address: &Address, height: Height) -> [u8; 28] {
+    let mut key = [0u8; 28];
     key[..20].copy_from_slice(&address.0);
     key[20..28].copy_from_slice(&height.to_be_bytes());
-    key[28..].copy_from_slice(&index.to_be_bytes());
     key
+}
+
+/// For each address a block touches, the positions of its txs, ascending.
+fn positions_by_address(block: &Block) -> std::collections::BTreeMap<Address, Vec<u32>> {
+    let mut map: std::collections::BTreeMap<Address, Vec<u32>> = std::collections::BTreeMap::new();
+    for (position, tx) in block.txs.iter().enumerate() {
+        let position = position as u32;
+        for address in [tx.sender(), tx.to] {
+            let positions = map.entry(address).or_default();
+            // A self-transfer names the same address twice.
+            if positions.last() != Some(&position) {
+                positions.push(position);
+            }
+        }
+    }
+    map
 }
 
 /// Deletes `snap.*.generating` files left by a crash during snapshotting.
@@ -438,14 +455,24 @@ impl Store {
                 break;
             }
             let (key, value) = item?;
-            if key.len() != 32 {
-                return Err(StorageError::Corrupt(
-                    "address tx key: expected 32 bytes".into(),
-                ));
+            let corrupt = || StorageError::Corrupt("malformed address tx entry".into());
+            let height_bytes: [u8; 8] = key
+                .get(20..28)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?;
+            let height = u64::from_be_bytes(height_bytes);
+            if value.len() < 32 || (value.len() - 32) % 4 != 0 {
+                return Err(corrupt());
             }
-            let height = u64::from_be_bytes(key[20..28].try_into().expect("8 bytes"));
-            let index = u32::from_be_bytes(key[28..32].try_into().expect("4 bytes"));
-            out.push((height, index, hash_from_bytes(&value, "address tx entry")?));
+            let block_hash = hash_from_bytes(&value[..32], "address tx entry")?;
+            for chunk in value[32..].chunks_exact(4).rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let position = u32::from_be_bytes(chunk.try_into().map_err(|_| corrupt())?);
+                out.push((height, position, block_hash));
+            }
         }
         Ok(out)
     }
@@ -470,23 +497,22 @@ impl Store {
             }
         }
         let mut tx_index = sled::Batch::default();
-        let mut address_txs = sled::Batch::default();
-        for (position, (tx, txid)) in block.txs.iter().zip(txids).enumerate() {
-            let index = position as u32;
+        for (position, txid) in txids.iter().enumerate() {
             let location = TxLocation {
                 block_hash: *hash,
                 height,
-                index,
+                index: position as u32,
             };
             tx_index.insert(&txid.as_bytes()[..], encoding::encode(&location));
-            address_txs.insert(
-                &address_tx_key(&tx.sender(), height, index)[..],
-                &hash.as_bytes()[..],
-            );
-            address_txs.insert(
-                &address_tx_key(&tx.to, height, index)[..],
-                &hash.as_bytes()[..],
-            );
+        }
+        let mut address_txs = sled::Batch::default();
+        for (address, positions) in positions_by_address(block) {
+            let mut value = Vec::with_capacity(32 + 4 * positions.len());
+            value.extend_from_slice(hash.as_bytes());
+            for position in positions {
+                value.extend_from_slice(&position.to_be_bytes());
+            }
+            address_txs.insert(&address_tx_key(&address, height)[..], value);
         }
         let undo_bytes = encoding::encode(&change.undo);
         let trees = [
@@ -528,12 +554,12 @@ impl Store {
             }
         }
         let mut tx_index = sled::Batch::default();
-        let mut address_txs = sled::Batch::default();
-        for (position, (tx, txid)) in block.txs.iter().zip(txids).enumerate() {
-            let index = position as u32;
+        for txid in txids {
             tx_index.remove(&txid.as_bytes()[..]);
-            address_txs.remove(&address_tx_key(&tx.sender(), height, index)[..]);
-            address_txs.remove(&address_tx_key(&tx.to, height, index)[..]);
+        }
+        let mut address_txs = sled::Batch::default();
+        for address in positions_by_address(block).into_keys() {
+            address_txs.remove(&address_tx_key(&address, height)[..]);
         }
         let parent = block.header.prev_hash;
         let trees = [

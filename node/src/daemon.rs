@@ -98,6 +98,20 @@ impl Node {
             std::net::TcpListener::bind(config.p2p_addr)
                 .with_context(|| format!("cannot listen on --p2p-addr {}", config.p2p_addr))?;
         }
+        // Serve at once, answering 503 `not_ready` until the node is built.
+        let cancel = CancellationToken::new();
+        let (app, router_slot) = crate::rpc::late_app();
+        let server_cancel = cancel.clone();
+        let server = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            let serve = axum::serve(rpc_listener, app)
+                .with_graceful_shutdown(server_cancel.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "rpc server failed");
+            }
+        });
+        // Whatever fails below, the server started above must not outlive it.
+        let stop_server_on_error = cancel.clone().drop_guard();
 
         let spec = config.spec.clone();
         let data_dir = config.data_dir.clone();
@@ -149,7 +163,6 @@ impl Node {
             },
         )
         .context("cannot start the chain writer thread")?;
-        let cancel = CancellationToken::new();
         let handle = NodeHandle {
             shared: Arc::new(Shared {
                 genesis_hash: spec.genesis_hash(),
@@ -204,15 +217,8 @@ impl Node {
         handle.set_network(network.clone());
 
         let state = crate::rpc::RpcState::new(handle.clone(), &config);
-        let app = crate::rpc::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let server_cancel = cancel.clone();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(rpc_listener, app)
-                .with_graceful_shutdown(server_cancel.cancelled_owned());
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "rpc server failed");
-            }
-        });
+        let _ = router_slot.set(crate::rpc::router(state));
+        stop_server_on_error.disarm();
 
         spawn_mempool_expiry(handle.clone(), cancel.clone());
         let miner = match (config.mine, config.miner_address) {

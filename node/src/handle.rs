@@ -371,6 +371,27 @@ impl Backend for NodeHandle {
         }
     }
 
+    /// Verifies the block's signatures into the shared signature cache on a
+    /// blocking thread, so the chain writer finds them checked. A failure
+    /// is ignored here: the writer reports it precisely. A copy of the
+    /// transactions goes to the blocking thread, so the block comes back
+    /// even if that thread is cancelled.
+    async fn precheck_block(&self, block: Block) -> Block {
+        let shared = self.shared.clone();
+        let txs = block.txs.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let txids: Vec<TxId> = txs.iter().map(Transaction::txid).collect();
+            let _ = ledger::validation::check_signatures(
+                &txs,
+                &txids,
+                &shared.genesis_hash,
+                &shared.signature_cache,
+            );
+        })
+        .await;
+        block
+    }
+
     async fn submit_tx(&self, tx: Transaction) -> TxVerdict {
         match NodeHandle::submit_tx(self, tx).await {
             Ok(_) => TxVerdict::Accepted,

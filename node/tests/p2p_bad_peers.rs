@@ -301,3 +301,77 @@ async fn tx_with_bad_signature_is_banned() {
     assert_eq!(setup.node.bans("bad_tx"), 1);
     setup.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_that_stops_answering_pings_is_dropped() {
+    let mut options = NodeOptions::default();
+    options.timing.ping_interval = Duration::from_millis(100);
+    let setup = setup(options).await;
+    let spec = setup.node.backend.spec().clone();
+    let mut mute = FakePeer::connect(setup.node.socket_addr()).await;
+    mute.handshake(&spec).await;
+    let started = std::time::Instant::now();
+    // Reads everything, answers nothing.
+    assert!(mute.closed_within(LONG).await, "mute peer dropped");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "dropped after {waited:?}"
+    );
+    wait_for("counted as dead", LONG, || {
+        setup
+            .node
+            .metrics
+            .counter("p2p_disconnects_total", &[("reason", "dead")])
+            == 1
+    })
+    .await;
+    assert!(!setup.node.p2p.is_node_banned(&mute.key.public_key()));
+    // The honest peer answers its pings and stays.
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalling_sync_peer_is_replaced() {
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let mut options = NodeOptions::default();
+    options.timing.sync_stall_timeout = Duration::from_millis(800);
+    let node = TestNode::start(dirs[0].path(), options).await;
+    let spec = node.backend.spec().clone();
+    // A peer claiming enormous work becomes the sync peer, then says nothing.
+    let mut liar = FakePeer::connect(node.socket_addr()).await;
+    liar.handshake_claiming(&spec, ledger::Work(ledger::U256::MAX))
+        .await;
+    let asked = liar
+        .recv_matching(LONG, |message| matches!(message, Message::GetHeaders(_)))
+        .await;
+    assert!(asked.is_some(), "node tries to sync from the liar");
+    assert!(node.p2p.is_syncing());
+    // An honest peer with 20 blocks arrives meanwhile.
+    let honest = TestNode::start(dirs[1].path(), NodeOptions::default()).await;
+    for _ in 0..20 {
+        honest.backend.mine(0);
+    }
+    node.p2p.dial(honest.addr());
+    let started = std::time::Instant::now();
+    let tip = honest.backend.tip_hash();
+    wait_for("synced from the honest peer", LONG, || {
+        node.backend.tip_hash() == tip
+    })
+    .await;
+    assert!(liar.closed_within(LONG).await, "staller dropped");
+    println!(
+        "FIGURE stalled sync peer replaced; synced after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        node.metrics
+            .counter("p2p_disconnects_total", &[("reason", "stalled")]),
+        1
+    );
+    honest.stop().await;
+    node.stop().await;
+}

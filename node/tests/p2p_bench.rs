@@ -22,7 +22,10 @@ const LONG: Duration = Duration::from_secs(120);
 async fn line_of(n: usize, dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = Vec::new();
     for dir in dirs.iter().take(n) {
-        let peers = nodes.last().map(|previous| vec![previous.addr()]).unwrap_or_default();
+        let peers = nodes
+            .last()
+            .map(|previous| vec![previous.addr()])
+            .unwrap_or_default();
         let node = TestNode::start(
             dir.path(),
             NodeOptions {
@@ -35,13 +38,18 @@ async fn line_of(n: usize, dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
     }
     for index in 1..nodes.len() {
         let (left, right) = (&nodes[index - 1], &nodes[index]);
-        wait_for("line link up", LONG, || left.has_peer(right) && right.has_peer(left)).await;
+        wait_for("line link up", LONG, || {
+            left.has_peer(right) && right.has_peer(left)
+        })
+        .await;
     }
     nodes
 }
 
 fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect()
+    (0..n)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect()
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -60,7 +68,9 @@ async fn block_connected(events: &mut broadcast::Receiver<NodeEvent>, hash: Bloc
             }
         }
     };
-    tokio::time::timeout(LONG, wait).await.expect("block arrives");
+    tokio::time::timeout(LONG, wait)
+        .await
+        .expect("block arrives");
 }
 
 /// `count` signed transfers from the ten dev accounts, nonces in order.
@@ -138,7 +148,12 @@ async fn bench_block_propagation_500_tx_blocks_line_of_4() {
     .await
     .expect("filling mempools");
     let wanted = BLOCKS * TXS_PER_BLOCK;
-    wait_for("mempools full", LONG, || nodes.iter().all(|node| node.backend.mempool_len() == wanted)).await;
+    wait_for("mempools full", LONG, || {
+        nodes
+            .iter()
+            .all(|node| node.backend.mempool_len() == wanted)
+    })
+    .await;
 
     let mut second_events = nodes[1].backend.subscribe();
     let mut last_events = nodes[3].backend.subscribe();
@@ -156,7 +171,15 @@ async fn bench_block_propagation_500_tx_blocks_line_of_4() {
         first_hop_times.push(started.elapsed());
         block_connected(&mut last_events, hash).await;
         times.push(started.elapsed());
-        wait_for("block on every node", LONG, || nodes.iter().all(|node| node.backend.tip_hash() == hash)).await;
+        after_mine.push(
+            started
+                .elapsed()
+                .saturating_sub(*mine_times.last().expect("pushed")),
+        );
+        wait_for("block on every node", LONG, || {
+            nodes.iter().all(|node| node.backend.tip_hash() == hash)
+        })
+        .await;
     }
     assert_eq!(nodes[3].backend.height(), BLOCKS as u64);
     times.sort();
@@ -201,7 +224,11 @@ async fn bench_fresh_node_syncs_2000_blocks_of_20_txs() {
     let prepared = Instant::now();
     let tip = tokio::task::spawn_blocking(move || {
         for height in 0..BLOCKS {
-            for tx in make_txs(&genesis, TXS_PER_BLOCK, height * (TXS_PER_BLOCK as u64 / 10)) {
+            for tx in make_txs(
+                &genesis,
+                TXS_PER_BLOCK,
+                height * (TXS_PER_BLOCK as u64 / 10),
+            ) {
                 miner.add_tx(tx).expect("admitted");
             }
             miner.mine(TXS_PER_BLOCK);
@@ -210,7 +237,10 @@ async fn bench_fresh_node_syncs_2000_blocks_of_20_txs() {
     })
     .await
     .expect("mining");
-    println!("(built {BLOCKS} blocks in {:.1} s)", prepared.elapsed().as_secs_f64());
+    println!(
+        "(built {BLOCKS} blocks in {:.1} s)",
+        prepared.elapsed().as_secs_f64()
+    );
 
     // The fresh node has an empty signature cache: it checks every one.
     let started = Instant::now();
@@ -222,14 +252,28 @@ async fn bench_fresh_node_syncs_2000_blocks_of_20_txs() {
         },
     )
     .await;
-    wait_for("fresh node synced", LONG, || fresh.backend.tip_hash() == tip).await;
+    wait_for("fresh node synced", LONG, || {
+        fresh.backend.tip_hash() == tip
+    })
+    .await;
     let elapsed = started.elapsed();
     println!(
         "FIGURE sync: fresh node took {:.3} s for {BLOCKS} blocks of {TXS_PER_BLOCK} txs = {:.0} blocks/s",
         elapsed.as_secs_f64(),
         BLOCKS as f64 / elapsed.as_secs_f64()
     );
-    assert_eq!(fresh.backend.reader().state_summary().digest, source.backend.reader().state_summary().digest);
+    let mut processing = fresh.backend.process_times();
+    let total: Duration = processing.iter().sum();
+    processing.sort();
+    println!(
+        "  fresh node's chain process_block: p50 {:.3} ms, total {:.3} s (signatures prechecked in parallel ahead of it)",
+        percentile(&processing, 0.5).as_secs_f64() * 1e3,
+        total.as_secs_f64()
+    );
+    assert_eq!(
+        fresh.backend.reader().state_summary().digest,
+        source.backend.reader().state_summary().digest
+    );
     fresh.stop().await;
     source.stop().await;
 }
@@ -244,5 +288,8 @@ fn bench_signature_check_cost() {
         tx.verify_signature(&genesis).expect("valid");
     }
     let per_sig = started.elapsed() / txs.len() as u32;
-    println!("FIGURE one strict ed25519 check (one core): {:.1} us", per_sig.as_secs_f64() * 1e6);
+    println!(
+        "FIGURE one strict ed25519 check (one core): {:.1} us",
+        per_sig.as_secs_f64() * 1e6
+    );
 }

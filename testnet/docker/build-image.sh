@@ -148,5 +148,12 @@ EOF
 echo "==> docker build -t ${tag} ${context}"
 echo "    binaries: ${binaries[*]}"
 echo "    libraries: $(cd "${rootfs}" && find . -type f \( -name '*.so*' -o -name 'ld-linux*' \) | sed 's|^\.||' | sort | tr '\n' ' ')"
+previous_image="$(docker image inspect --format '{{.Id}}' "${tag}" 2>/dev/null || true)"
 docker build --tag "${tag}" "${context}"
+# The image this build replaced keeps its layers, untagged; drop it so that
+# repeated runs do not pile them up. Docker refuses while a container still
+# uses it, which is fine.
+if [[ -n "${previous_image}" && "${previous_image}" != "$(docker image inspect --format '{{.Id}}' "${tag}")" ]]; then
+    docker image rm "${previous_image}" >/dev/null 2>&1 || true
+fi
 echo "==> built ${tag}"

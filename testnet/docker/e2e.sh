@@ -320,7 +320,9 @@ step_disconnect_node2() {
 step_partition() {
     if ! command -v iptables >/dev/null || ! command -v nsenter >/dev/null; then
         log "installing iptables (Debian package) for the partition"
-        as_root apt-get install -y --no-install-recommends iptables util-linux >/dev/null ||
+        as_root apt-get update -qq >/dev/null 2>&1 || true
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            iptables util-linux >/dev/null ||
             fail "iptables or nsenter missing and could not be installed" || return 1
     fi
     local height_a height_b tip_a tip_b tx_a tx_b deadline n_mined=0 n_mine_errors=0
@@ -408,6 +410,7 @@ steps=(
     "d.iii+ the tx of each side confirmed on every node|step_partition_txs"
 )
 declare -A step_result=()
+current_step=""
 any_failed=0
 
 print_failing_logs() {
@@ -463,6 +466,8 @@ cleanup() {
     trap - EXIT INT TERM
     set +eu
     ((exit_code != 0)) && any_failed=1
+    # A step cut short by Ctrl-C or a signal.
+    [[ -n "${current_step}" ]] && step_result["${current_step}"]=INTR
     if [[ -n "${compose_cmd[*]:-}" ]]; then
         mkdir -p "${log_dir}"
         local service id
@@ -477,6 +482,7 @@ cleanup() {
     fi
     print_summary
     [[ -n "${work_dir:-}" ]] && rm -rf "${work_dir}"
+    ((exit_code != 0)) && exit "${exit_code}"
     ((any_failed)) && exit 1
     exit 0
 }
@@ -512,6 +518,7 @@ for entry in "${steps[@]}"; do
         break
     fi
     log "=== step ${label}"
+    current_step="${label}"
     # errexit inside a step, without ending the script: a subshell that is
     # not part of a condition (inside `if` or `||` bash ignores set -e).
     set +e
@@ -521,6 +528,7 @@ for entry in "${steps[@]}"; do
     )
     step_exit_code=$?
     set -e
+    current_step=""
     if ((step_exit_code == 0)); then
         step_result["${label}"]=PASS
     else

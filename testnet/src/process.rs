@@ -74,11 +74,13 @@ pub enum StopOutcome {
 impl Supervised {
     /// Starts `program args...` in its own process group with stdin closed
     /// and stdout and stderr appended to `log_path` (after a header line
-    /// with the command), telling it our pid through [`PARENT_PID_ENV`].
+    /// with the command), without the environment variables in `unset`,
+    /// telling it our pid through [`PARENT_PID_ENV`].
     pub fn spawn(
         name: &str,
         program: &Path,
         args: &[OsString],
+        unset: &[OsString],
         log_path: &Path,
     ) -> Result<Supervised, ProcessError> {
         let log_error = |source| ProcessError::Log {
@@ -102,7 +104,11 @@ impl Supervised {
         )
         .map_err(log_error)?;
         let stderr: File = log.try_clone().map_err(log_error)?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        for variable in unset {
+            command.env_remove(variable);
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -288,6 +294,7 @@ mod tests {
                     &format!("sleeper{index}"),
                     Path::new("sleep"),
                     &sleep_args("30"),
+                    &[],
                     &dir.path().join(format!("{index}.log")),
                 )
                 .unwrap()
@@ -317,7 +324,7 @@ mod tests {
         .collect();
         let log_path = dir.path().join("stubborn.log");
         let mut children =
-            vec![Supervised::spawn("stubborn", Path::new("sh"), &args, &log_path).unwrap()];
+            vec![Supervised::spawn("stubborn", Path::new("sh"), &args, &[], &log_path).unwrap()];
         // Wait (with a deadline) until the trap is installed; the marker is
         // computed so the header line with the command cannot match it.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -335,8 +342,14 @@ mod tests {
     #[test]
     fn exited_children_are_reported_as_such() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child =
-            Supervised::spawn("quick", Path::new("true"), &[], &dir.path().join("q.log")).unwrap();
+        let mut child = Supervised::spawn(
+            "quick",
+            Path::new("true"),
+            &[],
+            &[],
+            &dir.path().join("q.log"),
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.poll_exit().is_none() {
             assert!(Instant::now() < deadline);

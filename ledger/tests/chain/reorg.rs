@@ -112,6 +112,10 @@ fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
     assert_eq!(fixture.chain.reader().state_summary(), before);
     assert!(fixture.chain.is_invalid(&side[2].hash()));
     assert!(fixture.chain.is_invalid(&side[3].hash()));
+    assert_eq!(
+        fixture.chain.reader().block_status(&side[2].hash()),
+        Some(ledger::chain::BlockStatus::Invalid)
+    );
     assert!(!fixture.chain.is_invalid(&side[1].hash()));
     assert_eq!(fixture.chain.orphan_count(), 0);
     assert_eq!(

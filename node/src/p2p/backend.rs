@@ -59,6 +59,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Whether a tx is in the mempool or confirmed on the best chain.
     fn has_tx(&self, txid: &TxId) -> bool;
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send;
+    /// Optional: checks what needs no chain state (the tx signatures, into
+    /// the signature cache) before `submit_block`, and hands the block back.
+    /// During a sync the P2P layer runs this for the next few blocks in
+    /// parallel while the chain applies the current one, so signature
+    /// checks use every core. The default does nothing.
+    fn precheck_block(&self, block: Block) -> impl Future<Output = Block> + Send {
+        async move { block }
+    }
     fn submit_tx(&self, tx: Transaction) -> impl Future<Output = TxVerdict> + Send;
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
 }

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
+use futures::StreamExt;
 use ledger::json::Direction;
 use ledger::{Block, BlockHash, Height, PublicKey, Transaction, TxId, Work};
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,8 @@ const TX_IMPORTERS: usize = 4;
 /// Received objects waiting for validation beyond which unrequested ones
 /// are dropped.
 const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
+/// Synced blocks whose signatures are checked ahead of the chain.
+const PRECHECK_AHEAD: usize = 8;
 /// Announcements wait at most this long to be batched.
 const MAX_ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
 /// `GetAddr` is answered at most this often per peer.
@@ -72,6 +75,15 @@ pub(crate) enum Verdict {
         txid: TxId,
         verdict: TxVerdict,
     },
+}
+
+/// A received block on its way to validation.
+struct ImportItem {
+    from: Option<PeerId>,
+    block: Block,
+    size: usize,
+    /// Run `Backend::precheck_block` first (synced blocks).
+    precheck: bool,
 }
 
 /// Why an outbound connection exists.
@@ -148,7 +160,7 @@ pub(crate) struct Manager<B: Backend> {
     events: mpsc::Receiver<PeerEvent>,
     verdicts_tx: mpsc::UnboundedSender<Verdict>,
     verdicts: mpsc::UnboundedReceiver<Verdict>,
-    block_import: Option<mpsc::UnboundedSender<(Option<PeerId>, Block, usize)>>,
+    block_import: Option<mpsc::UnboundedSender<ImportItem>>,
     tx_import: Vec<mpsc::UnboundedSender<(PeerId, Transaction)>>,
     node_events: broadcast::Receiver<NodeEvent>,
     node_events_open: bool,
@@ -257,10 +269,17 @@ impl<B: Backend> Manager<B> {
 
     fn spawn_importers(&mut self) {
         let (block_sender, block_queue) = mpsc::unbounded_channel();
+        let (checked_sender, checked_queue) = mpsc::channel(PRECHECK_AHEAD);
         self.block_import = Some(block_sender);
-        self.tracker.spawn(import_blocks(
+        self.tracker.spawn(precheck_blocks(
             self.backend.clone(),
             block_queue,
+            checked_sender,
+            self.cancel.clone(),
+        ));
+        self.tracker.spawn(import_blocks(
+            self.backend.clone(),
+            checked_queue,
             self.verdicts_tx.clone(),
             self.cancel.clone(),
         ));
@@ -1016,8 +1035,14 @@ impl<B: Backend> Manager<B> {
             self.sync_progress();
             return;
         }
+        let import = ImportItem {
+            from: Some(id),
+            block,
+            size,
+            precheck: for_sync,
+        };
         match &self.block_import {
-            Some(queue) if queue.send((Some(id), block, size)).is_ok() => self.block_backlog += 1,
+            Some(queue) if queue.send(import).is_ok() => self.block_backlog += 1,
             _ => {
                 self.requests.done(&item);
                 self.sync.block_judged(&hash, size);
@@ -1368,16 +1393,63 @@ impl<B: Backend> Manager<B> {
     }
 }
 
+/// Runs `Backend::precheck_block` on up to `PRECHECK_AHEAD` queued blocks
+/// at once (only synced blocks: a single gossiped block has its txs'
+/// signatures cached from the mempool already), passing them on in order.
+async fn precheck_blocks<B: Backend>(
+    backend: B,
+    queue: mpsc::UnboundedReceiver<ImportItem>,
+    checked: mpsc::Sender<ImportItem>,
+    cancel: CancellationToken,
+) {
+    let incoming = futures::stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|item| (item, queue))
+    });
+    let mut prechecked = Box::pin(
+        incoming
+            .map(|item: ImportItem| {
+                let backend = backend.clone();
+                async move {
+                    if item.precheck {
+                        let block = backend.precheck_block(item.block).await;
+                        ImportItem { block, ..item }
+                    } else {
+                        item
+                    }
+                }
+            })
+            .buffered(PRECHECK_AHEAD),
+    );
+    loop {
+        let item = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = prechecked.next() => match next {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => break,
+            sent = checked.send(item) => sent,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
 /// Validates blocks one at a time, in arrival order (sync delivers parents
 /// before children), off the manager's task.
 async fn import_blocks<B: Backend>(
     backend: B,
-    mut queue: mpsc::UnboundedReceiver<(Option<PeerId>, Block, usize)>,
+    mut queue: mpsc::Receiver<ImportItem>,
     verdicts: mpsc::UnboundedSender<Verdict>,
     cancel: CancellationToken,
 ) {
     loop {
-        let (from, block, size) = tokio::select! {
+        let ImportItem {
+            from, block, size, ..
+        } = tokio::select! {
             _ = cancel.cancelled() => break,
             next = queue.recv() => match next {
                 Some(next) => next,

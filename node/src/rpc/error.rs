@@ -76,6 +76,7 @@ fn mempool_status(error: &MempoolError) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let too_large = matches!(self, ApiError::PayloadTooLarge { .. });
         let (status, code) = self.status_and_code();
         let body = ErrorBody {
             error: ErrorDetail {
@@ -83,6 +84,16 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if too_large {
+            // The rest of the oversized body is never read, so the
+            // connection cannot carry another request: say so, so clients
+            // do not reuse it.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

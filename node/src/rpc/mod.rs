@@ -35,8 +35,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tower::ServiceExt as _;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
@@ -198,6 +199,32 @@ pub fn router(state: RpcState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(state)
+}
+
+/// The app served from the moment the RPC socket is bound: until the node
+/// is assembled, `/health` answers 200, `/ready` and everything else 503
+/// `not_ready`; afterwards each request goes to the router placed in the
+/// returned slot. So `/ready` says 503 while storage opens instead of
+/// refusing connections.
+pub fn late_app() -> (Router, Arc<OnceLock<Router>>) {
+    let slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
+    let forward = slot.clone();
+    let app = Router::new().fallback_service(tower::service_fn(move |request: Request| {
+        let router = forward.get().cloned();
+        async move {
+            match router {
+                Some(router) => router.oneshot(request).await,
+                None if request.uri().path() == "/health" => {
+                    Ok(axum::Json(serde_json::json!({ "status": "ok" })).into_response())
+                }
+                None => Ok(
+                    ApiError::NotReady("storage is not open or P2P does not listen yet")
+                        .into_response(),
+                ),
+            }
+        }
+    }));
+    (app, slot)
 }
 
 async fn enforce_timeout(State(state): State<RpcState>, request: Request, next: Next) -> Response {

@@ -13,7 +13,6 @@ use ledger::json::{
 };
 use ledger::{Amount, BlockHash, ChainSpec, Transaction};
 use serde_json::{json, Value};
-use tower::ServiceExt as _;
 
 const FEE: u64 = 1_000;
 
@@ -884,5 +883,30 @@ async fn events_stream_blocks_and_txs() {
     assert_eq!(block["hash"], json!(hashes[0]));
     assert_eq!(block["tx_count"], 1);
     assert!(block.get("txs").is_none());
+    test.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_app_answers_not_ready_until_the_node_is_built() {
+    let (app, slot) = late_app();
+    let get = |path: &str| send(app.clone(), Request::get(path).body(Body::empty()).unwrap());
+    assert_eq!(
+        get("/health").await,
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
+    assert_error(
+        &get("/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+    );
+    assert_error(
+        &get("/v1/status").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+    );
+    let test = TestNode::regtest().await;
+    let _ = slot.set(test.app());
+    assert_eq!(get("/ready").await.0, StatusCode::OK);
+    assert_eq!(get("/v1/status").await.1["chain"], "regtest");
     test.stop().await;
 }

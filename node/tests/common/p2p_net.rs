@@ -181,14 +181,16 @@ impl TestBackend {
         lock(&self.inner.process_times).push(started.elapsed());
         let outcome = outcome?;
         if let ProcessOutcome::Connected(update) = &outcome {
-            let mut mempool = lock(&self.inner.mempool);
-            mempool.apply_update(update, &self.inner.reader, now);
+            // Announce first: relaying needs only the chain, and peers
+            // should not wait for our mempool bookkeeping.
             for block in &update.connected {
                 let _ = self.inner.events.send(NodeEvent::BlockConnected {
                     height: block.header.height,
                     block: Arc::new(block.clone()),
                 });
             }
+            let mut mempool = lock(&self.inner.mempool);
+            mempool.apply_update(update, &self.inner.reader, now);
             if update.is_reorg() {
                 let _ = self.inner.events.send(NodeEvent::Reorg {
                     old_tip: update.old_tip,
@@ -343,6 +345,23 @@ impl Backend for TestBackend {
                     misbehaving: false,
                 },
             }
+        }
+    }
+
+    fn precheck_block(&self, block: Block) -> impl Future<Output = Block> + Send {
+        let backend = self.clone();
+        async move {
+            let spec = backend.inner.spec.clone();
+            let cache = backend.inner.cache.clone();
+            tokio::task::spawn_blocking(move || {
+                // Failures are left for `submit_block` to report.
+                for tx in &block.txs {
+                    let _ = Mempool::precheck(&spec, &cache, tx);
+                }
+                block
+            })
+            .await
+            .expect("precheck thread")
         }
     }
 
@@ -584,9 +603,16 @@ impl FakePeer {
 
     /// A full, honest handshake with a node on `spec`'s chain.
     pub async fn handshake(&mut self, spec: &ChainSpec) -> Hello {
+        self.handshake_claiming(spec, ledger::Work::ZERO).await
+    }
+
+    /// A handshake that claims `best_work` (true or not).
+    pub async fn handshake_claiming(&mut self, spec: &ChainSpec, best_work: ledger::Work) -> Hello {
         let magic = spec.network_magic();
         let genesis = spec.genesis_hash();
-        let ours = self.hello(magic, genesis);
+        let mut ours = self.hello(magic, genesis);
+        ours.best_work = best_work;
+        ours.best_height = 1_000_000;
         assert!(self.send(&Message::Hello(ours.clone())).await);
         let theirs = match self.recv(Duration::from_secs(5)).await {
             Some(Message::Hello(hello)) => hello,

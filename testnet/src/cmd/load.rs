@@ -209,7 +209,15 @@ impl Tracker {
     }
 
     fn block_fetched(&mut self, hash: BlockHash, txids: Vec<TxId>) {
-        for txid in &txids {
+        self.include(hash, &txids);
+        if let Some(block) = self.blocks.get_mut(&hash) {
+            block.txids = Some(txids);
+        }
+    }
+
+    /// Marks `txids` as held by block `hash`, counting newly confirmed ones.
+    fn include(&mut self, hash: BlockHash, txids: &[TxId]) {
+        for txid in txids {
             let previous = self.included.insert(*txid, hash);
             if previous.is_none() {
                 if let Some(accepted) = self.accepted.get(txid) {
@@ -217,9 +225,6 @@ impl Tracker {
                     self.sender_confirmed[accepted.sender] += 1;
                 }
             }
-        }
-        if let Some(block) = self.blocks.get_mut(&hash) {
-            block.txids = Some(txids);
         }
     }
 
@@ -232,9 +237,13 @@ impl Tracker {
         }
     }
 
-    /// Undoes the confirmations of blocks a node disconnected, unless their
-    /// transactions were meanwhile seen in another block.
-    fn reorg(&mut self, disconnected: &[BlockHash]) {
+    /// A node switched branches: the transactions of the blocks it
+    /// disconnected are no longer confirmed (unless meanwhile seen in
+    /// another block), and those of the blocks it connected are, which
+    /// matters when those blocks were seen and fetched before, on another
+    /// node, and so will not be fetched again. Different nodes may report
+    /// opposite reorgs; each report leaves the counts consistent.
+    fn reorg(&mut self, disconnected: &[BlockHash], connected: &[BlockHash]) {
         self.reorgs += 1;
         for hash in disconnected {
             let Some(txids) = self.blocks.get(hash).and_then(|block| block.txids.clone()) else {
@@ -248,6 +257,11 @@ impl Tracker {
                         self.sender_confirmed[accepted.sender] -= 1;
                     }
                 }
+            }
+        }
+        for hash in connected {
+            if let Some(txids) = self.blocks.get(hash).and_then(|block| block.txids.clone()) {
+                self.include(*hash, &txids);
             }
         }
     }
@@ -535,12 +549,14 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let accepted_txids: HashSet<TxId> = run.tracker().accepted.keys().copied().collect();
     let mut missing_per_node = Vec::with_capacity(n_urls);
     let mut missing_anywhere: HashSet<TxId> = HashSet::new();
+    let mut final_chain: Option<HashSet<BlockHash>> = None;
     for api in &apis {
         let up_to = match converged_height {
             Some(height) => height,
             None => api.status().await.map(|status| status.height).unwrap_or(0),
         };
-        let on_chain = chain_txids(api, start_height + 1, up_to).await?;
+        let (on_chain, hashes) = chain_contents(api, start_height + 1, up_to).await?;
+        final_chain.get_or_insert(hashes);
         let missing: Vec<TxId> = accepted_txids
             .iter()
             .filter(|txid| !on_chain.contains(txid))
@@ -550,13 +566,17 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         missing_anywhere.extend(missing);
     }
 
+    let final_chain = final_chain.unwrap_or_default();
     let report = build_report(
         &args,
         &run,
         &apis,
-        start,
-        end,
-        send_end,
+        Timing {
+            start,
+            end,
+            send_end,
+        },
+        &final_chain,
         missing_per_node,
         missing_anywhere.len() as u64,
         converged_height,
@@ -695,7 +715,7 @@ async fn watch_events(
                         }
                         "reorg" => {
                             if let Ok(reorg) = serde_json::from_str::<ReorgJson>(&event.data) {
-                                run.tracker().reorg(&reorg.disconnected);
+                                run.tracker().reorg(&reorg.disconnected, &reorg.connected);
                             }
                         }
                         "lagged" => {
@@ -831,9 +851,15 @@ async fn wait_converged(apis: &[Api], deadline: Instant) -> Option<u64> {
     }
 }
 
-/// Every txid in a node's best chain from height `from` to `to`.
-async fn chain_txids(api: &Api, from: u64, to: u64) -> anyhow::Result<HashSet<TxId>> {
+/// Every txid and block hash in a node's best chain from height `from` to
+/// `to`.
+async fn chain_contents(
+    api: &Api,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<(HashSet<TxId>, HashSet<BlockHash>)> {
     let mut txids = HashSet::new();
+    let mut hashes = HashSet::new();
     let mut height = from;
     while height <= to {
         let blocks = api.blocks(height, VERIFY_PAGE_BLOCKS).await?;
@@ -845,6 +871,7 @@ async fn chain_txids(api: &Api, from: u64, to: u64) -> anyhow::Result<HashSet<Tx
                 break;
             }
             height = block.height + 1;
+            hashes.insert(block.hash);
             txids.extend(
                 block
                     .txs
@@ -854,19 +881,32 @@ async fn chain_txids(api: &Api, from: u64, to: u64) -> anyhow::Result<HashSet<Tx
             );
         }
     }
-    Ok(txids)
+    Ok((txids, hashes))
 }
 
-/// Block propagation figures.
+/// Block propagation figures, over the blocks of the final best chain (a
+/// block that lost a race is never connected by most nodes, so it has no
+/// arrival time there to measure).
 #[derive(Debug, Serialize)]
 struct Propagation {
-    /// Blocks of the run seen through events.
+    /// Final-chain blocks of the run seen through events.
     blocks: usize,
     /// Of those, blocks whose arrival every node announced.
     reached_all_nodes: usize,
-    /// Time from a block's first arrival on any node to its arrival on each
-    /// other node.
+    /// Time from a block's first arrival (connection to the best chain) on
+    /// any node to its arrival on each other node. A node that first
+    /// followed a competing block adopts this one only at its reorg, and
+    /// that wait counts too.
     delay: LatencySummary,
+}
+
+/// The run's clock marks.
+struct Timing {
+    start: Instant,
+    /// When sending was scheduled to stop.
+    end: Instant,
+    /// When the last sender actually stopped.
+    send_end: Instant,
 }
 
 #[derive(Debug, Serialize)]
@@ -893,6 +933,8 @@ struct Report {
     /// submitted to.
     latency: LatencySummary,
     blocks: usize,
+    /// Blocks seen during the run that are not in the final best chain.
+    stale_blocks: usize,
     max_block_txs: usize,
     propagation: Propagation,
     reorgs: u64,
@@ -911,13 +953,17 @@ fn build_report(
     args: &LoadArgs,
     run: &Run,
     apis: &[Api],
-    start: Instant,
-    end: Instant,
-    send_end: Instant,
+    timing: Timing,
+    final_chain: &HashSet<BlockHash>,
     missing_per_node: Vec<u64>,
     lost: u64,
     converged_height: Option<u64>,
 ) -> Report {
+    let Timing {
+        start,
+        end,
+        send_end,
+    } = timing;
     let tracker = run.tracker();
     let mut latencies = Vec::with_capacity(tracker.accepted.len());
     let mut last_confirmation = start;
@@ -935,8 +981,13 @@ fn build_report(
     let mut blocks_by_event = 0;
     let mut reached_all = 0;
     let mut max_block_txs = 0;
-    for block in tracker.blocks.values() {
+    let mut stale_blocks = 0;
+    for (hash, block) in &tracker.blocks {
         max_block_txs = max_block_txs.max(block.txids.as_ref().map_or(0, Vec::len));
+        if !final_chain.contains(hash) {
+            stale_blocks += 1;
+            continue;
+        }
         let by_event: Vec<Instant> = block
             .arrivals
             .iter()
@@ -985,6 +1036,7 @@ fn build_report(
             / (end - start).as_secs_f64().max(1e-9),
         latency: LatencySummary::from_durations(latencies),
         blocks: tracker.blocks.len(),
+        stale_blocks,
         max_block_txs,
         propagation: Propagation {
             blocks: blocks_by_event,
@@ -1032,8 +1084,8 @@ impl Report {
              \x20 confirmed    {} ({:.1} tx/s first submit to last confirmation; {:.1} tx/s while sending)\n\
              \x20 unconfirmed  {}\n\
              \x20 latency      submit to confirmed: {}\n\
-             \x20 blocks       {} (largest {} txs), {} reorgs, {} events dropped for us\n\
-             \x20 propagation  first node to each other node: {} ({} blocks, {} reached all nodes)\n\
+             \x20 blocks       {} (largest {} txs), {} stale, {} reorgs, {} events dropped for us\n\
+             \x20 propagation  first node to each other node: {} ({} final-chain blocks, {} reached all nodes)\n\
              \x20 lost         {} ({verdict})\n\
              \x20 convergence  {convergence}\n\
              \x20 elapsed      {:.1} s\n",
@@ -1052,6 +1104,7 @@ impl Report {
             self.latency.describe(),
             self.blocks,
             self.max_block_txs,
+            self.stale_blocks,
             self.reorgs,
             self.events_missed,
             self.propagation.delay.describe(),
@@ -1240,15 +1293,20 @@ mod tests {
             Some(now + Duration::from_millis(50))
         );
         // A reorg away from the block unconfirms both; re-inclusion counts once.
-        tracker.reorg(&[block_hash(10)]);
+        tracker.reorg(&[block_hash(10)], &[]);
         assert_eq!(tracker.confirmed, 0);
         assert_eq!(tracker.outstanding(0), 1);
         tracker.block_arrived(block_hash(11), 0, now, true);
         tracker.block_fetched(block_hash(11), vec![txid(1), txid(2)]);
         assert_eq!(tracker.confirmed, 2);
         // A late reorg report naming the old block changes nothing now.
-        tracker.reorg(&[block_hash(10)]);
+        tracker.reorg(&[block_hash(10)], &[]);
         assert_eq!(tracker.confirmed, 2);
+        // Another node switching back to the first block, already fetched,
+        // keeps both confirmed (no refetch will come for it).
+        tracker.reorg(&[block_hash(11)], &[block_hash(10)]);
+        assert_eq!(tracker.confirmed, 2);
+        assert_eq!(tracker.included.get(&txid(1)), Some(&block_hash(10)));
     }
 
     #[test]

@@ -193,13 +193,29 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
+    // The node reads its settings from LEDGER_* variables too; one left in
+    // the user's shell (LEDGER_MINE, LEDGER_PEERS...) must not change the
+    // testnet this command describes.
+    let unset: Vec<OsString> = std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let name = name.to_string_lossy();
+            name.starts_with("LEDGER_") || name == "RUST_LOG"
+        })
+        .collect();
     let client = Api::client(Duration::from_secs(5))?;
     let mut launched: Vec<Launched> = Vec::with_capacity(nodes);
     let mut processes: Vec<Supervised> = Vec::with_capacity(nodes);
     for (plan, miner) in plans.iter().zip(miner_addresses) {
         let node_dir = data_dir.join(plan.name());
         let argv = node_args(&args, &chain_arg, &node_dir, plan, &plans, miner.as_deref());
-        match Supervised::spawn(&plan.name(), &exe, &argv, &node_dir.join("node.log")) {
+        match Supervised::spawn(
+            &plan.name(),
+            &exe,
+            &argv,
+            &unset,
+            &node_dir.join("node.log"),
+        ) {
             Ok(process) => {
                 processes.push(process);
                 launched.push(Launched {
