@@ -233,14 +233,18 @@ impl OrphanPool {
             .collect()
     }
 
-    /// Drops every orphan descending from `root`.
-    fn drop_descendants(&mut self, root: &BlockHash) {
+    /// Drops every orphan descending from `root` and returns their hashes.
+    fn drop_descendants(&mut self, root: &BlockHash) -> Vec<BlockHash> {
+        let mut dropped = Vec::new();
         let mut stack = vec![*root];
         while let Some(parent) = stack.pop() {
             for child in self.take_children(&parent) {
-                stack.push(child.hash());
+                let hash = child.hash();
+                dropped.push(hash);
+                stack.push(hash);
             }
         }
+        dropped
     }
 
     fn expire(&mut self, now_ms: u64) {
@@ -613,8 +617,7 @@ impl Chain {
             return Err(BlockError::KnownInvalid);
         }
         if self.rejected.contains(&block.header.prev_hash) {
-            self.rejected.insert(hash);
-            self.orphans.drop_descendants(&hash);
+            self.reject_header(hash);
             return Err(BlockError::InvalidAncestor);
         }
         let Some(parent) = self.nodes.get(&block.header.prev_hash) else {
@@ -625,8 +628,7 @@ impl Chain {
             return Ok(ProcessOutcome::Orphan);
         };
         if parent.status == BlockStatus::Invalid {
-            self.rejected.insert(hash);
-            self.orphans.drop_descendants(&hash);
+            self.reject_header(hash);
             return Err(BlockError::InvalidAncestor);
         }
 
@@ -634,11 +636,10 @@ impl Chain {
         if let Err(error) = self.accept_block(hash, block, now_ms) {
             // Orphans waiting on a block that can never be valid cannot be
             // either; a block merely early (clock) keeps its orphans.
-            if error.is_misbehaviour() {
-                self.orphans.drop_descendants(&hash);
-            }
             if is_header_error(&error) {
-                self.rejected.insert(hash);
+                self.reject_header(hash);
+            } else if error.is_misbehaviour() {
+                self.orphans.drop_descendants(&hash);
             }
             return Err(error);
         }
@@ -657,9 +658,10 @@ impl Chain {
                     }
                     Err(error) => {
                         tracing::debug!(block = %child_hash, %error, "dropped an invalid orphan");
-                        self.orphans.drop_descendants(&child_hash);
                         if is_header_error(&error) {
-                            self.rejected.insert(child_hash);
+                            self.reject_header(child_hash);
+                        } else {
+                            self.orphans.drop_descendants(&child_hash);
                         }
                     }
                 }
@@ -674,6 +676,15 @@ impl Chain {
         }
         let update = self.update_between(old_tip, self.tip)?;
         Ok(ProcessOutcome::Connected(update))
+    }
+
+    /// Remembers a block whose header can never be valid, and drops (and
+    /// remembers) every orphan descending from it.
+    fn reject_header(&mut self, hash: BlockHash) {
+        self.rejected.insert(hash);
+        for descendant in self.orphans.drop_descendants(&hash) {
+            self.rejected.insert(descendant);
+        }
     }
 
     /// Stateless and contextual checks, then stores the block and indexes

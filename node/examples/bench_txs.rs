@@ -14,7 +14,11 @@ use std::io::Write;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let count: usize = args.first().map(|n| n.parse()).transpose()?.unwrap_or(50_000);
+    let count: usize = args
+        .first()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(50_000);
     let out = args.get(1).cloned().unwrap_or_else(|| "txs.lua".into());
     let raw = args.get(2).is_some_and(|format| format == "raw");
     let spec = ChainSpec::load(args.get(3).map_or("regtest", String::as_str))?;

@@ -171,11 +171,6 @@ async fn bench_block_propagation_500_tx_blocks_line_of_4() {
         first_hop_times.push(started.elapsed());
         block_connected(&mut last_events, hash).await;
         times.push(started.elapsed());
-        after_mine.push(
-            started
-                .elapsed()
-                .saturating_sub(*mine_times.last().expect("pushed")),
-        );
         wait_for("block on every node", LONG, || {
             nodes.iter().all(|node| node.backend.tip_hash() == hash)
         })

@@ -248,10 +248,14 @@ async fn restarted_node_resyncs_and_a_killed_peer_is_replaced() {
     for _ in 0..10 {
         hub.backend.mine(0);
     }
+    // No bootstrap peer this time: the hub's address comes from the
+    // address book the spoke persisted in its data dir.
     let spoke = TestNode::start(
         &spoke_dir,
         NodeOptions {
             key: Some(spoke_key),
+            peers: Vec::new(),
+            no_discovery: false,
             ..spoke_options
         },
     )

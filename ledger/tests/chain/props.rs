@@ -235,7 +235,7 @@ fn arb_tree() -> impl Strategy<Value = (TreeShape, u64)> {
     (
         prop::collection::vec(
             (any::<u8>(), 0u8..4, prop::bool::weighted(0.15), 0u64..4000),
-            1..14,
+            1..20,
         ),
         any::<u64>(),
     )
@@ -418,7 +418,7 @@ fn deliver_and_check(shape: &TreeShape, seed: u64) -> Result<(), TestCaseError> 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn random_trees_end_on_the_most_work_valid_tip((shape, seed) in arb_tree()) {

@@ -65,3 +65,104 @@ async fn regtest_miner_paces_blocks_and_confirms_txs() {
         started.elapsed()
     );
 }
+
+/// `NodeHandle` as the P2P layer sees it (`p2p::Backend`): verdicts for
+/// blocks and txs, with misbehaviour only for what no honest peer sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_verdicts() {
+    use node::p2p::{Backend, BlockVerdict, TxVerdict};
+    let spec = ChainSpec::builtin("regtest").unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Node::start(NodeConfig::for_tests(spec.clone(), dir_a.path()))
+        .await
+        .unwrap();
+    let b = Node::start(NodeConfig::for_tests(spec.clone(), dir_b.path()))
+        .await
+        .unwrap();
+    let transfer = |amount: u64, fee: u64| {
+        Transaction::new_signed(
+            &dev_secret_key(1),
+            &spec.genesis_hash(),
+            dev_accounts()[2].address,
+            Amount::from_base_units(amount),
+            Amount::from_base_units(fee),
+            0,
+            String::new(),
+        )
+    };
+    let tx = transfer(10, 1_000);
+    a.handle.submit_tx(tx.clone()).await.unwrap();
+    let hashes = a.handle.mine_blocks(2).await.unwrap();
+    let first = a.handle.reader().block(&hashes[0]).unwrap();
+    let second = a.handle.reader().block(&hashes[1]).unwrap();
+
+    let node_b = b.handle.clone();
+    assert_eq!(
+        Backend::submit_block(&node_b, second.clone()).await,
+        BlockVerdict::Orphan
+    );
+    let first = node_b.precheck_block(first).await;
+    assert_eq!(
+        Backend::submit_block(&node_b, first.clone()).await,
+        BlockVerdict::Accepted
+    );
+    assert_eq!(
+        Backend::submit_block(&node_b, first.clone()).await,
+        BlockVerdict::Known
+    );
+    assert_eq!(
+        Backend::tip(&node_b).hash,
+        hashes[1],
+        "the orphan connected after its parent"
+    );
+    assert!(node_b.has_tx(&tx.txid()));
+
+    let mut tampered = second;
+    tampered.header.reward = Amount::from_base_units(tampered.header.reward.base_units() + 1);
+    tampered.header.height += 1;
+    tampered.header.prev_hash = hashes[1];
+    match Backend::submit_block(&node_b, tampered).await {
+        BlockVerdict::Rejected { .. } => {}
+        other => panic!("tampered block: {other:?}"),
+    }
+
+    assert_eq!(
+        Backend::submit_tx(&node_b, transfer(10, 1_000)).await,
+        TxVerdict::Rejected {
+            reason: "nonce_too_low".into(),
+            misbehaving: false
+        }
+    );
+    let fresh = Transaction::new_signed(
+        &dev_secret_key(3),
+        &spec.genesis_hash(),
+        dev_accounts()[2].address,
+        Amount::from_base_units(5),
+        Amount::from_base_units(1_000),
+        0,
+        String::new(),
+    );
+    assert_eq!(
+        Backend::submit_tx(&node_b, fresh.clone()).await,
+        TxVerdict::Accepted
+    );
+    assert_eq!(
+        Backend::submit_tx(&node_b, fresh.clone()).await,
+        TxVerdict::Known
+    );
+    assert_eq!(
+        Backend::mempool_tx(&node_b, &fresh.txid()),
+        Some(fresh.clone())
+    );
+    let mut forged = fresh;
+    forged.nonce = 1;
+    match Backend::submit_tx(&node_b, forged).await {
+        TxVerdict::Rejected {
+            misbehaving: true,
+            reason,
+        } => assert_eq!(reason, "bad_signature"),
+        other => panic!("forged tx: {other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -531,7 +531,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         if Instant::now() >= drain_deadline {
             break;
         }
-        // The timeout bounds a notification missed between check and wait.
+        // A `Notified` sees `notify_waiters` from its creation on, so none is
+        // missed between the check and the wait; the timeout rechecks the
+        // deadline.
         let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
     }
     let converged_height = wait_converged(

@@ -4,6 +4,14 @@
 //! prints a banner, and on Ctrl-C or SIGTERM stops them all (SIGTERM, then
 //! SIGKILL after `--stop-timeout`), leaving no process behind.
 //!
+//! Beyond SPEC's flags: `--p2p-base` and `--rpc-base` (default 7070 and
+//! 8080) move the port ranges so several testnets, or tests, can run side
+//! by side; `--no-discovery` pins the ring; `--miner-address` pays every
+//! miner to one address (by default node i mines to dev account i-1, so
+//! rewards show who mined); `--log`, `--ready-timeout` and `--stop-timeout`
+//! tune the nodes' logging and the start and stop deadlines. LEDGER_*
+//! variables of the caller's environment are not passed to the nodes.
+//!
 //! Children are spawned from the main thread (this command runs a
 //! current-thread runtime) because their parent-death signal is tied to the
 //! thread that forked them; see `testnet::process`.

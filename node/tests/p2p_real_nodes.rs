@@ -1,0 +1,286 @@
+//! The P2P layer inside real nodes (`node::Node::start`: chain writer
+//! thread, mempool, miner, RPC), on loopback with temp dirs: a line of
+//! three exchanges txs and blocks; and, `#[ignore]`d, the benchmarks of
+//! `p2p_bench.rs` run against real nodes:
+//!
+//! ```text
+//! cargo test --release -p node --test p2p_real_nodes -- --ignored --nocapture --test-threads 1
+//! ```
+
+use ledger::chainspec::{dev_accounts, dev_secret_key};
+use ledger::{Amount, BlockHash, ChainSpec, Transaction, TxId};
+use node::events::NodeEvent;
+use node::{Node, NodeConfig};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn regtest() -> ChainSpec {
+    ChainSpec::builtin("regtest").expect("built-in")
+}
+
+fn transfer(from: usize, nonce: u64) -> Transaction {
+    Transaction::new_signed(
+        &dev_secret_key(from),
+        &regtest().genesis_hash(),
+        dev_accounts()[(from + 1) % 10].address,
+        Amount::from_base_units(1_000 + nonce),
+        Amount::from_base_units(1_000),
+        nonce,
+        String::new(),
+    )
+}
+
+/// `count` transfers spread over the ten dev accounts, nonces in order.
+fn transfers(count: usize, first_nonce: u64) -> Vec<Transaction> {
+    (0..count)
+        .map(|index| transfer(index % 10, first_nonce + (index / 10) as u64))
+        .collect()
+}
+
+async fn start_line(n: usize, dirs: &[tempfile::TempDir]) -> Vec<node::RunningNode> {
+    let mut nodes: Vec<node::RunningNode> = Vec::new();
+    for dir in dirs.iter().take(n) {
+        let mut config = NodeConfig::for_tests(regtest(), dir.path());
+        if let Some(previous) = nodes.last() {
+            config.peers = vec![previous.p2p_addr.to_string()];
+        }
+        nodes.push(Node::start(config).await.expect("node starts"));
+    }
+    for index in 1..nodes.len() {
+        let left = nodes[index - 1].handle.clone();
+        let right = nodes[index].handle.clone();
+        let (left_id, right_id) = (left.node_id().to_string(), right.node_id().to_string());
+        wait_for("link up", LONG, || {
+            let left_sees = left
+                .network()
+                .is_some_and(|p2p| p2p.peers().iter().any(|peer| peer.node_id == right_id));
+            let right_sees = right
+                .network()
+                .is_some_and(|p2p| p2p.peers().iter().any(|peer| peer.node_id == left_id));
+            left_sees && right_sees
+        })
+        .await;
+    }
+    nodes
+}
+
+fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect()
+}
+
+fn in_mempool(node: &node::RunningNode, txid: &TxId) -> bool {
+    node.handle
+        .lookup_tx(txid)
+        .is_some_and(|lookup| lookup.block_hash.is_none())
+}
+
+fn tip(node: &node::RunningNode) -> BlockHash {
+    node.handle.reader().tip().hash
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_nodes_in_a_line_share_txs_and_blocks() {
+    let dirs = temp_dirs(3);
+    let nodes = start_line(3, &dirs).await;
+    let tx = transfer(2, 0);
+    let txid = nodes[2]
+        .handle
+        .submit_tx(tx)
+        .await
+        .expect("admitted at node 3");
+    wait_for("tx at node 1", LONG, || in_mempool(&nodes[0], &txid)).await;
+    let hashes = nodes[0].handle.mine_blocks(3).await.expect("mined");
+    let last = *hashes.last().expect("three blocks");
+    wait_for("blocks everywhere", LONG, || {
+        nodes.iter().all(|node| tip(node) == last)
+    })
+    .await;
+    for node in &nodes {
+        assert!(
+            node.handle.reader().tx(&txid).is_some(),
+            "tx confirmed everywhere"
+        );
+    }
+    for (index, node) in nodes.iter().enumerate() {
+        let received = node
+            .handle
+            .metrics()
+            .counter("p2p_messages_received_total", &[("kind", "tx")]);
+        let expected = if index == 2 { 0 } else { 1 };
+        assert_eq!(
+            received,
+            expected,
+            "node {} received the tx {received} times",
+            index + 1
+        );
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+async fn block_connected(events: &mut broadcast::Receiver<NodeEvent>, hash: BlockHash) {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(NodeEvent::BlockConnected { block, .. }) if block.hash() == hash => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
+            }
+        }
+    };
+    tokio::time::timeout(LONG, wait)
+        .await
+        .expect("block arrives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+async fn bench_real_nodes_tx_propagation_500_txs_line_of_4() {
+    let dirs = temp_dirs(4);
+    let nodes = start_line(4, &dirs).await;
+    let txs = transfers(500, 0);
+    let wanted: HashSet<TxId> = txs.iter().map(Transaction::txid).collect();
+    let mut last_events = nodes[3].handle.subscribe_events();
+    let origin = nodes[0].handle.clone();
+    let started = Instant::now();
+    for tx in txs {
+        origin.submit_tx(tx).await.expect("admitted");
+    }
+    let submitted = started.elapsed();
+    let mut seen = HashSet::new();
+    tokio::time::timeout(LONG, async {
+        while seen.len() < wanted.len() {
+            if let Ok(NodeEvent::TxAccepted { tx }) = last_events.recv().await {
+                seen.insert(tx.txid());
+            }
+        }
+    })
+    .await
+    .expect("all txs reach node 4");
+    let elapsed = started.elapsed();
+    for node in &nodes {
+        assert!(wanted.iter().all(|txid| in_mempool(node, txid)));
+    }
+    println!(
+        "FIGURE real nodes, tx propagation: 500 txs submitted at node 1 in all 4 mempools after {:.1} ms (submitting took {:.1} ms)",
+        elapsed.as_secs_f64() * 1e3,
+        submitted.as_secs_f64() * 1e3
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+async fn bench_real_nodes_block_propagation_500_tx_blocks_line_of_4() {
+    const BLOCKS: usize = 50;
+    const TXS_PER_BLOCK: usize = 500;
+    let dirs = temp_dirs(4);
+    let nodes = start_line(4, &dirs).await;
+    // Every tx in every mempool first (each node admits them itself).
+    let txs = transfers(BLOCKS * TXS_PER_BLOCK, 0);
+    for node in &nodes {
+        let handle = node.handle.clone();
+        let batch = txs.clone();
+        tokio::task::spawn_blocking(move || {
+            for tx in batch {
+                let _ = handle.submit_tx_blocking(tx);
+            }
+        })
+        .await
+        .expect("filling");
+    }
+    let wanted = BLOCKS * TXS_PER_BLOCK;
+    wait_for("mempools full", LONG, || {
+        nodes
+            .iter()
+            .all(|node| node.handle.mempool_summary(0).count == wanted)
+    })
+    .await;
+    let mut last_events = nodes[3].handle.subscribe_events();
+    let mut times = Vec::new();
+    for _ in 0..BLOCKS {
+        let started = Instant::now();
+        let hashes = nodes[0].handle.mine_blocks(1).await.expect("mined");
+        let hash = hashes[0];
+        block_connected(&mut last_events, hash).await;
+        times.push(started.elapsed());
+        let txs_in_block = nodes[3]
+            .handle
+            .reader()
+            .block(&hash)
+            .map(|block| block.txs.len())
+            .unwrap_or(0);
+        assert!(
+            txs_in_block >= TXS_PER_BLOCK.min(wanted),
+            "block has {txs_in_block} txs"
+        );
+    }
+    times.sort();
+    println!(
+        "FIGURE real nodes, block propagation (mine call on node 1 -> tip of node 4, full blocks of >= {TXS_PER_BLOCK} txs, {BLOCKS} blocks): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+async fn bench_real_nodes_fresh_sync_2000_blocks_of_20_txs() {
+    const BLOCKS: u64 = 2_000;
+    let dirs = temp_dirs(2);
+    let source = Node::start(NodeConfig::for_tests(regtest(), dirs[0].path()))
+        .await
+        .expect("source starts");
+    let built = Instant::now();
+    for height in 0..BLOCKS {
+        for tx in transfers(20, height * 2) {
+            source.handle.submit_tx(tx).await.expect("admitted");
+        }
+        source.handle.mine_blocks(1).await.expect("mined");
+    }
+    let source_tip = tip(&source);
+    println!(
+        "(built {BLOCKS} blocks in {:.1} s)",
+        built.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut config = NodeConfig::for_tests(regtest(), dirs[1].path());
+    config.peers = vec![source.p2p_addr.to_string()];
+    let fresh = Node::start(config).await.expect("fresh starts");
+    wait_for("fresh node synced", LONG, || tip(&fresh) == source_tip).await;
+    let elapsed = started.elapsed();
+    println!(
+        "FIGURE real nodes, sync: fresh node took {:.3} s for {BLOCKS} blocks of 20 txs = {:.0} blocks/s",
+        elapsed.as_secs_f64(),
+        BLOCKS as f64 / elapsed.as_secs_f64()
+    );
+    fresh.shutdown().await;
+    source.shutdown().await;
+}
