@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use ledger::chain::{Chain, ChainError, ChainReader, NextBlockContext, ProcessOutcome};
 use ledger::mempool::Mempool;
 use ledger::validation::BlockError;
-use ledger::{Block, BlockHash, Height};
+use ledger::{Block, BlockHash, Height, Transaction};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
@@ -237,7 +237,7 @@ fn process(
         }
         ProcessOutcome::Connected(update) => update,
     };
-    {
+    let readmitted: Vec<Arc<Transaction>> = {
         // A std mutex: nothing awaits while it is held.
         let mut mempool = context
             .mempool
@@ -249,7 +249,19 @@ fn process(
             &[],
             i64::try_from(mempool.len()).unwrap_or(i64::MAX),
         );
-    }
+        // Transactions of disconnected blocks that are back in the mempool
+        // are news to peers that only ever saw them in those blocks (the
+        // other side of a healed partition): announce them like new ones,
+        // or nobody would mine them again.
+        update
+            .disconnected
+            .iter()
+            .flat_map(|block| block.txs.iter())
+            .filter(|tx| mempool.contains(&tx.txid()))
+            .cloned()
+            .map(Arc::new)
+            .collect()
+    };
     context.generation.fetch_add(1, Ordering::Relaxed);
     let new_tip = update.new_tip;
     let mut height = 0;
@@ -284,6 +296,9 @@ fn process(
             disconnected: disconnected_hashes,
             connected: connected_hashes,
         });
+    }
+    for tx in readmitted {
+        let _ = context.events.send(NodeEvent::TxAccepted { tx });
     }
     context.metrics.set("height", &[], height_gauge(height));
     Ok(BlockOutcome::Connected { new_tip, height })
