@@ -79,9 +79,7 @@ impl Address {
         }
         use bech32::Fe32IterExt;
         let payload: Vec<u8> = symbols.fes_to_bytes().collect();
-        let bytes: [u8; 20] = payload
-            .try_into()
-            .map_err(|_| AddressError::BadPayload)?;
+        let bytes: [u8; 20] = payload.try_into().map_err(|_| AddressError::BadPayload)?;
         // Reject non-canonical padding: re-encoding must give the same text.
         let address = Address(bytes);
         if address.to_bech32(&prefix) != text.trim().to_lowercase() {
@@ -99,7 +97,10 @@ impl fmt::Debug for Address {
 
 /// Checks that `prefix` can serve as an address prefix.
 pub fn validate_prefix(prefix: &str) -> bool {
-    Hrp::parse(prefix).is_ok() && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    Hrp::parse(prefix).is_ok()
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -112,7 +113,10 @@ mod tests {
         let text = address.to_bech32("dev");
         assert!(text.starts_with("dev1q"), "{text}");
         assert_eq!(Address::parse(&text, "dev").unwrap(), address);
-        assert_eq!(Address::parse(&text.to_uppercase(), "dev").unwrap(), address);
+        assert_eq!(
+            Address::parse(&text.to_uppercase(), "dev").unwrap(),
+            address
+        );
         // Change one character: the checksum must catch it.
         for position in 5..text.len() {
             let mut chars: Vec<char> = text.chars().collect();

@@ -13,7 +13,19 @@ pub const DECIMALS: usize = 8;
 
 /// A non-negative number of base units. JSON carries it as an integer.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
 )]
 #[serde(transparent)]
 pub struct Amount(u64);
@@ -145,12 +157,18 @@ mod tests {
 
     #[test]
     fn parses_decimal_coins_exactly() {
-        assert_eq!(Amount::parse_coins("1.5").unwrap().base_units(), 150_000_000);
+        assert_eq!(
+            Amount::parse_coins("1.5").unwrap().base_units(),
+            150_000_000
+        );
         assert_eq!(Amount::parse_coins("0.00000001").unwrap().base_units(), 1);
         assert_eq!(Amount::parse_coins("12").unwrap().base_units(), 12 * COIN);
         assert_eq!(Amount::parse_coins(".5").unwrap().base_units(), COIN / 2);
         assert_eq!(Amount::parse_coins("1.").unwrap().base_units(), COIN);
-        assert_eq!(Amount::parse_coins("1.000000010").unwrap().base_units(), COIN + 1);
+        assert_eq!(
+            Amount::parse_coins("1.000000010").unwrap().base_units(),
+            COIN + 1
+        );
         assert_eq!(
             Amount::parse_coins("1.000000001"),
             Err(ParseAmountError::TooPrecise)
@@ -169,7 +187,10 @@ mod tests {
     fn formats_and_round_trips() {
         for units in [0, 1, 10, COIN, COIN + 1, 150_000_000, u64::MAX] {
             let amount = Amount::from_base_units(units);
-            assert_eq!(Amount::parse_coins(&amount.to_coins_string()).unwrap(), amount);
+            assert_eq!(
+                Amount::parse_coins(&amount.to_coins_string()).unwrap(),
+                amount
+            );
         }
         assert_eq!(Amount::from_base_units(150_000_000).to_string(), "1.5");
     }

@@ -157,10 +157,11 @@ impl ChainSpec {
             path: display.clone(),
             source,
         })?;
-        let spec: ChainSpec = serde_json::from_str(&text).map_err(|source| ChainSpecError::Parse {
-            path: display,
-            source,
-        })?;
+        let spec: ChainSpec =
+            serde_json::from_str(&text).map_err(|source| ChainSpecError::Parse {
+                path: display,
+                source,
+            })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -172,13 +173,21 @@ impl ChainSpec {
             return invalid("name must be 1 to 32 characters".into());
         }
         if !address::validate_prefix(&self.address_prefix) {
-            return invalid(format!("address prefix {:?} must be lowercase letters and digits", self.address_prefix));
+            return invalid(format!(
+                "address prefix {:?} must be lowercase letters and digits",
+                self.address_prefix
+            ));
         }
         if self.initial_target > self.easiest_target {
             return invalid("initial_target must not be easier than easiest_target".into());
         }
-        if self.initial_target.rounded() != self.initial_target || self.easiest_target.rounded() != self.easiest_target {
-            return invalid("targets must be representable in compact form (use the value the node prints)".into());
+        if self.initial_target.rounded() != self.initial_target
+            || self.easiest_target.rounded() != self.easiest_target
+        {
+            return invalid(
+                "targets must be representable in compact form (use the value the node prints)"
+                    .into(),
+            );
         }
         if self.block_time_ms == 0 {
             return invalid("block_time_ms must be positive".into());
@@ -189,8 +198,10 @@ impl ChainSpec {
         let mut total = Amount::ZERO;
         let mut seen = std::collections::HashSet::new();
         for allocation in &self.allocations {
-            let address = Address::parse(&allocation.address, &self.address_prefix)
-                .map_err(|error| ChainSpecError::Invalid(format!("allocation {}: {error}", allocation.address)))?;
+            let address =
+                Address::parse(&allocation.address, &self.address_prefix).map_err(|error| {
+                    ChainSpecError::Invalid(format!("allocation {}: {error}", allocation.address))
+                })?;
             if !seen.insert(address) {
                 return invalid(format!("allocation {} appears twice", allocation.address));
             }
@@ -215,8 +226,12 @@ impl ChainSpec {
 
     /// Sum of the genesis allocations.
     pub fn total_allocated(&self) -> Amount {
-        Amount::checked_sum(self.allocation_entries().into_iter().map(|(_, balance)| balance))
-            .expect("allocations are validated when a spec loads")
+        Amount::checked_sum(
+            self.allocation_entries()
+                .into_iter()
+                .map(|(_, balance)| balance),
+        )
+        .expect("allocations are validated when a spec loads")
     }
 
     /// The genesis block: no transactions; its merkle root commits to the
@@ -285,7 +300,10 @@ mod tests {
         dev.validate().unwrap();
         regtest.validate().unwrap();
         assert_ne!(dev.genesis_hash(), regtest.genesis_hash());
-        assert_eq!(dev.total_allocated(), Amount::from_coins(10_000_000).unwrap());
+        assert_eq!(
+            dev.total_allocated(),
+            Amount::from_coins(10_000_000).unwrap()
+        );
         assert!(ChainSpec::builtin("main").is_none());
     }
 

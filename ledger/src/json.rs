@@ -66,9 +66,11 @@ impl TxJson {
 
     pub fn to_tx(&self, spec: &ChainSpec) -> Result<Transaction, TxJsonError> {
         let mut from = [0u8; 32];
-        hex::decode_to_slice(&self.from_pubkey, &mut from).map_err(|_| TxJsonError::BadPublicKey)?;
+        hex::decode_to_slice(&self.from_pubkey, &mut from)
+            .map_err(|_| TxJsonError::BadPublicKey)?;
         let mut signature = [0u8; 64];
-        hex::decode_to_slice(&self.signature, &mut signature).map_err(|_| TxJsonError::BadSignature)?;
+        hex::decode_to_slice(&self.signature, &mut signature)
+            .map_err(|_| TxJsonError::BadSignature)?;
         Ok(Transaction {
             from: PublicKey(from),
             to: spec.parse_address(&self.to)?,
@@ -127,7 +129,9 @@ impl BlockJson {
     /// The full block object; `with_txs` false gives the event form.
     pub fn from_block(block: &Block, spec: &ChainSpec, with_txs: bool) -> BlockJson {
         let header = &block.header;
-        let target = Target::from_compact(header.bits).map(|target| target.0).unwrap_or_default();
+        let target = Target::from_compact(header.bits)
+            .map(|target| target.0)
+            .unwrap_or_default();
         BlockJson {
             hash: block.hash(),
             height: header.height,
@@ -140,7 +144,13 @@ impl BlockJson {
             reward: header.reward,
             tx_count: block.txs.len(),
             size: block.encoded_len(),
-            txs: with_txs.then(|| block.txs.iter().map(|tx| TxJson::from_tx(tx, spec)).collect()),
+            txs: with_txs.then(|| {
+                block
+                    .txs
+                    .iter()
+                    .map(|tx| TxJson::from_tx(tx, spec))
+                    .collect()
+            }),
         }
     }
 }

@@ -95,7 +95,15 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "SecretKey({})", self.public_key().0.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        write!(
+            formatter,
+            "SecretKey({})",
+            self.public_key()
+                .0
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
     }
 }
 
@@ -129,7 +137,10 @@ pub fn verify_many<M: AsRef<[u8]> + Sync>(
     }
 }
 
-fn verify_range<M: AsRef<[u8]>>(items: &[(PublicKey, M, Signature)], offset: usize) -> Result<(), usize> {
+fn verify_range<M: AsRef<[u8]>>(
+    items: &[(PublicKey, M, Signature)],
+    offset: usize,
+) -> Result<(), usize> {
     for (index, (key, message, signature)) in items.iter().enumerate() {
         key.verify(message.as_ref(), signature)
             .map_err(|_| offset + index)?;
@@ -153,7 +164,9 @@ mod tests {
         identity[0] = 1;
         let mut forged = [0u8; 64];
         forged[0] = 1;
-        assert!(PublicKey(identity).verify(b"any", &Signature(forged)).is_err());
+        assert!(PublicKey(identity)
+            .verify(b"any", &Signature(forged))
+            .is_err());
     }
 
     #[test]

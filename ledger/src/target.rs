@@ -136,7 +136,9 @@ impl U256 {
                 remainder.0[0] |= 1;
             }
             if remainder >= *divisor {
-                remainder = remainder.checked_sub(divisor).expect("remainder >= divisor");
+                remainder = remainder
+                    .checked_sub(divisor)
+                    .expect("remainder >= divisor");
                 quotient.0[(position / 64) as usize] |= 1 << (position % 64);
             }
         }
@@ -197,7 +199,8 @@ impl Serialize for U256 {
 impl<'de> Deserialize<'de> for U256 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        U256::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected up to 64 hex characters"))
+        U256::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("expected up to 64 hex characters"))
     }
 }
 
@@ -210,7 +213,9 @@ pub struct Target(pub U256);
 /// The compact 32-bit form of a target carried in headers: one exponent byte
 /// (length in bytes) and a 23-bit mantissa, as in Bitcoin's `nBits`. Only
 /// targets that survive the round trip exactly are valid in headers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct CompactTarget(pub u32);
 
@@ -255,7 +260,8 @@ impl Target {
         };
         // The three most significant bytes of the number.
         let first = 32 - size as i64;
-        let mut mantissa = (value_at(first) << 16) | (value_at(first + 1) << 8) | value_at(first + 2);
+        let mut mantissa =
+            (value_at(first) << 16) | (value_at(first + 1) << 8) | value_at(first + 2);
         if mantissa & 0x0080_0000 != 0 {
             mantissa >>= 8;
             size += 1;
@@ -294,7 +300,21 @@ impl Target {
 }
 
 /// Expected number of hashes behind a block or a chain.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
 #[serde(transparent)]
 pub struct Work(pub U256);
 
@@ -331,10 +351,7 @@ mod tests {
         ] {
             let rounded = Target(target).rounded();
             assert!(rounded.0 <= target);
-            assert_eq!(
-                Target::from_compact(rounded.to_compact()).unwrap(),
-                rounded
-            );
+            assert_eq!(Target::from_compact(rounded.to_compact()).unwrap(), rounded);
         }
         assert!(Target::from_compact(CompactTarget(0x0480_0000)).is_err());
         assert!(Target::from_compact(CompactTarget(0xff12_3456)).is_err());
@@ -346,7 +363,10 @@ mod tests {
         let b = U256::from_u64(0xabcdef);
         let expected = ((0xfeedu128 << 64) | 0x1234_5678_9abc_def0) / 0xabcdef;
         let quotient = a.div(&b);
-        assert_eq!(quotient.0[0] as u128 | ((quotient.0[1] as u128) << 64), expected);
+        assert_eq!(
+            quotient.0[0] as u128 | ((quotient.0[1] as u128) << 64),
+            expected
+        );
         assert_eq!(a.div_u64(0xabcdef), quotient);
     }
 }

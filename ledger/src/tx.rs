@@ -116,7 +116,8 @@ impl Transaction {
 
     /// Strict signature check against the chain with `genesis`.
     pub fn verify_signature(&self, genesis: &BlockHash) -> Result<(), crate::keys::SignatureError> {
-        self.from.verify(&self.signing_message(genesis), &self.signature)
+        self.from
+            .verify(&self.signing_message(genesis), &self.signature)
     }
 }
 
