@@ -396,9 +396,11 @@
       chart.append(svg('text', { x: 4, y: 20 }, 'waiting for blocks…'));
       return;
     }
+    // The gap after genesis is the time since the chain spec was written,
+    // not a block time; drawing it would flatten every real bar to nothing.
     const rows = blocks.slice(1).map((block, i) => ({
       height: block.height,
-      seconds: Math.max(0, (Number(block.timestamp) - Number(blocks[i].timestamp)) / 1000),
+      seconds: blocks[i].height === 0 ? 0 : Math.max(0, (Number(block.timestamp) - Number(blocks[i].timestamp)) / 1000),
       txs: Number(block.tx_count ?? (Array.isArray(block.txs) ? block.txs.length : 0)),
     }));
     const slot = width / CHART_BLOCKS;
