@@ -5,7 +5,10 @@
 //! - validation plus connection of a 2,000-tx block into sled, with a cold
 //!   signature cache (every signature checked) and a warm one (the txs came
 //!   through the mempool first);
-//! - a 100-block reorg (100 blocks of 20 txs disconnected, 101 connected).
+//! - a 100-block reorg (100 blocks of 20 txs disconnected, 101 connected);
+//! - `phases_2000_tx`: where the time of a signature-cached 2,000-tx block
+//!   goes (stateless checks, state application, the one sled transaction
+//!   of a connect or disconnect), next to plain sled batches for scale.
 //!
 //! Targets on the 2-core reference machine: >= 20,000 tx/s validate and
 //! connect, 100-block reorg < 1 s. Compare the tx/s figures with the raw

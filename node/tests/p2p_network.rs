@@ -74,6 +74,20 @@ async fn line_of_six_delivers_each_tx_exactly_once() {
         0,
         "the origin never receives its own tx"
     );
+    // Node 3 learned from node 2's `Addr` that node 2 is linked to node 1.
+    let view = nodes[2].p2p.network_view();
+    let through_node_2 = view["known"]
+        .as_array()
+        .expect("known list")
+        .iter()
+        .find(|known| known["node_id"] == nodes[1].p2p.node_id().as_str())
+        .expect("node 2 is known");
+    assert!(through_node_2["peers"]
+        .as_array()
+        .expect("peer list")
+        .iter()
+        .any(|id| id == nodes[0].p2p.node_id().as_str()));
+    assert_eq!(view["peers"].as_array().map(Vec::len), Some(2));
     for (index, node) in nodes.iter().enumerate().skip(1) {
         assert_eq!(
             node.received("tx"),
@@ -302,4 +316,50 @@ async fn restarted_node_resyncs_and_a_killed_peer_is_replaced() {
     .await;
     left.stop().await;
     right.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_dialing_each_other_keep_exactly_one_connection() {
+    let dirs = temp_dirs(2);
+    let first = TestNode::start(dirs[0].path(), NodeOptions::default()).await;
+    let second = TestNode::start(
+        dirs[1].path(),
+        NodeOptions {
+            peers: vec![first.addr()],
+            ..NodeOptions::default()
+        },
+    )
+    .await;
+    // Both sides now dial each other; node ids, not addresses, tell them
+    // they are one pair.
+    first.p2p.dial(second.addr());
+    wait_for("connected", LONG, || {
+        first.has_peer(&second) && second.has_peer(&first)
+    })
+    .await;
+    // Let the second dial play out, then require one stable connection
+    // carrying traffic.
+    let block = first.backend.mine(0);
+    wait_for("block relayed", LONG, || second.backend.tip_hash() == block).await;
+    let block = second.backend.mine(0);
+    wait_for("block relayed back", LONG, || {
+        first.backend.tip_hash() == block
+    })
+    .await;
+    wait_for("one connection each", LONG, || {
+        first.p2p.n_peers() == 1 && second.p2p.n_peers() == 1
+    })
+    .await;
+    let dropped = |node: &TestNode| {
+        node.metrics
+            .counter("p2p_disconnects_total", &[("reason", "closed")])
+    };
+    let block = first.backend.mine(0);
+    wait_for("still relaying", LONG, || {
+        second.backend.tip_hash() == block
+    })
+    .await;
+    assert!(dropped(&first) <= 1 && dropped(&second) <= 1, "no flapping");
+    first.stop().await;
+    second.stop().await;
 }

@@ -1,5 +1,7 @@
 //! Integration tests of the chain: one binary (faster to link, and the
-//! crash test re-executes it as its worker process).
+//! crash test re-executes it as its worker process). Everything here
+//! needs the sled store, so it builds only with the `storage` feature.
+#![cfg(feature = "storage")]
 
 mod common;
 mod crash;
