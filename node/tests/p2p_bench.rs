@@ -52,6 +52,22 @@ fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
         .collect()
 }
 
+/// User plus system CPU time of this process, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of those, in clock ticks (100 per second on Linux).
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -241,6 +257,7 @@ async fn bench_fresh_node_syncs_2000_blocks_of_20_txs() {
     );
 
     // The fresh node has an empty signature cache: it checks every one.
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let fresh = TestNode::start(
         dirs[1].path(),
@@ -250,11 +267,26 @@ async fn bench_fresh_node_syncs_2000_blocks_of_20_txs() {
         },
     )
     .await;
+    let mut marks: Vec<(u64, Duration)> = Vec::new();
     wait_for("fresh node synced", LONG, || {
+        let height = fresh.backend.height();
+        if marks.last().is_none_or(|(last, _)| height >= last + 250) {
+            marks.push((height, started.elapsed()));
+        }
         fresh.backend.tip_hash() == tip
     })
     .await;
+    let marks: Vec<String> = marks
+        .iter()
+        .map(|(height, at)| format!("{height}@{:.0}ms", at.as_secs_f64() * 1e3))
+        .collect();
+    println!("  progress: {}", marks.join(" "));
     let elapsed = started.elapsed();
+    let cpu = process_cpu_seconds() - cpu_before;
+    println!(
+        "  CPU used by the whole test process (both nodes) during the sync: {cpu:.2} s over {:.2} s of wall time",
+        elapsed.as_secs_f64()
+    );
     println!(
         "FIGURE sync: fresh node took {:.3} s for {BLOCKS} blocks of {TXS_PER_BLOCK} txs = {:.0} blocks/s",
         elapsed.as_secs_f64(),

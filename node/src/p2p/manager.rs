@@ -43,8 +43,10 @@ const TX_IMPORTERS: usize = 4;
 /// Received objects waiting for validation beyond which unrequested ones
 /// are dropped.
 const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
+/// Pending txs announced to a new peer.
+const MEMPOOL_ANNOUNCE_LIMIT: usize = 5_000;
 /// Synced blocks whose signatures are checked ahead of the chain.
-const PRECHECK_AHEAD: usize = 8;
+const PRECHECK_AHEAD: usize = 64;
 /// Announcements wait at most this long to be batched.
 const MAX_ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
 /// `GetAddr` is answered at most this often per peer.
@@ -586,6 +588,22 @@ impl<B: Backend> Manager<B> {
 
     fn after_ready(&mut self, id: PeerId) {
         self.send(id, &Message::GetAddr);
+        // Our pending txs, oldest of them first so a sender's nonces arrive
+        // in order.
+        let mut pending = self.backend.mempool_txids(MEMPOOL_ANNOUNCE_LIMIT);
+        pending.reverse();
+        if let Some(peer) = self.peer_mut(id) {
+            let fresh: Vec<InvItem> = pending
+                .into_iter()
+                .map(InvItem::Tx)
+                .filter(|item| peer.known.insert(*item))
+                .collect();
+            for chunk in fresh.chunks(MAX_INV_ITEMS) {
+                if !self.send(id, &Message::Inv(chunk.to_vec())) {
+                    break;
+                }
+            }
+        }
         let our_work = self.backend.tip().total_work;
         let claims_more = self
             .conns

@@ -308,6 +308,10 @@ impl Backend for TestBackend {
         lock(&self.inner.mempool).get(txid).cloned()
     }
 
+    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
+        lock(&self.inner.mempool).txids_newest_first(limit)
+    }
+
     fn has_tx(&self, txid: &TxId) -> bool {
         self.mempool_has(txid) || self.confirmed(txid)
     }
