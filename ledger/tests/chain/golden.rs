@@ -21,12 +21,12 @@ fn golden_tx() -> Transaction {
     )
 }
 
-const DEV_GENESIS: &str = "e0f4707b0e6bb4c84e97831cfa472a18a6da2550c474a3ad6ab59a7f9b64cd4e";
+const DEV_GENESIS: &str = "119a44ee4cdb636a9d19ce792d238ea56df05a328ec74f0c02a9ba0ba6d28cb1";
 const REGTEST_GENESIS: &str = "cf4c0ef2f150d72fcb590045fa7470c9e2fdfebe448a065a71cc349ca7110f6a";
 /// Dev account 0 -> dev account 1, 1 coin, fee 1000, nonce 0, empty memo,
 /// signed for the dev chain.
-const TX_BYTES: &str = "9c1ab1373695aaaa86aba8a16d05309e03f6752778abaf631ce54bedc0ffc71d0d9daf3d034cec2a6a2a33a3164ac87015ef16c900e1f50500000000e8030000000000000000000000000000000000000000000002d87f042f0e6eb6250d84a39a17b02fc0b4cd7920af180cfd1ff586949555056a51c9edbfd64b43f72e9cf07690e53fcaadca5b6be7ea9664a063807ae01e0e";
-const TXID: &str = "4efdf9f88db66c97df2cbdf965369fbd403b2b4434c53bd66404e9924871b7af";
+const TX_BYTES: &str = "9c1ab1373695aaaa86aba8a16d05309e03f6752778abaf631ce54bedc0ffc71d0d9daf3d034cec2a6a2a33a3164ac87015ef16c900e1f50500000000e80300000000000000000000000000000000000000000000fae4498dcd4ac36933ce3e9b943ed097f52f04e389dae79269b4b6190c140a666e3c64e44d05383926e0b65433c8fdb10f13d7aff5359e2183e5ae725397a302";
+const TXID: &str = "7218c544b4b48da34df7b4ea1a829d1dabecdb0d037afa1c19cd5a5e61c92451";
 const DEV_ADDRESS_0: &str = "dev1q8h5u5rqvuj7kjwnrawd5g4vepwayf0f7xgu4kw";
 
 #[test]
