@@ -46,7 +46,7 @@ const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
 /// Pending txs announced to a new peer.
 const MEMPOOL_ANNOUNCE_LIMIT: usize = 5_000;
 /// Synced blocks whose signatures are checked ahead of the chain.
-const PRECHECK_AHEAD: usize = 64;
+const PRECHECK_AHEAD: usize = 32;
 /// Announcements wait at most this long to be batched.
 const MAX_ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
 /// `GetAddr` is answered at most this often per peer.
