@@ -351,6 +351,10 @@ impl Backend for NodeHandle {
         self.mempool().get(txid).cloned()
     }
 
+    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
+        self.mempool().txids_newest_first(limit)
+    }
+
     fn has_tx(&self, txid: &TxId) -> bool {
         self.mempool().contains(txid) || self.shared.reader.tx(txid).is_some()
     }

@@ -58,11 +58,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction>;
     /// Up to `limit` txids of the mempool, newest first: announced to each
     /// new peer so pending txs reach nodes that connect later (a late
-    /// joiner, a healed partition). Optional: the default announces none.
-    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
-        let _ = limit;
-        Vec::new()
-    }
+    /// joiner, a healed partition).
+    fn mempool_txids(&self, limit: usize) -> Vec<TxId>;
     /// Whether a tx is in the mempool or confirmed on the best chain.
     fn has_tx(&self, txid: &TxId) -> bool;
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send;
