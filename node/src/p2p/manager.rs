@@ -960,6 +960,17 @@ impl<B: Backend> Manager<B> {
                 InvItem::Block(hash) => self.backend.has_block(&hash),
             };
             if have {
+                // A peer announcing our own tip is at least that high; this
+                // keeps `GET /v1/peers` heights current for peers whose blocks
+                // reach us first through someone else.
+                if let InvItem::Block(hash) = item {
+                    let tip = self.backend.tip();
+                    if hash == tip.hash {
+                        if let Some(peer) = self.peer_mut(id) {
+                            peer.best_height = peer.best_height.max(tip.height);
+                        }
+                    }
+                }
                 continue;
             }
             new_block |= item.is_block();

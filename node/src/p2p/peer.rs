@@ -449,8 +449,10 @@ async fn read_loop<B: Backend, T: Transport>(
     sender: &PeerSender,
 ) -> CloseReason {
     let timing = &context.local.timing;
+    // The first ping goes out soon after the handshake so `ping_ms` is known
+    // within a second or so instead of only after a whole interval.
     let mut ping_timer = tokio::time::interval_at(
-        tokio::time::Instant::now() + timing.ping_interval,
+        tokio::time::Instant::now() + timing.ping_interval.min(Duration::from_secs(1)),
         timing.ping_interval,
     );
     ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
