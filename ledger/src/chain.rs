@@ -19,6 +19,7 @@ use crate::difficulty::{self, BlockTiming, RETARGET_WINDOW};
 use crate::hash::{BlockHash, Hash256, TxId};
 use crate::sigcache::SignatureCache;
 use crate::state::{self, Account, AccountSource, StateDigester};
+pub use crate::storage::{AuxEntries, AuxTree};
 use crate::storage::{IndexEntry, StorageError, Store};
 use crate::target::{Target, Work};
 use crate::tx::Transaction;
@@ -1025,11 +1026,9 @@ impl Chain {
     /// A named key-value tree in the same database, for the node's own
     /// records (address book, node key).
     pub fn aux_tree(&self, name: &str) -> Result<AuxTree, ChainError> {
-        let tree = self
-            .store
+        self.store
             .aux_tree(name)
-            .map_err(|error| ChainError::from_storage(self.store.path(), error))?;
-        Ok(AuxTree { tree })
+            .map_err(|error| ChainError::from_storage(self.store.path(), error))
     }
 }
 
@@ -1040,55 +1039,6 @@ fn tip_info(hash: BlockHash, node_header_work: &Node) -> TipInfo {
         total_work: node_header_work.total_work,
         target: Target::from_compact(node_header_work.header.bits).unwrap_or(Target::MAX),
         timestamp: node_header_work.header.timestamp,
-    }
-}
-
-/// Key-value pairs read from an `AuxTree`.
-pub type AuxEntries = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// A named key-value tree beside the chain data.
-#[derive(Clone)]
-pub struct AuxTree {
-    tree: sled::Tree,
-}
-
-fn aux_error(error: sled::Error) -> ChainError {
-    ChainError::Storage(error.to_string())
-}
-
-impl AuxTree {
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChainError> {
-        Ok(self
-            .tree
-            .get(key)
-            .map_err(aux_error)?
-            .map(|value| value.to_vec()))
-    }
-
-    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), ChainError> {
-        self.tree.insert(key, value).map_err(aux_error)?;
-        Ok(())
-    }
-
-    pub fn remove(&self, key: &[u8]) -> Result<(), ChainError> {
-        self.tree.remove(key).map_err(aux_error)?;
-        Ok(())
-    }
-
-    /// Every entry, in key order.
-    pub fn iter(&self) -> Result<AuxEntries, ChainError> {
-        self.tree
-            .iter()
-            .map(|item| {
-                item.map(|(key, value)| (key.to_vec(), value.to_vec()))
-                    .map_err(aux_error)
-            })
-            .collect()
-    }
-
-    pub fn flush(&self) -> Result<(), ChainError> {
-        self.tree.flush().map_err(aux_error)?;
-        Ok(())
     }
 }
 

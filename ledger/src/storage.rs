@@ -583,8 +583,10 @@ impl Store {
     }
 
     /// A named auxiliary tree (`aux/<name>`) in the same database.
-    pub fn aux_tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
-        Ok(self.db.open_tree(format!("aux/{name}"))?)
+    pub fn aux_tree(&self, name: &str) -> Result<AuxTree, StorageError> {
+        Ok(AuxTree {
+            tree: self.db.open_tree(format!("aux/{name}"))?,
+        })
     }
 
     /// Asks sled to write everything out (see the module doc for what that
@@ -607,5 +609,48 @@ impl AccountSource for Store {
                 Account::default()
             }
         }
+    }
+}
+
+/// Key-value pairs read from an `AuxTree`.
+pub type AuxEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A named key-value tree beside the chain data, for node state that is not
+/// consensus (the P2P address book). Its writes are not part of any block's
+/// transaction.
+#[derive(Clone)]
+pub struct AuxTree {
+    tree: sled::Tree,
+}
+
+impl AuxTree {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.tree.get(key)?.map(|value| value.to_vec()))
+    }
+
+    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.tree.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> Result<AuxEntries, StorageError> {
+        self.tree
+            .iter()
+            .map(|item| {
+                item.map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(StorageError::from)
+            })
+            .collect()
+    }
+
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.tree.flush()?;
+        Ok(())
     }
 }
