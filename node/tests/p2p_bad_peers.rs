@@ -13,73 +13,9 @@ use p2p_net::*;
 use rand::{RngCore, SeedableRng};
 use std::time::Duration;
 
-const LONG: Duration = Duration::from_secs(20);
-
-/// A node and an honest peer connected to it.
-struct Setup {
-    node: TestNode,
-    honest: TestNode,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-async fn setup(options: NodeOptions) -> Setup {
-    let dirs: Vec<tempfile::TempDir> = (0..2)
-        .map(|_| tempfile::tempdir().expect("temp dir"))
-        .collect();
-    let node = TestNode::start(dirs[0].path(), options).await;
-    let honest = TestNode::start(
-        dirs[1].path(),
-        NodeOptions {
-            peers: vec![node.addr()],
-            ..NodeOptions::default()
-        },
-    )
-    .await;
-    wait_for("honest peer connected", LONG, || {
-        node.has_peer(&honest) && honest.has_peer(&node)
-    })
-    .await;
-    Setup {
-        node,
-        honest,
-        _dirs: dirs,
-    }
-}
-
-impl Setup {
-    /// The node still relays to its honest peer: a new tx and a new block
-    /// both arrive there.
-    async fn still_serves(&self, nonce: u64) {
-        let genesis = self.node.backend.genesis();
-        let txid = self
-            .node
-            .backend
-            .add_tx(transfer(&genesis, 5, nonce, "still here"))
-            .expect("admitted");
-        wait_for("honest peer gets the tx", LONG, || {
-            self.honest.backend.mempool_has(&txid)
-        })
-        .await;
-        let block = self.node.backend.mine(10);
-        wait_for("honest peer gets the block", LONG, || {
-            self.honest.backend.tip_hash() == block
-        })
-        .await;
-        assert!(
-            self.node.has_peer(&self.honest),
-            "honest peer still connected"
-        );
-    }
-
-    async fn stop(self) {
-        self.honest.stop().await;
-        self.node.stop().await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_get_the_sender_banned() {
-    let setup = setup(NodeOptions::default()).await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
     let mut noise = vec![0u8; 4096];
     rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut noise);
@@ -97,7 +33,7 @@ async fn random_bytes_get_the_sender_banned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_magic_is_banned() {
-    let setup = setup(NodeOptions::default()).await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
     let hello = bad.hello(*b"nope", setup.node.backend.genesis());
     bad.send(&Message::Hello(hello)).await;
@@ -110,7 +46,7 @@ async fn wrong_magic_is_banned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_genesis_is_banned() {
-    let setup = setup(NodeOptions::default()).await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
     let magic = setup.node.backend.spec().network_magic();
     let hello = bad.hello(magic, BlockHash(Hash256::digest(b"another chain")));
@@ -129,7 +65,7 @@ async fn wrong_genesis_is_banned() {
 async fn silent_peer_is_dropped_at_the_handshake_timeout() {
     let mut options = NodeOptions::default();
     options.timing.handshake_timeout = Duration::from_millis(500);
-    let setup = setup(options).await;
+    let setup = setup_with_honest_peer(options).await;
     let started = std::time::Instant::now();
     let mut silent = FakePeer::connect(setup.node.socket_addr()).await;
     // It reads the node's hello and never answers.
@@ -157,7 +93,7 @@ async fn silent_peer_is_dropped_at_the_handshake_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inv_flood_of_unknown_hashes_is_bounded() {
-    let setup = setup(NodeOptions::default()).await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let spec = setup.node.backend.spec().clone();
     let mut flooder = FakePeer::connect(setup.node.socket_addr()).await;
     flooder.handshake(&spec).await;
@@ -204,7 +140,7 @@ async fn inv_flood_of_unknown_hashes_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_with_bad_proof_of_work_is_banned() {
-    let setup = setup(NodeOptions::default()).await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let spec = setup.node.backend.spec().clone();
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
     bad.handshake(&spec).await;
@@ -231,7 +167,7 @@ async fn block_with_bad_proof_of_work_is_banned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tx_with_bad_signature_is_banned() {
-    let setup = setup(NodeOptions::default()).await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let spec = setup.node.backend.spec().clone();
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
     bad.handshake(&spec).await;
@@ -279,7 +215,7 @@ async fn tx_with_bad_signature_is_banned() {
 async fn peer_that_stops_answering_pings_is_dropped() {
     let mut options = NodeOptions::default();
     options.timing.ping_interval = Duration::from_millis(100);
-    let setup = setup(options).await;
+    let setup = setup_with_honest_peer(options).await;
     let spec = setup.node.backend.spec().clone();
     let mut mute = FakePeer::connect(setup.node.socket_addr()).await;
     mute.handshake(&spec).await;

@@ -657,3 +657,68 @@ impl FakePeer {
 pub fn unique(txids: &[TxId]) -> usize {
     txids.iter().collect::<HashSet<_>>().len()
 }
+
+/// How long the bad-peer tests wait for any one condition.
+pub const LONG: Duration = Duration::from_secs(20);
+
+/// A node and an honest peer connected to it.
+pub struct Setup {
+    pub node: TestNode,
+    pub honest: TestNode,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+pub async fn setup_with_honest_peer(options: NodeOptions) -> Setup {
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let node = TestNode::start(dirs[0].path(), options).await;
+    let honest = TestNode::start(
+        dirs[1].path(),
+        NodeOptions {
+            peers: vec![node.addr()],
+            ..NodeOptions::default()
+        },
+    )
+    .await;
+    wait_for("honest peer connected", LONG, || {
+        node.has_peer(&honest) && honest.has_peer(&node)
+    })
+    .await;
+    Setup {
+        node,
+        honest,
+        _dirs: dirs,
+    }
+}
+
+impl Setup {
+    /// The node still relays to its honest peer: a new tx and a new block
+    /// both arrive there.
+    pub async fn still_serves(&self, nonce: u64) {
+        let genesis = self.node.backend.genesis();
+        let txid = self
+            .node
+            .backend
+            .add_tx(transfer(&genesis, 5, nonce, "still here"))
+            .expect("admitted");
+        wait_for("honest peer gets the tx", LONG, || {
+            self.honest.backend.mempool_has(&txid)
+        })
+        .await;
+        let block = self.node.backend.mine(10);
+        wait_for("honest peer gets the block", LONG, || {
+            self.honest.backend.tip_hash() == block
+        })
+        .await;
+        assert!(
+            self.node.has_peer(&self.honest),
+            "honest peer still connected"
+        );
+    }
+
+    pub async fn stop(self) {
+        self.honest.stop().await;
+        self.node.stop().await;
+    }
+}
