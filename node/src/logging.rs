@@ -22,8 +22,13 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), LoggingError> {
         filter: filter.to_string(),
         reason: error.to_string(),
     })?;
+    // Colour only for a person at a terminal: log files and `docker logs`
+    // stay free of escape codes, and NO_COLOR is honoured.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
