@@ -488,14 +488,7 @@ impl Store {
         change: &BlockStateChange,
     ) -> Result<(), StorageError> {
         let height = block.header.height;
-        let mut accounts = sled::Batch::default();
-        for (address, account) in &change.updates {
-            if *account == Account::default() {
-                accounts.remove(&address.0[..]);
-            } else {
-                accounts.insert(&address.0[..], encoding::encode(account));
-            }
-        }
+        let accounts = account_batch(&change.updates);
         let mut tx_index = sled::Batch::default();
         for (position, txid) in txids.iter().enumerate() {
             let location = TxLocation {
@@ -545,14 +538,7 @@ impl Store {
         undo: &BlockUndo,
     ) -> Result<(), StorageError> {
         let height = block.header.height;
-        let mut accounts = sled::Batch::default();
-        for (address, account) in &undo.previous {
-            if *account == Account::default() {
-                accounts.remove(&address.0[..]);
-            } else {
-                accounts.insert(&address.0[..], encoding::encode(account));
-            }
-        }
+        let accounts = account_batch(&undo.previous);
         let mut tx_index = sled::Batch::default();
         for txid in txids {
             tx_index.remove(&txid.as_bytes()[..]);
@@ -653,4 +639,19 @@ impl AuxTree {
         self.tree.flush()?;
         Ok(())
     }
+}
+
+/// The account writes of a connect or disconnect: an account back at the
+/// default (zero balance, zero nonce) is removed, so the accounts tree holds
+/// exactly the accounts the state digest counts.
+fn account_batch<'a>(entries: impl IntoIterator<Item = &'a (Address, Account)>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (address, account) in entries {
+        if *account == Account::default() {
+            batch.remove(&address.0[..]);
+        } else {
+            batch.insert(&address.0[..], encoding::encode(account));
+        }
+    }
+    batch
 }
