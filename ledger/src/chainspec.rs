@@ -309,6 +309,22 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_chain_file_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/example-chain.json");
+        let spec = ChainSpec::load(path).unwrap();
+        assert_eq!(spec.name, "mychain");
+        assert!(!spec.is_dev_chain());
+        assert_ne!(
+            spec.genesis_hash(),
+            ChainSpec::builtin("dev").unwrap().genesis_hash()
+        );
+        assert!(matches!(
+            ChainSpec::load("/nonexistent/chain.json"),
+            Err(ChainSpecError::Read { .. })
+        ));
+    }
+
+    #[test]
     fn json_round_trip() {
         let dev = ChainSpec::builtin("dev").unwrap();
         let json = serde_json::to_string_pretty(&dev).unwrap();
