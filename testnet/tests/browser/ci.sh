@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CI wrapper for the explorer browser test: starts a real release
+# CI wrapper for the explorer browser tests: starts a real release
 # `ledger-node` on the regtest chain in a temp dir, waits until it is ready,
-# runs run.sh against it, and always stops the node.
+# runs run.sh (Chromium) and firefox_test.py (Firefox) against it, and
+# always stops the node.
 #
 #   testnet/tests/browser/ci.sh [--screenshots DIR]
 set -euo pipefail
@@ -35,3 +36,9 @@ until curl -fsS "http://127.0.0.1:$rpc_port/ready" >/dev/null 2>&1; do
 done
 
 WALLET_CLI="$bin/wallet-cli" bash "$here/run.sh" "http://127.0.0.1:$rpc_port" "$@"
+# The same page in Firefox, where one is installed (.ci/run installs it).
+if command -v firefox-esr >/dev/null 2>&1 || command -v firefox >/dev/null 2>&1; then
+  python3 "$here/firefox_test.py" "http://127.0.0.1:$rpc_port"
+else
+  echo "SKIPPED explorer Firefox test: no Firefox installed"
+fi
