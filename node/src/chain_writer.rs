@@ -298,7 +298,7 @@ fn process(
         });
     }
     for tx in readmitted {
-        let _ = context.events.send(NodeEvent::TxAccepted { tx });
+        let _ = context.events.send(NodeEvent::TxReadmitted { tx });
     }
     context.metrics.set("height", &[], height_gauge(height));
     Ok(BlockOutcome::Connected { new_tip, height })

@@ -22,4 +22,9 @@ pub enum NodeEvent {
     },
     /// A transaction was newly admitted to the mempool.
     TxAccepted { tx: Arc<Transaction> },
+    /// A transaction of a disconnected block went back into the mempool
+    /// (sent after the `Reorg`). Peers may have been counted as knowing it
+    /// (we announced it before, perhaps into a partition that dropped the
+    /// message), so it is announced again to every peer.
+    TxReadmitted { tx: Arc<Transaction> },
 }

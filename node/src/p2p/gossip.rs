@@ -57,6 +57,13 @@ impl KnownInventory {
         self.set.contains(item)
     }
 
+    /// Stops assuming the peer has `item`. Its slot in the eviction order
+    /// stays until it ages out; a later re-insert may then be forgotten a
+    /// little early, which at worst costs one repeated announcement.
+    pub fn forget(&mut self, item: &InvItem) {
+        self.set.remove(item);
+    }
+
     pub fn len(&self) -> usize {
         self.set.len()
     }

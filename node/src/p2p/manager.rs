@@ -814,6 +814,19 @@ impl<B: Backend> Manager<B> {
                 self.pending_txs.push(InvItem::Tx(tx.txid()));
                 self.pending_since.get_or_insert_with(Instant::now);
             }
+            Ok(NodeEvent::TxReadmitted { tx }) => {
+                // What we announced while it sat in a block may never have
+                // arrived (a partition drops messages without closing the
+                // connection), so no peer is assumed to know it any more.
+                let item = InvItem::Tx(tx.txid());
+                for conn in self.conns.values_mut() {
+                    if let Some(peer) = conn.peer.as_mut() {
+                        peer.known.forget(&item);
+                    }
+                }
+                self.pending_txs.push(item);
+                self.pending_since.get_or_insert_with(Instant::now);
+            }
             Ok(NodeEvent::Reorg { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(

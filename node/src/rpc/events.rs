@@ -46,7 +46,9 @@ fn to_sse(spec: &ChainSpec, received: Result<NodeEvent, BroadcastStreamRecvError
             "block",
             serde_json::to_string(&BlockJson::from_block(&block, spec, false)),
         ),
-        NodeEvent::TxAccepted { tx } => ("tx", serde_json::to_string(&TxJson::from_tx(&tx, spec))),
+        NodeEvent::TxAccepted { tx } | NodeEvent::TxReadmitted { tx } => {
+            ("tx", serde_json::to_string(&TxJson::from_tx(&tx, spec)))
+        }
         NodeEvent::Reorg {
             old_tip,
             new_tip,
