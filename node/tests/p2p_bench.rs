@@ -19,39 +19,6 @@ use tokio::sync::broadcast;
 
 const LONG: Duration = Duration::from_secs(120);
 
-async fn line_of(n: usize, dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
-    let mut nodes: Vec<TestNode> = Vec::new();
-    for dir in dirs.iter().take(n) {
-        let peers = nodes
-            .last()
-            .map(|previous| vec![previous.addr()])
-            .unwrap_or_default();
-        let node = TestNode::start(
-            dir.path(),
-            NodeOptions {
-                peers,
-                ..NodeOptions::default()
-            },
-        )
-        .await;
-        nodes.push(node);
-    }
-    for index in 1..nodes.len() {
-        let (left, right) = (&nodes[index - 1], &nodes[index]);
-        wait_for("line link up", LONG, || {
-            left.has_peer(right) && right.has_peer(left)
-        })
-        .await;
-    }
-    nodes
-}
-
-fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    (0..n)
-        .map(|_| tempfile::tempdir().expect("temp dir"))
-        .collect()
-}
-
 /// User plus system CPU time of this process, in seconds.
 fn process_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -104,7 +71,7 @@ fn make_txs(genesis: &BlockHash, count: usize, first_nonce: u64) -> Vec<ledger::
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 async fn bench_tx_propagation_500_txs_line_of_4() {
     let dirs = temp_dirs(4);
-    let nodes = line_of(4, &dirs).await;
+    let nodes = line(&dirs[..4], LONG).await;
     let genesis = nodes[0].backend.genesis();
     let txs = make_txs(&genesis, 500, 0);
     let wanted: HashSet<TxId> = txs.iter().map(ledger::Transaction::txid).collect();
@@ -149,7 +116,7 @@ async fn bench_block_propagation_500_tx_blocks_line_of_4() {
     const BLOCKS: usize = 50;
     const TXS_PER_BLOCK: usize = 500;
     let dirs = temp_dirs(4);
-    let nodes = line_of(4, &dirs).await;
+    let nodes = line(&dirs[..4], LONG).await;
     let genesis = nodes[0].backend.genesis();
     let mut second_events = nodes[1].backend.subscribe();
     let mut last_events = nodes[3].backend.subscribe();

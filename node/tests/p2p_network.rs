@@ -10,45 +10,10 @@ use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// Starts `n` nodes where node i dials node i-1 (a line), and waits until
-/// every link is up.
-async fn line(dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
-    let mut nodes: Vec<TestNode> = Vec::new();
-    for dir in dirs {
-        let peers = nodes
-            .last()
-            .map(|previous| vec![previous.addr()])
-            .unwrap_or_default();
-        let node = TestNode::start(
-            dir.path(),
-            NodeOptions {
-                peers,
-                ..NodeOptions::default()
-            },
-        )
-        .await;
-        nodes.push(node);
-    }
-    for index in 1..nodes.len() {
-        let (left, right) = (&nodes[index - 1], &nodes[index]);
-        wait_for("line link up", LONG, || {
-            left.has_peer(right) && right.has_peer(left)
-        })
-        .await;
-    }
-    nodes
-}
-
-fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    (0..n)
-        .map(|_| tempfile::tempdir().expect("temp dir"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn line_of_six_delivers_each_tx_exactly_once() {
     let dirs = temp_dirs(6);
-    let nodes = line(&dirs).await;
+    let nodes = line(&dirs, LONG).await;
     let genesis = nodes[0].backend.genesis();
 
     let tx = transfer(&genesis, 1, 0, "line");
@@ -156,8 +121,8 @@ async fn late_joiner_catches_up_on_a_thousand_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healed_partition_converges_on_most_work_and_keeps_txs() {
     let dirs = temp_dirs(4);
-    let group_a = line(&dirs[..2]).await;
-    let group_b = line(&dirs[2..]).await;
+    let group_a = line(&dirs[..2], LONG).await;
+    let group_b = line(&dirs[2..], LONG).await;
     let genesis = group_a[0].backend.genesis();
 
     // Group A confirms txs of dev account 3 in 3 blocks; group B mines 5

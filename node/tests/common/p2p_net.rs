@@ -722,3 +722,39 @@ impl Setup {
         self.node.stop().await;
     }
 }
+
+/// Starts one node per dir where node i dials node i-1 (a line), and waits
+/// up to `link_timeout` for every link to be up.
+pub async fn line(dirs: &[tempfile::TempDir], link_timeout: Duration) -> Vec<TestNode> {
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for dir in dirs {
+        let peers = nodes
+            .last()
+            .map(|previous| vec![previous.addr()])
+            .unwrap_or_default();
+        let node = TestNode::start(
+            dir.path(),
+            NodeOptions {
+                peers,
+                ..NodeOptions::default()
+            },
+        )
+        .await;
+        nodes.push(node);
+    }
+    for index in 1..nodes.len() {
+        let (left, right) = (&nodes[index - 1], &nodes[index]);
+        wait_for("line link up", link_timeout, || {
+            left.has_peer(right) && right.has_peer(left)
+        })
+        .await;
+    }
+    nodes
+}
+
+/// `n` fresh temp dirs, removed when dropped.
+pub fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect()
+}
