@@ -15,7 +15,6 @@ use node::p2p::Backend;
 use p2p_net::*;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -33,27 +32,6 @@ fn process_cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-/// Waits on a node's event stream for the block to connect.
-async fn block_connected(events: &mut broadcast::Receiver<NodeEvent>, hash: BlockHash) {
-    let wait = async {
-        loop {
-            match events.recv().await {
-                Ok(NodeEvent::BlockConnected { block, .. }) if block.hash() == hash => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
-            }
-        }
-    };
-    tokio::time::timeout(LONG, wait)
-        .await
-        .expect("block arrives");
 }
 
 /// `count` signed transfers from the ten dev accounts, nonces in order.
@@ -153,9 +131,9 @@ async fn bench_block_propagation_500_tx_blocks_line_of_4() {
             .await
             .expect("mining");
         mine_times.push(started.elapsed());
-        block_connected(&mut second_events, hash).await;
+        block_connected(&mut second_events, hash, LONG).await;
         first_hop_times.push(started.elapsed());
-        block_connected(&mut last_events, hash).await;
+        block_connected(&mut last_events, hash, LONG).await;
         times.push(started.elapsed());
         wait_for("block on every node", LONG, || {
             nodes.iter().all(|node| node.backend.tip_hash() == hash)

@@ -7,13 +7,16 @@
 //! cargo test --release -p node --test p2p_real_nodes -- --ignored --nocapture --test-threads 1
 //! ```
 
+#[path = "common/p2p_net.rs"]
+mod p2p_net;
+
 use ledger::chainspec::{dev_accounts, dev_secret_key};
 use ledger::{Amount, BlockHash, ChainSpec, Transaction, TxId};
 use node::events::NodeEvent;
 use node::{Node, NodeConfig};
+use p2p_net::{block_connected, percentile, temp_dirs};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -78,12 +81,6 @@ async fn start_line(n: usize, dirs: &[tempfile::TempDir]) -> Vec<node::RunningNo
     nodes
 }
 
-fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    (0..n)
-        .map(|_| tempfile::tempdir().expect("temp dir"))
-        .collect()
-}
-
 fn in_mempool(node: &node::RunningNode, txid: &TxId) -> bool {
     node.handle
         .lookup_tx(txid)
@@ -133,26 +130,6 @@ async fn real_nodes_in_a_line_share_txs_and_blocks() {
     for node in nodes {
         node.shutdown().await;
     }
-}
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-async fn block_connected(events: &mut broadcast::Receiver<NodeEvent>, hash: BlockHash) {
-    let wait = async {
-        loop {
-            match events.recv().await {
-                Ok(NodeEvent::BlockConnected { block, .. }) if block.hash() == hash => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
-            }
-        }
-    };
-    tokio::time::timeout(LONG, wait)
-        .await
-        .expect("block arrives");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +206,7 @@ async fn bench_real_nodes_block_propagation_500_tx_blocks_line_of_4() {
         let hashes = nodes[0].handle.mine_blocks(1).await.expect("mined");
         mine_times.push(started.elapsed());
         let hash = hashes[0];
-        block_connected(&mut last_events, hash).await;
+        block_connected(&mut last_events, hash, LONG).await;
         times.push(started.elapsed());
         let txs_in_block = nodes[3]
             .handle

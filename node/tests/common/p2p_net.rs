@@ -758,3 +758,30 @@ pub fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
         .map(|_| tempfile::tempdir().expect("temp dir"))
         .collect()
 }
+
+/// The value at `fraction` (0.0 to 1.0) of sorted durations.
+pub fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Waits up to `timeout` on a node's event stream for the block to connect.
+pub async fn block_connected(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    hash: BlockHash,
+    timeout: Duration,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(NodeEvent::BlockConnected { block, .. }) if block.hash() == hash => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => panic!("events closed"),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .expect("block arrives");
+}
