@@ -477,6 +477,20 @@ impl Store {
         Ok(out)
     }
 
+    /// The trees one connect or disconnect writes, in the order its
+    /// transaction indexes them: accounts, undo, tx index, address txs, best
+    /// chain, meta.
+    fn block_trees(&self) -> [&sled::Tree; 6] {
+        [
+            &self.accounts,
+            &self.undo,
+            &self.tx_index,
+            &self.address_txs,
+            &self.best_chain,
+            &self.meta,
+        ]
+    }
+
     /// Connects `block` (whose parent is the current tip) in one
     /// transaction: account values, undo record, tx and address indexes,
     /// height index and tip.
@@ -508,14 +522,7 @@ impl Store {
             address_txs.insert(&address_tx_key(&address, height)[..], value);
         }
         let undo_bytes = encoding::encode(&change.undo);
-        let trees = [
-            &self.accounts,
-            &self.undo,
-            &self.tx_index,
-            &self.address_txs,
-            &self.best_chain,
-            &self.meta,
-        ];
+        let trees = self.block_trees();
         trees[..].transaction(|trees| {
             trees[0].apply_batch(&accounts)?;
             trees[1].insert(&hash.as_bytes()[..], undo_bytes.as_slice())?;
@@ -548,14 +555,7 @@ impl Store {
             address_txs.remove(&address_tx_key(&address, height)[..]);
         }
         let parent = block.header.prev_hash;
-        let trees = [
-            &self.accounts,
-            &self.undo,
-            &self.tx_index,
-            &self.address_txs,
-            &self.best_chain,
-            &self.meta,
-        ];
+        let trees = self.block_trees();
         trees[..].transaction(|trees| {
             trees[0].apply_batch(&accounts)?;
             trees[1].remove(&hash.as_bytes()[..])?;
