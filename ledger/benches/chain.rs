@@ -16,6 +16,8 @@
 //!
 //! Run: `cargo bench -p ledger --bench chain`
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{BatchSize, Criterion, Throughput};
 use ledger::amount::{Amount, COIN};
 use ledger::block::{merkle_root, Block, Header, BLOCK_VERSION};
@@ -260,37 +262,38 @@ fn phases(criterion: &mut Criterion) {
         };
         bench.iter(|| store.put_block(&hash, &block, &entry).expect("stored"))
     });
+    // Each iteration connects, indexes and disconnects, timing one part.
+    let cycle = |timed: usize, iterations: u64| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iterations {
+            let started = std::time::Instant::now();
+            store
+                .connect_block(&hash, &block, &change)
+                .expect("connect");
+            let connected = std::time::Instant::now();
+            store
+                .index_blocks(&[(hash, &block, &txids)])
+                .expect("index");
+            let indexed = std::time::Instant::now();
+            store
+                .disconnect_block(&hash, &block, &txids, &change.undo, true)
+                .expect("disconnect");
+            total += match timed {
+                0 => connected - started,
+                1 => indexed - connected,
+                _ => indexed.elapsed(),
+            };
+        }
+        total
+    };
     group.bench_function("connect_block_sled_transaction", |bench| {
-        bench.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                let started = std::time::Instant::now();
-                store
-                    .connect_block(&hash, &block, &txids, &change)
-                    .expect("connect");
-                total += started.elapsed();
-                store
-                    .disconnect_block(&hash, &block, &txids, &change.undo)
-                    .expect("disconnect");
-            }
-            total
-        })
+        bench.iter_custom(|iterations| cycle(0, iterations))
+    });
+    group.bench_function("index_blocks_sled_transaction", |bench| {
+        bench.iter_custom(|iterations| cycle(1, iterations))
     });
     group.bench_function("disconnect_block_sled_transaction", |bench| {
-        bench.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                store
-                    .connect_block(&hash, &block, &txids, &change)
-                    .expect("connect");
-                let started = std::time::Instant::now();
-                store
-                    .disconnect_block(&hash, &block, &txids, &change.undo)
-                    .expect("disconnect");
-                total += started.elapsed();
-            }
-            total
-        })
+        bench.iter_custom(|iterations| cycle(2, iterations))
     });
     {
         use sled::Transactional;

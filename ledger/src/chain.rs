@@ -301,7 +301,21 @@ pub struct Chain {
     rejected: RejectedHeaders,
     recent_blocks: RecentBlocks,
     cache: SignatureCache,
+    validated_hook: Option<ValidatedHook>,
+    /// Best-chain blocks connected but not yet in the tx and address
+    /// indexes, in connect order (see `write_indexes`).
+    unindexed: Vec<(BlockHash, Arc<CachedBlock>)>,
+    /// Whether `process_block` leaves the indexing to an explicit
+    /// `write_indexes` call.
+    defer_indexing: bool,
 }
+
+/// Called with each block the chain is about to connect, once it has passed
+/// every check, its state transition included, and before it is written.
+/// A node relays from here, so the sled commit (the costliest step) is not
+/// on the path between peers. The block's body is already stored by then,
+/// so a peer asking for it is answered.
+pub type ValidatedHook = Box<dyn FnMut(&BlockHash, &Block) + Send>;
 
 /// A decoded block with its txids, so connecting a block just accepted
 /// neither decodes it from sled nor hashes its transactions again.
@@ -465,15 +479,21 @@ impl Chain {
             rejected: RejectedHeaders::default(),
             recent_blocks: RecentBlocks::default(),
             cache: SignatureCache::default(),
+            validated_hook: None,
+            unindexed: Vec::new(),
+            defer_indexing: false,
         };
         chain.check_best_chain().map_err(corrupt)?;
         chain.mark_missing_data().map_err(from_storage)?;
+        chain.finish_indexing().map_err(corrupt)?;
         chain
             .activate_best_chain(None)
             .map_err(|error| match error {
                 BlockError::Storage(detail) => ChainError::Storage(detail),
                 other => ChainError::Storage(other.to_string()),
             })?;
+        // Blocks re-connected just now (a reorg the crash interrupted).
+        chain.write_indexes().map_err(from_storage)?;
         let tip = chain.tip();
         tracing::info!(height = tip.height, tip = %tip.hash, "chain store open");
         Ok(chain)
@@ -531,6 +551,56 @@ impl Chain {
 
     /// Marks side-branch entries whose bodies are gone as data-missing, so
     /// fork choice never tries to connect them.
+    /// Indexes the best-chain blocks above `meta/indexed`: those whose
+    /// connect was written but whose index transaction was not (a crash in
+    /// between). A store without the record predates deferred indexing and
+    /// is fully indexed.
+    fn finish_indexing(&mut self) -> Result<(), String> {
+        let indexed = match self
+            .store
+            .indexed_hash()
+            .map_err(|error| error.to_string())?
+        {
+            Some(indexed) => indexed,
+            None => {
+                return self
+                    .store
+                    .set_indexed_hash(&self.tip)
+                    .map_err(|error| error.to_string())
+            }
+        };
+        if indexed == self.tip {
+            return Ok(());
+        }
+        let height = |hash: &BlockHash| self.nodes.get(hash).map(|node| node.header.height);
+        let (Some(from), Some(to)) = (height(&indexed), height(&self.tip)) else {
+            return Err(format!("indexed block {indexed} is not in the block index"));
+        };
+        let on_best_chain = self
+            .store
+            .hash_at(from)
+            .map_err(|error| error.to_string())?;
+        if on_best_chain != Some(indexed) || from > to {
+            return Err(format!(
+                "indexed block {indexed} is not on the best chain below the tip"
+            ));
+        }
+        for height in from + 1..=to {
+            let hash = self
+                .store
+                .hash_at(height)
+                .map_err(|error| error.to_string())?
+                .ok_or_else(|| format!("no best-chain block at height {height}"))?;
+            let cached = self
+                .load_block(&hash)
+                .map_err(|error| error.to_string())?
+                .ok_or_else(|| format!("body of best-chain block {hash} is missing"))?;
+            self.unindexed.push((hash, cached));
+        }
+        tracing::info!(blocks = to - from, "indexing blocks a crash left unindexed");
+        self.write_indexes().map_err(|error| error.to_string())
+    }
+
     fn mark_missing_data(&mut self) -> Result<(), StorageError> {
         let mut missing = Vec::new();
         for (hash, node) in &self.nodes {
@@ -561,6 +631,37 @@ impl Chain {
     }
 
     /// Shares a signature cache with the mempool.
+    /// Installs the hook called between validating and writing each block
+    /// that joins the best chain (see [`ValidatedHook`]).
+    pub fn set_validated_hook(&mut self, hook: ValidatedHook) {
+        self.validated_hook = Some(hook);
+    }
+
+    /// With `true`, `process_block` connects blocks without writing their
+    /// tx and address index entries; the caller publishes the new tip and
+    /// then calls [`Chain::write_indexes`]. Whatever is still pending is
+    /// written before the next block is processed and on `flush`. Meanwhile
+    /// `ChainReader::tx` and `address_txs` do not see the newest blocks.
+    pub fn set_defer_indexing(&mut self, defer: bool) {
+        self.defer_indexing = defer;
+    }
+
+    /// Writes the tx and address index entries of the blocks connected
+    /// since the last call, in one transaction.
+    pub fn write_indexes(&mut self) -> Result<(), StorageError> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let blocks: Vec<(BlockHash, &Block, &[TxId])> = self
+            .unindexed
+            .iter()
+            .map(|(hash, cached)| (*hash, &cached.block, cached.txids.as_slice()))
+            .collect();
+        self.store.index_blocks(&blocks)?;
+        self.unindexed.clear();
+        Ok(())
+    }
+
     pub fn set_signature_cache(&mut self, cache: SignatureCache) {
         self.cache = cache;
     }
@@ -601,6 +702,7 @@ impl Chain {
         now_ms: u64,
     ) -> Result<ProcessOutcome, BlockError> {
         self.orphans.expire(now_ms);
+        self.write_indexes().map_err(storage_block_error)?;
         let hash = block.hash();
         if let Some(node) = self.nodes.get(&hash) {
             return match node.status {
@@ -669,6 +771,9 @@ impl Chain {
             }
         }
         let failures = self.activate_best_chain(Some(best_new))?;
+        if !self.defer_indexing {
+            self.write_indexes().map_err(storage_block_error)?;
+        }
         if let Some((_, error)) = failures.into_iter().find(|(failed, _)| *failed == hash) {
             return Err(error);
         }
@@ -856,7 +961,7 @@ impl Chain {
     fn connect_tip(
         &mut self,
         hash: &BlockHash,
-        cached: &CachedBlock,
+        cached: &Arc<CachedBlock>,
     ) -> Result<Result<(), BlockError>, BlockError> {
         let block = &cached.block;
         let accounts = StrictAccounts {
@@ -871,9 +976,13 @@ impl Chain {
             Ok(change) => change,
             Err(error) => return Ok(Err(error)),
         };
+        if let Some(hook) = self.validated_hook.as_mut() {
+            hook(hash, block);
+        }
         self.store
-            .connect_block(hash, block, &cached.txids, &change)
+            .connect_block(hash, block, &change)
             .map_err(storage_block_error)?;
+        self.unindexed.push((*hash, Arc::clone(cached)));
         self.tip = *hash;
         Ok(Ok(()))
     }
@@ -907,8 +1016,17 @@ impl Chain {
             .undo(&hash)
             .map_err(storage_block_error)?
             .ok_or_else(|| missing("undo record"))?;
+        // Only the tip can still be unindexed here (blocks are indexed in
+        // order and `unindexed` ends at the tip).
+        let indexed = match self.unindexed.last() {
+            Some((last, _)) if *last == hash => {
+                self.unindexed.pop();
+                false
+            }
+            _ => true,
+        };
         self.store
-            .disconnect_block(&hash, block, &cached.txids, &undo)
+            .disconnect_block(&hash, block, &cached.txids, &undo, indexed)
             .map_err(storage_block_error)?;
         self.tip = block.header.prev_hash;
         Ok(())
@@ -1017,7 +1135,9 @@ impl Chain {
     /// 500 ms: after a crash the last fraction of a second of connected
     /// blocks may be lost. The store then reopens consistent at an earlier
     /// tip and the node fetches the missing blocks from its peers again.
-    pub fn flush(&self) -> Result<(), ChainError> {
+    pub fn flush(&mut self) -> Result<(), ChainError> {
+        self.write_indexes()
+            .map_err(|error| ChainError::from_storage(self.store.path(), error))?;
         self.store
             .flush()
             .map_err(|error| ChainError::from_storage(self.store.path(), error))
@@ -1099,6 +1219,12 @@ impl ChainReader {
     /// Any stored block, on any branch.
     pub fn block(&self, hash: &BlockHash) -> Option<Block> {
         logged(self.store.block(hash))
+    }
+
+    /// A stored block's canonical encoding, as stored: a node serving peers
+    /// forwards it without decoding and encoding it again.
+    pub fn block_bytes(&self, hash: &BlockHash) -> Option<Vec<u8>> {
+        logged(self.store.block_bytes(hash))
     }
 
     pub fn header(&self, hash: &BlockHash) -> Option<Header> {

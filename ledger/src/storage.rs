@@ -16,14 +16,18 @@
 //!   newest first. One key per address and block, not per tx: sled's cost
 //!   is per key, and busy addresses appear many times in one block.
 //! - `undo`: block hash -> `BlockUndo`, for blocks on the best chain.
-//! - `meta`: `genesis`, `chain_name`, `tip`.
+//! - `meta`: `genesis`, `chain_name`, `tip`, `indexed` (see below).
 //! - `aux/<name>`: free key-value trees for the node (address book, node
 //!   key).
 //!
 //! Connecting or disconnecting one block is ONE sled transaction over the
-//! trees it touches (accounts, undo, tx_index, address_txs, best_chain,
-//! meta), so after a crash the store holds either the whole block or none
-//! of it, and `meta/tip` always names the block the account state matches.
+//! consensus trees (accounts, undo, best_chain, meta/tip), so after a crash
+//! the store holds either the whole block or none of it, and `meta/tip`
+//! always names the block the account state matches. The tx and address
+//! indexes (most of a block's keys: one per tx) are written right after,
+//! then `meta/indexed` moves to the block; every best-chain block up to
+//! `meta/indexed` is indexed, so `Chain::open` finishes (again, entries are
+//! idempotent) the indexing a crash interrupted.
 //!
 //! Durability: sled 0.34.7's `flush()` uses `sync_file_range`, not `fsync`,
 //! and its background flusher runs every 500 ms. After a power loss or
@@ -118,6 +122,7 @@ impl From<sled::transaction::TransactionError<()>> for StorageError {
 const META_GENESIS: &[u8] = b"genesis";
 const META_CHAIN_NAME: &[u8] = b"chain_name";
 const META_TIP: &[u8] = b"tip";
+const META_INDEXED: &[u8] = b"indexed";
 
 /// The store. Cloning is cheap (sled trees are shared handles); only the
 /// chain writer calls the mutating methods.
@@ -279,6 +284,23 @@ impl Store {
             .transpose()
     }
 
+    /// The last best-chain block whose tx and address index entries are
+    /// written (`None` in a store from before the indexes were deferred,
+    /// where every connected block was indexed with it).
+    pub fn indexed_hash(&self) -> Result<Option<BlockHash>, StorageError> {
+        self.meta
+            .get(META_INDEXED)?
+            .map(|bytes| hash_from_bytes(&bytes, "meta/indexed"))
+            .transpose()
+    }
+
+    /// Records `hash` as indexed without writing entries (upgrading a store
+    /// whose connected blocks were all indexed with their connect).
+    pub fn set_indexed_hash(&self, hash: &BlockHash) -> Result<(), StorageError> {
+        self.meta.insert(META_INDEXED, &hash.as_bytes()[..])?;
+        Ok(())
+    }
+
     /// Writes genesis, its index entry, height 0, the allocations and the
     /// chain identity in one transaction.
     pub fn init_genesis(
@@ -311,6 +333,7 @@ impl Store {
             trees[3].apply_batch(&account_batch)?;
             trees[4].insert(META_CHAIN_NAME, chain_name.as_bytes())?;
             trees[4].insert(META_TIP, &hash.as_bytes()[..])?;
+            trees[4].insert(META_INDEXED, &hash.as_bytes()[..])?;
             // Written last inside the same transaction: a store with a
             // genesis record is a fully initialised store.
             trees[4].insert(META_GENESIS, &hash.as_bytes()[..])?;
@@ -374,6 +397,14 @@ impl Store {
             .get(hash.as_bytes())?
             .map(|bytes| decode_stored(&bytes, "block"))
             .transpose()
+    }
+
+    /// A stored block's canonical encoding, undecoded (to pass on as is).
+    pub fn block_bytes(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .blocks
+            .get(hash.as_bytes())?
+            .map(|bytes| bytes.to_vec()))
     }
 
     pub fn has_block_data(&self, hash: &BlockHash) -> Result<bool, StorageError> {
@@ -477,92 +508,114 @@ impl Store {
         Ok(out)
     }
 
-    /// The trees one connect or disconnect writes, in the order its
-    /// transaction indexes them: accounts, undo, tx index, address txs, best
-    /// chain, meta.
-    fn block_trees(&self) -> [&sled::Tree; 6] {
-        [
-            &self.accounts,
-            &self.undo,
-            &self.tx_index,
-            &self.address_txs,
-            &self.best_chain,
-            &self.meta,
-        ]
-    }
-
     /// Connects `block` (whose parent is the current tip) in one
-    /// transaction: account values, undo record, tx and address indexes,
-    /// height index and tip.
+    /// transaction: account values, undo record, height index and tip. Its
+    /// tx and address index entries follow in [`Store::index_blocks`]:
+    /// until then `meta/indexed` names an ancestor, so a crash in between
+    /// is seen and repaired when the chain is opened.
     pub fn connect_block(
         &self,
         hash: &BlockHash,
         block: &Block,
-        txids: &[TxId],
         change: &BlockStateChange,
     ) -> Result<(), StorageError> {
         let height = block.header.height;
         let accounts = account_batch(&change.updates);
-        let mut tx_index = sled::Batch::default();
-        for (position, txid) in txids.iter().enumerate() {
-            let location = TxLocation {
-                block_hash: *hash,
-                height,
-                index: position as u32,
-            };
-            tx_index.insert(&txid.as_bytes()[..], encoding::encode(&location));
-        }
-        let mut address_txs = sled::Batch::default();
-        for (address, positions) in positions_by_address(block) {
-            let mut value = Vec::with_capacity(32 + 4 * positions.len());
-            value.extend_from_slice(hash.as_bytes());
-            for position in positions {
-                value.extend_from_slice(&position.to_be_bytes());
-            }
-            address_txs.insert(&address_tx_key(&address, height)[..], value);
-        }
         let undo_bytes = encoding::encode(&change.undo);
-        let trees = self.block_trees();
+        let trees = [&self.accounts, &self.undo, &self.best_chain, &self.meta];
         trees[..].transaction(|trees| {
             trees[0].apply_batch(&accounts)?;
             trees[1].insert(&hash.as_bytes()[..], undo_bytes.as_slice())?;
-            trees[2].apply_batch(&tx_index)?;
-            trees[3].apply_batch(&address_txs)?;
-            trees[4].insert(&height.to_be_bytes()[..], &hash.as_bytes()[..])?;
-            trees[5].insert(META_TIP, &hash.as_bytes()[..])?;
+            trees[2].insert(&height.to_be_bytes()[..], &hash.as_bytes()[..])?;
+            trees[3].insert(META_TIP, &hash.as_bytes()[..])?;
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
         Ok(())
     }
 
+    /// Writes the tx and address index entries of connected best-chain
+    /// blocks, given in connect order with their txids, then moves
+    /// `meta/indexed` to the last. Most of a block's sled writes are these
+    /// (one key per tx), which is why they come after the connect: a node
+    /// publishes the new tip first. They are plain inserts, not a batch or
+    /// transaction: sled makes those exclude every reader in the process
+    /// while they run, and an index entry is idempotent, so a crash part way
+    /// is repaired by indexing the same blocks again from `meta/indexed`.
+    pub fn index_blocks(
+        &self,
+        blocks: &[(BlockHash, &Block, &[TxId])],
+    ) -> Result<(), StorageError> {
+        let Some((last, _, _)) = blocks.last() else {
+            return Ok(());
+        };
+        for (hash, block, txids) in blocks {
+            let height = block.header.height;
+            for (position, txid) in txids.iter().enumerate() {
+                let location = TxLocation {
+                    block_hash: *hash,
+                    height,
+                    index: position as u32,
+                };
+                self.tx_index
+                    .insert(&txid.as_bytes()[..], encoding::encode(&location))?;
+            }
+            for (address, positions) in positions_by_address(block) {
+                let mut value = Vec::with_capacity(32 + 4 * positions.len());
+                value.extend_from_slice(hash.as_bytes());
+                for position in positions {
+                    value.extend_from_slice(&position.to_be_bytes());
+                }
+                self.address_txs
+                    .insert(&address_tx_key(&address, height)[..], value)?;
+            }
+        }
+        self.meta.insert(META_INDEXED, &last.as_bytes()[..])?;
+        Ok(())
+    }
+
     /// Disconnects the tip `block` in one transaction, restoring the
-    /// accounts from `undo` and making `block`'s parent the tip.
+    /// accounts from `undo` and making `block`'s parent the tip. When the
+    /// block was `indexed`, its tx and address index entries go in the same
+    /// transaction and `meta/indexed` moves to the parent.
     pub fn disconnect_block(
         &self,
         hash: &BlockHash,
         block: &Block,
         txids: &[TxId],
         undo: &BlockUndo,
+        indexed: bool,
     ) -> Result<(), StorageError> {
         let height = block.header.height;
         let accounts = account_batch(&undo.previous);
         let mut tx_index = sled::Batch::default();
-        for txid in txids {
-            tx_index.remove(&txid.as_bytes()[..]);
-        }
         let mut address_txs = sled::Batch::default();
-        for address in positions_by_address(block).into_keys() {
-            address_txs.remove(&address_tx_key(&address, height)[..]);
+        if indexed {
+            for txid in txids {
+                tx_index.remove(&txid.as_bytes()[..]);
+            }
+            for address in positions_by_address(block).into_keys() {
+                address_txs.remove(&address_tx_key(&address, height)[..]);
+            }
         }
         let parent = block.header.prev_hash;
-        let trees = self.block_trees();
+        let trees = [
+            &self.accounts,
+            &self.undo,
+            &self.best_chain,
+            &self.meta,
+            &self.tx_index,
+            &self.address_txs,
+        ];
         trees[..].transaction(|trees| {
             trees[0].apply_batch(&accounts)?;
             trees[1].remove(&hash.as_bytes()[..])?;
-            trees[2].apply_batch(&tx_index)?;
-            trees[3].apply_batch(&address_txs)?;
-            trees[4].remove(&height.to_be_bytes()[..])?;
-            trees[5].insert(META_TIP, &parent.as_bytes()[..])?;
+            trees[2].remove(&height.to_be_bytes()[..])?;
+            trees[3].insert(META_TIP, &parent.as_bytes()[..])?;
+            if indexed {
+                trees[3].insert(META_INDEXED, &parent.as_bytes()[..])?;
+                trees[4].apply_batch(&tx_index)?;
+                trees[5].apply_batch(&address_txs)?;
+            }
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
         Ok(())

@@ -5,15 +5,24 @@
 //! from peers, `POST /v1/dev/mine` and the background miner arrive as
 //! commands with oneshot replies, one at a time, in arrival order.
 //!
-//! After each block that changes the best chain the actor, still on its
-//! thread, brings the mempool up to date (`apply_update`, reorg-aware),
-//! publishes `BlockConnected` per block and then `Reorg` when blocks were
-//! disconnected, and records metrics. Readers never come here: they use a
+//! Each block joining the best chain is published twice: `BlockValidated`
+//! from the chain's hook once every check has passed and before the sled
+//! commit (the P2P layer relays from it), then `BlockConnected` once it is
+//! the tip, with `Reorg` after when blocks were disconnected. Only then does
+//! the actor, still on its thread, settle the new tip: write the tx and
+//! address indexes (deferred: `Chain::write_indexes`) and bring the mempool
+//! up to date (`apply_update`, reorg-aware). For blocks mined here that
+//! happens before the reply; for peers' blocks once the writer has been idle
+//! for a moment (`Settle`), so relaying is not slowed by bookkeeping. Readers never come here: they use a
 //! `ChainReader`, which reads sled directly.
 
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
-use ledger::chain::{Chain, ChainError, ChainReader, NextBlockContext, ProcessOutcome};
+use crate::p2p::codec::block_payload;
+use crate::relay_cache::RelayCache;
+use ledger::chain::{
+    Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, ProcessOutcome,
+};
 use ledger::mempool::Mempool;
 use ledger::validation::BlockError;
 use ledger::{Block, BlockHash, Height, Transaction};
@@ -48,6 +57,9 @@ pub enum WriterError {
 enum Command {
     SubmitBlock {
         block: Block,
+        /// Whether the reply waits for the tx index and the mempool to
+        /// catch up with the block (see `Settle`).
+        settle: Settle,
         reply: oneshot::Sender<Result<BlockOutcome, BlockError>>,
     },
     Template {
@@ -59,6 +71,26 @@ enum Command {
     },
 }
 
+/// When a new tip's bookkeeping (tx and address indexes, mempool update)
+/// is done relative to the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settle {
+    /// Before replying: whoever mined the block sees every effect of it
+    /// once the call returns (`POST /v1/dev/mine`, the miner).
+    Now,
+    /// After the writer has been idle for `SETTLE_DELAY` (or before its
+    /// next command): blocks from peers. While a block crosses a network
+    /// every node validates it in turn on shared cores, and this keeps
+    /// each node's index writes (most of a block's cost) from competing
+    /// with the next node's checks. Meanwhile the block's txs read as
+    /// still pending.
+    Later,
+}
+
+/// How long the writer waits for another command before settling a peer's
+/// block.
+const SETTLE_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
+
 /// What the actor updates after each connect, shared with the rest of the
 /// node.
 pub(crate) struct WriterContext {
@@ -69,6 +101,8 @@ pub(crate) struct WriterContext {
     /// Bumped whenever the best chain or the mempool changes, so the miner
     /// knows its template is stale.
     pub generation: Arc<AtomicU64>,
+    /// Where each validated block's P2P payload goes before it is announced.
+    pub relay_cache: Arc<RelayCache>,
 }
 
 /// Cheap handle to the chain writer thread.
@@ -78,11 +112,23 @@ pub struct ChainWriter {
 }
 
 impl ChainWriter {
-    /// Moves `chain` onto a new thread named `chain-writer`.
+    /// Moves `chain` onto a new thread named `chain-writer`, with a hook
+    /// that, for each block between its checks and its commit, encodes its
+    /// P2P payload into the relay cache and publishes `BlockValidated`.
     pub(crate) fn spawn(
-        chain: Chain,
+        mut chain: Chain,
         context: WriterContext,
     ) -> std::io::Result<(ChainWriter, std::thread::JoinHandle<()>)> {
+        let events = context.events.clone();
+        let relay_cache = Arc::clone(&context.relay_cache);
+        chain.set_defer_indexing(true);
+        chain.set_validated_hook(Box::new(move |hash, block| {
+            relay_cache.insert(*hash, block_payload(&ledger::encoding::encode(block)));
+            let _ = events.send(NodeEvent::BlockValidated {
+                hash: *hash,
+                height: block.header.height,
+            });
+        }));
         let (commands, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("chain-writer".into())
@@ -90,20 +136,40 @@ impl ChainWriter {
         Ok((ChainWriter { commands }, thread))
     }
 
-    /// Validates and stores a block; waits for the verdict.
+    /// Validates and stores a block; waits for the verdict and, if it is
+    /// the new tip, for the indexes and the mempool to reflect it.
     pub async fn submit_block(&self, block: Block) -> Result<BlockOutcome, WriterError> {
+        self.submit(block, Settle::Now).await
+    }
+
+    /// Validates and stores a peer's block; the verdict comes as soon as it
+    /// is the tip, with the index and mempool updates following shortly
+    /// (see `Settle::Later`).
+    pub async fn submit_peer_block(&self, block: Block) -> Result<BlockOutcome, WriterError> {
+        self.submit(block, Settle::Later).await
+    }
+
+    async fn submit(&self, block: Block, settle: Settle) -> Result<BlockOutcome, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::SubmitBlock { block, reply })
+            .send(Command::SubmitBlock {
+                block,
+                settle,
+                reply,
+            })
             .map_err(|_| WriterError::Stopped)?;
         Ok(answer.await.map_err(|_| WriterError::Stopped)??)
     }
 
-    /// The same, from a std thread (the miner).
+    /// `submit_block` from a std thread (the miner).
     pub fn submit_block_blocking(&self, block: Block) -> Result<BlockOutcome, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::SubmitBlock { block, reply })
+            .send(Command::SubmitBlock {
+                block,
+                settle: Settle::Now,
+                reply,
+            })
             .map_err(|_| WriterError::Stopped)?;
         Ok(answer.blocking_recv().map_err(|_| WriterError::Stopped)??)
     }
@@ -176,12 +242,46 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
     context
         .metrics
         .set("height", &[], height_gauge(context.reader.tip().height));
-    while let Ok(command) = commands.recv() {
-        match command {
-            Command::SubmitBlock { block, reply } => {
-                let outcome = process(&mut chain, &context, block);
-                let _ = reply.send(outcome);
+    // A peer's new tip whose bookkeeping is still to do.
+    let mut unsettled: Option<ChainUpdate> = None;
+    loop {
+        let command = if unsettled.is_some() {
+            match commands.recv_timeout(SETTLE_DELAY) {
+                Ok(command) => command,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    settle(&mut chain, &context, unsettled.take());
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+        } else {
+            match commands.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            }
+        };
+        // Everything below sees the last tip settled: the next block's
+        // mempool update builds on it, and templates never offer txs the
+        // chain already holds.
+        settle(&mut chain, &context, unsettled.take());
+        match command {
+            Command::SubmitBlock {
+                block,
+                settle: when,
+                reply,
+            } => match process(&mut chain, &context, block) {
+                Ok((outcome, Some(update))) if when == Settle::Later => {
+                    let _ = reply.send(Ok(outcome));
+                    unsettled = Some(update);
+                }
+                Ok((outcome, update)) => {
+                    settle(&mut chain, &context, update);
+                    let _ = reply.send(Ok(outcome));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
             Command::Template { reply } => {
                 let _ = reply.send(chain.next_block_context(now_ms()));
             }
@@ -191,6 +291,7 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
             }
         }
     }
+    settle(&mut chain, &context, unsettled.take());
     // Every handle is gone: flush what sled still buffers and end.
     if let Err(error) = chain.flush() {
         tracing::error!(%error, "flushing storage failed");
@@ -201,11 +302,13 @@ fn height_gauge(height: Height) -> i64 {
     i64::try_from(height).unwrap_or(i64::MAX)
 }
 
+/// Validates and stores `block`; for a new tip, publishes its events and
+/// hands back the update still to be settled.
 fn process(
     chain: &mut Chain,
     context: &WriterContext,
     block: Block,
-) -> Result<BlockOutcome, BlockError> {
+) -> Result<(BlockOutcome, Option<ChainUpdate>), BlockError> {
     let hash = block.hash();
     let started = Instant::now();
     let result = chain.process_block(block, now_ms());
@@ -224,19 +327,70 @@ fn process(
         }
     };
     let update = match outcome {
-        ProcessOutcome::Known => return Ok(BlockOutcome::Known),
+        ProcessOutcome::Known => return Ok((BlockOutcome::Known, None)),
         ProcessOutcome::Orphan => {
             context.metrics.inc("blocks_orphaned_total", &[]);
-            return Ok(BlockOutcome::Orphan);
+            return Ok((BlockOutcome::Orphan, None));
         }
         ProcessOutcome::SideChain => {
             context
                 .metrics
                 .inc("blocks_accepted_total", &[("branch", "side")]);
-            return Ok(BlockOutcome::SideChain);
+            return Ok((BlockOutcome::SideChain, None));
         }
         ProcessOutcome::Connected(update) => update,
     };
+    let new_tip = update.new_tip;
+    let mut height = 0;
+    // Published before the mempool catches up: the block is our tip now,
+    // and subscribers (RPC streams, benchmarks) should not wait on the
+    // mempool's bookkeeping to hear it.
+    for block in &update.connected {
+        height = block.header.height;
+        context
+            .metrics
+            .inc("blocks_accepted_total", &[("branch", "best")]);
+        tracing::info!(height, block = %block.hash(), txs = block.txs.len(), "block connected");
+        // No receivers is normal (no RPC subscriber, P2P not started yet).
+        let _ = context.events.send(NodeEvent::BlockConnected {
+            block: Arc::new(block.clone()),
+            height,
+        });
+    }
+    if !update.disconnected.is_empty() {
+        let disconnected: Vec<BlockHash> = update.disconnected.iter().map(Block::hash).collect();
+        let connected: Vec<BlockHash> = update.connected.iter().map(Block::hash).collect();
+        context.metrics.inc("reorgs_total", &[]);
+        tracing::warn!(
+            old_tip = %update.old_tip,
+            %new_tip,
+            fork_height = update.fork_height,
+            disconnected = disconnected.len(),
+            connected = connected.len(),
+            "reorg"
+        );
+        let _ = context.events.send(NodeEvent::Reorg {
+            old_tip: update.old_tip,
+            new_tip,
+            fork_height: update.fork_height,
+            disconnected,
+            connected,
+        });
+    }
+    context.metrics.set("height", &[], height_gauge(height));
+    Ok((BlockOutcome::Connected { new_tip, height }, Some(update)))
+}
+
+/// A new tip's bookkeeping: the tx and address indexes (one sled key per
+/// tx, most of a block's writes), then the mempool, whose confirmed txs
+/// until then still read as pending, then the re-admitted txs' events.
+fn settle(chain: &mut Chain, context: &WriterContext, update: Option<ChainUpdate>) {
+    let Some(update) = update else {
+        return;
+    };
+    if let Err(error) = chain.write_indexes() {
+        tracing::error!(%error, "writing the tx index failed; it is retried with the next block");
+    }
     let readmitted: Vec<Arc<Transaction>> = {
         // A std mutex: nothing awaits while it is held.
         let mut mempool = context
@@ -263,43 +417,7 @@ fn process(
             .collect()
     };
     context.generation.fetch_add(1, Ordering::Relaxed);
-    let new_tip = update.new_tip;
-    let mut height = 0;
-    let connected_hashes: Vec<BlockHash> = update.connected.iter().map(Block::hash).collect();
-    let disconnected_hashes: Vec<BlockHash> = update.disconnected.iter().map(Block::hash).collect();
-    for block in update.connected {
-        height = block.header.height;
-        context
-            .metrics
-            .inc("blocks_accepted_total", &[("branch", "best")]);
-        tracing::info!(height, block = %block.hash(), txs = block.txs.len(), "block connected");
-        // No receivers is normal (no RPC subscriber, P2P not started yet).
-        let _ = context.events.send(NodeEvent::BlockConnected {
-            block: Arc::new(block),
-            height,
-        });
-    }
-    if !disconnected_hashes.is_empty() {
-        context.metrics.inc("reorgs_total", &[]);
-        tracing::warn!(
-            old_tip = %update.old_tip,
-            %new_tip,
-            fork_height = update.fork_height,
-            disconnected = disconnected_hashes.len(),
-            connected = connected_hashes.len(),
-            "reorg"
-        );
-        let _ = context.events.send(NodeEvent::Reorg {
-            old_tip: update.old_tip,
-            new_tip,
-            fork_height: update.fork_height,
-            disconnected: disconnected_hashes,
-            connected: connected_hashes,
-        });
-    }
     for tx in readmitted {
         let _ = context.events.send(NodeEvent::TxReadmitted { tx });
     }
-    context.metrics.set("height", &[], height_gauge(height));
-    Ok(BlockOutcome::Connected { new_tip, height })
 }

@@ -12,6 +12,7 @@ use crate::handle::{NodeHandle, Shared};
 use crate::metrics::Metrics;
 use crate::mining::BackgroundMiner;
 use crate::network::{self, P2pConfig, P2pHandle};
+use crate::relay_cache::RelayCache;
 use anyhow::Context as _;
 use ledger::chain::Chain;
 use ledger::chainspec::{dev_accounts, DEV_KEYS_WARNING};
@@ -152,6 +153,7 @@ impl Node {
         )));
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let generation = Arc::new(AtomicU64::new(0));
+        let relay_cache = Arc::new(RelayCache::default());
         let (writer, writer_thread) = ChainWriter::spawn(
             chain,
             WriterContext {
@@ -160,6 +162,7 @@ impl Node {
                 events: events.clone(),
                 metrics: metrics.clone(),
                 generation: generation.clone(),
+                relay_cache: relay_cache.clone(),
             },
         )
         .context("cannot start the chain writer thread")?;
@@ -171,6 +174,7 @@ impl Node {
                 writer,
                 mempool,
                 signature_cache,
+                relay_cache,
                 events,
                 metrics: metrics.clone(),
                 generation,

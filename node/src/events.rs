@@ -8,6 +8,11 @@ use std::sync::Arc;
 /// A change in the node's view of the world, in the order it happened.
 #[derive(Clone, Debug)]
 pub enum NodeEvent {
+    /// A block passed every check (its state transition included) and is
+    /// about to be written as the new tip: the P2P layer announces it now,
+    /// so peers fetch it while we commit. Followed by its `BlockConnected`
+    /// once written. Not streamed over RPC: until then it is not our tip.
+    BlockValidated { hash: BlockHash, height: Height },
     /// A block joined the best chain (sent once per block, in height order,
     /// including each block connected during a reorg).
     BlockConnected { block: Arc<Block>, height: Height },

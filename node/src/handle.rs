@@ -13,6 +13,7 @@ use crate::events::NodeEvent;
 use crate::metrics::Metrics;
 use crate::network::P2pHandle;
 use crate::p2p::{Backend, BlockVerdict, TipSummary, TxVerdict};
+use crate::relay_cache::RelayCache;
 use ledger::chain::ChainReader;
 use ledger::json::{AccountJson, MempoolJson, StatusJson, TxJson, TxLookupJson, TxStatus};
 use ledger::mempool::{Mempool, MempoolError};
@@ -21,6 +22,7 @@ use ledger::{Address, Block, BlockHash, ChainSpec, Header, Transaction, TxId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::broadcast;
+use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 /// Most blocks one `POST /v1/dev/mine` may ask for.
@@ -47,6 +49,7 @@ pub(crate) struct Shared {
     pub writer: ChainWriter,
     pub mempool: Arc<Mutex<Mempool>>,
     pub signature_cache: SignatureCache,
+    pub relay_cache: Arc<RelayCache>,
     pub events: broadcast::Sender<NodeEvent>,
     pub metrics: Metrics,
     pub generation: Arc<AtomicU64>,
@@ -347,6 +350,16 @@ impl Backend for NodeHandle {
         self.shared.reader.block(hash)
     }
 
+    fn block_payload(&self, hash: &BlockHash) -> Option<Bytes> {
+        if let Some(payload) = self.shared.relay_cache.get(hash) {
+            return Some(payload);
+        }
+        self.shared
+            .reader
+            .block_bytes(hash)
+            .map(|bytes| crate::p2p::codec::block_payload(&bytes))
+    }
+
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
         self.mempool().get(txid).cloned()
     }
@@ -360,7 +373,7 @@ impl Backend for NodeHandle {
     }
 
     async fn submit_block(&self, block: Block) -> BlockVerdict {
-        match self.shared.writer.submit_block(block).await {
+        match self.shared.writer.submit_peer_block(block).await {
             Ok(BlockOutcome::Connected { .. } | BlockOutcome::SideChain) => BlockVerdict::Accepted,
             Ok(BlockOutcome::Known) => BlockVerdict::Known,
             Ok(BlockOutcome::Orphan) => BlockVerdict::Orphan,

@@ -15,6 +15,13 @@
 //! Invariants: only the chain writer writes the chain; reads never wait on
 //! it; no lock is held across `.await`.
 
+/// Every program linking the node (`ledger-node`, `testnet`, the tests)
+/// allocates with mimalloc: sled allocates and frees a node copy per write,
+/// and under glibc's allocator that was half the cost of committing a
+/// block (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod chain_writer;
 pub mod cli;
 pub mod config;
@@ -27,6 +34,7 @@ pub mod mining;
 pub mod network;
 pub mod node_key;
 pub mod p2p;
+pub mod relay_cache;
 pub mod rpc;
 pub mod shutdown;
 

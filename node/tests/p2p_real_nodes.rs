@@ -15,7 +15,8 @@ use ledger::{Amount, BlockHash, ChainSpec, Transaction, TxId};
 use node::events::NodeEvent;
 use node::{Node, NodeConfig};
 use p2p_net::{block_connected, percentile, temp_dirs};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -178,6 +179,21 @@ async fn bench_real_nodes_block_propagation_500_tx_blocks_line_of_4() {
     let dirs = temp_dirs(4);
     let nodes = start_line(4, &dirs).await;
     let mut last_events = nodes[3].handle.subscribe_events();
+    // When each node connected each block, to split the total into hops.
+    let arrivals: Arc<Mutex<HashMap<(usize, BlockHash), Instant>>> = Arc::default();
+    for (index, node) in nodes.iter().enumerate() {
+        let mut events = node.handle.subscribe_events();
+        let arrivals = Arc::clone(&arrivals);
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                if let NodeEvent::BlockConnected { block, .. } = event {
+                    let now = Instant::now();
+                    arrivals.lock().unwrap().insert((index, block.hash()), now);
+                }
+            }
+        });
+    }
+    let mut hops: Vec<Vec<Duration>> = vec![Vec::new(); 4];
     let mut times = Vec::new();
     let mut mine_times = Vec::new();
     for block_index in 0..BLOCKS {
@@ -208,6 +224,20 @@ async fn bench_real_nodes_block_propagation_500_tx_blocks_line_of_4() {
         let hash = hashes[0];
         block_connected(&mut last_events, hash, LONG).await;
         times.push(started.elapsed());
+        wait_for("every node's arrival recorded", LONG, || {
+            let arrivals = arrivals.lock().unwrap();
+            (0..4).all(|index| arrivals.contains_key(&(index, hash)))
+        })
+        .await;
+        {
+            let arrivals = arrivals.lock().unwrap();
+            let mut previous = started;
+            for (index, hop) in hops.iter_mut().enumerate() {
+                let at = arrivals[&(index, hash)];
+                hop.push(at.saturating_duration_since(previous));
+                previous = at;
+            }
+        }
         let txs_in_block = nodes[3]
             .handle
             .reader()
@@ -234,6 +264,19 @@ async fn bench_real_nodes_block_propagation_500_tx_blocks_line_of_4() {
         percentile(&times, 0.5).as_secs_f64() * 1e3,
         percentile(&times, 0.99).as_secs_f64() * 1e3
     );
+    for (index, hop) in hops.iter_mut().enumerate() {
+        hop.sort();
+        let what = if index == 0 {
+            "mine call -> node 1 connected".to_string()
+        } else {
+            format!("node {index} connected -> node {} connected", index + 1)
+        };
+        println!(
+            "FIGURE real nodes, block propagation hop {what}: p50 {:.2} ms, p99 {:.2} ms",
+            percentile(hop, 0.5).as_secs_f64() * 1e3,
+            percentile(hop, 0.99).as_secs_f64() * 1e3
+        );
+    }
     for node in nodes {
         node.shutdown().await;
     }

@@ -194,7 +194,14 @@ proptest! {
         let change = state::apply_block(&block, &spec, &store).unwrap();
         let hash = block.hash();
         let txids = block.txids();
-        store.connect_block(&hash, &block, &txids, &change).unwrap();
+        store.connect_block(&hash, &block, &change).unwrap();
+        prop_assert_eq!(store.indexed_hash().unwrap(), Some(genesis));
+        store.index_blocks(&[(hash, &block, &txids)]).unwrap();
+        prop_assert_eq!(store.indexed_hash().unwrap(), Some(hash));
+        for (position, txid) in txids.iter().enumerate() {
+            let location = store.tx_location(txid).unwrap().expect("indexed");
+            prop_assert_eq!((location.block_hash, location.index), (hash, position as u32));
+        }
 
         // The stored state equals the in-memory application.
         let mut expected = before.3.clone();
@@ -205,7 +212,8 @@ proptest! {
         prop_assert_eq!(after.2, before.2.checked_add(spec.block_subsidy).unwrap());
         prop_assert_eq!(store.tip_hash().unwrap(), Some(hash));
 
-        store.disconnect_block(&hash, &block, &txids, &change.undo).unwrap();
+        store.disconnect_block(&hash, &block, &txids, &change.undo, true).unwrap();
+        prop_assert_eq!(store.indexed_hash().unwrap(), Some(genesis));
         let restored = store_digest(&store);
         prop_assert_eq!(restored.0, before.0);
         prop_assert_eq!(&restored.3, &before.3);

@@ -6,6 +6,7 @@ use crate::events::NodeEvent;
 use ledger::{Block, BlockHash, Header, Height, Transaction, TxId, Work};
 use std::future::Future;
 use tokio::sync::broadcast;
+use tokio_util::bytes::Bytes;
 
 /// Our best chain, as peers are told about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +55,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header>;
     fn has_block(&self, hash: &BlockHash) -> bool;
     fn block(&self, hash: &BlockHash) -> Option<Block>;
+    /// The `Message::Block` payload for a stored block, to answer
+    /// `GetData`. The default encodes `block`; a node forwards the stored
+    /// bytes, or the payload it encoded once when it validated the block.
+    fn block_payload(&self, hash: &BlockHash) -> Option<Bytes> {
+        self.block(hash)
+            .map(|block| super::codec::encode_message(&super::message::Message::Block(block)))
+    }
     /// A tx in the mempool (for answering `GetData`).
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction>;
     /// Up to `limit` txids of the mempool, newest first: announced to each

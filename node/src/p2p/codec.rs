@@ -67,6 +67,18 @@ pub fn encode_message(message: &Message) -> Bytes {
     Bytes::from(encoding::encode(message))
 }
 
+/// The payload of `Message::Block` for a block given by its canonical
+/// encoding (as stored): the message's kind index, then the block, which is
+/// exactly `encode_message(&Message::Block(block))` without decoding the
+/// block first.
+pub fn block_payload(encoded_block: &[u8]) -> Bytes {
+    let index = Message::BLOCK_KIND_INDEX as u32;
+    let mut payload = BytesMut::with_capacity(4 + encoded_block.len());
+    payload.put_slice(&index.to_le_bytes());
+    payload.put_slice(encoded_block);
+    payload.freeze()
+}
+
 /// Decodes one frame payload into a message, enforcing the per-kind caps.
 pub fn decode_message(payload: &[u8], max_frame: usize) -> Result<Message, CodecError> {
     if payload.len() < 4 {
@@ -212,6 +224,18 @@ mod tests {
             .encode(encode_message(message), &mut out)
             .expect("fits");
         out
+    }
+
+    #[test]
+    fn block_payload_from_stored_bytes_equals_encoding_the_message() {
+        let spec = ledger::ChainSpec::builtin("regtest").expect("built-in");
+        let block = spec.genesis_block();
+        let payload = block_payload(&encoding::encode(&block));
+        assert_eq!(payload, encode_message(&Message::Block(block.clone())));
+        assert_eq!(
+            decode_message(&payload, MAX_FRAME_BYTES).expect("decodes"),
+            Message::Block(block)
+        );
     }
 
     #[test]

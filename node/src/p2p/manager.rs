@@ -806,6 +806,14 @@ impl<B: Backend> Manager<B> {
 
     fn on_node_event(&mut self, event: Result<NodeEvent, broadcast::error::RecvError>) {
         match event {
+            // Relayed the moment it is validated, while the chain writer
+            // commits it: each hop then costs a check, not a sled commit.
+            Ok(NodeEvent::BlockValidated { hash, .. }) => {
+                self.pending_blocks.push(InvItem::Block(hash));
+                self.flush_announcements();
+            }
+            // Announced already when validated (peers' known sets skip
+            // it); kept for backends that only report connections.
             Ok(NodeEvent::BlockConnected { block, .. }) => {
                 self.pending_blocks.push(InvItem::Block(block.hash()));
                 self.pending_since.get_or_insert_with(Instant::now);

@@ -158,6 +158,9 @@ pub fn max_encoded_len(index: u32, max_frame: usize) -> Option<usize> {
 
 impl Message {
     /// Index of the variant, as on the wire.
+    /// `kind_index` of `Message::Block`.
+    pub const BLOCK_KIND_INDEX: usize = 10;
+
     pub fn kind_index(&self) -> usize {
         match self {
             Message::Hello(_) => 0,
@@ -170,7 +173,7 @@ impl Message {
             Message::GetData(_) => 7,
             Message::NotFound(_) => 8,
             Message::Tx(_) => 9,
-            Message::Block(_) => 10,
+            Message::Block(_) => Message::BLOCK_KIND_INDEX,
             Message::GetHeaders(_) => 11,
             Message::Headers(_) => 12,
         }

@@ -556,17 +556,28 @@ async fn serve_data<B: Backend>(
 ) -> bool {
     let mut missing = Vec::new();
     for item in items {
-        let message = match item {
-            InvItem::Block(hash) => context.backend.block(&hash).map(Message::Block),
-            InvItem::Tx(txid) => context.backend.mempool_tx(&txid).map(Message::Tx),
+        // Blocks go out as the bytes we hold (never decoded and encoded
+        // again); txs are small and encoded here.
+        let payload = match item {
+            InvItem::Block(hash) => context
+                .backend
+                .block_payload(&hash)
+                .map(|payload| ("block", payload)),
+            InvItem::Tx(txid) => context
+                .backend
+                .mempool_tx(&txid)
+                .map(|tx| ("tx", encode_message(&Message::Tx(tx)))),
         };
-        match message {
-            Some(message) => {
-                if !send_waiting(context, sender, &message).await {
-                    return false;
-                }
-            }
-            None => missing.push(item),
+        let Some((kind, payload)) = payload else {
+            missing.push(item);
+            continue;
+        };
+        let sent = tokio::select! {
+            _ = context.cancel.cancelled() => false,
+            sent = sender.send(kind, payload) => sent,
+        };
+        if !sent {
+            return false;
         }
     }
     if missing.is_empty() {

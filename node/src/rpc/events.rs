@@ -27,21 +27,28 @@ pub async fn stream(
     let spec = state.node.spec().clone();
     let shutdown = state.node.shutdown_token().clone();
     let events = BroadcastStream::new(state.node.subscribe_events())
-        .map(move |received| Ok(to_sse(&spec, received)))
+        .filter_map(move |received| std::future::ready(to_sse(&spec, received).map(Ok)))
         .take_until(shutdown.cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
-fn to_sse(spec: &ChainSpec, received: Result<NodeEvent, BroadcastStreamRecvError>) -> Event {
+/// The SSE event for a node event; `None` for the internal ones.
+fn to_sse(
+    spec: &ChainSpec,
+    received: Result<NodeEvent, BroadcastStreamRecvError>,
+) -> Option<Event> {
     let event = match received {
         Ok(event) => event,
         Err(BroadcastStreamRecvError::Lagged(missed)) => {
-            return Event::default()
-                .event("lagged")
-                .data(serde_json::json!({ "missed": missed }).to_string());
+            return Some(
+                Event::default()
+                    .event("lagged")
+                    .data(serde_json::json!({ "missed": missed }).to_string()),
+            );
         }
     };
     let (name, data) = match event {
+        NodeEvent::BlockValidated { .. } => return None,
         NodeEvent::BlockConnected { block, .. } => (
             "block",
             serde_json::to_string(&BlockJson::from_block(&block, spec, false)),
@@ -67,7 +74,9 @@ fn to_sse(spec: &ChainSpec, received: Result<NodeEvent, BroadcastStreamRecvError
         ),
     };
     // These types always serialize; an empty object beats dropping the stream.
-    Event::default()
-        .event(name)
-        .data(data.unwrap_or_else(|_| "{}".into()))
+    Some(
+        Event::default()
+            .event(name)
+            .data(data.unwrap_or_else(|_| "{}".into())),
+    )
 }

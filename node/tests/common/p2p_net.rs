@@ -163,7 +163,7 @@ impl TestBackend {
 
     /// Closes the chain (flushes sled) so the directory can be reopened.
     pub fn close(&self) {
-        if let Some(chain) = lock(&self.inner.chain).take() {
+        if let Some(mut chain) = lock(&self.inner.chain).take() {
             let _ = chain.flush();
         }
     }

@@ -3,6 +3,7 @@
 //! banner), real sled in temp dirs, real signals.
 
 mod in_process;
+mod line_bench;
 
 use ledger::chainspec::{dev_accounts, dev_secret_key, DEV_KEYS_WARNING};
 use ledger::json::TxJson;
