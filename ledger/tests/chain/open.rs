@@ -214,3 +214,37 @@ fn side_branch_with_a_missing_body_is_never_connected() {
     let error = Chain::open(spec, dir.path()).err().expect("must refuse");
     assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
 }
+
+#[test]
+fn deferred_indexes_wait_for_write_indexes_and_survive_a_stop_before_it() {
+    let mut fixture = Fixture::new();
+    fixture.chain.set_defer_indexing(true);
+    let first = fixture.next_block(vec![fixture.transfer(0, 1, COIN, 0)]);
+    let first_txid = first.txs[0].txid();
+    fixture.submit(first).unwrap();
+    let reader = fixture.chain.reader();
+    assert_eq!(reader.tip().height, 1, "connected at once");
+    assert!(reader.tx(&first_txid).is_none(), "not indexed yet");
+    fixture.chain.write_indexes().unwrap();
+    assert_eq!(reader.tx(&first_txid).unwrap().1.height, 1);
+
+    // Processing the next block first indexes what is pending; a block
+    // left unindexed by a stop (as by a crash) is indexed when reopened.
+    let second = fixture.next_block(vec![fixture.transfer(0, 1, COIN, 1)]);
+    let second_txid = second.txs[0].txid();
+    let third = {
+        fixture.submit(second).unwrap();
+        fixture.next_block(vec![fixture.transfer(2, 1, COIN, 0)])
+    };
+    let third_txid = third.txs[0].txid();
+    fixture.submit(third).unwrap();
+    assert_eq!(reader.tx(&second_txid).unwrap().1.height, 2);
+    assert!(reader.tx(&third_txid).is_none());
+    let Fixture { chain, dir, .. } = fixture;
+    drop((chain, reader));
+    let reopened = Chain::open(regtest(), dir.path()).unwrap();
+    let reader = reopened.reader();
+    assert_eq!(reader.tip().height, 3);
+    assert_eq!(reader.tx(&third_txid).unwrap().1.height, 3);
+    assert_eq!(reader.address_txs(&dev_address(2), 10).len(), 1);
+}
