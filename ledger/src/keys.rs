@@ -13,7 +13,9 @@
 use crate::encoding::{Decode, Encode};
 use crate::hash::Hash256;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
 
 /// A raw 32-byte ed25519 public key as carried in transactions. It is only
 /// decompressed when a signature is checked, so any bytes can be decoded.
@@ -40,11 +42,37 @@ impl PublicKey {
 
     /// Strict verification of `signature` over `message`.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError)?;
+        let key = decompressed(self).ok_or(SignatureError)?;
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(message, &signature)
             .map_err(|_| SignatureError)
     }
+}
+
+/// Most distinct keys kept decompressed.
+const DECOMPRESSED_KEYS_CAPACITY: usize = 8_192;
+
+/// Decompressed public keys of recent signers, shared by the whole process.
+/// Decompressing the key is one of the two point decompressions in every
+/// strict verification, and a busy sender signs many transactions (the
+/// mempool and then blocks check each of them). The cache changes no
+/// verdict: it holds exactly what `VerifyingKey::from_bytes` returns, and
+/// keys that fail to decompress are not kept.
+fn decompressed(key: &PublicKey) -> Option<VerifyingKey> {
+    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| Mutex::new(HashMap::new()));
+    let lock = || keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = lock().get(&key.0) {
+        return Some(*known);
+    }
+    let fresh = VerifyingKey::from_bytes(&key.0).ok()?;
+    let mut keys = lock();
+    if keys.len() >= DECOMPRESSED_KEYS_CAPACITY {
+        // Crude but bounded; a full cache only costs decompressions.
+        keys.clear();
+    }
+    keys.insert(key.0, fresh);
+    Some(fresh)
 }
 
 impl fmt::Debug for PublicKey {

@@ -22,7 +22,6 @@ use crate::Block;
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
 
 /// Default cap on the number of pending transactions.
 pub const DEFAULT_MAX_TXS: usize = 50_000;
@@ -272,7 +271,7 @@ fn check_format_and_signature(
     if cache.contains(&txid) {
         return Ok(txid);
     }
-    if verify_with_known_key(tx, genesis) {
+    if tx.verify_signature(genesis).is_ok() {
         cache.insert(txid);
         return Ok(txid);
     }
@@ -282,48 +281,6 @@ fn check_format_and_signature(
         TxError::WrongChain => Err(MempoolError::WrongChain),
         _ => Err(MempoolError::BadSignature),
     }
-}
-
-/// Most distinct senders we keep decompressed keys for.
-const KNOWN_KEYS_CAPACITY: usize = 8_192;
-
-/// Decompressed public keys of recent senders. Decompressing the key is
-/// one of the two point decompressions in every strict verification, and a
-/// busy sender signs many transactions. The cache changes no verdict: it holds exactly what
-/// `VerifyingKey::from_bytes` returns, and `PublicKey::verify` is
-/// `from_bytes` followed by the same `verify_strict`.
-fn known_keys() -> &'static Mutex<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>> {
-    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>> = OnceLock::new();
-    KEYS.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// `tx.verify_signature(genesis).is_ok()`, reusing decompressed keys.
-fn verify_with_known_key(tx: &Transaction, genesis: &BlockHash) -> bool {
-    let cached = known_keys()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(&tx.from.0)
-        .copied();
-    let key = match cached {
-        Some(key) => key,
-        None => {
-            let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&tx.from.0) else {
-                return false;
-            };
-            let mut keys = known_keys()
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if keys.len() >= KNOWN_KEYS_CAPACITY {
-                // Crude but bounded; a full cache only costs decompressions.
-                keys.clear();
-            }
-            keys.insert(tx.from.0, key);
-            key
-        }
-    };
-    let signature = ed25519_dalek::Signature::from_bytes(&tx.signature.0);
-    key.verify_strict(&tx.signing_message(genesis), &signature)
-        .is_ok()
 }
 
 impl Mempool {

@@ -257,7 +257,7 @@ fn line_bench_fresh_sync_2000_blocks_of_20_txs_2_processes() {
     );
     let started = Instant::now();
     let peer = p2p_addr(&source);
-    let fresh = NodeProcess::start(dirs[1].path(), &["--log", "error", "--peer", &peer]);
+    let fresh = NodeProcess::start(dirs[1].path(), &["--log", "info", "--peer", &peer]);
     wait_until("fresh node synced", LONG, || {
         fresh.get("/v1/status").1["tip"].as_str() == Some(tip.as_str())
     });
@@ -267,6 +267,29 @@ fn line_bench_fresh_sync_2000_blocks_of_20_txs_2_processes() {
         elapsed.as_secs_f64(),
         BLOCKS as f64 / elapsed.as_secs_f64()
     );
+    for (name, node) in [("fresh", &fresh), ("source", &source)] {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", node.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+        println!("({name} node CPU so far: {:.2} s)", ticks / 100.0);
+    }
+    let metrics = reqwest::blocking::get(format!("{}/metrics", fresh.rpc_url))
+        .and_then(|response| response.text())
+        .unwrap_or_default();
+    for line in metrics.lines() {
+        if line.starts_with("ledger_block_validation_seconds_sum")
+            || line.starts_with("ledger_block_validation_seconds_count")
+        {
+            println!("(fresh node: {line})");
+        }
+    }
     fresh.terminate();
     source.terminate();
 }
