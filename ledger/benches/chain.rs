@@ -268,7 +268,7 @@ fn phases(criterion: &mut Criterion) {
         for _ in 0..iterations {
             let started = std::time::Instant::now();
             store
-                .connect_block(&hash, &block, &change)
+                .connect_block(&hash, &block, &change, None)
                 .expect("connect");
             let connected = std::time::Instant::now();
             store

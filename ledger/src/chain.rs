@@ -308,13 +308,18 @@ pub struct Chain {
     /// Whether `process_block` leaves the indexing to an explicit
     /// `write_indexes` call.
     defer_indexing: bool,
+    /// Blocks accepted by the current `process_block` whose bodies are not
+    /// in sled yet: one that joins the best chain is written by its
+    /// connect's transaction, the rest before `process_block` returns.
+    unstored: Vec<(BlockHash, Arc<CachedBlock>)>,
 }
 
 /// Called with each block the chain is about to connect, once it has passed
 /// every check, its state transition included, and before it is written.
-/// A node relays from here, so the sled commit (the costliest step) is not
-/// on the path between peers. The block's body is already stored by then,
-/// so a peer asking for it is answered.
+/// A node relays from here, so the sled commit is not on the path between
+/// peers. The body of a block that has just arrived is written with that
+/// commit, so whoever relays must be able to serve it from memory until
+/// then (the node keeps a relay cache).
 pub type ValidatedHook = Box<dyn FnMut(&BlockHash, &Block) + Send>;
 
 /// A decoded block with its txids, so connecting a block just accepted
@@ -482,6 +487,7 @@ impl Chain {
             validated_hook: None,
             unindexed: Vec::new(),
             defer_indexing: false,
+            unstored: Vec::new(),
         };
         chain.check_best_chain().map_err(corrupt)?;
         chain.mark_missing_data().map_err(from_storage)?;
@@ -735,6 +741,23 @@ impl Chain {
             return Err(BlockError::InvalidAncestor);
         }
 
+        let result = self.accept_and_activate(hash, block, now_ms);
+        // Bodies that did not go out with a connect (side branches, blocks
+        // that failed to connect) are stored now, whatever happened.
+        let stored = self.store_unstored();
+        let outcome = result?;
+        stored.map_err(storage_block_error)?;
+        Ok(outcome)
+    }
+
+    /// The part of `process_block` after the cheap checks: accept `block`
+    /// and the orphans waiting on it, then move to the best chain.
+    fn accept_and_activate(
+        &mut self,
+        hash: BlockHash,
+        block: Block,
+        now_ms: u64,
+    ) -> Result<ProcessOutcome, BlockError> {
         let old_tip = self.tip;
         if let Err(error) = self.accept_block(hash, block, now_ms) {
             // Orphans waiting on a block that can never be valid cannot be
@@ -828,17 +851,27 @@ impl Chain {
             status: BlockStatus::Valid,
             seq: self.next_seq,
         };
-        self.store
-            .put_block(&hash, &block, &node.entry())
-            .map_err(storage_block_error)?;
         self.next_seq += 1;
         self.children
             .entry(block.header.prev_hash)
             .or_default()
             .push(hash);
         self.nodes.insert(hash, node);
-        self.recent_blocks
-            .insert(hash, Arc::new(CachedBlock { block, txids }));
+        let cached = Arc::new(CachedBlock { block, txids });
+        self.recent_blocks.insert(hash, Arc::clone(&cached));
+        self.unstored.push((hash, cached));
+        Ok(())
+    }
+
+    /// Writes the bodies and index entries of accepted blocks that no
+    /// connect has written.
+    fn store_unstored(&mut self) -> Result<(), StorageError> {
+        for (hash, cached) in std::mem::take(&mut self.unstored) {
+            let Some(node) = self.nodes.get(&hash) else {
+                continue;
+            };
+            self.store.put_block(&hash, &cached.block, &node.entry())?;
+        }
         Ok(())
     }
 
@@ -979,8 +1012,17 @@ impl Chain {
         if let Some(hook) = self.validated_hook.as_mut() {
             hook(hash, block);
         }
+        // A block accepted by this `process_block` goes to sled in the same
+        // transaction as its connect: one sled commit per new tip.
+        let new_body = match self.unstored.iter().position(|(known, _)| known == hash) {
+            Some(position) => {
+                self.unstored.swap_remove(position);
+                self.nodes.get(hash).map(Node::entry)
+            }
+            None => None,
+        };
         self.store
-            .connect_block(hash, block, &change)
+            .connect_block(hash, block, &change, new_body.as_ref())
             .map_err(storage_block_error)?;
         self.unindexed.push((*hash, Arc::clone(cached)));
         self.tip = *hash;
@@ -991,6 +1033,9 @@ impl Chain {
     fn load_block(&mut self, hash: &BlockHash) -> Result<Option<Arc<CachedBlock>>, BlockError> {
         if let Some(cached) = self.recent_blocks.get(hash) {
             return Ok(Some(cached));
+        }
+        if let Some((_, cached)) = self.unstored.iter().find(|(known, _)| known == hash) {
+            return Ok(Some(Arc::clone(cached)));
         }
         let Some(block) = self.store.block(hash).map_err(storage_block_error)? else {
             return Ok(None);

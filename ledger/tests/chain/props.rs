@@ -194,7 +194,7 @@ proptest! {
         let change = state::apply_block(&block, &spec, &store).unwrap();
         let hash = block.hash();
         let txids = block.txids();
-        store.connect_block(&hash, &block, &change).unwrap();
+        store.connect_block(&hash, &block, &change, None).unwrap();
         prop_assert_eq!(store.indexed_hash().unwrap(), Some(genesis));
         store.index_blocks(&[(hash, &block, &txids)]).unwrap();
         prop_assert_eq!(store.indexed_hash().unwrap(), Some(hash));

@@ -257,7 +257,7 @@ fn line_bench_fresh_sync_2000_blocks_of_20_txs_2_processes() {
     );
     let started = Instant::now();
     let peer = p2p_addr(&source);
-    let fresh = NodeProcess::start(dirs[1].path(), &["--log", "info", "--peer", &peer]);
+    let fresh = NodeProcess::start(dirs[1].path(), &["--log", "error", "--peer", &peer]);
     wait_until("fresh node synced", LONG, || {
         fresh.get("/v1/status").1["tip"].as_str() == Some(tip.as_str())
     });
