@@ -140,6 +140,13 @@ impl Node {
                 None
             }
         };
+        let ban_store = match chain.aux_tree("bans") {
+            Ok(tree) => Some(tree),
+            Err(error) => {
+                tracing::warn!(%error, "no ban store; bans will not survive a restart");
+                None
+            }
+        };
 
         let metrics = Metrics::new();
         describe_metrics(&metrics);
@@ -200,6 +207,7 @@ impl Node {
         p2p_config.max_outbound = config.max_outbound;
         p2p_config.ban_duration = BAN_DURATION;
         p2p_config.address_book = address_book;
+        p2p_config.ban_store = ban_store;
         let network = match network::start(
             p2p_config,
             handle.clone(),

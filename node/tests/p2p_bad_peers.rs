@@ -139,7 +139,7 @@ async fn inv_flood_of_unknown_hashes_is_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn block_with_bad_proof_of_work_is_banned() {
+async fn block_with_bad_proof_of_work_is_banned_across_restarts() {
     let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let spec = setup.node.backend.spec().clone();
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
@@ -162,6 +162,10 @@ async fn block_with_bad_proof_of_work_is_banned() {
     assert!(setup.node.p2p.is_node_banned(&bad.key.public_key()));
     assert!(!setup.node.backend.has_block_hash(&hash));
     setup.still_serves(0).await;
+    // A restart pardons nobody: the ban is read back from the data dir.
+    let setup = setup.restart_node().await;
+    assert!(setup.node.p2p.is_node_banned(&bad.key.public_key()));
+    assert!(setup.node.p2p.is_banned(bad.local_addr));
     setup.stop().await;
 }
 

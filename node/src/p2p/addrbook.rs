@@ -5,7 +5,8 @@
 //! again; addresses that keep failing age out. Bans are by node id and by
 //! address: by IP for public addresses, but by exact socket address on
 //! loopback, where every local node shares one IP and banning it would cut
-//! off honest neighbours too.
+//! off honest neighbours too. Bans persist in their own tree with their
+//! wall-clock expiry, so a restart does not pardon anyone.
 
 use super::message::PeerAddr;
 use ledger::chain::AuxTree;
@@ -258,7 +259,7 @@ pub fn is_dialable(addr: &SocketAddr) -> bool {
 }
 
 /// What a ban applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum BanKey {
     Ip(IpAddr),
     Addr(SocketAddr),
@@ -277,15 +278,58 @@ impl BanKey {
     }
 }
 
-/// Bans in force, each until an instant.
+/// Bans in force, each until an instant, mirrored (key -> expiry in Unix
+/// ms) into a sled tree when one is given.
 #[derive(Default)]
 pub struct BanList {
     until: HashMap<BanKey, Instant>,
+    store: Option<AuxTree>,
 }
 
 impl BanList {
-    pub fn ban(&mut self, key: BanKey, until: Instant) {
-        self.until.insert(key, until);
+    /// Loads the bans still in force from `store`; expired and undecodable
+    /// records are deleted (a lost ban is a risk, never an outage).
+    pub fn load(store: Option<AuxTree>, now: Instant, now_ms: u64) -> BanList {
+        let mut until = HashMap::new();
+        if let Some(tree) = &store {
+            match tree.iter() {
+                Ok(records) => {
+                    for (key, value) in records {
+                        let decoded = encoding::decode::<BanKey>(&key)
+                            .ok()
+                            .zip(encoding::decode::<u64>(&value).ok());
+                        match decoded {
+                            Some((ban, expiry_ms)) if expiry_ms > now_ms => {
+                                until.insert(ban, now + Duration::from_millis(expiry_ms - now_ms));
+                            }
+                            _ => {
+                                let _ = tree.remove(&key);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the ban list; starting without it")
+                }
+            }
+        }
+        if !until.is_empty() {
+            tracing::info!(bans = until.len(), "bans still in force loaded");
+        }
+        BanList { until, store }
+    }
+
+    /// Bans `key` for `duration` from `now` (`now_ms` on the wall clock).
+    pub fn ban(&mut self, key: BanKey, now: Instant, now_ms: u64, duration: Duration) {
+        self.until.insert(key, now + duration);
+        if let Some(tree) = &self.store {
+            let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+            let expiry_ms = now_ms.saturating_add(millis);
+            if let Err(error) = tree.insert(&encoding::encode(&key), &encoding::encode(&expiry_ms))
+            {
+                tracing::warn!(%error, "cannot persist a ban; it holds until restart");
+            }
+        }
     }
 
     pub fn is_banned(&self, key: &BanKey, now: Instant) -> bool {
@@ -298,7 +342,16 @@ impl BanList {
 
     /// Drops expired bans; returns how many remain.
     pub fn expire(&mut self, now: Instant) -> usize {
-        self.until.retain(|_, until| *until > now);
+        let store = &self.store;
+        self.until.retain(|key, until| {
+            let keep = *until > now;
+            if !keep {
+                if let Some(tree) = store {
+                    let _ = tree.remove(&encoding::encode(key));
+                }
+            }
+            keep
+        });
         self.until.len()
     }
 
@@ -361,9 +414,33 @@ mod tests {
         let mut bans = BanList::default();
         let now = Instant::now();
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("literal");
-        bans.ban(BanKey::for_addr(local), now + Duration::from_secs(5));
+        bans.ban(BanKey::for_addr(local), now, 0, Duration::from_secs(5));
         assert!(bans.is_addr_banned(local, now));
         assert!(!bans.is_addr_banned("127.0.0.1:5001".parse().expect("literal"), now));
         assert_eq!(bans.expire(now + Duration::from_secs(6)), 0);
+    }
+
+    #[test]
+    fn bans_survive_a_restart_until_they_expire() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = ledger::ChainSpec::builtin("regtest").expect("built-in");
+        let chain = ledger::chain::Chain::open(spec, dir.path()).expect("opens");
+        let tree = chain.aux_tree("bans").expect("tree");
+        let (now, now_ms) = (Instant::now(), 1_000_000);
+        let node = BanKey::Node(PublicKey([7; 32]));
+        let addr = BanKey::for_addr("10.0.0.1:7070".parse().expect("literal"));
+        let mut bans = BanList::load(Some(tree.clone()), now, now_ms);
+        bans.ban(node, now, now_ms, Duration::from_secs(60));
+        bans.ban(addr, now, now_ms, Duration::from_secs(5));
+
+        // Restarted 10 s later: the node ban holds, the address ban is over
+        // and its record is gone.
+        let later = Instant::now();
+        let reloaded = BanList::load(Some(tree.clone()), later, now_ms + 10_000);
+        assert!(reloaded.is_banned(&node, later));
+        assert!(reloaded.is_banned(&node, later + Duration::from_secs(49)));
+        assert!(!reloaded.is_banned(&node, later + Duration::from_secs(51)));
+        assert!(!reloaded.is_banned(&addr, later));
+        assert_eq!(tree.iter().expect("reads").len(), 1);
     }
 }

@@ -709,14 +709,14 @@ impl<B: Backend> Manager<B> {
         reason: &'static str,
         detail: &str,
     ) {
-        let until = Instant::now() + self.config.ban_duration;
+        let (now, now_ms, duration) = (Instant::now(), self.now_ms(), self.config.ban_duration);
         {
             let mut bans = lock(&self.shared.bans);
             for addr in remote.iter().chain(listen.iter()) {
-                bans.ban(BanKey::for_addr(*addr), until);
+                bans.ban(BanKey::for_addr(*addr), now, now_ms, duration);
             }
             if let Some(node_id) = node_id {
-                bans.ban(BanKey::Node(node_id), until);
+                bans.ban(BanKey::Node(node_id), now, now_ms, duration);
             }
         }
         if let Some(listen) = listen {

@@ -100,6 +100,8 @@ pub struct P2pConfig {
     pub node_key: SecretKey,
     /// Where the address book persists (a sled tree); `None` keeps it in memory.
     pub address_book: Option<AuxTree>,
+    /// Where bans persist (a sled tree); `None` keeps them in memory.
+    pub ban_store: Option<AuxTree>,
     pub timing: P2pTiming,
 }
 
@@ -123,6 +125,7 @@ impl P2pConfig {
             genesis_hash,
             node_key,
             address_book: None,
+            ban_store: None,
             timing: P2pTiming::default(),
         }
     }
@@ -169,7 +172,18 @@ pub async fn start<B: Backend>(
         source,
     })?;
     let tracker = TaskTracker::new();
-    let shared = Arc::new(Shared::default());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let shared = Arc::new(Shared {
+        bans: Mutex::new(BanList::load(
+            config.ban_store.clone(),
+            Instant::now(),
+            now_ms,
+        )),
+        ..Shared::default()
+    });
     let (commands, command_receiver) = mpsc::unbounded_channel();
     let node_id = config.node_key.public_key();
     let manager = manager::Manager::new(manager::ManagerParts {

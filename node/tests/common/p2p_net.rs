@@ -422,13 +422,13 @@ impl TestNode {
     pub async fn start(dir: &Path, options: NodeOptions) -> TestNode {
         let backend = TestBackend::open(dir);
         let key = options.key.clone().unwrap_or_else(SecretKey::generate);
-        let address_book = {
+        let (address_book, ban_store) = {
             let guard = lock(&backend.inner.chain);
-            guard
-                .as_ref()
-                .expect("chain open")
-                .aux_tree("p2p_addresses")
-                .ok()
+            let chain = guard.as_ref().expect("chain open");
+            (
+                chain.aux_tree("p2p_addresses").ok(),
+                chain.aux_tree("p2p_bans").ok(),
+            )
         };
         let spec = backend.spec().clone();
         let mut config = P2pConfig::new(
@@ -442,6 +442,7 @@ impl TestNode {
         config.max_outbound = options.max_outbound;
         config.max_inbound = options.max_inbound;
         config.address_book = address_book;
+        config.ban_store = ban_store;
         config.timing = options.timing.clone();
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
@@ -720,6 +721,29 @@ impl Setup {
     pub async fn stop(self) {
         self.honest.stop().await;
         self.node.stop().await;
+    }
+
+    /// Stops the node and starts it again on the same data dir and key.
+    pub async fn restart_node(self) -> Setup {
+        let Setup {
+            node,
+            honest,
+            _dirs,
+        } = self;
+        let (dir, options, key) = node.stop().await;
+        let node = TestNode::start(
+            &dir,
+            NodeOptions {
+                key: Some(key),
+                ..options
+            },
+        )
+        .await;
+        Setup {
+            node,
+            honest,
+            _dirs,
+        }
     }
 }
 
