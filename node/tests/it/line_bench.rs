@@ -188,6 +188,11 @@ fn line_bench_block_propagation_500_tx_blocks_4_processes() {
         });
     }
     totals.sort();
+    let all: Vec<String> = totals
+        .iter()
+        .map(|total| format!("{:.1}", ms(*total)))
+        .collect();
+    println!("(every block, sorted, ms: {})", all.join(" "));
     println!(
         "FIGURE processes, block propagation (POST /v1/dev/mine on node 1 -> `block` event of node 4, {TXS} txs/block, {BLOCKS} blocks): p50 {:.2} ms, p99 {:.2} ms",
         ms(percentile(&totals, 0.5)),
