@@ -141,6 +141,25 @@ fn arrival(events: &mpsc::Receiver<(String, Instant)>, hash: &str) -> Instant {
     }
 }
 
+/// User plus system CPU time of a process so far, from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| -> f64 {
+        fields
+            .get(index)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -260,6 +279,7 @@ fn line_bench_fresh_sync_2000_blocks_of_20_txs_2_processes() {
         "(built {BLOCKS} blocks in {:.1} s)",
         built.elapsed().as_secs_f64()
     );
+    let source_cpu_before = cpu_seconds(source.child.id());
     let started = Instant::now();
     let peer = p2p_addr(&source);
     let fresh = NodeProcess::start(dirs[1].path(), &["--log", "error", "--peer", &peer]);
@@ -272,19 +292,11 @@ fn line_bench_fresh_sync_2000_blocks_of_20_txs_2_processes() {
         elapsed.as_secs_f64(),
         BLOCKS as f64 / elapsed.as_secs_f64()
     );
-    for (name, node) in [("fresh", &fresh), ("source", &source)] {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", node.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
-        println!("({name} node CPU so far: {:.2} s)", ticks / 100.0);
-    }
+    println!(
+        "(CPU during the sync: fresh node {:.2} s, serving node {:.2} s)",
+        cpu_seconds(fresh.child.id()),
+        cpu_seconds(source.child.id()) - source_cpu_before
+    );
     let metrics = reqwest::blocking::get(format!("{}/metrics", fresh.rpc_url))
         .and_then(|response| response.text())
         .unwrap_or_default();
