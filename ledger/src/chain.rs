@@ -97,10 +97,11 @@ pub struct ChainUpdate {
     pub new_tip: BlockHash,
     /// Height of the last block the old and new chains share.
     pub fork_height: Height,
-    /// Blocks taken off the best chain, old tip first.
-    pub disconnected: Vec<Block>,
+    /// Blocks taken off the best chain, old tip first (shared, so a node
+    /// can publish them without copying).
+    pub disconnected: Vec<Arc<Block>>,
     /// Blocks added to the best chain, in height order.
-    pub connected: Vec<Block>,
+    pub connected: Vec<Arc<Block>>,
 }
 
 impl ChainUpdate {
@@ -325,7 +326,7 @@ pub type ValidatedHook = Box<dyn FnMut(&BlockHash, &Block) + Send>;
 /// A decoded block with its txids, so connecting a block just accepted
 /// neither decodes it from sled nor hashes its transactions again.
 struct CachedBlock {
-    block: Block,
+    block: Arc<Block>,
     txids: Vec<TxId>,
 }
 
@@ -661,7 +662,7 @@ impl Chain {
         let blocks: Vec<(BlockHash, &Block, &[TxId])> = self
             .unindexed
             .iter()
-            .map(|(hash, cached)| (*hash, &cached.block, cached.txids.as_slice()))
+            .map(|(hash, cached)| (*hash, cached.block.as_ref(), cached.txids.as_slice()))
             .collect();
         self.store.index_blocks(&blocks)?;
         self.unindexed.clear();
@@ -857,7 +858,10 @@ impl Chain {
             .or_default()
             .push(hash);
         self.nodes.insert(hash, node);
-        let cached = Arc::new(CachedBlock { block, txids });
+        let cached = Arc::new(CachedBlock {
+            block: Arc::new(block),
+            txids,
+        });
         self.recent_blocks.insert(hash, Arc::clone(&cached));
         self.unstored.push((hash, cached));
         Ok(())
@@ -1041,7 +1045,10 @@ impl Chain {
             return Ok(None);
         };
         let txids = block.txids();
-        let cached = Arc::new(CachedBlock { block, txids });
+        let cached = Arc::new(CachedBlock {
+            block: Arc::new(block),
+            txids,
+        });
         self.recent_blocks.insert(*hash, Arc::clone(&cached));
         Ok(Some(cached))
     }
@@ -1130,11 +1137,12 @@ impl Chain {
         let fork = self.fork_point(&old_tip, &new_tip)?;
         let load = |hash: &BlockHash| {
             if let Some(cached) = self.recent_blocks.get(hash) {
-                return Ok(cached.block.clone());
+                return Ok(Arc::clone(&cached.block));
             }
             self.store
                 .block(hash)
                 .map_err(storage_block_error)?
+                .map(Arc::new)
                 .ok_or_else(|| BlockError::Storage(format!("body of block {hash} is missing")))
         };
         let mut disconnected = Vec::new();

@@ -13,8 +13,9 @@
 //! address indexes (deferred: `Chain::write_indexes`) and bring the mempool
 //! up to date (`apply_update`, reorg-aware). For blocks mined here that
 //! happens before the reply; for peers' blocks once the writer has been idle
-//! for a moment (`Settle`), so relaying is not slowed by bookkeeping. Readers never come here: they use a
-//! `ChainReader`, which reads sled directly.
+//! for a moment (`Settle`), so relaying is not slowed by bookkeeping.
+//! Readers never come here: they use a `ChainReader`, which reads sled
+//! directly.
 
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
@@ -353,13 +354,17 @@ fn process(
         tracing::info!(height, block = %block.hash(), txs = block.txs.len(), "block connected");
         // No receivers is normal (no RPC subscriber, P2P not started yet).
         let _ = context.events.send(NodeEvent::BlockConnected {
-            block: Arc::new(block.clone()),
+            block: Arc::clone(block),
             height,
         });
     }
     if !update.disconnected.is_empty() {
-        let disconnected: Vec<BlockHash> = update.disconnected.iter().map(Block::hash).collect();
-        let connected: Vec<BlockHash> = update.connected.iter().map(Block::hash).collect();
+        let disconnected: Vec<BlockHash> = update
+            .disconnected
+            .iter()
+            .map(|block| block.hash())
+            .collect();
+        let connected: Vec<BlockHash> = update.connected.iter().map(|block| block.hash()).collect();
         context.metrics.inc("reorgs_total", &[]);
         tracing::warn!(
             old_tip = %update.old_tip,

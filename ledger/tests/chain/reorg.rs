@@ -63,8 +63,8 @@ fn longer_branch_reorganises_and_reports_blocks() {
     assert_eq!(update.old_tip, main[2].hash());
     assert_eq!(update.new_tip, side[2].hash());
     assert_eq!(update.fork_height, 1);
-    assert_eq!(update.disconnected, vec![main[2].clone(), main[1].clone()]);
-    assert_eq!(update.connected, side.clone());
+    assert_eq!(update.disconnected, shared(&[&main[2], &main[1]]));
+    assert_eq!(update.connected, shared(&side.iter().collect::<Vec<_>>()));
     assert!(update.is_reorg());
     let reader = fixture.chain.reader();
     // The disconnected txs left the indexes; the account of 0 rolled back.
@@ -127,11 +127,8 @@ fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
     match fixture.submit(more[0].clone()).unwrap() {
         ProcessOutcome::Connected(update) => {
             assert_eq!(update.fork_height, 0);
-            assert_eq!(update.disconnected, vec![main[1].clone(), main[0].clone()]);
-            assert_eq!(
-                update.connected,
-                vec![side[0].clone(), side[1].clone(), more[0].clone()]
-            );
+            assert_eq!(update.disconnected, shared(&[&main[1], &main[0]]));
+            assert_eq!(update.connected, shared(&[&side[0], &side[1], &more[0]]));
         }
         other => panic!("{other:?}"),
     }
@@ -183,4 +180,12 @@ fn orphan_pool_is_bounded() {
     let next = fixture.next_block(vec![]);
     fixture.chain.process_block(next, late).unwrap();
     assert_eq!(fixture.chain.orphan_count(), 0);
+}
+
+/// The blocks as a `ChainUpdate` holds them.
+fn shared(blocks: &[&ledger::Block]) -> Vec<std::sync::Arc<ledger::Block>> {
+    blocks
+        .iter()
+        .map(|block| std::sync::Arc::new((*block).clone()))
+        .collect()
 }

@@ -186,7 +186,7 @@ impl TestBackend {
             for block in &update.connected {
                 let _ = self.inner.events.send(NodeEvent::BlockConnected {
                     height: block.header.height,
-                    block: Arc::new(block.clone()),
+                    block: Arc::clone(block),
                 });
             }
             let mut mempool = lock(&self.inner.mempool);
@@ -196,8 +196,12 @@ impl TestBackend {
                     old_tip: update.old_tip,
                     new_tip: update.new_tip,
                     fork_height: update.fork_height,
-                    disconnected: update.disconnected.iter().map(Block::hash).collect(),
-                    connected: update.connected.iter().map(Block::hash).collect(),
+                    disconnected: update
+                        .disconnected
+                        .iter()
+                        .map(|block| block.hash())
+                        .collect(),
+                    connected: update.connected.iter().map(|block| block.hash()).collect(),
                 });
                 // Re-admitted txs are news to peers on the winning branch.
                 for block in &update.disconnected {
