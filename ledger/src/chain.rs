@@ -556,10 +556,8 @@ impl Chain {
         }
     }
 
-    /// Marks side-branch entries whose bodies are gone as data-missing, so
-    /// fork choice never tries to connect them.
     /// Indexes the best-chain blocks above `meta/indexed`: those whose
-    /// connect was written but whose index transaction was not (a crash in
+    /// connect was written but whose index entries were not (a crash in
     /// between). A store without the record predates deferred indexing and
     /// is fully indexed.
     fn finish_indexing(&mut self) -> Result<(), String> {
@@ -608,6 +606,8 @@ impl Chain {
         self.write_indexes().map_err(|error| error.to_string())
     }
 
+    /// Marks side-branch entries whose bodies are gone as data-missing, so
+    /// fork choice never tries to connect them.
     fn mark_missing_data(&mut self) -> Result<(), StorageError> {
         let mut missing = Vec::new();
         for (hash, node) in &self.nodes {
@@ -637,7 +637,6 @@ impl Chain {
         }
     }
 
-    /// Shares a signature cache with the mempool.
     /// Installs the hook called between validating and writing each block
     /// that joins the best chain (see [`ValidatedHook`]).
     pub fn set_validated_hook(&mut self, hook: ValidatedHook) {
@@ -654,7 +653,7 @@ impl Chain {
     }
 
     /// Writes the tx and address index entries of the blocks connected
-    /// since the last call, in one transaction.
+    /// since the last call (see `Store::index_blocks`).
     pub fn write_indexes(&mut self) -> Result<(), StorageError> {
         if self.unindexed.is_empty() {
             return Ok(());
@@ -669,6 +668,7 @@ impl Chain {
         Ok(())
     }
 
+    /// Shares a signature cache with the mempool.
     pub fn set_signature_cache(&mut self, cache: SignatureCache) {
         self.cache = cache;
     }

@@ -516,8 +516,8 @@ impl Store {
     ///
     /// With `new_body`, the block's body and that index entry are written
     /// in the same transaction (a block connected as soon as it arrives):
-    /// sled seals and syncs a log buffer for every transaction, so one per
-    /// block instead of two is most of a synced block's storage cost.
+    /// sled seals and syncs a log buffer for every transaction, so a
+    /// syncing node saves one of those per block.
     pub fn connect_block(
         &self,
         hash: &BlockHash,

@@ -57,7 +57,7 @@ const ADDR_REFRESH: Duration = Duration::from_secs(60);
 /// per second.
 const ADDR_TOKENS_PER_SEC: f64 = 0.1;
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)

@@ -172,15 +172,11 @@ pub async fn start<B: Backend>(
         source,
     })?;
     let tracker = TaskTracker::new();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
     let shared = Arc::new(Shared {
         bans: Mutex::new(BanList::load(
             config.ban_store.clone(),
             Instant::now(),
-            now_ms,
+            manager::unix_ms(),
         )),
         ..Shared::default()
     });
