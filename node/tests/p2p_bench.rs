@@ -10,7 +10,6 @@
 mod p2p_net;
 
 use ledger::{BlockHash, TxId};
-use node::events::NodeEvent;
 use node::p2p::Backend;
 use p2p_net::*;
 use std::collections::HashSet;
@@ -64,16 +63,7 @@ async fn bench_tx_propagation_500_txs_line_of_4() {
     })
     .await
     .expect("submitter");
-    let mut seen = HashSet::new();
-    tokio::time::timeout(LONG, async {
-        while seen.len() < wanted.len() {
-            if let Ok(NodeEvent::TxAccepted { tx }) = last_events.recv().await {
-                seen.insert(tx.txid());
-            }
-        }
-    })
-    .await
-    .expect("all txs reach node 4");
+    txs_accepted(&mut last_events, &wanted, LONG).await;
     let elapsed = started.elapsed();
     for node in &nodes {
         assert!(wanted.iter().all(|txid| node.backend.mempool_has(txid)));

@@ -11,30 +11,15 @@
 mod p2p_net;
 
 use ledger::chainspec::{dev_accounts, dev_secret_key};
-use ledger::{Amount, BlockHash, ChainSpec, Transaction, TxId};
+use ledger::{Amount, BlockHash, Transaction, TxId};
 use node::events::NodeEvent;
 use node::{Node, NodeConfig};
-use p2p_net::{block_connected, percentile, temp_dirs};
+use p2p_net::{block_connected, percentile, regtest, temp_dirs, txs_accepted, wait_for};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(60);
-
-async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn regtest() -> ChainSpec {
-    ChainSpec::builtin("regtest").expect("built-in")
-}
 
 fn transfer(from: usize, nonce: u64) -> Transaction {
     Transaction::new_signed(
@@ -147,16 +132,7 @@ async fn bench_real_nodes_tx_propagation_500_txs_line_of_4() {
         origin.submit_tx(tx).await.expect("admitted");
     }
     let submitted = started.elapsed();
-    let mut seen = HashSet::new();
-    tokio::time::timeout(LONG, async {
-        while seen.len() < wanted.len() {
-            if let Ok(NodeEvent::TxAccepted { tx }) = last_events.recv().await {
-                seen.insert(tx.txid());
-            }
-        }
-    })
-    .await
-    .expect("all txs reach node 4");
+    txs_accepted(&mut last_events, &wanted, LONG).await;
     let elapsed = started.elapsed();
     for node in &nodes {
         assert!(wanted.iter().all(|txid| in_mempool(node, txid)));

@@ -302,7 +302,14 @@ impl BanList {
                             Some((ban, expiry_ms)) if expiry_ms > now_ms => {
                                 until.insert(ban, now + Duration::from_millis(expiry_ms - now_ms));
                             }
-                            _ => {
+                            Some(_) => {
+                                let _ = tree.remove(&key);
+                            }
+                            None => {
+                                tracing::warn!(
+                                    key = %hex::encode(&key),
+                                    "dropping an undecodable ban record"
+                                );
                                 let _ = tree.remove(&key);
                             }
                         }

@@ -793,6 +793,31 @@ pub fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// Waits until every txid in `wanted` has been reported by `TxAccepted`
+/// on `events`; panics after `timeout`.
+pub async fn txs_accepted(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    wanted: &std::collections::HashSet<TxId>,
+    timeout: Duration,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut seen = std::collections::HashSet::new();
+    let wait = async {
+        while seen.len() < wanted.len() {
+            match events.recv().await {
+                Ok(NodeEvent::TxAccepted { tx }) if wanted.contains(&tx.txid()) => {
+                    seen.insert(tx.txid());
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => panic!("events closed"),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .expect("all txs arrive");
+}
+
 /// Waits up to `timeout` on a node's event stream for the block to connect.
 pub async fn block_connected(
     events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
