@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::mining::BackgroundMiner;
 use crate::network::{self, P2pConfig, P2pHandle};
 use crate::relay_cache::RelayCache;
+use crate::verifier::Verifier;
 use anyhow::Context as _;
 use ledger::chain::Chain;
 use ledger::chainspec::{dev_accounts, DEV_KEYS_WARNING};
@@ -173,6 +174,14 @@ impl Node {
             },
         )
         .context("cannot start the chain writer thread")?;
+        // As many verifiers as cores: they run below the writer's priority,
+        // so they only take what it leaves.
+        let verifier = Verifier::start(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            spec.genesis_hash(),
+            signature_cache.clone(),
+        )
+        .context("cannot start the signature verifier threads")?;
         let handle = NodeHandle {
             shared: Arc::new(Shared {
                 genesis_hash: spec.genesis_hash(),
@@ -181,6 +190,7 @@ impl Node {
                 writer,
                 mempool,
                 signature_cache,
+                verifier,
                 relay_cache,
                 events,
                 metrics: metrics.clone(),

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::network::P2pHandle;
 use crate::p2p::{Backend, BlockVerdict, TipSummary, TxVerdict};
 use crate::relay_cache::RelayCache;
+use crate::verifier::Verifier;
 use ledger::chain::ChainReader;
 use ledger::json::{AccountJson, MempoolJson, StatusJson, TxJson, TxLookupJson, TxStatus};
 use ledger::mempool::{Mempool, MempoolError};
@@ -49,6 +50,7 @@ pub(crate) struct Shared {
     pub writer: ChainWriter,
     pub mempool: Arc<Mutex<Mempool>>,
     pub signature_cache: SignatureCache,
+    pub verifier: Verifier,
     pub relay_cache: Arc<RelayCache>,
     pub events: broadcast::Sender<NodeEvent>,
     pub metrics: Metrics,
@@ -388,25 +390,11 @@ impl Backend for NodeHandle {
         }
     }
 
-    /// Verifies the block's signatures into the shared signature cache on a
-    /// blocking thread, so the chain writer finds them checked. A failure
-    /// is ignored here: the writer reports it precisely. A copy of the
-    /// transactions goes to the blocking thread, so the block comes back
-    /// even if that thread is cancelled.
+    /// Verifies the block's signatures into the shared signature cache on
+    /// the verifier threads (`verifier`), so the chain writer finds them
+    /// checked.
     async fn precheck_block(&self, block: Block) -> Block {
-        let shared = self.shared.clone();
-        let txs = block.txs.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let txids: Vec<TxId> = txs.iter().map(Transaction::txid).collect();
-            let _ = ledger::validation::check_signatures(
-                &txs,
-                &txids,
-                &shared.genesis_hash,
-                &shared.signature_cache,
-            );
-        })
-        .await;
-        block
+        self.shared.verifier.precheck(block).await
     }
 
     async fn submit_tx(&self, tx: Transaction) -> TxVerdict {

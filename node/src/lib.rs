@@ -7,6 +7,8 @@
 //!   chain and applies every block, then updates the mempool and publishes
 //!   `NodeEvent`s;
 //! - the **P2P** tasks (`p2p`), reaching the node through `p2p::Backend`;
+//! - the **signature verifiers** (`verifier`), low-priority threads that
+//!   check synced blocks' signatures ahead of the chain writer;
 //! - the **HTTP API** (`rpc`), an axum server on tokio;
 //! - with `--mine`, the **miner** (`mining`): a solver thread and a watcher.
 //!
@@ -37,6 +39,7 @@ pub mod p2p;
 pub mod relay_cache;
 pub mod rpc;
 pub mod shutdown;
+pub mod verifier;
 
 pub use config::NodeConfig;
 pub use daemon::{Node, RunningNode};

@@ -73,9 +73,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send;
     /// Optional: checks what needs no chain state (the tx signatures, into
     /// the signature cache) before `submit_block`, and hands the block back.
-    /// During a sync the P2P layer runs this for the next few blocks in
-    /// parallel while the chain applies the current one, so signature
-    /// checks use every core. The default does nothing.
+    /// During a sync the P2P layer runs this for up to 32 blocks ahead
+    /// while the chain applies the current one, so signature checks use
+    /// the cores the chain leaves idle. The default does nothing.
     fn precheck_block(&self, block: Block) -> impl Future<Output = Block> + Send {
         async move { block }
     }

@@ -264,9 +264,14 @@ fn line_bench_fresh_sync_2000_blocks_of_20_txs_2_processes() {
     const BLOCKS: u64 = 2_000;
     const TXS: usize = 20;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let source = NodeProcess::start(dirs[0].path(), &["--log", "error"]);
+    // LINE_BENCH_SYNC_SOURCE=DIR keeps the built chain in DIR and reuses it
+    // on later runs, so repeated measurements skip the build.
+    let kept = std::env::var_os("LINE_BENCH_SYNC_SOURCE").map(std::path::PathBuf::from);
+    let source_dir = kept.clone().unwrap_or_else(|| dirs[0].path().to_path_buf());
+    let source = NodeProcess::start(&source_dir, &["--log", "error"]);
     let built = Instant::now();
-    for height in 0..BLOCKS {
+    let have = source.get("/v1/status").1["height"].as_u64().unwrap_or(0);
+    for height in have..BLOCKS {
         submit_all(&source, &raw_transfers(TXS, height * 2));
         let (status, mined) = source.post("/v1/dev/mine", json!({ "blocks": 1 }).to_string());
         assert_eq!(status, 200, "{mined}");
