@@ -18,9 +18,9 @@ use crate::chainspec::ChainSpec;
 use crate::difficulty::{self, BlockTiming, RETARGET_WINDOW};
 use crate::hash::{BlockHash, Hash256, TxId};
 use crate::sigcache::SignatureCache;
-use crate::state::{self, Account, AccountSource, StateDigester};
+use crate::state::{self, Account, AccountSource, BlockUndo, StateDigester};
 pub use crate::storage::{AuxEntries, AuxTree};
-use crate::storage::{IndexEntry, StorageError, Store};
+use crate::storage::{ConnectRecord, IndexEntry, StorageError, Store};
 use crate::target::{Target, Work};
 use crate::tx::Transaction;
 use crate::validation::{self, BlockError};
@@ -273,11 +273,16 @@ impl OrphanPool {
 /// storage error so a failing disk is never mistaken for an invalid block.
 struct StrictAccounts<'a> {
     store: &'a Store,
+    /// Values left by connects not committed yet (see `HeldConnects`).
+    held: &'a HashMap<Address, Account>,
     error: RefCell<Option<StorageError>>,
 }
 
 impl AccountSource for StrictAccounts<'_> {
     fn account(&self, address: &Address) -> Account {
+        if let Some(account) = self.held.get(address) {
+            return *account;
+        }
         match self.store.account(address) {
             Ok(account) => account,
             Err(error) => {
@@ -313,6 +318,31 @@ pub struct Chain {
     /// in sled yet: one that joins the best chain is written by its
     /// connect's transaction, the rest before `process_block` returns.
     unstored: Vec<(BlockHash, Arc<CachedBlock>)>,
+    /// Best-chain connects validated and applied in memory whose sled
+    /// commit waits for a group commit (see `process_block_held`).
+    held: HeldConnects,
+    /// How many connects the current call may hold (0: commit each).
+    hold_limit: usize,
+}
+
+/// Connects held back for one group commit: a syncing node commits several
+/// blocks per sled transaction, because every transaction seals and syncs a
+/// log buffer. Held blocks are the newest part of the best chain and of
+/// `unindexed`; readers (`ChainReader`) do not see them until the commit.
+#[derive(Default)]
+struct HeldConnects {
+    /// Account values as the held blocks left them.
+    accounts: HashMap<Address, Account>,
+    blocks: Vec<HeldConnect>,
+}
+
+struct HeldConnect {
+    hash: BlockHash,
+    cached: Arc<CachedBlock>,
+    undo: BlockUndo,
+    /// The index entry of a block that has just arrived, whose body goes
+    /// out with the commit.
+    new_body: Option<IndexEntry>,
 }
 
 /// Called with each block the chain is about to connect, once it has passed
@@ -489,6 +519,8 @@ impl Chain {
             unindexed: Vec::new(),
             defer_indexing: false,
             unstored: Vec::new(),
+            held: HeldConnects::default(),
+            hold_limit: 0,
         };
         chain.check_best_chain().map_err(corrupt)?;
         chain.mark_missing_data().map_err(from_storage)?;
@@ -654,18 +686,82 @@ impl Chain {
 
     /// Writes the tx and address index entries of the blocks connected
     /// since the last call (see `Store::index_blocks`).
+    /// Held connects (see [`Chain::process_block_held`]) wait for their
+    /// commit: an index entry never names a block readers cannot load.
     pub fn write_indexes(&mut self) -> Result<(), StorageError> {
-        if self.unindexed.is_empty() {
+        let committed = self.unindexed.len().saturating_sub(self.held.blocks.len());
+        if committed == 0 {
             return Ok(());
         }
-        let blocks: Vec<(BlockHash, &Block, &[TxId])> = self
-            .unindexed
+        let blocks: Vec<(BlockHash, &Block, &[TxId])> = self.unindexed[..committed]
             .iter()
             .map(|(hash, cached)| (*hash, cached.block.as_ref(), cached.txids.as_slice()))
             .collect();
         self.store.index_blocks(&blocks)?;
-        self.unindexed.clear();
+        self.unindexed.drain(..committed);
         Ok(())
+    }
+
+    /// Whether some connects wait for [`Chain::commit_held`].
+    pub fn has_held(&self) -> bool {
+        !self.held.blocks.is_empty()
+    }
+
+    /// Commits the held connects in one sled transaction. On failure the
+    /// chain goes back to the last committed tip (the held blocks stay
+    /// known and valid, and connect again with a later block).
+    pub fn commit_held(&mut self) -> Result<(), StorageError> {
+        if self.held.blocks.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        let records: Vec<ConnectRecord<'_>> = held
+            .blocks
+            .iter()
+            .map(|connect| ConnectRecord {
+                hash: &connect.hash,
+                block: &connect.cached.block,
+                undo: &connect.undo,
+                new_body: connect.new_body.as_ref(),
+            })
+            .collect();
+        let accounts: Vec<(Address, Account)> = held.accounts.into_iter().collect();
+        let result = self.store.connect_blocks(&records, &accounts);
+        drop(records);
+        if let Err(error) = result {
+            tracing::error!(%error, blocks = held.blocks.len(), "committing connected blocks failed; back to the last committed tip");
+            if let Some(first) = held.blocks.first() {
+                self.tip = first.cached.block.header.prev_hash;
+            }
+            let keep = self.unindexed.len().saturating_sub(held.blocks.len());
+            self.unindexed.truncate(keep);
+            for connect in held.blocks {
+                if connect.new_body.is_some() {
+                    self.unstored.push((connect.hash, connect.cached));
+                }
+            }
+            // Best effort: the bodies are still needed to connect again.
+            let _ = self.store_unstored();
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// [`Chain::process_block`] for a block of a sync: the connects it
+    /// makes may be held, up to `limit` in all, and committed together by
+    /// [`Chain::commit_held`] (which the caller calls when no such block
+    /// follows), or by the connect that reaches `limit`, a disconnect, or
+    /// `flush`. Until then readers see the last committed tip.
+    pub fn process_block_held(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<ProcessOutcome, BlockError> {
+        self.hold_limit = limit;
+        let result = self.process_block_inner(block, now_ms);
+        self.hold_limit = 0;
+        result
     }
 
     /// Shares a signature cache with the mempool.
@@ -704,6 +800,15 @@ impl Chain {
     /// what changed. An invalid block is marked (with its descendants) and
     /// its error returned; the chain then stays on the best valid tip.
     pub fn process_block(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+    ) -> Result<ProcessOutcome, BlockError> {
+        self.commit_held().map_err(storage_block_error)?;
+        self.process_block_inner(block, now_ms)
+    }
+
+    fn process_block_inner(
         &mut self,
         block: Block,
         now_ms: u64,
@@ -1003,6 +1108,7 @@ impl Chain {
         let block = &cached.block;
         let accounts = StrictAccounts {
             store: &self.store,
+            held: &self.held.accounts,
             error: RefCell::new(None),
         };
         let result = state::apply_block(block, &self.spec, &accounts);
@@ -1025,6 +1131,21 @@ impl Chain {
             }
             None => None,
         };
+        if self.hold_limit > 1 {
+            self.held.accounts.extend(change.updates.iter().copied());
+            self.held.blocks.push(HeldConnect {
+                hash: *hash,
+                cached: Arc::clone(cached),
+                undo: change.undo,
+                new_body,
+            });
+            self.unindexed.push((*hash, Arc::clone(cached)));
+            self.tip = *hash;
+            if self.held.blocks.len() >= self.hold_limit {
+                self.commit_held().map_err(storage_block_error)?;
+            }
+            return Ok(Ok(()));
+        }
         self.store
             .connect_block(hash, block, &change, new_body.as_ref())
             .map_err(storage_block_error)?;
@@ -1041,6 +1162,14 @@ impl Chain {
         if let Some((_, cached)) = self.unstored.iter().find(|(known, _)| known == hash) {
             return Ok(Some(Arc::clone(cached)));
         }
+        if let Some(connect) = self
+            .held
+            .blocks
+            .iter()
+            .find(|connect| connect.hash == *hash)
+        {
+            return Ok(Some(Arc::clone(&connect.cached)));
+        }
         let Some(block) = self.store.block(hash).map_err(storage_block_error)? else {
             return Ok(None);
         };
@@ -1054,6 +1183,8 @@ impl Chain {
     }
 
     fn disconnect_tip(&mut self) -> Result<(), BlockError> {
+        // Undo works on committed state.
+        self.commit_held().map_err(storage_block_error)?;
         let hash = self.tip;
         if hash == self.genesis {
             return Err(BlockError::Storage("cannot disconnect genesis".into()));
@@ -1139,6 +1270,14 @@ impl Chain {
             if let Some(cached) = self.recent_blocks.get(hash) {
                 return Ok(Arc::clone(&cached.block));
             }
+            if let Some(connect) = self
+                .held
+                .blocks
+                .iter()
+                .find(|connect| connect.hash == *hash)
+            {
+                return Ok(Arc::clone(&connect.cached.block));
+            }
             self.store
                 .block(hash)
                 .map_err(storage_block_error)?
@@ -1189,6 +1328,8 @@ impl Chain {
     /// blocks may be lost. The store then reopens consistent at an earlier
     /// tip and the node fetches the missing blocks from its peers again.
     pub fn flush(&mut self) -> Result<(), ChainError> {
+        self.commit_held()
+            .map_err(|error| ChainError::from_storage(self.store.path(), error))?;
         self.write_indexes()
             .map_err(|error| ChainError::from_storage(self.store.path(), error))?;
         self.store

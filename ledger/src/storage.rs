@@ -63,6 +63,15 @@ pub enum BlockStatus {
     DataMissing,
 }
 
+/// One block of [`Store::connect_blocks`]: its undo record and, for a block
+/// that has just arrived, the body and index entry to write with it.
+pub struct ConnectRecord<'a> {
+    pub hash: &'a BlockHash,
+    pub block: &'a Block,
+    pub undo: &'a BlockUndo,
+    pub new_body: Option<&'a IndexEntry>,
+}
+
 /// One entry of the block index.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct IndexEntry {
@@ -525,10 +534,40 @@ impl Store {
         change: &BlockStateChange,
         new_body: Option<&IndexEntry>,
     ) -> Result<(), StorageError> {
-        let height = block.header.height;
-        let accounts = account_batch(&change.updates);
-        let undo_bytes = encoding::encode(&change.undo);
-        let body = new_body.map(|entry| (encoding::encode(block), encoding::encode(entry)));
+        let record = ConnectRecord {
+            hash,
+            block,
+            undo: &change.undo,
+            new_body,
+        };
+        self.connect_blocks(&[record], &change.updates)
+    }
+
+    /// Connects `blocks` (each the child of the one before, the first a
+    /// child of the current tip) in one transaction, as
+    /// [`Store::connect_block`] does for one: `accounts` are the values the
+    /// last of them leaves. A syncing node commits a few blocks at a time
+    /// like this, since each sled transaction seals and syncs a log buffer.
+    pub fn connect_blocks(
+        &self,
+        blocks: &[ConnectRecord<'_>],
+        accounts: &[(Address, Account)],
+    ) -> Result<(), StorageError> {
+        let Some(last) = blocks.last() else {
+            return Ok(());
+        };
+        let accounts = account_batch(accounts);
+        let encoded: Vec<_> = blocks
+            .iter()
+            .map(|record| {
+                (
+                    encoding::encode(record.undo),
+                    record
+                        .new_body
+                        .map(|entry| (encoding::encode(record.block), encoding::encode(entry))),
+                )
+            })
+            .collect();
         let trees = [
             &self.accounts,
             &self.undo,
@@ -539,13 +578,17 @@ impl Store {
         ];
         trees[..].transaction(|trees| {
             trees[0].apply_batch(&accounts)?;
-            trees[1].insert(&hash.as_bytes()[..], undo_bytes.as_slice())?;
-            trees[2].insert(&height.to_be_bytes()[..], &hash.as_bytes()[..])?;
-            trees[3].insert(META_TIP, &hash.as_bytes()[..])?;
-            if let Some((block_bytes, entry_bytes)) = &body {
-                trees[4].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
-                trees[5].insert(&hash.as_bytes()[..], entry_bytes.as_slice())?;
+            for (record, (undo_bytes, body)) in blocks.iter().zip(&encoded) {
+                let hash = &record.hash.as_bytes()[..];
+                let height = record.block.header.height;
+                trees[1].insert(hash, undo_bytes.as_slice())?;
+                trees[2].insert(&height.to_be_bytes()[..], hash)?;
+                if let Some((block_bytes, entry_bytes)) = body {
+                    trees[4].insert(hash, block_bytes.as_slice())?;
+                    trees[5].insert(hash, entry_bytes.as_slice())?;
+                }
             }
+            trees[3].insert(META_TIP, &last.hash.as_bytes()[..])?;
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
         Ok(())

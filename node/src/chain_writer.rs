@@ -86,11 +86,24 @@ enum Settle {
     /// with the next node's checks. Meanwhile the block's txs read as
     /// still pending.
     Later,
+    /// A block of a sync: like `Later`, and its connect may also be held
+    /// for a group commit of up to `HELD_CONNECTS` blocks, made when a
+    /// command of another kind comes or the writer has been idle for
+    /// `HOLD_DELAY`. Its `BlockConnected` is published after that commit.
+    Synced,
 }
 
 /// How long the writer waits for another command before settling a peer's
 /// block.
 const SETTLE_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
+
+/// How long the writer waits for the next synced block before committing
+/// the ones it holds.
+const HOLD_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Most synced blocks committed together. Every block announced and not
+/// yet committed must be in the relay cache for peers to fetch it.
+const HELD_CONNECTS: usize = crate::relay_cache::RELAY_CACHE_BLOCKS;
 
 /// What the actor updates after each connect, shared with the rest of the
 /// node.
@@ -148,6 +161,13 @@ impl ChainWriter {
     /// (see `Settle::Later`).
     pub async fn submit_peer_block(&self, block: Block) -> Result<BlockOutcome, WriterError> {
         self.submit(block, Settle::Later).await
+    }
+
+    /// `submit_peer_block` for a block fetched by a sync: the verdict comes
+    /// before the commit, which it may share with the next few synced
+    /// blocks (see `Settle::Synced`).
+    pub async fn submit_synced_block(&self, block: Block) -> Result<BlockOutcome, WriterError> {
+        self.submit(block, Settle::Synced).await
     }
 
     async fn submit(&self, block: Block, settle: Settle) -> Result<BlockOutcome, WriterError> {
@@ -243,40 +263,84 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
     context
         .metrics
         .set("height", &[], height_gauge(context.reader.tip().height));
-    // A peer's new tip whose bookkeeping is still to do.
-    let mut unsettled: Option<ChainUpdate> = None;
+    // Synced blocks' updates whose connects the chain holds, unpublished.
+    let mut held: Vec<ChainUpdate> = Vec::new();
+    // Published new tips whose bookkeeping is still to do.
+    let mut unsettled: Vec<ChainUpdate> = Vec::new();
     loop {
-        let command = if unsettled.is_some() {
-            match commands.recv_timeout(SETTLE_DELAY) {
+        let wait = if !held.is_empty() {
+            Some(HOLD_DELAY)
+        } else if !unsettled.is_empty() {
+            Some(SETTLE_DELAY)
+        } else {
+            None
+        };
+        let command = match wait {
+            Some(delay) => match commands.recv_timeout(delay) {
                 Ok(command) => command,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    settle(&mut chain, &context, unsettled.take());
+                    if held.is_empty() {
+                        settle_all(&mut chain, &context, &mut unsettled);
+                    } else {
+                        release(&mut chain, &context, &mut held, &mut unsettled);
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match commands.recv() {
+            },
+            None => match commands.recv() {
                 Ok(command) => command,
                 Err(_) => break,
-            }
+            },
         };
-        // Everything below sees the last tip settled: the next block's
+        // Only another synced block may join the held ones. Everything else
+        // sees them committed, and the last tip settled: the next block's
         // mempool update builds on it, and templates never offer txs the
         // chain already holds.
-        settle(&mut chain, &context, unsettled.take());
+        if !matches!(
+            command,
+            Command::SubmitBlock {
+                settle: Settle::Synced,
+                ..
+            }
+        ) {
+            release(&mut chain, &context, &mut held, &mut unsettled);
+        }
+        settle_all(&mut chain, &context, &mut unsettled);
         match command {
+            Command::SubmitBlock {
+                block,
+                settle: Settle::Synced,
+                reply,
+            } => {
+                let result = process(&mut chain, &context, block, true);
+                let result = result.map(|(outcome, update)| {
+                    held.extend(update);
+                    outcome
+                });
+                // The chain commits on its own at its limit or before a
+                // disconnect: then what it held is published at once.
+                if !chain.has_held() {
+                    release(&mut chain, &context, &mut held, &mut unsettled);
+                }
+                let _ = reply.send(result);
+            }
             Command::SubmitBlock {
                 block,
                 settle: when,
                 reply,
-            } => match process(&mut chain, &context, block) {
-                Ok((outcome, Some(update))) if when == Settle::Later => {
-                    let _ = reply.send(Ok(outcome));
-                    unsettled = Some(update);
+            } => match process(&mut chain, &context, block, false) {
+                Ok((outcome, Some(update))) => {
+                    publish(&context, &update);
+                    if when == Settle::Later {
+                        let _ = reply.send(Ok(outcome));
+                        unsettled.push(update);
+                    } else {
+                        settle(&mut chain, &context, Some(update));
+                        let _ = reply.send(Ok(outcome));
+                    }
                 }
-                Ok((outcome, update)) => {
-                    settle(&mut chain, &context, update);
+                Ok((outcome, None)) => {
                     let _ = reply.send(Ok(outcome));
                 }
                 Err(error) => {
@@ -292,10 +356,38 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
             }
         }
     }
-    settle(&mut chain, &context, unsettled.take());
+    release(&mut chain, &context, &mut held, &mut unsettled);
+    settle_all(&mut chain, &context, &mut unsettled);
     // Every handle is gone: flush what sled still buffers and end.
     if let Err(error) = chain.flush() {
         tracing::error!(%error, "flushing storage failed");
+    }
+}
+
+/// Commits the connects the chain holds and publishes their updates, which
+/// then wait to be settled.
+fn release(
+    chain: &mut Chain,
+    context: &WriterContext,
+    held: &mut Vec<ChainUpdate>,
+    unsettled: &mut Vec<ChainUpdate>,
+) {
+    if let Err(error) = chain.commit_held() {
+        // The chain is back on its last committed tip, and the blocks
+        // connect again with the next one; their updates never happened.
+        tracing::error!(%error, "committing synced blocks failed");
+        held.clear();
+        return;
+    }
+    for update in held.drain(..) {
+        publish(context, &update);
+        unsettled.push(update);
+    }
+}
+
+fn settle_all(chain: &mut Chain, context: &WriterContext, unsettled: &mut Vec<ChainUpdate>) {
+    for update in unsettled.drain(..) {
+        settle(chain, context, Some(update));
     }
 }
 
@@ -303,16 +395,21 @@ fn height_gauge(height: Height) -> i64 {
     i64::try_from(height).unwrap_or(i64::MAX)
 }
 
-/// Validates and stores `block`; for a new tip, publishes its events and
-/// hands back the update still to be settled.
+/// Validates and stores `block` (a `synced` one may have its connect held)
+/// and, for a new tip, hands back the update to publish and settle.
 fn process(
     chain: &mut Chain,
     context: &WriterContext,
     block: Block,
+    synced: bool,
 ) -> Result<(BlockOutcome, Option<ChainUpdate>), BlockError> {
     let hash = block.hash();
     let started = Instant::now();
-    let result = chain.process_block(block, now_ms());
+    let result = if synced {
+        chain.process_block_held(block, now_ms(), HELD_CONNECTS)
+    } else {
+        chain.process_block(block, now_ms())
+    };
     context
         .metrics
         .observe("block_validation_seconds", started.elapsed().as_secs_f64());
@@ -341,6 +438,19 @@ fn process(
         }
         ProcessOutcome::Connected(update) => update,
     };
+    let outcome = BlockOutcome::Connected {
+        new_tip: update.new_tip,
+        height: update
+            .connected
+            .last()
+            .map_or(0, |block| block.header.height),
+    };
+    Ok((outcome, Some(update)))
+}
+
+/// Publishes a new tip (once it is committed): `BlockConnected` for each
+/// block joining the best chain, `Reorg` when blocks left it.
+fn publish(context: &WriterContext, update: &ChainUpdate) {
     let new_tip = update.new_tip;
     let mut height = 0;
     // Published before the mempool catches up: the block is our tip now,
@@ -383,7 +493,6 @@ fn process(
         });
     }
     context.metrics.set("height", &[], height_gauge(height));
-    Ok((BlockOutcome::Connected { new_tip, height }, Some(update)))
 }
 
 /// A new tip's bookkeeping: the tx and address indexes (one sled key per

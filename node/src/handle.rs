@@ -375,19 +375,11 @@ impl Backend for NodeHandle {
     }
 
     async fn submit_block(&self, block: Block) -> BlockVerdict {
-        match self.shared.writer.submit_peer_block(block).await {
-            Ok(BlockOutcome::Connected { .. } | BlockOutcome::SideChain) => BlockVerdict::Accepted,
-            Ok(BlockOutcome::Known) => BlockVerdict::Known,
-            Ok(BlockOutcome::Orphan) => BlockVerdict::Orphan,
-            Err(WriterError::Invalid(error)) => BlockVerdict::Rejected {
-                reason: error.to_string(),
-                misbehaving: error.is_misbehaviour(),
-            },
-            Err(error) => BlockVerdict::Rejected {
-                reason: error.to_string(),
-                misbehaving: false,
-            },
-        }
+        block_verdict(self.shared.writer.submit_peer_block(block).await)
+    }
+
+    async fn submit_synced_block(&self, block: Block) -> BlockVerdict {
+        block_verdict(self.shared.writer.submit_synced_block(block).await)
     }
 
     /// Verifies the block's signatures into the shared signature cache on
@@ -415,5 +407,22 @@ impl Backend for NodeHandle {
 
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.shared.events.subscribe()
+    }
+}
+
+/// The P2P layer's view of the chain writer's answer.
+fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
+    match result {
+        Ok(BlockOutcome::Connected { .. } | BlockOutcome::SideChain) => BlockVerdict::Accepted,
+        Ok(BlockOutcome::Known) => BlockVerdict::Known,
+        Ok(BlockOutcome::Orphan) => BlockVerdict::Orphan,
+        Err(WriterError::Invalid(error)) => BlockVerdict::Rejected {
+            reason: error.to_string(),
+            misbehaving: error.is_misbehaviour(),
+        },
+        Err(error) => BlockVerdict::Rejected {
+            reason: error.to_string(),
+            misbehaving: false,
+        },
     }
 }

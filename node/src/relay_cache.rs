@@ -11,7 +11,7 @@ use tokio_util::bytes::Bytes;
 
 /// How many recent blocks are kept (a block is at most a few MiB, and
 /// only the newest are asked for by many peers at once).
-const RELAY_CACHE_BLOCKS: usize = 8;
+pub const RELAY_CACHE_BLOCKS: usize = 8;
 
 #[derive(Default)]
 pub struct RelayCache {

@@ -6,6 +6,7 @@
 mod common;
 mod crash;
 mod golden;
+mod held;
 mod open;
 mod props;
 mod rejections;

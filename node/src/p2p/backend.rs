@@ -71,6 +71,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Whether a tx is in the mempool or confirmed on the best chain.
     fn has_tx(&self, txid: &TxId) -> bool;
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send;
+    /// `submit_block` for a block a sync fetched: more of them follow at
+    /// once, so the backend may commit several together. The default is
+    /// `submit_block`.
+    fn submit_synced_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
+        self.submit_block(block)
+    }
     /// Optional: checks what needs no chain state (the tx signatures, into
     /// the signature cache) before `submit_block`, and hands the block back.
     /// During a sync the P2P layer runs this for up to 32 blocks ahead

@@ -84,8 +84,9 @@ struct ImportItem {
     from: Option<PeerId>,
     block: Block,
     size: usize,
-    /// Run `Backend::precheck_block` first (synced blocks).
-    precheck: bool,
+    /// A block the sync asked for: `Backend::precheck_block` runs first,
+    /// then `Backend::submit_synced_block`.
+    synced: bool,
 }
 
 /// Why an outbound connection exists.
@@ -1089,7 +1090,7 @@ impl<B: Backend> Manager<B> {
             from: Some(id),
             block,
             size,
-            precheck: for_sync,
+            synced: for_sync,
         };
         match &self.block_import {
             Some(queue) if queue.send(import).is_ok() => self.block_backlog += 1,
@@ -1460,7 +1461,7 @@ async fn precheck_blocks<B: Backend>(
             .map(|item: ImportItem| {
                 let backend = backend.clone();
                 async move {
-                    if item.precheck {
+                    if item.synced {
                         let block = backend.precheck_block(item.block).await;
                         ImportItem { block, ..item }
                     } else {
@@ -1498,7 +1499,10 @@ async fn import_blocks<B: Backend>(
 ) {
     loop {
         let ImportItem {
-            from, block, size, ..
+            from,
+            block,
+            size,
+            synced,
         } = tokio::select! {
             _ = cancel.cancelled() => break,
             next = queue.recv() => match next {
@@ -1509,7 +1513,13 @@ async fn import_blocks<B: Backend>(
         let hash = block.hash();
         let verdict = tokio::select! {
             _ = cancel.cancelled() => break,
-            verdict = backend.submit_block(block) => verdict,
+            verdict = async {
+                if synced {
+                    backend.submit_synced_block(block).await
+                } else {
+                    backend.submit_block(block).await
+                }
+            } => verdict,
         };
         if verdicts
             .send(Verdict::Block {
