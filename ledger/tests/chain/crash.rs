@@ -49,10 +49,20 @@ fn run_worker(dir: &Path) {
         last_timestamp = (last_timestamp + 1).max(now_ms());
         last_timestamp
     };
+    // Half the extensions go through held connects (as a syncing node's
+    // do), committed 2 to 8 at a time; while some are held, the worker
+    // tracks their tip and nonces itself (readers see the committed state).
+    let mut held_tip: Option<ledger::Header> = None;
+    let mut held_nonces: std::collections::HashMap<usize, u64> = Default::default();
     loop {
+        if !chain.has_held() {
+            held_tip = None;
+            held_nonces.clear();
+        }
         let reader = chain.reader();
         let tip = chain.tip();
         if tip.height >= 2 && rng.gen_ratio(1, 4) {
+            chain.commit_held().expect("commit held connects");
             // Reorg: a branch from a few blocks back, one block longer.
             let depth = rng.gen_range(1..=tip.height.min(3));
             let base = reader
@@ -75,7 +85,11 @@ fn run_worker(dir: &Path) {
         } else {
             let mut txs = Vec::new();
             for sender in 0..rng.gen_range(0..6) {
-                let nonce = reader.account(&dev_address(sender)).nonce;
+                let nonce = held_nonces
+                    .get(&sender)
+                    .copied()
+                    .unwrap_or_else(|| reader.account(&dev_address(sender)).nonce);
+                held_nonces.insert(sender, nonce + 1);
                 txs.push(transfer(
                     &genesis,
                     sender,
@@ -85,11 +99,21 @@ fn run_worker(dir: &Path) {
                     nonce,
                 ));
             }
-            let parent = reader.header(&tip.hash).expect("tip header");
+            let parent = held_tip
+                .clone()
+                .unwrap_or_else(|| reader.header(&tip.hash).expect("tip header"));
             let block = block_on(&spec, &parent, next_timestamp(), dev_address(9), txs);
-            chain
-                .process_block(block, now_ms())
-                .expect("extension is valid");
+            if rng.gen_ratio(1, 2) {
+                held_tip = Some(block.header.clone());
+                let limit = rng.gen_range(2..=8);
+                chain
+                    .process_block_held(block, now_ms(), limit)
+                    .expect("extension is valid");
+            } else {
+                chain
+                    .process_block(block, now_ms())
+                    .expect("extension is valid");
+            }
         }
     }
 }
