@@ -10,6 +10,9 @@
 //! store (see `storage`). Invariant after every public call: the tip is the
 //! best valid candidate, i.e. no stored block that is not known invalid has
 //! more work than the tip (or equal work and an earlier first-seen number).
+//! The one exception to "connected means stored": connects held for a group
+//! commit (`process_block_held`), which only the writer sees until
+//! `commit_held`.
 
 use crate::address::Address;
 use crate::amount::Amount;

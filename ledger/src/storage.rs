@@ -23,7 +23,9 @@
 //! Connecting or disconnecting one block is ONE sled transaction over the
 //! consensus trees (accounts, undo, best_chain, meta/tip), so after a crash
 //! the store holds either the whole block or none of it, and `meta/tip`
-//! always names the block the account state matches. The tx and address
+//! always names the block the account state matches. A few consecutive
+//! blocks may also connect in one transaction (`connect_blocks`): then the
+//! store holds all of them or none. The tx and address
 //! indexes (most of a block's keys: one per tx) are written right after,
 //! then `meta/indexed` moves to the block; every best-chain block up to
 //! `meta/indexed` is indexed, so `Chain::open` finishes (again, entries are

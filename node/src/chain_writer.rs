@@ -268,7 +268,10 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
     // Published new tips whose bookkeeping is still to do.
     let mut unsettled: Vec<ChainUpdate> = Vec::new();
     loop {
-        let wait = if !held.is_empty() {
+        // (The chain may hold connects with no update here: a failed
+        // reorg that went back to the old tip reconnects its blocks.)
+        let holding = !held.is_empty() || chain.has_held();
+        let wait = if holding {
             Some(HOLD_DELAY)
         } else if !unsettled.is_empty() {
             Some(SETTLE_DELAY)
@@ -279,10 +282,10 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
             Some(delay) => match commands.recv_timeout(delay) {
                 Ok(command) => command,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if held.is_empty() {
-                        settle_all(&mut chain, &context, &mut unsettled);
-                    } else {
+                    if holding {
                         release(&mut chain, &context, &mut held, &mut unsettled);
+                    } else {
+                        settle_all(&mut chain, &context, &mut unsettled);
                     }
                     continue;
                 }
