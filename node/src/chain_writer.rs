@@ -13,7 +13,9 @@
 //! address indexes (deferred: `Chain::write_indexes`) and bring the mempool
 //! up to date (`apply_update`, reorg-aware). For blocks mined here that
 //! happens before the reply; for peers' blocks once the writer has been idle
-//! for a moment (`Settle`), so relaying is not slowed by bookkeeping.
+//! for a moment (`Settle`), so relaying is not slowed by bookkeeping. The
+//! blocks of a sync are also committed several per sled transaction
+//! (`Settle::Synced`), and published once committed.
 //! Readers never come here: they use a `ChainReader`, which reads sled
 //! directly.
 
