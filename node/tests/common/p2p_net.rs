@@ -751,8 +751,8 @@ impl Setup {
     }
 }
 
-/// Starts one node per dir where node i dials node i-1 (a line), and waits
-/// up to `link_timeout` for every link to be up.
+/// Starts one node per dir where node i dials node i-1 (a line), each once
+/// the link before it is up (waiting up to `link_timeout` per link).
 pub async fn line(dirs: &[tempfile::TempDir], link_timeout: Duration) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = Vec::new();
     for dir in dirs {
@@ -768,14 +768,15 @@ pub async fn line(dirs: &[tempfile::TempDir], link_timeout: Duration) -> Vec<Tes
             },
         )
         .await;
+        // Each link is up before the next node starts, so what a node
+        // hears in its first `Addr` (its neighbour's links) is settled.
+        if let Some(left) = nodes.last() {
+            wait_for("line link up", link_timeout, || {
+                left.has_peer(&node) && node.has_peer(left)
+            })
+            .await;
+        }
         nodes.push(node);
-    }
-    for index in 1..nodes.len() {
-        let (left, right) = (&nodes[index - 1], &nodes[index]);
-        wait_for("line link up", link_timeout, || {
-            left.has_peer(right) && right.has_peer(left)
-        })
-        .await;
     }
     nodes
 }
