@@ -6,6 +6,23 @@ use ledger::amount::COIN;
 use ledger::chain::{Chain, ChainError};
 use ledger::ChainSpec;
 
+/// The store's sled database itself, to damage it. sled lets go of its
+/// directory lock a moment after the last handle is dropped (its flusher
+/// thread ends first), so the lock is waited for, as `Store::open` does.
+fn raw_db(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(error) if std::time::Instant::now() < deadline => {
+                assert!(error.to_string().contains("lock"), "{error}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("cannot open the store's database: {error}"),
+        }
+    }
+}
+
 #[test]
 fn data_dir_of_another_chain_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +58,7 @@ fn corrupt_tip_is_a_clear_error() {
     }
     {
         // Point the tip at a block that is not in the index.
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_db(dir.path());
         db.open_tree("meta")
             .unwrap()
             .insert("tip", &[7u8; 32][..])
@@ -53,7 +70,7 @@ fn corrupt_tip_is_a_clear_error() {
         .expect("must refuse");
     assert!(matches!(error, ChainError::Corrupt { .. }), "{error:?}");
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_db(dir.path());
         db.open_tree("meta")
             .unwrap()
             .insert("tip", &[1u8; 5][..])
@@ -91,7 +108,7 @@ fn missing_height_entry_is_detected() {
         }
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_db(dir.path());
         db.open_tree("best_chain")
             .unwrap()
             .remove(1u64.to_be_bytes())
@@ -190,7 +207,7 @@ fn side_branch_with_a_missing_body_is_never_connected() {
         assert_eq!(chain.tip().hash, main[1].hash());
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_db(dir.path());
         db.open_tree("blocks")
             .unwrap()
             .remove(side[0].hash().as_bytes())
@@ -204,7 +221,7 @@ fn side_branch_with_a_missing_body_is_never_connected() {
     // A missing best-chain body, though, is corruption.
     drop(chain);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_db(dir.path());
         db.open_tree("blocks")
             .unwrap()
             .remove(main[0].hash().as_bytes())
