@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// How much lower than the rest of the node the verifiers run (a nice
-/// increment: CFS then gives a runnable writer about ten times their share).
+/// increment: CFS then gives a runnable writer about nine times the share
+/// of each verifier). Threads a verifier starts (`verify_many` on a large
+/// block) inherit it.
 pub const VERIFIER_NICE: i32 = 10;
 
 struct Job {
@@ -74,7 +76,7 @@ impl Verifier {
 fn run(queue: &Mutex<mpsc::Receiver<Job>>, genesis: &BlockHash, cache: &SignatureCache) {
     lower_priority();
     loop {
-        // The lock is held only while taking a job, never while checking.
+        // The lock is held while waiting for a job, never while checking.
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
             Err(_) => return,
