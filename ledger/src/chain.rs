@@ -339,6 +339,15 @@ struct HeldConnects {
     blocks: Vec<HeldConnect>,
 }
 
+impl HeldConnects {
+    fn get(&self, hash: &BlockHash) -> Option<&Arc<CachedBlock>> {
+        self.blocks
+            .iter()
+            .find(|connect| connect.hash == *hash)
+            .map(|connect| &connect.cached)
+    }
+}
+
 struct HeldConnect {
     hash: BlockHash,
     cached: Arc<CachedBlock>,
@@ -1165,13 +1174,8 @@ impl Chain {
         if let Some((_, cached)) = self.unstored.iter().find(|(known, _)| known == hash) {
             return Ok(Some(Arc::clone(cached)));
         }
-        if let Some(connect) = self
-            .held
-            .blocks
-            .iter()
-            .find(|connect| connect.hash == *hash)
-        {
-            return Ok(Some(Arc::clone(&connect.cached)));
+        if let Some(cached) = self.held.get(hash) {
+            return Ok(Some(Arc::clone(cached)));
         }
         let Some(block) = self.store.block(hash).map_err(storage_block_error)? else {
             return Ok(None);
@@ -1273,13 +1277,8 @@ impl Chain {
             if let Some(cached) = self.recent_blocks.get(hash) {
                 return Ok(Arc::clone(&cached.block));
             }
-            if let Some(connect) = self
-                .held
-                .blocks
-                .iter()
-                .find(|connect| connect.hash == *hash)
-            {
-                return Ok(Arc::clone(&connect.cached.block));
+            if let Some(cached) = self.held.get(hash) {
+                return Ok(Arc::clone(&cached.block));
             }
             self.store
                 .block(hash)
