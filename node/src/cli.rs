@@ -153,6 +153,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 /// Runs a node with already-parsed arguments until SIGINT or SIGTERM.
 pub fn run(args: NodeArgs) -> ExitCode {
+    disable_transparent_huge_pages();
     let config = match NodeConfig::from_args(&args) {
         Ok(config) => config,
         Err(error) => {
@@ -194,6 +195,20 @@ pub fn run(args: NodeArgs) -> ExitCode {
             eprintln!("ledger-node: error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// mimalloc asks the kernel for transparent huge pages on its regions, and
+/// with Linux's default `defrag=madvise` a fault in such a region zeroes
+/// 2 MiB and may compact memory first, on the faulting thread. The node's
+/// heap is small and sparse, so it gains little from huge pages and pays
+/// those stalls in the middle of block checks; like Redis and other
+/// latency-minded servers it turns them off for its own process (no
+/// system setting is touched). Faults after this call get normal pages.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("ledger-node: warning: cannot turn off transparent huge pages: {error}");
     }
 }
 

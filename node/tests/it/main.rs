@@ -419,3 +419,22 @@ fn healthcheck_subcommand() {
         .unwrap();
     assert!(!down.success());
 }
+
+/// The node turns transparent huge pages off for its own process
+/// (`cli::run`): the kernel reports it in the process's status file.
+#[cfg(target_os = "linux")]
+#[test]
+fn transparent_huge_pages_are_off_for_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    // Kernels before 5.0 do not report it; there is nothing to check then.
+    if let Some(thp) = thp {
+        assert_eq!(thp, "0", "{status}");
+    }
+    assert!(node.terminate().success());
+}
