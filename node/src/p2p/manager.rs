@@ -1256,10 +1256,14 @@ impl<B: Backend> Manager<B> {
             self.send(peer, &Message::GetData(items));
         }
         if self.sync.is_done() {
+            // The writer commits the last few synced blocks a moment
+            // later (held connects), so the committed tip may still be a
+            // few blocks short of the sync's last header: log both.
             let tip = self.backend.tip();
             tracing::info!(
                 peer,
-                height = tip.height,
+                height = self.sync.last_header_height().max(tip.height),
+                committed_height = tip.height,
                 blocks = self.sync.blocks_imported,
                 secs = self.sync.started_at().elapsed().as_secs_f64(),
                 "sync finished"

@@ -10,7 +10,7 @@
 
 use super::gossip::PeerId;
 use super::message::{MAX_HEADERS, MAX_LOCATOR};
-use ledger::{BlockHash, Header, Target};
+use ledger::{BlockHash, Header, Height, Target};
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub struct BlockSync {
     importing: HashSet<BlockHash>,
     importing_bytes: usize,
     last_header: Option<BlockHash>,
+    /// Height of the last header received: how far this sync goes.
+    last_header_height: Height,
     headers_in_flight: bool,
     /// The last `Headers` answer was full, so the peer has more.
     more_headers: bool,
@@ -65,6 +67,7 @@ impl BlockSync {
             importing: HashSet::new(),
             importing_bytes: 0,
             last_header: None,
+            last_header_height: 0,
             headers_in_flight: false,
             more_headers: false,
             last_progress: now,
@@ -78,6 +81,11 @@ impl BlockSync {
 
     pub fn is_active(&self) -> bool {
         self.peer.is_some()
+    }
+
+    /// The height of the last header the sync peer sent (0 before any).
+    pub fn last_header_height(&self) -> Height {
+        self.last_header_height
     }
 
     pub fn started_at(&self) -> Instant {
@@ -150,6 +158,7 @@ impl BlockSync {
                 self.queue.push_back(hash);
             }
             self.last_header = Some(hash);
+            self.last_header_height = header.height;
         }
         Ok(())
     }
@@ -286,6 +295,7 @@ mod tests {
         let now = Instant::now();
         let headers = chain(300);
         let mut sync = BlockSync::new();
+        assert_eq!(sync.last_header_height(), 0);
         assert!(sync.start(7, now));
         assert!(!sync.start(8, now));
         sync.headers_requested(now);
@@ -306,6 +316,7 @@ mod tests {
             sync.block_judged(hash, 100);
         }
         assert!(sync.is_done());
+        assert_eq!(sync.last_header_height(), 300);
         assert_eq!(sync.locator(vec![BlockHash::ZERO])[0], headers[299].hash());
     }
 
