@@ -86,9 +86,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if too_large {
-            // The rest of the oversized body is never read, so the
-            // connection cannot carry another request: say so, so clients
-            // do not reuse it.
+            // The rest of an oversized body may be left unread (past what
+            // `refuse_oversized` drains, or when the cap is found while
+            // reading), so the connection cannot carry another request:
+            // say so, so clients do not reuse it.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),

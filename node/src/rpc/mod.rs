@@ -206,7 +206,7 @@ pub fn router(state: RpcState) -> Router {
 
 /// Most of an oversized body that is read and thrown away before the 413
 /// is sent.
-pub const OVERSIZED_DRAIN_BYTES: usize = 16 * BODY_LIMIT_BYTES;
+const OVERSIZED_DRAIN_BYTES: usize = 16 * BODY_LIMIT_BYTES;
 
 /// How long an oversized body may take to be read and thrown away.
 const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(2);
