@@ -141,10 +141,11 @@ pub fn verify_many<M: AsRef<[u8]> + Sync>(
     items: &[(PublicKey, M, Signature)],
 ) -> Result<(), usize> {
     // Below a few dozen signatures a thread costs more than it saves.
-    if items.len() < 64 {
-        return verify_range(items, 0);
-    }
-    let threads = available_threads();
+    let threads = if items.len() < 64 {
+        1
+    } else {
+        available_threads()
+    };
     if threads == 1 {
         return verify_range(items, 0);
     }
