@@ -11,7 +11,7 @@ use crate::config::{chain_marker, NodeConfig, CHAIN_MARKER_FILE};
 use crate::handle::{NodeHandle, Shared};
 use crate::metrics::Metrics;
 use crate::mining::BackgroundMiner;
-use crate::network::{self, P2pConfig, P2pHandle};
+use crate::p2p::{self, P2pConfig, P2pHandle};
 use crate::relay_cache::RelayCache;
 use crate::verifier::Verifier;
 use anyhow::Context as _;
@@ -218,7 +218,7 @@ impl Node {
         p2p_config.ban_duration = BAN_DURATION;
         p2p_config.address_book = address_book;
         p2p_config.ban_store = ban_store;
-        let network = match network::start(
+        let network = match p2p::start(
             p2p_config,
             handle.clone(),
             metrics.clone(),

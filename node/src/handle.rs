@@ -11,8 +11,8 @@
 use crate::chain_writer::{now_ms, BlockOutcome, ChainWriter, WriterError};
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
-use crate::network::P2pHandle;
-use crate::p2p::{Backend, BlockVerdict, TipSummary, TxVerdict};
+use crate::p2p::P2pHandle;
+use crate::p2p::{Backend, BlockVerdict, ChainView, TipSummary, TxVerdict};
 use crate::relay_cache::RelayCache;
 use crate::verifier::Verifier;
 use ledger::chain::ChainReader;
@@ -322,11 +322,7 @@ impl NodeHandle {
     }
 }
 
-impl Backend for NodeHandle {
-    fn genesis_hash(&self) -> BlockHash {
-        self.shared.genesis_hash
-    }
-
+impl ChainView for NodeHandle {
     fn tip(&self) -> TipSummary {
         let tip = self.shared.reader.tip();
         TipSummary {
@@ -344,8 +340,28 @@ impl Backend for NodeHandle {
         self.shared.reader.headers_after(locator, max)
     }
 
+    /// Stored, or validated and still being committed (in the relay cache,
+    /// so it can be served already).
     fn has_block(&self, hash: &BlockHash) -> bool {
-        self.shared.reader.has_block(hash)
+        self.shared.relay_cache.contains(hash) || self.shared.reader.has_block(hash)
+    }
+
+    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
+        self.mempool().get(txid).cloned()
+    }
+
+    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
+        self.mempool().txids_newest_first(limit)
+    }
+
+    fn has_tx(&self, txid: &TxId) -> bool {
+        self.mempool().contains(txid) || self.shared.reader.tx(txid).is_some()
+    }
+}
+
+impl Backend for NodeHandle {
+    fn genesis_hash(&self) -> BlockHash {
+        self.shared.genesis_hash
     }
 
     fn block(&self, hash: &BlockHash) -> Option<Block> {
@@ -360,18 +376,6 @@ impl Backend for NodeHandle {
             .reader
             .block_bytes(hash)
             .map(|bytes| crate::p2p::codec::block_payload(&bytes))
-    }
-
-    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
-        self.mempool().get(txid).cloned()
-    }
-
-    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
-        self.mempool().txids_newest_first(limit)
-    }
-
-    fn has_tx(&self, txid: &TxId) -> bool {
-        self.mempool().contains(txid) || self.shared.reader.tx(txid).is_some()
     }
 
     async fn submit_block(&self, block: Block) -> BlockVerdict {

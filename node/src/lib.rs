@@ -33,12 +33,13 @@ pub mod handle;
 pub mod logging;
 pub mod metrics;
 pub mod mining;
-pub mod network;
 pub mod node_key;
 pub mod p2p;
 pub mod relay_cache;
 pub mod rpc;
 pub mod shutdown;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 pub mod verifier;
 
 pub use config::NodeConfig;

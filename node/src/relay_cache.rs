@@ -30,6 +30,10 @@ impl RelayCache {
         entries.push_back((hash, payload));
     }
 
+    pub fn contains(&self, hash: &BlockHash) -> bool {
+        self.lock().iter().any(|(known, _)| known == hash)
+    }
+
     pub fn get(&self, hash: &BlockHash) -> Option<Bytes> {
         self.lock()
             .iter()

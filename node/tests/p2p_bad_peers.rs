@@ -4,8 +4,7 @@
 //! ban) the offender. The 4 GiB length prefix, which measures the
 //! process's memory, runs alone in `p2p_memory.rs`.
 
-#[path = "common/p2p_net.rs"]
-mod p2p_net;
+use node::test_utils::p2p_net;
 
 use ledger::{BlockHash, Hash256, Target, TxId};
 use node::p2p::message::{InvItem, Message};

@@ -6,8 +6,7 @@
 //! cargo test --release -p node --test p2p_bench -- --ignored --nocapture --test-threads 1
 //! ```
 
-#[path = "common/p2p_net.rs"]
-mod p2p_net;
+use node::test_utils::p2p_net;
 
 use ledger::{BlockHash, TxId};
 use node::p2p::Backend;

@@ -6,8 +6,7 @@
 //! attached; the node must stay up, keep relaying to the honest peer, and
 //! drop the offender.
 
-#[path = "common/p2p_net.rs"]
-mod p2p_net;
+use node::test_utils::p2p_net;
 
 use node::p2p::message::{InvItem, Message};
 use p2p_net::*;

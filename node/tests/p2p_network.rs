@@ -1,9 +1,8 @@
 //! Multi-node P2P tests on loopback: gossip along a line, a late joiner,
 //! a healed partition and churn. Each node is the real P2P network over a
-//! real chain and mempool in a temp dir (see `common/p2p_net.rs`).
+//! real chain and mempool in a temp dir (see `node::test_utils::p2p_net`).
 
-#[path = "common/p2p_net.rs"]
-mod p2p_net;
+use node::test_utils::p2p_net;
 
 use p2p_net::*;
 use std::time::{Duration, Instant};

@@ -7,8 +7,7 @@
 //! cargo test --release -p node --test p2p_real_nodes -- --ignored --nocapture --test-threads 1
 //! ```
 
-#[path = "common/p2p_net.rs"]
-mod p2p_net;
+use node::test_utils::p2p_net;
 
 use ledger::chainspec::{dev_accounts, dev_secret_key};
 use ledger::{Amount, BlockHash, Transaction, TxId};

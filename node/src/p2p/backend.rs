@@ -1,9 +1,13 @@
 //! `Backend`: everything the P2P layer needs from the rest of the node,
-//! as one trait, so networking can be built and tested apart from the RPC
-//! and the miner. The node's `NodeHandle` implements it.
+//! so networking can be built and tested apart from the RPC and the miner.
+//! It extends the protocol core's `ChainView` (synchronous reads) with what
+//! only the driver uses: validation (async, off the network's task), block
+//! bytes to serve, and the node's events. The node's `NodeHandle`
+//! implements it.
 
+use super::protocol::ChainView;
 use crate::events::NodeEvent;
-use ledger::{Block, BlockHash, Header, Height, Transaction, TxId, Work};
+use ledger::{Block, BlockHash, Height, Transaction, Work};
 use std::future::Future;
 use tokio::sync::broadcast;
 use tokio_util::bytes::Bytes;
@@ -45,15 +49,8 @@ pub enum TxVerdict {
 
 /// The node as the P2P layer sees it. Reads are cheap and synchronous;
 /// submissions are async because validation runs off the async threads.
-pub trait Backend: Clone + Send + Sync + 'static {
+pub trait Backend: ChainView + Clone + Send + Sync + 'static {
     fn genesis_hash(&self) -> BlockHash;
-    fn tip(&self) -> TipSummary;
-    /// Block locator of the best chain: recent hashes densely, then
-    /// exponentially sparser back to genesis.
-    fn locator(&self) -> Vec<BlockHash>;
-    /// Best-chain headers after the first locator hash we know, up to `max`.
-    fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header>;
-    fn has_block(&self, hash: &BlockHash) -> bool;
     fn block(&self, hash: &BlockHash) -> Option<Block>;
     /// The `Message::Block` payload for a stored block, to answer
     /// `GetData`. The default encodes `block`; a node forwards the stored
@@ -62,14 +59,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
         self.block(hash)
             .map(|block| super::codec::encode_message(&super::message::Message::Block(block)))
     }
-    /// A tx in the mempool (for answering `GetData`).
-    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction>;
-    /// Up to `limit` txids of the mempool, newest first: announced to each
-    /// new peer so pending txs reach nodes that connect later (a late
-    /// joiner, a healed partition).
-    fn mempool_txids(&self, limit: usize) -> Vec<TxId>;
-    /// Whether a tx is in the mempool or confirmed on the best chain.
-    fn has_tx(&self, txid: &TxId) -> bool;
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send;
     /// `submit_block` for a block a sync fetched: more of them follow at
     /// once, so the backend may commit several together. The default is

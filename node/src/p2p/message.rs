@@ -29,10 +29,21 @@ pub const MAX_LOCATOR: usize = 128;
 /// tricked into signing something that is also a valid tx or block statement.
 pub const HANDSHAKE_DOMAIN: &[u8] = b"gossip-ledger/p2p-handshake/v1\0";
 
+/// The four bytes that open every `Hello` and name the network (taken from
+/// the genesis hash), so nodes of different chains part at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct NetworkMagic(pub [u8; 4]);
+
+impl From<[u8; 4]> for NetworkMagic {
+    fn from(bytes: [u8; 4]) -> NetworkMagic {
+        NetworkMagic(bytes)
+    }
+}
+
 /// The first message each side sends: who it is and what chain it follows.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Hello {
-    pub magic: [u8; 4],
+    pub magic: NetworkMagic,
     pub protocol_version: u32,
     pub genesis_hash: BlockHash,
     /// The sender's persistent node key; the `HelloAck` proves possession.
@@ -209,7 +220,7 @@ impl Message {
 /// challenge it was given and both node ids, so the signature cannot be
 /// replayed on another chain, to another node or for another challenge.
 pub fn handshake_message(
-    magic: [u8; 4],
+    magic: NetworkMagic,
     genesis_hash: &BlockHash,
     challenge: &[u8; 32],
     signer: &PublicKey,
@@ -217,7 +228,7 @@ pub fn handshake_message(
 ) -> Vec<u8> {
     let mut message = Vec::with_capacity(HANDSHAKE_DOMAIN.len() + 4 + 32 * 4);
     message.extend_from_slice(HANDSHAKE_DOMAIN);
-    message.extend_from_slice(&magic);
+    message.extend_from_slice(&magic.0);
     message.extend_from_slice(genesis_hash.as_bytes());
     message.extend_from_slice(challenge);
     message.extend_from_slice(signer.as_bytes());
@@ -245,7 +256,7 @@ mod tests {
         );
         vec![
             Message::Hello(Hello {
-                magic: *b"gl00",
+                magic: NetworkMagic(*b"gl00"),
                 protocol_version: PROTOCOL_VERSION,
                 genesis_hash: genesis,
                 node_id: key.public_key(),
@@ -322,18 +333,18 @@ mod tests {
         let a = SecretKey::from_seed("a").public_key();
         let b = SecretKey::from_seed("b").public_key();
         let genesis = BlockHash(Hash256::digest(b"g"));
-        let base = handshake_message(*b"abcd", &genesis, &[1; 32], &a, &b);
+        let base = handshake_message(NetworkMagic(*b"abcd"), &genesis, &[1; 32], &a, &b);
         assert_ne!(
             base,
-            handshake_message(*b"abce", &genesis, &[1; 32], &a, &b)
+            handshake_message(NetworkMagic(*b"abce"), &genesis, &[1; 32], &a, &b)
         );
         assert_ne!(
             base,
-            handshake_message(*b"abcd", &genesis, &[2; 32], &a, &b)
+            handshake_message(NetworkMagic(*b"abcd"), &genesis, &[2; 32], &a, &b)
         );
         assert_ne!(
             base,
-            handshake_message(*b"abcd", &genesis, &[1; 32], &b, &a)
+            handshake_message(NetworkMagic(*b"abcd"), &genesis, &[1; 32], &b, &a)
         );
         assert!(base.starts_with(HANDSHAKE_DOMAIN));
     }

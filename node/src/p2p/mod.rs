@@ -8,38 +8,45 @@
 //!   allocating) and per-kind caps before decoding.
 //! - `connection`: a `Transport` (TCP today) split into a message reader and
 //!   a frame writer, counting messages by kind.
-//! - `peer`: one task per connection: authenticated handshake, pings,
-//!   answering `GetData`/`GetHeaders`, a byte-bounded send queue.
-//! - `gossip`, `sync`, `addrbook`: the manager's bookkeeping (what each peer
-//!   knows and what we asked for; header-first block sync; dialable
-//!   addresses and bans), free of I/O.
-//! - `manager`: the network actor. It owns every piece of peer state,
-//!   accepts and dials connections, relays what the node accepts, feeds
-//!   received blocks and txs to the `Backend` and bans misbehaving peers.
-//!   `P2pHandle` is its cheap `Clone` handle.
+//! - `protocol`: the core. `NetworkState` decides every rule (handshake
+//!   sessions, liveness, slots and dialing, gossip, sync, addresses, bans)
+//!   from `Input`s and time given by its caller, and says what to do as
+//!   `Action`s. No sockets, clocks, threads or storage: the same inputs and
+//!   seed give the same actions, so its rules are unit-tested on a fake
+//!   clock and a simulation can run thousands of them.
+//! - `link`: one connection's tasks, which only move bytes (dial, read,
+//!   write, serve answers) under per-connection memory bounds.
+//! - `driver`: the tokio layer that feeds the core real time and events and
+//!   carries out its actions (links, importers, sled records, metrics).
+//! - this module: `start`, the config, and `P2pHandle`, the cheap `Clone`
+//!   handle the rest of the node holds.
 //!
-//! Tasks: the manager, one reader task and one writer task per connection,
-//! one block importer and a few tx importers (so validation never blocks the
-//! manager). All are tracked and stop on the `CancellationToken` given to
-//! `start`.
+//! Tasks: the driver, three per connection (reader, writer, answer
+//! server), one block importer and a few tx importers (so validation never
+//! blocks the driver). All are tracked and stop on the `CancellationToken`
+//! given to `start`.
 
-pub mod addrbook;
 pub mod backend;
 pub mod codec;
 pub mod connection;
-pub mod gossip;
-pub mod manager;
+mod driver;
+pub mod link;
 pub mod message;
-pub mod peer;
-pub mod sync;
+pub mod protocol;
 
 pub use backend::{Backend, BlockVerdict, TipSummary, TxVerdict};
+pub use driver::unix_ms;
+pub use protocol::{addrbook, gossip, sync, ChainView, ConnId};
 
 use crate::metrics::Metrics;
-use addrbook::{BanKey, BanList};
+use addrbook::BanKey;
+use driver::{Clock, Driver, DriverParts, Stores};
 use ledger::chain::AuxTree;
-use ledger::json::{Direction, PeerJson};
-use ledger::{BlockHash, Height, PublicKey, SecretKey};
+use ledger::json::PeerJson;
+use ledger::{BlockHash, PublicKey, SecretKey};
+use message::NetworkMagic;
+use protocol::{Command, CoreConfig, Mono, Snapshot};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -94,7 +101,7 @@ pub struct P2pConfig {
     pub max_inbound: usize,
     pub max_outbound: usize,
     pub ban_duration: Duration,
-    pub network_magic: [u8; 4],
+    pub network_magic: NetworkMagic,
     pub genesis_hash: BlockHash,
     /// The node's persistent identity key.
     pub node_key: SecretKey,
@@ -110,7 +117,7 @@ impl P2pConfig {
     /// discovery on, no bootstrap peers, in-memory address book).
     pub fn new(
         listen_addr: SocketAddr,
-        network_magic: [u8; 4],
+        network_magic: impl Into<NetworkMagic>,
         genesis_hash: BlockHash,
         node_key: SecretKey,
     ) -> P2pConfig {
@@ -121,7 +128,7 @@ impl P2pConfig {
             max_inbound: 32,
             max_outbound: 8,
             ban_duration: Duration::from_secs(24 * 60 * 60),
-            network_magic,
+            network_magic: network_magic.into(),
             genesis_hash,
             node_key,
             address_book: None,
@@ -172,30 +179,46 @@ pub async fn start<B: Backend>(
         source,
     })?;
     let tracker = TaskTracker::new();
-    let shared = Arc::new(Shared {
-        bans: Mutex::new(BanList::load(
-            config.ban_store.clone(),
-            Instant::now(),
-            manager::unix_ms(),
-        )),
-        ..Shared::default()
-    });
+    let shared = Arc::new(Shared::default());
     let (commands, command_receiver) = mpsc::unbounded_channel();
     let node_id = config.node_key.public_key();
-    let manager = manager::Manager::new(manager::ManagerParts {
-        config,
+    let clock = Clock {
+        epoch: Instant::now(),
+    };
+    let stores = Stores {
+        address_book: config.address_book.clone(),
+        bans: config.ban_store.clone(),
+    };
+    let core_config = CoreConfig {
+        listen_addr: local_addr,
+        peers: config.peers,
+        no_discovery: config.no_discovery,
+        max_inbound: config.max_inbound,
+        max_outbound: config.max_outbound,
+        ban_duration: config.ban_duration,
+        network_magic: config.network_magic,
+        genesis_hash: config.genesis_hash,
+        node_key: config.node_key,
+        timing: config.timing,
+    };
+    let driver = Driver::new(DriverParts {
+        config: core_config,
         backend,
         metrics,
         cancel,
         listener,
-        local_addr,
         tracker: tracker.clone(),
         shared: shared.clone(),
         commands: command_receiver,
+        stores,
+        clock,
+        // Nonces and jitter must not be guessable by peers: a node seeds
+        // its core from the OS; only tests and simulations fix the seed.
+        seed: rand::random(),
     });
-    tracker.spawn(manager.run());
+    tracker.spawn(driver.run());
     // Closing only means "wait() may finish once every task ended"; the
-    // manager still spawns peer tasks on it while it runs.
+    // driver still spawns connection tasks on it while it runs.
     tracker.close();
     Ok(P2pHandle {
         inner: Arc::new(HandleInner {
@@ -204,41 +227,18 @@ pub async fn start<B: Backend>(
             commands,
             shared,
             tracker,
+            clock,
         }),
     })
 }
 
-/// A command to the manager.
-pub(crate) enum Command {
-    Dial(String),
-}
-
-/// A connected peer as the handle shows it.
-#[derive(Clone, Debug)]
-pub(crate) struct PeerView {
-    pub addr: SocketAddr,
-    pub direction: Direction,
-    pub node_id: PublicKey,
-    pub height: Height,
-    pub ping_ms: Option<u64>,
-    pub connected_at: Instant,
-}
-
-/// A peer's own peers, as it reported them in `Addr`.
-#[derive(Clone, Debug)]
-pub(crate) struct KnownView {
-    pub node_id: PublicKey,
-    pub addr: SocketAddr,
-    pub peers: Vec<PublicKey>,
-}
-
-/// What the manager publishes for the handle's synchronous reads. A std
+/// What the driver publishes for the handle's synchronous reads. A std
 /// `Mutex` because no `.await` happens while it is held.
 #[derive(Default)]
 pub(crate) struct Shared {
-    pub peers: Mutex<Vec<PeerView>>,
-    pub known: Mutex<Vec<KnownView>>,
-    pub bans: Mutex<BanList>,
+    pub snapshot: Mutex<Snapshot>,
+    /// Bans in force, until an instant on the driver's clock.
+    pub bans: Mutex<BTreeMap<BanKey, Mono>>,
     pub syncing: AtomicBool,
 }
 
@@ -256,6 +256,7 @@ struct HandleInner {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    clock: Clock,
 }
 
 /// Cheap handle to the running network.
@@ -277,7 +278,9 @@ impl P2pHandle {
     }
 
     pub fn peers(&self) -> Vec<PeerJson> {
-        lock(&self.inner.shared.peers)
+        let now = self.inner.clock.now().mono;
+        lock(&self.inner.shared.snapshot)
+            .peers
             .iter()
             .map(|peer| PeerJson {
                 addr: peer.addr.to_string(),
@@ -285,13 +288,13 @@ impl P2pHandle {
                 node_id: hex::encode(peer.node_id.as_bytes()),
                 height: peer.height,
                 ping_ms: peer.ping_ms,
-                connected_secs: peer.connected_at.elapsed().as_secs(),
+                connected_secs: now.saturating_duration_since(peer.connected_at).as_secs(),
             })
             .collect()
     }
 
     pub fn n_peers(&self) -> usize {
-        lock(&self.inner.shared.peers).len()
+        lock(&self.inner.shared.snapshot).peers.len()
     }
 
     /// Dials `addr` (`host:port`) and keeps reconnecting to it like a
@@ -307,18 +310,26 @@ impl P2pHandle {
 
     /// Whether connections from `addr` are refused by a ban now.
     pub fn is_banned(&self, addr: SocketAddr) -> bool {
-        lock(&self.inner.shared.bans).is_addr_banned(addr, Instant::now())
+        self.banned(&BanKey::for_addr(addr))
     }
 
-    /// Whether the node id (hex) is banned now.
+    /// Whether the node id is banned now.
     pub fn is_node_banned(&self, node_id: &PublicKey) -> bool {
-        lock(&self.inner.shared.bans).is_banned(&BanKey::Node(*node_id), Instant::now())
+        self.banned(&BanKey::Node(*node_id))
+    }
+
+    fn banned(&self, key: &BanKey) -> bool {
+        let now = self.inner.clock.now().mono;
+        lock(&self.inner.shared.bans)
+            .get(key)
+            .is_some_and(|until| *until > now)
     }
 
     /// `GET /v1/network`: our peers, and our peers' peers as they reported
     /// them: `{"node_id", "peers": [...], "known": [{"node_id", "addr", "peers": [node_id...]}]}`.
     pub fn network_view(&self) -> serde_json::Value {
-        let known: Vec<serde_json::Value> = lock(&self.inner.shared.known)
+        let known: Vec<serde_json::Value> = lock(&self.inner.shared.snapshot)
+            .known
             .iter()
             .map(|view| {
                 serde_json::json!({

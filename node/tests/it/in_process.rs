@@ -70,7 +70,7 @@ async fn regtest_miner_paces_blocks_and_confirms_txs() {
 /// blocks and txs, with misbehaviour only for what no honest peer sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_verdicts() {
-    use node::p2p::{Backend, BlockVerdict, TxVerdict};
+    use node::p2p::{Backend, BlockVerdict, ChainView, TxVerdict};
     let spec = ChainSpec::builtin("regtest").unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Node::start(NodeConfig::for_tests(spec.clone(), dir_a.path()))
@@ -111,7 +111,7 @@ async fn backend_verdicts() {
         BlockVerdict::Known
     );
     assert_eq!(
-        Backend::tip(&node_b).hash,
+        ChainView::tip(&node_b).hash,
         hashes[1],
         "the orphan connected after its parent"
     );
@@ -151,7 +151,7 @@ async fn backend_verdicts() {
         TxVerdict::Known
     );
     assert_eq!(
-        Backend::mempool_tx(&node_b, &fresh.txid()),
+        ChainView::mempool_tx(&node_b, &fresh.txid()),
         Some(fresh.clone())
     );
     let mut forged = fresh;

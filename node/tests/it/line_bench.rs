@@ -8,9 +8,10 @@
 //! cargo test --release -p node --test it line_bench -- --ignored --nocapture --test-threads 1
 //! ```
 
-use super::{regtest, NodeProcess};
+use super::NodeProcess;
 use ledger::chainspec::{dev_accounts, dev_secret_key};
 use ledger::{Amount, Transaction};
+use node::test_utils::{percentile, regtest};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
@@ -158,11 +159,6 @@ fn cpu_seconds(pid: u32) -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -7,7 +7,8 @@ mod line_bench;
 
 use ledger::chainspec::{dev_accounts, dev_secret_key, DEV_KEYS_WARNING};
 use ledger::json::TxJson;
-use ledger::{Amount, ChainSpec, Transaction};
+use ledger::{Amount, Transaction};
+use node::test_utils::regtest;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -157,10 +158,6 @@ fn send_sigterm(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -TERM {pid} failed");
-}
-
-fn regtest() -> ChainSpec {
-    ChainSpec::builtin("regtest").unwrap()
 }
 
 fn address(index: usize) -> String {

@@ -1,21 +1,23 @@
 //! The address book and the ban list. The book holds dialable listen
 //! addresses (learned in handshakes or from `Addr` messages, never a
 //! connection's ephemeral source port) with last-seen times and failure
-//! counts, persisted in a sled tree so a restarted node finds its network
-//! again; addresses that keep failing age out. Bans are by node id and by
+//! counts; addresses that keep failing age out. Bans are by node id and by
 //! address: by IP for public addresses, but by exact socket address on
 //! loopback, where every local node shares one IP and banning it would cut
-//! off honest neighbours too. Bans persist in their own tree with their
-//! wall-clock expiry, so a restart does not pardon anyone.
+//! off honest neighbours too. Neither touches storage: each change is
+//! queued as a `BookChange` that `NetworkState` hands to its driver as an
+//! action (the node persists them, with bans' wall-clock expiry, so
+//! a restart neither loses the network nor pardons anyone).
 
-use super::message::PeerAddr;
-use ledger::chain::AuxTree;
-use ledger::encoding::{self, Decode, Encode};
+use super::time::{Mono, Time};
+use crate::p2p::message::PeerAddr;
+use core::net::{IpAddr, SocketAddr};
+use ledger::encoding::{Decode, Encode};
 use ledger::PublicKey;
+use rand::seq::SliceRandom;
 use rand::Rng;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Most addresses remembered; the least recently seen go first.
 pub const MAX_BOOK_ENTRIES: usize = 10_000;
@@ -29,10 +31,10 @@ const STALE_AGE_OUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Reconnect delay after `failures` failed attempts: exponential from 1 s to
 /// 60 s, jittered down by up to a quarter so that nodes restarted together
 /// do not dial in lockstep (never below 1 s).
-pub fn backoff(failures: u32) -> Duration {
+pub fn backoff(failures: u32, rng: &mut impl Rng) -> Duration {
     let base_secs = 1u64 << failures.min(6);
     let base = Duration::from_secs(base_secs.min(60));
-    let factor = rand::thread_rng().gen_range(0.75..=1.0);
+    let factor = rng.gen_range(0.75..=1.0);
     base.mul_f64(factor).max(Duration::from_secs(1))
 }
 
@@ -48,44 +50,40 @@ pub struct AddrEntry {
     pub retry_after_ms: u64,
 }
 
-/// Dialable addresses, persisted when a store is given.
-pub struct AddrBook {
-    entries: HashMap<SocketAddr, AddrEntry>,
-    store: Option<AuxTree>,
+/// A change to persist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BookChange {
+    PutAddr(SocketAddr, AddrEntry),
+    RemoveAddr(SocketAddr),
+    /// `until` on the monotonic clock (for the handle's view), `until_ms`
+    /// on the wall clock (for storage).
+    PutBan {
+        key: BanKey,
+        until: Mono,
+        until_ms: u64,
+    },
+    RemoveBan(BanKey),
 }
 
-fn key_of(addr: &SocketAddr) -> Vec<u8> {
-    encoding::encode(addr)
+/// Dialable addresses.
+#[derive(Default)]
+pub struct AddrBook {
+    entries: BTreeMap<SocketAddr, AddrEntry>,
+    changes: Vec<BookChange>,
 }
 
 impl AddrBook {
-    /// Loads what the store holds; undecodable records are dropped, never
-    /// fatal (the book is only a cache of the network).
-    pub fn load(store: Option<AuxTree>) -> AddrBook {
-        let mut entries = HashMap::new();
-        if let Some(tree) = &store {
-            match tree.iter() {
-                Ok(records) => {
-                    for (key, value) in records {
-                        match (
-                            encoding::decode_with_limit::<SocketAddr>(&key, 64),
-                            encoding::decode_with_limit::<AddrEntry>(&value, 256),
-                        ) {
-                            (Ok(addr), Ok(entry)) => {
-                                entries.insert(addr, entry);
-                            }
-                            _ => {
-                                let _ = tree.remove(&key);
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the address book; starting empty")
-                }
-            }
+    /// A book holding what was persisted before.
+    pub fn restore(entries: impl IntoIterator<Item = (SocketAddr, AddrEntry)>) -> AddrBook {
+        AddrBook {
+            entries: entries.into_iter().collect(),
+            changes: Vec::new(),
         }
-        AddrBook { entries, store }
+    }
+
+    /// The changes since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<BookChange> {
+        std::mem::take(&mut self.changes)
     }
 
     pub fn len(&self) -> usize {
@@ -100,17 +98,12 @@ impl AddrBook {
         self.entries.get(addr)
     }
 
-    fn persist(&self, addr: &SocketAddr) {
-        let Some(tree) = &self.store else { return };
-        let result = match self.entries.get(addr) {
-            Some(entry) => tree
-                .insert(&key_of(addr), &encoding::encode(entry))
-                .map(|_| ()),
-            None => tree.remove(&key_of(addr)).map(|_| ()),
+    fn persist(&mut self, addr: &SocketAddr) {
+        let change = match self.entries.get(addr) {
+            Some(entry) => BookChange::PutAddr(*addr, entry.clone()),
+            None => BookChange::RemoveAddr(*addr),
         };
-        if let Err(error) = result {
-            tracing::warn!(%addr, %error, "cannot store address book entry");
-        }
+        self.changes.push(change);
     }
 
     fn make_room(&mut self) {
@@ -176,19 +169,19 @@ impl AddrBook {
     }
 
     /// We are about to dial `addr`; it is not tried again before its backoff.
-    pub fn attempted(&mut self, addr: &SocketAddr, now_ms: u64) {
+    pub fn attempted(&mut self, addr: &SocketAddr, now_ms: u64, rng: &mut impl Rng) {
         if let Some(entry) = self.entries.get_mut(addr) {
             entry.retry_after_ms =
-                now_ms.saturating_add(backoff(entry.failures).as_millis() as u64);
+                now_ms.saturating_add(backoff(entry.failures, rng).as_millis() as u64);
         }
     }
 
     /// A dial or handshake to `addr` failed.
-    pub fn failed(&mut self, addr: &SocketAddr, now_ms: u64) {
+    pub fn failed(&mut self, addr: &SocketAddr, now_ms: u64, rng: &mut impl Rng) {
         if let Some(entry) = self.entries.get_mut(addr) {
             entry.failures = entry.failures.saturating_add(1);
             entry.retry_after_ms =
-                now_ms.saturating_add(backoff(entry.failures).as_millis() as u64);
+                now_ms.saturating_add(backoff(entry.failures, rng).as_millis() as u64);
             self.persist(addr);
         }
     }
@@ -218,10 +211,14 @@ impl AddrBook {
         doomed.len()
     }
 
-    /// Addresses worth dialing now, most recently seen first.
+    /// Addresses worth dialing now: those seen working within the hour
+    /// first, then within the day, then the rest, in random order within
+    /// each group, so that nodes sharing a book do not all dial the same
+    /// few addresses and no peer decides our order by its timestamps alone.
     pub fn candidates(
         &self,
         now_ms: u64,
+        rng: &mut impl Rng,
         skip: impl Fn(&SocketAddr, &AddrEntry) -> bool,
     ) -> Vec<SocketAddr> {
         let mut ready: Vec<(&SocketAddr, &AddrEntry)> = self
@@ -229,7 +226,16 @@ impl AddrBook {
             .iter()
             .filter(|(addr, entry)| entry.retry_after_ms <= now_ms && !skip(addr, entry))
             .collect();
-        ready.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.last_seen_ms));
+        ready.shuffle(rng);
+        let recency = |entry: &AddrEntry| {
+            let unseen = now_ms.saturating_sub(entry.last_seen_ms);
+            match unseen {
+                0..=3_600_000 => 0,
+                3_600_001..=86_400_000 => 1,
+                _ => 2,
+            }
+        };
+        ready.sort_by_key(|(_, entry)| recency(entry));
         ready.into_iter().map(|(addr, _)| *addr).collect()
     }
 
@@ -259,7 +265,7 @@ pub fn is_dialable(addr: &SocketAddr) -> bool {
 }
 
 /// What a ban applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
 pub enum BanKey {
     Ip(IpAddr),
     Addr(SocketAddr),
@@ -278,88 +284,72 @@ impl BanKey {
     }
 }
 
-/// Bans in force, each until an instant, mirrored (key -> expiry in Unix
-/// ms) into a sled tree when one is given.
+/// Bans in force, each until an instant. Changes are queued as
+/// `BookChange`s for the driver to persist.
 #[derive(Default)]
 pub struct BanList {
-    until: HashMap<BanKey, Instant>,
-    store: Option<AuxTree>,
+    until: BTreeMap<BanKey, Mono>,
+    changes: Vec<BookChange>,
 }
 
 impl BanList {
-    /// Loads the bans still in force from `store`; expired and undecodable
-    /// records are deleted (a lost ban is a risk, never an outage).
-    pub fn load(store: Option<AuxTree>, now: Instant, now_ms: u64) -> BanList {
-        let mut until = HashMap::new();
-        if let Some(tree) = &store {
-            match tree.iter() {
-                Ok(records) => {
-                    for (key, value) in records {
-                        let decoded = encoding::decode::<BanKey>(&key)
-                            .ok()
-                            .zip(encoding::decode::<u64>(&value).ok());
-                        match decoded {
-                            Some((ban, expiry_ms)) if expiry_ms > now_ms => {
-                                until.insert(ban, now + Duration::from_millis(expiry_ms - now_ms));
-                            }
-                            Some(_) => {
-                                let _ = tree.remove(&key);
-                            }
-                            None => {
-                                tracing::warn!(
-                                    key = %hex::encode(&key),
-                                    "dropping an undecodable ban record"
-                                );
-                                let _ = tree.remove(&key);
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the ban list; starting without it")
-                }
+    /// The bans persisted before (key, expiry in Unix ms) that are still in
+    /// force at `now`.
+    pub fn restore(records: impl IntoIterator<Item = (BanKey, u64)>, now: Time) -> BanList {
+        let mut bans = BanList::default();
+        for (key, expiry_ms) in records {
+            if expiry_ms > now.unix_ms {
+                let left = Duration::from_millis(expiry_ms - now.unix_ms);
+                bans.until.insert(key, now.mono + left);
+            } else {
+                bans.changes.push(BookChange::RemoveBan(key));
             }
         }
-        if !until.is_empty() {
-            tracing::info!(bans = until.len(), "bans still in force loaded");
-        }
-        BanList { until, store }
+        bans
     }
 
-    /// Bans `key` for `duration` from `now` (`now_ms` on the wall clock).
-    pub fn ban(&mut self, key: BanKey, now: Instant, now_ms: u64, duration: Duration) {
-        self.until.insert(key, now + duration);
-        if let Some(tree) = &self.store {
-            let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-            let expiry_ms = now_ms.saturating_add(millis);
-            if let Err(error) = tree.insert(&encoding::encode(&key), &encoding::encode(&expiry_ms))
-            {
-                tracing::warn!(%error, "cannot persist a ban; it holds until restart");
-            }
-        }
+    /// The changes since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<BookChange> {
+        std::mem::take(&mut self.changes)
     }
 
-    pub fn is_banned(&self, key: &BanKey, now: Instant) -> bool {
+    /// Bans `key` for `duration` from `now`.
+    pub fn ban(&mut self, key: BanKey, now: Time, duration: Duration) {
+        let until = now.after(duration);
+        self.until.insert(key, until.mono);
+        self.changes.push(BookChange::PutBan {
+            key,
+            until: until.mono,
+            until_ms: until.unix_ms,
+        });
+    }
+
+    pub fn is_banned(&self, key: &BanKey, now: Mono) -> bool {
         self.until.get(key).is_some_and(|until| *until > now)
     }
 
-    pub fn is_addr_banned(&self, addr: SocketAddr, now: Instant) -> bool {
+    pub fn is_addr_banned(&self, addr: SocketAddr, now: Mono) -> bool {
         self.is_banned(&BanKey::for_addr(addr), now)
     }
 
     /// Drops expired bans; returns how many remain.
-    pub fn expire(&mut self, now: Instant) -> usize {
-        let store = &self.store;
-        self.until.retain(|key, until| {
-            let keep = *until > now;
-            if !keep {
-                if let Some(tree) = store {
-                    let _ = tree.remove(&encoding::encode(key));
-                }
-            }
-            keep
-        });
+    pub fn expire(&mut self, now: Mono) -> usize {
+        let expired: Vec<BanKey> = self
+            .until
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            self.until.remove(&key);
+            self.changes.push(BookChange::RemoveBan(key));
+        }
         self.until.len()
+    }
+
+    /// Every ban in force with its expiry.
+    pub fn iter(&self) -> impl Iterator<Item = (&BanKey, &Mono)> {
+        self.until.iter()
     }
 
     pub fn len(&self) -> usize {
@@ -374,20 +364,27 @@ impl BanList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    fn rng() -> rand_chacha::ChaCha8Rng {
+        rand_chacha::ChaCha8Rng::seed_from_u64(1)
+    }
 
     #[test]
     fn backoff_grows_to_a_minute_with_jitter() {
+        let mut rng = rng();
         for failures in 0..20 {
-            let delay = backoff(failures);
+            let delay = backoff(failures, &mut rng);
             assert!(delay >= Duration::from_secs(1));
             assert!(delay <= Duration::from_secs(60));
         }
-        assert!(backoff(10) >= Duration::from_secs(45));
+        assert!(backoff(10, &mut rng) >= Duration::from_secs(45));
     }
 
     #[test]
     fn failing_addresses_age_out_and_bans_expire() {
-        let mut book = AddrBook::load(None);
+        let mut rng = rng();
+        let mut book = AddrBook::default();
         let addr: SocketAddr = "10.0.0.1:7070".parse().expect("literal");
         book.learned(
             &PeerAddr {
@@ -409,45 +406,78 @@ mod tests {
         );
         assert_eq!(book.len(), 1);
         for _ in 0..MAX_FAILURES {
-            book.failed(&addr, 2_000);
+            book.failed(&addr, 2_000, &mut rng);
         }
-        assert!(book.candidates(2_000, |_, _| false).is_empty());
+        assert!(book.candidates(2_000, &mut rng, |_, _| false).is_empty());
         assert_eq!(book.age_out(2_000), 0);
         assert_eq!(
             book.age_out(2_000 + FAILED_AGE_OUT.as_millis() as u64 + 1),
             1
         );
+        assert_eq!(
+            book.take_changes().last(),
+            Some(&BookChange::RemoveAddr(addr))
+        );
 
         let mut bans = BanList::default();
-        let now = Instant::now();
+        let now = Time::new(Mono::ZERO, 0);
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("literal");
-        bans.ban(BanKey::for_addr(local), now, 0, Duration::from_secs(5));
-        assert!(bans.is_addr_banned(local, now));
-        assert!(!bans.is_addr_banned("127.0.0.1:5001".parse().expect("literal"), now));
-        assert_eq!(bans.expire(now + Duration::from_secs(6)), 0);
+        bans.ban(BanKey::for_addr(local), now, Duration::from_secs(5));
+        assert!(bans.is_addr_banned(local, now.mono));
+        assert!(!bans.is_addr_banned("127.0.0.1:5001".parse().expect("literal"), now.mono));
+        assert_eq!(bans.expire(now.mono + Duration::from_secs(6)), 0);
     }
 
     #[test]
-    fn bans_survive_a_restart_until_they_expire() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let spec = ledger::ChainSpec::builtin("regtest").expect("built-in");
-        let chain = ledger::chain::Chain::open(spec, dir.path()).expect("opens");
-        let tree = chain.aux_tree("bans").expect("tree");
-        let (now, now_ms) = (Instant::now(), 1_000_000);
+    fn restored_bans_hold_until_their_wall_clock_expiry() {
         let node = BanKey::Node(PublicKey([7; 32]));
         let addr = BanKey::for_addr("10.0.0.1:7070".parse().expect("literal"));
-        let mut bans = BanList::load(Some(tree.clone()), now, now_ms);
-        bans.ban(node, now, now_ms, Duration::from_secs(60));
-        bans.ban(addr, now, now_ms, Duration::from_secs(5));
+        let mut bans = BanList::default();
+        bans.ban(
+            node,
+            Time::new(Mono::ZERO, 1_000_000),
+            Duration::from_secs(60),
+        );
+        bans.ban(
+            addr,
+            Time::new(Mono::ZERO, 1_000_000),
+            Duration::from_secs(5),
+        );
+        let stored: Vec<(BanKey, u64)> = bans
+            .take_changes()
+            .into_iter()
+            .filter_map(|change| match change {
+                BookChange::PutBan { key, until_ms, .. } => Some((key, until_ms)),
+                _ => None,
+            })
+            .collect();
+        // Restarted 10 s later (a new monotonic epoch): the node ban holds
+        // for its remaining 50 s, the address ban is over and its record
+        // is deleted.
+        let later = Time::new(Mono(Duration::from_secs(3)), 1_010_000);
+        let mut reloaded = BanList::restore(stored, later);
+        assert!(reloaded.is_banned(&node, later.mono));
+        assert!(reloaded.is_banned(&node, later.mono + Duration::from_secs(49)));
+        assert!(!reloaded.is_banned(&node, later.mono + Duration::from_secs(51)));
+        assert!(!reloaded.is_banned(&addr, later.mono));
+        assert_eq!(reloaded.take_changes(), vec![BookChange::RemoveBan(addr)]);
+    }
 
-        // Restarted 10 s later: the node ban holds, the address ban is over
-        // and its record is gone.
-        let later = Instant::now();
-        let reloaded = BanList::load(Some(tree.clone()), later, now_ms + 10_000);
-        assert!(reloaded.is_banned(&node, later));
-        assert!(reloaded.is_banned(&node, later + Duration::from_secs(49)));
-        assert!(!reloaded.is_banned(&node, later + Duration::from_secs(51)));
-        assert!(!reloaded.is_banned(&addr, later));
-        assert_eq!(tree.iter().expect("reads").len(), 1);
+    #[test]
+    fn candidate_order_depends_on_the_seed_within_a_recency_group() {
+        let mut book = AddrBook::default();
+        for port in 7000..7020 {
+            let addr = SocketAddr::from(([10, 0, 0, 1], port));
+            book.connected(addr, PublicKey([port as u8; 32]), 10_000_000);
+        }
+        let stale = SocketAddr::from(([10, 0, 0, 2], 7000));
+        book.connected(stale, PublicKey([1; 32]), 1_000);
+        let order = |seed| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            book.candidates(10_000_000, &mut rng, |_, _| false)
+        };
+        assert_eq!(order(1), order(1));
+        assert_ne!(order(1), order(2));
+        assert_eq!(order(1).last(), Some(&stale), "the stale address goes last");
     }
 }

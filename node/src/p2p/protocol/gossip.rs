@@ -2,16 +2,16 @@
 //! known to have (bounded, oldest forgotten first), and which objects we
 //! have asked for, from whom, since when, and who else offered them, so a
 //! request that times out or comes back `NotFound` is asked again from
-//! another peer, and no object is ever fetched from two peers at once. The
-//! manager owns one `Requests` and one `KnownInventory` per peer; nothing
-//! here does I/O.
+//! another peer, and no object is ever fetched from two peers at once.
+//! `NetworkState` owns one `Requests` and one `KnownInventory` per peer.
+//! Requests are kept in ordered maps, so expiring them walks the same order
+//! for the same inputs.
 
-use super::message::InvItem;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
-
-/// Identifies a connection for the lifetime of the node.
-pub type PeerId = u64;
+use super::time::Mono;
+use super::ConnId;
+use crate::p2p::message::InvItem;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Duration;
 
 /// Inventory remembered per peer. 32-byte hashes: about 1 MB per peer.
 pub const KNOWN_INVENTORY_CAPACITY: usize = 16_384;
@@ -76,10 +76,10 @@ impl KnownInventory {
 /// One outstanding request.
 #[derive(Debug)]
 struct Request {
-    peer: PeerId,
-    sent_at: Instant,
+    peer: ConnId,
+    sent_at: Mono,
     /// Other peers that announced it, in announcement order.
-    alternates: Vec<PeerId>,
+    alternates: Vec<ConnId>,
     /// The object arrived and is being validated: not asked again, but kept
     /// so late announcements do not trigger another fetch.
     received: bool,
@@ -100,8 +100,8 @@ pub enum Announced {
 /// Outstanding `GetData` requests.
 #[derive(Default)]
 pub struct Requests {
-    items: HashMap<InvItem, Request>,
-    per_peer: HashMap<PeerId, usize>,
+    items: BTreeMap<InvItem, Request>,
+    per_peer: BTreeMap<ConnId, usize>,
 }
 
 impl Requests {
@@ -117,15 +117,15 @@ impl Requests {
         self.items.contains_key(item)
     }
 
-    pub fn outstanding_for(&self, peer: PeerId) -> usize {
+    pub fn outstanding_for(&self, peer: ConnId) -> usize {
         self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
-    fn add_to_peer(&mut self, peer: PeerId) {
+    fn add_to_peer(&mut self, peer: ConnId) {
         *self.per_peer.entry(peer).or_default() += 1;
     }
 
-    fn remove_from_peer(&mut self, peer: PeerId) {
+    fn remove_from_peer(&mut self, peer: ConnId) {
         if let Some(count) = self.per_peer.get_mut(&peer) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -135,7 +135,7 @@ impl Requests {
     }
 
     /// `peer` announced `item`, which we lack.
-    pub fn announced(&mut self, item: InvItem, peer: PeerId, now: Instant) -> Announced {
+    pub fn announced(&mut self, item: InvItem, peer: ConnId, now: Mono) -> Announced {
         if let Some(request) = self.items.get_mut(&item) {
             if request.peer != peer
                 && !request.alternates.contains(&peer)
@@ -153,7 +153,7 @@ impl Requests {
     }
 
     /// Records a request made outside announcements (block sync).
-    pub fn insert(&mut self, item: InvItem, peer: PeerId, now: Instant, for_sync: bool) {
+    pub fn insert(&mut self, item: InvItem, peer: ConnId, now: Mono, for_sync: bool) {
         if let Some(old) = self.items.insert(
             item,
             Request {
@@ -174,7 +174,7 @@ impl Requests {
     /// The object arrived from `peer`. Returns whether we had asked anyone
     /// for it (unrequested objects are still validated, but an unrequested
     /// flood is dropped earlier by the caller).
-    pub fn received(&mut self, item: &InvItem, now: Instant) -> bool {
+    pub fn received(&mut self, item: &InvItem, now: Mono) -> bool {
         match self.items.get_mut(item) {
             Some(request) if !request.received => {
                 request.received = true;
@@ -202,9 +202,9 @@ impl Requests {
     fn reassign(
         &mut self,
         item: InvItem,
-        now: Instant,
-        usable: &impl Fn(PeerId) -> bool,
-    ) -> Option<PeerId> {
+        now: Mono,
+        usable: &impl Fn(ConnId) -> bool,
+    ) -> Option<ConnId> {
         let request = self.items.get_mut(&item)?;
         let old_peer = request.peer;
         let next = loop {
@@ -235,10 +235,10 @@ impl Requests {
     pub fn not_found(
         &mut self,
         item: InvItem,
-        peer: PeerId,
-        now: Instant,
-        usable: &impl Fn(PeerId) -> bool,
-    ) -> Option<PeerId> {
+        peer: ConnId,
+        now: Mono,
+        usable: &impl Fn(ConnId) -> bool,
+    ) -> Option<ConnId> {
         match self.items.get(&item) {
             Some(request) if request.peer == peer && !request.received => {
                 self.reassign(item, now, usable)
@@ -252,10 +252,10 @@ impl Requests {
     /// to send, and the sync requests that timed out (the sync decides).
     pub fn expire(
         &mut self,
-        now: Instant,
+        now: Mono,
         timeout: Duration,
-        usable: &impl Fn(PeerId) -> bool,
-    ) -> (Vec<(InvItem, PeerId)>, Vec<InvItem>) {
+        usable: &impl Fn(ConnId) -> bool,
+    ) -> (Vec<(InvItem, ConnId)>, Vec<InvItem>) {
         let mut expired = Vec::new();
         let mut stuck = Vec::new();
         let mut sync_expired = Vec::new();
@@ -288,10 +288,10 @@ impl Requests {
     /// A peer disconnected: its requests go to alternates or are dropped.
     pub fn peer_gone(
         &mut self,
-        peer: PeerId,
-        now: Instant,
-        usable: &impl Fn(PeerId) -> bool,
-    ) -> Vec<(InvItem, PeerId)> {
+        peer: ConnId,
+        now: Mono,
+        usable: &impl Fn(ConnId) -> bool,
+    ) -> Vec<(InvItem, ConnId)> {
         let mine: Vec<InvItem> = self
             .items
             .iter()
@@ -323,6 +323,10 @@ mod tests {
     use super::*;
     use ledger::{Hash256, TxId};
 
+    const fn peer(n: u64) -> ConnId {
+        ConnId(n)
+    }
+
     fn tx(n: u8) -> InvItem {
         InvItem::Tx(TxId(Hash256::digest(&[n])))
     }
@@ -341,17 +345,17 @@ mod tests {
 
     #[test]
     fn one_fetch_per_item_and_reask_on_timeout() {
-        let now = Instant::now();
+        let now = Mono::ZERO;
         let timeout = Duration::from_secs(2);
         let mut requests = Requests::default();
-        assert_eq!(requests.announced(tx(1), 1, now), Announced::Fetch);
-        assert_eq!(requests.announced(tx(1), 2, now), Announced::Ignore);
-        assert_eq!(requests.outstanding_for(1), 1);
+        assert_eq!(requests.announced(tx(1), peer(1), now), Announced::Fetch);
+        assert_eq!(requests.announced(tx(1), peer(2), now), Announced::Ignore);
+        assert_eq!(requests.outstanding_for(peer(1)), 1);
         let all = |_| true;
         let (again, _) = requests.expire(now + Duration::from_secs(3), timeout, &all);
-        assert_eq!(again, vec![(tx(1), 2)]);
-        assert_eq!(requests.outstanding_for(1), 0);
-        assert_eq!(requests.outstanding_for(2), 1);
+        assert_eq!(again, vec![(tx(1), peer(2))]);
+        assert_eq!(requests.outstanding_for(peer(1)), 0);
+        assert_eq!(requests.outstanding_for(peer(2)), 1);
         // Peer 2 times out too and nobody else offered it: forgotten.
         let (again, _) = requests.expire(now + Duration::from_secs(6), timeout, &all);
         assert!(again.is_empty());
@@ -360,30 +364,30 @@ mod tests {
 
     #[test]
     fn not_found_and_disconnect_move_requests() {
-        let now = Instant::now();
+        let now = Mono::ZERO;
         let mut requests = Requests::default();
-        requests.announced(tx(1), 1, now);
-        requests.announced(tx(1), 2, now);
-        requests.announced(tx(2), 1, now);
-        requests.announced(tx(2), 3, now);
+        requests.announced(tx(1), peer(1), now);
+        requests.announced(tx(1), peer(2), now);
+        requests.announced(tx(2), peer(1), now);
+        requests.announced(tx(2), peer(3), now);
         let all = |_| true;
-        assert_eq!(requests.not_found(tx(1), 1, now, &all), Some(2));
-        let again = requests.peer_gone(1, now, &all);
-        assert_eq!(again, vec![(tx(2), 3)]);
+        assert_eq!(requests.not_found(tx(1), peer(1), now, &all), Some(peer(2)));
+        let again = requests.peer_gone(peer(1), now, &all);
+        assert_eq!(again, vec![(tx(2), peer(3))]);
         assert!(requests.received(&tx(2), now));
-        assert_eq!(requests.outstanding_for(3), 0);
+        assert_eq!(requests.outstanding_for(peer(3)), 0);
         requests.done(&tx(2));
         assert_eq!(requests.len(), 1);
     }
 
     #[test]
     fn a_flood_is_capped_per_peer() {
-        let now = Instant::now();
+        let now = Mono::ZERO;
         let mut requests = Requests::default();
         let mut fetched = 0;
         for n in 0..(MAX_REQUESTS_PER_PEER + 500) {
             let item = InvItem::Tx(TxId(Hash256::digest(&(n as u64).to_le_bytes())));
-            if requests.announced(item, 9, now) == Announced::Fetch {
+            if requests.announced(item, peer(9), now) == Announced::Fetch {
                 fetched += 1;
             }
         }

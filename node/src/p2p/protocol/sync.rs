@@ -5,14 +5,15 @@
 //! window while asking for the next headers early, so the importer never
 //! waits on the network. A sync peer that stops answering for the stall
 //! timeout is dropped and the sync restarts with another peer. No flag is
-//! needed to catch up: any node behind its peers syncs. This module decides;
-//! the manager sends.
+//! needed to catch up: any node behind its peers syncs. This module keeps
+//! the books; `NetworkState` sends.
 
-use super::gossip::PeerId;
-use super::message::{MAX_HEADERS, MAX_LOCATOR};
+use super::time::Mono;
+use super::ConnId;
+use crate::p2p::message::{MAX_HEADERS, MAX_LOCATOR};
 use ledger::{BlockHash, Header, Height, Target};
-use std::collections::{HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 
 /// Blocks requested from the sync peer at once.
 pub const BLOCK_WINDOW: usize = 256;
@@ -31,14 +32,14 @@ pub enum HeadersError {
 
 /// The state of the current sync, if any.
 pub struct BlockSync {
-    peer: Option<PeerId>,
-    started_at: Instant,
+    peer: Option<ConnId>,
+    started_at: Mono,
     /// Hashes from headers, in chain order, whose blocks we have not asked for.
     queue: VecDeque<BlockHash>,
     /// Blocks asked for and not yet arrived.
-    requested: HashSet<BlockHash>,
+    requested: BTreeSet<BlockHash>,
     /// Blocks arrived and handed to validation, with their sizes.
-    importing: HashSet<BlockHash>,
+    importing: BTreeSet<BlockHash>,
     importing_bytes: usize,
     last_header: Option<BlockHash>,
     /// Height of the last header received: how far this sync goes.
@@ -46,7 +47,7 @@ pub struct BlockSync {
     headers_in_flight: bool,
     /// The last `Headers` answer was full, so the peer has more.
     more_headers: bool,
-    last_progress: Instant,
+    last_progress: Mono,
     pub blocks_imported: u64,
 }
 
@@ -58,13 +59,13 @@ impl Default for BlockSync {
 
 impl BlockSync {
     pub fn new() -> BlockSync {
-        let now = Instant::now();
+        let now = Mono::ZERO;
         BlockSync {
             peer: None,
             started_at: now,
             queue: VecDeque::new(),
-            requested: HashSet::new(),
-            importing: HashSet::new(),
+            requested: BTreeSet::new(),
+            importing: BTreeSet::new(),
             importing_bytes: 0,
             last_header: None,
             last_header_height: 0,
@@ -75,7 +76,7 @@ impl BlockSync {
         }
     }
 
-    pub fn peer(&self) -> Option<PeerId> {
+    pub fn peer(&self) -> Option<ConnId> {
         self.peer
     }
 
@@ -88,13 +89,13 @@ impl BlockSync {
         self.last_header_height
     }
 
-    pub fn started_at(&self) -> Instant {
+    pub fn started_at(&self) -> Mono {
         self.started_at
     }
 
     /// Starts a sync with `peer` unless one runs. Returns whether it started;
     /// the caller then sends `GetHeaders` with `locator`.
-    pub fn start(&mut self, peer: PeerId, now: Instant) -> bool {
+    pub fn start(&mut self, peer: ConnId, now: Mono) -> bool {
         if self.peer.is_some() {
             return false;
         }
@@ -127,7 +128,7 @@ impl BlockSync {
         locator
     }
 
-    pub fn headers_requested(&mut self, now: Instant) {
+    pub fn headers_requested(&mut self, now: Mono) {
         self.headers_in_flight = true;
         self.last_progress = now;
     }
@@ -136,9 +137,9 @@ impl BlockSync {
     /// are queued for fetching.
     pub fn on_headers(
         &mut self,
-        peer: PeerId,
+        peer: ConnId,
         headers: &[Header],
-        now: Instant,
+        now: Mono,
         has_block: impl Fn(&BlockHash) -> bool,
     ) -> Result<(), HeadersError> {
         check_headers(headers)?;
@@ -191,7 +192,7 @@ impl BlockSync {
     }
 
     /// A block arrived. Returns whether the sync had asked for it.
-    pub fn block_received(&mut self, hash: &BlockHash, size: usize, now: Instant) -> bool {
+    pub fn block_received(&mut self, hash: &BlockHash, size: usize, now: Mono) -> bool {
         if !self.requested.remove(hash) {
             return false;
         }
@@ -228,7 +229,7 @@ impl BlockSync {
     }
 
     /// The sync peer owes us an answer and has been silent too long.
-    pub fn is_stalled(&self, now: Instant, timeout: Duration) -> bool {
+    pub fn is_stalled(&self, now: Mono, timeout: Duration) -> bool {
         self.peer.is_some()
             && (self.headers_in_flight || !self.requested.is_empty())
             && now.saturating_duration_since(self.last_progress) > timeout
@@ -292,14 +293,15 @@ mod tests {
 
     #[test]
     fn fetches_in_windows_and_finishes() {
-        let now = Instant::now();
+        let now = Mono::ZERO;
         let headers = chain(300);
         let mut sync = BlockSync::new();
         assert_eq!(sync.last_header_height(), 0);
-        assert!(sync.start(7, now));
-        assert!(!sync.start(8, now));
+        assert!(sync.start(ConnId(7), now));
+        assert!(!sync.start(ConnId(8), now));
         sync.headers_requested(now);
-        sync.on_headers(7, &headers, now, |_| false).expect("valid");
+        sync.on_headers(ConnId(7), &headers, now, |_| false)
+            .expect("valid");
         let first = sync.next_requests();
         assert_eq!(first.len(), BLOCK_WINDOW);
         assert_eq!(first[0], headers[0].hash());
@@ -329,9 +331,9 @@ mod tests {
         headers[1].bits = CompactTarget(0x0300_0001);
         assert_eq!(check_headers(&headers), Err(HeadersError::BadProofOfWork));
 
-        let now = Instant::now();
+        let now = Mono::ZERO;
         let mut sync = BlockSync::new();
-        sync.start(1, now);
+        sync.start(ConnId(1), now);
         sync.headers_requested(now);
         assert!(!sync.is_stalled(now, Duration::from_secs(5)));
         assert!(sync.is_stalled(now + Duration::from_secs(6), Duration::from_secs(5)));

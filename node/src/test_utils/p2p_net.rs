@@ -1,86 +1,44 @@
 //! Test harness for the P2P layer: a `Backend` over a real `ledger` chain
-//! (sled in a temp dir) and a real mempool, the P2P network started on
-//! 127.0.0.1 port 0, and a hand-driven `FakePeer` that speaks the wire
-//! protocol (or deliberately does not) for the bad-peer tests. Waiting is
-//! always on a condition with a deadline.
+//! (sled in a temp dir) and a real mempool that publishes the node's events
+//! as the node does (`BlockValidated` from the chain's validated hook, with
+//! the payload in a relay cache, then `BlockConnected`, `Reorg`,
+//! `TxAccepted`, `TxReadmitted`), the P2P network started on 127.0.0.1
+//! port 0, and a hand-driven `FakePeer` that speaks the wire protocol (or
+//! deliberately does not) for the bad-peer tests.
 
-#![allow(dead_code)]
-
+pub use super::{now_ms, percentile, regtest, wait_for, wait_for_async};
+use crate::events::NodeEvent;
+use crate::metrics::Metrics;
+use crate::p2p::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
+use crate::p2p::message::{
+    handshake_message, Hello, HelloAck, Message, NetworkMagic, PROTOCOL_VERSION,
+};
+use crate::p2p::{
+    self, Backend, BlockVerdict, ChainView, P2pConfig, P2pHandle, P2pTiming, TipSummary, TxVerdict,
+};
+use crate::relay_cache::RelayCache;
 use futures::{SinkExt, StreamExt};
 use ledger::chain::{Chain, ChainReader, ProcessOutcome};
 use ledger::chainspec::dev_secret_key;
 use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
 use ledger::sigcache::SignatureCache;
 use ledger::{Address, Amount, Block, BlockHash, ChainSpec, Header, SecretKey, Transaction, TxId};
-use node::events::NodeEvent;
-use node::metrics::Metrics;
-use node::p2p::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
-use node::p2p::message::{handshake_message, Hello, HelloAck, Message, PROTOCOL_VERSION};
-use node::p2p::{
-    self, Backend, BlockVerdict, P2pConfig, P2pHandle, P2pTiming, TipSummary, TxVerdict,
-};
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub fn regtest() -> ChainSpec {
-    ChainSpec::builtin("regtest").expect("built-in chain")
-}
-
-/// Polls `condition` every 5 ms until it holds; panics with `what` at the
-/// deadline.
-pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Same, for conditions that must be evaluated asynchronously.
-pub async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 struct Inner {
@@ -91,6 +49,8 @@ struct Inner {
     mempool: Mutex<Mempool>,
     cache: SignatureCache,
     events: broadcast::Sender<NodeEvent>,
+    /// Payloads of the blocks validated last, as the node keeps them.
+    relay_cache: Arc<RelayCache>,
     /// How long each `process_block` took, for benchmarks.
     process_times: Mutex<Vec<Duration>>,
 }
@@ -111,6 +71,23 @@ impl TestBackend {
         let reader = chain.reader();
         let mempool = Mempool::new(spec.clone(), MempoolConfig::default(), cache.clone());
         let (events, _) = broadcast::channel(16_384);
+        let relay_cache = Arc::new(RelayCache::default());
+        {
+            // As the node's chain writer: a block is announced the moment
+            // it is validated, before it is written.
+            let events = events.clone();
+            let relay_cache = Arc::clone(&relay_cache);
+            chain.set_validated_hook(Box::new(move |hash, block| {
+                relay_cache.insert(
+                    *hash,
+                    crate::p2p::codec::block_payload(&ledger::encoding::encode(block)),
+                );
+                let _ = events.send(NodeEvent::BlockValidated {
+                    hash: *hash,
+                    height: block.header.height,
+                });
+            }));
+        }
         TestBackend {
             inner: Arc::new(Inner {
                 genesis: spec.genesis_hash(),
@@ -120,6 +97,7 @@ impl TestBackend {
                 mempool: Mutex::new(mempool),
                 cache,
                 events,
+                relay_cache,
                 process_times: Mutex::new(Vec::new()),
             }),
         }
@@ -207,7 +185,7 @@ impl TestBackend {
                 for block in &update.disconnected {
                     for tx in &block.txs {
                         if mempool.contains(&tx.txid()) {
-                            let _ = self.inner.events.send(NodeEvent::TxAccepted {
+                            let _ = self.inner.events.send(NodeEvent::TxReadmitted {
                                 tx: Arc::new(tx.clone()),
                             });
                         }
@@ -278,11 +256,7 @@ fn block_verdict(result: Result<ProcessOutcome, ledger::validation::BlockError>)
     }
 }
 
-impl Backend for TestBackend {
-    fn genesis_hash(&self) -> BlockHash {
-        self.inner.genesis
-    }
-
+impl ChainView for TestBackend {
     fn tip(&self) -> TipSummary {
         let tip = self.inner.reader.tip();
         TipSummary {
@@ -301,11 +275,7 @@ impl Backend for TestBackend {
     }
 
     fn has_block(&self, hash: &BlockHash) -> bool {
-        self.inner.reader.has_block(hash)
-    }
-
-    fn block(&self, hash: &BlockHash) -> Option<Block> {
-        self.inner.reader.block(hash)
+        self.inner.relay_cache.contains(hash) || self.inner.reader.has_block(hash)
     }
 
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
@@ -318,6 +288,26 @@ impl Backend for TestBackend {
 
     fn has_tx(&self, txid: &TxId) -> bool {
         self.mempool_has(txid) || self.confirmed(txid)
+    }
+}
+
+impl Backend for TestBackend {
+    fn genesis_hash(&self) -> BlockHash {
+        self.inner.genesis
+    }
+
+    fn block(&self, hash: &BlockHash) -> Option<Block> {
+        self.inner.reader.block(hash)
+    }
+
+    fn block_payload(&self, hash: &BlockHash) -> Option<tokio_util::bytes::Bytes> {
+        if let Some(payload) = self.inner.relay_cache.get(hash) {
+            return Some(payload);
+        }
+        self.inner
+            .reader
+            .block_bytes(hash)
+            .map(|bytes| crate::p2p::codec::block_payload(&bytes))
     }
 
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
@@ -546,9 +536,9 @@ impl FakePeer {
         }
     }
 
-    pub fn hello(&self, magic: [u8; 4], genesis: BlockHash) -> Hello {
+    pub fn hello(&self, magic: impl Into<NetworkMagic>, genesis: BlockHash) -> Hello {
         Hello {
-            magic,
+            magic: magic.into(),
             protocol_version: PROTOCOL_VERSION,
             genesis_hash: genesis,
             node_id: self.key.public_key(),
@@ -617,7 +607,7 @@ impl FakePeer {
 
     /// A handshake that claims `best_work` (true or not).
     pub async fn handshake_claiming(&mut self, spec: &ChainSpec, best_work: ledger::Work) -> Hello {
-        let magic = spec.network_magic();
+        let magic = NetworkMagic(spec.network_magic());
         let genesis = spec.genesis_hash();
         let mut ours = self.hello(magic, genesis);
         ours.best_work = best_work;
@@ -786,12 +776,6 @@ pub fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
     (0..n)
         .map(|_| tempfile::tempdir().expect("temp dir"))
         .collect()
-}
-
-/// The value at `fraction` (0.0 to 1.0) of sorted durations.
-pub fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 /// Waits until every txid in `wanted` has been reported by `TxAccepted`

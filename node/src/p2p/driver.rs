@@ -1,0 +1,645 @@
+//! The driver: the thin tokio layer around the protocol core. It accepts
+//! and dials connections (each run by `link`), feeds the core `Input`s with
+//! real time (peer frames, closed links, the node's events and verdicts,
+//! timers, commands), and carries out the core's `Action`s: sends, answers,
+//! disconnects, validation on importer tasks (so the core never waits on
+//! the chain), address-book and ban records in sled, metrics, and the
+//! snapshot the `P2pHandle` reads.
+
+use super::codec::encode_message;
+use super::link::{self, Link, LinkEvent, LinkTasks};
+use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
+use super::protocol::{
+    Action, CloseCause, Command, ConnId, CoreConfig, Input, MetricUpdate, Mono, NetworkState,
+    Restored, Time,
+};
+use super::{lock, Backend, Shared};
+use crate::metrics::Metrics;
+use futures::StreamExt;
+use ledger::chain::AuxTree;
+use ledger::encoding;
+use ledger::{Block, Transaction};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Per-peer queue budget: 8 MiB of encoded messages.
+const SEND_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// Capacity of the channel from connection tasks; a full channel makes
+/// their readers wait, which pushes back on the sockets.
+const EVENT_CHANNEL: usize = 4_096;
+/// Parallel tx importers; txs of one sender always go to the same one so
+/// their nonces arrive in order.
+const TX_IMPORTERS: usize = 4;
+/// Synced blocks whose signatures are checked ahead of the chain.
+const PRECHECK_AHEAD: usize = 32;
+
+/// Wall-clock Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The driver's clock: monotonic time since `epoch`, and the wall clock.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock {
+    pub epoch: Instant,
+}
+
+impl Clock {
+    pub fn now(&self) -> Time {
+        Time::new(Mono(self.epoch.elapsed()), unix_ms())
+    }
+
+    pub fn instant(&self, at: Mono) -> Instant {
+        self.epoch + at.0
+    }
+}
+
+/// Where the address book and bans persist.
+pub(crate) struct Stores {
+    pub address_book: Option<AuxTree>,
+    pub bans: Option<AuxTree>,
+}
+
+impl Stores {
+    /// Reads what was persisted; undecodable records are dropped, never
+    /// fatal (the book is a cache of the network, and a lost ban is a risk,
+    /// never an outage).
+    pub fn restore(&self) -> Restored {
+        let mut restored = Restored::default();
+        if let Some(tree) = &self.address_book {
+            for (key, value) in read_tree(tree, "address book") {
+                match (
+                    encoding::decode_with_limit::<SocketAddr>(&key, 64),
+                    encoding::decode_with_limit::<AddrEntry>(&value, 256),
+                ) {
+                    (Ok(addr), Ok(entry)) => restored.addresses.push((addr, entry)),
+                    _ => {
+                        tracing::warn!(key = %hex::encode(&key), "dropping an undecodable address record");
+                        let _ = tree.remove(&key);
+                    }
+                }
+            }
+        }
+        if let Some(tree) = &self.bans {
+            for (key, value) in read_tree(tree, "ban list") {
+                match (
+                    encoding::decode::<BanKey>(&key),
+                    encoding::decode::<u64>(&value),
+                ) {
+                    (Ok(ban), Ok(expiry_ms)) => restored.bans.push((ban, expiry_ms)),
+                    _ => {
+                        tracing::warn!(key = %hex::encode(&key), "dropping an undecodable ban record");
+                        let _ = tree.remove(&key);
+                    }
+                }
+            }
+        }
+        if !restored.bans.is_empty() {
+            tracing::info!(bans = restored.bans.len(), "ban records loaded");
+        }
+        restored
+    }
+
+    fn apply(&self, change: &BookChange) {
+        let (tree, what) = match change {
+            BookChange::PutAddr(..) | BookChange::RemoveAddr(_) => {
+                (&self.address_book, "address book entry")
+            }
+            BookChange::PutBan { .. } | BookChange::RemoveBan(_) => (&self.bans, "ban"),
+        };
+        let Some(tree) = tree else { return };
+        let result = match change {
+            BookChange::PutAddr(addr, entry) => tree
+                .insert(&encoding::encode(addr), &encoding::encode(entry))
+                .map(|_| ()),
+            BookChange::RemoveAddr(addr) => tree.remove(&encoding::encode(addr)).map(|_| ()),
+            BookChange::PutBan { key, until_ms, .. } => tree
+                .insert(&encoding::encode(key), &encoding::encode(until_ms))
+                .map(|_| ()),
+            BookChange::RemoveBan(key) => tree.remove(&encoding::encode(key)).map(|_| ()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, what, "cannot persist a P2P record; it holds until restart");
+        }
+    }
+}
+
+fn read_tree(tree: &AuxTree, what: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match tree.iter() {
+        Ok(records) => records,
+        Err(error) => {
+            tracing::warn!(%error, what, "cannot read a P2P store; starting without it");
+            Vec::new()
+        }
+    }
+}
+
+/// A received block on its way to validation.
+struct ImportItem {
+    from: Option<ConnId>,
+    block: Block,
+    size: usize,
+    /// A block the sync asked for: `Backend::precheck_block` runs first,
+    /// then `Backend::submit_synced_block`.
+    from_sync: bool,
+}
+
+/// What `start` hands the driver.
+pub(crate) struct DriverParts<B: Backend> {
+    pub config: CoreConfig,
+    pub backend: B,
+    pub metrics: Metrics,
+    pub cancel: CancellationToken,
+    pub listener: TcpListener,
+    pub tracker: TaskTracker,
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub stores: Stores,
+    pub clock: Clock,
+    pub seed: u64,
+}
+
+pub(crate) struct Driver<B: Backend> {
+    state: NetworkState<B>,
+    backend: B,
+    metrics: Metrics,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    stores: Stores,
+    clock: Clock,
+    connect_timeout: Duration,
+    link_events_tx: mpsc::Sender<LinkEvent>,
+    link_events: mpsc::Receiver<LinkEvent>,
+    verdicts_tx: mpsc::UnboundedSender<Input>,
+    verdicts: mpsc::UnboundedReceiver<Input>,
+    block_import: Option<mpsc::UnboundedSender<ImportItem>>,
+    tx_import: Vec<mpsc::UnboundedSender<(ConnId, Transaction)>>,
+    links: BTreeMap<ConnId, Link>,
+    pending_inbound: HashMap<SocketAddr, TcpStream>,
+}
+
+impl<B: Backend> Driver<B> {
+    pub(crate) fn new(parts: DriverParts<B>) -> Driver<B> {
+        let DriverParts {
+            config,
+            backend,
+            metrics,
+            cancel,
+            listener,
+            tracker,
+            shared,
+            commands,
+            stores,
+            clock,
+            seed,
+        } = parts;
+        let connect_timeout = config.timing.connect_timeout;
+        let restored = stores.restore();
+        let state = NetworkState::new(config, backend.clone(), seed, clock.now(), restored);
+        for (name, help) in [
+            (
+                "p2p_messages_received_total",
+                "P2P messages received, by kind.",
+            ),
+            ("p2p_messages_sent_total", "P2P messages sent, by kind."),
+            ("p2p_bans_total", "Peers banned, by reason."),
+            ("p2p_peers", "Connected peers, by direction."),
+            (
+                "p2p_disconnects_total",
+                "Peer connections closed, by reason.",
+            ),
+        ] {
+            metrics.describe(name, help);
+        }
+        {
+            let mut bans = lock(&shared.bans);
+            for (key, until) in state.bans().iter() {
+                bans.insert(*key, *until);
+            }
+        }
+        let (link_events_tx, link_events) = mpsc::channel(EVENT_CHANNEL);
+        let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
+        Driver {
+            state,
+            backend,
+            metrics,
+            cancel,
+            tracker,
+            listener,
+            shared,
+            commands,
+            stores,
+            clock,
+            connect_timeout,
+            link_events_tx,
+            link_events,
+            verdicts_tx,
+            verdicts,
+            block_import: None,
+            tx_import: Vec::new(),
+            links: BTreeMap::new(),
+            pending_inbound: HashMap::new(),
+        }
+    }
+
+    fn spawn_importers(&mut self) {
+        let (block_sender, block_queue) = mpsc::unbounded_channel();
+        let (checked_sender, checked_queue) = mpsc::channel(PRECHECK_AHEAD);
+        self.block_import = Some(block_sender);
+        self.tracker.spawn(precheck_blocks(
+            self.backend.clone(),
+            block_queue,
+            checked_sender,
+            self.cancel.clone(),
+        ));
+        self.tracker.spawn(import_blocks(
+            self.backend.clone(),
+            checked_queue,
+            self.verdicts_tx.clone(),
+            self.cancel.clone(),
+        ));
+        for _ in 0..TX_IMPORTERS {
+            let (tx_sender, tx_queue) = mpsc::unbounded_channel();
+            self.tx_import.push(tx_sender);
+            self.tracker.spawn(import_txs(
+                self.backend.clone(),
+                tx_queue,
+                self.verdicts_tx.clone(),
+                self.cancel.clone(),
+            ));
+        }
+    }
+
+    /// Runs until cancelled.
+    pub(crate) async fn run(mut self) {
+        self.spawn_importers();
+        let mut node_events = self.backend.subscribe();
+        let mut node_events_open = true;
+        tracing::info!(
+            addr = ?self.listener.local_addr().ok(),
+            node_id = %hex::encode(self.state.node_id().as_bytes()),
+            "P2P listening"
+        );
+        self.feed(Input::Tick);
+        loop {
+            let wake = tokio::time::Instant::from_std(self.clock.instant(self.state.next_timer()));
+            let has_pending = self.state.has_pending_announcements();
+            // Biased: rare, cheap sources first, so a flood of peer
+            // messages cannot starve relaying or timers; announcements go
+            // out as soon as nothing else is waiting.
+            let input = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                event = node_events.recv(), if node_events_open => match event {
+                    Ok(event) => Input::Node(event),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "P2P fell behind the node's events; some announcements are skipped");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        node_events_open = false;
+                        continue;
+                    }
+                },
+                Some(verdict) = self.verdicts.recv() => verdict,
+                Some(command) = self.commands.recv() => Input::Command(command),
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, remote)) => {
+                        let _ = stream.set_nodelay(true);
+                        self.pending_inbound.insert(remote, stream);
+                        Input::Inbound { remote }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "accepting a peer failed");
+                        continue;
+                    }
+                },
+                _ = tokio::time::sleep_until(wake) => Input::Tick,
+                Some(event) = self.link_events.recv() => match self.link_input(event) {
+                    Some(input) => input,
+                    None => continue,
+                },
+                _ = std::future::ready(()), if has_pending => Input::Idle,
+            };
+            self.feed(input);
+        }
+        for link in self.links.values() {
+            link.cancel.cancel();
+        }
+        self.shared.syncing.store(false, Ordering::Relaxed);
+        tracing::info!("P2P stopped");
+    }
+
+    /// Turns a connection task's report into an input; reports about links
+    /// the core already closed are dropped.
+    fn link_input(&mut self, event: LinkEvent) -> Option<Input> {
+        let conn = match &event {
+            LinkEvent::Connected { conn, .. }
+            | LinkEvent::DialFailed { conn, .. }
+            | LinkEvent::Frame { conn, .. }
+            | LinkEvent::Closed { conn, .. } => *conn,
+        };
+        if !self.links.contains_key(&conn) {
+            return None;
+        }
+        Some(match event {
+            LinkEvent::Connected { conn, remote } => Input::Connected { conn, remote },
+            LinkEvent::DialFailed { conn, error } => {
+                self.links.remove(&conn);
+                Input::DialFailed { conn, error }
+            }
+            LinkEvent::Frame { conn, message } => Input::Frame { conn, message },
+            LinkEvent::Closed { conn, cause } => {
+                self.links.remove(&conn);
+                Input::Closed { conn, cause }
+            }
+        })
+    }
+
+    /// Hands the core one input and carries out everything it decides,
+    /// including the inputs that carrying it out produces (a peer found
+    /// too slow).
+    fn feed(&mut self, input: Input) {
+        let mut inputs = vec![input];
+        while let Some(input) = inputs.pop() {
+            self.state.handle(self.clock.now(), input);
+            while let Some(action) = self.state.poll_action() {
+                if let Some(follow_up) = self.execute(action) {
+                    inputs.push(follow_up);
+                }
+            }
+        }
+    }
+
+    fn new_link(&mut self, conn: ConnId) -> LinkTasks<B> {
+        let (link, tasks) = link::new_link(
+            conn,
+            self.backend.clone(),
+            self.metrics.clone(),
+            self.link_events_tx.clone(),
+            self.tracker.clone(),
+            self.cancel.child_token(),
+            SEND_BUDGET_BYTES,
+        );
+        self.links.insert(conn, link);
+        tasks
+    }
+
+    fn execute(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::Dial { conn, target } => {
+                let tasks = self.new_link(conn);
+                self.tracker
+                    .spawn(link::dial_and_run(tasks, target, self.connect_timeout));
+            }
+            Action::Admit { conn, remote } => {
+                let stream = self.pending_inbound.remove(&remote)?;
+                let tasks = self.new_link(conn);
+                self.tracker.spawn(link::run(tasks, stream));
+            }
+            Action::Refuse { remote } => {
+                self.pending_inbound.remove(&remote);
+            }
+            Action::Authenticated { conn } => {
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.authenticated();
+                }
+            }
+            Action::Send { conn, message } => {
+                let link = self.links.get(&conn)?;
+                if !link
+                    .sender
+                    .try_send(message.kind(), encode_message(&message))
+                {
+                    link.cancel.cancel();
+                    self.links.remove(&conn);
+                    return Some(Input::Closed {
+                        conn,
+                        cause: CloseCause::SlowPeer,
+                    });
+                }
+            }
+            Action::Answer { conn, items } => {
+                if let Some(link) = self.links.get(&conn) {
+                    link.answer(items);
+                }
+            }
+            Action::Disconnect { conn, .. } => {
+                if let Some(link) = self.links.remove(&conn) {
+                    link.cancel.cancel();
+                }
+            }
+            Action::ImportBlock {
+                from,
+                block,
+                size,
+                from_sync,
+            } => {
+                let item = ImportItem {
+                    from,
+                    block: *block,
+                    size,
+                    from_sync,
+                };
+                let hash = item.block.hash();
+                let queued = self
+                    .block_import
+                    .as_ref()
+                    .is_some_and(|queue| queue.send(item).is_ok());
+                if !queued {
+                    return Some(shutting_down_block(from, hash, size));
+                }
+            }
+            Action::ImportTx { from, tx } => {
+                let worker = tx.from.as_bytes()[0] as usize % self.tx_import.len().max(1);
+                let txid = tx.txid();
+                let queued = self
+                    .tx_import
+                    .get(worker)
+                    .is_some_and(|queue| queue.send((from, *tx)).is_ok());
+                if !queued {
+                    return Some(Input::TxVerdict {
+                        from,
+                        txid,
+                        verdict: super::TxVerdict::Rejected {
+                            reason: "shutting down".into(),
+                            misbehaving: false,
+                        },
+                    });
+                }
+            }
+            Action::Store(change) => {
+                self.stores.apply(&change);
+                match change {
+                    BookChange::PutBan { key, until, .. } => {
+                        lock(&self.shared.bans).insert(key, until);
+                    }
+                    BookChange::RemoveBan(key) => {
+                        lock(&self.shared.bans).remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+            Action::Metric(MetricUpdate::Inc { name, label }) => {
+                self.metrics.inc(name, &[label]);
+            }
+            Action::Metric(MetricUpdate::Set { name, label, value }) => {
+                self.metrics.set(name, &[label], value);
+            }
+            Action::Publish(snapshot) => {
+                self.shared
+                    .syncing
+                    .store(snapshot.syncing, Ordering::Relaxed);
+                *lock(&self.shared.snapshot) = *snapshot;
+            }
+        }
+        None
+    }
+}
+
+fn shutting_down_block(from: Option<ConnId>, hash: ledger::BlockHash, size: usize) -> Input {
+    Input::BlockVerdict {
+        from,
+        hash,
+        size,
+        verdict: super::BlockVerdict::Rejected {
+            reason: "shutting down".into(),
+            misbehaving: false,
+        },
+    }
+}
+
+/// Runs `Backend::precheck_block` on up to `PRECHECK_AHEAD` queued blocks
+/// at once (only synced blocks: a single gossiped block has its txs'
+/// signatures cached from the mempool already), passing them on in order.
+async fn precheck_blocks<B: Backend>(
+    backend: B,
+    queue: mpsc::UnboundedReceiver<ImportItem>,
+    checked: mpsc::Sender<ImportItem>,
+    cancel: CancellationToken,
+) {
+    let incoming = futures::stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|item| (item, queue))
+    });
+    let mut prechecked = Box::pin(
+        incoming
+            .map(|item: ImportItem| {
+                let backend = backend.clone();
+                async move {
+                    if item.from_sync {
+                        let block = backend.precheck_block(item.block).await;
+                        ImportItem { block, ..item }
+                    } else {
+                        item
+                    }
+                }
+            })
+            .buffered(PRECHECK_AHEAD),
+    );
+    loop {
+        let item = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = prechecked.next() => match next {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => break,
+            sent = checked.send(item) => sent,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+/// Validates blocks one at a time, in arrival order (sync delivers parents
+/// before children), off the driver's task.
+async fn import_blocks<B: Backend>(
+    backend: B,
+    mut queue: mpsc::Receiver<ImportItem>,
+    verdicts: mpsc::UnboundedSender<Input>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let ImportItem {
+            from,
+            block,
+            size,
+            from_sync,
+        } = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = queue.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        let hash = block.hash();
+        let verdict = tokio::select! {
+            _ = cancel.cancelled() => break,
+            verdict = async {
+                if from_sync {
+                    backend.submit_synced_block(block).await
+                } else {
+                    backend.submit_block(block).await
+                }
+            } => verdict,
+        };
+        let input = Input::BlockVerdict {
+            from,
+            hash,
+            size,
+            verdict,
+        };
+        if verdicts.send(input).is_err() {
+            break;
+        }
+    }
+}
+
+/// Validates txs in arrival order for the senders routed to this importer.
+async fn import_txs<B: Backend>(
+    backend: B,
+    mut queue: mpsc::UnboundedReceiver<(ConnId, Transaction)>,
+    verdicts: mpsc::UnboundedSender<Input>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (from, tx) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = queue.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        let txid = tx.txid();
+        let verdict = tokio::select! {
+            _ = cancel.cancelled() => break,
+            verdict = backend.submit_tx(tx) => verdict,
+        };
+        if verdicts
+            .send(Input::TxVerdict {
+                from,
+                txid,
+                verdict,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! One connection's tasks, which only move bytes: a dial (outbound), a
+//! reader that decodes frames and hands them to the driver, a writer that
+//! drains a queue bounded in bytes, and a server that carries out the
+//! core's answers to the peer's requests. Nothing here decides anything:
+//! the core (`protocol::NetworkState`) does, through the driver.
+//!
+//! Two rules keep a connection's memory bounded. Before the handshake the
+//! reader accepts frames of at most 1 KiB, and after the peer's `HelloAck`
+//! it reads nothing more until the core has judged the handshake. And the
+//! reader stops reading while the peer's answers are still being sent, so
+//! a peer that asks for more than it reads only slows itself down, while
+//! our own pushes (`try_send`) fail fast on a full queue and the driver
+//! drops the peer as too slow.
+
+use super::codec::{encode_message, CodecError, MAX_FRAME_BYTES};
+use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
+use super::message::Message;
+use super::protocol::{CloseCause, ConnId, Outgoing};
+use super::Backend;
+use crate::metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Frames before the handshake completes are capped far below the normal
+/// limit: an unauthenticated stranger may make us buffer only this much.
+pub const HANDSHAKE_MAX_FRAME: usize = 1024;
+/// Every queued message is charged at least this many bytes of budget, which
+/// bounds the number of queued messages too.
+const MIN_MESSAGE_CHARGE: usize = 64;
+/// Answer batches (one per `GetData` or `GetHeaders`) queued for a peer
+/// before its reader waits for them to go out.
+const MAX_PENDING_ANSWERS: usize = 4;
+
+/// What a connection's tasks tell the driver.
+pub enum LinkEvent {
+    Connected {
+        conn: ConnId,
+        remote: SocketAddr,
+    },
+    DialFailed {
+        conn: ConnId,
+        error: String,
+    },
+    Frame {
+        conn: ConnId,
+        message: Message,
+    },
+    /// The connection ended by itself (not by the driver's cancel).
+    Closed {
+        conn: ConnId,
+        cause: CloseCause,
+    },
+}
+
+struct Queued {
+    kind: &'static str,
+    payload: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The sending side of a peer's outgoing queue, bounded in bytes.
+#[derive(Clone)]
+pub struct PeerSender {
+    queue: mpsc::UnboundedSender<Queued>,
+    budget: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl PeerSender {
+    fn new(capacity: usize) -> (PeerSender, mpsc::UnboundedReceiver<Queued>) {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let capacity = capacity.clamp(MAX_FRAME_BYTES, u32::MAX as usize);
+        (
+            PeerSender {
+                queue,
+                budget: Arc::new(Semaphore::new(capacity)),
+                capacity,
+            },
+            receiver,
+        )
+    }
+
+    fn charge(&self, len: usize) -> u32 {
+        len.max(MIN_MESSAGE_CHARGE).min(self.capacity) as u32
+    }
+
+    /// Queues without waiting; false when the queue is full or closed.
+    pub fn try_send(&self, kind: &'static str, payload: Bytes) -> bool {
+        match self
+            .budget
+            .clone()
+            .try_acquire_many_owned(self.charge(payload.len()))
+        {
+            Ok(permit) => self
+                .queue
+                .send(Queued {
+                    kind,
+                    payload,
+                    _permit: permit,
+                })
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Queues, waiting for room; false when the connection is gone.
+    async fn send(&self, kind: &'static str, payload: Bytes) -> bool {
+        match self
+            .budget
+            .clone()
+            .acquire_many_owned(self.charge(payload.len()))
+            .await
+        {
+            Ok(permit) => self
+                .queue
+                .send(Queued {
+                    kind,
+                    payload,
+                    _permit: permit,
+                })
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Answer batches queued and not yet sent, which the reader waits on.
+#[derive(Default)]
+struct AnswerBacklog {
+    pending: AtomicUsize,
+    drained: Notify,
+}
+
+/// The driver's end of one connection.
+pub struct Link {
+    pub cancel: CancellationToken,
+    pub sender: PeerSender,
+    answers: mpsc::UnboundedSender<Vec<Outgoing>>,
+    backlog: Arc<AnswerBacklog>,
+    authenticated: Option<oneshot::Sender<()>>,
+}
+
+impl Link {
+    /// Queues the answers to one request of the peer's.
+    pub fn answer(&self, items: Vec<Outgoing>) {
+        self.backlog.pending.fetch_add(1, Ordering::SeqCst);
+        let _ = self.answers.send(items);
+    }
+
+    /// Lets the reader past the end of the handshake.
+    pub fn authenticated(&mut self) {
+        if let Some(signal) = self.authenticated.take() {
+            let _ = signal.send(());
+        }
+    }
+}
+
+/// The tasks' end of one connection.
+pub struct LinkTasks<B: Backend> {
+    pub conn: ConnId,
+    pub backend: B,
+    pub metrics: Metrics,
+    pub events: mpsc::Sender<LinkEvent>,
+    pub tracker: TaskTracker,
+    cancel: CancellationToken,
+    sender: PeerSender,
+    queue: mpsc::UnboundedReceiver<Queued>,
+    answers: mpsc::UnboundedReceiver<Vec<Outgoing>>,
+    backlog: Arc<AnswerBacklog>,
+    authenticated: oneshot::Receiver<()>,
+}
+
+/// Creates both ends of a connection. `cancel` closes it.
+pub fn new_link<B: Backend>(
+    conn: ConnId,
+    backend: B,
+    metrics: Metrics,
+    events: mpsc::Sender<LinkEvent>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    send_budget_bytes: usize,
+) -> (Link, LinkTasks<B>) {
+    let (sender, queue) = PeerSender::new(send_budget_bytes);
+    let (answers_tx, answers) = mpsc::unbounded_channel();
+    let backlog = Arc::new(AnswerBacklog::default());
+    let (authenticated_tx, authenticated) = oneshot::channel();
+    (
+        Link {
+            cancel: cancel.clone(),
+            sender: sender.clone(),
+            answers: answers_tx,
+            backlog: backlog.clone(),
+            authenticated: Some(authenticated_tx),
+        },
+        LinkTasks {
+            conn,
+            backend,
+            metrics,
+            events,
+            tracker,
+            cancel,
+            sender,
+            queue,
+            answers,
+            backlog,
+            authenticated,
+        },
+    )
+}
+
+/// Resolves `target` afresh (host names may have moved), connects to the
+/// first address that answers, and runs the connection.
+pub async fn dial_and_run<B: Backend>(
+    tasks: LinkTasks<B>,
+    target: String,
+    connect_timeout: Duration,
+) {
+    let connecting = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target.as_str())
+            .await
+            .map_err(|error| format!("cannot resolve {target}: {error}"))?
+            .collect();
+        let mut last_error = format!("{target} resolved to no address");
+        for addr in addrs {
+            match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => return Ok((stream, addr)),
+                Ok(Err(error)) => last_error = format!("{addr}: {error}"),
+                Err(_) => last_error = format!("{addr}: connect timed out"),
+            }
+        }
+        Err(last_error)
+    };
+    let outcome = tokio::select! {
+        _ = tasks.cancel.cancelled() => return,
+        outcome = connecting => outcome,
+    };
+    let conn = tasks.conn;
+    match outcome {
+        Ok((stream, remote)) => {
+            let _ = stream.set_nodelay(true);
+            if tasks
+                .events
+                .send(LinkEvent::Connected { conn, remote })
+                .await
+                .is_ok()
+            {
+                run(tasks, stream).await;
+            }
+        }
+        Err(error) => {
+            let _ = tasks
+                .events
+                .send(LinkEvent::DialFailed { conn, error })
+                .await;
+        }
+    }
+}
+
+fn close_cause(error: CodecError) -> CloseCause {
+    if error.is_misbehaviour() {
+        CloseCause::BadFrame {
+            reason: error.reason(),
+            detail: error.to_string(),
+        }
+    } else {
+        CloseCause::Disconnected(error.to_string())
+    }
+}
+
+/// Runs an established connection to its end; reports `Closed` unless the
+/// driver cancelled it.
+pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
+    let LinkTasks {
+        conn,
+        backend,
+        metrics,
+        events,
+        tracker,
+        cancel,
+        sender,
+        queue,
+        answers,
+        backlog,
+        authenticated,
+    } = tasks;
+    let (mut reader, writer) = connection::split(stream, MAX_FRAME_BYTES, metrics);
+    reader.set_max_frame(HANDSHAKE_MAX_FRAME);
+    tracker.spawn(write_loop(writer, queue, cancel.clone()));
+    tracker.spawn(serve_answers(
+        backend,
+        sender,
+        answers,
+        backlog.clone(),
+        cancel.clone(),
+    ));
+    let cause = tokio::select! {
+        _ = cancel.cancelled() => None,
+        cause = read_loop(conn, &mut reader, &events, &backlog, authenticated) => cause,
+    };
+    cancel.cancel();
+    if let Some(cause) = cause {
+        let _ = events.send(LinkEvent::Closed { conn, cause }).await;
+    }
+}
+
+/// Reads frames and hands them on; `None` when the driver went away.
+async fn read_loop<T: Transport>(
+    conn: ConnId,
+    reader: &mut ConnectionReader<T>,
+    events: &mpsc::Sender<LinkEvent>,
+    backlog: &AnswerBacklog,
+    authenticated: oneshot::Receiver<()>,
+) -> Option<CloseCause> {
+    let mut authenticated = Some(authenticated);
+    loop {
+        loop {
+            let drained = backlog.drained.notified();
+            if backlog.pending.load(Ordering::SeqCst) < MAX_PENDING_ANSWERS {
+                break;
+            }
+            drained.await;
+        }
+        let message = match reader.read_message().await {
+            Err(error) => return Some(close_cause(error)),
+            Ok(None) => return Some(CloseCause::Disconnected("closed by peer".into())),
+            Ok(Some(message)) => message,
+        };
+        let ends_handshake = authenticated.is_some() && matches!(message, Message::HelloAck(_));
+        if events
+            .send(LinkEvent::Frame { conn, message })
+            .await
+            .is_err()
+        {
+            return None;
+        }
+        if ends_handshake {
+            // The core judges the handshake before anything larger than a
+            // handshake frame is read from this peer.
+            let signal = authenticated.take()?;
+            signal.await.ok()?;
+            reader.set_max_frame(MAX_FRAME_BYTES);
+        }
+    }
+}
+
+/// Writes queued messages, batching whatever is already waiting into one
+/// flush.
+async fn write_loop<T: Transport>(
+    mut writer: ConnectionWriter<T>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = queue.recv() => match next {
+                Some(queued) => queued,
+                None => break,
+            },
+        };
+        let written = async {
+            writer.feed(first.kind, first.payload.clone()).await?;
+            drop(first);
+            while let Ok(more) = queue.try_recv() {
+                writer.feed(more.kind, more.payload.clone()).await?;
+            }
+            writer.flush().await
+        };
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => break,
+            outcome = written => outcome,
+        };
+        if let Err(error) = outcome {
+            tracing::debug!(%error, "peer write failed");
+            cancel.cancel();
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.close()).await;
+}
+
+/// Carries out the core's answers in order: blocks are read as the bytes
+/// we hold only when their turn comes, and each item waits for room in the
+/// peer's queue.
+async fn serve_answers<B: Backend>(
+    backend: B,
+    sender: PeerSender,
+    mut answers: mpsc::UnboundedReceiver<Vec<Outgoing>>,
+    backlog: Arc<AnswerBacklog>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let items = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = answers.recv() => match next {
+                Some(items) => items,
+                None => break,
+            },
+        };
+        for item in items {
+            let (kind, payload) = match item {
+                Outgoing::Message(message) => (message.kind(), encode_message(&message)),
+                Outgoing::Block(hash) => match backend.block_payload(&hash) {
+                    Some(payload) => ("block", payload),
+                    None => {
+                        // Gone between the core's check and now; the peer
+                        // asks another after its request timeout.
+                        tracing::debug!(%hash, "requested block no longer available");
+                        continue;
+                    }
+                },
+            };
+            let sent = tokio::select! {
+                _ = cancel.cancelled() => false,
+                sent = sender.send(kind, payload) => sent,
+            };
+            if !sent {
+                return;
+            }
+        }
+        backlog.pending.fetch_sub(1, Ordering::SeqCst);
+        backlog.drained.notify_waiters();
+    }
+}

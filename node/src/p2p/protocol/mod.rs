@@ -1,0 +1,696 @@
+//! The protocol core: every rule of the peer-to-peer network, decided in
+//! one deterministic state machine that does no I/O. `NetworkState` owns
+//! all peer state (sessions, gossip bookkeeping, the sync, the address book
+//! and bans, slots and dialing, relay). Its interface is `handle(now,
+//! input)` and `poll_action()`, plus `next_timer()` to say when it next
+//! needs the clock. Time comes only from `now`, randomness only from the
+//! seeded RNG it owns, and peers live in maps ordered by `ConnId`, so the
+//! same inputs with the same seed always give the same actions in the same
+//! order. The chain is read through `ChainView` (synchronous reads; a
+//! simulation supplies its own); validation, sockets, timers, storage and
+//! metrics are the driver's, reached only through `Action`s.
+
+pub mod addrbook;
+pub mod gossip;
+mod peers;
+mod relay;
+pub mod session;
+pub mod sync;
+mod syncing;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+use crate::events::NodeEvent;
+use crate::p2p::message::{Message, NetworkMagic};
+use crate::p2p::{BlockVerdict, P2pTiming, TipSummary, TxVerdict};
+use addrbook::{AddrBook, AddrEntry, BanKey, BanList, BookChange};
+use core::net::SocketAddr;
+use gossip::{KnownInventory, Requests};
+use ledger::json::Direction;
+use ledger::{Block, BlockHash, Header, Height, PublicKey, SecretKey, Transaction, TxId, Work};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use session::{Identity, Session};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::Duration;
+use sync::BlockSync;
+pub use time::{Mono, Time};
+
+/// Identifies one connection for the lifetime of the node. (A peer's
+/// identity is its node id; a node may connect to us more than once.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The chain and mempool as the core reads them. Every call is a cheap,
+/// synchronous lookup; nothing here validates or writes.
+pub trait ChainView {
+    fn tip(&self) -> TipSummary;
+    /// Block locator of the best chain: recent hashes densely, then
+    /// exponentially sparser back to genesis.
+    fn locator(&self) -> Vec<BlockHash>;
+    /// Best-chain headers after the first locator hash we know, up to `max`.
+    fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header>;
+    /// Whether we hold the block (validated, so it can be served).
+    fn has_block(&self, hash: &BlockHash) -> bool;
+    /// A tx in the mempool (for answering `GetData`).
+    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction>;
+    /// Up to `limit` txids of the mempool, newest first.
+    fn mempool_txids(&self, limit: usize) -> Vec<TxId>;
+    /// Whether a tx is in the mempool or confirmed on the best chain.
+    fn has_tx(&self, txid: &TxId) -> bool;
+}
+
+/// A command from `P2pHandle`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Dial `host:port` and keep it connected like a bootstrap peer.
+    Dial(String),
+}
+
+/// Why the driver saw a connection end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The peer closed it, or the network failed.
+    Disconnected(String),
+    /// The peer sent a frame no honest peer sends (oversized, undecodable).
+    BadFrame {
+        reason: &'static str,
+        detail: String,
+    },
+    /// Its send queue overflowed: it does not read what we send.
+    SlowPeer,
+}
+
+/// What happens to the core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A peer connected to our listener from `remote`; the core answers
+    /// `Admit` or `Refuse`.
+    Inbound {
+        remote: SocketAddr,
+    },
+    /// An outbound dial reached `remote`.
+    Connected {
+        conn: ConnId,
+        remote: SocketAddr,
+    },
+    /// An outbound dial found no address that answered.
+    DialFailed {
+        conn: ConnId,
+        error: String,
+    },
+    /// A decoded message from a connection.
+    Frame {
+        conn: ConnId,
+        message: Message,
+    },
+    /// A connection ended. Always the last input about `conn`.
+    Closed {
+        conn: ConnId,
+        cause: CloseCause,
+    },
+    /// The node judged a block that `ImportBlock` handed it.
+    BlockVerdict {
+        from: Option<ConnId>,
+        hash: BlockHash,
+        size: usize,
+        verdict: BlockVerdict,
+    },
+    /// The node judged a tx that `ImportTx` handed it.
+    TxVerdict {
+        from: ConnId,
+        txid: TxId,
+        verdict: TxVerdict,
+    },
+    /// Something changed in the node (a block validated or connected, a
+    /// tx admitted or put back by a reorg).
+    Node(NodeEvent),
+    /// The clock moved: run whatever timers are due.
+    Tick,
+    /// The driver has nothing else waiting: announcements go out now
+    /// rather than after their batching delay.
+    Idle,
+    Command(Command),
+}
+
+/// Something to send to a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    Message(Message),
+    /// A stored block, sent as the bytes we hold (never decoded and
+    /// encoded again).
+    Block(BlockHash),
+}
+
+/// A metric to update (names without the `ledger_` prefix).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricUpdate {
+    Inc {
+        name: &'static str,
+        label: (&'static str, &'static str),
+    },
+    Set {
+        name: &'static str,
+        label: (&'static str, &'static str),
+        value: i64,
+    },
+}
+
+/// A connected peer as the handle shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    pub addr: SocketAddr,
+    pub direction: Direction,
+    pub node_id: PublicKey,
+    pub height: Height,
+    pub ping_ms: Option<u64>,
+    pub connected_at: Mono,
+}
+
+/// A peer's own peers, as it reported them in `Addr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownView {
+    pub node_id: PublicKey,
+    pub addr: SocketAddr,
+    pub peers: Vec<PublicKey>,
+}
+
+/// What the core publishes for synchronous reads through the handle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub peers: Vec<PeerView>,
+    pub known: Vec<KnownView>,
+    pub syncing: bool,
+}
+
+/// What the core asks its driver to do, in order.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Resolve `target` afresh and connect; report `Connected` or
+    /// `DialFailed` for `conn`.
+    Dial {
+        conn: ConnId,
+        target: String,
+    },
+    /// Keep the inbound connection from `remote` as `conn`.
+    Admit {
+        conn: ConnId,
+        remote: SocketAddr,
+    },
+    /// Close the inbound connection from `remote` at once.
+    Refuse {
+        remote: SocketAddr,
+    },
+    /// The handshake is done: the connection may carry full-size frames.
+    Authenticated {
+        conn: ConnId,
+    },
+    /// Queue without waiting; if the peer's queue is full it is too slow
+    /// (report `Closed` with `SlowPeer`).
+    Send {
+        conn: ConnId,
+        message: Message,
+    },
+    /// Answer the peer's own request, in order, waiting for queue room, so
+    /// a greedy peer only slows itself down.
+    Answer {
+        conn: ConnId,
+        items: Vec<Outgoing>,
+    },
+    /// Close the connection. No further input about it is needed.
+    Disconnect {
+        conn: ConnId,
+        reason: &'static str,
+    },
+    /// Validate a block (in arrival order) and report a `BlockVerdict`.
+    /// `from_sync`: one of a run of blocks the sync fetched.
+    ImportBlock {
+        from: Option<ConnId>,
+        block: Box<Block>,
+        size: usize,
+        from_sync: bool,
+    },
+    /// Validate a tx and report a `TxVerdict`; txs of one sender in order.
+    ImportTx {
+        from: ConnId,
+        tx: Box<Transaction>,
+    },
+    /// Persist an address-book or ban change.
+    Store(BookChange),
+    Metric(MetricUpdate),
+    Publish(Box<Snapshot>),
+}
+
+/// Why the core closes a connection (or saw it closed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    DialFailed(String),
+    /// The peer broke the rules: ban it.
+    Misbehaved {
+        reason: &'static str,
+        detail: String,
+    },
+    /// We reached ourselves.
+    SelfConnection,
+    /// Refused after the handshake: "duplicate" or "banned".
+    Refused(&'static str),
+    HandshakeTimeout,
+    /// No pong for too many pings.
+    Dead,
+    /// Its send queue overflowed.
+    SlowPeer,
+    /// The sync peer stopped delivering.
+    Stalled,
+    /// Closed by either side or a network error.
+    Disconnected(String),
+}
+
+impl CloseReason {
+    /// The `reason` label of `p2p_disconnects_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::DialFailed(_) => "dial_failed",
+            CloseReason::Misbehaved { .. } => "misbehaved",
+            CloseReason::SelfConnection => "self",
+            CloseReason::Refused(why) => why,
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::Dead => "dead",
+            CloseReason::SlowPeer => "slow",
+            CloseReason::Stalled => "stalled",
+            CloseReason::Disconnected(_) => "closed",
+        }
+    }
+}
+
+/// How the network runs, as the core needs it.
+#[derive(Clone)]
+pub struct CoreConfig {
+    /// The address our listener is bound to.
+    pub listen_addr: SocketAddr,
+    /// Bootstrap peers, `host:port`, resolved again at every dial.
+    pub peers: Vec<String>,
+    /// Dial only `peers` (still accept inbound and answer `GetAddr`).
+    pub no_discovery: bool,
+    pub max_inbound: usize,
+    pub max_outbound: usize,
+    pub ban_duration: Duration,
+    pub network_magic: NetworkMagic,
+    pub genesis_hash: BlockHash,
+    pub node_key: SecretKey,
+    pub timing: P2pTiming,
+}
+
+/// What persisted state the core starts from.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    pub addresses: Vec<(SocketAddr, AddrEntry)>,
+    /// Bans with their expiry in Unix ms.
+    pub bans: Vec<(BanKey, u64)>,
+}
+
+/// Announcements wait at most this long to be batched.
+const MAX_ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
+
+/// Why an outbound connection exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DialKind {
+    /// Index into `targets`.
+    Persistent(usize),
+    /// From the address book.
+    Book(SocketAddr),
+}
+
+/// A bootstrap or manually added peer we keep connected.
+struct PersistentTarget {
+    target: String,
+    node_id: Option<PublicKey>,
+    conn: Option<ConnId>,
+    failures: u32,
+    next_attempt: Mono,
+    is_self: bool,
+}
+
+/// A peer after its handshake.
+struct ReadyPeer {
+    node_id: PublicKey,
+    listen_addr: Option<SocketAddr>,
+    best_height: Height,
+    best_work: Work,
+    /// We have everything it offered when we last synced from it; false
+    /// again once it shows us something new.
+    caught_up: bool,
+    connected_at: Mono,
+    ping_ms: Option<u64>,
+    known: KnownInventory,
+    addr_tokens: f64,
+    addr_tokens_at: Mono,
+    last_getaddr_answered: Option<Mono>,
+    reported_peers: Vec<PublicKey>,
+}
+
+/// Any connection, from dialing to close.
+struct Conn {
+    direction: Direction,
+    remote: Option<SocketAddr>,
+    dial: Option<DialKind>,
+    /// `None` while an outbound dial is still connecting.
+    session: Option<Session>,
+    peer: Option<ReadyPeer>,
+}
+
+/// The protocol core. See the module docs.
+pub struct NetworkState<V: ChainView> {
+    config: CoreConfig,
+    identity: Identity,
+    view: V,
+    rng: ChaCha8Rng,
+    now: Time,
+    actions: VecDeque<Action>,
+    next_conn: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    targets: Vec<PersistentTarget>,
+    book: AddrBook,
+    bans: BanList,
+    self_addrs: BTreeSet<SocketAddr>,
+    requests: Requests,
+    sync: BlockSync,
+    pending_blocks: Vec<crate::p2p::message::InvItem>,
+    pending_txs: Vec<crate::p2p::message::InvItem>,
+    pending_since: Option<Mono>,
+    block_backlog: usize,
+    tx_backlog: usize,
+    next_maintenance: Mono,
+    last_addr_refresh: Mono,
+    last_housekeeping: Mono,
+    published: Option<Snapshot>,
+}
+
+impl<V: ChainView> NetworkState<V> {
+    /// A core with no connections. `seed` drives every random choice
+    /// (nonces, jitter, dial order); a node draws it from the OS, a test or
+    /// a simulation fixes it.
+    pub fn new(
+        config: CoreConfig,
+        view: V,
+        seed: u64,
+        now: Time,
+        restored: Restored,
+    ) -> NetworkState<V> {
+        let identity = Identity {
+            key: config.node_key.clone(),
+            node_id: config.node_key.public_key(),
+            magic: config.network_magic,
+            genesis_hash: config.genesis_hash,
+            listen_port: config.listen_addr.port(),
+        };
+        let mut seen = BTreeSet::new();
+        let targets = config
+            .peers
+            .iter()
+            .filter(|target| seen.insert(target.to_string()))
+            .map(|target| PersistentTarget {
+                target: target.clone(),
+                node_id: None,
+                conn: None,
+                failures: 0,
+                next_attempt: now.mono,
+                is_self: false,
+            })
+            .collect();
+        let bans = BanList::restore(restored.bans, now);
+        let mut state = NetworkState {
+            identity,
+            view,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now,
+            actions: VecDeque::new(),
+            next_conn: 1,
+            conns: BTreeMap::new(),
+            targets,
+            book: AddrBook::restore(restored.addresses),
+            bans,
+            self_addrs: BTreeSet::new(),
+            requests: Requests::default(),
+            sync: BlockSync::new(),
+            pending_blocks: Vec::new(),
+            pending_txs: Vec::new(),
+            pending_since: None,
+            block_backlog: 0,
+            tx_backlog: 0,
+            next_maintenance: now.mono,
+            last_addr_refresh: now.mono,
+            last_housekeeping: now.mono,
+            published: None,
+            config,
+        };
+        state.take_book_changes();
+        state
+    }
+
+    /// Feeds one input. What to do about it is then read with
+    /// `poll_action`.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        // Time never runs backwards inside the core, whatever the caller's
+        // clocks do.
+        self.now = Time {
+            mono: now.mono.max(self.now.mono),
+            unix_ms: now.unix_ms,
+        };
+        match input {
+            Input::Inbound { remote } => self.on_inbound(remote),
+            Input::Connected { conn, remote } => self.on_connected(conn, remote),
+            Input::DialFailed { conn, error } => self.close(conn, CloseReason::DialFailed(error)),
+            Input::Frame { conn, message } => self.on_frame(conn, message),
+            Input::Closed { conn, cause } => {
+                let reason = match cause {
+                    CloseCause::Disconnected(detail) => CloseReason::Disconnected(detail),
+                    CloseCause::BadFrame { reason, detail } => {
+                        CloseReason::Misbehaved { reason, detail }
+                    }
+                    CloseCause::SlowPeer => CloseReason::SlowPeer,
+                };
+                self.close(conn, reason);
+            }
+            Input::BlockVerdict {
+                from,
+                hash,
+                size,
+                verdict,
+            } => self.on_block_verdict(from, hash, size, verdict),
+            Input::TxVerdict {
+                from,
+                txid,
+                verdict,
+            } => self.on_tx_verdict(from, txid, verdict),
+            Input::Node(event) => self.on_node_event(event),
+            Input::Tick => self.on_tick(),
+            Input::Idle => {
+                if self.pending_since.is_some() {
+                    self.flush_announcements();
+                }
+            }
+            Input::Command(Command::Dial(target)) => self.on_dial_command(target),
+        }
+        if self.pending_since.is_some_and(|since| {
+            self.now.mono.saturating_duration_since(since) >= MAX_ANNOUNCE_DELAY
+        }) {
+            self.flush_announcements();
+        }
+        self.take_book_changes();
+    }
+
+    /// The next thing to do, in the order decided.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When the core next needs a `Tick` (a handshake deadline, a ping, the
+    /// maintenance round or the announcement batch delay).
+    pub fn next_timer(&self) -> Mono {
+        let mut next = self.next_maintenance;
+        if let Some(since) = self.pending_since {
+            next = next.min(since + MAX_ANNOUNCE_DELAY);
+        }
+        for conn in self.conns.values() {
+            if let Some(session) = &conn.session {
+                next = next.min(session.next_timer());
+            }
+        }
+        next
+    }
+
+    /// Whether announcements are waiting to be batched out (the driver
+    /// then sends `Idle` when it has nothing else to do).
+    pub fn has_pending_announcements(&self) -> bool {
+        self.pending_since.is_some()
+    }
+
+    /// Our node id.
+    pub fn node_id(&self) -> PublicKey {
+        self.identity.node_id
+    }
+
+    /// The ban list in force (for the driver's start-up view).
+    pub fn bans(&self) -> &BanList {
+        &self.bans
+    }
+
+    /// Connections with a finished handshake.
+    pub fn n_ready(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|conn| conn.peer.is_some())
+            .count()
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn metric_inc(&mut self, name: &'static str, label: (&'static str, &'static str)) {
+        self.push(Action::Metric(MetricUpdate::Inc { name, label }));
+    }
+
+    fn take_book_changes(&mut self) {
+        for change in self.book.take_changes() {
+            self.push(Action::Store(change));
+        }
+        for change in self.bans.take_changes() {
+            self.push(Action::Store(change));
+        }
+    }
+
+    fn peer_mut(&mut self, conn: ConnId) -> Option<&mut ReadyPeer> {
+        self.conns
+            .get_mut(&conn)
+            .and_then(|conn| conn.peer.as_mut())
+    }
+
+    /// Connections with a finished handshake, in `ConnId` order.
+    fn ready_conns(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, conn)| conn.peer.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Queues a message for a peer.
+    fn send(&mut self, conn: ConnId, message: Message) {
+        self.push(Action::Send { conn, message });
+    }
+
+    /// The timers: handshake deadlines, pings, the maintenance round.
+    fn on_tick(&mut self) {
+        let now = self.now.mono;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        let timing = self.config.timing.clone();
+        for id in ids {
+            let Some(session) = self
+                .conns
+                .get_mut(&id)
+                .and_then(|conn| conn.session.as_mut())
+            else {
+                continue;
+            };
+            if session.handshake_expired(now) {
+                self.close(id, CloseReason::HandshakeTimeout);
+                continue;
+            }
+            match session.on_timer(now, &timing, &mut self.rng) {
+                session::PingStep::Nothing => {}
+                session::PingStep::Send(nonce) => self.send(id, Message::Ping(nonce)),
+                session::PingStep::Dead => self.close(id, CloseReason::Dead),
+            }
+        }
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + self.config.timing.maintenance_interval;
+            self.maintain();
+        }
+    }
+
+    /// The periodic round: expired requests re-asked, a stalled sync
+    /// replaced, slots filled, addresses refreshed, old entries dropped.
+    fn maintain(&mut self) {
+        let now = self.now.mono;
+        self.expire_requests();
+        self.check_sync_stall();
+        self.choose_sync_peer();
+        self.dial_targets();
+        if !self.config.no_discovery {
+            self.fill_outbound();
+        }
+        if now.saturating_duration_since(self.last_addr_refresh) >= peers::ADDR_REFRESH {
+            self.last_addr_refresh = now;
+            for id in self.ready_conns() {
+                self.send(id, Message::GetAddr);
+            }
+        }
+        if now.saturating_duration_since(self.last_housekeeping) >= Duration::from_secs(60) {
+            self.last_housekeeping = now;
+            let forgotten = self.book.age_out(self.now.unix_ms);
+            let bans = self.bans.expire(now);
+            tracing::debug!(forgotten, bans, book = self.book.len(), "P2P housekeeping");
+        }
+        self.publish();
+    }
+
+    /// Publishes the peer list and sync state when they changed.
+    fn publish(&mut self) {
+        let mut peers = Vec::new();
+        let mut known = Vec::new();
+        let (mut inbound, mut outbound) = (0i64, 0i64);
+        for conn in self.conns.values() {
+            let Some(peer) = &conn.peer else { continue };
+            match conn.direction {
+                Direction::Inbound => inbound += 1,
+                Direction::Outbound => outbound += 1,
+            }
+            let Some(addr) = peer.listen_addr.or(conn.remote) else {
+                continue;
+            };
+            peers.push(PeerView {
+                addr,
+                direction: conn.direction,
+                node_id: peer.node_id,
+                height: peer.best_height,
+                ping_ms: peer.ping_ms,
+                connected_at: peer.connected_at,
+            });
+            if !peer.reported_peers.is_empty() {
+                known.push(KnownView {
+                    node_id: peer.node_id,
+                    addr,
+                    peers: peer.reported_peers.clone(),
+                });
+            }
+        }
+        peers.sort_by_key(|peer| peer.connected_at);
+        let snapshot = Snapshot {
+            peers,
+            known,
+            syncing: self.sync.is_active(),
+        };
+        if self.published.as_ref() == Some(&snapshot) {
+            return;
+        }
+        self.published = Some(snapshot.clone());
+        self.push(Action::Publish(Box::new(snapshot)));
+        for (direction, value) in [("inbound", inbound), ("outbound", outbound)] {
+            self.push(Action::Metric(MetricUpdate::Set {
+                name: "p2p_peers",
+                label: ("direction", direction),
+                value,
+            }));
+        }
+    }
+}

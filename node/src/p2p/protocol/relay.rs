@@ -1,0 +1,349 @@
+//! Relay: announce-then-fetch gossip of blocks and txs. What the node
+//! accepts is announced to every peer not known to have it (blocks at once
+//! and before txs, txs batched); announcements of what we lack are fetched
+//! from one peer at a time and re-asked from another on `NotFound` or
+//! timeout; received objects go to the node for validation, at most a
+//! bounded backlog of them unrequested; peers' requests are answered from
+//! the chain and the mempool; invalid objects from peers that must have
+//! known get them banned.
+
+use super::gossip::Announced;
+use super::{Action, ChainView, ConnId, NetworkState, Outgoing};
+use crate::events::NodeEvent;
+use crate::p2p::message::{InvItem, Message, MAX_HEADERS, MAX_INV_ITEMS};
+use crate::p2p::{BlockVerdict, TxVerdict};
+use ledger::{Block, BlockHash, Transaction, TxId};
+use std::collections::BTreeMap;
+
+/// Received objects waiting for validation beyond which unrequested ones
+/// are dropped.
+const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
+/// Pending txs announced to a new peer.
+const MEMPOOL_ANNOUNCE_LIMIT: usize = 5_000;
+
+impl<V: ChainView> NetworkState<V> {
+    pub(super) fn on_node_event(&mut self, event: NodeEvent) {
+        let now = self.now.mono;
+        match event {
+            // Relayed the moment it is validated, while the chain writer
+            // commits it: each hop then costs a check, not a commit.
+            NodeEvent::BlockValidated { hash, .. } => {
+                self.pending_blocks.push(InvItem::Block(hash));
+                self.flush_announcements();
+            }
+            // Announced already when validated (peers' known sets skip
+            // it); kept for backends that only report connections.
+            NodeEvent::BlockConnected { block, .. } => {
+                self.pending_blocks.push(InvItem::Block(block.hash()));
+                self.pending_since.get_or_insert(now);
+            }
+            NodeEvent::TxAccepted { tx } => {
+                self.pending_txs.push(InvItem::Tx(tx.txid()));
+                self.pending_since.get_or_insert(now);
+            }
+            NodeEvent::TxReadmitted { tx } => {
+                // What we announced while it sat in a block may never have
+                // arrived (a partition drops messages without closing the
+                // connection), so no peer is assumed to know it any more.
+                let item = InvItem::Tx(tx.txid());
+                for conn in self.conns.values_mut() {
+                    if let Some(peer) = conn.peer.as_mut() {
+                        peer.known.forget(&item);
+                    }
+                }
+                self.pending_txs.push(item);
+                self.pending_since.get_or_insert(now);
+            }
+            NodeEvent::Reorg { .. } => {}
+        }
+    }
+
+    /// Announces what the node accepted to every peer not known to have it:
+    /// blocks first, in their own `Inv`, then txs.
+    pub(super) fn flush_announcements(&mut self) {
+        self.pending_since = None;
+        let blocks = std::mem::take(&mut self.pending_blocks);
+        let txs = std::mem::take(&mut self.pending_txs);
+        for id in self.ready_conns() {
+            for batch in [&blocks, &txs] {
+                let Some(peer) = self.peer_mut(id) else { break };
+                let fresh: Vec<InvItem> = batch
+                    .iter()
+                    .copied()
+                    .filter(|item| peer.known.insert(*item))
+                    .collect();
+                for chunk in fresh.chunks(MAX_INV_ITEMS) {
+                    self.send(id, Message::Inv(chunk.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// Announces our pending txs to a new peer, oldest first so that a
+    /// sender's nonces arrive in order.
+    pub(super) fn announce_mempool(&mut self, id: ConnId) {
+        let mut pending = self.view.mempool_txids(MEMPOOL_ANNOUNCE_LIMIT);
+        pending.reverse();
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
+        let fresh: Vec<InvItem> = pending
+            .into_iter()
+            .map(InvItem::Tx)
+            .filter(|item| peer.known.insert(*item))
+            .collect();
+        for chunk in fresh.chunks(MAX_INV_ITEMS) {
+            self.send(id, Message::Inv(chunk.to_vec()));
+        }
+    }
+
+    /// Answers a `GetData` from our chain and mempool, in request order,
+    /// with one `NotFound` for whatever we lack.
+    pub(super) fn on_get_data(&mut self, id: ConnId, items: Vec<InvItem>) {
+        let mut answer = Vec::with_capacity(items.len());
+        let mut missing = Vec::new();
+        for item in items {
+            match item {
+                InvItem::Block(hash) if self.view.has_block(&hash) => {
+                    answer.push(Outgoing::Block(hash))
+                }
+                InvItem::Tx(txid) => match self.view.mempool_tx(&txid) {
+                    Some(tx) => answer.push(Outgoing::Message(Message::Tx(tx))),
+                    None => missing.push(item),
+                },
+                InvItem::Block(_) => missing.push(item),
+            }
+        }
+        if !missing.is_empty() {
+            answer.push(Outgoing::Message(Message::NotFound(missing)));
+        }
+        if !answer.is_empty() {
+            self.push(Action::Answer {
+                conn: id,
+                items: answer,
+            });
+        }
+    }
+
+    pub(super) fn on_get_headers(&mut self, id: ConnId, locator: Vec<BlockHash>) {
+        let headers = self.view.headers_after(&locator, MAX_HEADERS);
+        self.push(Action::Answer {
+            conn: id,
+            items: vec![Outgoing::Message(Message::Headers(headers))],
+        });
+    }
+
+    pub(super) fn on_inv(&mut self, id: ConnId, items: Vec<InvItem>) {
+        let now = self.now.mono;
+        let mut fetch = Vec::new();
+        let mut new_block = false;
+        for item in items {
+            if let Some(peer) = self.peer_mut(id) {
+                peer.known.insert(item);
+            }
+            let have = match item {
+                InvItem::Tx(txid) => self.view.has_tx(&txid),
+                InvItem::Block(hash) => self.view.has_block(&hash),
+            };
+            if have {
+                // A peer announcing our own tip is at least that high; this
+                // keeps `GET /v1/peers` heights current for peers whose blocks
+                // reach us first through someone else.
+                if let InvItem::Block(hash) = item {
+                    let tip = self.view.tip();
+                    if hash == tip.hash {
+                        if let Some(peer) = self.peer_mut(id) {
+                            peer.best_height = peer.best_height.max(tip.height);
+                        }
+                    }
+                }
+                continue;
+            }
+            new_block |= item.is_block();
+            if self.requests.announced(item, id, now) == Announced::Fetch {
+                fetch.push(item);
+            }
+        }
+        if new_block {
+            if let Some(peer) = self.peer_mut(id) {
+                peer.caught_up = false;
+            }
+        }
+        // Blocks first: they may make some of the txs redundant.
+        fetch.sort_by_key(|item| !item.is_block());
+        if !fetch.is_empty() {
+            self.send(id, Message::GetData(fetch));
+        }
+    }
+
+    pub(super) fn on_not_found(&mut self, id: ConnId, items: Vec<InvItem>) {
+        let now = self.now.mono;
+        let usable = self.ready_set();
+        let mut again = Vec::new();
+        let mut sync_gap = false;
+        for item in items {
+            if let InvItem::Block(hash) = item {
+                if self.sync.peer() == Some(id) && self.sync.block_unavailable(&hash) {
+                    self.requests.done(&item);
+                    sync_gap = true;
+                    continue;
+                }
+            }
+            if let Some(next) = self
+                .requests
+                .not_found(item, id, now, &|peer| usable.contains(&peer))
+            {
+                again.push((item, next));
+            }
+        }
+        self.send_requests(again);
+        if sync_gap {
+            // The sync peer no longer has blocks its own headers named
+            // (it reorganised): start over from whoever has the most work.
+            if let Some(peer) = self.peer_mut(id) {
+                peer.caught_up = true;
+            }
+            self.reset_sync();
+            self.choose_sync_peer();
+        }
+    }
+
+    pub(super) fn on_tx(&mut self, id: ConnId, tx: Transaction) {
+        let now = self.now.mono;
+        let txid = tx.txid();
+        let item = InvItem::Tx(txid);
+        if let Some(peer) = self.peer_mut(id) {
+            peer.known.insert(item);
+        }
+        let requested = self.requests.received(&item, now);
+        if !requested && self.tx_backlog >= MAX_UNSOLICITED_BACKLOG {
+            return;
+        }
+        if self.view.has_tx(&txid) {
+            self.requests.done(&item);
+            return;
+        }
+        self.tx_backlog += 1;
+        self.push(Action::ImportTx {
+            from: id,
+            tx: Box::new(tx),
+        });
+    }
+
+    pub(super) fn on_block(&mut self, id: ConnId, block: Block) {
+        let now = self.now.mono;
+        let hash = block.hash();
+        let item = InvItem::Block(hash);
+        let size = block.encoded_len();
+        if let Some(peer) = self.peer_mut(id) {
+            peer.known.insert(item);
+            peer.best_height = peer.best_height.max(block.header.height);
+        }
+        let requested = self.requests.received(&item, now);
+        let from_sync = self.sync.block_received(&hash, size, now);
+        if !requested && !from_sync && self.block_backlog >= MAX_UNSOLICITED_BACKLOG {
+            return;
+        }
+        if self.view.has_block(&hash) {
+            self.requests.done(&item);
+            self.sync.block_judged(&hash, size);
+            self.sync_progress();
+            return;
+        }
+        self.block_backlog += 1;
+        self.push(Action::ImportBlock {
+            from: Some(id),
+            block: Box::new(block),
+            size,
+            from_sync,
+        });
+        self.sync_progress();
+    }
+
+    pub(super) fn on_tx_verdict(&mut self, from: ConnId, txid: TxId, verdict: TxVerdict) {
+        self.tx_backlog = self.tx_backlog.saturating_sub(1);
+        self.requests.done(&InvItem::Tx(txid));
+        if let TxVerdict::Rejected {
+            reason,
+            misbehaving,
+        } = verdict
+        {
+            if misbehaving {
+                self.ban_peer(from, "bad_tx", format!("tx {txid}: {reason}"));
+            } else {
+                tracing::debug!(%txid, %reason, "peer's tx not admitted");
+            }
+        }
+    }
+
+    pub(super) fn on_block_verdict(
+        &mut self,
+        from: Option<ConnId>,
+        hash: BlockHash,
+        size: usize,
+        verdict: BlockVerdict,
+    ) {
+        self.block_backlog = self.block_backlog.saturating_sub(1);
+        self.requests.done(&InvItem::Block(hash));
+        let for_sync = self.sync.block_judged(&hash, size);
+        match verdict {
+            BlockVerdict::Accepted | BlockVerdict::Known => {}
+            BlockVerdict::Orphan => {
+                if let Some(from) = from {
+                    if let Some(peer) = self.peer_mut(from) {
+                        peer.caught_up = false;
+                    }
+                    if !self.sync.is_active() {
+                        self.start_sync(from);
+                    }
+                }
+            }
+            BlockVerdict::Rejected {
+                reason,
+                misbehaving,
+            } => {
+                if misbehaving {
+                    if let Some(from) = from {
+                        self.ban_peer(from, "bad_block", format!("block {hash}: {reason}"));
+                    }
+                } else {
+                    tracing::info!(%hash, %reason, "peer's block rejected");
+                }
+                if for_sync {
+                    if let Some(peer) = self.sync.peer().and_then(|id| self.peer_mut(id)) {
+                        peer.caught_up = true;
+                    }
+                    self.reset_sync();
+                    self.choose_sync_peer();
+                }
+            }
+        }
+        self.sync_progress();
+    }
+
+    /// Sends `GetData` for each peer's share of `requests`, in `ConnId`
+    /// order.
+    pub(super) fn send_requests(&mut self, requests: Vec<(InvItem, ConnId)>) {
+        let mut by_peer: BTreeMap<ConnId, Vec<InvItem>> = BTreeMap::new();
+        for (item, peer) in requests {
+            by_peer.entry(peer).or_default().push(item);
+        }
+        for (peer, items) in by_peer {
+            for chunk in items.chunks(MAX_INV_ITEMS) {
+                self.send(peer, Message::GetData(chunk.to_vec()));
+            }
+        }
+    }
+
+    /// Requests unanswered for the request timeout go to the next peer
+    /// that announced them.
+    pub(super) fn expire_requests(&mut self) {
+        let usable = self.ready_set();
+        let (again, _sync_expired) =
+            self.requests
+                .expire(self.now.mono, self.config.timing.request_timeout, &|peer| {
+                    usable.contains(&peer)
+                });
+        self.send_requests(again);
+    }
+}
