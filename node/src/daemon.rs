@@ -211,11 +211,11 @@ impl Node {
             spec.genesis_hash(),
             node_key,
         );
-        p2p_config.peers = config.peers.clone();
-        p2p_config.no_discovery = config.no_discovery;
-        p2p_config.max_inbound = config.max_inbound;
-        p2p_config.max_outbound = config.max_outbound;
-        p2p_config.ban_duration = BAN_DURATION;
+        p2p_config.protocol.peers = config.peers.clone();
+        p2p_config.protocol.no_discovery = config.no_discovery;
+        p2p_config.protocol.max_inbound = config.max_inbound;
+        p2p_config.protocol.max_outbound = config.max_outbound;
+        p2p_config.protocol.ban_duration = BAN_DURATION;
         p2p_config.address_book = address_book;
         p2p_config.ban_store = ban_store;
         let network = match p2p::start(

@@ -7,10 +7,10 @@
 //! snapshot the `P2pHandle` reads.
 
 use super::codec::encode_message;
-use super::link::{self, Link, LinkEvent, LinkTasks};
+use super::link::{self, Link, LinkTasks};
 use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
 use super::protocol::{
-    Action, CloseCause, Command, ConnId, CoreConfig, Input, MetricUpdate, Mono, NetworkState,
+    Action, CloseCause, Command, ConnId, Input, MetricUpdate, Mono, NetworkState, ProtocolConfig,
     Restored, Time,
 };
 use super::{lock, Backend, Shared};
@@ -156,7 +156,7 @@ struct ImportItem {
 
 /// What `start` hands the driver.
 pub(crate) struct DriverParts<B: Backend> {
-    pub config: CoreConfig,
+    pub config: ProtocolConfig,
     pub backend: B,
     pub metrics: Metrics,
     pub cancel: CancellationToken,
@@ -181,8 +181,8 @@ pub(crate) struct Driver<B: Backend> {
     stores: Stores,
     clock: Clock,
     connect_timeout: Duration,
-    link_events_tx: mpsc::Sender<LinkEvent>,
-    link_events: mpsc::Receiver<LinkEvent>,
+    link_events_tx: mpsc::Sender<Input>,
+    link_events: mpsc::Receiver<Input>,
     verdicts_tx: mpsc::UnboundedSender<Input>,
     verdicts: mpsc::UnboundedReceiver<Input>,
     block_import: Option<mpsc::UnboundedSender<ImportItem>>,
@@ -343,30 +343,20 @@ impl<B: Backend> Driver<B> {
         tracing::info!("P2P stopped");
     }
 
-    /// Turns a connection task's report into an input; reports about links
-    /// the core already closed are dropped.
-    fn link_input(&mut self, event: LinkEvent) -> Option<Input> {
-        let conn = match &event {
-            LinkEvent::Connected { conn, .. }
-            | LinkEvent::DialFailed { conn, .. }
-            | LinkEvent::Frame { conn, .. }
-            | LinkEvent::Closed { conn, .. } => *conn,
+    /// Passes on a connection task's report, unless the core already
+    /// closed that connection; a link that ended by itself is forgotten.
+    fn link_input(&mut self, input: Input) -> Option<Input> {
+        let (conn, ended) = match &input {
+            Input::Connected { conn, .. } | Input::Frame { conn, .. } => (*conn, false),
+            Input::DialFailed { conn, .. } | Input::Closed { conn, .. } => (*conn, true),
+            _ => return Some(input),
         };
-        if !self.links.contains_key(&conn) {
-            return None;
-        }
-        Some(match event {
-            LinkEvent::Connected { conn, remote } => Input::Connected { conn, remote },
-            LinkEvent::DialFailed { conn, error } => {
-                self.links.remove(&conn);
-                Input::DialFailed { conn, error }
-            }
-            LinkEvent::Frame { conn, message } => Input::Frame { conn, message },
-            LinkEvent::Closed { conn, cause } => {
-                self.links.remove(&conn);
-                Input::Closed { conn, cause }
-            }
-        })
+        let known = if ended {
+            self.links.remove(&conn).is_some()
+        } else {
+            self.links.contains_key(&conn)
+        };
+        known.then_some(input)
     }
 
     /// Hands the core one input and carries out everything it decides,

@@ -15,7 +15,7 @@
 use super::codec::{encode_message, CodecError, MAX_FRAME_BYTES};
 use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
 use super::message::Message;
-use super::protocol::{CloseCause, ConnId, Outgoing};
+use super::protocol::{CloseCause, ConnId, Input, Outgoing};
 use super::Backend;
 use crate::metrics::Metrics;
 use std::net::SocketAddr;
@@ -37,27 +37,6 @@ const MIN_MESSAGE_CHARGE: usize = 64;
 /// Answer batches (one per `GetData` or `GetHeaders`) queued for a peer
 /// before its reader waits for them to go out.
 const MAX_PENDING_ANSWERS: usize = 4;
-
-/// What a connection's tasks tell the driver.
-pub enum LinkEvent {
-    Connected {
-        conn: ConnId,
-        remote: SocketAddr,
-    },
-    DialFailed {
-        conn: ConnId,
-        error: String,
-    },
-    Frame {
-        conn: ConnId,
-        message: Message,
-    },
-    /// The connection ended by itself (not by the driver's cancel).
-    Closed {
-        conn: ConnId,
-        cause: CloseCause,
-    },
-}
 
 struct Queued {
     kind: &'static str,
@@ -91,41 +70,29 @@ impl PeerSender {
         len.max(MIN_MESSAGE_CHARGE).min(self.capacity) as u32
     }
 
+    fn enqueue(&self, kind: &'static str, payload: Bytes, permit: OwnedSemaphorePermit) -> bool {
+        let queued = Queued {
+            kind,
+            payload,
+            _permit: permit,
+        };
+        self.queue.send(queued).is_ok()
+    }
+
     /// Queues without waiting; false when the queue is full or closed.
     pub fn try_send(&self, kind: &'static str, payload: Bytes) -> bool {
-        match self
-            .budget
-            .clone()
-            .try_acquire_many_owned(self.charge(payload.len()))
-        {
-            Ok(permit) => self
-                .queue
-                .send(Queued {
-                    kind,
-                    payload,
-                    _permit: permit,
-                })
-                .is_ok(),
+        let charge = self.charge(payload.len());
+        match self.budget.clone().try_acquire_many_owned(charge) {
+            Ok(permit) => self.enqueue(kind, payload, permit),
             Err(_) => false,
         }
     }
 
     /// Queues, waiting for room; false when the connection is gone.
     async fn send(&self, kind: &'static str, payload: Bytes) -> bool {
-        match self
-            .budget
-            .clone()
-            .acquire_many_owned(self.charge(payload.len()))
-            .await
-        {
-            Ok(permit) => self
-                .queue
-                .send(Queued {
-                    kind,
-                    payload,
-                    _permit: permit,
-                })
-                .is_ok(),
+        let charge = self.charge(payload.len());
+        match self.budget.clone().acquire_many_owned(charge).await {
+            Ok(permit) => self.enqueue(kind, payload, permit),
             Err(_) => false,
         }
     }
@@ -167,7 +134,7 @@ pub struct LinkTasks<B: Backend> {
     pub conn: ConnId,
     pub backend: B,
     pub metrics: Metrics,
-    pub events: mpsc::Sender<LinkEvent>,
+    pub events: mpsc::Sender<Input>,
     pub tracker: TaskTracker,
     cancel: CancellationToken,
     sender: PeerSender,
@@ -182,7 +149,7 @@ pub fn new_link<B: Backend>(
     conn: ConnId,
     backend: B,
     metrics: Metrics,
-    events: mpsc::Sender<LinkEvent>,
+    events: mpsc::Sender<Input>,
     tracker: TaskTracker,
     cancel: CancellationToken,
     send_budget_bytes: usize,
@@ -247,7 +214,7 @@ pub async fn dial_and_run<B: Backend>(
             let _ = stream.set_nodelay(true);
             if tasks
                 .events
-                .send(LinkEvent::Connected { conn, remote })
+                .send(Input::Connected { conn, remote })
                 .await
                 .is_ok()
             {
@@ -255,10 +222,7 @@ pub async fn dial_and_run<B: Backend>(
             }
         }
         Err(error) => {
-            let _ = tasks
-                .events
-                .send(LinkEvent::DialFailed { conn, error })
-                .await;
+            let _ = tasks.events.send(Input::DialFailed { conn, error }).await;
         }
     }
 }
@@ -277,36 +241,26 @@ fn close_cause(error: CodecError) -> CloseCause {
 /// Runs an established connection to its end; reports `Closed` unless the
 /// driver cancelled it.
 pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
-    let LinkTasks {
-        conn,
-        backend,
-        metrics,
-        events,
-        tracker,
-        cancel,
-        sender,
-        queue,
-        answers,
-        backlog,
-        authenticated,
-    } = tasks;
-    let (mut reader, writer) = connection::split(stream, MAX_FRAME_BYTES, metrics);
+    let (conn, cancel, events, backlog) = (tasks.conn, tasks.cancel, tasks.events, tasks.backlog);
+    let (mut reader, writer) = connection::split(stream, MAX_FRAME_BYTES, tasks.metrics);
     reader.set_max_frame(HANDSHAKE_MAX_FRAME);
-    tracker.spawn(write_loop(writer, queue, cancel.clone()));
-    tracker.spawn(serve_answers(
-        backend,
-        sender,
-        answers,
+    tasks
+        .tracker
+        .spawn(write_loop(writer, tasks.queue, cancel.clone()));
+    tasks.tracker.spawn(serve_answers(
+        tasks.backend,
+        tasks.sender,
+        tasks.answers,
         backlog.clone(),
         cancel.clone(),
     ));
     let cause = tokio::select! {
         _ = cancel.cancelled() => None,
-        cause = read_loop(conn, &mut reader, &events, &backlog, authenticated) => cause,
+        cause = read_loop(conn, &mut reader, &events, &backlog, tasks.authenticated) => cause,
     };
     cancel.cancel();
     if let Some(cause) = cause {
-        let _ = events.send(LinkEvent::Closed { conn, cause }).await;
+        let _ = events.send(Input::Closed { conn, cause }).await;
     }
 }
 
@@ -314,7 +268,7 @@ pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
 async fn read_loop<T: Transport>(
     conn: ConnId,
     reader: &mut ConnectionReader<T>,
-    events: &mpsc::Sender<LinkEvent>,
+    events: &mpsc::Sender<Input>,
     backlog: &AnswerBacklog,
     authenticated: oneshot::Receiver<()>,
 ) -> Option<CloseCause> {
@@ -333,11 +287,7 @@ async fn read_loop<T: Transport>(
             Ok(Some(message)) => message,
         };
         let ends_handshake = authenticated.is_some() && matches!(message, Message::HelloAck(_));
-        if events
-            .send(LinkEvent::Frame { conn, message })
-            .await
-            .is_err()
-        {
+        if events.send(Input::Frame { conn, message }).await.is_err() {
             return None;
         }
         if ends_handshake {

@@ -45,7 +45,8 @@ use ledger::chain::AuxTree;
 use ledger::json::PeerJson;
 use ledger::{BlockHash, PublicKey, SecretKey};
 use message::NetworkMagic;
-use protocol::{Command, CoreConfig, Mono, Snapshot};
+pub use protocol::ProtocolConfig;
+use protocol::{Command, Mono, Snapshot};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,26 +91,17 @@ impl Default for P2pTiming {
     }
 }
 
-/// How the node runs its network.
+/// How the node runs its network: the protocol's settings, and where its
+/// records persist.
 #[derive(Clone)]
 pub struct P2pConfig {
-    pub listen_addr: SocketAddr,
-    /// Bootstrap peers, `host:port`, resolved again at every dial.
-    pub peers: Vec<String>,
-    /// Dial only `peers` (still accept inbound and answer `GetAddr`).
-    pub no_discovery: bool,
-    pub max_inbound: usize,
-    pub max_outbound: usize,
-    pub ban_duration: Duration,
-    pub network_magic: NetworkMagic,
-    pub genesis_hash: BlockHash,
-    /// The node's persistent identity key.
-    pub node_key: SecretKey,
+    /// `listen_addr` is where to bind (port 0 picks one); the core is
+    /// given the bound address.
+    pub protocol: ProtocolConfig,
     /// Where the address book persists (a sled tree); `None` keeps it in memory.
     pub address_book: Option<AuxTree>,
     /// Where bans persist (a sled tree); `None` keeps them in memory.
     pub ban_store: Option<AuxTree>,
-    pub timing: P2pTiming,
 }
 
 impl P2pConfig {
@@ -122,18 +114,20 @@ impl P2pConfig {
         node_key: SecretKey,
     ) -> P2pConfig {
         P2pConfig {
-            listen_addr,
-            peers: Vec::new(),
-            no_discovery: false,
-            max_inbound: 32,
-            max_outbound: 8,
-            ban_duration: Duration::from_secs(24 * 60 * 60),
-            network_magic: network_magic.into(),
-            genesis_hash,
-            node_key,
+            protocol: ProtocolConfig {
+                listen_addr,
+                peers: Vec::new(),
+                no_discovery: false,
+                max_inbound: 32,
+                max_outbound: 8,
+                ban_duration: Duration::from_secs(24 * 60 * 60),
+                network_magic: network_magic.into(),
+                genesis_hash,
+                node_key,
+                timing: P2pTiming::default(),
+            },
             address_book: None,
             ban_store: None,
-            timing: P2pTiming::default(),
         }
     }
 }
@@ -154,7 +148,7 @@ pub enum P2pError {
     },
 }
 
-/// Starts the network: binds the listener, then runs the manager and its
+/// Starts the network: binds the listener, then runs the driver and its
 /// tasks until `cancel` fires.
 pub async fn start<B: Backend>(
     config: P2pConfig,
@@ -162,47 +156,42 @@ pub async fn start<B: Backend>(
     metrics: Metrics,
     cancel: CancellationToken,
 ) -> Result<P2pHandle, P2pError> {
-    if config.genesis_hash != backend.genesis_hash() {
+    let P2pConfig {
+        protocol: mut protocol_config,
+        address_book,
+        ban_store,
+    } = config;
+    if protocol_config.genesis_hash != backend.genesis_hash() {
         return Err(P2pError::GenesisMismatch {
-            config: config.genesis_hash,
+            config: protocol_config.genesis_hash,
             backend: backend.genesis_hash(),
         });
     }
-    let listener = TcpListener::bind(config.listen_addr)
+    let bind_addr = protocol_config.listen_addr;
+    let listener = TcpListener::bind(bind_addr)
         .await
         .map_err(|source| P2pError::Bind {
-            addr: config.listen_addr,
+            addr: bind_addr,
             source,
         })?;
     let local_addr = listener.local_addr().map_err(|source| P2pError::Bind {
-        addr: config.listen_addr,
+        addr: bind_addr,
         source,
     })?;
+    protocol_config.listen_addr = local_addr;
     let tracker = TaskTracker::new();
     let shared = Arc::new(Shared::default());
     let (commands, command_receiver) = mpsc::unbounded_channel();
-    let node_id = config.node_key.public_key();
+    let node_id = protocol_config.node_key.public_key();
     let clock = Clock {
         epoch: Instant::now(),
     };
     let stores = Stores {
-        address_book: config.address_book.clone(),
-        bans: config.ban_store.clone(),
-    };
-    let core_config = CoreConfig {
-        listen_addr: local_addr,
-        peers: config.peers,
-        no_discovery: config.no_discovery,
-        max_inbound: config.max_inbound,
-        max_outbound: config.max_outbound,
-        ban_duration: config.ban_duration,
-        network_magic: config.network_magic,
-        genesis_hash: config.genesis_hash,
-        node_key: config.node_key,
-        timing: config.timing,
+        address_book,
+        bans: ban_store,
     };
     let driver = Driver::new(DriverParts {
-        config: core_config,
+        config: protocol_config,
         backend,
         metrics,
         cancel,

@@ -431,13 +431,13 @@ impl TestNode {
             spec.genesis_hash(),
             key.clone(),
         );
-        config.peers = options.peers.clone();
-        config.no_discovery = options.no_discovery;
-        config.max_outbound = options.max_outbound;
-        config.max_inbound = options.max_inbound;
+        config.protocol.peers = options.peers.clone();
+        config.protocol.no_discovery = options.no_discovery;
+        config.protocol.max_outbound = options.max_outbound;
+        config.protocol.max_inbound = options.max_inbound;
         config.address_book = address_book;
         config.ban_store = ban_store;
-        config.timing = options.timing.clone();
+        config.protocol.timing = options.timing.clone();
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
         let p2p = p2p::start(config, backend.clone(), metrics.clone(), cancel.clone())

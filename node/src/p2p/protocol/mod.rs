@@ -293,7 +293,7 @@ impl CloseReason {
 
 /// How the network runs, as the core needs it.
 #[derive(Clone)]
-pub struct CoreConfig {
+pub struct ProtocolConfig {
     /// The address our listener is bound to.
     pub listen_addr: SocketAddr,
     /// Bootstrap peers, `host:port`, resolved again at every dial.
@@ -369,7 +369,7 @@ struct Conn {
 
 /// The protocol core. See the module docs.
 pub struct NetworkState<V: ChainView> {
-    config: CoreConfig,
+    config: ProtocolConfig,
     identity: Identity,
     view: V,
     rng: ChaCha8Rng,
@@ -399,7 +399,7 @@ impl<V: ChainView> NetworkState<V> {
     /// (nonces, jitter, dial order); a node draws it from the OS, a test or
     /// a simulation fixes it.
     pub fn new(
-        config: CoreConfig,
+        config: ProtocolConfig,
         view: V,
         seed: u64,
         now: Time,

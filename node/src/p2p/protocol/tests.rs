@@ -89,8 +89,8 @@ fn at(ms: u64) -> Time {
     Time::new(Mono(Duration::from_millis(ms)), 1_800_000_000_000 + ms)
 }
 
-fn config(name: &str, port: u16) -> CoreConfig {
-    CoreConfig {
+fn config(name: &str, port: u16) -> ProtocolConfig {
+    ProtocolConfig {
         listen_addr: SocketAddr::from(([127, 0, 0, 1], port)),
         peers: Vec::new(),
         no_discovery: true,
@@ -104,7 +104,7 @@ fn config(name: &str, port: u16) -> CoreConfig {
     }
 }
 
-fn core_with(config: CoreConfig, seed: u64) -> (NetworkState<FakeChain>, FakeChain) {
+fn core_with(config: ProtocolConfig, seed: u64) -> (NetworkState<FakeChain>, FakeChain) {
     let chain = FakeChain::default();
     let core = NetworkState::new(config, chain.clone(), seed, at(0), Restored::default());
     (core, chain)
@@ -214,15 +214,21 @@ impl Remote {
         }
     }
 
-    /// Connects inbound and completes the handshake; returns the conn and
-    /// the actions of the last step.
-    fn join(&self, core: &mut NetworkState<FakeChain>, now: Time) -> (ConnId, Vec<Action>) {
+    /// Connects inbound; returns the conn and the core's `Hello`.
+    fn connect(&self, core: &mut NetworkState<FakeChain>, now: Time) -> (ConnId, Hello) {
         core.handle(now, Input::Inbound { remote: self.addr });
         let actions = drain(core);
         let conn = admitted(&actions).expect("admitted");
         let Some(Message::Hello(ours)) = sent_to(&actions, conn).into_iter().next() else {
             panic!("the core opens with hello");
         };
+        (conn, ours)
+    }
+
+    /// Connects inbound and completes the handshake; returns the conn and
+    /// the actions of the last step.
+    fn join(&self, core: &mut NetworkState<FakeChain>, now: Time) -> (ConnId, Vec<Action>) {
+        let (conn, ours) = self.connect(core, now);
         let message = Message::Hello(self.hello());
         core.handle(now, Input::Frame { conn, message });
         drain(core);
@@ -245,17 +251,7 @@ fn admitted(actions: &[Action]) -> Option<ConnId> {
 fn handshake_with_a_good_peer_authenticates_it() {
     let (mut core, _) = core("a");
     let remote = Remote::new("r", 9001);
-    core.handle(
-        at(0),
-        Input::Inbound {
-            remote: remote.addr,
-        },
-    );
-    let actions = drain(&mut core);
-    let conn = admitted(&actions).expect("admitted");
-    let Some(Message::Hello(ours)) = sent_to(&actions, conn).into_iter().next() else {
-        panic!("hello first");
-    };
+    let (conn, ours) = remote.connect(&mut core, at(0));
     core.handle(
         at(1),
         Input::Frame {
@@ -298,17 +294,7 @@ fn handshake_with_a_good_peer_authenticates_it() {
 fn handshake_refusal(tamper: impl FnOnce(&mut Hello, &mut HelloAck)) -> Vec<Action> {
     let (mut core, _) = core("a");
     let remote = Remote::new("r", 9001);
-    core.handle(
-        at(0),
-        Input::Inbound {
-            remote: remote.addr,
-        },
-    );
-    let actions = drain(&mut core);
-    let conn = admitted(&actions).expect("admitted");
-    let Some(Message::Hello(ours)) = sent_to(&actions, conn).into_iter().next() else {
-        panic!("hello first");
-    };
+    let (conn, ours) = remote.connect(&mut core, at(0));
     let mut hello = remote.hello();
     let mut ack = remote.ack(&ours);
     tamper(&mut hello, &mut ack);
@@ -660,7 +646,8 @@ fn headers_that_miss_their_target_get_the_peer_banned() {
 
 #[test]
 fn each_misbehaviour_bans_with_its_reason() {
-    let cases: Vec<(&str, Box<dyn Fn(ConnId) -> Input>)> = vec![
+    type Misbehaviour = Box<dyn Fn(ConnId) -> Input>;
+    let cases: Vec<(&str, Misbehaviour)> = vec![
         (
             "bad_tx",
             Box::new(|conn| Input::TxVerdict {
