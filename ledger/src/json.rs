@@ -184,12 +184,14 @@ pub struct AccountJson {
     pub next_nonce: u64,
 }
 
-/// Whether a tx is in the mempool or in a best-chain block.
+/// Whether a tx is in the mempool, in a best-chain block, or was let go by
+/// the mempool lately (`reason` says why).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TxStatus {
     Pending,
     Confirmed,
+    Dropped,
 }
 
 /// `GET /v1/txs/{txid}`, and each entry of an account's history.
@@ -200,6 +202,9 @@ pub struct TxLookupJson {
     pub block_hash: Option<BlockHash>,
     pub block_height: Option<u64>,
     pub confirmations: u64,
+    /// Why a `dropped` tx was let go (a `DropReason` code); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `GET /v1/mempool`.

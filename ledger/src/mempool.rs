@@ -21,7 +21,7 @@ use crate::validation::{self, TxError};
 use crate::Block;
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 
 /// Default cap on the number of pending transactions.
 pub const DEFAULT_MAX_TXS: usize = 50_000;
@@ -33,6 +33,8 @@ pub const DEFAULT_EXPIRY_MS: u64 = 3 * 60 * 60 * 1000;
 pub const DEFAULT_MAX_NONCE_GAP: u64 = 64;
 /// A replacement must pay at least this many percent more fee.
 pub const REPLACEMENT_FEE_BUMP_PERCENT: u64 = 10;
+/// Transactions let go that are remembered (with why) for lookups.
+pub const DEFAULT_MAX_DROPPED_RECORDS: usize = 20_000;
 
 /// The smallest encoded transaction (empty memo). A template stops looking
 /// for more once less room than this is left.
@@ -49,6 +51,8 @@ pub struct MempoolConfig {
     pub expiry_ms: u64,
     /// A nonce may be at most this far past the sender's next nonce.
     pub max_nonce_gap: u64,
+    /// How many dropped transactions are remembered, oldest forgotten first.
+    pub max_dropped_records: usize,
 }
 
 impl Default for MempoolConfig {
@@ -58,7 +62,72 @@ impl Default for MempoolConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             expiry_ms: DEFAULT_EXPIRY_MS,
             max_nonce_gap: DEFAULT_MAX_NONCE_GAP,
+            max_dropped_records: DEFAULT_MAX_DROPPED_RECORDS,
         }
+    }
+}
+
+/// Why the mempool let go of a transaction it had admitted (or that was in
+/// a block a reorg disconnected) without it being confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The pool was full and a transaction paying more took its place.
+    Evicted,
+    /// Pending for longer than the expiry.
+    Expired,
+    /// Another transaction with its sender and nonce paid a higher fee.
+    Replaced,
+    /// A confirmed transaction used its nonce.
+    NonceUsed,
+    /// Its sender's confirmed balance no longer covers it.
+    Unaffordable,
+    /// Its block was disconnected and it could not be admitted again.
+    Reorg,
+}
+
+impl DropReason {
+    /// The `reason` of a dropped tx in the API and of the metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DropReason::Evicted => "evicted",
+            DropReason::Expired => "expired",
+            DropReason::Replaced => "replaced",
+            DropReason::NonceUsed => "nonce_used",
+            DropReason::Unaffordable => "unaffordable",
+            DropReason::Reorg => "reorg",
+        }
+    }
+}
+
+/// The transactions let go lately: bounded, oldest forgotten first, and a
+/// queue of drops not yet reported (events, metrics).
+#[derive(Default)]
+struct DropLog {
+    order: VecDeque<TxId>,
+    entries: HashMap<TxId, (Transaction, DropReason)>,
+    unreported: Vec<(TxId, DropReason)>,
+}
+
+impl DropLog {
+    fn record(&mut self, txid: TxId, tx: Transaction, reason: DropReason, capacity: usize) {
+        if capacity == 0 {
+            return;
+        }
+        if self.entries.insert(txid, (tx, reason)).is_none() {
+            self.order.push_back(txid);
+        }
+        self.unreported.push((txid, reason));
+        while self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+
+    /// Admitted again: no longer dropped. (Its slot in `order` ages out.)
+    fn forget(&mut self, txid: &TxId) {
+        self.entries.remove(txid);
     }
 }
 
@@ -170,6 +239,7 @@ pub struct Mempool {
     cache: SignatureCache,
     senders: HashMap<Address, SenderQueue>,
     index: PoolIndex,
+    dropped: DropLog,
 }
 
 /// Every index over the pool besides the sender queues, kept apart so the
@@ -293,7 +363,26 @@ impl Mempool {
             cache,
             senders: HashMap::new(),
             index: PoolIndex::default(),
+            dropped: DropLog::default(),
         }
+    }
+
+    fn record_drop(&mut self, entry: PoolTx, reason: DropReason) {
+        let capacity = self.config.max_dropped_records;
+        self.dropped.record(entry.txid, entry.tx, reason, capacity);
+    }
+
+    /// A transaction this pool let go lately, and why.
+    pub fn dropped(&self, txid: &TxId) -> Option<(&Transaction, DropReason)> {
+        self.dropped
+            .entries
+            .get(txid)
+            .map(|(tx, reason)| (tx, *reason))
+    }
+
+    /// The drops since the last call, in order, for events and metrics.
+    pub fn take_drops(&mut self) -> Vec<(TxId, DropReason)> {
+        std::mem::take(&mut self.dropped.unreported)
     }
 
     pub fn spec(&self) -> &ChainSpec {
@@ -336,9 +425,14 @@ impl Mempool {
         }
         let sender = tx.sender();
         let account = accounts.account(&sender);
-        self.sync_sender(sender, account);
+        // Nonces below the confirmed one are most likely in a block whose
+        // settling has not reached the pool yet: not reported as dropped.
+        self.sync_sender(sender, account, false);
         let result = self.admit(sender, account, txid, tx, now_ms);
         self.drop_queue_if_empty(&sender);
+        if result.is_ok() {
+            self.dropped.forget(&txid);
+        }
         result
     }
 
@@ -417,12 +511,14 @@ impl Mempool {
                 evicted.push((tail_sender, entry));
             }
         }
-        for (evicted_sender, entry) in &evicted {
-            tracing::debug!(txid = %entry.txid, sender = %self.spec.format_address(evicted_sender), fee = entry.tx.fee.base_units(), "mempool full: evicted");
-            self.drop_queue_if_empty(evicted_sender);
+        for (evicted_sender, entry) in evicted {
+            tracing::debug!(txid = %entry.txid, sender = %self.spec.format_address(&evicted_sender), fee = entry.tx.fee.base_units(), "mempool full: evicted");
+            self.drop_queue_if_empty(&evicted_sender);
+            self.record_drop(entry, DropReason::Evicted);
         }
         if let Some(old) = replaced {
             tracing::debug!(old = %old.txid, new = %txid, "replaced pending transaction");
+            self.record_drop(old, DropReason::Replaced);
         }
         Ok(txid)
     }
@@ -452,12 +548,14 @@ impl Mempool {
     /// nonces now confirmed (or conflicting with confirmed ones), recomputes
     /// the executable run, then drops from the tail until the balance
     /// covers every pending transaction. Returns how many were dropped.
-    fn sync_sender(&mut self, sender: Address, account: Account) -> usize {
+    /// `report_stale`: the block's own transactions are out of the pool
+    /// already, so any left below the confirmed nonce lost to another.
+    fn sync_sender(&mut self, sender: Address, account: Account, report_stale: bool) -> usize {
         let queue = self
             .senders
             .entry(sender)
             .or_insert_with(|| SenderQueue::new(account.nonce));
-        let mut dropped = 0;
+        let mut gone = Vec::new();
         if queue.confirmed_nonce != account.nonce {
             let stale: Vec<u64> = queue
                 .txs
@@ -465,8 +563,11 @@ impl Mempool {
                 .map(|(nonce, _)| *nonce)
                 .collect();
             for nonce in stale {
-                self.index.remove(queue, sender, nonce);
-                dropped += 1;
+                if let Some(entry) = self.index.remove(queue, sender, nonce) {
+                    if report_stale {
+                        gone.push((entry, DropReason::NonceUsed));
+                    }
+                }
             }
             queue.confirmed_nonce = account.nonce;
             queue.executable_end = account.nonce;
@@ -477,10 +578,15 @@ impl Mempool {
             let Some(last) = queue.txs.last_key_value().map(|(nonce, _)| *nonce) else {
                 break;
             };
-            self.index.remove(queue, sender, last);
-            dropped += 1;
+            if let Some(entry) = self.index.remove(queue, sender, last) {
+                gone.push((entry, DropReason::Unaffordable));
+            }
         }
         self.drop_queue_if_empty(&sender);
+        let dropped = gone.len();
+        for (entry, reason) in gone {
+            self.record_drop(entry, reason);
+        }
         dropped
     }
 
@@ -602,7 +708,7 @@ impl Mempool {
         let mut invalidated = 0usize;
         for sender in senders {
             if self.senders.contains_key(&sender) {
-                invalidated += self.sync_sender(sender, accounts.account(&sender));
+                invalidated += self.sync_sender(sender, accounts.account(&sender), true);
             }
         }
         tracing::debug!(
@@ -626,7 +732,9 @@ impl Mempool {
                 self.index.by_age.remove(&(added_ms, seq));
                 continue;
             };
-            self.remove_txid(&txid);
+            if let Some(entry) = self.remove_txid(&txid) {
+                self.record_drop(entry, DropReason::Expired);
+            }
             expired += 1;
         }
         if expired > 0 {
@@ -816,7 +924,7 @@ impl Mempool {
         let mut invalidated = 0usize;
         for address in touched {
             if self.senders.contains_key(&address) {
-                invalidated += self.sync_sender(address, accounts.account(&address));
+                invalidated += self.sync_sender(address, accounts.account(&address), true);
             }
         }
         let mut readmitted = 0usize;
@@ -830,7 +938,13 @@ impl Mempool {
                 }
                 match self.add(tx.clone(), accounts, now_ms) {
                     Ok(_) => readmitted += 1,
-                    Err(_) => refused += 1,
+                    Err(MempoolError::Duplicate) => {}
+                    Err(_) => {
+                        refused += 1;
+                        let capacity = self.config.max_dropped_records;
+                        self.dropped
+                            .record(tx.txid(), tx.clone(), DropReason::Reorg, capacity);
+                    }
                 }
             }
         }

@@ -6,7 +6,7 @@ use ledger::amount::{Amount, COIN};
 use ledger::block::merkle_root;
 use ledger::hash::{BlockHash, Hash256};
 use ledger::keys::Signature;
-use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
+use ledger::mempool::{DropReason, Mempool, MempoolConfig, MempoolError};
 use ledger::miner::{self, PreparedHeader};
 use ledger::sigcache::SignatureCache;
 use ledger::state::{self, Account};
@@ -678,6 +678,20 @@ fn connected_block_drops_included_and_invalidated_txs() {
     assert!(fixture.pool.contains(&a[2].txid()));
     assert!(!fixture.pool.contains(&bob_pending));
     assert!(!fixture.pool.contains(&carol_pending));
+    // Mined ones are not dropped; the two that lost their nonce are.
+    let drops = fixture.pool.take_drops();
+    assert_eq!(
+        drops,
+        vec![
+            (bob_pending, DropReason::NonceUsed),
+            (carol_pending, DropReason::NonceUsed)
+        ]
+        .into_iter()
+        .filter(|(txid, _)| drops.iter().any(|(seen, _)| seen == txid))
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(drops.len(), 2);
+    assert!(fixture.pool.dropped(&a[0].txid()).is_none());
     assert_eq!(fixture.pool.next_nonce(&address(&alice), &after), 3);
     assert_eq!(fixture.pool.queue_lengths(&address(&alice)), (1, 0));
 }
@@ -714,6 +728,61 @@ fn a_block_that_drains_a_balance_drops_the_unaffordable_tail() {
     fixture.pool.block_connected(&block, &after);
     assert!(fixture.pool.contains(&pending[0]) && fixture.pool.contains(&pending[1]));
     assert!(!fixture.pool.contains(&pending[2]));
+    assert_eq!(
+        fixture.pool.take_drops(),
+        vec![(pending[2], DropReason::Unaffordable)]
+    );
+    let (tx, reason) = fixture.pool.dropped(&pending[2]).expect("remembered");
+    assert_eq!((tx.txid(), reason.code()), (pending[2], "unaffordable"));
+}
+
+#[test]
+fn every_tx_let_go_is_reported_with_its_reason_and_remembered_boundedly() {
+    let config = MempoolConfig {
+        max_txs: 2,
+        max_dropped_records: 3,
+        ..MempoolConfig::default()
+    };
+    let mut fixture = Fixture::with_config(config);
+    let keys: Vec<SecretKey> = (0..6).map(key).collect();
+    for key in &keys {
+        fixture.fund(key, 10 * COIN, 0);
+    }
+    let cheap = fixture.submit(fixture.tx(&keys[0], 0, 1_000, 5)).unwrap();
+    let first = fixture.submit(fixture.tx(&keys[1], 0, 2_000, 5)).unwrap();
+    // Replaced by a higher fee, then evicted by a richer newcomer.
+    let bumped = fixture.submit(fixture.tx(&keys[1], 0, 3_000, 5)).unwrap();
+    fixture.submit(fixture.tx(&keys[2], 0, 9_000, 5)).unwrap();
+    assert_eq!(
+        fixture.pool.take_drops(),
+        vec![(first, DropReason::Replaced), (cheap, DropReason::Evicted)]
+    );
+    assert!(fixture.pool.take_drops().is_empty(), "reported once");
+    assert_eq!(
+        fixture.pool.dropped(&cheap).map(|(_, r)| r),
+        Some(DropReason::Evicted)
+    );
+    // Expiry reports too, and only the newest records are kept.
+    fixture.pool.expire(u64::MAX);
+    let expired: Vec<DropReason> = fixture
+        .pool
+        .take_drops()
+        .into_iter()
+        .map(|(_, reason)| reason)
+        .collect();
+    assert_eq!(expired, vec![DropReason::Expired; 2]);
+    assert!(
+        fixture.pool.dropped(&first).is_none(),
+        "the oldest record is forgotten"
+    );
+    assert_eq!(
+        fixture.pool.dropped(&bumped).map(|(_, r)| r),
+        Some(DropReason::Expired)
+    );
+    // Sent again and admitted: no longer dropped.
+    fixture.submit(fixture.tx(&keys[0], 0, 1_000, 5)).unwrap();
+    assert!(fixture.pool.contains(&cheap));
+    assert!(fixture.pool.dropped(&cheap).is_none());
 }
 
 #[test]

@@ -517,6 +517,7 @@ fn settle(chain: &mut Chain, context: &WriterContext, update: Option<ChainUpdate
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         mempool.apply_update(&update, &context.reader, now_ms());
+        crate::handle::report_drops(&mut mempool, &context.events, &context.metrics);
         context.metrics.set(
             "mempool_size",
             &[],

@@ -274,7 +274,7 @@ fn spawn_mempool_expiry(node: NodeHandle, cancel: CancellationToken) {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 _ = ticks.tick() => {
-                    let expired = node.mempool().expire(crate::chain_writer::now_ms());
+                    let expired = node.expire_mempool(crate::chain_writer::now_ms());
                     if expired > 0 {
                         tracing::info!(expired, "expired old mempool transactions");
                     }

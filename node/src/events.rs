@@ -2,7 +2,7 @@
 //! chain or the mempool changes. The P2P layer relays from it, the RPC layer
 //! streams it as server-sent events, and the miner restarts on it.
 
-use ledger::{Block, BlockHash, Height, Transaction};
+use ledger::{Block, BlockHash, Height, Transaction, TxId};
 use std::sync::Arc;
 
 /// A change in the node's view of the world, in the order it happened.
@@ -32,4 +32,8 @@ pub enum NodeEvent {
     /// (we announced it before, perhaps into a partition that dropped the
     /// message), so it is announced again to every peer.
     TxReadmitted { tx: Arc<Transaction> },
+    /// The mempool let go of a transaction it had admitted (evicted,
+    /// expired, replaced, made invalid by a block, or left out after a
+    /// reorg); `reason` is a `DropReason` code. Streamed as `dropped`.
+    TxDropped { txid: TxId, reason: &'static str },
 }

@@ -124,6 +124,14 @@ impl NodeHandle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Drops mempool transactions past their expiry, reporting each.
+    pub(crate) fn expire_mempool(&self, now_ms: u64) -> usize {
+        let mut mempool = self.mempool();
+        let expired = mempool.expire(now_ms);
+        report_drops(&mut mempool, &self.shared.events, &self.shared.metrics);
+        expired
+    }
+
     pub fn status(&self) -> StatusJson {
         let tip = self.shared.reader.tip();
         let network = self.network();
@@ -155,20 +163,42 @@ impl NodeHandle {
         }
     }
 
-    /// A tx in the mempool or on the best chain.
+    /// A tx in the mempool, on the best chain, or let go lately (dropped,
+    /// with the reason).
     pub fn lookup_tx(&self, txid: &TxId) -> Option<TxLookupJson> {
-        let pending = self.mempool().get(txid).cloned();
+        let (pending, dropped) = {
+            let mempool = self.mempool();
+            let pending = mempool.get(txid).cloned();
+            let dropped = match pending {
+                Some(_) => None,
+                None => mempool
+                    .dropped(txid)
+                    .map(|(tx, reason)| (tx.clone(), reason)),
+            };
+            (pending, dropped)
+        };
         if let Some(tx) = pending {
             return Some(self.pending_lookup(&tx));
         }
-        let (tx, location) = self.shared.reader.tx(txid)?;
-        let tip_height = self.shared.reader.tip().height;
+        if let Some((tx, location)) = self.shared.reader.tx(txid) {
+            let tip_height = self.shared.reader.tip().height;
+            return Some(TxLookupJson {
+                tx: TxJson::from_tx(&tx, &self.shared.spec),
+                status: TxStatus::Confirmed,
+                block_hash: Some(location.block_hash),
+                block_height: Some(location.height),
+                confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+                reason: None,
+            });
+        }
+        let (tx, reason) = dropped?;
         Some(TxLookupJson {
             tx: TxJson::from_tx(&tx, &self.shared.spec),
-            status: TxStatus::Confirmed,
-            block_hash: Some(location.block_hash),
-            block_height: Some(location.height),
-            confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+            status: TxStatus::Dropped,
+            block_hash: None,
+            block_height: None,
+            confirmations: 0,
+            reason: Some(reason.code().to_string()),
         })
     }
 
@@ -179,6 +209,7 @@ impl NodeHandle {
             block_hash: None,
             block_height: None,
             confirmations: 0,
+            reason: None,
         }
     }
 
@@ -210,6 +241,7 @@ impl NodeHandle {
                         block_hash: Some(location.block_hash),
                         block_height: Some(location.height),
                         confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+                        reason: None,
                     }),
             );
         }
@@ -244,7 +276,10 @@ impl NodeHandle {
         let shared = &self.shared;
         let result = Mempool::precheck(&shared.spec, &shared.signature_cache, &tx).and_then(|_| {
             let mut mempool = self.mempool();
-            let txid = mempool.add(tx.clone(), &shared.reader, now_ms())?;
+            let added = mempool.add(tx.clone(), &shared.reader, now_ms());
+            // Admission may evict or replace others: say so either way.
+            report_drops(&mut mempool, &shared.events, &shared.metrics);
+            let txid = added?;
             shared.metrics.set(
                 "mempool_size",
                 &[],
@@ -319,6 +354,24 @@ impl NodeHandle {
             }
         }
         Ok(hashes)
+    }
+}
+
+/// Publishes what the mempool let go since the last call: a `TxDropped`
+/// event (SSE `dropped`) and `ledger_mempool_dropped_total{reason}` each.
+/// Called with the mempool's lock held, after every change that can drop.
+pub(crate) fn report_drops(
+    mempool: &mut Mempool,
+    events: &broadcast::Sender<NodeEvent>,
+    metrics: &Metrics,
+) {
+    for (txid, reason) in mempool.take_drops() {
+        tracing::debug!(%txid, reason = reason.code(), "mempool dropped a transaction");
+        metrics.inc("mempool_dropped_total", &[("reason", reason.code())]);
+        let _ = events.send(NodeEvent::TxDropped {
+            txid,
+            reason: reason.code(),
+        });
     }
 }
 

@@ -700,6 +700,17 @@ impl Context {
                     spinner.finish();
                     return Ok(lookup);
                 }
+                Ok(lookup) if lookup.status == TxStatus::Dropped => {
+                    spinner.finish();
+                    return Err(Failure::new(
+                        FailureKind::Rejected,
+                        "dropped",
+                        format!(
+                            "the node dropped {txid} from its mempool ({}); it will not confirm unless sent again",
+                            lookup.reason.as_deref().unwrap_or("no reason given")
+                        ),
+                    ));
+                }
                 Ok(_) => {}
                 Err(error) if error.is_unreachable() || error.api_code() == Some("not_found") => {}
                 Err(error) => return Err(error.into()),
@@ -764,6 +775,10 @@ impl Context {
                     lookup.confirmations
                 )
             }
+            (TxStatus::Dropped, _) => format!(
+                "dropped ({})",
+                lookup.reason.as_deref().unwrap_or("no reason given")
+            ),
             _ => "pending".to_string(),
         };
         let mut rows = vec![
@@ -1052,6 +1067,7 @@ mod tests {
             block_hash: None,
             block_height: None,
             confirmations: 0,
+            reason: None,
         }
     }
 

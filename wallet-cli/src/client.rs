@@ -576,6 +576,7 @@ mod tests {
             block_hash: None,
             block_height: None,
             confirmations: 0,
+            reason: None,
         };
         let served = serde_json::to_value(&lookup).unwrap();
         assert_eq!(decode_lookup(served.clone()).unwrap(), lookup);

@@ -56,6 +56,10 @@ fn to_sse(
         NodeEvent::TxAccepted { tx } | NodeEvent::TxReadmitted { tx } => {
             ("tx", serde_json::to_string(&TxJson::from_tx(&tx, spec)))
         }
+        NodeEvent::TxDropped { txid, reason } => (
+            "dropped",
+            serde_json::to_string(&serde_json::json!({ "txid": txid, "reason": reason })),
+        ),
         NodeEvent::Reorg {
             old_tip,
             new_tip,

@@ -54,7 +54,7 @@ impl<V: ChainView> NetworkState<V> {
                 self.pending_txs.push(item);
                 self.pending_since.get_or_insert(now);
             }
-            NodeEvent::Reorg { .. } => {}
+            NodeEvent::Reorg { .. } | NodeEvent::TxDropped { .. } => {}
         }
     }
 
