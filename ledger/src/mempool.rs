@@ -635,6 +635,32 @@ impl Mempool {
         self.index.bytes
     }
 
+    /// Up to `limit` txids, the longest pending first.
+    pub fn txids_oldest_first(&self, limit: usize) -> Vec<TxId> {
+        self.index.by_seq.values().take(limit).copied().collect()
+    }
+
+    /// `sender`'s pending txs with nonces from `first_nonce`, in nonce
+    /// order, at most `limit`.
+    pub fn sender_txs_from(
+        &self,
+        sender: &Address,
+        first_nonce: u64,
+        limit: usize,
+    ) -> Vec<&Transaction> {
+        self.senders
+            .get(sender)
+            .map(|queue| {
+                queue
+                    .txs
+                    .range(first_nonce..)
+                    .take(limit)
+                    .map(|(_, entry)| &entry.tx)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn txids_newest_first(&self, limit: usize) -> Vec<TxId> {
         self.index
             .by_seq

@@ -410,6 +410,22 @@ impl ChainView for NodeHandle {
     fn has_tx(&self, txid: &TxId) -> bool {
         self.mempool().contains(txid) || self.shared.reader.tx(txid).is_some()
     }
+
+    fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
+        self.mempool().txids_oldest_first(limit)
+    }
+
+    fn next_nonce(&self, sender: &Address) -> u64 {
+        self.mempool().next_nonce(sender, &self.shared.reader)
+    }
+
+    fn sender_txs(&self, sender: &Address, first_nonce: u64, limit: usize) -> Vec<Transaction> {
+        self.mempool()
+            .sender_txs_from(sender, first_nonce, limit)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
 }
 
 impl Backend for NodeHandle {

@@ -455,7 +455,7 @@ impl<B: Backend> Driver<B> {
             }
             Action::ImportTx { from, tx } => {
                 let worker = tx.from.as_bytes()[0] as usize % self.tx_import.len().max(1);
-                let txid = tx.txid();
+                let (txid, sender, nonce) = (tx.txid(), tx.sender(), tx.nonce);
                 let queued = self
                     .tx_import
                     .get(worker)
@@ -464,6 +464,8 @@ impl<B: Backend> Driver<B> {
                     return Some(Input::TxVerdict {
                         from,
                         txid,
+                        sender,
+                        nonce,
                         verdict: super::TxVerdict::Rejected {
                             reason: "shutting down".into(),
                             misbehaving: false,
@@ -485,6 +487,9 @@ impl<B: Backend> Driver<B> {
             }
             Action::Metric(MetricUpdate::Inc { name, label }) => {
                 self.metrics.inc(name, &[label]);
+            }
+            Action::Metric(MetricUpdate::Add { name, label, value }) => {
+                self.metrics.add(name, &[label], value);
             }
             Action::Metric(MetricUpdate::Set { name, label, value }) => {
                 self.metrics.set(name, &[label], value);
@@ -616,7 +621,7 @@ async fn import_txs<B: Backend>(
                 None => break,
             },
         };
-        let txid = tx.txid();
+        let (txid, sender, nonce) = (tx.txid(), tx.sender(), tx.nonce);
         let verdict = tokio::select! {
             _ = cancel.cancelled() => break,
             verdict = backend.submit_tx(tx) => verdict,
@@ -625,6 +630,8 @@ async fn import_txs<B: Backend>(
             .send(Input::TxVerdict {
                 from,
                 txid,
+                sender,
+                nonce,
                 verdict,
             })
             .is_err()

@@ -7,12 +7,17 @@
 
 use ledger::encoding::{Decode, Encode};
 use ledger::{
-    Block, BlockHash, Hash256, Header, Height, PublicKey, Signature, Transaction, TxId, Work,
+    Address, Block, BlockHash, Hash256, Header, Height, PublicKey, Signature, Transaction, TxId,
+    Work,
 };
 use std::net::SocketAddr;
 
 /// Version of this protocol; a peer speaking another one is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added `GetSenderTxs`.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Most txs asked for (and answered) in one `GetSenderTxs`: a sender's
+/// whole window of pending nonces.
+pub const MAX_SENDER_TXS: u32 = 64;
 /// Most addresses in one `Addr` message.
 pub const MAX_ADDRS: usize = 1_000;
 /// Most entries in one `Inv`, `GetData` or `NotFound`. A block holds at most
@@ -116,12 +121,22 @@ pub enum Message {
     /// Block locator of the sender's best chain.
     GetHeaders(Vec<BlockHash>),
     Headers(Vec<Header>),
+    /// "Send me `sender`'s pending txs with nonces `first_nonce..` (at most
+    /// `count`)": how a node fills a gap in a sender's nonces that an
+    /// announcement by txid could not (it was never fetched, or refused
+    /// while its predecessor was missing). Answered with `Tx`s, in nonce
+    /// order, for those the peer has.
+    GetSenderTxs {
+        sender: Address,
+        first_nonce: u64,
+        count: u32,
+    },
 }
 
 /// Message kinds in discriminant order (the encoding writes the variant
 /// index as a little-endian `u32` first). Used for metrics labels and
 /// per-kind size caps before decoding.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "hello",
     "hello_ack",
     "ping",
@@ -135,6 +150,7 @@ pub const KINDS: [&str; 13] = [
     "block",
     "get_headers",
     "headers",
+    "get_sender_txs",
 ];
 
 /// Upper bound, in bytes, of an encoded `Header` (all fields fixed width).
@@ -162,6 +178,7 @@ pub fn max_encoded_len(index: u32, max_frame: usize) -> Option<usize> {
         10 => max_frame,
         11 => ENVELOPE_BYTES + MAX_LOCATOR * 32,
         12 => ENVELOPE_BYTES + MAX_HEADERS * HEADER_BYTES,
+        13 => 4 + 20 + 8 + 4,
         _ => return None,
     };
     Some(cap.min(max_frame))
@@ -187,6 +204,7 @@ impl Message {
             Message::Block(_) => Message::BLOCK_KIND_INDEX,
             Message::GetHeaders(_) => 11,
             Message::Headers(_) => 12,
+            Message::GetSenderTxs { .. } => 13,
         }
     }
 
@@ -204,6 +222,7 @@ impl Message {
             }
             Message::GetHeaders(locator) => (locator.len(), MAX_LOCATOR),
             Message::Headers(headers) => (headers.len(), MAX_HEADERS),
+            Message::GetSenderTxs { count, .. } => (*count as usize, MAX_SENDER_TXS as usize),
             _ => return Ok(()),
         };
         if count > max {
@@ -282,6 +301,11 @@ mod tests {
             Message::NotFound(vec![InvItem::Tx(tx.txid())]),
             Message::Tx(tx),
             Message::GetHeaders(vec![genesis; 3]),
+            Message::GetSenderTxs {
+                sender: Address([9; 20]),
+                first_nonce: u64::MAX,
+                count: MAX_SENDER_TXS,
+            },
         ]
     }
 

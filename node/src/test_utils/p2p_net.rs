@@ -289,6 +289,22 @@ impl ChainView for TestBackend {
     fn has_tx(&self, txid: &TxId) -> bool {
         self.mempool_has(txid) || self.confirmed(txid)
     }
+
+    fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
+        lock(&self.inner.mempool).txids_oldest_first(limit)
+    }
+
+    fn next_nonce(&self, sender: &Address) -> u64 {
+        lock(&self.inner.mempool).next_nonce(sender, &self.inner.reader)
+    }
+
+    fn sender_txs(&self, sender: &Address, first_nonce: u64, limit: usize) -> Vec<Transaction> {
+        lock(&self.inner.mempool)
+            .sender_txs_from(sender, first_nonce, limit)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
 }
 
 impl Backend for TestBackend {

@@ -92,9 +92,23 @@ struct Request {
 pub enum Announced {
     /// Ask this peer for it now.
     Fetch,
-    /// Already being fetched (the announcer is kept as an alternate), or
-    /// over the request caps.
+    /// Already being fetched (the announcer is kept as an alternate).
     Ignore,
+    /// Not fetched: this peer has `MAX_REQUESTS_PER_PEER` outstanding.
+    OverPeerCap,
+    /// Not fetched: `MAX_REQUESTS` are outstanding.
+    OverTotalCap,
+}
+
+impl Announced {
+    /// The metric label of an announcement the caps made us pass over.
+    pub fn over_cap(&self) -> Option<&'static str> {
+        match self {
+            Announced::OverPeerCap => Some("peer_cap"),
+            Announced::OverTotalCap => Some("total_cap"),
+            Announced::Fetch | Announced::Ignore => None,
+        }
+    }
 }
 
 /// Outstanding `GetData` requests.
@@ -145,8 +159,11 @@ impl Requests {
             }
             return Announced::Ignore;
         }
-        if self.items.len() >= MAX_REQUESTS || self.outstanding_for(peer) >= MAX_REQUESTS_PER_PEER {
-            return Announced::Ignore;
+        if self.items.len() >= MAX_REQUESTS {
+            return Announced::OverTotalCap;
+        }
+        if self.outstanding_for(peer) >= MAX_REQUESTS_PER_PEER {
+            return Announced::OverPeerCap;
         }
         self.insert(item, peer, now, false);
         Announced::Fetch

@@ -29,7 +29,9 @@ use addrbook::{AddrBook, AddrEntry, BanKey, BanList, BookChange};
 use core::net::SocketAddr;
 use gossip::{KnownInventory, Requests};
 use ledger::json::Direction;
-use ledger::{Block, BlockHash, Header, Height, PublicKey, SecretKey, Transaction, TxId, Work};
+use ledger::{
+    Address, Block, BlockHash, Header, Height, PublicKey, SecretKey, Transaction, TxId, Work,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use session::{Identity, Session};
@@ -67,6 +69,14 @@ pub trait ChainView {
     fn mempool_txids(&self, limit: usize) -> Vec<TxId>;
     /// Whether a tx is in the mempool or confirmed on the best chain.
     fn has_tx(&self, txid: &TxId) -> bool;
+    /// Up to `limit` txids of the mempool, the longest pending first.
+    fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId>;
+    /// The nonce `sender`'s next tx needs: its confirmed nonce plus its
+    /// consecutive pending txs.
+    fn next_nonce(&self, sender: &Address) -> u64;
+    /// `sender`'s pending txs from `first_nonce`, in nonce order, at most
+    /// `limit`.
+    fn sender_txs(&self, sender: &Address, first_nonce: u64, limit: usize) -> Vec<Transaction>;
 }
 
 /// A command from `P2pHandle`.
@@ -129,6 +139,8 @@ pub enum Input {
     TxVerdict {
         from: ConnId,
         txid: TxId,
+        sender: Address,
+        nonce: u64,
         verdict: TxVerdict,
     },
     /// Something changed in the node (a block validated or connected, a
@@ -157,6 +169,11 @@ pub enum MetricUpdate {
     Inc {
         name: &'static str,
         label: (&'static str, &'static str),
+    },
+    Add {
+        name: &'static str,
+        label: (&'static str, &'static str),
+        value: u64,
     },
     Set {
         name: &'static str,
@@ -388,6 +405,12 @@ pub struct NetworkState<V: ChainView> {
     pending_since: Option<Mono>,
     block_backlog: usize,
     tx_backlog: usize,
+    /// Gaps in senders' nonces we asked a peer to fill, by sender.
+    gap_requests: BTreeMap<Address, relay::GapRequest>,
+    /// Blocks connected since pending txs were last announced again, and
+    /// how many to wait for before the next time (drawn at random).
+    blocks_since_reannounce: u32,
+    reannounce_after: u32,
     next_maintenance: Mono,
     last_addr_refresh: Mono,
     last_housekeeping: Mono,
@@ -446,6 +469,9 @@ impl<V: ChainView> NetworkState<V> {
             pending_since: None,
             block_backlog: 0,
             tx_backlog: 0,
+            gap_requests: BTreeMap::new(),
+            blocks_since_reannounce: 0,
+            reannounce_after: relay::REANNOUNCE_EVERY_BLOCKS.start,
             next_maintenance: now.mono,
             last_addr_refresh: now.mono,
             last_housekeeping: now.mono,
@@ -489,8 +515,10 @@ impl<V: ChainView> NetworkState<V> {
             Input::TxVerdict {
                 from,
                 txid,
+                sender,
+                nonce,
                 verdict,
-            } => self.on_tx_verdict(from, txid, verdict),
+            } => self.on_tx_verdict(from, txid, (sender, nonce), verdict),
             Input::Node(event) => self.on_node_event(event),
             Input::Tick => self.on_tick(),
             Input::Idle => {
@@ -558,6 +586,12 @@ impl<V: ChainView> NetworkState<V> {
 
     fn metric_inc(&mut self, name: &'static str, label: (&'static str, &'static str)) {
         self.push(Action::Metric(MetricUpdate::Inc { name, label }));
+    }
+
+    fn metric_add(&mut self, name: &'static str, label: (&'static str, &'static str), value: u64) {
+        if value > 0 {
+            self.push(Action::Metric(MetricUpdate::Add { name, label, value }));
+        }
     }
 
     fn take_book_changes(&mut self) {
@@ -635,6 +669,7 @@ impl<V: ChainView> NetworkState<V> {
                 self.send(id, Message::GetAddr);
             }
         }
+        self.forget_old_gap_requests();
         if now.saturating_duration_since(self.last_housekeeping) >= Duration::from_secs(60) {
             self.last_housekeeping = now;
             let forgotten = self.book.age_out(self.now.unix_ms);

@@ -170,6 +170,11 @@ impl<V: ChainView> NetworkState<V> {
             Message::Tx(tx) => self.on_tx(id, tx),
             Message::Block(block) => self.on_block(id, block),
             Message::Headers(headers) => self.on_headers(id, headers),
+            Message::GetSenderTxs {
+                sender,
+                first_nonce,
+                count,
+            } => self.on_get_sender_txs(id, sender, first_nonce, count),
             Message::Hello(_) | Message::HelloAck(_) => self.close(
                 id,
                 CloseReason::Misbehaved {

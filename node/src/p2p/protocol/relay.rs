@@ -8,18 +8,38 @@
 //! known get them banned.
 
 use super::gossip::Announced;
+use super::time::Mono;
 use super::{Action, ChainView, ConnId, NetworkState, Outgoing};
 use crate::events::NodeEvent;
-use crate::p2p::message::{InvItem, Message, MAX_HEADERS, MAX_INV_ITEMS};
+use crate::p2p::message::{InvItem, Message, MAX_HEADERS, MAX_INV_ITEMS, MAX_SENDER_TXS};
 use crate::p2p::{BlockVerdict, TxVerdict};
-use ledger::{Block, BlockHash, Transaction, TxId};
+use ledger::{Address, Block, BlockHash, Transaction, TxId};
+use rand::Rng;
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
 
 /// Received objects waiting for validation beyond which unrequested ones
 /// are dropped.
 const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
-/// Pending txs announced to a new peer.
-const MEMPOOL_ANNOUNCE_LIMIT: usize = 5_000;
+/// Pending txs announced to a new peer: a whole default mempool.
+const MEMPOOL_ANNOUNCE_LIMIT: usize = 50_000;
+/// A gap in one sender's nonces is asked for at most this often.
+const GAP_RETRY: Duration = Duration::from_secs(2);
+/// Gaps being filled at once, over all senders.
+const MAX_GAP_REQUESTS: usize = 4_096;
+/// Pending txs are announced again after this many blocks (drawn anew each
+/// time, so that nodes do not all do it on the same block)...
+pub(super) const REANNOUNCE_EVERY_BLOCKS: Range<u32> = 3..6;
+/// ...at most this many, the longest pending first.
+const REANNOUNCE_LIMIT: usize = 1_000;
+
+/// Nonces of one sender asked of a peer.
+pub(super) struct GapRequest {
+    peer: ConnId,
+    nonces: Range<u64>,
+    asked_at: Mono,
+}
 
 impl<V: ChainView> NetworkState<V> {
     pub(super) fn on_node_event(&mut self, event: NodeEvent) {
@@ -36,6 +56,10 @@ impl<V: ChainView> NetworkState<V> {
             NodeEvent::BlockConnected { block, .. } => {
                 self.pending_blocks.push(InvItem::Block(block.hash()));
                 self.pending_since.get_or_insert(now);
+                self.blocks_since_reannounce += 1;
+                if self.blocks_since_reannounce >= self.reannounce_after && !self.sync.is_active() {
+                    self.reannounce_pending();
+                }
             }
             NodeEvent::TxAccepted { tx } => {
                 self.pending_txs.push(InvItem::Tx(tx.txid()));
@@ -77,6 +101,31 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
         }
+    }
+
+    /// Announces the longest-pending txs again to every peer, even those
+    /// counted as knowing them: an announcement may have been passed over
+    /// (request caps) or its fetch refused, and a sender whose nonce never
+    /// reached the miner waits for good otherwise. Peers that have them
+    /// only look them up.
+    fn reannounce_pending(&mut self) {
+        self.blocks_since_reannounce = 0;
+        self.reannounce_after = self.rng.gen_range(REANNOUNCE_EVERY_BLOCKS);
+        let stale = self.view.oldest_pending_txids(REANNOUNCE_LIMIT);
+        if stale.is_empty() {
+            return;
+        }
+        let items: Vec<InvItem> = stale.into_iter().map(InvItem::Tx).collect();
+        for conn in self.conns.values_mut() {
+            if let Some(peer) = conn.peer.as_mut() {
+                for item in &items {
+                    peer.known.forget(item);
+                }
+            }
+        }
+        self.metric_add("p2p_reannounced_total", ("kind", "tx"), items.len() as u64);
+        self.pending_txs.extend(items);
+        self.pending_since.get_or_insert(self.now.mono);
     }
 
     /// Announces our pending txs to a new peer, oldest first so that a
@@ -137,6 +186,7 @@ impl<V: ChainView> NetworkState<V> {
         let now = self.now.mono;
         let mut fetch = Vec::new();
         let mut new_block = false;
+        let mut over_cap: BTreeMap<&'static str, u64> = BTreeMap::new();
         for item in items {
             if let Some(peer) = self.peer_mut(id) {
                 peer.known.insert(item);
@@ -160,9 +210,19 @@ impl<V: ChainView> NetworkState<V> {
                 continue;
             }
             new_block |= item.is_block();
-            if self.requests.announced(item, id, now) == Announced::Fetch {
-                fetch.push(item);
+            match self.requests.announced(item, id, now) {
+                Announced::Fetch => fetch.push(item),
+                other => {
+                    if let Some(label) = other.over_cap() {
+                        *over_cap.entry(label).or_default() += 1;
+                    }
+                }
             }
+        }
+        // Passed over, not lost: the gap recovery and the announcer's own
+        // re-announcements bring these back.
+        for (label, count) in over_cap {
+            self.metric_add("p2p_announcements_ignored_total", ("reason", label), count);
         }
         if new_block {
             if let Some(peer) = self.peer_mut(id) {
@@ -215,8 +275,10 @@ impl<V: ChainView> NetworkState<V> {
         if let Some(peer) = self.peer_mut(id) {
             peer.known.insert(item);
         }
-        let requested = self.requests.received(&item, now);
+        let requested =
+            self.requests.received(&item, now) || self.gap_requested(id, &tx.sender(), tx.nonce);
         if !requested && self.tx_backlog >= MAX_UNSOLICITED_BACKLOG {
+            self.metric_inc("p2p_dropped_total", ("reason", "tx_backlog"));
             return;
         }
         if self.view.has_tx(&txid) {
@@ -242,6 +304,7 @@ impl<V: ChainView> NetworkState<V> {
         let requested = self.requests.received(&item, now);
         let from_sync = self.sync.block_received(&hash, size, now);
         if !requested && !from_sync && self.block_backlog >= MAX_UNSOLICITED_BACKLOG {
+            self.metric_inc("p2p_dropped_total", ("reason", "block_backlog"));
             return;
         }
         if self.view.has_block(&hash) {
@@ -260,19 +323,104 @@ impl<V: ChainView> NetworkState<V> {
         self.sync_progress();
     }
 
-    pub(super) fn on_tx_verdict(&mut self, from: ConnId, txid: TxId, verdict: TxVerdict) {
+    pub(super) fn on_tx_verdict(
+        &mut self,
+        from: ConnId,
+        txid: TxId,
+        (sender, nonce): (Address, u64),
+        verdict: TxVerdict,
+    ) {
         self.tx_backlog = self.tx_backlog.saturating_sub(1);
         self.requests.done(&InvItem::Tx(txid));
-        if let TxVerdict::Rejected {
-            reason,
-            misbehaving,
-        } = verdict
-        {
-            if misbehaving {
-                self.ban_peer(from, "bad_tx", format!("tx {txid}: {reason}"));
-            } else {
+        match verdict {
+            TxVerdict::Accepted => self.fill_gap(from, sender, nonce),
+            TxVerdict::Known => {}
+            TxVerdict::Rejected {
+                reason,
+                misbehaving: true,
+            } => self.ban_peer(from, "bad_tx", format!("tx {txid}: {reason}")),
+            TxVerdict::Rejected { reason, .. } => {
                 tracing::debug!(%txid, %reason, "peer's tx not admitted");
+                self.metric_inc("p2p_txs_refused_total", ("reason", "mempool"));
+                // Refused for running too far ahead: its predecessors are
+                // what we lack.
+                if reason == "nonce_too_high" {
+                    self.fill_gap(from, sender, nonce);
+                }
             }
+        }
+    }
+
+    /// After a tx of `sender` with `nonce` came from `peer`: if we lack
+    /// nonces below it, asks `peer` (which must have had them to accept
+    /// this one) for them by sender and nonce.
+    fn fill_gap(&mut self, peer: ConnId, sender: Address, nonce: u64) {
+        let first = self.view.next_nonce(&sender);
+        if first >= nonce {
+            return;
+        }
+        let now = self.now.mono;
+        if let Some(asked) = self.gap_requests.get(&sender) {
+            if asked.nonces.contains(&first)
+                && now.saturating_duration_since(asked.asked_at) < GAP_RETRY
+            {
+                return;
+            }
+        }
+        if self.gap_requests.len() >= MAX_GAP_REQUESTS && !self.gap_requests.contains_key(&sender) {
+            self.metric_inc("p2p_gap_requests_total", ("result", "over_cap"));
+            return;
+        }
+        let count = (nonce - first).min(u64::from(MAX_SENDER_TXS)) as u32;
+        self.gap_requests.insert(
+            sender,
+            GapRequest {
+                peer,
+                nonces: first..first + u64::from(count),
+                asked_at: now,
+            },
+        );
+        self.metric_inc("p2p_gap_requests_total", ("result", "sent"));
+        self.send(
+            peer,
+            Message::GetSenderTxs {
+                sender,
+                first_nonce: first,
+                count,
+            },
+        );
+    }
+
+    /// Whether `peer` is sending this tx because we asked it by nonce.
+    pub(super) fn gap_requested(&self, peer: ConnId, sender: &Address, nonce: u64) -> bool {
+        self.gap_requests
+            .get(sender)
+            .is_some_and(|asked| asked.peer == peer && asked.nonces.contains(&nonce))
+    }
+
+    pub(super) fn forget_old_gap_requests(&mut self) {
+        let now = self.now.mono;
+        self.gap_requests
+            .retain(|_, asked| now.saturating_duration_since(asked.asked_at) < GAP_RETRY * 5);
+    }
+
+    /// Answers a `GetSenderTxs` with the txs we hold, in nonce order.
+    pub(super) fn on_get_sender_txs(
+        &mut self,
+        id: ConnId,
+        sender: Address,
+        first_nonce: u64,
+        count: u32,
+    ) {
+        let limit = count.min(MAX_SENDER_TXS) as usize;
+        let items: Vec<Outgoing> = self
+            .view
+            .sender_txs(&sender, first_nonce, limit)
+            .into_iter()
+            .map(|tx| Outgoing::Message(Message::Tx(tx)))
+            .collect();
+        if !items.is_empty() {
+            self.push(Action::Answer { conn: id, items });
         }
     }
 

@@ -3,9 +3,10 @@
 //! sides, a few real cores wired to each other by a loop that delivers
 //! their `Send`s as each other's `Frame`s.
 
+use super::relay::REANNOUNCE_EVERY_BLOCKS;
 use super::*;
 use crate::p2p::message::{
-    handshake_message, Hello, HelloAck, InvItem, PeerAddr, PROTOCOL_VERSION,
+    handshake_message, Hello, HelloAck, InvItem, PeerAddr, MAX_SENDER_TXS, PROTOCOL_VERSION,
 };
 use ledger::{Address, Amount, ChainSpec, Hash256, Signature, U256};
 use std::cell::RefCell;
@@ -69,6 +70,42 @@ impl ChainView for FakeChain {
 
     fn has_tx(&self, txid: &TxId) -> bool {
         self.0.borrow().mempool.contains_key(txid)
+    }
+
+    fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
+        self.0
+            .borrow()
+            .mempool
+            .keys()
+            .take(limit)
+            .copied()
+            .collect()
+    }
+
+    fn next_nonce(&self, sender: &Address) -> u64 {
+        let inner = self.0.borrow();
+        let mut next = 0;
+        while inner
+            .mempool
+            .values()
+            .any(|tx| tx.sender() == *sender && tx.nonce == next)
+        {
+            next += 1;
+        }
+        next
+    }
+
+    fn sender_txs(&self, sender: &Address, first_nonce: u64, limit: usize) -> Vec<Transaction> {
+        let inner = self.0.borrow();
+        let mut txs: Vec<Transaction> = inner
+            .mempool
+            .values()
+            .filter(|tx| tx.sender() == *sender && tx.nonce >= first_nonce)
+            .cloned()
+            .collect();
+        txs.sort_by_key(|tx| tx.nonce);
+        txs.truncate(limit);
+        txs
     }
 }
 
@@ -528,6 +565,8 @@ fn accepted_tx_is_announced_once_to_each_peer_that_lacks_it() {
         Input::TxVerdict {
             from: first,
             txid: accepted.txid(),
+            sender: accepted.sender(),
+            nonce: accepted.nonce,
             verdict: TxVerdict::Accepted,
         },
     );
@@ -581,6 +620,137 @@ fn get_data_is_answered_in_order_with_one_not_found() {
             Outgoing::Message(Message::Tx(tx(1))),
             Outgoing::Message(Message::NotFound(vec![missing, unknown_block])),
         ]]
+    );
+}
+
+#[test]
+fn a_gap_in_a_senders_nonces_is_asked_of_the_peer_that_sent_a_later_one() {
+    let (mut core, chain) = core("a");
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let later = tx(5);
+    let verdict = |nonce| Input::TxVerdict {
+        from: conn,
+        txid: tx(nonce).txid(),
+        sender: later.sender(),
+        nonce,
+        verdict: TxVerdict::Accepted,
+    };
+    chain.add_tx(later.clone());
+    core.handle(at(10), verdict(5));
+    let asked = Message::GetSenderTxs {
+        sender: later.sender(),
+        first_nonce: 0,
+        count: 5,
+    };
+    assert_eq!(sent_to(&drain(&mut core), conn), vec![asked.clone()]);
+    // Asked once per retry interval, however many later txs arrive.
+    core.handle(at(20), verdict(5));
+    assert!(sent_to(&drain(&mut core), conn).is_empty());
+    // The answers count as requested (never dropped as unsolicited).
+    core.handle(
+        at(30),
+        Input::Frame {
+            conn,
+            message: Message::Tx(tx(0)),
+        },
+    );
+    assert!(drain(&mut core)
+        .iter()
+        .any(|action| matches!(action, Action::ImportTx { tx, .. } if tx.nonce == 0)));
+    assert!(core.gap_requested(conn, &later.sender(), 4));
+    assert!(!core.gap_requested(conn, &later.sender(), 5));
+    // Still missing after the retry interval: asked again.
+    core.handle(at(2_100), verdict(5));
+    assert_eq!(sent_to(&drain(&mut core), conn), vec![asked]);
+    // A refusal for running too far ahead asks too; any other does not.
+    let (mut core, _) = core_with(config("b", 7001), 1);
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let refused = |reason: &str| Input::TxVerdict {
+        from: conn,
+        txid: tx(70).txid(),
+        sender: later.sender(),
+        nonce: 70,
+        verdict: TxVerdict::Rejected {
+            reason: reason.into(),
+            misbehaving: false,
+        },
+    };
+    core.handle(at(1), refused("insufficient_funds"));
+    assert!(sent_to(&drain(&mut core), conn).is_empty());
+    core.handle(at(2), refused("nonce_too_high"));
+    assert_eq!(
+        sent_to(&drain(&mut core), conn),
+        vec![Message::GetSenderTxs {
+            sender: later.sender(),
+            first_nonce: 0,
+            count: MAX_SENDER_TXS,
+        }]
+    );
+}
+
+#[test]
+fn get_sender_txs_is_answered_in_nonce_order_within_the_cap() {
+    let (mut core, chain) = core("a");
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    for nonce in [4, 2, 3, 9] {
+        chain.add_tx(tx(nonce));
+    }
+    let message = Message::GetSenderTxs {
+        sender: tx(0).sender(),
+        first_nonce: 3,
+        count: 2,
+    };
+    core.handle(at(1), Input::Frame { conn, message });
+    assert_eq!(
+        sent_to(&drain(&mut core), conn),
+        vec![Message::Tx(tx(3)), Message::Tx(tx(4))]
+    );
+}
+
+#[test]
+fn pending_txs_are_announced_again_every_few_blocks_even_to_peers_that_know_them() {
+    let (mut core, chain) = core("a");
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    chain.add_tx(tx(0));
+    let item = InvItem::Tx(tx(0).txid());
+    core.handle(
+        at(1),
+        Input::Frame {
+            conn,
+            message: Message::Inv(vec![item]),
+        },
+    );
+    drain(&mut core);
+    let mut announced_at = None;
+    for block in 1..=REANNOUNCE_EVERY_BLOCKS.end {
+        let block_event = NodeEvent::BlockConnected {
+            block: std::sync::Arc::new(ledger::Block {
+                header: Header {
+                    version: 1,
+                    height: u64::from(block),
+                    prev_hash: genesis(),
+                    merkle_root: Hash256::ZERO,
+                    timestamp: 1,
+                    bits: ledger::target::CompactTarget(0),
+                    nonce: u64::from(block),
+                    miner: Address([0; 20]),
+                    reward: Amount::ZERO,
+                },
+                txs: Vec::new(),
+            }),
+            height: u64::from(block),
+        };
+        core.handle(at(10 + u64::from(block)), Input::Node(block_event));
+        core.handle(at(10 + u64::from(block)), Input::Idle);
+        if sent_to(&drain(&mut core), conn).contains(&Message::Inv(vec![item])) {
+            announced_at = Some(block);
+            break;
+        }
+    }
+    let block = announced_at.expect("announced again");
+    assert!(
+        REANNOUNCE_EVERY_BLOCKS.contains(&block),
+        "after {block} blocks"
     );
 }
 
@@ -653,6 +823,8 @@ fn each_misbehaviour_bans_with_its_reason() {
             Box::new(|conn| Input::TxVerdict {
                 from: conn,
                 txid: tx(0).txid(),
+                sender: tx(0).sender(),
+                nonce: 0,
                 verdict: TxVerdict::Rejected {
                     reason: "bad_signature".into(),
                     misbehaving: true,
@@ -719,6 +891,8 @@ fn each_misbehaviour_bans_with_its_reason() {
         Input::TxVerdict {
             from: conn,
             txid: tx(0).txid(),
+            sender: tx(0).sender(),
+            nonce: 0,
             verdict: TxVerdict::Rejected {
                 reason: "insufficient_funds".into(),
                 misbehaving: false,
