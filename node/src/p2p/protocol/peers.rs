@@ -113,6 +113,10 @@ impl<V: ChainView> NetworkState<V> {
         self.start_session(id);
     }
 
+    /// `POST /v1/peers`: pins `target` (dials it now, and again after it
+    /// drops). At most `max_outbound` targets are pinned; a new one takes
+    /// the place of the oldest pinned target that is not connected, and is
+    /// refused (logged) when every pinned target is connected.
     pub(super) fn on_dial_command(&mut self, target: String) {
         let now = self.now.mono;
         if let Some(known) = self.targets.iter_mut().find(|known| known.target == target) {
@@ -120,16 +124,58 @@ impl<V: ChainView> NetworkState<V> {
             known.next_attempt = now;
             known.is_self = false;
         } else {
-            self.targets.push(PersistentTarget {
+            let fresh = PersistentTarget {
                 target,
                 node_id: None,
                 conn: None,
                 failures: 0,
                 next_attempt: now,
                 is_self: false,
-            });
+                pinned: true,
+            };
+            let n_pinned = self.targets.iter().filter(|known| known.pinned).count();
+            if n_pinned < self.config.max_outbound {
+                self.targets.push(fresh);
+            } else if let Some(slot) = self
+                .targets
+                .iter_mut()
+                .find(|known| known.pinned && known.conn.is_none())
+            {
+                // Reused in place: targets are referred to by index, and
+                // no connection refers to one without a connection.
+                tracing::info!(old = %slot.target, new = %fresh.target, "pinned peer replaced");
+                *slot = fresh;
+            } else {
+                tracing::warn!(
+                    target = %fresh.target,
+                    max = self.config.max_outbound,
+                    "not pinning another peer: every pinned peer is connected"
+                );
+                return;
+            }
         }
         self.dial_targets();
+    }
+
+    /// Outbound slots in use: working outbound peers, and dials in flight
+    /// to address-book entries and pinned targets. A bootstrap peer being
+    /// redialed after it died does not hold a slot, or a dead bootstrap
+    /// peer would block its own replacement.
+    fn outbound_in_use(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|conn| conn.direction == Direction::Outbound)
+            .filter(|conn| {
+                conn.peer.is_some()
+                    || match conn.dial {
+                        Some(DialKind::Book(_)) => true,
+                        Some(DialKind::Persistent(index)) => {
+                            self.targets.get(index).is_some_and(|target| target.pinned)
+                        }
+                        None => false,
+                    }
+            })
+            .count()
     }
 
     /// A message from a connection: to its session during the handshake,
@@ -423,9 +469,19 @@ impl<V: ChainView> NetworkState<V> {
             .filter_map(|conn| conn.peer.as_ref().map(|peer| peer.node_id))
             .collect();
         let mut to_dial = Vec::new();
+        let mut free_slots = self
+            .config
+            .max_outbound
+            .saturating_sub(self.outbound_in_use());
         for (index, target) in self.targets.iter().enumerate() {
             if target.is_self || target.conn.is_some() || target.next_attempt > now {
                 continue;
+            }
+            if target.pinned {
+                if free_slots == 0 {
+                    continue;
+                }
+                free_slots -= 1;
             }
             if target
                 .node_id
@@ -445,16 +501,7 @@ impl<V: ChainView> NetworkState<V> {
 
     /// Dials address-book entries while outbound slots are free.
     pub(super) fn fill_outbound(&mut self) {
-        // Slots are taken by working outbound peers and by address-book
-        // dials in flight; a bootstrap peer being redialed after it died
-        // does not hold a slot, or a dead bootstrap peer would block its
-        // own replacement.
-        let outbound = self
-            .conns
-            .values()
-            .filter(|conn| conn.direction == Direction::Outbound)
-            .filter(|conn| conn.peer.is_some() || matches!(conn.dial, Some(DialKind::Book(_))))
-            .count();
+        let outbound = self.outbound_in_use();
         if outbound >= self.config.max_outbound {
             return;
         }
@@ -570,5 +617,111 @@ impl<V: ChainView> NetworkState<V> {
             self.book.learned(&addr, now_ms);
         }
         self.publish();
+    }
+}
+
+#[cfg(test)]
+mod pinned_peer_tests {
+    use super::super::time::{Mono, Time};
+    use super::super::{Action, ChainView, Command, CoreConfig, Input, NetworkState, Restored};
+    use crate::p2p::message::NetworkMagic;
+    use crate::p2p::{P2pTiming, TipSummary};
+    use ledger::{BlockHash, Header, SecretKey, Transaction, TxId};
+    use std::time::Duration;
+
+    /// A chain that stays at genesis.
+    struct StillChain;
+
+    impl ChainView for StillChain {
+        fn tip(&self) -> TipSummary {
+            TipSummary {
+                height: 0,
+                hash: BlockHash::default(),
+                total_work: ledger::Work::ZERO,
+            }
+        }
+        fn locator(&self) -> Vec<BlockHash> {
+            Vec::new()
+        }
+        fn headers_after(&self, _: &[BlockHash], _: usize) -> Vec<Header> {
+            Vec::new()
+        }
+        fn has_block(&self, _: &BlockHash) -> bool {
+            false
+        }
+        fn mempool_tx(&self, _: &TxId) -> Option<Transaction> {
+            None
+        }
+        fn mempool_txids(&self, _: usize) -> Vec<TxId> {
+            Vec::new()
+        }
+        fn has_tx(&self, _: &TxId) -> bool {
+            false
+        }
+    }
+
+    fn dials(state: &mut NetworkState<StillChain>) -> Vec<(super::ConnId, String)> {
+        std::iter::from_fn(|| state.poll_action())
+            .filter_map(|action| match action {
+                Action::Dial { conn, target } => Some((conn, target)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `POST /v1/peers` cannot pin more peers than there are outbound
+    /// slots, nor dial past them.
+    #[test]
+    fn pinned_peers_take_outbound_slots_and_are_capped() {
+        let config = CoreConfig {
+            listen_addr: ([127, 0, 0, 1], 7070).into(),
+            peers: Vec::new(),
+            no_discovery: true,
+            max_inbound: 8,
+            max_outbound: 2,
+            ban_duration: Duration::from_secs(60),
+            network_magic: NetworkMagic([1, 2, 3, 4]),
+            genesis_hash: BlockHash::default(),
+            node_key: SecretKey::from_bytes(&[7; 32]),
+            timing: P2pTiming::default(),
+        };
+        let now = Time::new(Mono::ZERO, 1_700_000_000_000);
+        let mut state = NetworkState::new(config, StillChain, 1, now, Restored::default());
+        let _ = dials(&mut state);
+        for port in 1..=3 {
+            state.handle(
+                now,
+                Input::Command(Command::Dial(format!("192.0.2.1:{port}"))),
+            );
+        }
+        let first = dials(&mut state);
+        assert_eq!(
+            first
+                .iter()
+                .map(|(_, target)| target.as_str())
+                .collect::<Vec<_>>(),
+            ["192.0.2.1:1", "192.0.2.1:2"],
+            "the third would pass max_outbound"
+        );
+        // A failed dial frees its slot; a new pin takes that target's place.
+        state.handle(
+            now,
+            Input::DialFailed {
+                conn: first[0].0,
+                error: "refused".into(),
+            },
+        );
+        state.handle(now, Input::Command(Command::Dial("192.0.2.1:9".into())));
+        let second = dials(&mut state);
+        assert_eq!(
+            second
+                .iter()
+                .map(|(_, target)| target.as_str())
+                .collect::<Vec<_>>(),
+            ["192.0.2.1:9"]
+        );
+        // Both pinned targets hold their slots: nothing more is dialed.
+        state.handle(now, Input::Command(Command::Dial("192.0.2.1:10".into())));
+        assert!(dials(&mut state).is_empty());
     }
 }
