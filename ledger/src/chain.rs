@@ -1447,45 +1447,28 @@ impl ChainReader {
         self.hash_at(height).and_then(|hash| self.block(&hash))
     }
 
-    /// A transaction confirmed on the best chain.
+    /// A transaction confirmed on the best chain; only its bytes are
+    /// decoded, not its block's.
     pub fn tx(&self, txid: &TxId) -> Option<(Transaction, TxLocation)> {
-        let location = logged(self.store.tx_location(txid))?;
-        let block = self.block(&location.block_hash)?;
-        let tx = block.txs.get(location.index as usize)?.clone();
-        Some((tx, location))
+        logged(self.store.tx(txid))
     }
 
-    /// Best-chain transactions sent or received by `address`, newest first.
-    pub fn address_txs(&self, address: &Address, limit: usize) -> Vec<(Transaction, TxLocation)> {
-        let entries = match self.store.address_history(address, limit) {
+    /// Best-chain transactions sent or received by `address`, newest first,
+    /// before `before` (height, position in the block) when given: the
+    /// next page after the last entry of the previous one.
+    pub fn address_txs(
+        &self,
+        address: &Address,
+        limit: usize,
+        before: Option<(Height, u32)>,
+    ) -> Vec<(Transaction, TxLocation)> {
+        match self.store.address_txs(address, limit, before) {
             Ok(entries) => entries,
             Err(error) => {
                 tracing::error!(%error, "reading address history failed");
-                return Vec::new();
-            }
-        };
-        let mut blocks: HashMap<BlockHash, Block> = HashMap::new();
-        let mut out = Vec::with_capacity(entries.len());
-        for (height, index, block_hash) in entries {
-            let block = match blocks.entry(block_hash) {
-                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::hash_map::Entry::Vacant(entry) => match self.block(&block_hash) {
-                    Some(block) => entry.insert(block),
-                    None => continue,
-                },
-            };
-            if let Some(tx) = block.txs.get(index as usize) {
-                out.push((
-                    tx.clone(),
-                    TxLocation {
-                        block_hash,
-                        height,
-                        index,
-                    },
-                ));
+                Vec::new()
             }
         }
-        out
     }
 
     /// Block locator of the best chain: the last 10 hashes one by one, then
@@ -1541,30 +1524,31 @@ impl ChainReader {
     }
 
     /// Height, tip, account count, total supply and digest, all from one
-    /// state: the accounts are read between two reads of the tip, retried
-    /// until the tip did not move.
+    /// state: one read of the summary the store keeps current with every
+    /// connect and disconnect (`storage::StateRecord`), so O(1).
     pub fn state_summary(&self) -> StateSummary {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let before = self.tip();
-            let mut digester = StateDigester::new();
-            let result = self
-                .store
-                .for_each_account(|address, account| digester.add(address, account));
-            if let Err(error) = result {
-                tracing::error!(%error, "reading accounts for the state digest failed");
-            }
-            let after = self.tip();
-            if before.hash == after.hash || attempt >= 20 {
-                let (digest, accounts, total_supply) = digester.finish();
-                return StateSummary {
-                    height: after.height,
-                    tip: after.hash,
+        match logged(self.store.state_record()) {
+            Some(record) => {
+                let (digest, accounts, total_supply) = record.digest.finish();
+                StateSummary {
+                    height: record.height,
+                    tip: record.tip,
                     accounts,
                     total_supply,
                     digest,
-                };
+                }
+            }
+            None => {
+                // Only a store without genesis has no record.
+                let tip = self.tip();
+                let (digest, accounts, total_supply) = StateDigester::new().finish();
+                StateSummary {
+                    height: tip.height,
+                    tip: tip.hash,
+                    accounts,
+                    total_supply,
+                    digest,
+                }
             }
         }
     }

@@ -69,6 +69,28 @@ pub fn decode_with_limit<T: Decode<()>>(bytes: &[u8], limit: usize) -> Result<T,
     Ok(value)
 }
 
+/// Where each transaction's canonical bytes sit inside its block's
+/// canonical encoding, as (offset, length): the block is its header, the
+/// transaction count (a u64) and each transaction in turn. Stored in the tx
+/// and address indexes, so one transaction is read, and decoded, without
+/// its block.
+pub fn tx_spans(block: &crate::block::Block) -> Vec<(u32, u32)> {
+    let mut offset = encoded_len(&block.header) + encoded_len(&0u64);
+    block
+        .txs
+        .iter()
+        .map(|tx| {
+            let len = encoded_len(tx);
+            let span = (
+                u32::try_from(offset).unwrap_or(u32::MAX),
+                u32::try_from(len).unwrap_or(u32::MAX),
+            );
+            offset += len;
+            span
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

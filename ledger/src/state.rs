@@ -147,17 +147,56 @@ pub fn write_accounts(
     }
 }
 
-/// The state digest: SHA-256 over the concatenation, for every account in
-/// ascending order of its 20 address bytes, of `address (20 bytes) ||
-/// balance (u64, 8 bytes little-endian) || nonce (u64, 8 bytes
-/// little-endian)`. Only accounts that differ from the default appear (the
-/// stores never hold default accounts). The empty state hashes the empty
-/// string.
-#[derive(Clone, Default)]
+/// The state digest, an order-independent accumulator: the sum, modulo
+/// 2^256, of SHA-256(`address (20 bytes) || balance (u64, 8 bytes
+/// little-endian) || nonce (u64, 8 bytes little-endian)`) over every account,
+/// each hash and the sum read as 256-bit big-endian numbers; the digest is
+/// the sum's 32 big-endian bytes. Only accounts that differ from the default
+/// count (the stores never hold default accounts); the empty state is 32
+/// zero bytes. Because the sum does not depend on order, a store keeps it
+/// up to date by subtracting the old hash and adding the new one of each
+/// account a block changes, and `GET /v1/state` reads it in O(1).
+///
+/// It detects accidental divergence (what `testnet check` compares), not
+/// an adversary: someone who can choose very many accounts could search
+/// for two states with equal sums.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct StateDigester {
-    hasher: sha2::Sha256,
+    sum: [u8; 32],
     accounts: u64,
     supply: u128,
+}
+
+/// The hash one account adds to the digest.
+fn account_hash(address: &Address, account: &Account) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(address.0);
+    hasher.update(account.balance.base_units().to_le_bytes());
+    hasher.update(account.nonce.to_le_bytes());
+    hasher.finalize().into()
+}
+
+fn add_mod_2_256(sum: &mut [u8; 32], term: &[u8; 32]) {
+    let mut carry = 0u16;
+    for (byte, add) in sum.iter_mut().zip(term).rev() {
+        let total = u16::from(*byte) + u16::from(*add) + carry;
+        *byte = total as u8;
+        carry = total >> 8;
+    }
+}
+
+fn sub_mod_2_256(sum: &mut [u8; 32], term: &[u8; 32]) {
+    let mut borrow = 0i16;
+    for (byte, sub) in sum.iter_mut().zip(term).rev() {
+        let mut total = i16::from(*byte) - i16::from(*sub) - borrow;
+        borrow = 0;
+        if total < 0 {
+            total += 256;
+            borrow = 1;
+        }
+        *byte = total as u8;
+    }
 }
 
 impl StateDigester {
@@ -165,27 +204,41 @@ impl StateDigester {
         StateDigester::default()
     }
 
-    /// Adds one account; callers feed them in ascending address order.
+    /// Adds one account, in any order. A default account adds nothing.
     pub fn add(&mut self, address: &Address, account: &Account) {
-        use sha2::Digest;
-        self.hasher.update(address.0);
-        self.hasher
-            .update(account.balance.base_units().to_le_bytes());
-        self.hasher.update(account.nonce.to_le_bytes());
+        if *account == Account::default() {
+            return;
+        }
+        add_mod_2_256(&mut self.sum, &account_hash(address, account));
         self.accounts += 1;
         self.supply += u128::from(account.balance.base_units());
+    }
+
+    /// Takes out an account that was added before.
+    pub fn remove(&mut self, address: &Address, account: &Account) {
+        if *account == Account::default() {
+            return;
+        }
+        sub_mod_2_256(&mut self.sum, &account_hash(address, account));
+        self.accounts = self.accounts.saturating_sub(1);
+        self.supply = self
+            .supply
+            .saturating_sub(u128::from(account.balance.base_units()));
+    }
+
+    /// Replaces `before` with `after` for one address.
+    pub fn change(&mut self, address: &Address, before: &Account, after: &Account) {
+        if before != after {
+            self.remove(address, before);
+            self.add(address, after);
+        }
     }
 
     /// `(digest, number of accounts, total supply)`; the supply saturates,
     /// which cannot happen on a valid chain.
     pub fn finish(self) -> (crate::hash::Hash256, u64, Amount) {
-        use sha2::Digest;
         let supply = Amount::from_base_units(u64::try_from(self.supply).unwrap_or(u64::MAX));
-        (
-            crate::hash::Hash256(self.hasher.finalize().into()),
-            self.accounts,
-            supply,
-        )
+        (crate::hash::Hash256(self.sum), self.accounts, supply)
     }
 }
 
@@ -195,9 +248,7 @@ pub fn digest_of(
 ) -> (crate::hash::Hash256, u64, Amount) {
     let mut digester = StateDigester::new();
     for (address, account) in state {
-        if *account != Account::default() {
-            digester.add(address, account);
-        }
+        digester.add(address, account);
     }
     digester.finish()
 }
@@ -213,4 +264,57 @@ pub fn genesis_state(
         }
     }
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(balance: u64, nonce: u64) -> Account {
+        Account {
+            balance: Amount::from_base_units(balance),
+            nonce,
+        }
+    }
+
+    #[test]
+    fn digest_is_order_independent_and_updates_exactly() {
+        let accounts: Vec<(Address, Account)> = (0u8..50)
+            .map(|i| {
+                (
+                    Address([i; 20]),
+                    account(u64::from(i) * 1_000 + 1, u64::from(i)),
+                )
+            })
+            .collect();
+        let mut forward = StateDigester::new();
+        accounts.iter().for_each(|(a, acc)| forward.add(a, acc));
+        let mut backward = StateDigester::new();
+        accounts
+            .iter()
+            .rev()
+            .for_each(|(a, acc)| backward.add(a, acc));
+        assert_eq!(forward, backward);
+        // Changing one account and changing it back restores the digest.
+        let mut changed = forward;
+        changed.change(&accounts[7].0, &accounts[7].1, &account(5, 9));
+        assert_ne!(changed.finish().0, forward.finish().0);
+        changed.change(&accounts[7].0, &account(5, 9), &accounts[7].1);
+        assert_eq!(changed, forward);
+        // Removing everything gives the empty state.
+        accounts.iter().for_each(|(a, acc)| changed.remove(a, acc));
+        assert_eq!(changed, StateDigester::new());
+        assert_eq!(StateDigester::new().finish().0 .0, [0u8; 32]);
+    }
+
+    #[test]
+    fn sum_wraps_modulo_2_256() {
+        let mut sum = [0xffu8; 32];
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        add_mod_2_256(&mut sum, &one);
+        assert_eq!(sum, [0u8; 32]);
+        sub_mod_2_256(&mut sum, &one);
+        assert_eq!(sum, [0xffu8; 32]);
+    }
 }

@@ -9,14 +9,26 @@
 //! - `accounts`: address (20 bytes) -> `Account`. Default accounts are
 //!   never stored, so iteration order is address order and a digest over
 //!   it is canonical.
-//! - `tx_index`: txid -> `TxLocation` (best chain only).
-//! - `address_txs`: address ++ height (u64 BE) -> block hash ++ the
-//!   positions (u32 BE, ascending) of the block's txs that the address sent
-//!   or received; a reverse scan of an address prefix is its history,
-//!   newest first. One key per address and block, not per tx: sled's cost
-//!   is per key, and busy addresses appear many times in one block.
+//! - `tx_index`: txid -> `TxIndexEntry` (best chain only): the
+//!   `TxLocation` and the byte span of the tx inside its block's stored
+//!   encoding (`encoding::tx_spans`), so a lookup decodes that tx alone.
+//!   Entries written before the span was added hold a bare `TxLocation`
+//!   and are still read (by decoding the block).
+//! - `address_txs`: address ++ height (u64 BE) -> block hash ++ `0x01` ++,
+//!   for each of the block's txs that the address sent or received, in
+//!   ascending position, (position, offset, length) as u32 BE; a reverse
+//!   scan of an address prefix is its history, newest first, and a range
+//!   below a height is the page after a cursor. One key per address and
+//!   block, not per tx: sled's cost is per key, and busy addresses appear
+//!   many times in one block. (Older entries hold bare u32 positions with
+//!   no tag byte; their length after the hash is a multiple of 4, never 1
+//!   more, so both forms are told apart and read.)
 //! - `undo`: block hash -> `BlockUndo`, for blocks on the best chain.
-//! - `meta`: `genesis`, `chain_name`, `tip`, `indexed` (see below).
+//! - `meta`: `genesis`, `chain_name`, `tip`, `indexed` (see below), and
+//!   `state`: a `StateRecord` (tip, height, and the state digest
+//!   accumulator with the account count and supply), rewritten in the same
+//!   transaction as every change of the accounts, so `GET /v1/state` is
+//!   one read that can never mix two tips.
 //! - `aux/<name>`: free key-value trees for the node (address book, node
 //!   key).
 //!
@@ -47,8 +59,9 @@ use crate::address::Address;
 use crate::block::{Block, Header};
 use crate::encoding::{self, Decode, Encode};
 use crate::hash::{BlockHash, TxId};
-use crate::state::{Account, AccountSource, BlockStateChange, BlockUndo};
+use crate::state::{Account, AccountSource, BlockStateChange, BlockUndo, StateDigester};
 use crate::target::Work;
+use crate::tx::Transaction;
 use crate::Height;
 use sled::Transactional;
 use std::path::{Path, PathBuf};
@@ -95,6 +108,30 @@ pub struct TxLocation {
     pub index: u32,
 }
 
+/// A `tx_index` value: where the tx is, and its bytes' (offset, length)
+/// in the block's stored encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+struct TxIndexEntry {
+    location: TxLocation,
+    offset: u32,
+    len: u32,
+}
+
+/// `meta/state`: the account state's summary as of `tip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct StateRecord {
+    pub tip: BlockHash,
+    pub height: Height,
+    pub digest: StateDigester,
+}
+
+/// (offset, length) of a tx's bytes in its block's stored encoding.
+type TxSpan = (u32, u32);
+
+/// The tag byte after the block hash in an `address_txs` value that
+/// carries tx spans.
+const ADDRESS_ENTRY_WITH_SPANS: u8 = 1;
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -134,6 +171,7 @@ const META_GENESIS: &[u8] = b"genesis";
 const META_CHAIN_NAME: &[u8] = b"chain_name";
 const META_TIP: &[u8] = b"tip";
 const META_INDEXED: &[u8] = b"indexed";
+const META_STATE: &[u8] = b"state";
 
 /// The store. Cloning is cheap (sled trees are shared handles); only the
 /// chain writer calls the mutating methods.
@@ -183,6 +221,22 @@ fn positions_by_address(block: &Block) -> std::collections::BTreeMap<Address, Ve
         }
     }
     map
+}
+
+/// Decodes the tx at `span` of a block's stored bytes; `None` when the
+/// span lies outside them.
+fn tx_in(
+    block_bytes: &[u8],
+    (offset, len): (u32, u32),
+) -> Result<Option<Transaction>, StorageError> {
+    let start = offset as usize;
+    let Some(bytes) = start
+        .checked_add(len as usize)
+        .and_then(|end| block_bytes.get(start..end))
+    else {
+        return Ok(None);
+    };
+    decode_stored(bytes, "indexed transaction").map(Some)
 }
 
 /// Deletes `snap.*.generating` files left by a crash during snapshotting.
@@ -256,7 +310,7 @@ impl Store {
             tracing::warn!(removed, dir = %dir.display(), "removed half-written sled snapshot files");
         }
         let db = open_db(dir)?;
-        Ok(Store {
+        let store = Store {
             blocks: db.open_tree("blocks")?,
             index: db.open_tree("block_index")?,
             best_chain: db.open_tree("best_chain")?,
@@ -267,7 +321,55 @@ impl Store {
             meta: db.open_tree("meta")?,
             db,
             path: dir.to_path_buf(),
-        })
+        };
+        store.ensure_state_record()?;
+        Ok(store)
+    }
+
+    /// Writes `meta/state` from a full scan of the accounts when a store
+    /// from before it lacks one (once; afterwards every connect and
+    /// disconnect keeps it current).
+    fn ensure_state_record(&self) -> Result<(), StorageError> {
+        if self.meta.contains_key(META_STATE)? || !self.meta.contains_key(META_GENESIS)? {
+            return Ok(());
+        }
+        let Some(tip) = self.tip_hash()? else {
+            return Ok(());
+        };
+        let height = match self.entry(&tip)? {
+            Some(entry) => entry.header.height,
+            None => 0,
+        };
+        let mut digest = StateDigester::new();
+        self.for_each_account(|address, account| digest.add(address, account))?;
+        let record = StateRecord {
+            tip,
+            height,
+            digest,
+        };
+        self.meta.insert(META_STATE, encoding::encode(&record))?;
+        Ok(())
+    }
+
+    /// The state summary as of the last committed connect or disconnect:
+    /// one read.
+    pub fn state_record(&self) -> Result<Option<StateRecord>, StorageError> {
+        self.meta
+            .get(META_STATE)?
+            .map(|bytes| decode_stored(&bytes, "meta/state"))
+            .transpose()
+    }
+
+    /// The current record, for a writer about to change it.
+    fn state_for_update(&self) -> Result<StateDigester, StorageError> {
+        match self.state_record()? {
+            Some(record) => Ok(record.digest),
+            None => {
+                let mut digest = StateDigester::new();
+                self.for_each_account(|address, account| digest.add(address, account))?;
+                Ok(digest)
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -325,11 +427,18 @@ impl Store {
         let block_bytes = encoding::encode(genesis);
         let entry_bytes = encoding::encode(entry);
         let mut account_batch = sled::Batch::default();
+        let mut digest = StateDigester::new();
         for (address, account) in allocations {
             if *account != Account::default() {
                 account_batch.insert(&address.0[..], encoding::encode(account));
+                digest.add(address, account);
             }
         }
+        let state_bytes = encoding::encode(&StateRecord {
+            tip: hash,
+            height: genesis.header.height,
+            digest,
+        });
         let trees = [
             &self.blocks,
             &self.index,
@@ -345,6 +454,7 @@ impl Store {
             trees[4].insert(META_CHAIN_NAME, chain_name.as_bytes())?;
             trees[4].insert(META_TIP, &hash.as_bytes()[..])?;
             trees[4].insert(META_INDEXED, &hash.as_bytes()[..])?;
+            trees[4].insert(META_STATE, state_bytes.as_slice())?;
             // Written last inside the same transaction: a store with a
             // genesis record is a fully initialised store.
             trees[4].insert(META_GENESIS, &hash.as_bytes()[..])?;
@@ -478,42 +588,126 @@ impl Store {
     }
 
     pub fn tx_location(&self, txid: &TxId) -> Result<Option<TxLocation>, StorageError> {
-        self.tx_index
-            .get(txid.as_bytes())?
-            .map(|bytes| decode_stored(&bytes, "tx index entry"))
-            .transpose()
+        Ok(self.tx_entry(txid)?.map(|(location, _)| location))
     }
 
-    /// The newest `limit` `(height, position, block hash)` entries of an
-    /// address's history.
-    pub fn address_history(
+    /// A tx index entry, in either stored form: with its span, or (written
+    /// before spans were kept) without.
+    fn tx_entry(&self, txid: &TxId) -> Result<Option<(TxLocation, Option<TxSpan>)>, StorageError> {
+        let Some(bytes) = self.tx_index.get(txid.as_bytes())? else {
+            return Ok(None);
+        };
+        if let Ok(entry) = encoding::decode::<TxIndexEntry>(&bytes) {
+            return Ok(Some((entry.location, Some((entry.offset, entry.len)))));
+        }
+        let location: TxLocation = decode_stored(&bytes, "tx index entry")?;
+        Ok(Some((location, None)))
+    }
+
+    /// A confirmed tx and where it is: only its own bytes are decoded.
+    pub fn tx(&self, txid: &TxId) -> Result<Option<(Transaction, TxLocation)>, StorageError> {
+        let Some((location, span)) = self.tx_entry(txid)? else {
+            return Ok(None);
+        };
+        let Some(block_bytes) = self.blocks.get(location.block_hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let tx = match span {
+            Some(span) => tx_in(&block_bytes, span)?,
+            None => {
+                let block: Block = decode_stored(&block_bytes, "block")?;
+                block.txs.into_iter().nth(location.index as usize)
+            }
+        };
+        Ok(tx.map(|tx| (tx, location)))
+    }
+
+    /// Up to `limit` best-chain txs that `address` sent or received, newest
+    /// first, all before `before` (height, position) when given. Reads one
+    /// block's stored bytes at a time and decodes only the address's txs.
+    pub fn address_txs(
         &self,
         address: &Address,
         limit: usize,
-    ) -> Result<Vec<(Height, u32, BlockHash)>, StorageError> {
+        before: Option<(Height, u32)>,
+    ) -> Result<Vec<(Transaction, TxLocation)>, StorageError> {
         let mut out = Vec::new();
-        for item in self.address_txs.scan_prefix(address.0).rev() {
-            if out.len() >= limit {
-                break;
-            }
+        if limit == 0 {
+            return Ok(out);
+        }
+        let start = address_tx_key(address, 0);
+        let end = address_tx_key(address, before.map_or(u64::MAX, |(height, _)| height));
+        let corrupt = || StorageError::Corrupt("malformed address tx entry".into());
+        for item in self.address_txs.range(start..=end).rev() {
             let (key, value) = item?;
-            let corrupt = || StorageError::Corrupt("malformed address tx entry".into());
             let height_bytes: [u8; 8] = key
                 .get(20..28)
                 .ok_or_else(corrupt)?
                 .try_into()
                 .map_err(|_| corrupt())?;
             let height = u64::from_be_bytes(height_bytes);
-            if value.len() < 32 || (value.len() - 32) % 4 != 0 {
+            if value.len() < 32 {
                 return Err(corrupt());
             }
             let block_hash = hash_from_bytes(&value[..32], "address tx entry")?;
-            for chunk in value[32..].chunks_exact(4).rev() {
-                if out.len() >= limit {
-                    break;
+            let rest = &value[32..];
+            // (position, span) of the address's txs in this block, newest
+            // (highest position) first.
+            let mut entries: Vec<(u32, Option<TxSpan>)> = Vec::new();
+            if rest.first() == Some(&ADDRESS_ENTRY_WITH_SPANS) && rest.len() % 12 == 1 {
+                for chunk in rest[1..].chunks_exact(12) {
+                    let word = |i: usize| {
+                        u32::from_be_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]])
+                    };
+                    entries.push((word(0), Some((word(4), word(8)))));
                 }
-                let position = u32::from_be_bytes(chunk.try_into().map_err(|_| corrupt())?);
-                out.push((height, position, block_hash));
+            } else if rest.len() % 4 == 0 {
+                for chunk in rest.chunks_exact(4) {
+                    entries.push((
+                        u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+                        None,
+                    ));
+                }
+            } else {
+                return Err(corrupt());
+            }
+            entries.reverse();
+            if let Some((before_height, before_position)) = before {
+                if height == before_height {
+                    entries.retain(|(position, _)| *position < before_position);
+                }
+            }
+            entries.truncate(limit - out.len());
+            if entries.is_empty() {
+                continue;
+            }
+            let Some(block_bytes) = self.blocks.get(block_hash.as_bytes())? else {
+                continue;
+            };
+            let mut decoded: Option<Block> = None;
+            for (position, span) in entries {
+                let tx = match span {
+                    Some(span) => tx_in(&block_bytes, span)?,
+                    None => {
+                        if decoded.is_none() {
+                            decoded = Some(decode_stored(&block_bytes, "block")?);
+                        }
+                        decoded
+                            .as_ref()
+                            .and_then(|block| block.txs.get(position as usize).cloned())
+                    }
+                };
+                if let Some(tx) = tx {
+                    let location = TxLocation {
+                        block_hash,
+                        height,
+                        index: position,
+                    };
+                    out.push((tx, location));
+                }
+            }
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)
@@ -558,6 +752,25 @@ impl Store {
         let Some(last) = blocks.last() else {
             return Ok(());
         };
+        // Each account's value before the first of the blocks is in the
+        // first undo record that names it.
+        let mut before: std::collections::HashMap<Address, Account> =
+            std::collections::HashMap::new();
+        for record in blocks {
+            for (address, account) in &record.undo.previous {
+                before.entry(*address).or_insert(*account);
+            }
+        }
+        let mut digest = self.state_for_update()?;
+        for (address, account) in accounts {
+            let old = before.get(address).copied().unwrap_or_default();
+            digest.change(address, &old, account);
+        }
+        let state_bytes = encoding::encode(&StateRecord {
+            tip: *last.hash,
+            height: last.block.header.height,
+            digest,
+        });
         let accounts = account_batch(accounts);
         let encoded: Vec<_> = blocks
             .iter()
@@ -591,6 +804,7 @@ impl Store {
                 }
             }
             trees[3].insert(META_TIP, &last.hash.as_bytes()[..])?;
+            trees[3].insert(META_STATE, state_bytes.as_slice())?;
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
         Ok(())
@@ -613,20 +827,29 @@ impl Store {
         };
         for (hash, block, txids) in blocks {
             let height = block.header.height;
-            for (position, txid) in txids.iter().enumerate() {
-                let location = TxLocation {
-                    block_hash: *hash,
-                    height,
-                    index: position as u32,
+            let spans = encoding::tx_spans(block);
+            for ((position, txid), (offset, len)) in txids.iter().enumerate().zip(&spans) {
+                let entry = TxIndexEntry {
+                    location: TxLocation {
+                        block_hash: *hash,
+                        height,
+                        index: position as u32,
+                    },
+                    offset: *offset,
+                    len: *len,
                 };
                 self.tx_index
-                    .insert(&txid.as_bytes()[..], encoding::encode(&location))?;
+                    .insert(&txid.as_bytes()[..], encoding::encode(&entry))?;
             }
             for (address, positions) in positions_by_address(block) {
-                let mut value = Vec::with_capacity(32 + 4 * positions.len());
+                let mut value = Vec::with_capacity(33 + 12 * positions.len());
                 value.extend_from_slice(hash.as_bytes());
+                value.push(ADDRESS_ENTRY_WITH_SPANS);
                 for position in positions {
+                    let (offset, len) = spans.get(position as usize).copied().unwrap_or((0, 0));
                     value.extend_from_slice(&position.to_be_bytes());
+                    value.extend_from_slice(&offset.to_be_bytes());
+                    value.extend_from_slice(&len.to_be_bytes());
                 }
                 self.address_txs
                     .insert(&address_tx_key(&address, height)[..], value)?;
@@ -649,6 +872,16 @@ impl Store {
         indexed: bool,
     ) -> Result<(), StorageError> {
         let height = block.header.height;
+        let mut digest = self.state_for_update()?;
+        for (address, previous) in &undo.previous {
+            let current = self.account(address)?;
+            digest.change(address, &current, previous);
+        }
+        let state_bytes = encoding::encode(&StateRecord {
+            tip: block.header.prev_hash,
+            height: height.saturating_sub(1),
+            digest,
+        });
         let accounts = account_batch(&undo.previous);
         let mut tx_index = sled::Batch::default();
         let mut address_txs = sled::Batch::default();
@@ -674,6 +907,7 @@ impl Store {
             trees[1].remove(&hash.as_bytes()[..])?;
             trees[2].remove(&height.to_be_bytes()[..])?;
             trees[3].insert(META_TIP, &parent.as_bytes()[..])?;
+            trees[3].insert(META_STATE, state_bytes.as_slice())?;
             if indexed {
                 trees[3].insert(META_INDEXED, &parent.as_bytes()[..])?;
                 trees[4].apply_batch(&tx_index)?;

@@ -99,6 +99,28 @@ pub struct NodeArgs {
     )]
     pub rpc_admin_token: Option<String>,
 
+    /// Another `Host` name the API answers to (repeatable; `*` for any),
+    /// besides the bind address, `localhost`, `127.0.0.1` and `[::1]`.
+    /// Other hosts get 403, which stops DNS-rebinding pages.
+    #[arg(
+        long = "rpc-allowed-host",
+        env = "LEDGER_RPC_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub rpc_allowed_hosts: Vec<String>,
+
+    /// A web origin (`scheme://host[:port]`) whose pages may call the API
+    /// (repeatable; CORS is off without it). Admin routes stay closed to
+    /// them.
+    #[arg(
+        long = "rpc-cors-origin",
+        env = "LEDGER_RPC_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub rpc_cors_origins: Vec<String>,
+
     /// Log filter, e.g. `info` or `node=debug,info`.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,

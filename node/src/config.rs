@@ -39,6 +39,13 @@ pub struct NodeConfig {
     pub max_inbound: usize,
     pub max_outbound: usize,
     pub rpc_admin_token: Option<String>,
+    /// The host part of `--rpc-addr` when it was given as a name (it is
+    /// one of the `Host` values the RPC answers to).
+    pub rpc_addr_name: Option<String>,
+    /// `--rpc-allowed-host` names (`*`: any), on top of the defaults.
+    pub rpc_allowed_hosts: Vec<String>,
+    /// `--rpc-cors-origin` origins (`scheme://host[:port]`); empty: CORS off.
+    pub rpc_cors_origins: Vec<String>,
     pub log_filter: String,
     pub log_format: LogFormat,
     /// Longest time one HTTP request may take (SSE streams excepted).
@@ -71,6 +78,10 @@ pub enum ConfigError {
     NoPeerSlots,
     #[error("--rpc-admin-token must not be empty")]
     EmptyToken,
+    #[error("invalid --rpc-allowed-host {0:?}: expected a host name or IP address")]
+    BadAllowedHost(String),
+    #[error("invalid --rpc-cors-origin {0:?}: expected scheme://host[:port], e.g. http://localhost:3000")]
+    BadCorsOrigin(String),
     #[error("data dir {path} is not usable: {reason}")]
     DataDir { path: String, reason: String },
     #[error("data dir {path} holds chain {found}, not {expected}; use another --data-dir")]
@@ -118,6 +129,23 @@ impl NodeConfig {
         {
             return Err(ConfigError::EmptyToken);
         }
+        let rpc_allowed_hosts = clean_list(&args.rpc_allowed_hosts);
+        if let Some(bad) = rpc_allowed_hosts
+            .iter()
+            .find(|host| *host != "*" && crate::rpc::normalize_host(host).is_none())
+        {
+            return Err(ConfigError::BadAllowedHost(bad.clone()));
+        }
+        let rpc_cors_origins = clean_list(&args.rpc_cors_origins);
+        if let Some(bad) = rpc_cors_origins.iter().find(|origin| !is_origin(origin)) {
+            return Err(ConfigError::BadCorsOrigin(bad.clone()));
+        }
+        let rpc_addr_name = args
+            .rpc_addr
+            .rsplit_once(':')
+            .map(|(host, _)| host)
+            .filter(|host| host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('['))
+            .map(str::to_string);
         check_data_dir(&args.data_dir, &spec)?;
         Ok(NodeConfig {
             spec,
@@ -131,6 +159,9 @@ impl NodeConfig {
             max_inbound: args.max_inbound,
             max_outbound: args.max_outbound,
             rpc_admin_token: args.rpc_admin_token.clone(),
+            rpc_addr_name,
+            rpc_allowed_hosts,
+            rpc_cors_origins,
             log_filter: args.log.clone(),
             log_format: args.log_format,
             request_timeout: Duration::from_secs(10),
@@ -155,6 +186,9 @@ impl NodeConfig {
             max_inbound: 32,
             max_outbound: 8,
             rpc_admin_token: None,
+            rpc_addr_name: None,
+            rpc_allowed_hosts: Vec::new(),
+            rpc_cors_origins: Vec::new(),
             log_filter: "info".into(),
             log_format: LogFormat::Pretty,
             request_timeout: Duration::from_secs(10),
@@ -182,6 +216,28 @@ fn parse_listen_addr(option: &'static str, value: &str) -> Result<SocketAddr, Co
         .map_err(|error| bad(error.to_string()))?
         .next()
         .ok_or_else(|| bad("resolves to no address".into()))
+}
+
+/// Trimmed, non-empty entries (an env var may hold `a, b,`).
+fn clean_list(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `http://host[:port]` or `https://host[:port]`, as browsers send it in
+/// `Origin` (no path, no trailing slash).
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && !authority.contains(['/', ' ', '?', '#'])
+        && axum::http::HeaderValue::from_str(origin).is_ok()
 }
 
 /// `HOST:PORT` with a non-empty host and a valid port. Not resolved here:
@@ -298,6 +354,9 @@ mod tests {
             &["--peer", ":7070"],
             &["--miner-address", "dev1qqqq"],
             &["--rpc-admin-token", " "],
+            &["--rpc-allowed-host", "a b"],
+            &["--rpc-cors-origin", "evil.example"],
+            &["--rpc-cors-origin", "http://x.example/path"],
         ];
         for case in cases {
             let mut full = vec!["--data-dir", data];

@@ -64,6 +64,14 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
 }
 
+/// One page of `NodeHandle::address_history_page`.
+pub struct HistoryPage {
+    pub entries: Vec<TxLookupJson>,
+    /// (height, position) of the last confirmed tx, when the page is full
+    /// (there may be more before it).
+    pub next_cursor: Option<(ledger::Height, u32)>,
+}
+
 /// The node, as its subsystems see it.
 #[derive(Clone)]
 pub struct NodeHandle {
@@ -215,37 +223,53 @@ impl NodeHandle {
 
     /// Newest first: pending txs (highest nonce first), then confirmed ones.
     pub fn address_history(&self, address: &Address, limit: usize) -> Vec<TxLookupJson> {
-        let mut pending: Vec<Transaction> = self
-            .mempool()
-            .pending_for(address)
-            .into_iter()
-            .cloned()
-            .collect();
-        pending.sort_by_key(|tx| std::cmp::Reverse(tx.nonce));
-        let mut history: Vec<TxLookupJson> = pending
-            .iter()
-            .take(limit)
-            .map(|tx| self.pending_lookup(tx))
-            .collect();
+        self.address_history_page(address, limit, None).entries
+    }
+
+    /// One page of an address's history, newest first. Without a cursor:
+    /// its pending txs (highest nonce first), then confirmed ones; with
+    /// one: the confirmed txs before that (height, position). Only the
+    /// returned txs are read from storage.
+    pub fn address_history_page(
+        &self,
+        address: &Address,
+        limit: usize,
+        cursor: Option<(ledger::Height, u32)>,
+    ) -> HistoryPage {
+        let mut history: Vec<TxLookupJson> = Vec::new();
+        if cursor.is_none() {
+            let mut pending: Vec<Transaction> = self
+                .mempool()
+                .pending_for(address)
+                .into_iter()
+                .cloned()
+                .collect();
+            pending.sort_by_key(|tx| std::cmp::Reverse(tx.nonce));
+            history.extend(pending.iter().take(limit).map(|tx| self.pending_lookup(tx)));
+        }
         let remaining = limit.saturating_sub(history.len());
+        let mut next_cursor = None;
         if remaining > 0 {
             let tip_height = self.shared.reader.tip().height;
-            history.extend(
-                self.shared
-                    .reader
-                    .address_txs(address, remaining)
-                    .into_iter()
-                    .map(|(tx, location)| TxLookupJson {
-                        tx: TxJson::from_tx(&tx, &self.shared.spec),
-                        status: TxStatus::Confirmed,
-                        block_hash: Some(location.block_hash),
-                        block_height: Some(location.height),
-                        confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
-                        reason: None,
-                    }),
-            );
+            let confirmed = self.shared.reader.address_txs(address, remaining, cursor);
+            if confirmed.len() == remaining {
+                next_cursor = confirmed
+                    .last()
+                    .map(|(_, location)| (location.height, location.index));
+            }
+            history.extend(confirmed.into_iter().map(|(tx, location)| TxLookupJson {
+                tx: TxJson::from_tx(&tx, &self.shared.spec),
+                status: TxStatus::Confirmed,
+                block_hash: Some(location.block_hash),
+                block_height: Some(location.height),
+                confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+                reason: None,
+            }));
         }
-        history
+        HistoryPage {
+            entries: history,
+            next_cursor,
+        }
     }
 
     pub fn mempool_summary(&self, limit: usize) -> MempoolJson {

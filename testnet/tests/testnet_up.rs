@@ -207,8 +207,13 @@ fn wait_until_gone(pids: &[u32], data_dir: &Path, timeout: Duration) {
 }
 
 fn testnet(args: &[&str]) -> Output {
+    // The wallet pins each URL's genesis in its keystore: keep it away
+    // from the user's own, where another run may have pinned these ports
+    // to another chain.
+    let keystore = std::env::temp_dir().join(format!("testnet-up-keystore-{}", std::process::id()));
     Command::new(TESTNET)
         .args(args)
+        .env("LEDGER_KEYSTORE", keystore)
         .stdin(Stdio::null())
         .output()
         .expect("run testnet")

@@ -13,18 +13,27 @@
 //! ways), floored at zero; it is what the balance will be once everything
 //! in the mempool confirms.
 //!
+//! `send` trusts the node only as far as it can check it: a fee the node
+//! suggests (its `min_fee`) above `--max-fee` (default
+//! `DEFAULT_MAX_FEE_COINS`) is refused with code `fee_above_cap` unless
+//! `--fee` is given; and the genesis hash the transaction is signed for
+//! must be the one pinned for that `--rpc-url` (`known_chains`; pinned on
+//! first use), or the one `--chain-genesis` names, else `chain_changed`.
+//! Both refusals exit 4 and send nothing.
+//!
 //! `main_with_args` is the whole program, so `testnet wallet ...` runs the
 //! same code as the `wallet-cli` binary.
 
 use crate::client::{Client, ClientError, DEFAULT_RPC_URL};
 use crate::keystore::{self, KeyInfo, Keystore, KeystoreError};
+use crate::known_chains::{KnownChains, KnownChainsError};
 use crate::output::{coins, Output};
 use crate::password::{self, PasswordError, Purpose};
 use crate::who::{Who, WhoError};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use ledger::chainspec::{dev_accounts, dev_secret_key, DEV_ACCOUNTS, DEV_KEYS_WARNING};
 use ledger::json::{TxJson, TxLookupJson, TxStatus};
-use ledger::{Address, Amount, SecretKey, Transaction, TxId};
+use ledger::{Address, Amount, BlockHash, SecretKey, Transaction, TxId};
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -34,6 +43,10 @@ use zeroize::Zeroizing;
 
 /// How many history entries `balance` reads to find pending transactions.
 const PENDING_SCAN_LIMIT: u32 = 1000;
+/// The highest fee `send` accepts from the node without `--fee`: 0.001
+/// coins, a hundred times the built-in chains' minimum fee, and a small
+/// loss should a node lie.
+pub const DEFAULT_MAX_FEE_COINS: &str = "0.001";
 /// How often `send --wait` asks the node about the transaction.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -136,9 +149,17 @@ struct SendArgs {
     /// Decimal coins, e.g. 1.5 or 0.00000001.
     #[arg(long, value_name = "COINS", value_parser = parse_amount, allow_negative_numbers = true)]
     amount: Amount,
-    /// Decimal coins [default: the node's minimum fee].
+    /// Decimal coins [default: the node's minimum fee, up to --max-fee].
     #[arg(long, value_name = "COINS", value_parser = parse_amount, allow_negative_numbers = true)]
     fee: Option<Amount>,
+    /// The most the node's suggested fee may be; above it `send` refuses
+    /// (exit 4, fee_above_cap). Not used with --fee.
+    #[arg(long, value_name = "COINS", value_parser = parse_amount, default_value = DEFAULT_MAX_FEE_COINS)]
+    max_fee: Amount,
+    /// Accept this genesis hash for --rpc-url (and pin it), when the node
+    /// reports another than the one pinned on first use.
+    #[arg(long, value_name = "HASH", value_parser = parse_genesis)]
+    chain_genesis: Option<BlockHash>,
     /// [default: the sender's next nonce, from the node].
     #[arg(long, value_name = "N")]
     nonce: Option<u64>,
@@ -159,6 +180,12 @@ struct SendArgs {
 /// Amounts are decimal coins, parsed exactly (no floats).
 pub fn parse_amount(text: &str) -> Result<Amount, String> {
     Amount::parse_coins(text).map_err(|error| error.to_string())
+}
+
+fn parse_genesis(text: &str) -> Result<BlockHash, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "expected a genesis hash: 64 hex characters".to_string())
 }
 
 /// The classes of failure, one per exit code.
@@ -251,6 +278,12 @@ impl From<KeystoreError> for Failure {
             }
             _ => Failure::keystore(message),
         }
+    }
+}
+
+impl From<KnownChainsError> for Failure {
+    fn from(error: KnownChainsError) -> Failure {
+        Failure::keystore(error.to_string())
     }
 }
 
@@ -601,7 +634,22 @@ impl Context {
         }
         let client = self.client()?;
         let status = client.status()?;
-        let fee = args.fee.unwrap_or(status.min_fee);
+        self.check_genesis(status.genesis_hash, args.chain_genesis)?;
+        let fee = match args.fee {
+            Some(fee) => fee,
+            None if status.min_fee > args.max_fee => {
+                return Err(Failure::new(
+                    FailureKind::Rejected,
+                    "fee_above_cap",
+                    format!(
+                        "the node asks a fee of {}, above --max-fee {}; nothing was sent                          (pass --fee to pay a fee of your choice, or raise --max-fee)",
+                        coins(status.min_fee),
+                        coins(args.max_fee)
+                    ),
+                ))
+            }
+            None => status.min_fee,
+        };
         let nonce = match args.nonce {
             Some(nonce) => nonce,
             None => client.account(&self.format(&from.address))?.next_nonce,
@@ -679,6 +727,53 @@ impl Context {
                 .line(&format!("block {block_height} {block_hash}"));
         }
         Ok(())
+    }
+
+    /// Refuses to sign for a genesis other than the one pinned for this
+    /// `--rpc-url` (or named by `--chain-genesis`), and pins it on first
+    /// use. Without a keystore directory (no HOME) nothing can be pinned:
+    /// then only `--chain-genesis` is checked, and a warning says so.
+    fn check_genesis(&self, reported: BlockHash, named: Option<BlockHash>) -> Result<(), Failure> {
+        let url = &self.rpc_url;
+        if let Some(named) = named {
+            if named != reported {
+                return Err(Failure::new(
+                    FailureKind::Rejected,
+                    "chain_changed",
+                    format!(
+                        "the node at {url} reports genesis {reported}, not the --chain-genesis {named}; nothing was sent"
+                    ),
+                ));
+            }
+        }
+        let Some(dir) = &self.keystore_dir else {
+            if named.is_none() {
+                self.output.warn(
+                    "no keystore directory, so the chain's genesis hash cannot be pinned                      (set --keystore, or pass --chain-genesis)",
+                );
+            }
+            return Ok(());
+        };
+        let mut known = KnownChains::load(dir)?;
+        match known.get(url) {
+            Some(pinned) if pinned == reported => Ok(()),
+            Some(pinned) if named.is_none() => Err(Failure::new(
+                FailureKind::Rejected,
+                "chain_changed",
+                format!(
+                    "the node at {url} now reports genesis {reported}, but genesis {pinned}                      was pinned for it on first use: it serves another chain; nothing was                      sent (if you meant to switch chains, pass --chain-genesis {reported})"
+                ),
+            )),
+            previous => {
+                known.pin(url, reported)?;
+                if previous.is_none() {
+                    self.output.info(&format!(
+                        "First use of {url}: pinned its chain's genesis {reported}"
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Polls `GET /v1/txs/{txid}` until the transaction is confirmed or the

@@ -5,6 +5,7 @@
 //!
 //! Map of the crate:
 //! - [`keystore`]: one argon2id + XChaCha20-Poly1305 JSON file per key.
+//! - [`known_chains`]: the genesis hash pinned per RPC URL on first use.
 //! - [`password`]: password from `--password-file`, `LEDGER_PASSWORD` or a
 //!   hidden prompt; never from the command line.
 //! - [`who`]: the `WHO` argument (key name, address or `dev:I`).
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod client;
 pub mod keystore;
+pub mod known_chains;
 pub mod output;
 pub mod password;
 pub mod who;

@@ -12,3 +12,4 @@ mod props;
 mod rejections;
 mod reorg;
 mod smoke;
+mod state_cost;

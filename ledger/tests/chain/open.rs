@@ -147,12 +147,25 @@ fn reader_views_follow_the_chain() {
     let tip = reader.tip();
     assert_eq!(tip, fixture.chain.tip());
     assert_eq!(tip.height, 3);
-    let history = reader.address_txs(&dev_address(0), 10);
+    let history = reader.address_txs(&dev_address(0), 10, None);
     assert_eq!(history.len(), 6);
     assert!(history
         .windows(2)
         .all(|pair| (pair[0].1.height, pair[0].1.index) > (pair[1].1.height, pair[1].1.index)));
-    assert_eq!(reader.address_txs(&dev_address(0), 2).len(), 2);
+    assert_eq!(reader.address_txs(&dev_address(0), 2, None).len(), 2);
+    // Pages after a cursor (inside a block and across blocks) join up to
+    // the whole history.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = reader.address_txs(&dev_address(0), 4, cursor);
+        let Some(last) = page.last() else { break };
+        cursor = Some((last.1.height, last.1.index));
+        paged.extend(page);
+    }
+    assert_eq!(paged, history);
+    let page = reader.address_txs(&dev_address(0), 1, Some((3, 1)));
+    assert_eq!(page, history[1..2]);
     let (tx, location) = reader.tx(&history[0].0.txid()).unwrap();
     assert_eq!(tx, history[0].0);
     assert_eq!(location.height, 3);
@@ -263,5 +276,5 @@ fn deferred_indexes_wait_for_write_indexes_and_survive_a_stop_before_it() {
     let reader = reopened.reader();
     assert_eq!(reader.tip().height, 3);
     assert_eq!(reader.tx(&third_txid).unwrap().1.height, 3);
-    assert_eq!(reader.address_txs(&dev_address(2), 10).len(), 1);
+    assert_eq!(reader.address_txs(&dev_address(2), 10, None).len(), 1);
 }

@@ -211,11 +211,25 @@ proptest! {
         prop_assert_eq!(after.0, state::digest_of(&expected).0);
         prop_assert_eq!(after.2, before.2.checked_add(spec.block_subsidy).unwrap());
         prop_assert_eq!(store.tip_hash().unwrap(), Some(hash));
+        // The summary kept up to date equals a full scan.
+        let record = store.state_record().unwrap().expect("kept with every connect");
+        prop_assert_eq!((record.tip, record.height), (hash, 1));
+        prop_assert_eq!(record.digest.finish(), (after.0, after.1, after.2));
+        // Each tx reads back from its span alone (once the body is stored).
+        let body_entry = IndexEntry { header: block.header.clone(), total_work: Work::ZERO, status: BlockStatus::Valid, seq: 1 };
+        store.put_block(&hash, &block, &body_entry).unwrap();
+        for (position, txid) in txids.iter().enumerate() {
+            let (tx, _) = store.tx(txid).unwrap().expect("indexed");
+            prop_assert_eq!(&tx, &block.txs[position]);
+        }
 
         store.disconnect_block(&hash, &block, &txids, &change.undo, true).unwrap();
         prop_assert_eq!(store.indexed_hash().unwrap(), Some(genesis));
         let restored = store_digest(&store);
         prop_assert_eq!(restored.0, before.0);
+        let record = store.state_record().unwrap().expect("kept with every disconnect");
+        prop_assert_eq!((record.tip, record.height), (genesis, 0));
+        prop_assert_eq!(record.digest.finish(), (before.0, before.1, before.2));
         prop_assert_eq!(&restored.3, &before.3);
         prop_assert_eq!(store.tip_hash().unwrap(), Some(genesis));
         for txid in &txids {

@@ -71,7 +71,7 @@ fn longer_branch_reorganises_and_reports_blocks() {
     assert!(reader.tx(&main[2].txs[0].txid()).is_none());
     assert_eq!(reader.account(&dev_address(0)).nonce, 1);
     assert_eq!(reader.account(&dev_address(3)).nonce, 3);
-    assert_eq!(reader.address_txs(&dev_address(0), 10).len(), 1);
+    assert_eq!(reader.address_txs(&dev_address(0), 10, None).len(), 1);
     assert!(reader.has_block(&main[2].hash()));
 }
 

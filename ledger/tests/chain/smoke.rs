@@ -25,5 +25,8 @@ fn open_connect_reopen() {
     drop(chain);
     let chain = Chain::open(spec, dir.path()).unwrap();
     assert_eq!(chain.reader().state_summary(), summary);
-    assert_eq!(chain.reader().address_txs(&dev_address(1), 3).len(), 3);
+    assert_eq!(
+        chain.reader().address_txs(&dev_address(1), 3, None).len(),
+        3
+    );
 }

@@ -70,21 +70,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// Query strings here are flat `key=number` lists; serde_json does the
-/// typing after the pairs are split, so no extra dependency is needed.
+/// Query strings here are flat `key=value` lists of numbers and plain
+/// tokens (a history cursor); serde_json does the typing after the pairs
+/// are split, so no extra dependency is needed. A value that is not a u64
+/// stays text, and a field that wants a number then refuses it.
 fn serde_urlencoded_like<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     let mut object = serde_json::Map::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = value.parse::<u64>().map_err(|_| {
-            ApiError::Malformed(format!(
-                "query parameter {key:?} must be a non-negative integer"
-            ))
-        })?;
-        object.insert(key.to_string(), number.into());
+        let value = match value.parse::<u64>() {
+            Ok(number) => number.into(),
+            Err(_)
+                if value
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-') =>
+            {
+                serde_json::Value::String(value.to_string())
+            }
+            Err(_) => {
+                return Err(ApiError::Malformed(format!(
+                    "query parameter {key:?} has an unexpected value"
+                )))
+            }
+        };
+        object.insert(key.to_string(), value);
     }
-    serde_json::from_value(serde_json::Value::Object(object))
-        .map_err(|error| ApiError::Malformed(format!("invalid query: {error}")))
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(|error| {
+        ApiError::Malformed(format!(
+            "invalid query (numbers must be non-negative integers): {error}"
+        ))
+    })
 }
 
 /// The TCP peer of the request, when the server recorded it (tests that

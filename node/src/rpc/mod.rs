@@ -8,30 +8,40 @@
 //!   routes; `events`: the SSE stream; `openapi`: `GET /openapi.json`;
 //! - `explorer` (the explorer engineer's): the static explorer page.
 //!
+//! - `guard`: the `Host` check on every route, the `Origin` and
+//!   `Content-Type` checks of admin routes, and the optional CORS layer.
+//!
 //! Cross-cutting rules live here: a 256 KiB body cap (a body declared
 //! larger is read off the socket, up to 4 MiB, and refused with a 413 the
-//! client can actually see), a request timeout on
-//! every route except the event stream and `POST /v1/dev/mine`, SPEC-shaped
-//! 404s for unknown routes and 405s for wrong methods, and admin routes
-//! that answer loopback clients only, or, with `--rpc-admin-token`, only
-//! clients that send `Authorization: Bearer <token>`. No CORS layer is
-//! installed, on purpose: browsers may only call the API from pages the
-//! node serves itself (the explorer), so other sites cannot drive a
-//! node's admin routes from a user's browser.
+//! client can actually see); on every route except the event stream and
+//! `POST /v1/dev/mine`, tower's timeout (10 s, then 503 `timeout`) around
+//! tower's global concurrency limit (`MAX_CONCURRENT_REQUESTS` handlers at
+//! once; more wait their turn, within the timeout); reads that scan or
+//! decode run on blocking threads, at most `heavy_read_permits()` at a
+//! time (`RpcState::blocking_json`), so they never occupy the async
+//! workers that P2P shares; SPEC-shaped 404s for unknown routes and 405s
+//! for wrong methods; and admin routes that answer loopback clients only,
+//! or, with `--rpc-admin-token`, only clients that send
+//! `Authorization: Bearer <token>`. Without `--rpc-cors-origin` no CORS
+//! headers are sent, so browsers let only the pages the node serves itself
+//! (the explorer) read its answers.
 
 mod error;
 mod events;
 mod explorer;
 mod extract;
+mod guard;
 mod openapi;
 mod routes;
 
 pub use error::ApiError;
+pub use guard::{normalize_host, AllowedHosts};
 
 use crate::config::NodeConfig;
 use crate::handle::NodeHandle;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -44,32 +54,102 @@ use tower::ServiceExt as _;
 /// Largest request body accepted.
 pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
 
+/// Most requests handled at once (SSE streams, `POST /v1/dev/mine` and
+/// the explorer's files aside); more wait for a turn within their timeout.
+pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+
+/// How many scanning or decoding reads run at once on blocking threads:
+/// half the cores (at least one), so P2P, the chain writer and the
+/// verifiers keep the rest.
+pub fn heavy_read_permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+}
+
 /// What every handler gets: the node plus the RPC's own settings.
 #[derive(Clone)]
 pub struct RpcState {
     pub node: NodeHandle,
     admin_token: Option<Arc<str>>,
     request_timeout: Duration,
+    guard: Arc<guard::GuardConfig>,
+    heavy_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl RpcState {
     pub fn new(node: NodeHandle, config: &NodeConfig) -> RpcState {
+        let allowed_hosts = AllowedHosts::new(
+            config.rpc_addr,
+            config.rpc_addr_name.as_deref(),
+            &config.rpc_allowed_hosts,
+        );
+        let cors_origins = config
+            .rpc_cors_origins
+            .iter()
+            .filter_map(|origin| HeaderValue::from_str(origin).ok())
+            .collect();
         RpcState {
             node,
             admin_token: config.rpc_admin_token.as_deref().map(Arc::from),
             request_timeout: config.request_timeout,
+            guard: Arc::new(guard::GuardConfig {
+                allowed_hosts,
+                cors_origins,
+            }),
+            heavy_reads: Arc::new(tokio::sync::Semaphore::new(heavy_read_permits())),
         }
     }
 
-    /// Whether the client may use an admin route (`POST /v1/peers`,
-    /// `POST /v1/dev/mine`). Without a token: loopback clients only. With a
-    /// token: exactly the clients that present it, loopback included, so a
-    /// token can never be bypassed through a local proxy.
+    /// The `Host` names this RPC answers to, for the start-up log.
+    pub fn allowed_hosts(&self) -> &AllowedHosts {
+        &self.guard.allowed_hosts
+    }
+
+    /// Runs a read that scans or decodes (blocks, histories, tx lookups)
+    /// on a blocking thread, once one of the `heavy_read_permits()` is
+    /// free, and serializes its answer there too: a 100-block page is
+    /// megabytes of JSON. The permit goes with the work, so a request that
+    /// times out still holds it until its thread is done.
+    pub(crate) async fn blocking_json<T, F>(&self, read: F) -> Result<Response, ApiError>
+    where
+        T: serde::Serialize,
+        F: FnOnce(&NodeHandle) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = self
+            .heavy_reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?;
+        let node = self.node.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let value = read(&node)?;
+            serde_json::to_vec(&value).map_err(|error| ApiError::Internal(error.to_string()))
+        })
+        .await
+        .map_err(|_| ApiError::Internal("a read failed on its thread".into()))??;
+        Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response())
+    }
+
+    /// Whether the request may use an admin route (`POST /v1/peers`,
+    /// `POST /v1/dev/mine`). First what a web page could forge
+    /// (`guard::check_admin_request`: a foreign `Origin`, a type other
+    /// than JSON), then the caller. Without a token: loopback clients
+    /// only. With a token: exactly the clients that present it, loopback
+    /// included, so a token can never be bypassed through a local proxy.
     pub(crate) fn authorize_admin(
         &self,
         headers: &HeaderMap,
         client: Option<SocketAddr>,
     ) -> Result<(), ApiError> {
+        guard::check_admin_request(headers)?;
         match &self.admin_token {
             Some(token) => {
                 let presented = headers
@@ -187,21 +267,49 @@ pub(crate) fn listed_routes() -> Vec<(&'static str, &'static str)> {
 /// The whole API.
 pub fn router(state: RpcState) -> Router {
     let (timed, untimed) = route_table();
-    let timed = timed
-        .router
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            enforce_timeout,
-        ));
-    timed
+    // Outermost first: errors answered, then the timeout (so waiting for a
+    // turn counts), then one limit shared by every timed route.
+    let timed = timed.router.route_layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(timed_out(
+                state.request_timeout.as_secs(),
+            )))
+            .timeout(state.request_timeout)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                MAX_CONCURRENT_REQUESTS,
+            )),
+    );
+    let app = timed
         .merge(untimed.router)
         .merge(explorer::routes::<RpcState>())
         .fallback(unknown_route)
         // Must come after every route: it applies to the routes present.
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn(refuse_oversized))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(refuse_oversized));
+    let app = match guard::cors_layer(&state.guard) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    // Outermost: a request for a foreign Host is refused before anything
+    // else looks at it (CORS preflights included).
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        guard::check_host,
+    ))
+    .with_state(state)
+}
+
+/// Answers a failure of the timed routes' tower layers: the timeout as
+/// SPEC's 503 `timeout` (the limit and the routes themselves cannot fail).
+fn timed_out(seconds: u64) -> impl Fn(tower::BoxError) -> std::future::Ready<ApiError> + Clone {
+    move |error: tower::BoxError| {
+        std::future::ready(if error.is::<tower::timeout::error::Elapsed>() {
+            ApiError::Timeout(seconds)
+        } else {
+            ApiError::Internal(error.to_string())
+        })
+    }
 }
 
 /// Most of an oversized body that is read and thrown away before the 413
@@ -280,13 +388,6 @@ pub fn late_app() -> (Router, Arc<OnceLock<Router>>) {
         }
     }));
     (app, slot)
-}
-
-async fn enforce_timeout(State(state): State<RpcState>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(state.request_timeout.as_secs()).into_response(),
-    }
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -15,7 +15,7 @@ use ledger::json::{
     AddPeerRequest, BlockJson, MineRequest, MineResponse, StateJson, SubmitTxResponse, TxJson,
 };
 use ledger::tx::{MAX_MEMO_BYTES, MAX_TX_BYTES};
-use ledger::{Address, Block, BlockHash, Transaction, TxId};
+use ledger::{Address, BlockHash, Transaction, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -40,10 +40,6 @@ fn parse_address(state: &RpcState, text: &str) -> Result<Address, ApiError> {
         .spec()
         .parse_address(text)
         .map_err(|error| ApiError::Malformed(format!("invalid address {text:?}: {error}")))
-}
-
-fn block_json(state: &RpcState, block: &Block) -> BlockJson {
-    BlockJson::from_block(block, state.node.spec(), true)
 }
 
 pub async fn health() -> Json<Value> {
@@ -71,44 +67,67 @@ pub struct BlocksQuery {
     limit: Option<u64>,
 }
 
+/// Most bytes of stored blocks one `GET /v1/blocks` page carries: past it
+/// the page ends early (with at least one block), so a page of full
+/// blocks costs a few MB, not `limit` MB. Clients go on from the height
+/// after the last block they got.
+const MAX_BLOCK_PAGE_BYTES: usize = 4 << 20;
+
 pub async fn blocks(
     State(state): State<RpcState>,
     ApiQuery(query): ApiQuery<BlocksQuery>,
-) -> Result<Json<Vec<BlockJson>>, ApiError> {
-    let reader = state.node.reader();
+) -> Result<axum::response::Response, ApiError> {
     let limit = query
         .limit
         .unwrap_or(DEFAULT_BLOCKS_PER_PAGE)
         .min(MAX_BLOCKS_PER_PAGE);
     let from = query.from.unwrap_or(0);
-    let mut blocks = Vec::new();
-    for height in (from..).take(usize::try_from(limit).unwrap_or(0)) {
-        let Some(hash) = reader.hash_at(height) else {
-            break;
-        };
-        let Some(block) = reader.block(&hash) else {
-            break;
-        };
-        blocks.push(block_json(&state, &block));
-    }
-    Ok(Json(blocks))
+    let end = from.checked_add(limit).ok_or_else(|| {
+        ApiError::Malformed(format!(
+            "from {from} plus limit {limit} is past the largest height"
+        ))
+    })?;
+    state
+        .blocking_json(move |node| {
+            let reader = node.reader();
+            let mut blocks = Vec::new();
+            let mut bytes = 0usize;
+            for height in from..end {
+                if bytes >= MAX_BLOCK_PAGE_BYTES {
+                    break;
+                }
+                let Some(block) = reader.block_at(height) else {
+                    break;
+                };
+                let json = BlockJson::from_block(&block, node.spec(), true);
+                bytes = bytes.saturating_add(json.size);
+                blocks.push(json);
+            }
+            Ok(blocks)
+        })
+        .await
 }
 
-pub async fn tip_block(State(state): State<RpcState>) -> Result<Json<BlockJson>, ApiError> {
-    let tip = state.node.reader().tip();
-    let block = state
-        .node
-        .reader()
-        .block(&tip.hash)
-        .ok_or_else(|| ApiError::Internal("the tip block is missing from storage".into()))?;
-    Ok(Json(block_json(&state, &block)))
+pub async fn tip_block(
+    State(state): State<RpcState>,
+) -> Result<axum::response::Response, ApiError> {
+    state
+        .blocking_json(|node| {
+            let reader = node.reader();
+            let tip = reader.tip();
+            reader
+                .block(&tip.hash)
+                .map(|block| BlockJson::from_block(&block, node.spec(), true))
+                .ok_or_else(|| ApiError::Internal("the tip block is missing from storage".into()))
+        })
+        .await
 }
 
 /// `{id}` is a height (decimal digits) or a block hash (64 hex chars).
 pub async fn block(
     State(state): State<RpcState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<BlockJson>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let id = path_text(id)?;
     let reader = state.node.reader();
     let hash = if !id.is_empty() && id.len() <= 20 && id.bytes().all(|byte| byte.is_ascii_digit()) {
@@ -125,10 +144,14 @@ pub async fn block(
             ))
         })?
     };
-    let block = reader
-        .block(&hash)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown block {hash}")))?;
-    Ok(Json(block_json(&state, &block)))
+    state
+        .blocking_json(move |node| {
+            node.reader()
+                .block(&hash)
+                .map(|block| BlockJson::from_block(&block, node.spec(), true))
+                .ok_or_else(|| ApiError::NotFound(format!("unknown block {hash}")))
+        })
+        .await
 }
 
 /// The body of `POST /v1/txs`: a tx object (`txid` and `from`, derived
@@ -216,10 +239,11 @@ pub async fn tx(
         .parse()
         .map_err(|_| ApiError::Malformed(format!("{text:?} is not a txid (64 hex characters)")))?;
     state
-        .node
-        .lookup_tx(&txid)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown transaction {txid}")))
+        .blocking_json(move |node| {
+            node.lookup_tx(&txid)
+                .ok_or_else(|| ApiError::NotFound(format!("unknown transaction {txid}")))
+        })
+        .await
 }
 
 pub async fn account(
@@ -236,15 +260,54 @@ pub struct LimitQuery {
     limit: Option<u64>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    limit: Option<u64>,
+    /// `HEIGHT-INDEX` from the previous page's `Next-Cursor` header.
+    cursor: Option<String>,
+}
+
+/// The header that carries the cursor of the next history page.
+const NEXT_CURSOR_HEADER: &str = "next-cursor";
+
+/// `GET /v1/accounts/{a}/txs`: newest first, pending txs on the first
+/// page only. A full page answers `Next-Cursor: HEIGHT-INDEX`, the
+/// position of its last confirmed tx; `?cursor=` with it gives the txs
+/// before that one. Each page reads only the txs it returns.
 pub async fn account_txs(
     State(state): State<RpcState>,
     address: Result<Path<String>, PathRejection>,
-    ApiQuery(query): ApiQuery<LimitQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<axum::response::Response, ApiError> {
     let address = parse_address(&state, &path_text(address)?)?;
     let limit = query.limit.unwrap_or(DEFAULT_HISTORY).min(MAX_HISTORY);
     let limit = usize::try_from(limit).unwrap_or(0);
-    Ok(Json(state.node.address_history(&address, limit)))
+    let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let next = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let next_in = next.clone();
+    let mut response = state
+        .blocking_json(move |node| {
+            let page = node.address_history_page(&address, limit, cursor);
+            *next_in
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = page.next_cursor;
+            Ok(page.entries)
+        })
+        .await?;
+    let next = *next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((height, index)) = next {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("{height}-{index}")) {
+            response.headers_mut().insert(NEXT_CURSOR_HEADER, value);
+        }
+    }
+    Ok(response)
+}
+
+fn parse_cursor(text: &str) -> Result<(u64, u32), ApiError> {
+    text.split_once('-')
+        .and_then(|(height, index)| Some((height.parse().ok()?, index.parse().ok()?)))
+        .ok_or_else(|| ApiError::Malformed(format!("cursor {text:?} must be HEIGHT-INDEX")))
 }
 
 pub async fn mempool(
@@ -290,6 +353,8 @@ pub async fn add_peer(
     Ok((StatusCode::ACCEPTED, Json(json!({ "addr": addr }))))
 }
 
+/// O(1): the summary is kept up to date as blocks connect and disconnect
+/// (`ledger::storage`), so this is one read.
 pub async fn state(State(state): State<RpcState>) -> impl IntoResponse {
     let summary = state.node.reader().state_summary();
     Json(StateJson {

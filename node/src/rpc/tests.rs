@@ -689,7 +689,7 @@ async fn admin_token_is_required_from_everyone() {
     })
     .await;
     let mine = |app: Router, auth: Option<&str>| {
-        let mut request = Request::post("/v1/dev/mine");
+        let mut request = Request::post("/v1/dev/mine").header("content-type", "application/json");
         if let Some(auth) = auth {
             request = request.header("authorization", auth);
         }
@@ -746,15 +746,16 @@ async fn request_timeout_is_spec_shaped() {
         config.request_timeout = Duration::from_millis(20);
     })
     .await;
-    // The same middleware the router puts on its routes, around a handler
-    // that never finishes.
+    // The same tower layers the router puts on its timed routes, around a
+    // handler that never finishes.
     let state = RpcState::new(test.node.handle.clone(), &test.config);
     let app: Router = Router::new()
         .route("/slow", get(std::future::pending::<()>))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            enforce_timeout,
-        ))
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timed_out(0)))
+                .timeout(state.request_timeout),
+        )
         .with_state(state);
     let answer = send(app, Request::get("/slow").body(Body::empty()).unwrap()).await;
     assert_error(&answer, StatusCode::SERVICE_UNAVAILABLE, "timeout");
@@ -811,28 +812,52 @@ async fn openapi_matches_router() {
     routed.sort();
     assert_eq!(documented, routed);
 
+    // Every route answers a well-formed request, sent as a browser on
+    // this machine or a script would (Host, JSON bodies), with its success
+    // status, or for a lookup of something absent one of its documented
+    // ones.
     let test = TestNode::regtest().await;
+    let tx = test.transfer(1, 2, 10, FEE, 0);
     for (method, path) in routed {
         let concrete = path
             .replace("{id}", "0")
             .replace("{txid}", &"00".repeat(32))
             .replace("{address}", &test.address(0));
+        let body = match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/txs") => test.tx_json(&tx).to_string(),
+            ("POST", "/v1/peers") => json!({ "addr": "127.0.0.1:9" }).to_string(),
+            ("POST", "/v1/dev/mine") => json!({ "blocks": 1 }).to_string(),
+            _ => String::new(),
+        };
         let request = Request::builder()
             .method(method.as_str())
             .uri(&concrete)
-            .body(Body::from("{}"))
+            .header("host", "127.0.0.1:8080")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
             .unwrap();
         let response = test.app().oneshot(request).await.unwrap();
         let status = response.status();
+        let documented: Vec<u16> = document["paths"][&path][method.to_lowercase()]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|code| code.parse().unwrap())
+            .collect();
+        assert!(
+            documented.contains(&status.as_u16()),
+            "{method} {path} answered {status}, documented {documented:?}"
+        );
+        if path != "/v1/txs/{txid}" {
+            assert!(status.is_success(), "{method} {path} answered {status}");
+        }
         if path == "/v1/events" {
-            assert_eq!(status, StatusCode::OK);
             continue;
         }
         let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
             .await
             .unwrap();
         let text = String::from_utf8_lossy(&bytes);
-        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         assert!(
             !text.contains("no route for"),
             "{method} {path} fell through: {text}"
@@ -908,5 +933,269 @@ async fn late_app_answers_not_ready_until_the_node_is_built() {
     let _ = slot.set(test.app());
     assert_eq!(get("/ready").await.0, StatusCode::OK);
     assert_eq!(get("/v1/status").await.1["chain"], "regtest");
+    test.stop().await;
+}
+
+/// A request as a browser would send it: with `Host` and, for a page of
+/// another site, `Origin`.
+fn browser_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    origin: Option<&str>,
+    content_type: &str,
+    body: String,
+) -> Request<Body> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .header("content-type", content_type);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.body(Body::from(body)).unwrap()
+}
+
+/// The attack of issue 16: a page on another site posts `text/plain` (no
+/// CORS preflight needed) to the loopback node's admin routes. Refused,
+/// and nothing happens: no block, no dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_admin_posts_are_refused_and_do_nothing() {
+    let test = TestNode::regtest().await;
+    let host = "127.0.0.1:8080";
+    for (path, body) in [
+        ("/v1/dev/mine", json!({ "blocks": 1 }).to_string()),
+        (
+            "/v1/peers",
+            json!({ "addr": "198.51.100.7:7070" }).to_string(),
+        ),
+    ] {
+        for (origin, content_type) in [
+            (Some("https://evil.example"), "text/plain"),
+            (Some("https://evil.example"), "application/json"),
+            (Some("null"), "text/plain"),
+            (None, "text/plain"),
+            (None, "application/x-www-form-urlencoded"),
+        ] {
+            let request = browser_request("POST", path, host, origin, content_type, body.clone());
+            let answer = send(test.app(), request).await;
+            assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
+        }
+    }
+    // Nothing was mined; and nothing was dialed, since the admin check is
+    // the first thing either handler does (before the body is read).
+    assert_eq!(
+        test.node.handle.reader().tip().height,
+        0,
+        "nothing was mined"
+    );
+    // The same admin request as JSON from loopback with the right Host
+    // (and the node's own Origin, as its explorer would send) works.
+    for origin in [None, Some("http://127.0.0.1:8080")] {
+        let request = browser_request(
+            "POST",
+            "/v1/dev/mine",
+            host,
+            origin,
+            "application/json",
+            json!({ "blocks": 1 }).to_string(),
+        );
+        let (status, body) = send(test.app(), request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(test.node.handle.reader().tip().height, 2);
+    let request = browser_request(
+        "POST",
+        "/v1/peers",
+        "localhost:8080",
+        None,
+        "application/json; charset=utf-8",
+        json!({ "addr": "127.0.0.1:9" }).to_string(),
+    );
+    assert_eq!(send(test.app(), request).await.0, StatusCode::ACCEPTED);
+    test.stop().await;
+}
+
+/// DNS rebinding: a page's own name pointed at 127.0.0.1 arrives as
+/// `Host: evil.example`, and every route, reads included, refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_host_is_refused_on_every_route() {
+    let test = TestNode::regtest().await;
+    for path in ["/v1/status", "/v1/state", "/", "/v1/nothing", "/health"] {
+        let request = Request::get(path)
+            .header("host", "evil.example")
+            .body(Body::empty())
+            .unwrap();
+        assert_error(
+            &send(test.app(), request).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+    }
+    let request = browser_request(
+        "POST",
+        "/v1/dev/mine",
+        "evil.example:8080",
+        None,
+        "application/json",
+        json!({ "blocks": 1 }).to_string(),
+    );
+    assert_error(
+        &send(test.app(), request).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_eq!(test.node.handle.reader().tip().height, 0);
+    for host in ["127.0.0.1:8080", "localhost", "[::1]:8080", "LOCALHOST:1"] {
+        let request = Request::get("/v1/status")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(test.app(), request).await.0, StatusCode::OK, "{host}");
+    }
+    test.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_hosts_and_cors_origins_are_configurable() {
+    let test = TestNode::start_with(ChainSpec::builtin("regtest").unwrap(), |config| {
+        config.rpc_allowed_hosts = vec!["node1".into()];
+        config.rpc_cors_origins = vec!["http://localhost:3000".into()];
+    })
+    .await;
+    let get = |host: &str, origin: Option<&str>| {
+        let mut request = Request::get("/v1/status").header("host", host);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        test.app().oneshot(request.body(Body::empty()).unwrap())
+    };
+    let response = get("node1:8080", None).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    let response = get("127.0.0.1:8080", Some("http://localhost:3000"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    let response = get("127.0.0.1:8080", Some("https://evil.example"))
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    // A CORS origin may read, but admin routes stay closed to it.
+    let request = browser_request(
+        "POST",
+        "/v1/dev/mine",
+        "127.0.0.1:8080",
+        Some("http://localhost:3000"),
+        "application/json",
+        json!({ "blocks": 1 }).to_string(),
+    );
+    assert_error(
+        &send(test.app(), request).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    // Without CORS origins, no CORS headers at all.
+    let plain = TestNode::regtest().await;
+    let response = plain
+        .app()
+        .oneshot(
+            Request::get("/v1/status")
+                .header("origin", "http://localhost:3000")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    plain.stop().await;
+    test.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_pages_past_the_largest_height_are_malformed() {
+    let test = TestNode::regtest().await;
+    for query in [
+        format!("from={}", u64::MAX),
+        format!("from={}&limit=1", u64::MAX),
+        format!("from={}&limit=100", u64::MAX - 50),
+    ] {
+        assert_error(
+            &test.get(&format!("/v1/blocks?{query}")).await,
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        );
+    }
+    let (status, body) = test
+        .get(&format!("/v1/blocks?from={}&limit=0", u64::MAX))
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+    test.stop().await;
+}
+
+/// History pages: the cursor of a full page leads to the next one, and
+/// the pages together are the whole history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_history_pages_with_a_cursor() {
+    let test = TestNode::regtest().await;
+    for nonce in 0..5 {
+        let tx = test.transfer(1, 2, 10, FEE, nonce);
+        assert_eq!(test.post_tx(&tx).await.0, StatusCode::ACCEPTED);
+        if nonce % 2 == 1 {
+            test.mine(1).await;
+        }
+    }
+    test.mine(1).await;
+    let address = test.address(1);
+    let (_, all) = test.get(&format!("/v1/accounts/{address}/txs")).await;
+    assert_eq!(all.as_array().unwrap().len(), 5);
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/accounts/{address}/txs?limit=2&cursor={cursor}"),
+            None => format!("/v1/accounts/{address}/txs?limit=2"),
+        };
+        let response = test
+            .app()
+            .oneshot(Request::get(&path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        cursor = response
+            .headers()
+            .get("next-cursor")
+            .map(|value| value.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let page: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+        paged.extend(page);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(Value::Array(paged), all);
+    assert_error(
+        &test
+            .get(&format!("/v1/accounts/{address}/txs?cursor=x"))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
     test.stop().await;
 }

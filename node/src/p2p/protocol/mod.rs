@@ -82,7 +82,9 @@ pub trait ChainView {
 /// A command from `P2pHandle`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Dial `host:port` and keep it connected like a bootstrap peer.
+    /// Dial `host:port` and keep it connected like a bootstrap peer
+    /// (`POST /v1/peers`). Such pinned peers take outbound slots and at
+    /// most `max_outbound` are kept (`peers::on_dial_command`).
     Dial(String),
 }
 
@@ -354,6 +356,9 @@ struct PersistentTarget {
     failures: u32,
     next_attempt: Mono,
     is_self: bool,
+    /// Added by `Command::Dial` rather than `--peer`: dialed only into a
+    /// free outbound slot, and capped in number.
+    pinned: bool,
 }
 
 /// A peer after its handshake.
@@ -447,6 +452,7 @@ impl<V: ChainView> NetworkState<V> {
                 failures: 0,
                 next_attempt: now.mono,
                 is_self: false,
+                pinned: false,
             })
             .collect();
         let bans = BanList::restore(restored.bans, now);

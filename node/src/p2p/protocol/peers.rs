@@ -113,6 +113,10 @@ impl<V: ChainView> NetworkState<V> {
         self.start_session(id);
     }
 
+    /// `POST /v1/peers`: pins `target` (dials it now, and again after it
+    /// drops). At most `max_outbound` targets are pinned; a new one takes
+    /// the place of the oldest pinned target that is not connected, and is
+    /// refused (logged) when every pinned target is connected.
     pub(super) fn on_dial_command(&mut self, target: String) {
         let now = self.now.mono;
         if let Some(known) = self.targets.iter_mut().find(|known| known.target == target) {
@@ -120,16 +124,58 @@ impl<V: ChainView> NetworkState<V> {
             known.next_attempt = now;
             known.is_self = false;
         } else {
-            self.targets.push(PersistentTarget {
+            let fresh = PersistentTarget {
                 target,
                 node_id: None,
                 conn: None,
                 failures: 0,
                 next_attempt: now,
                 is_self: false,
-            });
+                pinned: true,
+            };
+            let n_pinned = self.targets.iter().filter(|known| known.pinned).count();
+            if n_pinned < self.config.max_outbound {
+                self.targets.push(fresh);
+            } else if let Some(slot) = self
+                .targets
+                .iter_mut()
+                .find(|known| known.pinned && known.conn.is_none())
+            {
+                // Reused in place: targets are referred to by index, and
+                // no connection refers to one without a connection.
+                tracing::info!(old = %slot.target, new = %fresh.target, "pinned peer replaced");
+                *slot = fresh;
+            } else {
+                tracing::warn!(
+                    target = %fresh.target,
+                    max = self.config.max_outbound,
+                    "not pinning another peer: every pinned peer is connected"
+                );
+                return;
+            }
         }
         self.dial_targets();
+    }
+
+    /// Outbound slots in use: working outbound peers, and dials in flight
+    /// to address-book entries and pinned targets. A bootstrap peer being
+    /// redialed after it died does not hold a slot, or a dead bootstrap
+    /// peer would block its own replacement.
+    fn outbound_in_use(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|conn| conn.direction == Direction::Outbound)
+            .filter(|conn| {
+                conn.peer.is_some()
+                    || match conn.dial {
+                        Some(DialKind::Book(_)) => true,
+                        Some(DialKind::Persistent(index)) => {
+                            self.targets.get(index).is_some_and(|target| target.pinned)
+                        }
+                        None => false,
+                    }
+            })
+            .count()
     }
 
     /// A message from a connection: to its session during the handshake,
@@ -428,9 +474,19 @@ impl<V: ChainView> NetworkState<V> {
             .filter_map(|conn| conn.peer.as_ref().map(|peer| peer.node_id))
             .collect();
         let mut to_dial = Vec::new();
+        let mut free_slots = self
+            .config
+            .max_outbound
+            .saturating_sub(self.outbound_in_use());
         for (index, target) in self.targets.iter().enumerate() {
             if target.is_self || target.conn.is_some() || target.next_attempt > now {
                 continue;
+            }
+            if target.pinned {
+                if free_slots == 0 {
+                    continue;
+                }
+                free_slots -= 1;
             }
             if target
                 .node_id
@@ -450,16 +506,7 @@ impl<V: ChainView> NetworkState<V> {
 
     /// Dials address-book entries while outbound slots are free.
     pub(super) fn fill_outbound(&mut self) {
-        // Slots are taken by working outbound peers and by address-book
-        // dials in flight; a bootstrap peer being redialed after it died
-        // does not hold a slot, or a dead bootstrap peer would block its
-        // own replacement.
-        let outbound = self
-            .conns
-            .values()
-            .filter(|conn| conn.direction == Direction::Outbound)
-            .filter(|conn| conn.peer.is_some() || matches!(conn.dial, Some(DialKind::Book(_))))
-            .count();
+        let outbound = self.outbound_in_use();
         if outbound >= self.config.max_outbound {
             return;
         }

@@ -986,6 +986,48 @@ fn bootstrap_peer_is_redialed_with_growing_jittered_backoff() {
     }
 }
 
+/// `POST /v1/peers` cannot pin more peers than there are outbound slots,
+/// nor dial past them.
+#[test]
+fn pinned_peers_take_outbound_slots_and_are_capped() {
+    let mut config = config("a", 7000);
+    config.max_outbound = 2;
+    let (mut core, _) = core_with(config, 1);
+    let dials = |core: &mut NetworkState<FakeChain>| -> Vec<(ConnId, String)> {
+        drain(core)
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Dial { conn, target } => Some((conn, target)),
+                _ => None,
+            })
+            .collect()
+    };
+    let targets = |dialed: &[(ConnId, String)]| -> Vec<String> {
+        dialed.iter().map(|(_, target)| target.clone()).collect()
+    };
+    for port in 1..=3 {
+        let pin = Command::Dial(format!("192.0.2.1:{port}"));
+        core.handle(at(0), Input::Command(pin));
+    }
+    let first = dials(&mut core);
+    assert_eq!(
+        targets(&first),
+        ["192.0.2.1:1", "192.0.2.1:2"],
+        "the third would pass max_outbound"
+    );
+    // A failed dial frees its slot; a new pin takes that target's place.
+    let failed = Input::DialFailed {
+        conn: first[0].0,
+        error: "refused".into(),
+    };
+    core.handle(at(0), failed);
+    core.handle(at(0), Input::Command(Command::Dial("192.0.2.1:9".into())));
+    assert_eq!(targets(&dials(&mut core)), ["192.0.2.1:9"]);
+    // Both pinned targets hold their slots: nothing more is dialed.
+    core.handle(at(0), Input::Command(Command::Dial("192.0.2.1:10".into())));
+    assert!(dials(&mut core).is_empty());
+}
+
 /// An address book of 20 fresh addresses; returns the dial targets of the
 /// first maintenance round.
 fn first_dials(seed: u64) -> Vec<String> {

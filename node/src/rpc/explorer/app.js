@@ -463,7 +463,7 @@
   function renderForks() {
     const holder = $('fork-tree');
     const tipHeight = state.status ? Number(state.status.height) : 0;
-    const columnWidth = 58; const laneHeight = 32; const boxW = 46; const boxH = 20; const pad = 6;
+    const columnWidth = 62; const laneHeight = 40; const boxW = 50; const boxH = 28; const pad = 6;
     // As many heights as fit the card, so the tree stays readable on phones.
     const columns = Math.max(5, Math.min(24, Math.floor(((holder.clientWidth || 600) - pad) / columnWidth)));
     const blocks = [...state.tree.values()].filter((b) => b.height > tipHeight - columns && b.height <= tipHeight + 2);
@@ -508,7 +508,10 @@
       const cls = `node${isBest ? '' : ' stale'}${state.status && block.hash === state.status.tip ? ' tip' : ''}`;
       const group = svg('g', { class: cls, 'data-hash': block.hash });
       group.append(svg('rect', { x, y, width: boxW, height: boxH, rx: 4 }));
-      group.append(svg('text', { x: x + boxW / 2, y: y + 14, 'text-anchor': 'middle' }, block.hash.slice(0, 5)));
+      // Proof-of-work hashes all begin with zeros, so the label is the
+      // height and the hash's distinguishing end, never its start.
+      group.append(svg('text', { x: x + boxW / 2, y: y + 12, 'text-anchor': 'middle', class: 'tree-height' }, `#${block.height}`));
+      group.append(svg('text', { x: x + boxW / 2, y: y + 24, 'text-anchor': 'middle', class: 'tree-hash' }, `…${block.hash.slice(-4)}`));
       svgTitle(group, `#${block.height} ${block.hash}${isBest ? '' : ' (stale)'} · ${block.tx_count ?? '?'} txs`);
       group.addEventListener('click', () => { location.hash = `#/block/${block.hash}`; });
       root.append(group);
