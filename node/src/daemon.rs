@@ -212,6 +212,8 @@ impl Node {
             node_key,
         );
         p2p_config.peers = config.peers.clone();
+        p2p_config.dns_seeds = config.dns_seeds.clone();
+        p2p_config.external_addr = config.external_addr;
         p2p_config.no_discovery = config.no_discovery;
         p2p_config.max_inbound = config.max_inbound;
         p2p_config.max_outbound = config.max_outbound;

@@ -96,6 +96,11 @@ pub struct P2pConfig {
     pub listen_addr: SocketAddr,
     /// Bootstrap peers, `host:port`, resolved again at every dial.
     pub peers: Vec<String>,
+    /// DNS seeds, `host:port`: every address a name resolves to is a dial
+    /// candidate, resolved again every seed round.
+    pub dns_seeds: Vec<String>,
+    /// The address advertised to peers, when not the bound one.
+    pub external_addr: Option<SocketAddr>,
     /// Dial only `peers` (still accept inbound and answer `GetAddr`).
     pub no_discovery: bool,
     pub max_inbound: usize,
@@ -124,6 +129,8 @@ impl P2pConfig {
         P2pConfig {
             listen_addr,
             peers: Vec::new(),
+            dns_seeds: Vec::new(),
+            external_addr: None,
             no_discovery: false,
             max_inbound: 32,
             max_outbound: 8,
@@ -192,6 +199,8 @@ pub async fn start<B: Backend>(
     let core_config = CoreConfig {
         listen_addr: local_addr,
         peers: config.peers,
+        dns_seeds: config.dns_seeds,
+        external_addr: config.external_addr,
         no_discovery: config.no_discovery,
         max_inbound: config.max_inbound,
         max_outbound: config.max_outbound,

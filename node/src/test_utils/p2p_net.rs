@@ -372,6 +372,8 @@ impl Backend for TestBackend {
 #[derive(Clone)]
 pub struct NodeOptions {
     pub peers: Vec<String>,
+    pub dns_seeds: Vec<String>,
+    pub external_addr: Option<SocketAddr>,
     pub no_discovery: bool,
     pub max_outbound: usize,
     pub max_inbound: usize,
@@ -383,6 +385,8 @@ impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             peers: Vec::new(),
+            dns_seeds: Vec::new(),
+            external_addr: None,
             no_discovery: true,
             max_outbound: 8,
             max_inbound: 32,
@@ -432,6 +436,8 @@ impl TestNode {
             key.clone(),
         );
         config.peers = options.peers.clone();
+        config.dns_seeds = options.dns_seeds.clone();
+        config.external_addr = options.external_addr;
         config.no_discovery = options.no_discovery;
         config.max_outbound = options.max_outbound;
         config.max_inbound = options.max_inbound;
