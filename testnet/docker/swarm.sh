@@ -6,7 +6,7 @@
 #   3. `docker stack deploy --resolve-image never` (4 nodes + 2 miners), waits
 #      until every task is running and healthy;
 #   4. `docker service scale <stack>_node=12`, waits for the 12;
-#   5. runs `testnet check` in a one-off container on the stack's overlay
+#   5. (once the miners made 5 blocks) runs `testnet check` in a one-off container on the stack's overlay
 #      network against all 14 tasks, and reports the time from the scale
 #      command to convergence;
 #   6. always tears down: `docker stack rm`, the per-task volumes, and
@@ -153,7 +153,20 @@ run_check() {
         -v "${testnet_bin}:/usr/local/bin/testnet:ro" --entrypoint testnet \
         gossip-ledger:latest check --rpc-url "$(task_urls)" --timeout "$1"
 }
-run_check 120
+# Let the miners make a few blocks first, so the new replicas have a chain
+# to sync and not just the genesis block to agree on.
+deadline=$(($(now_ms) + 180000))
+while true; do
+    out="$(run_check 120)"
+    echo "${out}"
+    height="$(sed -n 's/.* at height \([0-9]*\) .*/\1/p' <<<"${out}")"
+    ((${height:-0} >= 5)) && break
+    if (($(now_ms) >= deadline)); then
+        log "FAIL: the chain is at height ${height:-?} after 180 s; the miners do not mine"
+        exit 1
+    fi
+    sleep 2
+done
 
 log "docker service scale ${stack}_node=${scale_to}"
 scale_ms="$(now_ms)"
