@@ -49,6 +49,7 @@ format_ms() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
 log() { printf '[swarm %6ss] %s\n' "$(format_ms $(($(now_ms) - started_ms)))" "$*" >&2; }
 
 started_swarm=0
+had_gwbridge=0
 deployed=0
 
 # running_tasks SERVICE: how many of its tasks run with a healthy container.
@@ -115,6 +116,9 @@ cleanup() {
     if ((started_swarm)); then
         log "docker swarm leave --force (this script started the swarm)"
         docker swarm leave --force >/dev/null
+        # `swarm init` made this bridge; leave the engine as we found it
+        # (best effort: the engine may still hold an endpoint on it).
+        ((had_gwbridge)) || docker network rm docker_gwbridge >/dev/null 2>&1 || true
     fi
     log "$( ((exit_code == 0)) && echo PASS || echo FAIL) (exit ${exit_code}); task logs in ${log_dir}"
     exit "${exit_code}"
@@ -133,6 +137,7 @@ fi
 
 if [[ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]]; then
     log "docker swarm init (single node)"
+    docker network inspect docker_gwbridge >/dev/null 2>&1 && had_gwbridge=1
     docker swarm init --advertise-addr 127.0.0.1 >/dev/null
     started_swarm=1
 else
