@@ -12,6 +12,9 @@
 # paths, environment, ports and healthcheck FROM scratch out of host-built
 # binaries, for machines with no registry. Keep the two in step.
 
+# The two base images below come from a registry. Where none can be reached
+# (a pull or "failed to resolve" error naming rust:1-bookworm), run
+# testnet/docker/build-image.sh instead: the same tag, from host binaries.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .

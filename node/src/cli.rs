@@ -67,6 +67,22 @@ pub struct NodeArgs {
     )]
     pub peers: Vec<String>,
 
+    /// A DNS name to find peers by (repeatable): every address it resolves
+    /// to is a dial candidate, resolved again every seed round (e.g.
+    /// Swarm's `tasks.<service>:7070`, a Kubernetes headless Service).
+    #[arg(
+        long = "dns-seed",
+        env = "LEDGER_DNS_SEEDS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub dns_seeds: Vec<String>,
+
+    /// The address peers should dial this node at, when it is not the bound
+    /// `--p2p-addr` (NAT, port mapping); resolved once at start.
+    #[arg(long, env = "LEDGER_EXTERNAL_ADDR", value_name = "HOST:PORT")]
+    pub external_addr: Option<String>,
+
     /// Dial only the `--peer` addresses (still accept inbound connections
     /// and answer address requests).
     #[arg(long, env = "LEDGER_NO_DISCOVERY", value_parser = BoolishValueParser::new())]

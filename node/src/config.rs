@@ -31,6 +31,11 @@ pub struct NodeConfig {
     pub rpc_addr: SocketAddr,
     /// `HOST:PORT` strings; host names are resolved again at every dial.
     pub peers: Vec<String>,
+    /// `HOST:PORT` names whose every address is a dial candidate, resolved
+    /// again every seed round.
+    pub dns_seeds: Vec<String>,
+    /// The address advertised to peers, when not the bound one.
+    pub external_addr: Option<SocketAddr>,
     pub no_discovery: bool,
     pub mine: bool,
     /// Who is paid for mined blocks; `None` only on non-dev chains without
@@ -70,6 +75,10 @@ pub enum ConfigError {
     },
     #[error("invalid --peer {0:?}: expected HOST:PORT")]
     BadPeer(String),
+    #[error("invalid --dns-seed {0:?}: expected HOST:PORT")]
+    BadDnsSeed(String),
+    #[error("invalid --external-addr {value:?}: {reason}")]
+    BadExternalAddress { value: String, reason: String },
     #[error("invalid --miner-address {value:?}: {reason}")]
     BadMinerAddress { value: String, reason: String },
     #[error("--mine on chain {0:?} needs --miner-address (only dev and regtest have a default)")]
@@ -105,6 +114,21 @@ impl NodeConfig {
             .filter(|peer| !peer.is_empty())
             .map(|peer| check_peer(peer).map(|()| peer.to_string()))
             .collect::<Result<_, _>>()?;
+        let dns_seeds: Vec<String> = args
+            .dns_seeds
+            .iter()
+            .map(|seed| seed.trim())
+            .filter(|seed| !seed.is_empty())
+            .map(|seed| {
+                check_peer(seed)
+                    .map(|()| seed.to_string())
+                    .map_err(|_| ConfigError::BadDnsSeed(seed.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let external_addr = match args.external_addr.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(parse_external_addr(text)?),
+        };
         let miner_address = match &args.miner_address {
             Some(text) => {
                 Some(
@@ -153,6 +177,8 @@ impl NodeConfig {
             p2p_addr,
             rpc_addr,
             peers,
+            dns_seeds,
+            external_addr,
             no_discovery: args.no_discovery,
             mine: args.mine,
             miner_address,
@@ -181,6 +207,8 @@ impl NodeConfig {
             p2p_addr: loopback,
             rpc_addr: loopback,
             peers: Vec::new(),
+            dns_seeds: Vec::new(),
+            external_addr: None,
             no_discovery: true,
             mine: false,
             max_inbound: 32,
@@ -238,6 +266,28 @@ fn is_origin(origin: &str) -> bool {
         && !authority.is_empty()
         && !authority.contains(['/', ' ', '?', '#'])
         && axum::http::HeaderValue::from_str(origin).is_ok()
+}
+
+/// `--external-addr`: `HOST:PORT` resolved now (the first address), which
+/// peers must be able to dial, so neither an unspecified IP nor port 0.
+fn parse_external_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadExternalAddress {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    check_peer(value).map_err(|_| bad("expected HOST:PORT"))?;
+    let addr = match value.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => value
+            .to_socket_addrs()
+            .map_err(|error| bad(&error.to_string()))?
+            .next()
+            .ok_or_else(|| bad("resolves to no address"))?,
+    };
+    if addr.ip().is_unspecified() {
+        return Err(bad("an unspecified IP cannot be dialed"));
+    }
+    Ok(addr)
 }
 
 /// `HOST:PORT` with a non-empty host and a valid port. Not resolved here:
@@ -336,6 +386,8 @@ mod tests {
         assert_eq!(config.rpc_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.miner_address, Some(dev_accounts()[0].address));
         assert_eq!(config.peers, ["node2:7070"]);
+        assert!(config.dns_seeds.is_empty());
+        assert_eq!(config.external_addr, None);
         assert!(
             !Path::new(data).exists(),
             "validation must not create the data dir"
@@ -357,6 +409,9 @@ mod tests {
             &["--rpc-allowed-host", "a b"],
             &["--rpc-cors-origin", "evil.example"],
             &["--rpc-cors-origin", "http://x.example/path"],
+            &["--dns-seed", "tasks.node"],
+            &["--external-addr", "0.0.0.0:7070"],
+            &["--external-addr", "no-port"],
         ];
         for case in cases {
             let mut full = vec!["--data-dir", data];
@@ -364,6 +419,31 @@ mod tests {
             let error = NodeConfig::from_args(&args(&full)).unwrap_err().to_string();
             assert!(!error.contains('\n'), "{case:?}: {error}");
         }
+    }
+
+    #[test]
+    fn dns_seeds_and_external_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let config = NodeConfig::from_args(&args(&[
+            "--data-dir",
+            data,
+            "--dns-seed",
+            "tasks.node:7070,tasks.miner:7070",
+            "--dns-seed",
+            "seed.example:7071",
+            "--external-addr",
+            "203.0.113.7:17070",
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.dns_seeds,
+            ["tasks.node:7070", "tasks.miner:7070", "seed.example:7071"]
+        );
+        assert_eq!(
+            config.external_addr,
+            Some("203.0.113.7:17070".parse().unwrap())
+        );
     }
 
     #[test]

@@ -216,6 +216,8 @@ impl Node {
         p2p_config.protocol.max_inbound = config.max_inbound;
         p2p_config.protocol.max_outbound = config.max_outbound;
         p2p_config.protocol.ban_duration = BAN_DURATION;
+        p2p_config.protocol.dns_seeds = config.dns_seeds.clone();
+        p2p_config.protocol.external_addr = config.external_addr;
         p2p_config.address_book = address_book;
         p2p_config.ban_store = ban_store;
         let network = match p2p::start(

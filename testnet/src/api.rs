@@ -254,6 +254,22 @@ impl Api {
         Ok(answer.txid)
     }
 
+    /// `GET /v1/txs/{txid}`: the `status` word the node gives (`pending`,
+    /// `confirmed`, or one a newer node adds), `None` when it does not know
+    /// the tx. Read as loose JSON so a new status word is no parse error.
+    pub async fn tx_status(&self, txid: &TxId) -> Result<Option<String>, ApiError> {
+        match self
+            .get::<serde_json::Value>(&format!("/v1/txs/{txid}"))
+            .await
+        {
+            Ok(answer) => Ok(Some(
+                answer["status"].as_str().unwrap_or_default().to_string(),
+            )),
+            Err(ApiError::Rejected { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// `POST /v1/dev/mine` (loopback or admin token only).
     pub async fn mine(&self, blocks: u32) -> Result<MineResponse, ApiError> {
         self.post("/v1/dev/mine", &MineRequest { blocks }).await

@@ -10,6 +10,10 @@
 //! - [`stats`]: percentiles and latency summaries for the load report.
 //! - [`topology`]: which ports each node of a local testnet uses and which
 //!   peers it dials first (a ring, so blocks must be gossiped).
+//! - [`chaos`]: the fault kinds of `testnet chaos`, the schedule a seed
+//!   gives, and the report with its verdict (no I/O).
+//! - [`docker`]: the containers of a Docker testnet and the faults put on
+//!   them (`docker` CLI, `nsenter` with `iptables` and `tc`).
 //! - [`process`]: child process supervision: spawning nodes in their own
 //!   process group, stopping them with SIGTERM then SIGKILL, and the
 //!   parent-death signal that keeps a killed launcher from leaving orphans.
@@ -20,6 +24,8 @@
 //! `node::cli::main_with_args` and `wallet_cli::cli::main_with_args`.
 
 pub mod api;
+pub mod chaos;
+pub mod docker;
 pub mod process;
 pub mod sse;
 pub mod stats;

@@ -39,6 +39,10 @@ const EVENT_CHANNEL: usize = 4_096;
 const TX_IMPORTERS: usize = 4;
 /// Synced blocks whose signatures are checked ahead of the chain.
 const PRECHECK_AHEAD: usize = 32;
+/// DNS seeds are resolved once per this many maintenance intervals (5 s
+/// with the default timing): often enough that a new replica is found
+/// soon, rarely enough that a dead address is not redialed in a loop.
+const SEED_ROUND_INTERVALS: u32 = 10;
 
 /// Wall-clock Unix milliseconds.
 pub fn unix_ms() -> u64 {
@@ -181,6 +185,8 @@ pub(crate) struct Driver<B: Backend> {
     stores: Stores,
     clock: Clock,
     connect_timeout: Duration,
+    dns_seeds: Vec<String>,
+    seed_round: Duration,
     link_events_tx: mpsc::Sender<Input>,
     link_events: mpsc::Receiver<Input>,
     verdicts_tx: mpsc::UnboundedSender<Input>,
@@ -207,6 +213,8 @@ impl<B: Backend> Driver<B> {
             seed,
         } = parts;
         let connect_timeout = config.timing.connect_timeout;
+        let dns_seeds = config.dns_seeds.clone();
+        let seed_round = config.timing.maintenance_interval * SEED_ROUND_INTERVALS;
         let restored = stores.restore();
         let state = NetworkState::new(config, backend.clone(), seed, clock.now(), restored);
         for (name, help) in [
@@ -244,6 +252,8 @@ impl<B: Backend> Driver<B> {
             stores,
             clock,
             connect_timeout,
+            dns_seeds,
+            seed_round,
             link_events_tx,
             link_events,
             verdicts_tx,
@@ -286,6 +296,14 @@ impl<B: Backend> Driver<B> {
     /// Runs until cancelled.
     pub(crate) async fn run(mut self) {
         self.spawn_importers();
+        if !self.dns_seeds.is_empty() {
+            self.tracker.spawn(resolve_seeds(
+                self.dns_seeds.clone(),
+                self.seed_round,
+                self.verdicts_tx.clone(),
+                self.cancel.clone(),
+            ));
+        }
         let mut node_events = self.backend.subscribe();
         let mut node_events_open = true;
         tracing::info!(
@@ -502,6 +520,40 @@ impl<B: Backend> Driver<B> {
             }
         }
         None
+    }
+}
+
+/// Resolves every DNS seed to all its addresses, once per `round`, and
+/// reports them to the core. A name that does not resolve this round
+/// contributes nothing (a service with no task yet, a DNS hiccup); the
+/// next round tries again.
+async fn resolve_seeds(
+    seeds: Vec<String>,
+    round: Duration,
+    inputs: mpsc::UnboundedSender<Input>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let mut addrs = Vec::new();
+        for seed in &seeds {
+            let lookup = tokio::select! {
+                _ = cancel.cancelled() => return,
+                lookup = tokio::net::lookup_host(seed.as_str()) => lookup,
+            };
+            match lookup {
+                Ok(found) => addrs.extend(found),
+                Err(error) => tracing::debug!(%seed, %error, "DNS seed did not resolve"),
+            }
+        }
+        addrs.sort_unstable();
+        addrs.dedup();
+        if inputs.send(Input::SeedsResolved { addrs }).is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(round) => {}
+        }
     }
 }
 

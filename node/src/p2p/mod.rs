@@ -117,6 +117,8 @@ impl P2pConfig {
             protocol: ProtocolConfig {
                 listen_addr,
                 peers: Vec::new(),
+                dns_seeds: Vec::new(),
+                external_addr: None,
                 no_discovery: false,
                 max_inbound: 32,
                 max_outbound: 8,

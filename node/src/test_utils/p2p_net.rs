@@ -388,6 +388,8 @@ impl Backend for TestBackend {
 #[derive(Clone)]
 pub struct NodeOptions {
     pub peers: Vec<String>,
+    pub dns_seeds: Vec<String>,
+    pub external_addr: Option<SocketAddr>,
     pub no_discovery: bool,
     pub max_outbound: usize,
     pub max_inbound: usize,
@@ -399,6 +401,8 @@ impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             peers: Vec::new(),
+            dns_seeds: Vec::new(),
+            external_addr: None,
             no_discovery: true,
             max_outbound: 8,
             max_inbound: 32,
@@ -451,6 +455,8 @@ impl TestNode {
         config.protocol.no_discovery = options.no_discovery;
         config.protocol.max_outbound = options.max_outbound;
         config.protocol.max_inbound = options.max_inbound;
+        config.protocol.dns_seeds = options.dns_seeds.clone();
+        config.protocol.external_addr = options.external_addr;
         config.address_book = address_book;
         config.ban_store = ban_store;
         config.protocol.timing = options.timing.clone();

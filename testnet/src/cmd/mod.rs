@@ -1,10 +1,12 @@
 //! The command line of `testnet` and the dispatch to its commands: `up`
 //! (a local multi-node testnet), `load` (a load generator), `check` (a
-//! convergence check), and the two pass-through commands `node` and
+//! convergence check), `chaos` (fault rounds against a Docker testnet, with
+//! a verdict), and the two pass-through commands `node` and
 //! `wallet`, which run exactly what `ledger-node` and `wallet-cli` run, from
 //! the same libraries, so `up` can start nodes from its own executable and
 //! tests can drive every tool as a real process.
 
+mod chaos;
 mod check;
 mod load;
 mod up;
@@ -34,6 +36,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Exit 0 once all nodes report the same tip and state digest, 1 on timeout
     Check(check::CheckArgs),
+    /// Run fault rounds (kill, pause, partition, netem) against a Docker testnet under load, then judge it
+    Chaos(chaos::ChaosArgs),
     /// Run one node: same options as `ledger-node` (see `testnet node --help`)
     #[command(disable_help_flag = true)]
     Node {
@@ -63,6 +67,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Load(args) => load::run(args),
         Command::Check(args) => check::run(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Node { args } => return run_node(args),
         Command::Wallet { args } => return run_wallet(args),
     };
@@ -157,5 +162,56 @@ mod tests {
             Cli::try_parse_from(["testnet", "load", "--rpc-url", "a:1", "--tps", "0"]).is_err()
         );
         assert!(Cli::try_parse_from(["testnet", "up", "--nodes", "0"]).is_err());
+    }
+
+    #[test]
+    fn chaos_takes_urls_or_a_compose_file() {
+        let cli = Cli::try_parse_from([
+            "testnet",
+            "chaos",
+            "--compose-file",
+            "docker-compose.yml",
+            "--rounds",
+            "5",
+            "--faults",
+            "kill,netem",
+            "--seed",
+            "7",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Chaos(args) = cli.command else {
+            panic!("not chaos")
+        };
+        assert_eq!((args.rounds, args.seed, args.json), (5, 7, true));
+        assert_eq!(
+            args.faults,
+            [
+                testnet::chaos::FaultKind::Kill,
+                testnet::chaos::FaultKind::Netem
+            ]
+        );
+        let cli = Cli::try_parse_from(["testnet", "chaos", "--rpc-url", "a:1,b:2"]).unwrap();
+        let Command::Chaos(args) = cli.command else {
+            panic!("not chaos")
+        };
+        assert_eq!(
+            (args.rpc_url.len(), args.rounds, args.faults.len()),
+            (2, 20, 4)
+        );
+        assert!(Cli::try_parse_from(["testnet", "chaos"]).is_err());
+        assert!(
+            Cli::try_parse_from(["testnet", "chaos", "--rpc-url", "a:1", "--faults", "flood"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "testnet",
+            "chaos",
+            "--rpc-url",
+            "a:1",
+            "--compose-file",
+            "f.yml"
+        ])
+        .is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod addrbook;
 pub mod gossip;
 mod peers;
 mod relay;
+mod seeds;
 pub mod session;
 pub mod sync;
 mod syncing;
@@ -154,6 +155,11 @@ pub enum Input {
     /// rather than after their batching delay.
     Idle,
     Command(Command),
+    /// The DNS seeds resolved (every address of every seed name that
+    /// answered this round): dial candidates.
+    SeedsResolved {
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 /// Something to send to a peer.
@@ -317,6 +323,11 @@ pub struct ProtocolConfig {
     pub listen_addr: SocketAddr,
     /// Bootstrap peers, `host:port`, resolved again at every dial.
     pub peers: Vec<String>,
+    /// DNS seed names, `host:port`: the driver resolves them every seed
+    /// round and reports `SeedsResolved`.
+    pub dns_seeds: Vec<String>,
+    /// The address peers should dial us at, when not our bound one.
+    pub external_addr: Option<SocketAddr>,
     /// Dial only `peers` (still accept inbound and answer `GetAddr`).
     pub no_discovery: bool,
     pub max_inbound: usize,
@@ -403,6 +414,8 @@ pub struct NetworkState<V: ChainView> {
     book: AddrBook,
     bans: BanList,
     self_addrs: BTreeSet<SocketAddr>,
+    /// What the DNS seeds last resolved to.
+    seed_addrs: BTreeSet<SocketAddr>,
     requests: Requests,
     sync: BlockSync,
     pending_blocks: Vec<crate::p2p::message::InvItem>,
@@ -438,7 +451,10 @@ impl<V: ChainView> NetworkState<V> {
             node_id: config.node_key.public_key(),
             magic: config.network_magic,
             genesis_hash: config.genesis_hash,
-            listen_port: config.listen_addr.port(),
+            // Peers dial what we announce: the external port when set.
+            listen_port: config
+                .external_addr
+                .map_or(config.listen_addr.port(), |addr| addr.port()),
         };
         let mut seen = BTreeSet::new();
         let targets = config
@@ -468,6 +484,7 @@ impl<V: ChainView> NetworkState<V> {
             book: AddrBook::restore(restored.addresses),
             bans,
             self_addrs: BTreeSet::new(),
+            seed_addrs: BTreeSet::new(),
             requests: Requests::default(),
             sync: BlockSync::new(),
             pending_blocks: Vec::new(),
@@ -533,6 +550,7 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
             Input::Command(Command::Dial(target)) => self.on_dial_command(target),
+            Input::SeedsResolved { addrs } => self.on_seeds_resolved(addrs),
         }
         if self.pending_since.is_some_and(|since| {
             self.now.mono.saturating_duration_since(since) >= MAX_ANNOUNCE_DELAY

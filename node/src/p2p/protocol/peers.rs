@@ -83,7 +83,7 @@ impl<V: ChainView> NetworkState<V> {
         self.start_session(id);
     }
 
-    fn dial(&mut self, kind: DialKind, target: String) -> ConnId {
+    pub(super) fn dial(&mut self, kind: DialKind, target: String) -> ConnId {
         let id = self.new_conn_id();
         self.conns.insert(
             id,
@@ -446,6 +446,9 @@ impl<V: ChainView> NetworkState<V> {
         if let Some(listen) = listen {
             self.book.remove(&listen);
         }
+        // The ban is stored (and visible through the handle) before it is
+        // counted, so whoever sees the count finds the ban in force.
+        self.take_book_changes();
         self.metric_inc("p2p_bans_total", ("reason", reason));
         tracing::warn!(
             peer = ?remote,
@@ -565,6 +568,11 @@ impl<V: ChainView> NetworkState<V> {
         let now_ms = self.now.unix_ms;
         let mut seen: BTreeSet<SocketAddr> = BTreeSet::new();
         let mut addrs = Vec::new();
+        // Our `--external-addr` first, so a peer learns where to dial us.
+        if let Some(own) = self.advertised_self() {
+            seen.insert(own.addr);
+            addrs.push(own);
+        }
         for (other, conn) in &self.conns {
             if *other == id {
                 continue;

@@ -130,6 +130,8 @@ fn config(name: &str, port: u16) -> ProtocolConfig {
     ProtocolConfig {
         listen_addr: SocketAddr::from(([127, 0, 0, 1], port)),
         peers: Vec::new(),
+        dns_seeds: Vec::new(),
+        external_addr: None,
         no_discovery: true,
         max_inbound: 32,
         max_outbound: 8,
@@ -1224,6 +1226,128 @@ fn same_inputs_and_seed_give_the_same_actions() {
     );
 }
 
+// -------------------------------------------------------------- dns seeds
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("literal address")
+}
+
+fn seed_core(
+    max_outbound: usize,
+    no_discovery: bool,
+    external_addr: Option<SocketAddr>,
+) -> NetworkState<FakeChain> {
+    let mut config = config("seeded", 7070);
+    config.listen_addr = addr("10.0.0.1:7070");
+    config.dns_seeds = vec!["tasks.node:7070".into()];
+    config.external_addr = external_addr;
+    config.no_discovery = no_discovery;
+    config.max_outbound = max_outbound;
+    core_with(config, 7).0
+}
+
+/// Every `Dial` the core asks for, in order, as (conn, target).
+fn seed_dials(core: &mut NetworkState<FakeChain>) -> Vec<(ConnId, String)> {
+    drain(core)
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Dial { conn, target } => Some((conn, target)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_resolved_address_is_dialed_within_the_slots() {
+    let mut core = seed_core(8, true, None);
+    seed_dials(&mut core);
+    let resolved: Vec<SocketAddr> = (2..=5)
+        .map(|host| addr(&format!("10.0.0.{host}:7070")))
+        .collect();
+    core.handle(
+        at(10),
+        Input::SeedsResolved {
+            addrs: resolved.clone(),
+        },
+    );
+    let targets: Vec<String> = seed_dials(&mut core).into_iter().map(|(_, t)| t).collect();
+    let expected: Vec<String> = resolved.iter().map(ToString::to_string).collect();
+    assert_eq!(targets, expected, "all four, with discovery off too");
+
+    // The same answer again: each is being dialed already, nothing new.
+    core.handle(at(20), Input::SeedsResolved { addrs: resolved });
+    assert!(seed_dials(&mut core).is_empty());
+}
+
+#[test]
+fn seeds_respect_free_slots_and_skip_our_own_addresses() {
+    let external = addr("203.0.113.9:17070");
+    let mut core = seed_core(2, false, Some(external));
+    seed_dials(&mut core);
+    core.handle(
+        at(10),
+        Input::SeedsResolved {
+            addrs: vec![
+                addr("10.0.0.1:7070"), // our listener
+                external,              // our advertised address
+                addr("10.0.0.3:7070"),
+                addr("10.0.0.4:7070"),
+                addr("10.0.0.5:7070"),
+            ],
+        },
+    );
+    let first = seed_dials(&mut core);
+    let targets: Vec<&str> = first.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(targets, ["10.0.0.3:7070", "10.0.0.4:7070"]);
+
+    // One dial fails: its slot is free again, and the next resolution
+    // tries the address not yet tried as well as the failed one.
+    core.handle(
+        at(20),
+        Input::DialFailed {
+            conn: first[0].0,
+            error: "refused".into(),
+        },
+    );
+    seed_dials(&mut core);
+    core.handle(
+        at(5_000),
+        Input::SeedsResolved {
+            addrs: vec![addr("10.0.0.3:7070"), addr("10.0.0.5:7070")],
+        },
+    );
+    let targets: Vec<String> = seed_dials(&mut core).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(targets, ["10.0.0.3:7070"], "one slot was free");
+}
+
+#[test]
+fn external_address_is_announced_and_offered_first() {
+    let external = addr("203.0.113.9:17070");
+    let mut core = seed_core(8, true, Some(external));
+    seed_dials(&mut core);
+    core.handle(
+        at(1),
+        Input::Inbound {
+            remote: addr("10.0.0.9:40000"),
+        },
+    );
+    let mut hello_port = None;
+    while let Some(action) = core.poll_action() {
+        if let Action::Send {
+            message: Message::Hello(hello),
+            ..
+        } = action
+        {
+            hello_port = Some(hello.listen_port);
+        }
+    }
+    assert_eq!(hello_port, Some(17070), "Hello names the external port");
+    let own = core.advertised_self().expect("an external address is set");
+    assert_eq!(own.addr, external);
+    assert_eq!(own.node_id, Some(core.node_id()));
+    assert!(!own.connected);
+}
+
 // ------------------------------------------------------------------ layering
 
 /// The core's files name no socket, clock, thread RNG, runtime or store.
@@ -1236,6 +1360,7 @@ fn the_core_does_no_io() {
         ("peers.rs", include_str!("peers.rs")),
         ("relay.rs", include_str!("relay.rs")),
         ("session.rs", include_str!("session.rs")),
+        ("seeds.rs", include_str!("seeds.rs")),
         ("sync.rs", include_str!("sync.rs")),
         ("syncing.rs", include_str!("syncing.rs")),
         ("time.rs", include_str!("time.rs")),

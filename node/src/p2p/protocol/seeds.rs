@@ -1,0 +1,96 @@
+//! DNS seeds and the advertised address. A DNS seed is a name (Swarm's
+//! `tasks.<service>`, a Kubernetes headless Service) that resolves to every
+//! member of a group. Resolving is I/O, so the driver does it, once per
+//! seed round, and hands the core every address it got
+//! (`Input::SeedsResolved`). The core dials those addresses while outbound
+//! slots are free, skipping ones it is already connected to, its own, and
+//! banned ones. Only a fresh resolution triggers seed dials, so a seed
+//! address that does not answer is retried at the driver's pace, not at
+//! every maintenance round. Seeds are dialed with or without discovery: the
+//! operator named them, as with `--peer`.
+//!
+//! `--external-addr` is the address other nodes should dial us at, when it
+//! is not the one our listener is bound to (NAT, port mapping). The core
+//! announces its port in `Hello` and offers the whole address first in
+//! every `Addr` answer, with our node id, so peers learn it as a listen
+//! address of ours.
+
+use super::{ChainView, DialKind, NetworkState};
+use crate::p2p::message::PeerAddr;
+use core::net::SocketAddr;
+use ledger::json::Direction;
+use ledger::PublicKey;
+use std::collections::BTreeSet;
+
+impl<V: ChainView> NetworkState<V> {
+    /// A new resolution of the DNS seeds: dial the addresses not in use.
+    pub(super) fn on_seeds_resolved(&mut self, addrs: Vec<SocketAddr>) {
+        let fresh: BTreeSet<SocketAddr> = addrs.into_iter().collect();
+        if fresh != self.seed_addrs {
+            tracing::debug!(n_addrs = fresh.len(), "DNS seeds resolved to a new set");
+        }
+        self.seed_addrs = fresh;
+        self.dial_seeds();
+    }
+
+    /// Dials seed addresses while outbound slots are free.
+    fn dial_seeds(&mut self) {
+        let outbound = self
+            .conns
+            .values()
+            .filter(|conn| conn.direction == Direction::Outbound)
+            .filter(|conn| conn.peer.is_some() || matches!(conn.dial, Some(DialKind::Book(_))))
+            .count();
+        let free = self.config.max_outbound.saturating_sub(outbound);
+        if free == 0 {
+            return;
+        }
+        let now = self.now.mono;
+        let mut busy: BTreeSet<SocketAddr> = BTreeSet::new();
+        let mut connected_nodes: BTreeSet<PublicKey> = BTreeSet::new();
+        for conn in self.conns.values() {
+            busy.extend(conn.remote);
+            if let Some(DialKind::Book(addr)) = conn.dial {
+                busy.insert(addr);
+            }
+            if let Some(peer) = &conn.peer {
+                busy.extend(peer.listen_addr);
+                connected_nodes.insert(peer.node_id);
+            }
+        }
+        let our_id = self.identity.node_id;
+        let to_dial: Vec<SocketAddr> = self
+            .seed_addrs
+            .iter()
+            .copied()
+            .filter(|addr| {
+                !busy.contains(addr)
+                    && !self.self_addrs.contains(addr)
+                    && *addr != self.config.listen_addr
+                    && Some(*addr) != self.config.external_addr
+                    && super::addrbook::is_dialable(addr)
+                    && !self.bans.is_addr_banned(*addr, now)
+                    // An address the book ties to a node we already have.
+                    && !self.book.get(addr).and_then(|entry| entry.node_id).is_some_and(|node_id| {
+                        node_id == our_id || connected_nodes.contains(&node_id)
+                    })
+            })
+            .take(free)
+            .collect();
+        for addr in to_dial {
+            self.dial(DialKind::Book(addr), addr.to_string());
+        }
+    }
+
+    /// Our `--external-addr` as an `Addr` entry, when one is set.
+    pub(super) fn advertised_self(&self) -> Option<PeerAddr> {
+        self.config.external_addr.map(|addr| PeerAddr {
+            addr,
+            node_id: Some(self.identity.node_id),
+            last_seen_ms: self.now.unix_ms,
+            // Not a connection of the sender's: keeps us out of the
+            // receiver's picture of who we are connected to.
+            connected: false,
+        })
+    }
+}
