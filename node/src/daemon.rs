@@ -202,6 +202,9 @@ impl Node {
                 network: OnceLock::new(),
                 ready: AtomicBool::new(false),
                 shutdown: cancel.clone(),
+                admissions: Arc::new(tokio::sync::Semaphore::new(
+                    crate::handle::MAX_CONCURRENT_ADMISSIONS,
+                )),
             }),
         };
 

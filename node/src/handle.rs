@@ -62,6 +62,35 @@ pub(crate) struct Shared {
     pub network: OnceLock<P2pHandle>,
     pub ready: AtomicBool,
     pub shutdown: CancellationToken,
+    /// Submissions through the API being checked at once (`submit_local_tx`).
+    pub admissions: Arc<tokio::sync::Semaphore>,
+}
+
+/// Submissions through the API checked at once; more wait for nothing and
+/// are told to come back (`busy`).
+pub(crate) const MAX_CONCURRENT_ADMISSIONS: usize = 256;
+/// The API takes new txs only while the mempool is under this share of its
+/// caps (in percent). Above it the rest is kept for txs relayed by peers:
+/// a tx a peer relays is one some node already answered 202 for, and
+/// refusing it would open a gap in its sender's nonces here.
+pub(crate) const LOCAL_ADMISSION_PERCENT: usize = 60;
+/// The size of a transfer with a short memo, to count how many fit a block.
+const SMALL_TX_BYTES: usize = 160;
+/// Pending txs one sender may have before the API asks it to wait for a
+/// block: a sender's whole window of nonces.
+pub(crate) const MAX_PENDING_PER_SENDER: usize = 128;
+
+/// Why a tx submitted through the API was not taken.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// Not now: try again after `retry_after` (`why`: "queue", "mempool"
+    /// or "sender").
+    Busy {
+        retry_after: std::time::Duration,
+        why: &'static str,
+    },
+    /// The mempool's verdict.
+    Rejected(MempoolError),
 }
 
 /// One page of `NodeHandle::address_history_page`.
@@ -292,6 +321,53 @@ impl NodeHandle {
             Err(_) => Err(MempoolError::Malformed(
                 "internal error while checking the transaction".into(),
             )),
+        }
+    }
+
+    /// A tx submitted through the API. Unlike a tx relayed by a peer, it
+    /// is refused at once (`Busy`) while the node cannot take more: too
+    /// many submissions in progress, the mempool past its share for local
+    /// submissions, or the sender's queue full. What is refused here is
+    /// never answered 202, so it can never be lost.
+    pub async fn submit_local_tx(&self, tx: Transaction) -> Result<TxId, SubmitError> {
+        let Ok(_permit) = self.shared.admissions.clone().try_acquire_owned() else {
+            return Err(self.busy("queue"));
+        };
+        {
+            let mempool = self.mempool();
+            let config = mempool.config();
+            // The reserve is for the relayed txs a block interval brings; a
+            // pool smaller than one block (a test's) has no room to split.
+            let block_txs = usize::try_from(self.shared.spec.max_block_bytes).unwrap_or(usize::MAX)
+                / SMALL_TX_BYTES;
+            let over_share = config.max_txs >= block_txs
+                && (mempool.len() * 100 >= config.max_txs * LOCAL_ADMISSION_PERCENT
+                    || mempool.bytes() * 100 >= config.max_bytes * LOCAL_ADMISSION_PERCENT);
+            if over_share {
+                drop(mempool);
+                return Err(self.busy("mempool"));
+            }
+            let (executable, future) = mempool.queue_lengths(&tx.sender());
+            if executable + future >= MAX_PENDING_PER_SENDER {
+                drop(mempool);
+                return Err(self.busy("sender"));
+            }
+        }
+        self.submit_tx(tx).await.map_err(SubmitError::Rejected)
+    }
+
+    fn busy(&self, why: &'static str) -> SubmitError {
+        self.shared
+            .metrics
+            .inc("txs_refused_busy_total", &[("reason", why)]);
+        // About one block: what it takes for the mempool to drain.
+        let block_time = std::time::Duration::from_millis(self.shared.spec.block_time_ms);
+        SubmitError::Busy {
+            retry_after: block_time.clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(10),
+            ),
+            why,
         }
     }
 

@@ -27,6 +27,13 @@ pub enum ApiError {
     /// A transaction the mempool refused (its code is SPEC's).
     #[error("{0}")]
     Rejected(#[from] MempoolError),
+    /// The node cannot take a transaction now; `Retry-After` says when to
+    /// try again.
+    #[error("the node is busy ({why}); retry after {} s", retry_after.as_secs())]
+    Busy {
+        retry_after: std::time::Duration,
+        why: &'static str,
+    },
     #[error("the node is not ready yet: {0}")]
     NotReady(&'static str),
     #[error("the request took longer than {0} s")]
@@ -51,6 +58,7 @@ impl ApiError {
             }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Rejected(error) => (mempool_status(error), error.code()),
+            ApiError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -77,6 +85,10 @@ fn mempool_status(error: &MempoolError) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let too_large = matches!(self, ApiError::PayloadTooLarge { .. });
+        let retry_after = match &self {
+            ApiError::Busy { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            _ => None,
+        };
         let (status, code) = self.status_and_code();
         let body = ErrorBody {
             error: ErrorDetail {
@@ -95,6 +107,23 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         response
+    }
+}
+
+impl From<crate::handle::SubmitError> for ApiError {
+    fn from(error: crate::handle::SubmitError) -> ApiError {
+        match error {
+            crate::handle::SubmitError::Busy { retry_after, why } => {
+                ApiError::Busy { retry_after, why }
+            }
+            crate::handle::SubmitError::Rejected(error) => ApiError::Rejected(error),
+        }
     }
 }

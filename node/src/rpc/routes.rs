@@ -226,7 +226,7 @@ pub async fn submit_tx(
     ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, Json<SubmitTxResponse>), ApiError> {
     let tx = parse_submitted_tx(&state, &body)?;
-    let txid = state.node.submit_tx(tx).await?;
+    let txid = state.node.submit_local_tx(tx).await?;
     Ok((StatusCode::ACCEPTED, Json(SubmitTxResponse { txid })))
 }
 

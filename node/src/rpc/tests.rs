@@ -1199,3 +1199,74 @@ async fn account_history_pages_with_a_cursor() {
     );
     test.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_with_a_full_queue_is_told_to_retry_later() {
+    let test = TestNode::regtest().await;
+    for nonce in 0..crate::handle::MAX_PENDING_PER_SENDER as u64 {
+        let (status, body) = test.post_tx(&test.transfer(1, 2, 1, FEE, nonce)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "nonce {nonce}: {body}");
+    }
+    let next = test.transfer(1, 2, 1, FEE, crate::handle::MAX_PENDING_PER_SENDER as u64);
+    let response = test
+        .app()
+        .oneshot(
+            Request::post("/v1/txs")
+                .header("content-type", "application/json")
+                .body(Body::from(test.tx_json(&next).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()[axum::http::header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry_after), "Retry-After {retry_after}");
+    // Refused, not taken: nothing of it is pending, and another sender
+    // still gets in.
+    assert_eq!(
+        test.get(&format!("/v1/txs/{}", next.txid())).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        test.post_tx(&test.transfer(3, 2, 1, FEE, 0)).await.0,
+        StatusCode::ACCEPTED
+    );
+    // Once a block takes the queue, the sender is welcome again.
+    test.mine(1).await;
+    assert_eq!(test.post_tx(&next).await.0, StatusCode::ACCEPTED);
+    test.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_tx_reads_as_dropped_with_its_reason() {
+    let test = TestNode::regtest().await;
+    let first = test.transfer(1, 2, 1, FEE, 0);
+    let bumped = test.transfer(1, 2, 1, FEE * 2, 0);
+    assert_eq!(test.post_tx(&first).await.0, StatusCode::ACCEPTED);
+    assert_eq!(test.post_tx(&bumped).await.0, StatusCode::ACCEPTED);
+    let (status, body) = test.get(&format!("/v1/txs/{}", first.txid())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "dropped");
+    assert_eq!(body["reason"], "replaced");
+    let (_, pending) = test.get(&format!("/v1/txs/{}", bumped.txid())).await;
+    assert_eq!(pending["status"], "pending");
+    assert!(pending.get("reason").is_none());
+    let metrics = send(
+        test.app(),
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await
+    .1;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("ledger_mempool_dropped_total{reason=\"replaced\"} 1"),
+        "{metrics}"
+    );
+    test.stop().await;
+}
