@@ -28,6 +28,8 @@ pub enum ApiError {
         status: u16,
         code: String,
         message: String,
+        /// The `Retry-After` the node sent (with 429 `busy`).
+        retry_after: Option<std::time::Duration>,
     },
     #[error("{url}: unexpected answer: {detail}")]
     BadAnswer { url: String, detail: String },
@@ -145,6 +147,12 @@ impl Api {
         response: reqwest::Response,
     ) -> Result<T, ApiError> {
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let bytes = response
             .bytes()
             .await
@@ -161,6 +169,7 @@ impl Api {
                 status: status.as_u16(),
                 code: body.error.code,
                 message: body.error.message,
+                retry_after,
             },
             Err(_) => ApiError::BadAnswer {
                 url: url.to_string(),
@@ -374,6 +383,7 @@ mod tests {
             status: 409,
             code: "nonce_too_low".into(),
             message: "m".into(),
+            retry_after: None,
         };
         assert_eq!(rejected.code(), "nonce_too_low");
         assert_eq!(ApiError::Timeout { url: "u".into() }.code(), "timeout");

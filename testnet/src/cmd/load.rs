@@ -50,9 +50,9 @@ pub struct LoadArgs {
     /// Seconds of sending
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub duration: u64,
-    /// Sender accounts: dev accounts when 10 or fewer, else derived accounts funded from the dev accounts
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub senders: u32,
+    /// Sender accounts: dev accounts when 10 or fewer, else derived accounts funded from the dev accounts [default: one per 10 tx/s, at least 10]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub senders: Option<u32>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -343,7 +343,7 @@ fn sink_address() -> Address {
     Address::from_public_key(&SecretKey::from_seed("gossip-ledger load sink").public_key())
 }
 
-async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
+async fn load(mut args: LoadArgs) -> anyhow::Result<ExitCode> {
     let client = Api::client(Duration::from_secs(15))?;
     let apis: Vec<Api> = args
         .rpc_url
@@ -377,7 +377,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .map(|status| status.height)
         .min()
         .unwrap_or(0);
-    let senders_count = args.senders as usize;
+    let senders_count = args
+        .senders
+        .map_or_else(|| default_senders(args.tps), |count| count as usize);
+    args.senders = Some(senders_count as u32);
     progress!(
         "{n_urls} nodes on {} at height {}, {} senders, target {} tx/s for {} s",
         spec.name,
@@ -386,6 +389,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         args.tps,
         args.duration
     );
+    for limit in rate_limits(&spec, args.tps, senders_count, args.window) {
+        progress!("note: {limit}");
+    }
 
     let senders: Vec<Sender> = sender_keys(senders_count)
         .into_iter()
@@ -598,6 +604,46 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What a sender does after a refusal.
+enum Retry {
+    /// Send the same nonce again after this long.
+    After(Duration),
+    /// Ask the node for the sender's next nonce first.
+    Resync,
+}
+
+/// Senders when `--senders` is not given: one per 10 tx/s, at least 10. A
+/// sender keeps at most `--window` txs unconfirmed, and a tx takes a block
+/// interval or two to confirm, so fewer senders cannot reach the rate.
+fn default_senders(tps: u32) -> usize {
+    (tps as usize).div_ceil(10).max(DEV_ACCOUNTS)
+}
+
+/// Why the run may fall short of `tps`, said before it starts: the senders'
+/// windows, or the chain's block capacity (past which the nodes refuse
+/// with `busy` and the run counts the refusals).
+fn rate_limits(spec: &ChainSpec, tps: u32, senders: usize, window: u64) -> Vec<String> {
+    let mut limits = Vec::new();
+    let block_secs = (spec.block_time_ms as f64 / 1000.0).max(0.5);
+    // About 1.5 block intervals from submission to confirmation.
+    let by_windows = senders as f64 * window as f64 / (1.5 * block_secs);
+    if by_windows < f64::from(tps) {
+        limits.push(format!(
+            "{senders} senders with {window} txs each in flight reach about {by_windows:.0} tx/s at {block_secs} s blocks; raise --senders to about {}",
+            (f64::from(tps) * 1.5 * block_secs / window as f64).ceil()
+        ));
+    }
+    // A transfer without memo is about 150 bytes on the chain.
+    let by_blocks = spec.max_block_bytes as f64 / 150.0 / block_secs;
+    if by_blocks < f64::from(tps) {
+        limits.push(format!(
+            "blocks of {} bytes every {block_secs} s confirm at most about {by_blocks:.0} tx/s; past that the nodes answer 429 busy and the refusals are counted by code",
+            spec.max_block_bytes
+        ));
+    }
+    limits
+}
+
 /// One sender's loop: wait for window room, wait for the pacer, sign, post.
 #[allow(clippy::too_many_arguments)]
 async fn send_loop(
@@ -644,7 +690,7 @@ async fn send_loop(
         let txid = tx.txid();
         let submitted_at = Instant::now();
         let result = api.submit_tx(&tx, &run.spec, format).await;
-        // What to do after a rejection; decided under the lock, done after.
+        // What to do after a refusal; decided under the lock, done after.
         let recovery = {
             let mut tracker = run.tracker();
             tracker.submitted += 1;
@@ -664,15 +710,28 @@ async fn send_loop(
                 }
                 Err(error) => {
                     tracker.reject(error.code());
-                    Some(error.code() == "mempool_full")
+                    Some(match &error {
+                        // Refused before it was taken: the same nonce again
+                        // when the node says, or once a block makes room.
+                        ApiError::Rejected {
+                            retry_after: Some(wait),
+                            ..
+                        } => Retry::After(*wait),
+                        _ if error.code() == "mempool_full" => {
+                            Retry::After(Duration::from_millis(100))
+                        }
+                        _ => Retry::Resync,
+                    })
                 }
             }
         };
         match recovery {
             None => {}
-            // Same nonce again once the next block makes room.
-            Some(true) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Some(false) => {
+            Some(Retry::After(wait)) => {
+                let until = (Instant::now() + wait).min(end);
+                tokio::time::sleep_until(until.into()).await;
+            }
+            Some(Retry::Resync) => {
                 // Whether it was taken is unknown (a timeout) or our nonce
                 // is off: ask the node where we stand.
                 if let Ok(account) = api.account(&address_text).await {
@@ -1022,7 +1081,7 @@ fn build_report(
         chain: run.spec.name.clone(),
         target_tps: args.tps,
         duration_secs: args.duration,
-        senders: args.senders,
+        senders: args.senders.unwrap_or_default(),
         submitted: tracker.submitted,
         accepted,
         rejected: tracker.rejected.clone(),
