@@ -147,7 +147,7 @@ mod tests {
         );
         assert_eq!(
             (args.tps, args.duration, args.senders, args.json),
-            (50, 5, 20, true)
+            (50, 5, Some(20), true)
         );
         let cli =
             Cli::try_parse_from(["testnet", "check", "--rpc-url", "a:1,b:2", "--timeout", "3"])
