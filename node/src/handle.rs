@@ -74,6 +74,9 @@ pub(crate) const MAX_CONCURRENT_ADMISSIONS: usize = 256;
 /// a tx a peer relays is one some node already answered 202 for, and
 /// refusing it would open a gap in its sender's nonces here.
 pub(crate) const LOCAL_ADMISSION_PERCENT: usize = 60;
+/// The API takes new txs only while less than this many full blocks' worth
+/// of txs are pending.
+pub(crate) const LOCAL_BACKLOG_BLOCKS: usize = 4;
 /// The size of a transfer with a short memo, to count how many fit a block.
 const SMALL_TX_BYTES: usize = 160;
 /// Pending txs one sender may have before the API asks it to wait for a
@@ -338,11 +341,15 @@ impl NodeHandle {
             let config = mempool.config();
             // The reserve is for the relayed txs a block interval brings; a
             // pool smaller than one block (a test's) has no room to split.
-            let block_txs = usize::try_from(self.shared.spec.max_block_bytes).unwrap_or(usize::MAX)
-                / SMALL_TX_BYTES;
-            let over_share = config.max_txs >= block_txs
-                && (mempool.len() * 100 >= config.max_txs * LOCAL_ADMISSION_PERCENT
-                    || mempool.bytes() * 100 >= config.max_bytes * LOCAL_ADMISSION_PERCENT);
+            let block_bytes =
+                usize::try_from(self.shared.spec.max_block_bytes).unwrap_or(usize::MAX);
+            let block_txs = block_bytes / SMALL_TX_BYTES;
+            let over_share = (config.max_txs >= block_txs
+                && mempool.len() * 100 >= config.max_txs * LOCAL_ADMISSION_PERCENT)
+                || mempool.bytes() * 100 >= config.max_bytes * LOCAL_ADMISSION_PERCENT
+                // More than a few blocks' worth waiting only adds latency:
+                // what comes later would wait longer than a client does.
+                || mempool.bytes() >= block_bytes.saturating_mul(LOCAL_BACKLOG_BLOCKS);
             if over_share {
                 drop(mempool);
                 return Err(self.busy("mempool"));

@@ -98,11 +98,22 @@ fn free_bases(nodes: u16, salt: u16) -> (u16, u16) {
 }
 
 fn start_up(data_dir: &Path, nodes: u16, miners: u16, salt: u16) -> (Launcher, Vec<String>) {
+    start_up_on(data_dir, &["--chain", "regtest"], nodes, miners, salt)
+}
+
+fn start_up_on(
+    data_dir: &Path,
+    chain_args: &[&str],
+    nodes: u16,
+    miners: u16,
+    salt: u16,
+) -> (Launcher, Vec<String>) {
     let (p2p_base, rpc_base) = free_bases(nodes, salt);
     let stderr_path = data_dir.join("up.stderr");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let mut child = Command::new(TESTNET)
-        .args(["up", "--chain", "regtest", "--fresh", "--log", "info"])
+        .args(["up", "--fresh", "--log", "info"])
+        .args(chain_args)
         .args([
             "--nodes",
             &nodes.to_string(),
@@ -365,4 +376,57 @@ fn killing_the_launcher_takes_its_nodes_down() {
     launcher.child.kill().expect("kill testnet up");
     launcher.wait_exit(Duration::from_secs(10));
     wait_until_gone(&pids, dir.path(), Duration::from_secs(30));
+}
+
+/// Offered three times what the chain can confirm, the testnet refuses the
+/// excess at admission (429 `busy`, counted by the load generator) and
+/// confirms every tx it accepted on every node: nothing answered 202 is
+/// lost.
+#[test]
+fn overload_is_refused_at_admission_and_nothing_accepted_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // Blocks of 16 KiB every second: about 100 transfers a second.
+    let mut spec = ledger::ChainSpec::builtin("regtest").unwrap();
+    spec.name = "overload".into();
+    spec.max_block_bytes = 16 * 1024;
+    spec.block_time_ms = 1_000;
+    let chain_file = dir.path().join("overload.json");
+    std::fs::write(&chain_file, serde_json::to_string(&spec).unwrap()).unwrap();
+    let chain = chain_file.to_str().unwrap();
+    let miner = spec.format_address(&ledger::chainspec::dev_accounts()[0].address);
+    let (mut launcher, urls) = start_up_on(
+        dir.path(),
+        &["--chain", chain, "--miner-address", &miner],
+        4,
+        1,
+        3,
+    );
+    launcher.wait_banner(Duration::from_secs(180));
+    let load = testnet(&[
+        "load",
+        "--rpc-url",
+        &urls.join(","),
+        "--chain",
+        chain,
+        "--tps",
+        "300",
+        "--duration",
+        "15",
+        "--json",
+        "--drain-timeout",
+        "120",
+    ]);
+    assert!(load.status.success(), "{}", describe(&load));
+    let report: serde_json::Value = serde_json::from_slice(&load.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", describe(&load)));
+    println!(
+        "FIGURE overload: offered 300 tx/s for 15 s to a ~100 tx/s chain: {} accepted, {} confirmed, {} lost, refused {}",
+        report["accepted"], report["confirmed"], report["lost"], report["rejected"]
+    );
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["accepted"], report["confirmed"], "{report}");
+    assert!(
+        report["rejected"]["busy"].as_u64().unwrap_or(0) > 0,
+        "the excess is refused at admission: {report}"
+    );
 }

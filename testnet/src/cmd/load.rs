@@ -65,6 +65,9 @@ pub struct LoadArgs {
     /// Most unconfirmed transactions one sender keeps in flight (nodes refuse nonces more than 64 ahead)
     #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub window: u64,
+    /// The nodes' chain when it is not a built-in one: a chain file whose genesis allocates to the dev accounts (as testnet/chains/throughput.json does)
+    #[arg(long)]
+    pub chain: Option<String>,
     /// How transactions are posted: `raw` (hex of canonical bytes) or `json` (the tx object)
     #[arg(long, value_enum, default_value_t = WireFormat::Raw)]
     pub tx_format: WireFormat,
@@ -368,9 +371,24 @@ async fn load(mut args: LoadArgs) -> anyhow::Result<ExitCode> {
             apis[0].url()
         );
     }
-    let spec = ChainSpec::builtin(&first.chain)
-        .filter(|spec| spec.genesis_hash() == first.genesis_hash)
-        .with_context(|| format!("load needs the built-in dev or regtest chain (their dev accounts pay); the nodes run {}", first.chain))?;
+    let spec = match &args.chain {
+        Some(chain) => ChainSpec::load(chain)
+            .with_context(|| format!("cannot use chain {chain:?}"))?,
+        None => ChainSpec::builtin(&first.chain).with_context(|| {
+            format!(
+                "the nodes run chain {}: give its chain file with --chain (its genesis must pay the dev accounts)",
+                first.chain
+            )
+        })?,
+    };
+    if spec.genesis_hash() != first.genesis_hash {
+        bail!(
+            "the nodes' genesis is {}, not chain {}'s {}",
+            first.genesis_hash,
+            spec.name,
+            spec.genesis_hash()
+        );
+    }
     let fee = first.min_fee;
     let start_height = statuses
         .iter()
