@@ -1,0 +1,313 @@
+//! Gossip (fetching, announcing, answering, gap recovery) and the sync.
+
+use super::*;
+
+// ------------------------------------------------------------------ gossip
+
+#[test]
+fn announced_tx_is_fetched_once_and_asked_again_after_a_timeout() {
+    let (mut core, _) = core("a");
+    let (first, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let (second, _) = Remote::new("p2", 9002).join(&mut core, at(0));
+    let item = InvItem::Tx(tx(0).txid());
+    core.handle(
+        at(10),
+        Input::Frame {
+            conn: first,
+            message: Message::Inv(vec![item]),
+        },
+    );
+    assert_eq!(
+        sent_to(&drain(&mut core), first),
+        vec![Message::GetData(vec![item])]
+    );
+    core.handle(
+        at(20),
+        Input::Frame {
+            conn: second,
+            message: Message::Inv(vec![item]),
+        },
+    );
+    assert!(
+        sent_to(&drain(&mut core), second).is_empty(),
+        "one fetch at a time"
+    );
+    // The first announcer never answers: after the request timeout the
+    // second is asked.
+    core.handle(at(5_000), Input::Tick);
+    assert!(!sent_to(&drain(&mut core), second).contains(&Message::GetData(vec![item])));
+    core.handle(at(5_600), Input::Tick);
+    assert!(sent_to(&drain(&mut core), second).contains(&Message::GetData(vec![item])));
+}
+
+#[test]
+fn accepted_tx_is_announced_once_to_each_peer_that_lacks_it() {
+    let (mut core, chain) = core("a");
+    let (first, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let (second, _) = Remote::new("p2", 9002).join(&mut core, at(0));
+    let accepted = tx(0);
+    let item = InvItem::Tx(accepted.txid());
+    // The first peer sent it to us, so it is known to have it.
+    core.handle(
+        at(10),
+        Input::Frame {
+            conn: first,
+            message: Message::Tx(accepted.clone()),
+        },
+    );
+    let actions = drain(&mut core);
+    assert!(actions
+        .iter()
+        .any(|action| matches!(action, Action::ImportTx { from, .. } if *from == first)));
+    chain.add_tx(accepted.clone());
+    core.handle(
+        at(11),
+        Input::TxVerdict {
+            from: first,
+            txid: accepted.txid(),
+            sender: accepted.sender(),
+            nonce: accepted.nonce,
+            verdict: TxVerdict::Accepted,
+        },
+    );
+    let event = NodeEvent::TxAccepted {
+        tx: std::sync::Arc::new(accepted.clone()),
+    };
+    core.handle(at(12), Input::Node(event.clone()));
+    assert!(core.has_pending_announcements());
+    core.handle(at(12), Input::Idle);
+    let actions = drain(&mut core);
+    assert_eq!(sent_to(&actions, second), vec![Message::Inv(vec![item])]);
+    assert!(sent_to(&actions, first).is_empty());
+    // Accepted again (a duplicate event): nobody hears of it twice.
+    core.handle(at(13), Input::Node(event));
+    core.handle(at(13), Input::Idle);
+    assert!(sent_to(&drain(&mut core), second).is_empty());
+}
+
+#[test]
+fn get_data_is_answered_in_order_with_one_not_found() {
+    let (mut core, chain) = core("a");
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    chain.add_tx(tx(1));
+    let missing = InvItem::Tx(tx(2).txid());
+    let unknown_block = InvItem::Block(BlockHash(Hash256::digest(b"no such block")));
+    let request = vec![
+        InvItem::Block(genesis()),
+        InvItem::Tx(tx(1).txid()),
+        missing,
+        unknown_block,
+    ];
+    core.handle(
+        at(1),
+        Input::Frame {
+            conn,
+            message: Message::GetData(request),
+        },
+    );
+    let actions = drain(&mut core);
+    let answers: Vec<&Vec<Outgoing>> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Answer { items, .. } => Some(items),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![&vec![
+            Outgoing::Block(genesis()),
+            Outgoing::Message(Message::Tx(tx(1))),
+            Outgoing::Message(Message::NotFound(vec![missing, unknown_block])),
+        ]]
+    );
+}
+
+#[test]
+fn a_gap_in_a_senders_nonces_is_asked_of_the_peer_that_sent_a_later_one() {
+    let (mut core, chain) = core("a");
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let later = tx(5);
+    let verdict = |nonce| Input::TxVerdict {
+        from: conn,
+        txid: tx(nonce).txid(),
+        sender: later.sender(),
+        nonce,
+        verdict: TxVerdict::Accepted,
+    };
+    chain.add_tx(later.clone());
+    core.handle(at(10), verdict(5));
+    let asked = Message::GetSenderTxs {
+        sender: later.sender(),
+        first_nonce: 0,
+        count: 5,
+    };
+    assert_eq!(sent_to(&drain(&mut core), conn), vec![asked.clone()]);
+    // Asked once per retry interval, however many later txs arrive.
+    core.handle(at(20), verdict(5));
+    assert!(sent_to(&drain(&mut core), conn).is_empty());
+    // The answers count as requested (never dropped as unsolicited).
+    core.handle(
+        at(30),
+        Input::Frame {
+            conn,
+            message: Message::Tx(tx(0)),
+        },
+    );
+    assert!(drain(&mut core)
+        .iter()
+        .any(|action| matches!(action, Action::ImportTx { tx, .. } if tx.nonce == 0)));
+    assert!(core.gap_requested(conn, &later.sender(), 4));
+    assert!(!core.gap_requested(conn, &later.sender(), 5));
+    // Still missing after the retry interval: asked again.
+    core.handle(at(2_100), verdict(5));
+    assert_eq!(sent_to(&drain(&mut core), conn), vec![asked]);
+    // A refusal for running too far ahead asks too; any other does not.
+    let (mut core, _) = core_with(config("b", 7001), 1);
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let refused = |reason: &str| Input::TxVerdict {
+        from: conn,
+        txid: tx(70).txid(),
+        sender: later.sender(),
+        nonce: 70,
+        verdict: TxVerdict::Rejected {
+            reason: reason.into(),
+            misbehaving: false,
+        },
+    };
+    core.handle(at(1), refused("insufficient_funds"));
+    assert!(sent_to(&drain(&mut core), conn).is_empty());
+    core.handle(at(2), refused("nonce_too_high"));
+    assert_eq!(
+        sent_to(&drain(&mut core), conn),
+        vec![Message::GetSenderTxs {
+            sender: later.sender(),
+            first_nonce: 0,
+            count: MAX_SENDER_TXS,
+        }]
+    );
+}
+
+#[test]
+fn get_sender_txs_is_answered_in_nonce_order_within_the_cap() {
+    let (mut core, chain) = core("a");
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    for nonce in [4, 2, 3, 9] {
+        chain.add_tx(tx(nonce));
+    }
+    let message = Message::GetSenderTxs {
+        sender: tx(0).sender(),
+        first_nonce: 3,
+        count: 2,
+    };
+    core.handle(at(1), Input::Frame { conn, message });
+    assert_eq!(
+        sent_to(&drain(&mut core), conn),
+        vec![Message::Tx(tx(3)), Message::Tx(tx(4))]
+    );
+}
+
+#[test]
+fn pending_txs_are_announced_again_every_few_blocks_even_to_peers_that_know_them() {
+    let (mut core, chain) = core("a");
+    let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    chain.add_tx(tx(0));
+    let item = InvItem::Tx(tx(0).txid());
+    core.handle(
+        at(1),
+        Input::Frame {
+            conn,
+            message: Message::Inv(vec![item]),
+        },
+    );
+    drain(&mut core);
+    let mut announced_at = None;
+    for block in 1..=REANNOUNCE_EVERY_BLOCKS.end {
+        let block_event = NodeEvent::BlockConnected {
+            block: std::sync::Arc::new(ledger::Block {
+                header: Header {
+                    version: 1,
+                    height: u64::from(block),
+                    prev_hash: genesis(),
+                    merkle_root: Hash256::ZERO,
+                    timestamp: 1,
+                    bits: ledger::target::CompactTarget(0),
+                    nonce: u64::from(block),
+                    miner: Address([0; 20]),
+                    reward: Amount::ZERO,
+                },
+                txs: Vec::new(),
+            }),
+            height: u64::from(block),
+        };
+        core.handle(at(10 + u64::from(block)), Input::Node(block_event));
+        core.handle(at(10 + u64::from(block)), Input::Idle);
+        if sent_to(&drain(&mut core), conn).contains(&Message::Inv(vec![item])) {
+            announced_at = Some(block);
+            break;
+        }
+    }
+    let block = announced_at.expect("announced again");
+    assert!(
+        REANNOUNCE_EVERY_BLOCKS.contains(&block),
+        "after {block} blocks"
+    );
+}
+
+// -------------------------------------------------------------------- sync
+
+#[test]
+fn sync_starts_with_the_peer_claiming_most_work_and_replaces_it_when_it_stalls() {
+    let (mut core, _) = core("a");
+    let mut weaker = Remote::new("weaker", 9001);
+    weaker.work = 5;
+    let mut stronger = Remote::new("stronger", 9002);
+    stronger.work = 9;
+    let (weak_conn, actions) = weaker.join(&mut core, at(0));
+    assert!(sent_to(&actions, weak_conn)
+        .iter()
+        .any(|m| matches!(m, Message::GetHeaders(_))));
+    // A sync is running: a stronger peer does not take it over...
+    let (strong_conn, actions) = stronger.join(&mut core, at(10));
+    assert!(!sent_to(&actions, strong_conn)
+        .iter()
+        .any(|m| matches!(m, Message::GetHeaders(_))));
+    // ...until the sync peer stalls past the timeout (15 s).
+    core.handle(at(15_000), Input::Tick);
+    assert_eq!(disconnect_reason(&drain(&mut core), weak_conn), None);
+    core.handle(at(15_500), Input::Tick);
+    let actions = drain(&mut core);
+    assert_eq!(disconnect_reason(&actions, weak_conn), Some("stalled"));
+    assert!(sent_to(&actions, strong_conn)
+        .iter()
+        .any(|m| matches!(m, Message::GetHeaders(_))));
+}
+
+#[test]
+fn headers_that_miss_their_target_get_the_peer_banned() {
+    let (mut core, _) = core("a");
+    let mut remote = Remote::new("liar", 9001);
+    remote.work = 5;
+    let (conn, _) = remote.join(&mut core, at(0));
+    let header = Header {
+        version: 1,
+        height: 1,
+        prev_hash: genesis(),
+        merkle_root: Hash256::ZERO,
+        timestamp: 1,
+        bits: ledger::target::CompactTarget(0x0300_0001),
+        nonce: 0,
+        miner: Address([0; 20]),
+        reward: Amount::ZERO,
+    };
+    core.handle(
+        at(1),
+        Input::Frame {
+            conn,
+            message: Message::Headers(vec![header]),
+        },
+    );
+    let actions = drain(&mut core);
+    assert_eq!(counted(&actions, "p2p_bans_total", "bad_pow"), 1);
+    assert_eq!(disconnect_reason(&actions, conn), Some("misbehaved"));
+}
