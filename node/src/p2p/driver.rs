@@ -7,6 +7,7 @@
 //! snapshot the `P2pHandle` reads.
 
 use super::codec::encode_message;
+use super::import::{ImportItem, Importers};
 use super::link::{self, Link, LinkTasks};
 use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
 use super::protocol::{
@@ -15,10 +16,8 @@ use super::protocol::{
 };
 use super::{lock, Backend, Shared};
 use crate::metrics::Metrics;
-use futures::StreamExt;
 use ledger::chain::AuxTree;
 use ledger::encoding;
-use ledger::{Block, Transaction};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -34,11 +33,6 @@ const SEND_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// Capacity of the channel from connection tasks; a full channel makes
 /// their readers wait, which pushes back on the sockets.
 const EVENT_CHANNEL: usize = 4_096;
-/// Parallel tx importers; txs of one sender always go to the same one so
-/// their nonces arrive in order.
-const TX_IMPORTERS: usize = 4;
-/// Synced blocks whose signatures are checked ahead of the chain.
-const PRECHECK_AHEAD: usize = 32;
 /// DNS seeds are resolved once per this many maintenance intervals (5 s
 /// with the default timing): often enough that a new replica is found
 /// soon, rarely enough that a dead address is not redialed in a loop.
@@ -148,16 +142,6 @@ fn read_tree(tree: &AuxTree, what: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
 }
 
-/// A received block on its way to validation.
-struct ImportItem {
-    from: Option<ConnId>,
-    block: Block,
-    size: usize,
-    /// A block the sync asked for: `Backend::precheck_block` runs first,
-    /// then `Backend::submit_synced_block`.
-    from_sync: bool,
-}
-
 /// What `start` hands the driver.
 pub(crate) struct DriverParts<B: Backend> {
     pub config: ProtocolConfig,
@@ -191,8 +175,7 @@ pub(crate) struct Driver<B: Backend> {
     link_events: mpsc::Receiver<Input>,
     verdicts_tx: mpsc::UnboundedSender<Input>,
     verdicts: mpsc::UnboundedReceiver<Input>,
-    block_import: Option<mpsc::UnboundedSender<ImportItem>>,
-    tx_import: Vec<mpsc::UnboundedSender<(ConnId, Transaction)>>,
+    importers: Option<Importers>,
     links: BTreeMap<ConnId, Link>,
     pending_inbound: HashMap<SocketAddr, TcpStream>,
 }
@@ -258,44 +241,20 @@ impl<B: Backend> Driver<B> {
             link_events,
             verdicts_tx,
             verdicts,
-            block_import: None,
-            tx_import: Vec::new(),
+            importers: None,
             links: BTreeMap::new(),
             pending_inbound: HashMap::new(),
         }
     }
 
-    fn spawn_importers(&mut self) {
-        let (block_sender, block_queue) = mpsc::unbounded_channel();
-        let (checked_sender, checked_queue) = mpsc::channel(PRECHECK_AHEAD);
-        self.block_import = Some(block_sender);
-        self.tracker.spawn(precheck_blocks(
-            self.backend.clone(),
-            block_queue,
-            checked_sender,
-            self.cancel.clone(),
-        ));
-        self.tracker.spawn(import_blocks(
-            self.backend.clone(),
-            checked_queue,
-            self.verdicts_tx.clone(),
-            self.cancel.clone(),
-        ));
-        for _ in 0..TX_IMPORTERS {
-            let (tx_sender, tx_queue) = mpsc::unbounded_channel();
-            self.tx_import.push(tx_sender);
-            self.tracker.spawn(import_txs(
-                self.backend.clone(),
-                tx_queue,
-                self.verdicts_tx.clone(),
-                self.cancel.clone(),
-            ));
-        }
-    }
-
     /// Runs until cancelled.
     pub(crate) async fn run(mut self) {
-        self.spawn_importers();
+        self.importers = Some(Importers::spawn(
+            &self.backend,
+            &self.verdicts_tx,
+            &self.tracker,
+            &self.cancel,
+        ));
         if !self.dns_seeds.is_empty() {
             self.tracker.spawn(resolve_seeds(
                 self.dns_seeds.clone(),
@@ -462,34 +421,10 @@ impl<B: Backend> Driver<B> {
                     size,
                     from_sync,
                 };
-                let hash = item.block.hash();
-                let queued = self
-                    .block_import
-                    .as_ref()
-                    .is_some_and(|queue| queue.send(item).is_ok());
-                if !queued {
-                    return Some(shutting_down_block(from, hash, size));
-                }
+                return self.importers.as_ref()?.block(item);
             }
             Action::ImportTx { from, tx } => {
-                let worker = tx.from.as_bytes()[0] as usize % self.tx_import.len().max(1);
-                let (txid, sender, nonce) = (tx.txid(), tx.sender(), tx.nonce);
-                let queued = self
-                    .tx_import
-                    .get(worker)
-                    .is_some_and(|queue| queue.send((from, *tx)).is_ok());
-                if !queued {
-                    return Some(Input::TxVerdict {
-                        from,
-                        txid,
-                        sender,
-                        nonce,
-                        verdict: super::TxVerdict::Rejected {
-                            reason: "shutting down".into(),
-                            misbehaving: false,
-                        },
-                    });
-                }
+                return self.importers.as_ref()?.tx(from, *tx);
             }
             Action::Store(change) => {
                 self.stores.apply(&change);
@@ -553,142 +488,6 @@ async fn resolve_seeds(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(round) => {}
-        }
-    }
-}
-
-fn shutting_down_block(from: Option<ConnId>, hash: ledger::BlockHash, size: usize) -> Input {
-    Input::BlockVerdict {
-        from,
-        hash,
-        size,
-        verdict: super::BlockVerdict::Rejected {
-            reason: "shutting down".into(),
-            misbehaving: false,
-        },
-    }
-}
-
-/// Runs `Backend::precheck_block` on up to `PRECHECK_AHEAD` queued blocks
-/// at once (only synced blocks: a single gossiped block has its txs'
-/// signatures cached from the mempool already), passing them on in order.
-async fn precheck_blocks<B: Backend>(
-    backend: B,
-    queue: mpsc::UnboundedReceiver<ImportItem>,
-    checked: mpsc::Sender<ImportItem>,
-    cancel: CancellationToken,
-) {
-    let incoming = futures::stream::unfold(queue, |mut queue| async move {
-        queue.recv().await.map(|item| (item, queue))
-    });
-    let mut prechecked = Box::pin(
-        incoming
-            .map(|item: ImportItem| {
-                let backend = backend.clone();
-                async move {
-                    if item.from_sync {
-                        let block = backend.precheck_block(item.block).await;
-                        ImportItem { block, ..item }
-                    } else {
-                        item
-                    }
-                }
-            })
-            .buffered(PRECHECK_AHEAD),
-    );
-    loop {
-        let item = tokio::select! {
-            _ = cancel.cancelled() => break,
-            next = prechecked.next() => match next {
-                Some(item) => item,
-                None => break,
-            },
-        };
-        let sent = tokio::select! {
-            _ = cancel.cancelled() => break,
-            sent = checked.send(item) => sent,
-        };
-        if sent.is_err() {
-            break;
-        }
-    }
-}
-
-/// Validates blocks one at a time, in arrival order (sync delivers parents
-/// before children), off the driver's task.
-async fn import_blocks<B: Backend>(
-    backend: B,
-    mut queue: mpsc::Receiver<ImportItem>,
-    verdicts: mpsc::UnboundedSender<Input>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let ImportItem {
-            from,
-            block,
-            size,
-            from_sync,
-        } = tokio::select! {
-            _ = cancel.cancelled() => break,
-            next = queue.recv() => match next {
-                Some(next) => next,
-                None => break,
-            },
-        };
-        let hash = block.hash();
-        let verdict = tokio::select! {
-            _ = cancel.cancelled() => break,
-            verdict = async {
-                if from_sync {
-                    backend.submit_synced_block(block).await
-                } else {
-                    backend.submit_block(block).await
-                }
-            } => verdict,
-        };
-        let input = Input::BlockVerdict {
-            from,
-            hash,
-            size,
-            verdict,
-        };
-        if verdicts.send(input).is_err() {
-            break;
-        }
-    }
-}
-
-/// Validates txs in arrival order for the senders routed to this importer.
-async fn import_txs<B: Backend>(
-    backend: B,
-    mut queue: mpsc::UnboundedReceiver<(ConnId, Transaction)>,
-    verdicts: mpsc::UnboundedSender<Input>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let (from, tx) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            next = queue.recv() => match next {
-                Some(next) => next,
-                None => break,
-            },
-        };
-        let (txid, sender, nonce) = (tx.txid(), tx.sender(), tx.nonce);
-        let verdict = tokio::select! {
-            _ = cancel.cancelled() => break,
-            verdict = backend.submit_tx(tx) => verdict,
-        };
-        if verdicts
-            .send(Input::TxVerdict {
-                from,
-                txid,
-                sender,
-                nonce,
-                verdict,
-            })
-            .is_err()
-        {
-            break;
         }
     }
 }

@@ -17,7 +17,8 @@
 //! - `link`: one connection's tasks, which only move bytes (dial, read,
 //!   write, serve answers) under per-connection memory bounds.
 //! - `driver`: the tokio layer that feeds the core real time and events and
-//!   carries out its actions (links, importers, sled records, metrics).
+//!   carries out its actions (links, sled records, metrics), with `import`,
+//!   the tasks that validate what peers send off the driver's task.
 //! - this module: `start`, the config, and `P2pHandle`, the cheap `Clone`
 //!   handle the rest of the node holds.
 //!
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod codec;
 pub mod connection;
 mod driver;
+mod import;
 pub mod link;
 pub mod message;
 pub mod protocol;
