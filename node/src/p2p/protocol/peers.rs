@@ -17,7 +17,7 @@ use crate::p2p::message::{Hello, Message, PeerAddr, MAX_ADDRS};
 use core::net::SocketAddr;
 use ledger::json::Direction;
 use ledger::PublicKey;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// `GetAddr` is answered at most this often per peer.
@@ -27,6 +27,66 @@ pub(super) const ADDR_REFRESH: Duration = Duration::from_secs(60);
 /// Addresses accepted from one peer: a burst of `MAX_ADDRS`, then this many
 /// per second.
 const ADDR_TOKENS_PER_SEC: f64 = 0.1;
+
+/// Which addresses are not worth dialing now: ones we are connected or
+/// connecting to, our own, banned ones, and ones the book ties to a node we
+/// already have, to ourselves or to a banned node.
+pub(super) struct DialFilter<'a> {
+    addrs_in_use: BTreeSet<SocketAddr>,
+    nodes_in_use: BTreeSet<PublicKey>,
+    self_addrs: &'a BTreeSet<SocketAddr>,
+    bans: &'a super::addrbook::BanList,
+    ours: [Option<SocketAddr>; 2],
+    our_id: PublicKey,
+    now: super::time::Mono,
+}
+
+impl<'a> DialFilter<'a> {
+    fn new(
+        conns: &BTreeMap<ConnId, Conn>,
+        self_addrs: &'a BTreeSet<SocketAddr>,
+        bans: &'a super::addrbook::BanList,
+        ours: [Option<SocketAddr>; 2],
+        our_id: PublicKey,
+        now: super::time::Mono,
+    ) -> DialFilter<'a> {
+        let mut addrs_in_use = BTreeSet::new();
+        let mut nodes_in_use = BTreeSet::new();
+        for conn in conns.values() {
+            addrs_in_use.extend(conn.remote);
+            if let Some(DialKind::Book(addr)) = conn.dial {
+                addrs_in_use.insert(addr);
+            }
+            if let Some(peer) = &conn.peer {
+                addrs_in_use.extend(peer.listen_addr);
+                nodes_in_use.insert(peer.node_id);
+            }
+        }
+        DialFilter {
+            addrs_in_use,
+            nodes_in_use,
+            self_addrs,
+            bans,
+            ours,
+            our_id,
+            now,
+        }
+    }
+
+    /// Whether to dial `addr`, known (when the book knows) as `node_id`.
+    pub(super) fn allows(&self, addr: &SocketAddr, node_id: Option<PublicKey>) -> bool {
+        is_dialable(addr)
+            && !self.addrs_in_use.contains(addr)
+            && !self.self_addrs.contains(addr)
+            && !self.ours.contains(&Some(*addr))
+            && !self.bans.is_addr_banned(*addr, self.now)
+            && !node_id.is_some_and(|node_id| {
+                node_id == self.our_id
+                    || self.nodes_in_use.contains(&node_id)
+                    || self.bans.is_banned(&BanKey::Node(node_id), self.now)
+            })
+    }
+}
 
 impl<V: ChainView> NetworkState<V> {
     fn new_conn_id(&mut self) -> ConnId {
@@ -161,7 +221,7 @@ impl<V: ChainView> NetworkState<V> {
     /// to address-book entries and pinned targets. A bootstrap peer being
     /// redialed after it died does not hold a slot, or a dead bootstrap
     /// peer would block its own replacement.
-    fn outbound_in_use(&self) -> usize {
+    pub(super) fn outbound_in_use(&self) -> usize {
         self.conns
             .values()
             .filter(|conn| conn.direction == Direction::Outbound)
@@ -507,42 +567,34 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
+    /// What rules an address out of dialing now (see `DialFilter`).
+    pub(super) fn dial_filter(&self) -> DialFilter<'_> {
+        DialFilter::new(
+            &self.conns,
+            &self.self_addrs,
+            &self.bans,
+            [Some(self.config.listen_addr), self.config.external_addr],
+            self.identity.node_id,
+            self.now.mono,
+        )
+    }
+
     /// Dials address-book entries while outbound slots are free.
     pub(super) fn fill_outbound(&mut self) {
         let outbound = self.outbound_in_use();
         if outbound >= self.config.max_outbound {
             return;
         }
-        let now = self.now.mono;
-        let mut busy: BTreeSet<SocketAddr> = BTreeSet::new();
-        let mut connected_nodes: BTreeSet<PublicKey> = BTreeSet::new();
-        for conn in self.conns.values() {
-            busy.extend(conn.remote);
-            if let Some(DialKind::Book(addr)) = conn.dial {
-                busy.insert(addr);
-            }
-            if let Some(peer) = &conn.peer {
-                busy.extend(peer.listen_addr);
-                connected_nodes.insert(peer.node_id);
-            }
-        }
-        let local_addr = self.config.listen_addr;
-        let our_id = self.identity.node_id;
-        let bans = &self.bans;
-        let self_addrs = &self.self_addrs;
+        let filter = self.dial_filter();
+        // The RNG is taken out for the draw and put back, since the filter
+        // holds `self`.
+        let mut rng = self.rng.clone();
         let candidates = self
             .book
-            .candidates(self.now.unix_ms, &mut self.rng, |addr, entry| {
-                busy.contains(addr)
-                    || self_addrs.contains(addr)
-                    || *addr == local_addr
-                    || bans.is_addr_banned(*addr, now)
-                    || entry.node_id.is_some_and(|node_id| {
-                        node_id == our_id
-                            || connected_nodes.contains(&node_id)
-                            || bans.is_banned(&BanKey::Node(node_id), now)
-                    })
+            .candidates(self.now.unix_ms, &mut rng, |addr, entry| {
+                !filter.allows(addr, entry.node_id)
             });
+        self.rng = rng;
         for addr in candidates
             .into_iter()
             .take(self.config.max_outbound - outbound)

@@ -18,8 +18,6 @@
 use super::{ChainView, DialKind, NetworkState};
 use crate::p2p::message::PeerAddr;
 use core::net::SocketAddr;
-use ledger::json::Direction;
-use ledger::PublicKey;
 use std::collections::BTreeSet;
 
 impl<V: ChainView> NetworkState<V> {
@@ -35,46 +33,19 @@ impl<V: ChainView> NetworkState<V> {
 
     /// Dials seed addresses while outbound slots are free.
     fn dial_seeds(&mut self) {
-        let outbound = self
-            .conns
-            .values()
-            .filter(|conn| conn.direction == Direction::Outbound)
-            .filter(|conn| conn.peer.is_some() || matches!(conn.dial, Some(DialKind::Book(_))))
-            .count();
-        let free = self.config.max_outbound.saturating_sub(outbound);
+        let free = self
+            .config
+            .max_outbound
+            .saturating_sub(self.outbound_in_use());
         if free == 0 {
             return;
         }
-        let now = self.now.mono;
-        let mut busy: BTreeSet<SocketAddr> = BTreeSet::new();
-        let mut connected_nodes: BTreeSet<PublicKey> = BTreeSet::new();
-        for conn in self.conns.values() {
-            busy.extend(conn.remote);
-            if let Some(DialKind::Book(addr)) = conn.dial {
-                busy.insert(addr);
-            }
-            if let Some(peer) = &conn.peer {
-                busy.extend(peer.listen_addr);
-                connected_nodes.insert(peer.node_id);
-            }
-        }
-        let our_id = self.identity.node_id;
+        let filter = self.dial_filter();
         let to_dial: Vec<SocketAddr> = self
             .seed_addrs
             .iter()
             .copied()
-            .filter(|addr| {
-                !busy.contains(addr)
-                    && !self.self_addrs.contains(addr)
-                    && *addr != self.config.listen_addr
-                    && Some(*addr) != self.config.external_addr
-                    && super::addrbook::is_dialable(addr)
-                    && !self.bans.is_addr_banned(*addr, now)
-                    // An address the book ties to a node we already have.
-                    && !self.book.get(addr).and_then(|entry| entry.node_id).is_some_and(|node_id| {
-                        node_id == our_id || connected_nodes.contains(&node_id)
-                    })
-            })
+            .filter(|addr| filter.allows(addr, self.book.get(addr).and_then(|entry| entry.node_id)))
             .take(free)
             .collect();
         for addr in to_dial {
