@@ -14,7 +14,7 @@
 
 use super::codec::{encode_message, CodecError, MAX_FRAME_BYTES};
 use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
-use super::message::Message;
+use super::message::{InvItem, Message};
 use super::protocol::{CloseCause, ConnId, Input, Outgoing};
 use super::Backend;
 use crate::metrics::Metrics;
@@ -337,8 +337,9 @@ async fn write_loop<T: Transport>(
 }
 
 /// Carries out the core's answers in order: blocks are read as the bytes
-/// we hold only when their turn comes, and each item waits for room in the
-/// peer's queue.
+/// we hold and txs from the mempool only when their turn comes, and each
+/// item waits for room in the peer's queue. Txs no longer in the mempool
+/// are listed in one `NotFound` after the batch.
 async fn serve_answers<B: Backend>(
     backend: B,
     sender: PeerSender,
@@ -354,6 +355,7 @@ async fn serve_answers<B: Backend>(
                 None => break,
             },
         };
+        let mut gone = Vec::new();
         for item in items {
             let (kind, payload) = match item {
                 Outgoing::Message(message) => (message.kind(), encode_message(&message)),
@@ -366,10 +368,27 @@ async fn serve_answers<B: Backend>(
                         continue;
                     }
                 },
+                Outgoing::Tx(txid) => match backend.mempool_tx(&txid) {
+                    Some(tx) => ("tx", encode_message(&Message::Tx(tx))),
+                    None => {
+                        gone.push(InvItem::Tx(txid));
+                        continue;
+                    }
+                },
             };
             let sent = tokio::select! {
                 _ = cancel.cancelled() => false,
                 sent = sender.send(kind, payload) => sent,
+            };
+            if !sent {
+                return;
+            }
+        }
+        if !gone.is_empty() {
+            let not_found = Message::NotFound(gone);
+            let sent = tokio::select! {
+                _ = cancel.cancelled() => false,
+                sent = sender.send(not_found.kind(), encode_message(&not_found)) => sent,
             };
             if !sent {
                 return;

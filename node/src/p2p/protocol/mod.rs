@@ -169,6 +169,11 @@ pub enum Outgoing {
     /// A stored block, sent as the bytes we hold (never decoded and
     /// encoded again).
     Block(BlockHash),
+    /// A tx from the mempool, looked up when its turn to be sent comes (so
+    /// the core never copies a peer's whole request out of the mempool);
+    /// one that left the mempool meanwhile is listed in a `NotFound` after
+    /// the batch.
+    Tx(TxId),
 }
 
 /// A metric to update (names without the `ledger_` prefix).

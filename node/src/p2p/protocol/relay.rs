@@ -146,8 +146,10 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
-    /// Answers a `GetData` from our chain and mempool, in request order,
-    /// with one `NotFound` for whatever we lack.
+    /// Answers a `GetData` from our chain and mempool, in request order:
+    /// blocks we do not hold go into one `NotFound` at the end; txs are
+    /// looked up as they are sent (`Outgoing::Tx`), and those gone by then
+    /// are listed the same way.
     pub(super) fn on_get_data(&mut self, id: ConnId, items: Vec<InvItem>) {
         let mut answer = Vec::with_capacity(items.len());
         let mut missing = Vec::new();
@@ -156,11 +158,8 @@ impl<V: ChainView> NetworkState<V> {
                 InvItem::Block(hash) if self.view.has_block(&hash) => {
                     answer.push(Outgoing::Block(hash))
                 }
-                InvItem::Tx(txid) => match self.view.mempool_tx(&txid) {
-                    Some(tx) => answer.push(Outgoing::Message(Message::Tx(tx))),
-                    None => missing.push(item),
-                },
                 InvItem::Block(_) => missing.push(item),
+                InvItem::Tx(txid) => answer.push(Outgoing::Tx(txid)),
             }
         }
         if !missing.is_empty() {
