@@ -8,7 +8,7 @@
 
 use super::codec::encode_message;
 use super::import::{ImportItem, Importers};
-use super::link::{self, Link, LinkTasks};
+use super::link::{self, Link, LinkEvents, LinkTasks};
 use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
 use super::protocol::{
     Action, CloseCause, Command, ConnId, Input, MetricUpdate, Mono, NetworkState, ProtocolConfig,
@@ -171,8 +171,9 @@ pub(crate) struct Driver<B: Backend> {
     connect_timeout: Duration,
     dns_seeds: Vec<String>,
     seed_round: Duration,
-    link_events_tx: mpsc::Sender<Input>,
-    link_events: mpsc::Receiver<Input>,
+    link_events_tx: LinkEvents,
+    urgent_link_events: mpsc::Receiver<Input>,
+    bulk_link_events: mpsc::Receiver<Input>,
     verdicts_tx: mpsc::UnboundedSender<Input>,
     verdicts: mpsc::UnboundedReceiver<Input>,
     importers: Option<Importers>,
@@ -221,7 +222,9 @@ impl<B: Backend> Driver<B> {
                 bans.insert(*key, *until);
             }
         }
-        let (link_events_tx, link_events) = mpsc::channel(EVENT_CHANNEL);
+        let (urgent, urgent_link_events) = mpsc::channel(EVENT_CHANNEL);
+        let (bulk, bulk_link_events) = mpsc::channel(EVENT_CHANNEL);
+        let link_events_tx = LinkEvents { urgent, bulk };
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
         Driver {
             state,
@@ -238,7 +241,8 @@ impl<B: Backend> Driver<B> {
             dns_seeds,
             seed_round,
             link_events_tx,
-            link_events,
+            urgent_link_events,
+            bulk_link_events,
             verdicts_tx,
             verdicts,
             importers: None,
@@ -274,9 +278,10 @@ impl<B: Backend> Driver<B> {
         loop {
             let wake = tokio::time::Instant::from_std(self.clock.instant(self.state.next_timer()));
             let has_pending = self.state.has_pending_announcements();
-            // Biased: rare, cheap sources first, so a flood of peer
-            // messages cannot starve relaying or timers; announcements go
-            // out as soon as nothing else is waiting.
+            // Biased: the node's events and peers' block and connection
+            // messages first, so tx traffic (frames and the verdicts on
+            // them) never delays a block's relay; then timers, then the
+            // rest; announcements go out as soon as nothing else waits.
             let input = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
@@ -290,6 +295,10 @@ impl<B: Backend> Driver<B> {
                         node_events_open = false;
                         continue;
                     }
+                },
+                Some(event) = self.urgent_link_events.recv() => match self.link_input(event) {
+                    Some(input) => input,
+                    None => continue,
                 },
                 Some(verdict) = self.verdicts.recv() => verdict,
                 Some(command) = self.commands.recv() => Input::Command(command),
@@ -305,7 +314,7 @@ impl<B: Backend> Driver<B> {
                     }
                 },
                 _ = tokio::time::sleep_until(wake) => Input::Tick,
-                Some(event) = self.link_events.recv() => match self.link_input(event) {
+                Some(event) = self.bulk_link_events.recv() => match self.link_input(event) {
                     Some(input) => input,
                     None => continue,
                 },

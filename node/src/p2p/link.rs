@@ -44,6 +44,18 @@ struct Queued {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Where a connection's tasks report: what concerns blocks and the
+/// connection itself on one channel, which the driver reads first, and tx
+/// and address traffic on another. Both are bounded, so a reader whose
+/// channel is full waits, which pushes back on its socket. A connection's
+/// last report (`Closed`) goes on the first channel after all its urgent
+/// frames; bulk frames still queued behind it are dropped with the link.
+#[derive(Clone)]
+pub struct LinkEvents {
+    pub urgent: mpsc::Sender<Input>,
+    pub bulk: mpsc::Sender<Input>,
+}
+
 /// The sending side of a peer's outgoing queue, bounded in bytes.
 #[derive(Clone)]
 pub struct PeerSender {
@@ -134,7 +146,7 @@ pub struct LinkTasks<B: Backend> {
     pub conn: ConnId,
     pub backend: B,
     pub metrics: Metrics,
-    pub events: mpsc::Sender<Input>,
+    pub events: LinkEvents,
     pub tracker: TaskTracker,
     cancel: CancellationToken,
     sender: PeerSender,
@@ -149,7 +161,7 @@ pub fn new_link<B: Backend>(
     conn: ConnId,
     backend: B,
     metrics: Metrics,
-    events: mpsc::Sender<Input>,
+    events: LinkEvents,
     tracker: TaskTracker,
     cancel: CancellationToken,
     send_budget_bytes: usize,
@@ -214,6 +226,7 @@ pub async fn dial_and_run<B: Backend>(
             let _ = stream.set_nodelay(true);
             if tasks
                 .events
+                .urgent
                 .send(Input::Connected { conn, remote })
                 .await
                 .is_ok()
@@ -222,7 +235,11 @@ pub async fn dial_and_run<B: Backend>(
             }
         }
         Err(error) => {
-            let _ = tasks.events.send(Input::DialFailed { conn, error }).await;
+            let _ = tasks
+                .events
+                .urgent
+                .send(Input::DialFailed { conn, error })
+                .await;
         }
     }
 }
@@ -260,7 +277,7 @@ pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     };
     cancel.cancel();
     if let Some(cause) = cause {
-        let _ = events.send(Input::Closed { conn, cause }).await;
+        let _ = events.urgent.send(Input::Closed { conn, cause }).await;
     }
 }
 
@@ -268,7 +285,7 @@ pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
 async fn read_loop<T: Transport>(
     conn: ConnId,
     reader: &mut ConnectionReader<T>,
-    events: &mpsc::Sender<Input>,
+    events: &LinkEvents,
     backlog: &AnswerBacklog,
     authenticated: oneshot::Receiver<()>,
 ) -> Option<CloseCause> {
@@ -287,7 +304,12 @@ async fn read_loop<T: Transport>(
             Ok(Some(message)) => message,
         };
         let ends_handshake = authenticated.is_some() && matches!(message, Message::HelloAck(_));
-        if events.send(Input::Frame { conn, message }).await.is_err() {
+        let channel = if message.is_urgent() {
+            &events.urgent
+        } else {
+            &events.bulk
+        };
+        if channel.send(Input::Frame { conn, message }).await.is_err() {
             return None;
         }
         if ends_handshake {

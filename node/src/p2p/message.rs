@@ -213,6 +213,28 @@ impl Message {
         KINDS[self.kind_index()]
     }
 
+    /// Whether the message is about blocks or the connection itself (the
+    /// handshake, pings, headers, blocks, and inventory that names a
+    /// block), which a node handles ahead of tx traffic so that a busy
+    /// mempool never delays a block's relay.
+    pub fn is_urgent(&self) -> bool {
+        match self {
+            Message::Inv(items) | Message::GetData(items) | Message::NotFound(items) => {
+                items.iter().any(InvItem::is_block)
+            }
+            Message::Tx(_) | Message::GetAddr | Message::Addr(_) | Message::GetSenderTxs { .. } => {
+                false
+            }
+            Message::Hello(_)
+            | Message::HelloAck(_)
+            | Message::Ping(_)
+            | Message::Pong(_)
+            | Message::Block(_)
+            | Message::GetHeaders(_)
+            | Message::Headers(_) => true,
+        }
+    }
+
     /// Checks the item counts that the byte caps only bound loosely.
     pub fn check_counts(&self) -> Result<(), String> {
         let (count, max) = match self {
