@@ -375,6 +375,18 @@ mod tests {
     }
 
     #[test]
+    fn block_and_connection_messages_are_urgent_tx_traffic_is_not() {
+        let tx = InvItem::Tx(TxId(Hash256::ZERO));
+        let block = InvItem::Block(BlockHash::ZERO);
+        assert!(Message::Inv(vec![tx, block]).is_urgent());
+        assert!(!Message::Inv(vec![tx]).is_urgent());
+        assert!(Message::GetData(vec![block]).is_urgent());
+        assert!(!Message::GetData(vec![tx]).is_urgent());
+        assert!(Message::Ping(1).is_urgent() && Message::GetHeaders(Vec::new()).is_urgent());
+        assert!(!Message::GetAddr.is_urgent());
+    }
+
+    #[test]
     fn handshake_statement_binds_every_part() {
         let a = SecretKey::from_seed("a").public_key();
         let b = SecretKey::from_seed("b").public_key();
