@@ -222,14 +222,7 @@ impl NodeHandle {
         }
         if let Some((tx, location)) = self.shared.reader.tx(txid) {
             let tip_height = self.shared.reader.tip().height;
-            return Some(TxLookupJson {
-                tx: TxJson::from_tx(&tx, &self.shared.spec),
-                status: TxStatus::Confirmed,
-                block_hash: Some(location.block_hash),
-                block_height: Some(location.height),
-                confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
-                reason: None,
-            });
+            return Some(self.confirmed_lookup(&tx, &location, tip_height));
         }
         let (tx, reason) = dropped?;
         Some(TxLookupJson {
@@ -240,6 +233,22 @@ impl NodeHandle {
             confirmations: 0,
             reason: Some(reason.code().to_string()),
         })
+    }
+
+    fn confirmed_lookup(
+        &self,
+        tx: &Transaction,
+        location: &ledger::storage::TxLocation,
+        tip_height: ledger::Height,
+    ) -> TxLookupJson {
+        TxLookupJson {
+            tx: TxJson::from_tx(tx, &self.shared.spec),
+            status: TxStatus::Confirmed,
+            block_hash: Some(location.block_hash),
+            block_height: Some(location.height),
+            confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+            reason: None,
+        }
     }
 
     fn pending_lookup(&self, tx: &Transaction) -> TxLookupJson {
@@ -289,14 +298,11 @@ impl NodeHandle {
                     .last()
                     .map(|(_, location)| (location.height, location.index));
             }
-            history.extend(confirmed.into_iter().map(|(tx, location)| TxLookupJson {
-                tx: TxJson::from_tx(&tx, &self.shared.spec),
-                status: TxStatus::Confirmed,
-                block_hash: Some(location.block_hash),
-                block_height: Some(location.height),
-                confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
-                reason: None,
-            }));
+            history.extend(
+                confirmed
+                    .into_iter()
+                    .map(|(tx, location)| self.confirmed_lookup(&tx, &location, tip_height)),
+            );
         }
         HistoryPage {
             entries: history,
