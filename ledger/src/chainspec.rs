@@ -15,6 +15,12 @@ use std::path::Path;
 
 /// Number of built-in dev accounts.
 pub const DEV_ACCOUNTS: usize = 10;
+
+/// The largest `max_block_bytes` a chain file may set. Blocks relay as
+/// compact blocks, and every buffer that holds a whole block (a P2P frame,
+/// a decode, the orphan pool) is sized from the chain's own limit, so this
+/// only keeps those buffers within what one node can hold.
+pub const MAX_BLOCK_BYTES_LIMIT: u64 = 32 * 1024 * 1024;
 /// Printed wherever dev secret keys are shown.
 pub const DEV_KEYS_WARNING: &str =
     "WARNING: these dev keys are public; anyone can spend their coins. Never use them on a real network.";
@@ -193,8 +199,8 @@ impl ChainSpec {
         if self.block_time_ms == 0 {
             return invalid("block_time_ms must be positive".into());
         }
-        if !(1024..=4 * 1024 * 1024 - 1024).contains(&self.max_block_bytes) {
-            return invalid("max_block_bytes must be between 1 KiB and 4 MiB - 1 KiB".into());
+        if !(1024..=MAX_BLOCK_BYTES_LIMIT).contains(&self.max_block_bytes) {
+            return invalid("max_block_bytes must be between 1 KiB and 32 MiB".into());
         }
         let mut total = Amount::ZERO;
         let mut seen = std::collections::HashSet::new();

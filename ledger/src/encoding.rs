@@ -10,8 +10,13 @@ use bincode::config::{self, Configuration, Fixint, LittleEndian, NoLimit};
 pub use bincode::{Decode, Encode};
 
 /// The largest value we ever decode: a whole block of the largest chain spec
-/// plus framing. Wire frames are capped separately (and lower) by the node.
-pub const MAX_DECODE_BYTES: usize = 8 * 1024 * 1024;
+/// (`chainspec::MAX_BLOCK_BYTES_LIMIT`, 32 MiB) plus framing. Wire frames are
+/// capped separately, per message kind, by the node.
+pub const MAX_DECODE_BYTES: usize = 33 * 1024 * 1024;
+
+/// Allocation tiers of `decode_with_limit` below `MAX_DECODE_BYTES`.
+const SMALL_LIMIT: usize = 64 * 1024;
+const MEDIUM_LIMIT: usize = 4 * 1024 * 1024;
 
 const CONFIG: Configuration<LittleEndian, Fixint, NoLimit> = config::standard()
     .with_little_endian()
@@ -59,10 +64,19 @@ pub fn decode_with_limit<T: Decode<()>>(bytes: &[u8], limit: usize) -> Result<T,
         });
     }
     // The limit also bounds allocations the decoder claims for containers,
-    // which can be larger than the input when a length prefix lies.
-    let config = CONFIG.with_limit::<{ MAX_DECODE_BYTES }>();
-    let (value, used): (T, usize) = bincode::decode_from_slice(bytes, config)
-        .map_err(|error| DecodeError::Invalid(error.to_string()))?;
+    // which can be larger than the input when a length prefix lies. It is a
+    // type parameter, so the caller's limit picks the smallest of a few
+    // tiers that covers it: a lying prefix in a small message can never
+    // claim a block's worth of memory.
+    let decoded = if limit <= SMALL_LIMIT {
+        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ SMALL_LIMIT }>())
+    } else if limit <= MEDIUM_LIMIT {
+        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ MEDIUM_LIMIT }>())
+    } else {
+        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ MAX_DECODE_BYTES }>())
+    };
+    let (value, used): (T, usize) =
+        decoded.map_err(|error| DecodeError::Invalid(error.to_string()))?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes(bytes.len() - used));
     }

@@ -21,7 +21,6 @@
 
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
-use crate::p2p::codec::block_payload;
 use crate::relay_cache::RelayCache;
 use ledger::chain::{
     Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, ProcessOutcome,
@@ -139,7 +138,7 @@ impl ChainWriter {
         let relay_cache = Arc::clone(&context.relay_cache);
         chain.set_defer_indexing(true);
         chain.set_validated_hook(Box::new(move |hash, block| {
-            relay_cache.insert(*hash, block_payload(&ledger::encoding::encode(block)));
+            relay_cache.insert_block(*hash, block);
             let _ = events.send(NodeEvent::BlockValidated {
                 hash: *hash,
                 height: block.header.height,

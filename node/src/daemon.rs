@@ -221,6 +221,7 @@ impl Node {
         p2p_config.protocol.ban_duration = BAN_DURATION;
         p2p_config.protocol.dns_seeds = config.dns_seeds.clone();
         p2p_config.protocol.external_addr = config.external_addr;
+        p2p_config.protocol.max_frame = p2p::codec::max_frame_for(spec.max_block_bytes);
         p2p_config.address_book = address_book;
         p2p_config.ban_store = ban_store;
         let network = match p2p::start(

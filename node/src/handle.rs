@@ -560,6 +560,23 @@ impl Backend for NodeHandle {
             .map(|bytes| crate::p2p::codec::block_payload(&bytes))
     }
 
+    fn compact_payload(&self, hash: &BlockHash) -> Option<Bytes> {
+        if let Some(payload) = self.shared.relay_cache.compact(hash) {
+            return Some(payload);
+        }
+        self.block(hash)
+            .map(|block| crate::p2p::codec::compact_payload(&block))
+    }
+
+    /// A block just validated is decoded from its relay payload, since it
+    /// may not be committed yet.
+    fn recent_block(&self, hash: &BlockHash) -> Option<Block> {
+        self.shared
+            .relay_cache
+            .block(hash)
+            .or_else(|| self.block(hash))
+    }
+
     async fn submit_block(&self, block: Block) -> BlockVerdict {
         block_verdict(self.shared.writer.submit_peer_block(block).await)
     }

@@ -7,7 +7,7 @@
 use node::test_utils::p2p_net;
 
 use ledger::{BlockHash, Hash256, Target, TxId};
-use node::p2p::message::{InvItem, Message};
+use node::p2p::message::{CompactBlock, InvItem, Message};
 use p2p_net::*;
 use rand::{RngCore, SeedableRng};
 use std::time::Duration;
@@ -154,8 +154,14 @@ async fn block_with_bad_proof_of_work_is_banned_across_restarts() {
     let asked = bad
         .recv_matching(LONG, |message| matches!(message, Message::GetData(_)))
         .await;
-    assert_eq!(asked, Some(Message::GetData(vec![InvItem::Block(hash)])));
-    bad.send(&Message::Block(block)).await;
+    // A new block on our tip is asked for in its compact form, and the
+    // block rebuilt from it is judged like any other.
+    assert_eq!(
+        asked,
+        Some(Message::GetData(vec![InvItem::CompactBlock(hash)]))
+    );
+    bad.send(&Message::CompactBlock(CompactBlock::from_block(&block)))
+        .await;
     assert!(bad.closed_within(LONG).await, "offender disconnected");
     wait_for("ban recorded", LONG, || setup.node.bans("bad_block") == 1).await;
     assert!(setup.node.p2p.is_node_banned(&bad.key.public_key()));

@@ -59,6 +59,18 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
         self.block(hash)
             .map(|block| super::codec::encode_message(&super::message::Message::Block(block)))
     }
+    /// The `Message::CompactBlock` payload for a stored block. The default
+    /// builds it from `block`; a node keeps the one it encoded when it
+    /// validated the block.
+    fn compact_payload(&self, hash: &BlockHash) -> Option<Bytes> {
+        self.block(hash)
+            .map(|block| super::codec::compact_payload(&block))
+    }
+    /// A stored block or one validated and still being committed, to
+    /// answer `GetBlockTxs`. The default is `block`.
+    fn recent_block(&self, hash: &BlockHash) -> Option<Block> {
+        self.block(hash)
+    }
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send;
     /// `submit_block` for a block a sync fetched: more of them follow at
     /// once, so the backend may commit several together. The default is

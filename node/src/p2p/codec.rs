@@ -6,14 +6,29 @@
 //! before decoding, and decoding itself runs with a limit, so a hostile peer
 //! can make us hold at most one capped frame per connection.
 
-use super::message::{max_encoded_len, Message, KINDS};
+use super::message::{max_encoded_len, Message, KINDS, MIN_TX_BYTES};
 use ledger::encoding;
 use std::io;
 use tokio_util::bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The largest frame accepted or sent: 4 MiB.
+/// The largest frame accepted or sent on a chain of small blocks: 4 MiB.
+/// Chains with bigger blocks raise it to what their blocks need
+/// (`max_frame_for`).
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// What a `Block` message adds to the block: its kind index, with room to
+/// spare.
+const BLOCK_MESSAGE_OVERHEAD: usize = 1024;
+
+/// The frame cap for a chain whose blocks are at most `max_block_bytes`:
+/// large enough for a whole block in one `Block` message, and never below
+/// `MAX_FRAME_BYTES`.
+pub fn max_frame_for(max_block_bytes: u64) -> usize {
+    usize::try_from(max_block_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(BLOCK_MESSAGE_OVERHEAD)
+        .max(MAX_FRAME_BYTES)
+}
 const LENGTH_BYTES: usize = 4;
 
 /// Why a frame could not be read or written. Everything except `Io` means
@@ -79,6 +94,13 @@ pub fn block_payload(encoded_block: &[u8]) -> Bytes {
     payload.freeze()
 }
 
+/// The payload of `Message::CompactBlock` for `block`.
+pub fn compact_payload(block: &ledger::Block) -> Bytes {
+    encode_message(&Message::CompactBlock(
+        super::message::CompactBlock::from_block(block),
+    ))
+}
+
 /// Decodes one frame payload into a message, enforcing the per-kind caps.
 pub fn decode_message(payload: &[u8], max_frame: usize) -> Result<Message, CodecError> {
     if payload.len() < 4 {
@@ -99,8 +121,10 @@ pub fn decode_message(payload: &[u8], max_frame: usize) -> Result<Message, Codec
             kind,
             reason: error.to_string(),
         })?;
+    // A block of `max_frame` bytes holds at most this many txs: the bound
+    // of every per-tx list in compact block messages.
     message
-        .check_counts()
+        .check_counts(max_frame / MIN_TX_BYTES)
         .map_err(|reason| CodecError::Undecodable { kind, reason })?;
     Ok(message)
 }

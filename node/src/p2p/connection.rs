@@ -21,6 +21,10 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 /// Counter names (without the `ledger_` prefix).
 pub const RECEIVED_METRIC: &str = "p2p_messages_received_total";
 pub const SENT_METRIC: &str = "p2p_messages_sent_total";
+/// Payload bytes of the messages counted above, by kind: what relaying a
+/// block costs, and what compact blocks save.
+pub const RECEIVED_BYTES_METRIC: &str = "p2p_bytes_received_total";
+pub const SENT_BYTES_METRIC: &str = "p2p_bytes_sent_total";
 
 /// The reading half: yields decoded, size-checked messages.
 pub struct ConnectionReader<T: Transport> {
@@ -67,9 +71,10 @@ impl<T: Transport> ConnectionReader<T> {
         match self.frames.next().await {
             None => Ok(None),
             Some(Err(error)) => Err(error),
-            Some(Ok((message, _len))) => {
-                self.metrics
-                    .inc(RECEIVED_METRIC, &[("kind", message.kind())]);
+            Some(Ok((message, len))) => {
+                let kind = [("kind", message.kind())];
+                self.metrics.inc(RECEIVED_METRIC, &kind);
+                self.metrics.add(RECEIVED_BYTES_METRIC, &kind, len as u64);
                 Ok(Some(message))
             }
         }
@@ -86,8 +91,10 @@ impl<T: Transport> ConnectionWriter<T> {
     /// Queues an already encoded message without flushing, so a burst of
     /// messages leaves in as few writes as possible.
     pub async fn feed(&mut self, kind: &'static str, payload: Bytes) -> Result<(), CodecError> {
+        let len = payload.len() as u64;
         self.frames.feed(payload).await?;
         self.metrics.inc(SENT_METRIC, &[("kind", kind)]);
+        self.metrics.add(SENT_BYTES_METRIC, &[("kind", kind)], len);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 use super::codec::encode_message;
 use super::import::{ImportItem, Importers};
 use super::link::{self, Link, LinkEvents, LinkTasks};
+use super::message::{InvItem, Message};
 use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
 use super::protocol::{
     Action, CloseCause, Command, ConnId, Input, MetricUpdate, Mono, NetworkState, ProtocolConfig,
@@ -169,6 +170,7 @@ pub(crate) struct Driver<B: Backend> {
     stores: Stores,
     clock: Clock,
     connect_timeout: Duration,
+    max_frame: usize,
     dns_seeds: Vec<String>,
     seed_round: Duration,
     link_events_tx: LinkEvents,
@@ -197,6 +199,7 @@ impl<B: Backend> Driver<B> {
             seed,
         } = parts;
         let connect_timeout = config.timing.connect_timeout;
+        let max_frame = config.max_frame;
         let dns_seeds = config.dns_seeds.clone();
         let seed_round = config.timing.maintenance_interval * SEED_ROUND_INTERVALS;
         let restored = stores.restore();
@@ -238,6 +241,7 @@ impl<B: Backend> Driver<B> {
             stores,
             clock,
             connect_timeout,
+            max_frame,
             dns_seeds,
             seed_round,
             link_events_tx,
@@ -368,7 +372,10 @@ impl<B: Backend> Driver<B> {
             self.link_events_tx.clone(),
             self.tracker.clone(),
             self.cancel.child_token(),
-            SEND_BUDGET_BYTES,
+            link::LinkLimits {
+                send_budget: SEND_BUDGET_BYTES,
+                max_frame: self.max_frame,
+            },
         );
         self.links.insert(conn, link);
         tasks
@@ -407,6 +414,38 @@ impl<B: Backend> Driver<B> {
                         cause: CloseCause::SlowPeer,
                     });
                 }
+            }
+            Action::PushCompact { conn, hash } => {
+                let link = self.links.get(&conn)?;
+                let (kind, payload) = match self.backend.compact_payload(&hash) {
+                    Some(payload) => ("compact_block", payload),
+                    None => {
+                        let inv = Message::Inv(vec![InvItem::Block(hash)]);
+                        (inv.kind(), encode_message(&inv))
+                    }
+                };
+                if !link.sender.try_send(kind, payload) {
+                    link.cancel.cancel();
+                    self.links.remove(&conn);
+                    return Some(Input::Closed {
+                        conn,
+                        cause: CloseCause::SlowPeer,
+                    });
+                }
+            }
+            Action::Rebuild { from, job } => {
+                // Matching short ids hashes the whole mempool: a blocking
+                // thread, not the driver's task.
+                let backend = self.backend.clone();
+                let verdicts = self.verdicts_tx.clone();
+                self.tracker.spawn_blocking(move || {
+                    let (compact, rebuilt) = job.run(&backend);
+                    let _ = verdicts.send(Input::Rebuilt {
+                        from,
+                        compact: Box::new(compact),
+                        rebuilt,
+                    });
+                });
             }
             Action::Answer { conn, items } => {
                 if let Some(link) = self.links.get(&conn) {

@@ -12,7 +12,8 @@
 //! our own pushes (`try_send`) fail fast on a full queue and the driver
 //! drops the peer as too slow.
 
-use super::codec::{encode_message, CodecError, MAX_FRAME_BYTES};
+use super::codec::{encode_message, CodecError};
+use super::compact;
 use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
 use super::message::{InvItem, Message};
 use super::protocol::{CloseCause, ConnId, Input, Outgoing};
@@ -65,9 +66,11 @@ pub struct PeerSender {
 }
 
 impl PeerSender {
-    fn new(capacity: usize) -> (PeerSender, mpsc::UnboundedReceiver<Queued>) {
+    /// A queue of `capacity` bytes, which always holds one frame of the
+    /// largest size.
+    fn new(capacity: usize, max_frame: usize) -> (PeerSender, mpsc::UnboundedReceiver<Queued>) {
         let (queue, receiver) = mpsc::unbounded_channel();
-        let capacity = capacity.clamp(MAX_FRAME_BYTES, u32::MAX as usize);
+        let capacity = capacity.clamp(max_frame, u32::MAX as usize);
         (
             PeerSender {
                 queue,
@@ -154,6 +157,17 @@ pub struct LinkTasks<B: Backend> {
     answers: mpsc::UnboundedReceiver<Vec<Outgoing>>,
     backlog: Arc<AnswerBacklog>,
     authenticated: oneshot::Receiver<()>,
+    /// The frame cap after the handshake (`codec::max_frame_for`).
+    max_frame: usize,
+}
+
+/// A connection's memory bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkLimits {
+    /// Bytes queued for the peer before pushes fail (the peer is too slow).
+    pub send_budget: usize,
+    /// The frame cap after the handshake (`codec::max_frame_for`).
+    pub max_frame: usize,
 }
 
 /// Creates both ends of a connection. `cancel` closes it.
@@ -164,9 +178,9 @@ pub fn new_link<B: Backend>(
     events: LinkEvents,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    send_budget_bytes: usize,
+    limits: LinkLimits,
 ) -> (Link, LinkTasks<B>) {
-    let (sender, queue) = PeerSender::new(send_budget_bytes);
+    let (sender, queue) = PeerSender::new(limits.send_budget, limits.max_frame);
     let (answers_tx, answers) = mpsc::unbounded_channel();
     let backlog = Arc::new(AnswerBacklog::default());
     let (authenticated_tx, authenticated) = oneshot::channel();
@@ -190,6 +204,7 @@ pub fn new_link<B: Backend>(
             answers,
             backlog,
             authenticated,
+            max_frame: limits.max_frame,
         },
     )
 }
@@ -259,7 +274,8 @@ fn close_cause(error: CodecError) -> CloseCause {
 /// driver cancelled it.
 pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     let (conn, cancel, events, backlog) = (tasks.conn, tasks.cancel, tasks.events, tasks.backlog);
-    let (mut reader, writer) = connection::split(stream, MAX_FRAME_BYTES, tasks.metrics);
+    let max_frame = tasks.max_frame;
+    let (mut reader, writer) = connection::split(stream, max_frame, tasks.metrics);
     reader.set_max_frame(HANDSHAKE_MAX_FRAME);
     tasks
         .tracker
@@ -273,7 +289,7 @@ pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     ));
     let cause = tokio::select! {
         _ = cancel.cancelled() => None,
-        cause = read_loop(conn, &mut reader, &events, &backlog, tasks.authenticated) => cause,
+        cause = read_loop(conn, &mut reader, &events, &backlog, tasks.authenticated, max_frame) => cause,
     };
     cancel.cancel();
     if let Some(cause) = cause {
@@ -288,6 +304,7 @@ async fn read_loop<T: Transport>(
     events: &LinkEvents,
     backlog: &AnswerBacklog,
     authenticated: oneshot::Receiver<()>,
+    max_frame: usize,
 ) -> Option<CloseCause> {
     let mut authenticated = Some(authenticated);
     loop {
@@ -317,7 +334,7 @@ async fn read_loop<T: Transport>(
             // handshake frame is read from this peer.
             let signal = authenticated.take()?;
             signal.await.ok()?;
-            reader.set_max_frame(MAX_FRAME_BYTES);
+            reader.set_max_frame(max_frame);
         }
     }
 }
@@ -397,6 +414,28 @@ async fn serve_answers<B: Backend>(
                         continue;
                     }
                 },
+                Outgoing::CompactBlock(hash) => match backend.compact_payload(&hash) {
+                    Some(payload) => ("compact_block", payload),
+                    None => {
+                        gone.push(InvItem::Block(hash));
+                        continue;
+                    }
+                },
+                Outgoing::BlockTxs { block, indexes } => {
+                    let txs = backend
+                        .recent_block(&block)
+                        .and_then(|found| compact::block_txs(&found, &indexes));
+                    match txs {
+                        Some(txs) => {
+                            let message = Message::BlockTxs { block, txs };
+                            (message.kind(), encode_message(&message))
+                        }
+                        None => {
+                            gone.push(InvItem::Block(block));
+                            continue;
+                        }
+                    }
+                }
             };
             let sent = tokio::select! {
                 _ = cancel.cancelled() => false,

@@ -13,8 +13,9 @@ use ledger::{
 use std::net::SocketAddr;
 
 /// Version of this protocol; a peer speaking another one is refused.
-/// Version 2 added `GetSenderTxs`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 2 added `GetSenderTxs`; version 3 compact block relay
+/// (`SendCompact`, `CompactBlock`, `GetBlockTxs`, `BlockTxs`).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Most txs asked for (and answered) in one `GetSenderTxs`: a sender's
 /// whole window of pending nonces.
 pub const MAX_SENDER_TXS: u32 = 64;
@@ -26,6 +27,14 @@ pub const MAX_ADDRS: usize = 1_000;
 pub const MAX_INV_ITEMS: usize = 5_000;
 /// Most headers in one `Headers` message.
 pub const MAX_HEADERS: usize = 2_000;
+/// The smallest encoded transaction (an empty memo): a block of
+/// `max_block_bytes` holds at most `max_block_bytes / MIN_TX_BYTES` txs,
+/// which bounds the entries of compact block messages.
+pub const MIN_TX_BYTES: usize = 32 + 20 + 8 + 8 + 8 + 8 + 64;
+/// Peers asked to push us new blocks as `CompactBlock`s without an `Inv`
+/// first (high-bandwidth mode): the ones that most recently delivered a new
+/// block first. More would only duplicate the same bytes.
+pub const MAX_HIGH_BANDWIDTH_PEERS: usize = 3;
 /// Most hashes in a block locator. Ten dense hashes then doubling steps
 /// reach back 2^64 blocks long before this.
 pub const MAX_LOCATOR: usize = 128;
@@ -74,18 +83,79 @@ pub struct HelloAck {
 pub enum InvItem {
     Tx(TxId),
     Block(BlockHash),
+    /// Only in `GetData`: "send that block as a `CompactBlock`".
+    CompactBlock(BlockHash),
 }
 
 impl InvItem {
     pub fn hash(&self) -> Hash256 {
         match self {
             InvItem::Tx(txid) => txid.0,
-            InvItem::Block(hash) => hash.0,
+            InvItem::Block(hash) | InvItem::CompactBlock(hash) => hash.0,
         }
     }
 
     pub fn is_block(&self) -> bool {
-        matches!(self, InvItem::Block(_))
+        matches!(self, InvItem::Block(_) | InvItem::CompactBlock(_))
+    }
+}
+
+/// A txid shortened for one block: the first 8 bytes (little-endian) of
+/// SHA-256 over a domain tag, the block hash and the txid. Keyed by the
+/// block, whose hash nobody knows before it is mined, so no one can grind
+/// txs whose short ids collide in it; a rare accidental collision only
+/// costs the receiver a fetch of the full block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct ShortId(pub u64);
+
+/// Domain separation of short ids.
+const SHORT_ID_DOMAIN: &[u8] = b"gossip-ledger/short-id/v1";
+
+impl ShortId {
+    pub fn new(block: &BlockHash, txid: &TxId) -> ShortId {
+        let digest = Hash256::digest_parts(&[SHORT_ID_DOMAIN, block.as_bytes(), &txid.0 .0]);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.0[..8]);
+        ShortId(u64::from_le_bytes(first))
+    }
+}
+
+/// A tx sent in full inside a `CompactBlock`, at its index in the block.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct PrefilledTx {
+    pub index: u32,
+    pub tx: Transaction,
+}
+
+/// A block as its header and the short ids of its txs, in block order,
+/// except the `prefilled` ones (sent whole, in ascending index order). The
+/// receiver rebuilds the block from its mempool and asks with
+/// `GetBlockTxs` for what it lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct CompactBlock {
+    pub header: Header,
+    pub short_ids: Vec<ShortId>,
+    pub prefilled: Vec<PrefilledTx>,
+}
+
+impl CompactBlock {
+    /// The compact form of `block`, no tx prefilled.
+    pub fn from_block(block: &Block) -> CompactBlock {
+        let hash = block.hash();
+        CompactBlock {
+            header: block.header.clone(),
+            short_ids: block
+                .txs
+                .iter()
+                .map(|tx| ShortId::new(&hash, &tx.txid()))
+                .collect(),
+            prefilled: Vec::new(),
+        }
+    }
+
+    /// How many txs the block holds.
+    pub fn tx_count(&self) -> usize {
+        self.short_ids.len() + self.prefilled.len()
     }
 }
 
@@ -131,12 +201,29 @@ pub enum Message {
         first_nonce: u64,
         count: u32,
     },
+    /// "Push me new blocks as `CompactBlock`s before you announce them"
+    /// (`true`), or stop doing so (`false`).
+    SendCompact {
+        high_bandwidth: bool,
+    },
+    CompactBlock(CompactBlock),
+    /// "Send me the txs at these indexes of this block" (ascending), to
+    /// finish rebuilding it from a `CompactBlock`.
+    GetBlockTxs {
+        block: BlockHash,
+        indexes: Vec<u32>,
+    },
+    /// The answer to `GetBlockTxs`: the txs asked for, in the order asked.
+    BlockTxs {
+        block: BlockHash,
+        txs: Vec<Transaction>,
+    },
 }
 
 /// Message kinds in discriminant order (the encoding writes the variant
 /// index as a little-endian `u32` first). Used for metrics labels and
 /// per-kind size caps before decoding.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 18] = [
     "hello",
     "hello_ack",
     "ping",
@@ -151,6 +238,10 @@ pub const KINDS: [&str; 14] = [
     "get_headers",
     "headers",
     "get_sender_txs",
+    "send_compact",
+    "compact_block",
+    "get_block_txs",
+    "block_txs",
 ];
 
 /// Upper bound, in bytes, of an encoded `Header` (all fields fixed width).
@@ -163,7 +254,9 @@ const PEER_ADDR_BYTES: usize = (4 + 16 + 2 + 4 + 4) + (1 + 32) + 8 + 1;
 const ENVELOPE_BYTES: usize = 4 + 8;
 
 /// The largest encoded size a message of kind `index` may have, or `None`
-/// for an unknown kind. `max_frame` caps blocks.
+/// for an unknown kind. `max_frame` caps blocks and the messages that can
+/// carry a block's worth of txs (`CompactBlock` with prefilled txs,
+/// `BlockTxs`); `GetBlockTxs` holds one index per tx of such a block.
 pub fn max_encoded_len(index: u32, max_frame: usize) -> Option<usize> {
     let cap = match index {
         0 => 256,                                          // hello
@@ -179,6 +272,9 @@ pub fn max_encoded_len(index: u32, max_frame: usize) -> Option<usize> {
         11 => ENVELOPE_BYTES + MAX_LOCATOR * 32,
         12 => ENVELOPE_BYTES + MAX_HEADERS * HEADER_BYTES,
         13 => 4 + 20 + 8 + 4,
+        14 => 4 + 1,
+        15 | 17 => max_frame,
+        16 => ENVELOPE_BYTES + 32 + (max_frame / MIN_TX_BYTES) * 4,
         _ => return None,
     };
     Some(cap.min(max_frame))
@@ -205,6 +301,10 @@ impl Message {
             Message::GetHeaders(_) => 11,
             Message::Headers(_) => 12,
             Message::GetSenderTxs { .. } => 13,
+            Message::SendCompact { .. } => 14,
+            Message::CompactBlock(_) => 15,
+            Message::GetBlockTxs { .. } => 16,
+            Message::BlockTxs { .. } => 17,
         }
     }
 
@@ -231,13 +331,21 @@ impl Message {
             | Message::Pong(_)
             | Message::Block(_)
             | Message::GetHeaders(_)
-            | Message::Headers(_) => true,
+            | Message::Headers(_)
+            | Message::SendCompact { .. }
+            | Message::CompactBlock(_)
+            | Message::GetBlockTxs { .. }
+            | Message::BlockTxs { .. } => true,
         }
     }
 
     /// Checks the item counts that the byte caps only bound loosely.
-    pub fn check_counts(&self) -> Result<(), String> {
+    /// `max_block_txs`: the most txs a block of this chain can hold.
+    pub fn check_counts(&self, max_block_txs: usize) -> Result<(), String> {
         let (count, max) = match self {
+            Message::CompactBlock(compact) => (compact.tx_count(), max_block_txs),
+            Message::GetBlockTxs { indexes, .. } => (indexes.len(), max_block_txs),
+            Message::BlockTxs { txs, .. } => (txs.len(), max_block_txs),
             Message::Addr(addrs) => (addrs.len(), MAX_ADDRS),
             Message::Inv(items) | Message::GetData(items) | Message::NotFound(items) => {
                 (items.len(), MAX_INV_ITEMS)
@@ -369,7 +477,7 @@ mod tests {
         assert!(encoding::encoded_len(&full_headers) <= max_encoded_len(12, 4 << 20).expect("cap"));
         assert!(
             Message::Inv(vec![InvItem::Tx(TxId(Hash256::ZERO)); MAX_INV_ITEMS + 1])
-                .check_counts()
+                .check_counts(1_000)
                 .is_err()
         );
     }

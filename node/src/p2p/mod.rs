@@ -4,8 +4,10 @@
 //!
 //! Bird's-eye view, bottom up (one concept per file):
 //! - `message`: the wire messages and their size and count limits.
-//! - `codec`: length-prefixed frames (4 MiB at most, checked before
-//!   allocating) and per-kind caps before decoding.
+//! - `codec`: length-prefixed frames (4 MiB at most, or a whole block of
+//!   the chain when that is larger; checked before allocating) and
+//!   per-kind caps before decoding.
+//! - `compact`: rebuilding a block from a `CompactBlock` and the mempool.
 //! - `connection`: a `Transport` (TCP today) split into a message reader and
 //!   a frame writer, counting messages by kind.
 //! - `protocol`: the core. `NetworkState` decides every rule (handshake
@@ -29,6 +31,7 @@
 
 pub mod backend;
 pub mod codec;
+pub mod compact;
 pub mod connection;
 mod driver;
 mod import;
@@ -129,6 +132,7 @@ impl P2pConfig {
                 genesis_hash,
                 node_key,
                 timing: P2pTiming::default(),
+                max_frame: codec::MAX_FRAME_BYTES,
             },
             address_book: None,
             ban_store: None,

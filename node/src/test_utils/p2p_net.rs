@@ -78,10 +78,7 @@ impl TestBackend {
             let events = events.clone();
             let relay_cache = Arc::clone(&relay_cache);
             chain.set_validated_hook(Box::new(move |hash, block| {
-                relay_cache.insert(
-                    *hash,
-                    crate::p2p::codec::block_payload(&ledger::encoding::encode(block)),
-                );
+                relay_cache.insert_block(*hash, block);
                 let _ = events.send(NodeEvent::BlockValidated {
                     hash: *hash,
                     height: block.header.height,
@@ -324,6 +321,20 @@ impl Backend for TestBackend {
             .reader
             .block_bytes(hash)
             .map(|bytes| crate::p2p::codec::block_payload(&bytes))
+    }
+
+    fn compact_payload(&self, hash: &BlockHash) -> Option<tokio_util::bytes::Bytes> {
+        self.inner.relay_cache.compact(hash).or_else(|| {
+            self.block(hash)
+                .map(|block| crate::p2p::codec::compact_payload(&block))
+        })
+    }
+
+    fn recent_block(&self, hash: &BlockHash) -> Option<Block> {
+        self.inner
+            .relay_cache
+            .block(hash)
+            .or_else(|| self.block(hash))
     }
 
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {

@@ -205,6 +205,46 @@ impl Requests {
         }
     }
 
+    /// Asks `peer` for `item` again as a fresh request (a compact block
+    /// that could not be rebuilt is fetched whole), keeping the other
+    /// peers that announced it for when this one fails too.
+    pub fn again(&mut self, item: InvItem, peer: ConnId, now: Mono) {
+        match self.items.get_mut(&item) {
+            Some(request) => {
+                let was_outstanding = !request.received;
+                let old_peer = request.peer;
+                request.peer = peer;
+                request.sent_at = now;
+                request.received = false;
+                request.alternates.retain(|other| *other != peer);
+                if was_outstanding {
+                    self.remove_from_peer(old_peer);
+                }
+                self.add_to_peer(peer);
+            }
+            None => self.insert(item, peer, now, false),
+        }
+    }
+
+    /// Moves `item` to the next peer that announced it (its sender went
+    /// away before a compact block could be finished); forgets it when
+    /// nobody else did.
+    pub fn ask_next(
+        &mut self,
+        item: InvItem,
+        now: Mono,
+        usable: &impl Fn(ConnId) -> bool,
+    ) -> Option<ConnId> {
+        let request = self.items.get_mut(&item)?;
+        if request.received {
+            // Counted against its peer again, as `reassign` expects.
+            request.received = false;
+            let peer = request.peer;
+            self.add_to_peer(peer);
+        }
+        self.reassign(item, now, usable)
+    }
+
     /// Validation finished: forget the item.
     pub fn done(&mut self, item: &InvItem) {
         if let Some(request) = self.items.remove(item) {

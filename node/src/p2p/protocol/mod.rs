@@ -11,6 +11,7 @@
 //! metrics are the driver's, reached only through `Action`s.
 
 pub mod addrbook;
+mod compact;
 pub mod gossip;
 mod peers;
 mod relay;
@@ -24,7 +25,8 @@ pub mod time;
 mod tests;
 
 use crate::events::NodeEvent;
-use crate::p2p::message::{Message, NetworkMagic};
+use crate::p2p::compact::{RebuildJob, Rebuilt};
+use crate::p2p::message::{CompactBlock, Message, NetworkMagic};
 use crate::p2p::{BlockVerdict, P2pTiming, TipSummary, TxVerdict};
 use addrbook::{AddrBook, AddrEntry, BanKey, BanList, BookChange};
 use core::net::SocketAddr;
@@ -160,6 +162,12 @@ pub enum Input {
     SeedsResolved {
         addrs: Vec<SocketAddr>,
     },
+    /// The driver ran a `Rebuild` of a compact block from `from`.
+    Rebuilt {
+        from: ConnId,
+        compact: Box<CompactBlock>,
+        rebuilt: Rebuilt,
+    },
 }
 
 /// Something to send to a peer.
@@ -174,6 +182,14 @@ pub enum Outgoing {
     /// one that left the mempool meanwhile is listed in a `NotFound` after
     /// the batch.
     Tx(TxId),
+    /// A stored block as a `CompactBlock`.
+    CompactBlock(BlockHash),
+    /// Txs of a stored block, by index (`GetBlockTxs`): sent as one
+    /// `BlockTxs`, or a `NotFound` for the block when an index is bad.
+    BlockTxs {
+        block: BlockHash,
+        indexes: Vec<u32>,
+    },
 }
 
 /// A metric to update (names without the `ledger_` prefix).
@@ -249,6 +265,19 @@ pub enum Action {
     Send {
         conn: ConnId,
         message: Message,
+    },
+    /// Push a block we just validated to a high-bandwidth peer as a
+    /// `CompactBlock`, like `Send`; an `Inv` of it if its compact form is
+    /// not at hand.
+    PushCompact {
+        conn: ConnId,
+        hash: BlockHash,
+    },
+    /// Rebuild a compact block from the mempool (or finish one with the
+    /// txs its sender gave) and report `Rebuilt`.
+    Rebuild {
+        from: ConnId,
+        job: Box<RebuildJob>,
     },
     /// Answer the peer's own request, in order, waiting for queue room, so
     /// a greedy peer only slows itself down.
@@ -342,6 +371,9 @@ pub struct ProtocolConfig {
     pub genesis_hash: BlockHash,
     pub node_key: SecretKey,
     pub timing: P2pTiming,
+    /// The largest frame after the handshake: a whole block of this chain
+    /// in one message (`codec::max_frame_for`).
+    pub max_frame: usize,
 }
 
 /// What persisted state the core starts from.
@@ -393,6 +425,8 @@ struct ReadyPeer {
     addr_tokens_at: Mono,
     last_getaddr_answered: Option<Mono>,
     reported_peers: Vec<PublicKey>,
+    /// It asked us to push new blocks as compact blocks (`SendCompact`).
+    wants_compact: bool,
 }
 
 /// Any connection, from dialing to close.
@@ -428,6 +462,7 @@ pub struct NetworkState<V: ChainView> {
     pending_since: Option<Mono>,
     block_backlog: usize,
     tx_backlog: usize,
+    compact: compact::CompactRelay,
     /// Gaps in senders' nonces we asked a peer to fill, by sender.
     gap_requests: BTreeMap<Address, relay::GapRequest>,
     /// Blocks connected since pending txs were last announced again, and
@@ -497,6 +532,7 @@ impl<V: ChainView> NetworkState<V> {
             pending_since: None,
             block_backlog: 0,
             tx_backlog: 0,
+            compact: compact::CompactRelay::default(),
             gap_requests: BTreeMap::new(),
             blocks_since_reannounce: 0,
             reannounce_after: relay::REANNOUNCE_EVERY_BLOCKS.start,
@@ -556,6 +592,11 @@ impl<V: ChainView> NetworkState<V> {
             }
             Input::Command(Command::Dial(target)) => self.on_dial_command(target),
             Input::SeedsResolved { addrs } => self.on_seeds_resolved(addrs),
+            Input::Rebuilt {
+                from,
+                compact,
+                rebuilt,
+            } => self.on_rebuilt(from, *compact, rebuilt),
         }
         if self.pending_since.is_some_and(|since| {
             self.now.mono.saturating_duration_since(since) >= MAX_ANNOUNCE_DELAY
@@ -686,6 +727,7 @@ impl<V: ChainView> NetworkState<V> {
     fn maintain(&mut self) {
         let now = self.now.mono;
         self.expire_requests();
+        self.expire_partial_blocks();
         self.check_sync_stall();
         self.choose_sync_peer();
         self.dial_targets();

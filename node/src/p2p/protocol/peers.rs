@@ -281,6 +281,10 @@ impl<V: ChainView> NetworkState<V> {
                 first_nonce,
                 count,
             } => self.on_get_sender_txs(id, sender, first_nonce, count),
+            Message::SendCompact { high_bandwidth } => self.on_send_compact(id, high_bandwidth),
+            Message::CompactBlock(compact) => self.on_compact_block(id, compact),
+            Message::GetBlockTxs { block, indexes } => self.on_get_block_txs(id, block, indexes),
+            Message::BlockTxs { block, txs } => self.on_block_txs(id, block, txs),
             Message::Hello(_) | Message::HelloAck(_) => self.close(
                 id,
                 CloseReason::Misbehaved {
@@ -370,6 +374,7 @@ impl<V: ChainView> NetworkState<V> {
             addr_tokens_at: now,
             last_getaddr_answered: None,
             reported_peers: Vec::new(),
+            wants_compact: false,
         });
         tracing::info!(
             peer = %remote,
@@ -384,6 +389,7 @@ impl<V: ChainView> NetworkState<V> {
             self.book.connected(listen_addr, node_id, self.now.unix_ms);
         }
         self.send(id, Message::GetAddr);
+        self.compact_peer_ready(id, direction == Direction::Outbound);
         self.announce_mempool(id);
         let our_work = self.view.tip().total_work;
         if hello.best_work > our_work {
@@ -480,6 +486,7 @@ impl<V: ChainView> NetworkState<V> {
                 .requests
                 .peer_gone(id, now, &|peer| usable.contains(&peer));
             self.send_requests(again);
+            self.compact_peer_gone(id);
             if self.sync.peer() == Some(id) {
                 self.reset_sync();
                 self.choose_sync_peer();

@@ -84,11 +84,23 @@ impl<V: ChainView> NetworkState<V> {
 
     /// Announces what the node accepted to every peer not known to have it:
     /// blocks first, in their own `Inv`, then txs.
+    /// Peers that asked for high-bandwidth compact relay get each new
+    /// block pushed as a `CompactBlock` instead of its `Inv`.
     pub(super) fn flush_announcements(&mut self) {
         self.pending_since = None;
         let blocks = std::mem::take(&mut self.pending_blocks);
         let txs = std::mem::take(&mut self.pending_txs);
         for id in self.ready_conns() {
+            if let Some(peer) = self.peer_mut(id).filter(|peer| peer.wants_compact) {
+                let fresh: Vec<BlockHash> = blocks
+                    .iter()
+                    .filter(|item| peer.known.insert(**item))
+                    .map(|item| BlockHash(item.hash()))
+                    .collect();
+                for hash in fresh {
+                    self.push(Action::PushCompact { conn: id, hash });
+                }
+            }
             for batch in [&blocks, &txs] {
                 let Some(peer) = self.peer_mut(id) else { break };
                 let fresh: Vec<InvItem> = batch
@@ -158,7 +170,13 @@ impl<V: ChainView> NetworkState<V> {
                 InvItem::Block(hash) if self.view.has_block(&hash) => {
                     answer.push(Outgoing::Block(hash))
                 }
-                InvItem::Block(_) => missing.push(item),
+                InvItem::CompactBlock(hash) if self.view.has_block(&hash) => {
+                    answer.push(Outgoing::CompactBlock(hash))
+                }
+                // Named as the block, which is what the asker tracks.
+                InvItem::Block(hash) | InvItem::CompactBlock(hash) => {
+                    missing.push(InvItem::Block(hash))
+                }
                 InvItem::Tx(txid) => answer.push(Outgoing::Tx(txid)),
             }
         }
@@ -193,6 +211,8 @@ impl<V: ChainView> NetworkState<V> {
             let have = match item {
                 InvItem::Tx(txid) => self.view.has_tx(&txid),
                 InvItem::Block(hash) => self.view.has_block(&hash),
+                // Only ever asked for, never announced.
+                InvItem::CompactBlock(_) => continue,
             };
             if have {
                 // A peer announcing our own tip is at least that high; this
@@ -228,8 +248,16 @@ impl<V: ChainView> NetworkState<V> {
                 peer.caught_up = false;
             }
         }
-        // Blocks first: they may make some of the txs redundant.
+        // Blocks first: they may make some of the txs redundant. A new
+        // block is asked for in its compact form, unless a sync is under
+        // way (we are behind and its parent is likely missing).
         fetch.sort_by_key(|item| !item.is_block());
+        let compact = !self.sync.is_active();
+        for item in &mut fetch {
+            if let (InvItem::Block(hash), true) = (*item, compact) {
+                *item = InvItem::CompactBlock(hash);
+            }
+        }
         if !fetch.is_empty() {
             self.send(id, Message::GetData(fetch));
         }
@@ -242,6 +270,9 @@ impl<V: ChainView> NetworkState<V> {
         let mut sync_gap = false;
         for item in items {
             if let InvItem::Block(hash) = item {
+                if self.compact_not_found(id, &hash) {
+                    continue;
+                }
                 if self.sync.peer() == Some(id) && self.sync.block_unavailable(&hash) {
                     self.requests.done(&item);
                     sync_gap = true;
@@ -434,7 +465,12 @@ impl<V: ChainView> NetworkState<V> {
         self.requests.done(&InvItem::Block(hash));
         let for_sync = self.sync.block_judged(&hash, size);
         match verdict {
-            BlockVerdict::Accepted | BlockVerdict::Known => {}
+            BlockVerdict::Accepted => {
+                if let Some(from) = from.filter(|_| !for_sync) {
+                    self.promote_high_bandwidth(from);
+                }
+            }
+            BlockVerdict::Known => {}
             BlockVerdict::Orphan => {
                 if let Some(from) = from {
                     if let Some(peer) = self.peer_mut(from) {

@@ -140,6 +140,7 @@ fn config(name: &str, port: u16) -> ProtocolConfig {
         genesis_hash: genesis(),
         node_key: SecretKey::from_seed(name),
         timing: P2pTiming::default(),
+        max_frame: crate::p2p::codec::MAX_FRAME_BYTES,
     }
 }
 
@@ -284,6 +285,7 @@ fn admitted(actions: &[Action]) -> Option<ConnId> {
     })
 }
 
+mod compact;
 mod determinism;
 mod handshake;
 mod peers;
@@ -297,6 +299,7 @@ fn the_core_does_no_io() {
     let files = [
         ("mod.rs", include_str!("../mod.rs")),
         ("addrbook.rs", include_str!("../addrbook.rs")),
+        ("compact.rs", include_str!("../compact.rs")),
         ("gossip.rs", include_str!("../gossip.rs")),
         ("peers.rs", include_str!("../peers.rs")),
         ("relay.rs", include_str!("../relay.rs")),
