@@ -206,6 +206,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Handlers first: a Ctrl-C during start-up must still stop what started.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    // Early too: SIGUSR1's default action would end the launcher.
+    let mut restart = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
 
     // The node reads its settings from LEDGER_* variables too; one left in
     // the user's shell (LEDGER_MINE, LEDGER_PEERS...) must not change the
@@ -265,7 +267,6 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     // Supervise until asked to stop; a node that dies is reported once,
     // and SIGUSR1 starts every exited node again (`testnet chaos` kills).
-    let mut restart = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
     let mut reported = vec![false; processes.len()];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
