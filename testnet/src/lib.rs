@@ -14,6 +14,8 @@
 //!   gives, and the report with its verdict (no I/O).
 //! - [`docker`]: the containers of a Docker testnet and the faults put on
 //!   them (`docker` CLI, `nsenter` with `iptables` and `tc`).
+//! - [`local`]: the node processes of a `testnet up` behind loopback RPC
+//!   URLs (found through `/proc`) and the faults put on them (signals).
 //! - [`process`]: child process supervision: spawning nodes in their own
 //!   process group, stopping them with SIGTERM then SIGKILL, and the
 //!   parent-death signal that keeps a killed launcher from leaving orphans.
@@ -26,6 +28,7 @@
 pub mod api;
 pub mod chaos;
 pub mod docker;
+pub mod local;
 pub mod process;
 pub mod sse;
 pub mod stats;

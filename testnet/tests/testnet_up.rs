@@ -430,3 +430,75 @@ fn overload_is_refused_at_admission_and_nothing_accepted_is_lost() {
         "the excess is refused at admission: {report}"
     );
 }
+
+/// `testnet chaos` against `testnet up`'s processes: kill -9 (the launcher
+/// restarts the node on SIGUSR1, same data dir and flags) and pause
+/// (SIGSTOP/SIGCONT) rounds under a steady load; every round converges,
+/// supply holds and no accepted tx is lost. Partitions are refused up
+/// front, with the reason. Afterwards SIGINT still stops every node, the
+/// restarted ones included.
+#[test]
+fn chaos_kill_and_pause_rounds_against_local_nodes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut launcher, urls) = start_up(dir.path(), 3, 1, 4);
+    let banner = launcher.wait_banner(Duration::from_secs(180));
+    let pids = banner_pids(&banner);
+    let url_list = urls.join(",");
+
+    let refused = testnet(&["chaos", "--rpc-url", &url_list, "--faults", "partition"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("network namespace per node"),
+        "{}",
+        describe(&refused)
+    );
+
+    // Seed 3 over kill and pause draws both kinds in three rounds.
+    let chaos = testnet(&[
+        "chaos",
+        "--rpc-url",
+        &url_list,
+        "--rounds",
+        "3",
+        "--seed",
+        "3",
+        "--tps",
+        "8",
+        "--converge-timeout",
+        "90",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&chaos.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", describe(&chaos)));
+    assert!(chaos.status.success(), "{}", describe(&chaos));
+    assert_eq!(report["passed"], true, "{report}");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 3, "{report}");
+    for kind in ["kill", "pause"] {
+        assert!(
+            rounds.iter().any(|round| round["fault"] == kind),
+            "no {kind} round: {report}"
+        );
+    }
+    assert!(rounds.iter().all(|round| round["converge_ms"].is_u64()));
+    assert_eq!(report["txs"]["lost"], 0, "{report}");
+    assert!(
+        report["txs"]["accepted"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(
+        launcher.stderr().contains("started again"),
+        "{}",
+        launcher.stderr()
+    );
+
+    rustix::process::kill_process(Pid::from_child(&launcher.child), Signal::INT)
+        .expect("send SIGINT");
+    let status = launcher.wait_exit(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "testnet up exited with {status}; stderr:\n{}",
+        launcher.stderr()
+    );
+    wait_until_gone(&pids, dir.path(), Duration::from_secs(10));
+}

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -143,6 +143,13 @@ fn read_tree(tree: &AuxTree, what: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
 }
 
+/// A command from the node's handle, with where to say whether the core
+/// took it (`POST /v1/peers` reports a refused pin).
+pub(crate) struct CommandRequest {
+    pub command: Command,
+    pub taken: Option<oneshot::Sender<bool>>,
+}
+
 /// What `start` hands the driver.
 pub(crate) struct DriverParts<B: Backend> {
     pub config: ProtocolConfig,
@@ -152,7 +159,7 @@ pub(crate) struct DriverParts<B: Backend> {
     pub listener: TcpListener,
     pub tracker: TaskTracker,
     pub shared: Arc<Shared>,
-    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub commands: mpsc::UnboundedReceiver<CommandRequest>,
     pub stores: Stores,
     pub clock: Clock,
     pub seed: u64,
@@ -166,7 +173,7 @@ pub(crate) struct Driver<B: Backend> {
     tracker: TaskTracker,
     listener: TcpListener,
     shared: Arc<Shared>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::UnboundedReceiver<CommandRequest>,
     stores: Stores,
     clock: Clock,
     connect_timeout: Duration,
@@ -305,7 +312,10 @@ impl<B: Backend> Driver<B> {
                     None => continue,
                 },
                 Some(verdict) = self.verdicts.recv() => verdict,
-                Some(command) = self.commands.recv() => Input::Command(command),
+                Some(request) = self.commands.recv() => {
+                    self.command(request);
+                    continue;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, remote)) => {
                         let _ = stream.set_nodelay(true);
@@ -352,6 +362,19 @@ impl<B: Backend> Driver<B> {
     /// Hands the core one input and carries out everything it decides,
     /// including the inputs that carrying it out produces (a peer found
     /// too slow).
+    /// Feeds a command and says whether the core took it: a pin that
+    /// is not among the core's dial targets afterwards was refused.
+    fn command(&mut self, request: CommandRequest) {
+        let CommandRequest { command, taken } = request;
+        let target = match &command {
+            Command::Dial(target) => target.clone(),
+        };
+        self.feed(Input::Command(command));
+        if let Some(taken) = taken {
+            let _ = taken.send(self.state.is_dial_target(&target));
+        }
+    }
+
     fn feed(&mut self, input: Input) {
         let mut inputs = vec![input];
         while let Some(input) = inputs.pop() {

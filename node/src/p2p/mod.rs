@@ -45,7 +45,7 @@ pub use protocol::{addrbook, gossip, sync, ChainView, ConnId};
 
 use crate::metrics::Metrics;
 use addrbook::BanKey;
-use driver::{Clock, Driver, DriverParts, Stores};
+use driver::{Clock, CommandRequest, Driver, DriverParts, Stores};
 use ledger::chain::AuxTree;
 use ledger::json::PeerJson;
 use ledger::{BlockHash, PublicKey, SecretKey};
@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -250,7 +250,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct HandleInner {
     local_addr: SocketAddr,
     node_id: PublicKey,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<CommandRequest>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     clock: Clock,
@@ -297,7 +297,23 @@ impl P2pHandle {
     /// Dials `addr` (`host:port`) and keeps reconnecting to it like a
     /// bootstrap peer.
     pub fn dial(&self, addr: String) {
-        let _ = self.inner.commands.send(Command::Dial(addr));
+        let _ = self.inner.commands.send(CommandRequest {
+            command: Command::Dial(addr),
+            taken: None,
+        });
+    }
+
+    /// Like `dial`, and says whether the peer was pinned: `Some(false)`
+    /// when every pinned slot (at most `--max-outbound`) holds a live
+    /// connection; `None` when the network has stopped.
+    pub async fn pin(&self, addr: String) -> Option<bool> {
+        let (taken, answer) = oneshot::channel();
+        let request = CommandRequest {
+            command: Command::Dial(addr),
+            taken: Some(taken),
+        };
+        self.inner.commands.send(request).ok()?;
+        answer.await.ok()
     }
 
     /// True while blocks are being fetched from a peer with more work.

@@ -24,6 +24,13 @@ pub enum ApiError {
     MethodNotAllowed { method: String },
     #[error("{0}")]
     Forbidden(String),
+    /// A body in a media type the route does not take (admin routes take
+    /// only `application/json`).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// `POST /v1/peers` when every pinned-peer slot holds a live peer.
+    #[error("{0}")]
+    TooManyPinnedPeers(String),
     /// A transaction the mempool refused (its code is SPEC's).
     #[error("{0}")]
     Rejected(#[from] MempoolError),
@@ -57,6 +64,10 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::TooManyPinnedPeers(_) => (StatusCode::CONFLICT, "too_many_pinned_peers"),
             ApiError::Rejected(error) => (mempool_status(error), error.code()),
             ApiError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),

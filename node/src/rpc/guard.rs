@@ -10,15 +10,16 @@
 //!   `Host` (HTTP/1.0, tests) is let through, since no browser sends one.
 //! - **Admin routes** (`AdminGuard`): a page may also post to the node
 //!   directly. A cross-site `text/plain` POST needs no CORS preflight, so
-//!   admin routes refuse every type but `application/json` (which a page
-//!   can only send after a preflight the node never grants for its admin
-//!   routes), and refuse any present `Origin` that is not the node's own,
-//!   before the loopback or bearer-token check.
+//!   admin routes refuse any present `Origin` that is not the node's own
+//!   (403), then every type but `application/json` (415: a page can send
+//!   JSON only after a preflight the node never grants for its admin
+//!   routes), before the loopback or bearer-token check.
 //! - **CORS** is off unless `--rpc-cors-origin` names origins; then those
 //!   origins may read the public routes and submit transactions from a
 //!   page (`cors_layer`).
 //!
-//! Every refusal is 403 `forbidden`.
+//! Every refusal is 403 `forbidden`, except a wrong media type on an admin
+//! route: 415 `unsupported_media_type`, as HTTP clients expect.
 
 use super::error::ApiError;
 use super::RpcState;
@@ -182,7 +183,7 @@ pub fn check_admin_request(headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|value| value.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::UnsupportedMediaType(
             "admin routes need the header Content-Type: application/json".into(),
         ));
     }
@@ -277,8 +278,12 @@ mod tests {
             "application/json; charset=utf-8"
         )]))
         .is_ok());
-        assert!(check_admin_request(&headers(&[("content-type", "text/plain")])).is_err());
-        assert!(check_admin_request(&headers(&[])).is_err());
+        for wrong in [&[("content-type", "text/plain")][..], &[]] {
+            assert!(matches!(
+                check_admin_request(&headers(wrong)),
+                Err(ApiError::UnsupportedMediaType(_))
+            ));
+        }
         let own = [
             json,
             ("host", "127.0.0.1:8080"),
@@ -290,7 +295,10 @@ mod tests {
             ("host", "127.0.0.1:8080"),
             ("origin", "https://evil.example"),
         ];
-        assert!(check_admin_request(&headers(&foreign)).is_err());
+        assert!(matches!(
+            check_admin_request(&headers(&foreign)),
+            Err(ApiError::Forbidden(_))
+        ));
         let null = [json, ("host", "127.0.0.1:8080"), ("origin", "null")];
         assert!(check_admin_request(&headers(&null)).is_err());
         let other_port = [

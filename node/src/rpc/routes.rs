@@ -349,8 +349,14 @@ pub async fn add_peer(
         .node
         .network()
         .ok_or(ApiError::NotReady("P2P is not running yet"))?;
-    network.dial(addr.clone());
-    Ok((StatusCode::ACCEPTED, Json(json!({ "addr": addr }))))
+    match network.pin(addr.clone()).await {
+        Some(true) => Ok((StatusCode::ACCEPTED, Json(json!({ "addr": addr })))),
+        Some(false) => Err(ApiError::TooManyPinnedPeers(format!(
+            "not dialing {addr}: every pinned-peer slot (at most --max-outbound) holds a connected or connecting peer; \
+             retry when one disconnects, or restart the node with a higher --max-outbound"
+        ))),
+        None => Err(ApiError::NotReady("P2P has stopped")),
+    }
 }
 
 /// O(1): the summary is kept up to date as blocks connect and disconnect

@@ -971,16 +971,28 @@ async fn cross_site_admin_posts_are_refused_and_do_nothing() {
             json!({ "addr": "198.51.100.7:7070" }).to_string(),
         ),
     ] {
-        for (origin, content_type) in [
-            (Some("https://evil.example"), "text/plain"),
-            (Some("https://evil.example"), "application/json"),
-            (Some("null"), "text/plain"),
-            (None, "text/plain"),
-            (None, "application/x-www-form-urlencoded"),
+        // A foreign Origin is refused first (403); without one, a body that
+        // is not JSON is the wrong media type (415).
+        for (origin, content_type, status, code) in [
+            (Some("https://evil.example"), "text/plain", 403, "forbidden"),
+            (
+                Some("https://evil.example"),
+                "application/json",
+                403,
+                "forbidden",
+            ),
+            (Some("null"), "text/plain", 403, "forbidden"),
+            (None, "text/plain", 415, "unsupported_media_type"),
+            (
+                None,
+                "application/x-www-form-urlencoded",
+                415,
+                "unsupported_media_type",
+            ),
         ] {
             let request = browser_request("POST", path, host, origin, content_type, body.clone());
             let answer = send(test.app(), request).await;
-            assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
+            assert_error(&answer, StatusCode::from_u16(status).unwrap(), code);
         }
     }
     // Nothing was mined; and nothing was dialed, since the admin check is
@@ -1014,6 +1026,42 @@ async fn cross_site_admin_posts_are_refused_and_do_nothing() {
         json!({ "addr": "127.0.0.1:9" }).to_string(),
     );
     assert_eq!(send(test.app(), request).await.0, StatusCode::ACCEPTED);
+    test.stop().await;
+}
+
+/// `POST /v1/peers` pins at most `--max-outbound` peers: with every slot
+/// held by a connecting peer, another pin is refused with a code, not
+/// accepted and silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_past_the_cap_is_refused_with_a_code() {
+    let test = TestNode::start_with(ChainSpec::builtin("regtest").unwrap(), |config| {
+        config.max_outbound = 2;
+    })
+    .await;
+    // Loopback listeners that never answer the handshake: a dial to one
+    // holds its slot until the handshake timeout.
+    let silent: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let pin = |addr: std::net::SocketAddr| {
+        browser_request(
+            "POST",
+            "/v1/peers",
+            "127.0.0.1:8080",
+            None,
+            "application/json",
+            json!({ "addr": addr.to_string() }).to_string(),
+        )
+    };
+    for listener in &silent[..2] {
+        let (status, body) = send(test.app(), pin(listener.local_addr().unwrap())).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let refused = send(test.app(), pin(silent[2].local_addr().unwrap())).await;
+    assert_error(&refused, StatusCode::CONFLICT, "too_many_pinned_peers");
+    // Asking again for one already pinned is not a new pin.
+    let again = send(test.app(), pin(silent[0].local_addr().unwrap())).await;
+    assert_eq!(again.0, StatusCode::ACCEPTED);
     test.stop().await;
 }
 

@@ -1,6 +1,7 @@
-//! `testnet chaos`: fault rounds against a running Docker testnet, with a
-//! verdict. It finds the containers (a compose project, or the ones behind
-//! `--rpc-url`), draws the fault schedule from `--seed`
+//! `testnet chaos`: fault rounds against a running testnet, with a
+//! verdict. It finds the nodes (`chaos_nodes`: a compose project, the
+//! containers behind `--rpc-url`, or the local `testnet up` processes
+//! behind loopback `--rpc-url`s), draws the fault schedule from `--seed`
 //! (`testnet::chaos::plan`), and keeps a steady load of transfers running
 //! while, round by round, it applies a fault, holds it, heals it, waits
 //! until every node has the same tip and state digest, and checks the
@@ -18,6 +19,7 @@
 //! took a moment earlier might never have left it. That is how a
 //! mempool works, not a fault of the network, so the load avoids it.
 
+use super::chaos_nodes::Nodes;
 use super::check::{all_agree, parse_url, Answer};
 use anyhow::{bail, Context};
 use futures::StreamExt;
@@ -31,8 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use testnet::api::{Api, ApiError, TxFormat};
-use testnet::chaos::{plan, ChaosReport, Fault, FaultKind, RoundReport, TxTally};
-use testnet::docker::{self, Container};
+use testnet::chaos::{plan, ChaosReport, FaultKind, RoundReport, TxTally};
 use testnet::sse::SseParser;
 use tokio::sync::watch;
 
@@ -53,13 +54,10 @@ pub struct ChaosArgs {
     /// Fault rounds to run
     #[arg(long, default_value_t = 20)]
     pub rounds: usize,
-    /// Faults to draw from, comma-separated
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "kill,pause,partition,netem"
-    )]
-    pub faults: Vec<FaultKind>,
+    /// Faults to draw from, comma-separated [default: kill,pause,partition,netem
+    /// on Docker; kill,pause on local `testnet up` nodes]
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Option<Vec<FaultKind>>,
     /// Seed of the fault schedule: the same seed gives the same schedule
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -78,9 +76,6 @@ pub struct ChaosArgs {
 }
 
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
-    if args.faults.is_empty() {
-        bail!("--faults names no fault");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -91,7 +86,7 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
 
 /// What compose calls a project by default: the directory name, lower
 /// case, keeping only letters, digits, `-` and `_`.
-fn default_project(compose_file: &std::path::Path) -> String {
+pub(super) fn default_project(compose_file: &std::path::Path) -> String {
     let dir = std::fs::canonicalize(compose_file)
         .ok()
         .and_then(|path| path.parent().map(|dir| dir.to_path_buf()))
@@ -134,50 +129,9 @@ struct Load {
 
 async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut containers = match &args.compose_file {
-        Some(file) => {
-            let project = args
-                .project
-                .clone()
-                .unwrap_or_else(|| default_project(file));
-            let containers = docker::compose_project(&project)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            if containers.is_empty() {
-                bail!(
-                    "compose project {project:?} has no containers; start it first \
-                     (docker compose -f {} -p {project} up -d)",
-                    file.display()
-                );
-            }
-            containers
-        }
-        None => docker::behind_urls(&args.rpc_url)
-            .await
-            .map_err(anyhow::Error::msg)?,
-    };
-    let urls: Vec<String> = if args.rpc_url.is_empty() {
-        containers
-            .iter()
-            .map(|container| {
-                container
-                    .rpc_url()
-                    .with_context(|| format!("container {} has no reachable RPC", container.name))
-            })
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        args.rpc_url.clone()
-    };
-    for container in &containers {
-        if container.status != "running" {
-            bail!(
-                "container {} is {}, not running; start the testnet first",
-                container.name,
-                container.status
-            );
-        }
-    }
-    let n_nodes = containers.len();
+    let (mut nodes, urls) = Nodes::find(&args).await?;
+    let faults = nodes.faults(args.faults.as_deref())?;
+    let n_nodes = nodes.len();
     let client = Api::client(Duration::from_secs(5))?;
     let apis: Vec<Api> = urls
         .iter()
@@ -188,15 +142,16 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         &format!(
             "{} nodes: {}",
             n_nodes,
-            containers
+            nodes
+                .names()
                 .iter()
                 .zip(&urls)
-                .map(|(container, url)| format!("{} ({url})", container.name))
+                .map(|(name, url)| format!("{name} at {url}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     );
-    let schedule = plan(args.seed, args.rounds, &args.faults, n_nodes);
+    let schedule = plan(args.seed, args.rounds, &faults, n_nodes);
     note(
         started,
         &format!(
@@ -269,19 +224,15 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     for (index, fault) in schedule.into_iter().enumerate() {
         let round = index + 1;
         note(started, &format!("round {round}: {}", fault.describe()));
-        // The PIDs change when a container restarts: look again each round.
-        for container in containers.iter_mut() {
-            if let Ok(fresh) = docker::refresh(container).await {
-                *container = fresh;
-            }
-        }
+        // The PIDs change when a node restarts: look again each round.
+        nodes.refresh().await;
         *lock(&load.fenced) = fault.fenced().into_iter().collect();
         if !fault.fenced().is_empty() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let mut violations = Vec::new();
         let mut description = fault.describe();
-        match apply(&fault, &containers).await {
+        match nodes.apply(&fault).await {
             Ok(Some(note_text)) => {
                 note(started, &format!("round {round}: {note_text}"));
                 description.push_str(&format!(" ({note_text})"));
@@ -294,7 +245,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => false,
         };
         let healed_at = Instant::now();
-        if let Err(error) = heal(&fault, &mut containers, &apis, bound).await {
+        if let Err(error) = nodes.heal(&fault, &apis, bound).await {
             violations.push(error);
         }
         let converged = converge(&apis, bound).await;
@@ -359,10 +310,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     drop(book);
     let mut report = ChaosReport {
         seed: args.seed,
-        nodes: containers
-            .iter()
-            .map(|container| container.name.clone())
-            .collect(),
+        nodes: nodes.names(),
         converge_bound_secs: bound.as_secs(),
         rounds,
         convergence: Default::default(),
@@ -428,120 +376,6 @@ fn supply_error(spec: &ChainSpec, height: u64, total_supply: Amount) -> Option<S
                 .to_string())
         )
     })
-}
-
-/// Applies a fault; `Some(note)` says how, when it was not as described.
-async fn apply(fault: &Fault, containers: &[Container]) -> Result<Option<String>, String> {
-    match fault {
-        Fault::Kill { node, .. } => {
-            docker::docker(&["kill", "--signal", "KILL", &containers[*node].id]).await?;
-        }
-        Fault::Pause { node, .. } => {
-            docker::docker(&["pause", &containers[*node].id]).await?;
-        }
-        Fault::Partition { side, .. } => partition("-A", side, containers).await?,
-        Fault::Netem {
-            nodes,
-            delay_ms,
-            jitter_ms,
-            loss_percent,
-            ..
-        } => {
-            let mut fallback = false;
-            for node in nodes {
-                let method =
-                    docker::netem_add(&containers[*node], *delay_ms, *jitter_ms, *loss_percent)
-                        .await?;
-                fallback |= method == docker::Degraded::TbfAndDrop;
-            }
-            if fallback {
-                return Ok(Some(
-                    "no sch_netem in this kernel: tbf queueing delay + iptables random drop".into(),
-                ));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Cuts (`-A`) or heals (`-D`) traffic between `side` and everyone else,
-/// in both directions, in each container's own namespace.
-async fn partition(action: &str, side: &[usize], containers: &[Container]) -> Result<(), String> {
-    let members = |inside: bool| -> Vec<&Container> {
-        containers
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| side.contains(index) == inside)
-            .map(|(_, container)| container)
-            .collect()
-    };
-    let (inside, outside) = (members(true), members(false));
-    let mut first_error = None;
-    for (group, others) in [(&inside, &outside), (&outside, &inside)] {
-        for container in group.iter() {
-            if let Err(error) = docker::drop_traffic(action, container, others).await {
-                first_error.get_or_insert(error);
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-/// Undoes a fault. For a kill: starts the node again and waits until it
-/// answers `/ready`; a node that exits instead (its store would not open)
-/// or stays unready is a broken invariant.
-async fn heal(
-    fault: &Fault,
-    containers: &mut [Container],
-    apis: &[Api],
-    bound: Duration,
-) -> Result<(), String> {
-    match fault {
-        Fault::Kill { node, .. } => {
-            let id = containers[*node].id.clone();
-            docker::docker(&["start", &id]).await?;
-            let deadline = Instant::now() + bound;
-            loop {
-                if let Ok(fresh) = docker::refresh(&containers[*node]).await {
-                    containers[*node] = fresh;
-                }
-                let container = &containers[*node];
-                if container.status == "exited" || container.status == "dead" {
-                    return Err(format!(
-                        "{} exited after restart (could it not open its store?): {}",
-                        container.name,
-                        docker::log_tail(container, 5).await
-                    ));
-                }
-                if matches!(apis[*node].ready().await, Ok(true)) {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    return Err(format!(
-                        "{} not ready {} s after restart: {}",
-                        container.name,
-                        bound.as_secs(),
-                        docker::log_tail(container, 5).await
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-        Fault::Pause { node, .. } => docker::docker(&["unpause", &containers[*node].id])
-            .await
-            .map(|_| ()),
-        Fault::Partition { side, .. } => partition("-D", side, containers).await,
-        Fault::Netem {
-            nodes,
-            loss_percent,
-            ..
-        } => {
-            for node in nodes {
-                docker::netem_clear(&containers[*node], *loss_percent).await?;
-            }
-            Ok(())
-        }
-    }
 }
 
 /// One sender of the steady load: dev account `sender` sends to dev

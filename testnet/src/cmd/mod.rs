@@ -1,12 +1,13 @@
 //! The command line of `testnet` and the dispatch to its commands: `up`
 //! (a local multi-node testnet), `load` (a load generator), `check` (a
-//! convergence check), `chaos` (fault rounds against a Docker testnet, with
-//! a verdict), and the two pass-through commands `node` and
+//! convergence check), `chaos` (fault rounds against a Docker or local
+//! testnet, with a verdict), and the two pass-through commands `node` and
 //! `wallet`, which run exactly what `ledger-node` and `wallet-cli` run, from
 //! the same libraries, so `up` can start nodes from its own executable and
 //! tests can drive every tool as a real process.
 
 mod chaos;
+mod chaos_nodes;
 mod check;
 mod load;
 mod up;
@@ -36,7 +37,7 @@ enum Command {
     Load(load::LoadArgs),
     /// Exit 0 once all nodes report the same tip and state digest, 1 on timeout
     Check(check::CheckArgs),
-    /// Run fault rounds (kill, pause, partition, netem) against a Docker testnet under load, then judge it
+    /// Run fault rounds (kill, pause, partition, netem) against a Docker or `testnet up` testnet under load, then judge it
     Chaos(chaos::ChaosArgs),
     /// Run one node: same options as `ledger-node` (see `testnet node --help`)
     #[command(disable_help_flag = true)]
@@ -186,18 +187,19 @@ mod tests {
         assert_eq!((args.rounds, args.seed, args.json), (5, 7, true));
         assert_eq!(
             args.faults,
-            [
+            Some(vec![
                 testnet::chaos::FaultKind::Kill,
                 testnet::chaos::FaultKind::Netem
-            ]
+            ])
         );
         let cli = Cli::try_parse_from(["testnet", "chaos", "--rpc-url", "a:1,b:2"]).unwrap();
         let Command::Chaos(args) = cli.command else {
             panic!("not chaos")
         };
+        // No --faults: every fault the testnet found supports.
         assert_eq!(
-            (args.rpc_url.len(), args.rounds, args.faults.len()),
-            (2, 20, 4)
+            (args.rpc_url.len(), args.rounds, args.faults),
+            (2, 20, None)
         );
         assert!(Cli::try_parse_from(["testnet", "chaos"]).is_err());
         assert!(

@@ -2,7 +2,10 @@
 //! (`testnet node ...`, the same code as `ledger-node`) on loopback, in a
 //! ring of initial peers, waits until every node is ready and has a peer,
 //! prints a banner, and on Ctrl-C or SIGTERM stops them all (SIGTERM, then
-//! SIGKILL after `--stop-timeout`), leaving no process behind.
+//! SIGKILL after `--stop-timeout`), leaving no process behind. On SIGUSR1
+//! it starts every node that has exited again, with the same data dir and
+//! flags: `testnet chaos` kills a node with SIGKILL and asks for its
+//! restart this way, so the node stays this launcher's child.
 //!
 //! Beyond SPEC's flags: `--p2p-base` and `--rpc-base` (default 7070 and
 //! 8080) move the port ranges so several testnets, or tests, can run side
@@ -68,7 +71,8 @@ pub struct UpArgs {
     pub stop_timeout: u64,
 }
 
-/// A started node: its place in the plan and how to reach it. Its process
+/// A started node: its place in the plan, how to reach it and how it was
+/// started (to start it again the same way). Its process
 /// is kept apart, at the same index of a `Vec<Supervised>`, so stopping can
 /// take all processes as one slice.
 struct Launched {
@@ -76,6 +80,8 @@ struct Launched {
     miner_address: Option<String>,
     /// `http://127.0.0.1:PORT`, also the `Api` base.
     api: Api,
+    argv: Vec<OsString>,
+    log_path: PathBuf,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -200,6 +206,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Handlers first: a Ctrl-C during start-up must still stop what started.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    // Early too: SIGUSR1's default action would end the launcher.
+    let mut restart = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
 
     // The node reads its settings from LEDGER_* variables too; one left in
     // the user's shell (LEDGER_MINE, LEDGER_PEERS...) must not change the
@@ -217,19 +225,16 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     for (plan, miner) in plans.iter().zip(miner_addresses) {
         let node_dir = data_dir.join(plan.name());
         let argv = node_args(&args, &chain_arg, &node_dir, plan, &plans, miner.as_deref());
-        match Supervised::spawn(
-            &plan.name(),
-            &exe,
-            &argv,
-            &unset,
-            &node_dir.join("node.log"),
-        ) {
+        let log_path = node_dir.join("node.log");
+        match Supervised::spawn(&plan.name(), &exe, &argv, &unset, &log_path) {
             Ok(process) => {
                 processes.push(process);
                 launched.push(Launched {
                     plan: plan.clone(),
                     miner_address: miner,
                     api: Api::new(client.clone(), &plan.rpc_url()),
+                    argv,
+                    log_path,
                 });
             }
             Err(error) => {
@@ -260,13 +265,29 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     print_banner(&launched, &processes, &spec, &data_dir).await;
 
-    // Supervise until asked to stop; a node that dies is reported once.
+    // Supervise until asked to stop; a node that dies is reported once,
+    // and SIGUSR1 starts every exited node again (`testnet chaos` kills).
     let mut reported = vec![false; processes.len()];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
+            _ = restart.recv() => {
+                for (index, node) in launched.iter().enumerate() {
+                    if processes[index].poll_exit().is_none() {
+                        continue;
+                    }
+                    match Supervised::spawn(&node.plan.name(), &exe, &node.argv, &unset, &node.log_path) {
+                        Ok(process) => {
+                            eprintln!("testnet: {} started again (pid {})", process.name, process.pid());
+                            processes[index] = process;
+                            reported[index] = false;
+                        }
+                        Err(error) => eprintln!("testnet: cannot start {} again: {error}", node.plan.name()),
+                    }
+                }
+            }
             _ = ticker.tick() => {
                 for (process, reported) in processes.iter_mut().zip(reported.iter_mut()) {
                     if let (Some(status), false) = (process.poll_exit(), *reported) {

@@ -217,6 +217,13 @@ impl<V: ChainView> NetworkState<V> {
         self.dial_targets();
     }
 
+    /// Whether `target` is one the core keeps dialing (a `--peer`, or a
+    /// pin it took): after `Command::Dial`, false means the pin was refused
+    /// because every pinned slot is taken by a live connection.
+    pub fn is_dial_target(&self, target: &str) -> bool {
+        self.targets.iter().any(|known| known.target == target)
+    }
+
     /// Outbound slots in use: working outbound peers, and dials in flight
     /// to address-book entries and pinned targets. A bootstrap peer being
     /// redialed after it died does not hold a slot, or a dead bootstrap

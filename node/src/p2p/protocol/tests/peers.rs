@@ -216,6 +216,9 @@ fn pinned_peers_take_outbound_slots_and_are_capped() {
     // Both pinned targets hold their slots: nothing more is dialed.
     core.handle(at(0), Input::Command(Command::Dial("192.0.2.1:10".into())));
     assert!(dials(&mut core).is_empty());
+    // The driver tells the API which pins were refused.
+    assert!(core.is_dial_target("192.0.2.1:9") && core.is_dial_target("192.0.2.1:2"));
+    assert!(!core.is_dial_target("192.0.2.1:10") && !core.is_dial_target("192.0.2.1:3"));
 }
 
 /// An address book of 20 fresh addresses; returns the dial targets of the
