@@ -9,6 +9,7 @@
 use super::codec::encode_message;
 use super::import::{ImportItem, Importers};
 use super::link::{self, Link, LinkEvents, LinkTasks};
+use super::noise::{LocalIdentity, Role};
 use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
 use super::protocol::{
     Action, CloseCause, Command, ConnId, Input, MetricUpdate, Mono, NetworkState, ProtocolConfig,
@@ -179,6 +180,8 @@ pub(crate) struct Driver<B: Backend> {
     importers: Option<Importers>,
     links: BTreeMap<ConnId, Link>,
     pending_inbound: HashMap<SocketAddr, TcpStream>,
+    /// Our side of every link's Noise handshake.
+    noise_identity: Arc<LocalIdentity>,
 }
 
 impl<B: Backend> Driver<B> {
@@ -197,6 +200,7 @@ impl<B: Backend> Driver<B> {
             seed,
         } = parts;
         let connect_timeout = config.timing.connect_timeout;
+        let noise_identity = Arc::new(LocalIdentity::new(&config.node_key));
         let dns_seeds = config.dns_seeds.clone();
         let seed_round = config.timing.maintenance_interval * SEED_ROUND_INTERVALS;
         let restored = stores.restore();
@@ -248,6 +252,7 @@ impl<B: Backend> Driver<B> {
             importers: None,
             links: BTreeMap::new(),
             pending_inbound: HashMap::new(),
+            noise_identity,
         }
     }
 
@@ -333,7 +338,9 @@ impl<B: Backend> Driver<B> {
     /// closed that connection; a link that ended by itself is forgotten.
     fn link_input(&mut self, input: Input) -> Option<Input> {
         let (conn, ended) = match &input {
-            Input::Connected { conn, .. } | Input::Frame { conn, .. } => (*conn, false),
+            Input::Connected { conn, .. }
+            | Input::Secured { conn, .. }
+            | Input::Frame { conn, .. } => (*conn, false),
             Input::DialFailed { conn, .. } | Input::Closed { conn, .. } => (*conn, true),
             _ => return Some(input),
         };
@@ -369,6 +376,7 @@ impl<B: Backend> Driver<B> {
             self.tracker.clone(),
             self.cancel.child_token(),
             SEND_BUDGET_BYTES,
+            self.noise_identity.clone(),
         );
         self.links.insert(conn, link);
         tasks
@@ -384,7 +392,8 @@ impl<B: Backend> Driver<B> {
             Action::Admit { conn, remote } => {
                 let stream = self.pending_inbound.remove(&remote)?;
                 let tasks = self.new_link(conn);
-                self.tracker.spawn(link::run(tasks, stream));
+                self.tracker
+                    .spawn(link::run(tasks, stream, Role::Responder));
             }
             Action::Refuse { remote } => {
                 self.pending_inbound.remove(&remote);

@@ -6,8 +6,11 @@
 //! - `message`: the wire messages and their size and count limits.
 //! - `codec`: length-prefixed frames (4 MiB at most, checked before
 //!   allocating) and per-kind caps before decoding.
-//! - `connection`: a `Transport` (TCP today) split into a message reader and
-//!   a frame writer, counting messages by kind.
+//! - `noise`: the secure transport under every link: a Noise XX handshake
+//!   that binds each side's node key to its session, then an encrypted
+//!   byte stream. No plaintext mode.
+//! - `connection`: a `Transport` (the Noise stream over TCP) split into a
+//!   message reader and a frame writer, counting messages by kind.
 //! - `protocol`: the core. `NetworkState` decides every rule (handshake
 //!   sessions, liveness, slots and dialing, gossip, sync, addresses, bans)
 //!   from `Input`s and time given by its caller, and says what to do as
@@ -34,6 +37,7 @@ mod driver;
 mod import;
 pub mod link;
 pub mod message;
+pub mod noise;
 pub mod protocol;
 
 pub use backend::{Backend, BlockVerdict, TipSummary, TxVerdict};
