@@ -1,8 +1,7 @@
 //! `Connection`: one byte stream to a peer, split into a message reader and
 //! a frame writer, counting every message in and out by kind. The stream is
-//! any `Transport`, so an encrypted transport can later wrap the TCP stream
-//! (or replace it) without touching the layers above, which only ever see
-//! `Message`s.
+//! any `Transport`: in the node always a `noise::NoiseStream` over TCP, so
+//! the layers above only ever see `Message`s of an authenticated session.
 
 use super::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
 use super::message::Message;
@@ -12,8 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-/// A bidirectional byte stream to a peer: plain TCP today; a later
-/// encrypted transport only has to implement the Tokio I/O traits.
+/// A bidirectional byte stream to a peer (a `NoiseStream` in the node).
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}

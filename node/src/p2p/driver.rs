@@ -10,6 +10,7 @@ use super::codec::encode_message;
 use super::import::{ImportItem, Importers};
 use super::link::{self, Link, LinkEvents, LinkTasks};
 use super::message::{InvItem, Message};
+use super::noise::{LocalIdentity, Role};
 use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
 use super::protocol::{
     Action, CloseCause, Command, ConnId, Input, MetricUpdate, Mono, NetworkState, ProtocolConfig,
@@ -188,6 +189,8 @@ pub(crate) struct Driver<B: Backend> {
     importers: Option<Importers>,
     links: BTreeMap<ConnId, Link>,
     pending_inbound: HashMap<SocketAddr, TcpStream>,
+    /// Our side of every link's Noise handshake.
+    noise_identity: Arc<LocalIdentity>,
 }
 
 impl<B: Backend> Driver<B> {
@@ -207,6 +210,7 @@ impl<B: Backend> Driver<B> {
         } = parts;
         let connect_timeout = config.timing.connect_timeout;
         let max_frame = config.max_frame;
+        let noise_identity = Arc::new(LocalIdentity::new(&config.node_key));
         let dns_seeds = config.dns_seeds.clone();
         let seed_round = config.timing.maintenance_interval * SEED_ROUND_INTERVALS;
         let restored = stores.restore();
@@ -259,6 +263,7 @@ impl<B: Backend> Driver<B> {
             importers: None,
             links: BTreeMap::new(),
             pending_inbound: HashMap::new(),
+            noise_identity,
         }
     }
 
@@ -347,7 +352,9 @@ impl<B: Backend> Driver<B> {
     /// closed that connection; a link that ended by itself is forgotten.
     fn link_input(&mut self, input: Input) -> Option<Input> {
         let (conn, ended) = match &input {
-            Input::Connected { conn, .. } | Input::Frame { conn, .. } => (*conn, false),
+            Input::Connected { conn, .. }
+            | Input::Secured { conn, .. }
+            | Input::Frame { conn, .. } => (*conn, false),
             Input::DialFailed { conn, .. } | Input::Closed { conn, .. } => (*conn, true),
             _ => return Some(input),
         };
@@ -395,9 +402,10 @@ impl<B: Backend> Driver<B> {
             self.link_events_tx.clone(),
             self.tracker.clone(),
             self.cancel.child_token(),
-            link::LinkLimits {
+            link::LinkConfig {
                 send_budget: SEND_BUDGET_BYTES,
                 max_frame: self.max_frame,
+                noise_identity: self.noise_identity.clone(),
             },
         );
         self.links.insert(conn, link);
@@ -414,7 +422,8 @@ impl<B: Backend> Driver<B> {
             Action::Admit { conn, remote } => {
                 let stream = self.pending_inbound.remove(&remote)?;
                 let tasks = self.new_link(conn);
-                self.tracker.spawn(link::run(tasks, stream));
+                self.tracker
+                    .spawn(link::run(tasks, stream, Role::Responder));
             }
             Action::Refuse { remote } => {
                 self.pending_inbound.remove(&remote);

@@ -1,11 +1,14 @@
-//! One connection's tasks, which only move bytes: a dial (outbound), a
-//! reader that decodes frames and hands them to the driver, a writer that
+//! One connection's tasks, which only move bytes: a dial (outbound), the
+//! Noise handshake that secures the stream and proves the peer's node id
+//! (reported to the core as `Input::Secured` before any frame), a reader
+//! that decodes frames and hands them to the driver, a writer that
 //! drains a queue bounded in bytes, and a server that carries out the
 //! core's answers to the peer's requests. Nothing here decides anything:
 //! the core (`protocol::NetworkState`) does, through the driver.
 //!
 //! Two rules keep a connection's memory bounded. Before the handshake the
-//! reader accepts frames of at most 1 KiB, and after the peer's `HelloAck`
+//! Noise messages and then the frames are of at most 1 KiB, and after the
+//! peer's `HelloAck`
 //! it reads nothing more until the core has judged the handshake. And the
 //! reader stops reading while the peer's answers are still being sent, so
 //! a peer that asks for more than it reads only slows itself down, while
@@ -16,6 +19,7 @@ use super::codec::{encode_message, CodecError};
 use super::compact;
 use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
 use super::message::{InvItem, Message};
+use super::noise::{self, LocalIdentity, Role, TransportError};
 use super::protocol::{CloseCause, ConnId, Input, Outgoing};
 use super::Backend;
 use crate::metrics::Metrics;
@@ -159,18 +163,23 @@ pub struct LinkTasks<B: Backend> {
     authenticated: oneshot::Receiver<()>,
     /// The frame cap after the handshake (`codec::max_frame_for`).
     max_frame: usize,
+    noise_identity: Arc<LocalIdentity>,
 }
 
-/// A connection's memory bounds.
-#[derive(Clone, Copy, Debug)]
-pub struct LinkLimits {
+/// How a connection runs: its memory bounds and our Noise identity.
+#[derive(Clone)]
+pub struct LinkConfig {
     /// Bytes queued for the peer before pushes fail (the peer is too slow).
     pub send_budget: usize,
     /// The frame cap after the handshake (`codec::max_frame_for`).
     pub max_frame: usize,
+    pub noise_identity: Arc<LocalIdentity>,
 }
 
 /// Creates both ends of a connection. `cancel` closes it.
+// Each argument is a separate handle the driver owns; a struct to carry
+// them would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
 pub fn new_link<B: Backend>(
     conn: ConnId,
     backend: B,
@@ -178,9 +187,9 @@ pub fn new_link<B: Backend>(
     events: LinkEvents,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    limits: LinkLimits,
+    config: LinkConfig,
 ) -> (Link, LinkTasks<B>) {
-    let (sender, queue) = PeerSender::new(limits.send_budget, limits.max_frame);
+    let (sender, queue) = PeerSender::new(config.send_budget, config.max_frame);
     let (answers_tx, answers) = mpsc::unbounded_channel();
     let backlog = Arc::new(AnswerBacklog::default());
     let (authenticated_tx, authenticated) = oneshot::channel();
@@ -204,7 +213,8 @@ pub fn new_link<B: Backend>(
             answers,
             backlog,
             authenticated,
-            max_frame: limits.max_frame,
+            max_frame: config.max_frame,
+            noise_identity: config.noise_identity,
         },
     )
 }
@@ -246,7 +256,7 @@ pub async fn dial_and_run<B: Backend>(
                 .await
                 .is_ok()
             {
-                run(tasks, stream).await;
+                run(tasks, stream, Role::Initiator).await;
             }
         }
         Err(error) => {
@@ -259,7 +269,19 @@ pub async fn dial_and_run<B: Backend>(
     }
 }
 
+fn insecure(error: &TransportError) -> CloseCause {
+    CloseCause::Insecure {
+        reason: error.reason(),
+        detail: error.to_string(),
+    }
+}
+
 fn close_cause(error: CodecError) -> CloseCause {
+    if let CodecError::Io(io_error) = &error {
+        if let Some(transport) = TransportError::from_io(io_error) {
+            return insecure(transport);
+        }
+    }
     if error.is_misbehaviour() {
         CloseCause::BadFrame {
             reason: error.reason(),
@@ -270,9 +292,35 @@ fn close_cause(error: CodecError) -> CloseCause {
     }
 }
 
-/// Runs an established connection to its end; reports `Closed` unless the
-/// driver cancelled it.
-pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
+/// Secures an established connection with the Noise handshake (as `role`)
+/// and runs it to its end; reports `Closed` unless the driver cancelled it.
+/// A stalled handshake ends with the core's handshake deadline, which
+/// cancels the link.
+pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T, role: Role) {
+    let (conn, cancel, events) = (tasks.conn, tasks.cancel.clone(), tasks.events.clone());
+    let secured = tokio::select! {
+        _ = cancel.cancelled() => return,
+        secured = noise::handshake(stream, role, &tasks.noise_identity) => secured,
+    };
+    match secured {
+        Ok((stream, node_id)) => {
+            let secured = Input::Secured { conn, node_id };
+            if events.urgent.send(secured).await.is_ok() {
+                run_secured(tasks, stream).await;
+            }
+        }
+        Err(error) => {
+            let cause = match error {
+                TransportError::Io(error) => CloseCause::Disconnected(error.to_string()),
+                other => insecure(&other),
+            };
+            let _ = events.urgent.send(Input::Closed { conn, cause }).await;
+        }
+    }
+}
+
+/// Runs a secured connection: frames over the Noise stream.
+async fn run_secured<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     let (conn, cancel, events, backlog) = (tasks.conn, tasks.cancel, tasks.events, tasks.backlog);
     let max_frame = tasks.max_frame;
     let (mut reader, writer) = connection::split(stream, max_frame, tasks.metrics);

@@ -1,20 +1,21 @@
 //! The wire messages of the peer-to-peer protocol and their limits. Every
 //! message is one value of `Message`, encoded with the canonical encoding
 //! (`ledger::encoding`), so the bytes of a `Tx` or `Block` on the wire are
-//! exactly the bytes that are hashed and stored. This module also owns the
-//! handshake's signed statement (`handshake_message`), because what a
-//! signature covers is part of the protocol, not of any one task.
+//! exactly the bytes that are hashed and stored. Who a peer is, is not a
+//! message: the secure transport (`p2p::noise`) proves it before the first
+//! message is read.
 
 use ledger::encoding::{Decode, Encode};
 use ledger::{
-    Address, Block, BlockHash, Hash256, Header, Height, PublicKey, Signature, Transaction, TxId,
-    Work,
+    Address, Block, BlockHash, Hash256, Header, Height, PublicKey, Transaction, TxId, Work,
 };
 use std::net::SocketAddr;
 
 /// Version of this protocol; a peer speaking another one is refused.
-/// Version 2 added `GetSenderTxs`; version 3 compact block relay
-/// (`SendCompact`, `CompactBlock`, `GetBlockTxs`, `BlockTxs`).
+/// Version 2 added `GetSenderTxs`; version 3 runs every link over Noise
+/// (dropping the signed-nonce handshake it made redundant) and relays
+/// blocks compactly (`SendCompact`, `CompactBlock`, `GetBlockTxs`,
+/// `BlockTxs`).
 pub const PROTOCOL_VERSION: u32 = 3;
 /// Most txs asked for (and answered) in one `GetSenderTxs`: a sender's
 /// whole window of pending nonces.
@@ -39,10 +40,6 @@ pub const MAX_HIGH_BANDWIDTH_PEERS: usize = 3;
 /// reach back 2^64 blocks long before this.
 pub const MAX_LOCATOR: usize = 128;
 
-/// Domain separation for the handshake signature, so a node key can never be
-/// tricked into signing something that is also a valid tx or block statement.
-pub const HANDSHAKE_DOMAIN: &[u8] = b"gossip-ledger/p2p-handshake/v1\0";
-
 /// The four bytes that open every `Hello` and name the network (taken from
 /// the genesis hash), so nodes of different chains part at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
@@ -60,7 +57,8 @@ pub struct Hello {
     pub magic: NetworkMagic,
     pub protocol_version: u32,
     pub genesis_hash: BlockHash,
-    /// The sender's persistent node key; the `HelloAck` proves possession.
+    /// The sender's persistent node key. It must equal the node id the
+    /// secure transport proved, or the peer is lying about who it is.
     pub node_id: PublicKey,
     pub best_height: Height,
     pub best_work: Work,
@@ -68,15 +66,13 @@ pub struct Hello {
     /// Combined with the IP address we see, this is its dialable address;
     /// the connection's source port is ephemeral and never recorded.
     pub listen_port: u16,
-    /// Random challenge: the other side must sign it.
-    pub nonce: [u8; 32],
 }
 
-/// The answer to a `Hello`: a signature over the receiver's challenge.
+/// The answer to a `Hello` that checked out. It carries nothing: the
+/// transport already authenticated both sides. It marks the point after
+/// which each side may send (and accept) full-size frames.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
-pub struct HelloAck {
-    pub signature: Signature,
-}
+pub struct HelloAck {}
 
 /// One piece of inventory, named by hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
@@ -365,26 +361,6 @@ impl Message {
     }
 }
 
-/// The bytes a node signs to answer a `Hello`: the domain, the chain, the
-/// challenge it was given and both node ids, so the signature cannot be
-/// replayed on another chain, to another node or for another challenge.
-pub fn handshake_message(
-    magic: NetworkMagic,
-    genesis_hash: &BlockHash,
-    challenge: &[u8; 32],
-    signer: &PublicKey,
-    verifier: &PublicKey,
-) -> Vec<u8> {
-    let mut message = Vec::with_capacity(HANDSHAKE_DOMAIN.len() + 4 + 32 * 4);
-    message.extend_from_slice(HANDSHAKE_DOMAIN);
-    message.extend_from_slice(&magic.0);
-    message.extend_from_slice(genesis_hash.as_bytes());
-    message.extend_from_slice(challenge);
-    message.extend_from_slice(signer.as_bytes());
-    message.extend_from_slice(verifier.as_bytes());
-    message
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,11 +388,8 @@ mod tests {
                 best_height: u64::MAX,
                 best_work: Work(ledger::U256::MAX),
                 listen_port: 7070,
-                nonce: [9; 32],
             }),
-            Message::HelloAck(HelloAck {
-                signature: key.sign(b"x"),
-            }),
+            Message::HelloAck(HelloAck {}),
             Message::Ping(1),
             Message::Pong(u64::MAX),
             Message::GetAddr,
@@ -492,26 +465,5 @@ mod tests {
         assert!(!Message::GetData(vec![tx]).is_urgent());
         assert!(Message::Ping(1).is_urgent() && Message::GetHeaders(Vec::new()).is_urgent());
         assert!(!Message::GetAddr.is_urgent());
-    }
-
-    #[test]
-    fn handshake_statement_binds_every_part() {
-        let a = SecretKey::from_seed("a").public_key();
-        let b = SecretKey::from_seed("b").public_key();
-        let genesis = BlockHash(Hash256::digest(b"g"));
-        let base = handshake_message(NetworkMagic(*b"abcd"), &genesis, &[1; 32], &a, &b);
-        assert_ne!(
-            base,
-            handshake_message(NetworkMagic(*b"abce"), &genesis, &[1; 32], &a, &b)
-        );
-        assert_ne!(
-            base,
-            handshake_message(NetworkMagic(*b"abcd"), &genesis, &[2; 32], &a, &b)
-        );
-        assert_ne!(
-            base,
-            handshake_message(NetworkMagic(*b"abcd"), &genesis, &[1; 32], &b, &a)
-        );
-        assert!(base.starts_with(HANDSHAKE_DOMAIN));
     }
 }

@@ -8,8 +8,11 @@
 //!   the chain when that is larger; checked before allocating) and
 //!   per-kind caps before decoding.
 //! - `compact`: rebuilding a block from a `CompactBlock` and the mempool.
-//! - `connection`: a `Transport` (TCP today) split into a message reader and
-//!   a frame writer, counting messages by kind.
+//! - `noise`: the secure transport under every link: a Noise XX handshake
+//!   that binds each side's node key to its session, then an encrypted
+//!   byte stream. No plaintext mode.
+//! - `connection`: a `Transport` (the Noise stream over TCP) split into a
+//!   message reader and a frame writer, counting messages by kind.
 //! - `protocol`: the core. `NetworkState` decides every rule (handshake
 //!   sessions, liveness, slots and dialing, gossip, sync, addresses, bans)
 //!   from `Input`s and time given by its caller, and says what to do as
@@ -37,6 +40,7 @@ mod driver;
 mod import;
 pub mod link;
 pub mod message;
+pub mod noise;
 pub mod protocol;
 
 pub use backend::{Backend, BlockVerdict, TipSummary, TxVerdict};

@@ -103,6 +103,13 @@ pub enum CloseCause {
     },
     /// Its send queue overflowed: it does not read what we send.
     SlowPeer,
+    /// The secure transport failed: no Noise handshake, a failed one, a
+    /// bad identity proof, or a ciphertext that does not authenticate.
+    /// Never banned, since anyone on the path could have caused it.
+    Insecure {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 /// What happens to the core.
@@ -122,6 +129,12 @@ pub enum Input {
     DialFailed {
         conn: ConnId,
         error: String,
+    },
+    /// The connection's secure transport proved that the peer holds
+    /// `node_id`'s key. Comes before any `Frame` of the connection.
+    Secured {
+        conn: ConnId,
+        node_id: PublicKey,
     },
     /// A decoded message from a connection.
     Frame {
@@ -331,6 +344,11 @@ pub enum CloseReason {
     Stalled,
     /// Closed by either side or a network error.
     Disconnected(String),
+    /// The secure transport failed (`CloseCause::Insecure`).
+    Insecure {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl CloseReason {
@@ -346,6 +364,7 @@ impl CloseReason {
             CloseReason::SlowPeer => "slow",
             CloseReason::Stalled => "stalled",
             CloseReason::Disconnected(_) => "closed",
+            CloseReason::Insecure { reason, .. } => reason,
         }
     }
 }
@@ -559,6 +578,7 @@ impl<V: ChainView> NetworkState<V> {
             Input::Inbound { remote } => self.on_inbound(remote),
             Input::Connected { conn, remote } => self.on_connected(conn, remote),
             Input::DialFailed { conn, error } => self.close(conn, CloseReason::DialFailed(error)),
+            Input::Secured { conn, node_id } => self.on_secured(conn, node_id),
             Input::Frame { conn, message } => self.on_frame(conn, message),
             Input::Closed { conn, cause } => {
                 let reason = match cause {
@@ -567,6 +587,9 @@ impl<V: ChainView> NetworkState<V> {
                         CloseReason::Misbehaved { reason, detail }
                     }
                     CloseCause::SlowPeer => CloseReason::SlowPeer,
+                    CloseCause::Insecure { reason, detail } => {
+                        CloseReason::Insecure { reason, detail }
+                    }
                 };
                 self.close(conn, reason);
             }

@@ -97,13 +97,8 @@ impl<V: ChainView> NetworkState<V> {
 
     fn start_session(&mut self, id: ConnId) {
         let tip = self.view.tip();
-        let (session, hello) = Session::start(
-            &self.identity,
-            &tip,
-            &mut self.rng,
-            self.now.mono,
-            &self.config.timing,
-        );
+        let (session, hello) =
+            Session::start(&self.identity, &tip, self.now.mono, &self.config.timing);
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.session = Some(session);
         }
@@ -243,6 +238,17 @@ impl<V: ChainView> NetworkState<V> {
                     }
             })
             .count()
+    }
+
+    /// The transport proved who is at the other end of `id`.
+    pub(super) fn on_secured(&mut self, id: ConnId, node_id: PublicKey) {
+        if let Some(session) = self
+            .conns
+            .get_mut(&id)
+            .and_then(|conn| conn.session.as_mut())
+        {
+            session.secured(node_id);
+        }
     }
 
     /// A message from a connection: to its session during the handshake,
@@ -432,7 +438,13 @@ impl<V: ChainView> NetworkState<V> {
                 reason: why,
                 detail,
             } => {
-                let node_id = conn.peer.as_ref().map(|peer| peer.node_id);
+                // Before its handshake ends a peer is known by the node id
+                // its transport proved, and that id answers for it.
+                let node_id = conn.peer.as_ref().map(|peer| peer.node_id).or_else(|| {
+                    conn.session
+                        .as_ref()
+                        .and_then(|session| session.proven_peer())
+                });
                 let listen = conn.peer.as_ref().and_then(|peer| peer.listen_addr);
                 self.ban(conn.remote, listen, node_id, why, detail);
             }
@@ -455,6 +467,12 @@ impl<V: ChainView> NetworkState<V> {
             }
             CloseReason::SlowPeer => {
                 tracing::info!(peer = ?conn.remote, "peer dropped: send queue full, it cannot keep up");
+            }
+            CloseReason::Insecure {
+                reason: why,
+                detail,
+            } => {
+                tracing::warn!(peer = ?conn.remote, conn = %id, reason = why, %detail, "peer refused: secure transport failed");
             }
             _ => {}
         }

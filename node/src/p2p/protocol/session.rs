@@ -1,15 +1,14 @@
 //! `Session`: the per-connection protocol as a state machine, free of I/O.
-//! It holds the signed-nonce handshake (each side sends `Hello`, then signs
-//! the other's challenge in `HelloAck`; magic, genesis, version and self
-//! connections are checked before anything is signed) and ping/pong
+//! The link's secure transport proves who the peer is (`Input::Secured`)
+//! before any message arrives; the session then runs the `Hello` exchange
+//! (magic, genesis, version, self connections, and that the `Hello` names
+//! the proven node id), acknowledged by an empty `HelloAck`, and ping/pong
 //! liveness. `NetworkState` feeds it the connection's messages and the
 //! time, and carries out what it answers; it never sees a socket.
 
 use super::time::Mono;
 use super::CloseReason;
-use crate::p2p::message::{
-    handshake_message, Hello, HelloAck, Message, NetworkMagic, PROTOCOL_VERSION,
-};
+use crate::p2p::message::{Hello, HelloAck, Message, NetworkMagic, PROTOCOL_VERSION};
 use crate::p2p::P2pTiming;
 use ledger::{BlockHash, PublicKey, SecretKey};
 use rand::RngCore;
@@ -30,8 +29,8 @@ pub struct Identity {
 enum Phase {
     /// Our `Hello` is sent; theirs has not arrived.
     AwaitHello,
-    /// Their `Hello` checked out and our `HelloAck` is sent; their
-    /// signature over our challenge has not arrived.
+    /// Their `Hello` checked out and our `HelloAck` is sent; theirs has
+    /// not arrived.
     AwaitAck(Box<Hello>),
     /// Authenticated.
     Ready,
@@ -49,7 +48,8 @@ struct Liveness {
 #[derive(Debug)]
 pub struct Session {
     phase: Phase,
-    our_nonce: [u8; 32],
+    /// The node id the secure transport proved, once it has.
+    proven_peer: Option<PublicKey>,
     handshake_deadline: Mono,
     liveness: Option<Liveness>,
 }
@@ -58,7 +58,7 @@ pub struct Session {
 pub enum HandshakeStep {
     /// Send this (our `HelloAck`) and wait for theirs.
     Reply(Message),
-    /// The peer proved its identity: here is what it said in `Hello`.
+    /// The peer accepted our `Hello` too: here is what it said in its own.
     Authenticated(Box<Hello>),
 }
 
@@ -82,12 +82,9 @@ impl Session {
     pub fn start(
         identity: &Identity,
         tip: &crate::p2p::TipSummary,
-        rng: &mut impl RngCore,
         now: Mono,
         timing: &P2pTiming,
     ) -> (Session, Message) {
-        let mut nonce = [0u8; 32];
-        rng.fill_bytes(&mut nonce);
         let hello = Hello {
             magic: identity.magic,
             protocol_version: PROTOCOL_VERSION,
@@ -96,15 +93,24 @@ impl Session {
             best_height: tip.height,
             best_work: tip.total_work,
             listen_port: identity.listen_port,
-            nonce,
         };
         let session = Session {
             phase: Phase::AwaitHello,
-            our_nonce: nonce,
+            proven_peer: None,
             handshake_deadline: now + timing.handshake_timeout,
             liveness: None,
         };
         (session, Message::Hello(hello))
+    }
+
+    /// The transport proved the peer holds `node_id`'s key.
+    pub fn secured(&mut self, node_id: PublicKey) {
+        self.proven_peer = Some(node_id);
+    }
+
+    /// The node id the transport proved, if it has.
+    pub fn proven_peer(&self) -> Option<PublicKey> {
+        self.proven_peer
     }
 
     pub fn is_ready(&self) -> bool {
@@ -128,34 +134,26 @@ impl Session {
     ) -> Result<HandshakeStep, CloseReason> {
         match (&self.phase, message) {
             (Phase::AwaitHello, Message::Hello(theirs)) => {
-                check_hello(identity, &theirs)?;
-                let statement = handshake_message(
-                    identity.magic,
-                    &identity.genesis_hash,
-                    &theirs.nonce,
-                    &identity.node_id,
-                    &theirs.node_id,
-                );
-                let ack = Message::HelloAck(HelloAck {
-                    signature: identity.key.sign(&statement),
-                });
-                self.phase = Phase::AwaitAck(Box::new(theirs));
-                Ok(HandshakeStep::Reply(ack))
-            }
-            (Phase::AwaitAck(theirs), Message::HelloAck(ack)) => {
-                let expected = handshake_message(
-                    identity.magic,
-                    &identity.genesis_hash,
-                    &self.our_nonce,
-                    &theirs.node_id,
-                    &identity.node_id,
-                );
-                if theirs.node_id.verify(&expected, &ack.signature).is_err() {
+                let Some(proven) = self.proven_peer else {
+                    return Err(violation(
+                        "hello before the secure transport proved the peer",
+                    ));
+                };
+                if theirs.node_id != proven {
+                    // Whoever holds `proven`'s key relays or impersonates.
                     return Err(CloseReason::Misbehaved {
                         reason: "bad_handshake",
-                        detail: "hello_ack signature does not verify".into(),
+                        detail: format!(
+                            "hello claims node {:?} but the transport proved {:?}",
+                            theirs.node_id, proven
+                        ),
                     });
                 }
+                check_hello(identity, &theirs)?;
+                self.phase = Phase::AwaitAck(Box::new(theirs));
+                Ok(HandshakeStep::Reply(Message::HelloAck(HelloAck {})))
+            }
+            (Phase::AwaitAck(_), Message::HelloAck(HelloAck {})) => {
                 let Phase::AwaitAck(theirs) = std::mem::replace(&mut self.phase, Phase::Ready)
                 else {
                     unreachable!("matched AwaitAck above");

@@ -29,9 +29,10 @@ fn scripted_inputs(seed: u64) -> Vec<(Time, Input)> {
             },
         );
         let conn = admitted(&actions).expect("admitted");
-        let Some(Message::Hello(ours)) = sent_to(&actions, conn).into_iter().next() else {
+        let Some(Message::Hello(_)) = sent_to(&actions, conn).into_iter().next() else {
             panic!("hello first");
         };
+        feed(&mut core, now, remote.secured(conn));
         feed(
             &mut core,
             now,
@@ -45,7 +46,7 @@ fn scripted_inputs(seed: u64) -> Vec<(Time, Input)> {
             now,
             Input::Frame {
                 conn,
-                message: Message::HelloAck(remote.ack(&ours)),
+                message: Message::HelloAck(HelloAck {}),
             },
         );
         let addrs = (0..30u8)

@@ -9,6 +9,7 @@ fn handshake_with_a_good_peer_authenticates_it() {
     let (mut core, _) = core("a");
     let remote = Remote::new("r", 9001);
     let (conn, ours) = remote.connect(&mut core, at(0));
+    assert_eq!(ours.node_id, SecretKey::from_seed("a").public_key());
     core.handle(
         at(1),
         Input::Frame {
@@ -17,27 +18,14 @@ fn handshake_with_a_good_peer_authenticates_it() {
         },
     );
     let actions = drain(&mut core);
-    // The core signs our challenge before it knows we hold our key.
     let replies = sent_to(&actions, conn);
-    let [Message::HelloAck(ack)] = replies.as_slice() else {
-        panic!("one hello_ack, got {actions:?}");
-    };
-    let statement = handshake_message(
-        magic(),
-        &genesis(),
-        &remote.nonce,
-        &ours.node_id,
-        &remote.key.public_key(),
-    );
-    ours.node_id
-        .verify(&statement, &ack.signature)
-        .expect("valid signature");
+    assert_eq!(replies, vec![Message::HelloAck(HelloAck {})]);
     assert_eq!(core.n_ready(), 0);
     core.handle(
         at(2),
         Input::Frame {
             conn,
-            message: Message::HelloAck(remote.ack(&ours)),
+            message: Message::HelloAck(HelloAck {}),
         },
     );
     let actions = drain(&mut core);
@@ -48,13 +36,12 @@ fn handshake_with_a_good_peer_authenticates_it() {
     assert_eq!(core.n_ready(), 1);
 }
 
-fn handshake_refusal(tamper: impl FnOnce(&mut Hello, &mut HelloAck)) -> Vec<Action> {
+fn handshake_refusal(tamper: impl FnOnce(&mut Hello)) -> Vec<Action> {
     let (mut core, _) = core("a");
     let remote = Remote::new("r", 9001);
-    let (conn, ours) = remote.connect(&mut core, at(0));
+    let (conn, _) = remote.connect(&mut core, at(0));
     let mut hello = remote.hello();
-    let mut ack = remote.ack(&ours);
-    tamper(&mut hello, &mut ack);
+    tamper(&mut hello);
     core.handle(
         at(1),
         Input::Frame {
@@ -67,7 +54,7 @@ fn handshake_refusal(tamper: impl FnOnce(&mut Hello, &mut HelloAck)) -> Vec<Acti
         at(2),
         Input::Frame {
             conn,
-            message: Message::HelloAck(ack),
+            message: Message::HelloAck(HelloAck {}),
         },
     );
     actions.extend(drain(&mut core));
@@ -77,7 +64,7 @@ fn handshake_refusal(tamper: impl FnOnce(&mut Hello, &mut HelloAck)) -> Vec<Acti
 
 #[test]
 fn wrong_magic_is_banned() {
-    let actions = handshake_refusal(|hello, _| hello.magic = NetworkMagic(*b"nope"));
+    let actions = handshake_refusal(|hello| hello.magic = NetworkMagic(*b"nope"));
     assert_eq!(disconnect_reason(&actions, ConnId(1)), Some("misbehaved"));
     assert_eq!(counted(&actions, "p2p_bans_total", "wrong_magic"), 1);
     assert!(actions
@@ -87,21 +74,77 @@ fn wrong_magic_is_banned() {
 
 #[test]
 fn wrong_genesis_is_banned() {
-    let actions = handshake_refusal(|hello, _| {
+    let actions = handshake_refusal(|hello| {
         hello.genesis_hash = BlockHash(Hash256::digest(b"another chain"))
     });
     assert_eq!(counted(&actions, "p2p_bans_total", "wrong_genesis"), 1);
 }
 
 #[test]
-fn bad_handshake_signature_is_banned() {
-    let actions = handshake_refusal(|_, ack| ack.signature = Signature([7; 64]));
+fn a_hello_naming_another_node_than_the_transport_proved_is_banned() {
+    let actions = handshake_refusal(|hello| {
+        hello.node_id = SecretKey::from_seed("someone else").public_key()
+    });
     assert_eq!(counted(&actions, "p2p_bans_total", "bad_handshake"), 1);
 }
 
 #[test]
+fn a_hello_before_the_transport_proved_the_peer_is_a_violation() {
+    let (mut core, _) = core("a");
+    let remote = Remote::new("r", 9001);
+    core.handle(
+        at(0),
+        Input::Inbound {
+            remote: remote.addr,
+        },
+    );
+    drain(&mut core);
+    core.handle(
+        at(1),
+        Input::Frame {
+            conn: ConnId(1),
+            message: Message::Hello(remote.hello()),
+        },
+    );
+    let actions = drain(&mut core);
+    assert_eq!(counted(&actions, "p2p_bans_total", "protocol_violation"), 1);
+    assert_eq!(core.n_ready(), 0);
+}
+
+#[test]
+fn a_failed_secure_transport_is_counted_and_never_banned() {
+    let (mut core, _) = core("a");
+    let remote = Remote::new("r", 9001);
+    core.handle(
+        at(0),
+        Input::Inbound {
+            remote: remote.addr,
+        },
+    );
+    drain(&mut core);
+    core.handle(
+        at(1),
+        Input::Closed {
+            conn: ConnId(1),
+            cause: CloseCause::Insecure {
+                reason: "bad_identity",
+                detail: "signature over the static key does not verify".into(),
+            },
+        },
+    );
+    let actions = drain(&mut core);
+    assert_eq!(
+        counted(&actions, "p2p_disconnects_total", "bad_identity"),
+        1
+    );
+    assert!(!actions
+        .iter()
+        .any(|action| matches!(action, Action::Store(BookChange::PutBan { .. }))));
+}
+
+#[test]
 fn another_protocol_version_is_refused_without_a_ban() {
-    let actions = handshake_refusal(|hello, _| hello.protocol_version += 1);
+    let actions = handshake_refusal(|hello| hello.protocol_version += 1);
     assert_eq!(disconnect_reason(&actions, ConnId(1)), Some("closed"));
     assert_eq!(counted(&actions, "p2p_bans_total", "protocol_violation"), 0);
     assert!(!actions
@@ -124,8 +167,7 @@ fn a_second_connection_from_one_node_is_refused() {
     let (mut core, _) = core("a");
     let remote = Remote::new("r", 9001);
     let (first, _) = remote.join(&mut core, at(0));
-    let mut again = Remote::new("r", 9002);
-    again.nonce = [3; 32];
+    let again = Remote::new("r", 9002);
     let (second, actions) = again.join(&mut core, at(1));
     assert_eq!(disconnect_reason(&actions, second), Some("duplicate"));
     assert_eq!(core.n_ready(), 1);
