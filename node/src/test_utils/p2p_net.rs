@@ -547,7 +547,21 @@ pub struct FakePeer {
 
 impl FakePeer {
     pub async fn connect(addr: SocketAddr) -> FakePeer {
-        let stream = TcpStream::connect(addr).await.expect("connects");
+        FakePeer::from_stream(TcpStream::connect(addr).await.expect("connects"))
+    }
+
+    /// Connects from a chosen local IP (another loopback address, so that
+    /// the node sees another source).
+    pub async fn connect_from(addr: SocketAddr, local_ip: std::net::IpAddr) -> FakePeer {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local_ip, 0))
+            .expect("binds a local address");
+        FakePeer::from_stream(socket.connect(addr).await.expect("connects"))
+    }
+
+    /// A peer on a connection already made (one the node dialed).
+    pub fn from_stream(stream: TcpStream) -> FakePeer {
         let local_addr = stream.local_addr().expect("local addr");
         let (read, write) = stream.into_split();
         FakePeer {

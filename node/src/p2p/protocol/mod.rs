@@ -11,8 +11,12 @@
 //! metrics are the driver's, reached only through `Action`s.
 
 pub mod addrbook;
+mod addrbuckets;
+mod eviction;
 pub mod gossip;
+pub mod netgroup;
 mod peers;
+mod ratelimit;
 mod relay;
 mod seeds;
 pub mod session;
@@ -204,6 +208,10 @@ pub struct PeerView {
     pub height: Height,
     pub ping_ms: Option<u64>,
     pub connected_at: Mono,
+    /// Its misbehaviour score (`ratelimit::MAX_SCORE` disconnects).
+    pub score: u32,
+    /// The rule holding it back now, if any.
+    pub throttled: Option<&'static str>,
 }
 
 /// A peer's own peers, as it reported them in `Addr`.
@@ -352,6 +360,15 @@ pub struct Restored {
     pub bans: Vec<(BanKey, u64)>,
 }
 
+/// The address book's bucket key, from the seed but apart from the RNG's
+/// own sequence.
+fn bucket_key(seed: u64) -> [u8; 32] {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    ChaCha8Rng::seed_from_u64(seed ^ 0x6164_6472_6b65_7973).fill_bytes(&mut key);
+    key
+}
+
 /// Announcements wait at most this long to be batched.
 const MAX_ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
 
@@ -393,6 +410,7 @@ struct ReadyPeer {
     addr_tokens_at: Mono,
     last_getaddr_answered: Option<Mono>,
     reported_peers: Vec<PublicKey>,
+    behaviour: ratelimit::PeerBehaviour,
 }
 
 /// Any connection, from dialing to close.
@@ -486,7 +504,7 @@ impl<V: ChainView> NetworkState<V> {
             next_conn: 1,
             conns: BTreeMap::new(),
             targets,
-            book: AddrBook::restore(restored.addresses),
+            book: AddrBook::restore(restored.addresses, bucket_key(seed)),
             bans,
             self_addrs: BTreeSet::new(),
             seed_addrs: BTreeSet::new(),
@@ -729,6 +747,8 @@ impl<V: ChainView> NetworkState<V> {
                 height: peer.best_height,
                 ping_ms: peer.ping_ms,
                 connected_at: peer.connected_at,
+                score: peer.behaviour.score,
+                throttled: peer.behaviour.throttled,
             });
             if !peer.reported_peers.is_empty() {
                 known.push(KnownView {

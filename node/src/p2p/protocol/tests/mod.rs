@@ -284,6 +284,7 @@ fn admitted(actions: &[Action]) -> Option<ConnId> {
     })
 }
 
+mod attacks;
 mod determinism;
 mod handshake;
 mod peers;
@@ -297,6 +298,10 @@ fn the_core_does_no_io() {
     let files = [
         ("mod.rs", include_str!("../mod.rs")),
         ("addrbook.rs", include_str!("../addrbook.rs")),
+        ("addrbuckets.rs", include_str!("../addrbuckets.rs")),
+        ("eviction.rs", include_str!("../eviction.rs")),
+        ("netgroup.rs", include_str!("../netgroup.rs")),
+        ("ratelimit.rs", include_str!("../ratelimit.rs")),
         ("gossip.rs", include_str!("../gossip.rs")),
         ("peers.rs", include_str!("../peers.rs")),
         ("relay.rs", include_str!("../relay.rs")),
