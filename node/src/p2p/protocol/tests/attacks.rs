@@ -441,13 +441,16 @@ fn attack5_address_book_eclipse() {
         );
         drain(&mut core);
     }
-    assert_eq!(refused_local, 3);
     let survivors = honest
         .iter()
         .filter(|addr| core.book.get(addr).is_some())
         .count();
     println!("FIGURE attack 5: {survivors}/40 honest entries survive 30,000 attacker addresses; book holds {}", core.book.len());
     assert_eq!(survivors, honest.len(), "every honest entry survives");
+    assert_eq!(
+        refused_local, 3,
+        "private addresses from public peers refused"
+    );
     // The victim now fills its outbound slots.
     core.handle(at(400_000), Input::Tick);
     let dials: Vec<SocketAddr> = drain(&mut core)
