@@ -232,6 +232,13 @@ pub struct PeerJson {
     pub height: u64,
     pub ping_ms: Option<u64>,
     pub connected_secs: u64,
+    /// Misbehaviour points short of a ban (the node disconnects at 100).
+    #[serde(default)]
+    pub score: u32,
+    /// The rule holding the peer back now (a rate limit, expiring
+    /// requests), if any.
+    #[serde(default)]
+    pub throttled: Option<String>,
 }
 
 /// `POST /v1/peers`.

@@ -227,6 +227,30 @@ impl<B: Backend> Driver<B> {
                 "p2p_disconnects_total",
                 "Peer connections closed, by reason.",
             ),
+            (
+                "p2p_rate_limited_total",
+                "Peer messages dropped unread by a rate limit, by kind.",
+            ),
+            (
+                "p2p_score_disconnects_total",
+                "Peers disconnected for misbehaviour short of a ban, by rule.",
+            ),
+            (
+                "p2p_requests_expired_total",
+                "Requests a peer left unanswered until they expired.",
+            ),
+            (
+                "p2p_evictions_total",
+                "Inbound peers evicted to make room, by rule.",
+            ),
+            (
+                "p2p_addrs_refused_total",
+                "Addresses from peers not taken into the book, by reason.",
+            ),
+            (
+                "p2p_sync_peers_dropped_total",
+                "Sync peers dropped, by rule (unbacked claim, block timeout).",
+            ),
         ] {
             metrics.describe(name, help);
         }

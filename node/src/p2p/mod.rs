@@ -290,6 +290,8 @@ impl P2pHandle {
                 height: peer.height,
                 ping_ms: peer.ping_ms,
                 connected_secs: now.saturating_duration_since(peer.connected_at).as_secs(),
+                score: peer.score,
+                throttled: peer.throttled.map(str::to_string),
             })
             .collect()
     }

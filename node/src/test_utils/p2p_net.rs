@@ -582,10 +582,35 @@ impl FakePeer {
     }
 
     pub async fn connect_as(addr: SocketAddr, key: SecretKey) -> FakePeer {
-        let (stream, server_id) = secure_connect(addr, &key)
+        let stream = TcpStream::connect(addr).await.expect("connects");
+        FakePeer::secure(stream, Role::Initiator, key).await
+    }
+
+    /// Connects from a chosen local IP (another loopback address, so that
+    /// the node sees another source).
+    pub async fn connect_from(addr: SocketAddr, local_ip: std::net::IpAddr) -> FakePeer {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local_ip, 0))
+            .expect("binds a local address");
+        let stream = socket.connect(addr).await.expect("connects");
+        FakePeer::secure(stream, Role::Initiator, SecretKey::generate()).await
+    }
+
+    /// A peer on a connection the node dialed: it answers the node's Noise
+    /// handshake.
+    pub async fn from_stream(stream: TcpStream) -> FakePeer {
+        FakePeer::secure(stream, Role::Responder, SecretKey::generate()).await
+    }
+
+    /// Completes the Noise handshake on `stream` (not yet the `Hello`
+    /// exchange).
+    async fn secure(stream: TcpStream, role: Role, key: SecretKey) -> FakePeer {
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().expect("local addr");
+        let (stream, server_id) = noise::handshake(stream, role, &LocalIdentity::new(&key))
             .await
-            .expect("connects and completes the noise handshake");
-        let local_addr = stream.get_ref().local_addr().expect("local addr");
+            .expect("completes the noise handshake");
         let (read, write) = tokio::io::split(stream);
         FakePeer {
             reader: FramedRead::new(read, MessageCodec::default()),

@@ -1,7 +1,10 @@
 //! The address book and the ban list. The book holds dialable listen
 //! addresses (learned in handshakes or from `Addr` messages, never a
 //! connection's ephemeral source port) with last-seen times and failure
-//! counts; addresses that keep failing age out. Bans are by node id and by
+//! counts; addresses that keep failing age out. Learned addresses live in
+//! source-keyed buckets (`addrbuckets`), addresses we connected to in a
+//! separate "tried" set that learned ones never displace, and dial
+//! candidates are drawn from both (two tried for one learned). Bans are by node id and by
 //! address: by IP for public addresses, but by exact socket address on
 //! loopback, where every local node shares one IP and banning it would cut
 //! off honest neighbours too. Neither touches storage: each change is
@@ -9,6 +12,8 @@
 //! action (the node persists them, with bans' wall-clock expiry, so
 //! a restart neither loses the network nor pardons anyone).
 
+use super::addrbuckets::{NewTable, BUCKET_SIZE, NEW_BUCKETS};
+use super::netgroup::{acceptable_from, NetGroup};
 use super::time::{Mono, Time};
 use crate::p2p::message::PeerAddr;
 use core::net::{IpAddr, SocketAddr};
@@ -16,11 +21,17 @@ use ledger::encoding::{Decode, Encode};
 use ledger::PublicKey;
 use rand::seq::SliceRandom;
 use rand::Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// Most addresses remembered; the least recently seen go first.
+/// Most addresses remembered: the learned ones' buckets, plus the tried.
 pub const MAX_BOOK_ENTRIES: usize = 10_000;
+/// Addresses we connected to, kept apart; the one we saw working longest
+/// ago goes first (our own clock, never a peer's).
+const MAX_TRIED: usize = MAX_BOOK_ENTRIES - NEW_BUCKETS as usize * BUCKET_SIZE;
+/// A learned address's time is at most now, minus this: one we only heard
+/// of never looks fresher than one we reached ourselves.
+const LEARNED_PENALTY_MS: u64 = 2 * 60 * 60 * 1000;
 /// An address that failed this many dials in a row and has not worked for
 /// `FAILED_AGE_OUT` is forgotten.
 const MAX_FAILURES: u32 = 5;
@@ -65,20 +76,57 @@ pub enum BookChange {
     RemoveBan(BanKey),
 }
 
+/// What became of an address a peer told us about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learned {
+    Added,
+    Known,
+    /// Refused, for this reason (a metric label).
+    Refused(&'static str),
+}
+
 /// Dialable addresses.
 #[derive(Default)]
 pub struct AddrBook {
     entries: BTreeMap<SocketAddr, AddrEntry>,
+    new: NewTable,
+    tried: BTreeSet<SocketAddr>,
     changes: Vec<BookChange>,
 }
 
 impl AddrBook {
-    /// A book holding what was persisted before.
-    pub fn restore(entries: impl IntoIterator<Item = (SocketAddr, AddrEntry)>) -> AddrBook {
-        AddrBook {
-            entries: entries.into_iter().collect(),
-            changes: Vec::new(),
+    /// A book holding what was persisted before. Whether an address was
+    /// tried is not persisted: restored ones are placed as learned from
+    /// their own group (so they spread over buckets), and ones that find
+    /// their bucket full are dropped.
+    pub fn restore(
+        entries: impl IntoIterator<Item = (SocketAddr, AddrEntry)>,
+        key: [u8; 32],
+    ) -> AddrBook {
+        let mut book = AddrBook {
+            new: NewTable::new(key),
+            ..AddrBook::default()
+        };
+        for (addr, entry) in entries {
+            let bucket = book.new.bucket_for(&addr, NetGroup::of(addr.ip()));
+            if book.new.is_full(bucket) {
+                book.changes.push(BookChange::RemoveAddr(addr));
+                continue;
+            }
+            book.new.insert(addr, bucket);
+            book.entries.insert(addr, entry);
         }
+        book
+    }
+
+    /// Addresses we connected to (and still hold).
+    pub fn n_tried(&self) -> usize {
+        self.tried.len()
+    }
+
+    /// Whether we connected to `addr` and hold it apart from learned ones.
+    pub fn is_tried(&self, addr: &SocketAddr) -> bool {
+        self.tried.contains(addr)
     }
 
     /// The changes since the last call, in order.
@@ -106,13 +154,16 @@ impl AddrBook {
         self.changes.push(change);
     }
 
-    fn make_room(&mut self) {
-        while self.entries.len() >= MAX_BOOK_ENTRIES {
+    /// Room for one more tried address: the one we saw working longest
+    /// ago goes (tried times are only ever set by our own connections).
+    fn make_tried_room(&mut self) {
+        while self.tried.len() >= MAX_TRIED {
             let oldest = self
-                .entries
+                .tried
                 .iter()
-                .min_by_key(|(_, entry)| entry.last_seen_ms)
-                .map(|(addr, _)| *addr);
+                .filter_map(|addr| self.entries.get(addr).map(|e| (e.last_seen_ms, *addr)))
+                .min()
+                .map(|(_, addr)| addr);
             match oldest {
                 Some(addr) => self.remove(&addr),
                 None => break,
@@ -120,22 +171,49 @@ impl AddrBook {
         }
     }
 
-    /// An address a peer told us about. Reported times are capped at now,
-    /// and never overwrite what our own connections taught us.
-    pub fn learned(&mut self, peer_addr: &PeerAddr, now_ms: u64) {
+    /// An address a peer told us about, from the peer's own address
+    /// (`acceptable_from` and `addrbuckets` say what it may add).
+    pub fn learned(&mut self, peer_addr: &PeerAddr, now_ms: u64) -> Learned {
+        self.learned_from(peer_addr, now_ms, peer_addr.addr.ip())
+    }
+
+    /// An address a peer at `source` told us about. Reported times are
+    /// capped below now (`LEARNED_PENALTY_MS`) and never overwrite what our
+    /// own connections taught us.
+    pub fn learned_from(&mut self, peer_addr: &PeerAddr, now_ms: u64, source: IpAddr) -> Learned {
         let addr = peer_addr.addr;
         if !is_dialable(&addr) {
-            return;
+            return Learned::Refused("undialable");
         }
-        let last_seen_ms = peer_addr.last_seen_ms.min(now_ms);
+        if !acceptable_from(&addr, source) {
+            return Learned::Refused("non_routable");
+        }
+        let last_seen_ms = peer_addr
+            .last_seen_ms
+            .min(now_ms.saturating_sub(LEARNED_PENALTY_MS));
         if let Some(entry) = self.entries.get_mut(&addr) {
             if entry.node_id.is_none() && peer_addr.node_id.is_some() {
                 entry.node_id = peer_addr.node_id;
                 self.persist(&addr);
             }
-            return;
+            return Learned::Known;
         }
-        self.make_room();
+        let bucket = self.new.bucket_for(&addr, NetGroup::of(source));
+        if self.new.is_full(bucket) {
+            // Only a failing entry makes way; otherwise what the bucket
+            // holds stays, whatever the newcomer's timestamp says.
+            let failing = self
+                .new
+                .members(bucket)
+                .filter_map(|member| self.entries.get(member).map(|e| (e.failures, *member)))
+                .filter(|(failures, _)| *failures > 0)
+                .max();
+            match failing {
+                Some((_, member)) => self.remove(&member),
+                None => return Learned::Refused("bucket_full"),
+            }
+        }
+        self.new.insert(addr, bucket);
         self.entries.insert(
             addr,
             AddrEntry {
@@ -146,15 +224,19 @@ impl AddrBook {
             },
         );
         self.persist(&addr);
+        Learned::Added
     }
 
-    /// A handshake with `node_id` at `addr` succeeded.
+    /// A handshake with `node_id` at `addr` succeeded: the address moves to
+    /// the tried set.
     pub fn connected(&mut self, addr: SocketAddr, node_id: PublicKey, now_ms: u64) {
         if !is_dialable(&addr) {
             return;
         }
-        if !self.entries.contains_key(&addr) {
-            self.make_room();
+        self.new.remove(&addr);
+        if !self.tried.contains(&addr) {
+            self.make_tried_room();
+            self.tried.insert(addr);
         }
         self.entries.insert(
             addr,
@@ -187,6 +269,8 @@ impl AddrBook {
     }
 
     pub fn remove(&mut self, addr: &SocketAddr) {
+        self.new.remove(addr);
+        self.tried.remove(addr);
         if self.entries.remove(addr).is_some() {
             self.persist(addr);
         }
@@ -211,20 +295,62 @@ impl AddrBook {
         doomed.len()
     }
 
-    /// Addresses worth dialing now: those seen working within the hour
-    /// first, then within the day, then the rest, in random order within
-    /// each group, so that nodes sharing a book do not all dial the same
-    /// few addresses and no peer decides our order by its timestamps alone.
+    /// Addresses worth dialing now, two tried ones for each learned one
+    /// while both last. Tried ones: seen working within the hour first,
+    /// then within the day, then the rest, in random order within each
+    /// group. Learned ones: one from each bucket in random bucket order,
+    /// then a second from each, and so on, so a source that filled its
+    /// buckets gets its share of buckets, not of addresses.
     pub fn candidates(
         &self,
         now_ms: u64,
         rng: &mut impl Rng,
         skip: impl Fn(&SocketAddr, &AddrEntry) -> bool,
     ) -> Vec<SocketAddr> {
+        let usable = |addr: &SocketAddr| {
+            self.entries
+                .get(addr)
+                .is_some_and(|entry| entry.retry_after_ms <= now_ms && !skip(addr, entry))
+        };
+        let tried = self.tried_candidates(now_ms, rng, &usable);
+        let mut buckets: Vec<Vec<SocketAddr>> = self
+            .new
+            .buckets()
+            .map(|(_, members)| members.iter().copied().filter(|a| usable(a)).collect())
+            .filter(|members: &Vec<SocketAddr>| !members.is_empty())
+            .collect();
+        buckets.shuffle(rng);
+        for members in &mut buckets {
+            members.shuffle(rng);
+        }
+        let mut learned = Vec::new();
+        let deepest = buckets.iter().map(Vec::len).max().unwrap_or(0);
+        for round in 0..deepest {
+            learned.extend(buckets.iter().filter_map(|members| members.get(round)));
+        }
+        let mut order = Vec::with_capacity(tried.len() + learned.len());
+        let (mut tried, mut learned) = (tried.into_iter(), learned.into_iter());
+        loop {
+            let picked: Vec<SocketAddr> = tried.by_ref().take(2).chain(learned.next()).collect();
+            if picked.is_empty() {
+                break;
+            }
+            order.extend(picked);
+        }
+        order
+    }
+
+    fn tried_candidates(
+        &self,
+        now_ms: u64,
+        rng: &mut impl Rng,
+        usable: &impl Fn(&SocketAddr) -> bool,
+    ) -> Vec<SocketAddr> {
         let mut ready: Vec<(&SocketAddr, &AddrEntry)> = self
-            .entries
+            .tried
             .iter()
-            .filter(|(addr, entry)| entry.retry_after_ms <= now_ms && !skip(addr, entry))
+            .filter(|addr| usable(addr))
+            .filter_map(|addr| self.entries.get(addr).map(|entry| (addr, entry)))
             .collect();
         ready.shuffle(rng);
         let recency = |entry: &AddrEntry| {

@@ -342,6 +342,21 @@ impl Requests {
         (again, sync_expired)
     }
 
+    /// How many of each peer's announcement requests (not the sync's)
+    /// are older than `timeout` at `now`: those `expire` will move away.
+    pub fn expiring_by_peer(&self, now: Mono, timeout: Duration) -> BTreeMap<ConnId, usize> {
+        let mut by_peer = BTreeMap::new();
+        for request in self.items.values() {
+            if !request.received
+                && !request.for_sync
+                && now.saturating_duration_since(request.sent_at) > timeout
+            {
+                *by_peer.entry(request.peer).or_default() += 1;
+            }
+        }
+        by_peer
+    }
+
     /// A peer disconnected: its requests go to alternates or are dropped.
     pub fn peer_gone(
         &mut self,

@@ -6,8 +6,10 @@
 //! counts why a connection ended, bans misbehaving peers and hands their
 //! requests and sync to others.
 
-use super::addrbook::{backoff, is_dialable, BanKey};
+use super::addrbook::{backoff, is_dialable, BanKey, Learned};
 use super::gossip::KNOWN_INVENTORY_CAPACITY;
+use super::netgroup::NetGroup;
+use super::ratelimit::Costly;
 use super::session::{HandshakeStep, Session};
 use super::{
     Action, ChainView, CloseReason, Conn, ConnId, DialKind, KnownInventory, NetworkState,
@@ -112,15 +114,7 @@ impl<V: ChainView> NetworkState<V> {
             self.push(Action::Refuse { remote });
             return;
         }
-        let inbound = self
-            .conns
-            .values()
-            .filter(|conn| conn.direction == Direction::Inbound)
-            .count();
-        if inbound >= self.config.max_inbound {
-            tracing::debug!(peer = %remote, inbound, "inbound slots full");
-            self.metric_inc("p2p_disconnects_total", ("reason", "inbound_full"));
-            self.push(Action::Refuse { remote });
+        if !self.inbound_admissible(remote) {
             return;
         }
         let id = self.new_conn_id();
@@ -281,10 +275,18 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
             Message::GetData(items) => self.on_get_data(id, items),
-            Message::GetHeaders(locator) => self.on_get_headers(id, locator),
+            Message::GetHeaders(locator) => {
+                if self.allow(id, Costly::GetHeaders, 1) {
+                    self.on_get_headers(id, locator)
+                }
+            }
             Message::GetAddr => self.on_get_addr(id),
             Message::Addr(addrs) => self.on_addr(id, addrs),
-            Message::Inv(items) => self.on_inv(id, items),
+            Message::Inv(items) => {
+                if self.allow(id, Costly::InvItems, items.len()) {
+                    self.on_inv(id, items)
+                }
+            }
             Message::NotFound(items) => self.on_not_found(id, items),
             Message::Tx(tx) => self.on_tx(id, tx),
             Message::Block(block) => self.on_block(id, block),
@@ -293,10 +295,18 @@ impl<V: ChainView> NetworkState<V> {
                 sender,
                 first_nonce,
                 count,
-            } => self.on_get_sender_txs(id, sender, first_nonce, count),
+            } => {
+                if self.allow(id, Costly::SenderTxs, 1) {
+                    self.on_get_sender_txs(id, sender, first_nonce, count)
+                }
+            }
             Message::SendCompact { high_bandwidth } => self.on_send_compact(id, high_bandwidth),
             Message::CompactBlock(compact) => self.on_compact_block(id, compact),
-            Message::GetBlockTxs { block, indexes } => self.on_get_block_txs(id, block, indexes),
+            Message::GetBlockTxs { block, indexes } => {
+                if self.allow(id, Costly::SenderTxs, 1) {
+                    self.on_get_block_txs(id, block, indexes)
+                }
+            }
             Message::BlockTxs { block, txs } => self.on_block_txs(id, block, txs),
             Message::Hello(_) | Message::HelloAck(_) => self.close(
                 id,
@@ -361,6 +371,9 @@ impl<V: ChainView> NetworkState<V> {
             }
             self.close(existing, CloseReason::Refused("duplicate"));
         }
+        if direction == Direction::Inbound && !self.make_room_for_inbound(id) {
+            return;
+        }
         let listen_addr = match direction {
             Direction::Outbound => Some(remote),
             Direction::Inbound => {
@@ -388,6 +401,7 @@ impl<V: ChainView> NetworkState<V> {
             last_getaddr_answered: None,
             reported_peers: Vec::new(),
             wants_compact: false,
+            behaviour: super::ratelimit::PeerBehaviour::new(now),
         });
         tracing::info!(
             peer = %remote,
@@ -398,8 +412,23 @@ impl<V: ChainView> NetworkState<V> {
         );
         self.push(Action::Authenticated { conn: id });
         self.note_target_node(id, node_id);
-        if let Some(listen_addr) = listen_addr {
-            self.book.connected(listen_addr, node_id, self.now.unix_ms);
+        // Only a connection we made shows an address works: what an
+        // inbound peer says it listens on is just learned, from it.
+        match (listen_addr, direction) {
+            (Some(listen_addr), Direction::Outbound) => {
+                self.book.connected(listen_addr, node_id, self.now.unix_ms)
+            }
+            (Some(addr), Direction::Inbound) => {
+                let heard = PeerAddr {
+                    addr,
+                    node_id: Some(node_id),
+                    last_seen_ms: self.now.unix_ms,
+                    connected: true,
+                };
+                self.book
+                    .learned_from(&heard, self.now.unix_ms, remote.ip());
+            }
+            (None, _) => {}
         }
         self.send(id, Message::GetAddr);
         self.compact_peer_ready(id, direction == Direction::Outbound);
@@ -627,10 +656,27 @@ impl<V: ChainView> NetworkState<V> {
                 !filter.allows(addr, entry.node_id)
             });
         self.rng = rng;
-        for addr in candidates
+        // One outbound connection per network group (loopback aside: a
+        // local testnet shares one IP), so no single group is all we see.
+        let mut groups: BTreeSet<NetGroup> = self
+            .conns
+            .values()
+            .filter(|conn| conn.direction == Direction::Outbound)
+            .filter_map(|conn| match conn.dial {
+                Some(DialKind::Book(addr)) => Some(addr),
+                _ => conn.remote,
+            })
+            .map(|addr| NetGroup::of(addr.ip()))
+            .filter(|group| !group.is_loopback())
+            .collect();
+        let spread: Vec<SocketAddr> = candidates
             .into_iter()
-            .take(self.config.max_outbound - outbound)
-        {
+            .filter(|addr| {
+                let group = NetGroup::of(addr.ip());
+                group.is_loopback() || groups.insert(group)
+            })
+            .collect();
+        for addr in spread.into_iter().take(self.config.max_outbound - outbound) {
             self.book.attempted(&addr, self.now.unix_ms, &mut self.rng);
             self.dial(DialKind::Book(addr), addr.to_string());
         }
@@ -692,6 +738,9 @@ impl<V: ChainView> NetworkState<V> {
         let now = self.now.mono;
         let now_ms = self.now.unix_ms;
         let our_id = self.identity.node_id;
+        let Some(source) = self.conns.get(&id).and_then(|conn| conn.remote) else {
+            return;
+        };
         let Some(peer) = self.peer_mut(id) else {
             return;
         };
@@ -707,11 +756,18 @@ impl<V: ChainView> NetworkState<V> {
         peer.addr_tokens_at = now;
         let allowed = (peer.addr_tokens.floor() as usize).min(addrs.len());
         peer.addr_tokens -= allowed as f64;
+        let mut refused: BTreeMap<&'static str, u64> = BTreeMap::new();
         for addr in addrs.into_iter().take(allowed) {
             if addr.node_id == Some(our_id) || self.self_addrs.contains(&addr.addr) {
                 continue;
             }
-            self.book.learned(&addr, now_ms);
+            if let Learned::Refused(rule) = self.book.learned_from(&addr, now_ms, source.ip()) {
+                *refused.entry(rule).or_default() += 1;
+            }
+        }
+        for (rule, count) in refused {
+            tracing::debug!(peer = %source, conn = %id, rule, count, "addresses refused");
+            self.metric_add("p2p_addrs_refused_total", ("reason", rule), count);
         }
         self.publish();
     }

@@ -204,6 +204,7 @@ impl<V: ChainView> NetworkState<V> {
         let mut fetch = Vec::new();
         let mut new_block = false;
         let mut over_cap: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut room = self.fetch_room(id);
         for item in items {
             if let Some(peer) = self.peer_mut(id) {
                 peer.known.insert(item);
@@ -229,8 +230,16 @@ impl<V: ChainView> NetworkState<V> {
                 continue;
             }
             new_block |= item.is_block();
+            if room == 0 && !self.requests.is_tracked(&item) {
+                // Over this peer's share (see `ratelimit::fetch_room`).
+                *over_cap.entry("peer_share").or_default() += 1;
+                continue;
+            }
             match self.requests.announced(item, id, now) {
-                Announced::Fetch => fetch.push(item),
+                Announced::Fetch => {
+                    room -= 1;
+                    fetch.push(item)
+                }
                 other => {
                     if let Some(label) = other.over_cap() {
                         *over_cap.entry(label).or_default() += 1;
@@ -305,8 +314,11 @@ impl<V: ChainView> NetworkState<V> {
         if let Some(peer) = self.peer_mut(id) {
             peer.known.insert(item);
         }
-        let requested =
-            self.requests.received(&item, now) || self.gap_requested(id, &tx.sender(), tx.nonce);
+        let asked = self.requests.received(&item, now);
+        if asked {
+            self.delivered(id);
+        }
+        let requested = asked || self.gap_requested(id, &tx.sender(), tx.nonce);
         if !requested && self.tx_backlog >= MAX_UNSOLICITED_BACKLOG {
             self.metric_inc("p2p_dropped_total", ("reason", "tx_backlog"));
             return;
@@ -332,6 +344,9 @@ impl<V: ChainView> NetworkState<V> {
             peer.best_height = peer.best_height.max(block.header.height);
         }
         let requested = self.requests.received(&item, now);
+        if requested {
+            self.delivered(id);
+        }
         let from_sync = self.sync.block_received(&hash, size, now);
         if !requested && !from_sync && self.block_backlog >= MAX_UNSOLICITED_BACKLOG {
             self.metric_inc("p2p_dropped_total", ("reason", "block_backlog"));
@@ -363,7 +378,13 @@ impl<V: ChainView> NetworkState<V> {
         self.tx_backlog = self.tx_backlog.saturating_sub(1);
         self.requests.done(&InvItem::Tx(txid));
         match verdict {
-            TxVerdict::Accepted => self.fill_gap(from, sender, nonce),
+            TxVerdict::Accepted => {
+                let now = self.now.mono;
+                if let Some(peer) = self.peer_mut(from) {
+                    peer.behaviour.last_tx_at = Some(now);
+                }
+                self.fill_gap(from, sender, nonce)
+            }
             TxVerdict::Known => {}
             TxVerdict::Rejected {
                 reason,
@@ -466,6 +487,10 @@ impl<V: ChainView> NetworkState<V> {
         let for_sync = self.sync.block_judged(&hash, size);
         match verdict {
             BlockVerdict::Accepted => {
+                let now = self.now.mono;
+                if let Some(peer) = from.and_then(|from| self.peer_mut(from)) {
+                    peer.behaviour.last_block_at = Some(now);
+                }
                 if let Some(from) = from.filter(|_| !for_sync) {
                     self.promote_high_bandwidth(from);
                 }
@@ -521,6 +546,9 @@ impl<V: ChainView> NetworkState<V> {
     /// Requests unanswered for the request timeout go to the next peer
     /// that announced them.
     pub(super) fn expire_requests(&mut self) {
+        let expiring = self
+            .requests
+            .expiring_by_peer(self.now.mono, self.config.timing.request_timeout);
         let usable = self.ready_set();
         let (again, _sync_expired) =
             self.requests
@@ -528,5 +556,6 @@ impl<V: ChainView> NetworkState<V> {
                     usable.contains(&peer)
                 });
         self.send_requests(again);
+        self.strike_expired(expiring.into_iter().collect());
     }
 }

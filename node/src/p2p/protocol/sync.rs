@@ -11,8 +11,8 @@
 use super::time::Mono;
 use super::ConnId;
 use crate::p2p::message::{MAX_HEADERS, MAX_LOCATOR};
-use ledger::{BlockHash, Header, Height, Target};
-use std::collections::{BTreeSet, VecDeque};
+use ledger::{BlockHash, Header, Height, Target, Work};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// Blocks requested from the sync peer at once.
@@ -36,8 +36,13 @@ pub struct BlockSync {
     started_at: Mono,
     /// Hashes from headers, in chain order, whose blocks we have not asked for.
     queue: VecDeque<BlockHash>,
-    /// Blocks asked for and not yet arrived.
-    requested: BTreeSet<BlockHash>,
+    /// Blocks asked for and not yet arrived, with when they were asked.
+    requested: BTreeMap<BlockHash, Mono>,
+    /// When the last asked-for block arrived.
+    last_block_at: Mono,
+    /// Our tip's work when the sync started, plus the work of every header
+    /// the peer sent that we lacked: what its chain is shown to be worth.
+    checked_work: Work,
     /// Blocks arrived and handed to validation, with their sizes.
     importing: BTreeSet<BlockHash>,
     importing_bytes: usize,
@@ -64,7 +69,9 @@ impl BlockSync {
             peer: None,
             started_at: now,
             queue: VecDeque::new(),
-            requested: BTreeSet::new(),
+            requested: BTreeMap::new(),
+            last_block_at: now,
+            checked_work: Work::ZERO,
             importing: BTreeSet::new(),
             importing_bytes: 0,
             last_header: None,
@@ -95,7 +102,7 @@ impl BlockSync {
 
     /// Starts a sync with `peer` unless one runs. Returns whether it started;
     /// the caller then sends `GetHeaders` with `locator`.
-    pub fn start(&mut self, peer: ConnId, now: Mono) -> bool {
+    pub fn start(&mut self, peer: ConnId, now: Mono, our_work: Work) -> bool {
         if self.peer.is_some() {
             return false;
         }
@@ -103,7 +110,26 @@ impl BlockSync {
         self.peer = Some(peer);
         self.started_at = now;
         self.last_progress = now;
+        self.last_block_at = now;
+        self.checked_work = our_work;
         true
+    }
+
+    /// The work the sync peer's headers have shown so far (see
+    /// `checked_work`).
+    pub fn checked_work(&self) -> Work {
+        self.checked_work
+    }
+
+    /// Whether the sync peer has sent its last headers (a short answer).
+    pub fn headers_complete(&self) -> bool {
+        self.peer.is_some() && !self.headers_in_flight && !self.more_headers
+    }
+
+    /// Whether a `Headers` from `peer` answers our request. Anything else
+    /// is refused before a single header is hashed.
+    pub fn expects_headers_from(&self, peer: ConnId) -> bool {
+        self.peer == Some(peer) && self.headers_in_flight
     }
 
     /// Forgets the current sync (its peer left, stalled or misbehaved).
@@ -112,7 +138,7 @@ impl BlockSync {
     pub fn reset(&mut self) -> Vec<BlockHash> {
         let importing = std::mem::take(&mut self.importing);
         let importing_bytes = self.importing_bytes;
-        let requested = std::mem::take(&mut self.requested).into_iter().collect();
+        let requested = std::mem::take(&mut self.requested).into_keys().collect();
         *self = BlockSync::new();
         self.importing = importing;
         self.importing_bytes = importing_bytes;
@@ -142,21 +168,24 @@ impl BlockSync {
         now: Mono,
         has_block: impl Fn(&BlockHash) -> bool,
     ) -> Result<(), HeadersError> {
-        check_headers(headers)?;
-        if self.peer != Some(peer) || !self.headers_in_flight {
-            // Unsolicited or late: harmless, ignored.
+        if !self.expects_headers_from(peer) {
+            // Unsolicited or late: ignored unread.
             return Ok(());
         }
+        check_headers(headers)?;
         self.headers_in_flight = false;
         self.last_progress = now;
         self.more_headers = headers.len() == MAX_HEADERS;
         for header in headers {
             let hash = header.hash();
             if !has_block(&hash)
-                && !self.requested.contains(&hash)
+                && !self.requested.contains_key(&hash)
                 && !self.importing.contains(&hash)
             {
                 self.queue.push_back(hash);
+                if let Ok(target) = Target::from_compact(header.bits) {
+                    self.checked_work = self.checked_work.saturating_add(&target.work());
+                }
             }
             self.last_header = Some(hash);
             self.last_header_height = header.height;
@@ -174,7 +203,7 @@ impl BlockSync {
     }
 
     /// Blocks to request now, keeping the window and the import buffer full.
-    pub fn next_requests(&mut self) -> Vec<BlockHash> {
+    pub fn next_requests(&mut self, now: Mono) -> Vec<BlockHash> {
         let mut batch = Vec::new();
         if self.peer.is_none() {
             return batch;
@@ -182,7 +211,7 @@ impl BlockSync {
         while self.requested.len() < BLOCK_WINDOW && self.importing_bytes < MAX_IMPORT_BYTES {
             match self.queue.pop_front() {
                 Some(hash) => {
-                    self.requested.insert(hash);
+                    self.requested.insert(hash, now);
                     batch.push(hash);
                 }
                 None => break,
@@ -193,12 +222,13 @@ impl BlockSync {
 
     /// A block arrived. Returns whether the sync had asked for it.
     pub fn block_received(&mut self, hash: &BlockHash, size: usize, now: Mono) -> bool {
-        if !self.requested.remove(hash) {
+        if self.requested.remove(hash).is_none() {
             return false;
         }
         self.importing.insert(*hash);
         self.importing_bytes += size;
         self.last_progress = now;
+        self.last_block_at = now;
         true
     }
 
@@ -215,7 +245,7 @@ impl BlockSync {
 
     /// A requested block will not come from the sync peer (`NotFound`).
     pub fn block_unavailable(&mut self, hash: &BlockHash) -> bool {
-        self.requested.remove(hash)
+        self.requested.remove(hash).is_some()
     }
 
     /// Nothing is left to ask or to wait for.
@@ -233,6 +263,18 @@ impl BlockSync {
         self.peer.is_some()
             && (self.headers_in_flight || !self.requested.is_empty())
             && now.saturating_duration_since(self.last_progress) > timeout
+    }
+
+    /// The moving window's head is stuck: blocks are owed, and none has
+    /// arrived for `timeout` since the oldest of them was asked for. A peer
+    /// that drips one block at a time trips this long before the stall
+    /// timeout, however often it sends something.
+    pub fn window_stalled(&self, now: Mono, timeout: Duration) -> bool {
+        let Some(oldest) = self.requested.values().min() else {
+            return false;
+        };
+        self.peer.is_some()
+            && now.saturating_duration_since((*oldest).max(self.last_block_at)) > timeout
     }
 }
 
@@ -297,12 +339,12 @@ mod tests {
         let headers = chain(300);
         let mut sync = BlockSync::new();
         assert_eq!(sync.last_header_height(), 0);
-        assert!(sync.start(ConnId(7), now));
-        assert!(!sync.start(ConnId(8), now));
+        assert!(sync.start(ConnId(7), now, Work::ZERO));
+        assert!(!sync.start(ConnId(8), now, Work::ZERO));
         sync.headers_requested(now);
         sync.on_headers(ConnId(7), &headers, now, |_| false)
             .expect("valid");
-        let first = sync.next_requests();
+        let first = sync.next_requests(now);
         assert_eq!(first.len(), BLOCK_WINDOW);
         assert_eq!(first[0], headers[0].hash());
         assert!(!sync.wants_headers());
@@ -310,7 +352,7 @@ mod tests {
             assert!(sync.block_received(hash, 100, now));
             assert!(sync.block_judged(hash, 100));
         }
-        let rest = sync.next_requests();
+        let rest = sync.next_requests(now);
         assert_eq!(rest.len(), 300 - BLOCK_WINDOW);
         assert!(!sync.is_done());
         for hash in &rest {
@@ -333,7 +375,7 @@ mod tests {
 
         let now = Mono::ZERO;
         let mut sync = BlockSync::new();
-        sync.start(ConnId(1), now);
+        sync.start(ConnId(1), now, Work::ZERO);
         sync.headers_requested(now);
         assert!(!sync.is_stalled(now, Duration::from_secs(5)));
         assert!(sync.is_stalled(now + Duration::from_secs(6), Duration::from_secs(5)));

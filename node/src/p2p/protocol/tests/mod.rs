@@ -5,7 +5,11 @@
 
 use super::relay::REANNOUNCE_EVERY_BLOCKS;
 use super::*;
+use crate::events::NodeEvent;
 use crate::p2p::message::{Hello, HelloAck, InvItem, PeerAddr, MAX_SENDER_TXS, PROTOCOL_VERSION};
+use crate::p2p::{BlockVerdict, TxVerdict};
+use addrbook::BookChange;
+use ledger::Block;
 use ledger::{Address, Amount, ChainSpec, Hash256, U256};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -278,6 +282,7 @@ fn admitted(actions: &[Action]) -> Option<ConnId> {
     })
 }
 
+mod attacks;
 mod compact;
 mod determinism;
 mod handshake;
@@ -293,6 +298,11 @@ fn the_core_does_no_io() {
         ("mod.rs", include_str!("../mod.rs")),
         ("addrbook.rs", include_str!("../addrbook.rs")),
         ("compact.rs", include_str!("../compact.rs")),
+        ("interface.rs", include_str!("../interface.rs")),
+        ("addrbuckets.rs", include_str!("../addrbuckets.rs")),
+        ("eviction.rs", include_str!("../eviction.rs")),
+        ("netgroup.rs", include_str!("../netgroup.rs")),
+        ("ratelimit.rs", include_str!("../ratelimit.rs")),
         ("gossip.rs", include_str!("../gossip.rs")),
         ("peers.rs", include_str!("../peers.rs")),
         ("relay.rs", include_str!("../relay.rs")),

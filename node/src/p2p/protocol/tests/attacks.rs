@@ -1,0 +1,585 @@
+//! Hostile peers against the core on a fake clock (issue 14, attacks 3 to
+//! 6): each test plays the attack and an honest peer, and checks what the
+//! honest peer still gets. Each one failed on the core before its defence.
+
+use super::*;
+use ledger::Target;
+
+/// An inbound peer from a given IP.
+fn remote_at(name: &str, ip: [u8; 4], port: u16) -> Remote {
+    let mut remote = Remote::new(name, port);
+    remote.addr = SocketAddr::from((ip, port));
+    remote
+}
+
+fn closed(actions: &[Action], conn: ConnId) -> bool {
+    disconnect_reason(actions, conn).is_some()
+}
+
+fn fake_tx_item(n: u64) -> InvItem {
+    InvItem::Tx(TxId(Hash256::digest(&n.to_le_bytes())))
+}
+
+// ------------------------------------------- 3: sync takeover by a claim
+
+/// A chain of `n` easy headers on top of genesis (each worth 2).
+fn easy_chain(n: u64) -> Vec<Block> {
+    let easy = Target(U256::MAX.div_u64(2)).rounded().to_compact();
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut prev = genesis();
+    for height in 1..=n {
+        let mut header = Header {
+            version: 1,
+            height,
+            prev_hash: prev,
+            merkle_root: Hash256::ZERO,
+            timestamp: height,
+            bits: easy,
+            nonce: 0,
+            miner: Address([0; 20]),
+            reward: Amount::ZERO,
+        };
+        while !Target::from_compact(easy)
+            .expect("valid")
+            .is_met_by(&header.hash())
+        {
+            header.nonce += 1;
+        }
+        prev = header.hash();
+        blocks.push(Block {
+            header,
+            txs: Vec::new(),
+        });
+    }
+    blocks
+}
+
+/// How a scripted sync peer serves blocks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    AllAtOnce,
+    /// One block per this many ms, just inside the stall timeout.
+    Drip(u64),
+}
+
+/// Runs the late node against its peers until its tip has `target_work`
+/// or `limit_ms` passes; returns when it got there.
+fn sync_until(
+    core: &mut NetworkState<FakeChain>,
+    chain: &FakeChain,
+    blocks: &[Block],
+    serving: &BTreeMap<ConnId, Serving>,
+    start_ms: u64,
+    limit_ms: u64,
+) -> Option<u64> {
+    let target_work = 2 * blocks.len() as u64;
+    let mut deliveries: Vec<(u64, ConnId, Message)> = Vec::new();
+    let mut drip_next: BTreeMap<ConnId, u64> = BTreeMap::new();
+    let mut now = start_ms;
+    let mut actions = drain(core);
+    while now <= start_ms + limit_ms {
+        for action in std::mem::take(&mut actions) {
+            match action {
+                Action::Send { conn, message } => {
+                    let Some(how) = serving.get(&conn) else {
+                        continue;
+                    };
+                    match message {
+                        Message::GetHeaders(_) => deliveries.push((
+                            now + 10,
+                            conn,
+                            Message::Headers(blocks.iter().map(|b| b.header.clone()).collect()),
+                        )),
+                        Message::GetData(items) => {
+                            for item in items {
+                                let InvItem::Block(hash) = item else { continue };
+                                let Some(block) = blocks.iter().find(|b| b.hash() == hash) else {
+                                    continue;
+                                };
+                                let at_ms = match how {
+                                    Serving::AllAtOnce => now + 10,
+                                    Serving::Drip(every) => {
+                                        let next = drip_next.entry(conn).or_insert(now);
+                                        *next += every;
+                                        *next
+                                    }
+                                };
+                                deliveries.push((at_ms, conn, Message::Block(block.clone())));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Action::ImportBlock {
+                    from, block, size, ..
+                } => {
+                    let hash = block.hash();
+                    {
+                        let mut inner = chain.0.borrow_mut();
+                        if inner.blocks.insert(hash) {
+                            inner.tip_work += 2;
+                        }
+                    }
+                    core.handle(
+                        at(now),
+                        Input::BlockVerdict {
+                            from,
+                            hash,
+                            size,
+                            verdict: BlockVerdict::Accepted,
+                        },
+                    );
+                    actions.extend(drain(core));
+                }
+                Action::Disconnect { conn, .. } => {
+                    deliveries.retain(|(_, to, _)| *to != conn);
+                }
+                _ => {}
+            }
+        }
+        if !actions.is_empty() {
+            continue;
+        }
+        if chain.0.borrow().tip_work >= target_work {
+            return Some(now);
+        }
+        now += 100;
+        deliveries.sort_by_key(|(when, conn, _)| (*when, *conn));
+        let due: Vec<(u64, ConnId, Message)> = deliveries
+            .iter()
+            .filter(|(when, _, _)| *when <= now)
+            .cloned()
+            .collect();
+        deliveries.retain(|(when, _, _)| *when > now);
+        for (_, conn, message) in due {
+            core.handle(at(now), Input::Frame { conn, message });
+            actions.extend(drain(core));
+        }
+        core.handle(at(now), Input::Tick);
+        actions.extend(drain(core));
+    }
+    None
+}
+
+/// The bound stated for this attack: the late node has the honest tip
+/// within 10 s of meeting the liar (the block timeout of 5 s, a maintenance
+/// round, and the honest download).
+const SYNC_BOUND_MS: u64 = 10_000;
+
+#[test]
+fn attack3_sync_takeover_by_claimed_best_work() {
+    let blocks = easy_chain(30);
+    let honest_work = 2 * blocks.len() as u64;
+    // The liar claims far more work than it has, or exactly the honest
+    // work; either way it drips one block just inside the stall timeout.
+    for liar_claim in [u64::MAX / 4, honest_work] {
+        let (mut core, chain) = core("late");
+        let mut liar = remote_at("liar", [45, 1, 0, 1], 9001);
+        liar.work = liar_claim;
+        let mut honest = remote_at("honest", [46, 1, 0, 1], 9002);
+        honest.work = honest_work;
+        // The liar arrives first, so it is the one the claim picks.
+        let (liar_conn, first) = liar.join(&mut core, at(0));
+        assert!(
+            sent_to(&first, liar_conn)
+                .iter()
+                .any(|m| matches!(m, Message::GetHeaders(_))),
+            "the claim opens a sync with the liar"
+        );
+        let (honest_conn, _) = honest.join(&mut core, at(10));
+        let serving = BTreeMap::from([
+            (liar_conn, Serving::Drip(14_000)),
+            (honest_conn, Serving::AllAtOnce),
+        ]);
+        // Resend the liar's GetHeaders through the loop.
+        core.actions.push_back(Action::Send {
+            conn: liar_conn,
+            message: Message::GetHeaders(vec![genesis()]),
+        });
+        let done = sync_until(&mut core, &chain, &blocks, &serving, 20, 60_000);
+        let done = done.unwrap_or_else(|| {
+            panic!(
+                "claim {liar_claim}: the late node never reached the honest tip (work {})",
+                chain.0.borrow().tip_work
+            )
+        });
+        println!("FIGURE attack 3 (claim {liar_claim}): honest tip after {done} ms");
+        assert!(
+            done <= SYNC_BOUND_MS,
+            "claim {liar_claim}: honest tip only after {done} ms"
+        );
+        assert!(
+            !core.conns.contains_key(&liar_conn),
+            "claim {liar_claim}: the liar was dropped"
+        );
+        assert!(core.conns.contains_key(&honest_conn));
+    }
+}
+
+// ---------------------------------------- 4: blinding by the request table
+
+#[test]
+fn attack4_request_table_flood_does_not_blind_gossip() {
+    let (mut core, chain) = core("victim");
+    let mut flooders = Vec::new();
+    for k in 0..25u8 {
+        let remote = remote_at(&format!("flood{k}"), [45, k, 0, 1], 9100 + u16::from(k));
+        flooders.push(remote.join(&mut core, at(0)).0);
+    }
+    let honest = remote_at("honest", [46, 1, 0, 1], 9001);
+    let (honest_conn, _) = honest.join(&mut core, at(0));
+    drain(&mut core);
+    // Each floods 2,000 hashes it will never deliver.
+    let mut n = 0u64;
+    for conn in &flooders {
+        let items: Vec<InvItem> = (0..2_000)
+            .map(|_| {
+                n += 1;
+                fake_tx_item(n)
+            })
+            .collect();
+        core.handle(
+            at(100),
+            Input::Frame {
+                conn: *conn,
+                message: Message::Inv(items),
+            },
+        );
+    }
+    drain(&mut core);
+    // The honest peer's new tx is fetched at once and handed to the node.
+    let fresh = tx(0);
+    let announce = Message::Inv(vec![InvItem::Tx(fresh.txid())]);
+    core.handle(
+        at(200),
+        Input::Frame {
+            conn: honest_conn,
+            message: announce,
+        },
+    );
+    let actions = drain(&mut core);
+    assert!(
+        sent_to(&actions, honest_conn).iter().any(
+            |m| matches!(m, Message::GetData(items) if items.contains(&InvItem::Tx(fresh.txid())))
+        ),
+        "the honest tx is requested despite {} outstanding requests",
+        core.requests.len()
+    );
+    core.handle(
+        at(250),
+        Input::Frame {
+            conn: honest_conn,
+            message: Message::Tx(fresh.clone()),
+        },
+    );
+    let actions = drain(&mut core);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::ImportTx { tx, .. } if tx.txid() == fresh.txid())));
+    println!(
+        "FIGURE attack 4: honest tx requested 0 ms after its announcement, {} requests outstanding",
+        core.requests.len()
+    );
+
+    // Unsolicited headers are refused unread, and costly requests are
+    // rate-limited.
+    core.handle(
+        at(300),
+        Input::Frame {
+            conn: flooders[0],
+            message: Message::Headers(vec![]),
+        },
+    );
+    let actions = drain(&mut core);
+    assert_eq!(
+        counted(&actions, "p2p_dropped_total", "unsolicited_headers"),
+        1
+    );
+    for _ in 0..150 {
+        core.handle(
+            at(300),
+            Input::Frame {
+                conn: flooders[1],
+                message: Message::GetHeaders(vec![genesis()]),
+            },
+        );
+    }
+    let actions = drain(&mut core);
+    let answered = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Answer { conn, .. } if *conn == flooders[1]))
+        .count();
+    assert_eq!(answered, 100, "the burst is answered, the rest dropped");
+    assert_eq!(
+        counted(&actions, "p2p_rate_limited_total", "get_headers"),
+        50
+    );
+
+    // The flooders keep announcing and never answer: their requests expire,
+    // their shares halve, and within four request timeouts they are gone.
+    let mut gone = BTreeSet::new();
+    for second in 1..=30u64 {
+        for conn in &flooders {
+            let items: Vec<InvItem> = (0..500)
+                .map(|_| {
+                    n += 1;
+                    fake_tx_item(n)
+                })
+                .collect();
+            core.handle(
+                at(second * 1_000),
+                Input::Frame {
+                    conn: *conn,
+                    message: Message::Inv(items),
+                },
+            );
+        }
+        core.handle(at(second * 1_000 + 500), Input::Tick);
+        for action in drain(&mut core) {
+            if let Action::Disconnect { conn, .. } = action {
+                gone.insert(conn);
+            }
+        }
+    }
+    assert!(
+        flooders.iter().all(|conn| gone.contains(conn)),
+        "every flooder dropped"
+    );
+    assert!(!gone.contains(&honest_conn), "the honest peer stays");
+    let _ = chain;
+}
+
+// --------------------------------------------- 5: eclipse by address book
+
+#[test]
+fn attack5_address_book_eclipse() {
+    let mut config = config("victim", 7000);
+    config.no_discovery = false;
+    config.listen_addr = SocketAddr::from(([203, 0, 113, 7], 7000));
+    let (mut core, _) = core_with(config, 5);
+    // Before the attack: 40 honest nodes we connected to, in 40 groups.
+    let honest: Vec<SocketAddr> = (0..40u8)
+        .map(|k| SocketAddr::from(([80, k, 1, 1], 7000)))
+        .collect();
+    for (k, addr) in honest.iter().enumerate() {
+        core.book.connected(
+            *addr,
+            SecretKey::from_seed(&format!("h{k}")).public_key(),
+            at(0).unix_ms,
+        );
+    }
+    drain(&mut core);
+    // 10 identities, each reconnecting three times, each time sending
+    // 1,000 fresh addresses stamped "now".
+    let mut next = 0u32;
+    let mut refused_local = 0;
+    for round in 0..3u64 {
+        for k in 0..10u8 {
+            let name = format!("eclipse{k}");
+            let remote = remote_at(&name, [45, k, 0, 1], 9200 + u16::from(k));
+            let now = at(1_000 + round * 100_000 + u64::from(k) * 1_000);
+            let (conn, _) = remote.join(&mut core, now);
+            let addrs: Vec<PeerAddr> = (0..999)
+                .map(|_| {
+                    next += 1;
+                    let b = next.to_be_bytes();
+                    PeerAddr {
+                        addr: SocketAddr::from(([150 + b[1] % 50, b[2], b[3], 1], 7000)),
+                        node_id: None,
+                        last_seen_ms: now.unix_ms,
+                        connected: false,
+                    }
+                })
+                .chain(std::iter::once(PeerAddr {
+                    addr: SocketAddr::from(([10, 0, 0, k], 7000)),
+                    node_id: None,
+                    last_seen_ms: now.unix_ms,
+                    connected: false,
+                }))
+                .collect();
+            core.handle(
+                now,
+                Input::Frame {
+                    conn,
+                    message: Message::Addr(addrs),
+                },
+            );
+            core.handle(
+                now,
+                Input::Closed {
+                    conn,
+                    cause: CloseCause::Disconnected("bye".into()),
+                },
+            );
+            drain(&mut core);
+        }
+        // A public peer may not point us into a private network.
+        let remote = remote_at("private-pusher", [47, 1, 0, 1], 9300);
+        let now = at(2_000 + round * 100_000);
+        let (conn, _) = remote.join(&mut core, now);
+        let private = PeerAddr {
+            addr: SocketAddr::from(([10, 1, 2, 3], 7000)),
+            node_id: None,
+            last_seen_ms: now.unix_ms,
+            connected: false,
+        };
+        core.handle(
+            now,
+            Input::Frame {
+                conn,
+                message: Message::Addr(vec![private]),
+            },
+        );
+        let actions = drain(&mut core);
+        refused_local += counted_add(&actions, "p2p_addrs_refused_total", "non_routable");
+        core.handle(
+            now,
+            Input::Closed {
+                conn,
+                cause: CloseCause::Disconnected("bye".into()),
+            },
+        );
+        drain(&mut core);
+    }
+    let survivors = honest
+        .iter()
+        .filter(|addr| core.book.get(addr).is_some())
+        .count();
+    println!("FIGURE attack 5: {survivors}/40 honest entries survive 30,000 attacker addresses; book holds {}", core.book.len());
+    assert_eq!(survivors, honest.len(), "every honest entry survives");
+    assert_eq!(
+        refused_local, 3,
+        "private addresses from public peers refused"
+    );
+    // The victim now fills its outbound slots.
+    core.handle(at(400_000), Input::Tick);
+    let dials: Vec<SocketAddr> = drain(&mut core)
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Dial { target, .. } => target.parse().ok(),
+            _ => None,
+        })
+        .collect();
+    let to_honest = dials.iter().filter(|addr| honest.contains(addr)).count();
+    println!(
+        "FIGURE attack 5: {to_honest} of {} outbound dials go to honest addresses",
+        dials.len()
+    );
+    assert_eq!(dials.len(), 8);
+    assert!(
+        to_honest * 2 > dials.len(),
+        "{to_honest} of {} dials honest",
+        dials.len()
+    );
+    let groups: BTreeSet<_> = dials
+        .iter()
+        .map(|addr| super::netgroup::NetGroup::of(addr.ip()))
+        .collect();
+    assert_eq!(groups.len(), dials.len(), "one dial per network group");
+}
+
+fn counted_add(actions: &[Action], metric: &str, value: &str) -> usize {
+    actions
+        .iter()
+        .map(|action| match action {
+            Action::Metric(MetricUpdate::Add {
+                name,
+                label,
+                value: n,
+            }) if *name == metric && label.1 == value => *n as usize,
+            _ => 0,
+        })
+        .sum()
+}
+
+// ------------------------------------------ 6: holding every inbound slot
+
+#[test]
+fn attack6_holding_every_inbound_slot() {
+    let (mut core, _) = core("victim");
+    // Four honest inbound peers that delivered blocks.
+    let mut honest = Vec::new();
+    for k in 0..4u8 {
+        let remote = remote_at(&format!("honest{k}"), [80, k, 0, 1], 9000 + u16::from(k));
+        let (conn, _) = remote.join(&mut core, at(u64::from(k)));
+        core.handle(
+            at(1_000),
+            Input::BlockVerdict {
+                from: Some(conn),
+                hash: BlockHash(Hash256::digest(&[k])),
+                size: 100,
+                verdict: BlockVerdict::Accepted,
+            },
+        );
+        honest.push(conn);
+    }
+    drain(&mut core);
+    // 32 well-behaved attacker connections, each from its own group.
+    let mut attackers = Vec::new();
+    for k in 0..32u8 {
+        let remote = remote_at(&format!("slot{k}"), [45, k, 0, 1], 9100 + u16::from(k));
+        let (conn, actions) = remote.join(&mut core, at(2_000 + u64::from(k) * 10));
+        assert!(!closed(&actions, conn), "attacker {k} is admitted");
+        attackers.push(conn);
+    }
+    drain(&mut core);
+    assert_eq!(core.n_ready(), 32, "every slot taken");
+    // An honest newcomer still gets in, and evicts an attacker.
+    let newcomer = remote_at("newcomer", [81, 1, 0, 1], 9500);
+    let (conn, actions) = newcomer.join(&mut core, at(5_000));
+    assert!(!closed(&actions, conn), "the newcomer stays");
+    assert!(core.conns.get(&conn).is_some_and(|c| c.peer.is_some()));
+    assert_eq!(counted(&actions, "p2p_evictions_total", "inbound"), 1);
+    let evicted: Vec<ConnId> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Disconnect {
+                conn,
+                reason: "evicted",
+            } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted.len(), 1);
+    assert!(attackers.contains(&evicted[0]), "an attacker is evicted");
+    for conn in &honest {
+        assert!(
+            core.conns.contains_key(conn),
+            "honest block deliverers kept"
+        );
+    }
+
+    // Connections stuck in the handshake take the handshake slots only.
+    let mut stuck = Vec::new();
+    for k in 0..8u8 {
+        let remote = remote_at(&format!("stuck{k}"), [47, k, 0, 1], 9600 + u16::from(k));
+        stuck.push(remote.connect(&mut core, at(6_000)).0);
+    }
+    core.handle(
+        at(6_000),
+        Input::Inbound {
+            remote: SocketAddr::from(([48, 1, 0, 1], 9700)),
+        },
+    );
+    let actions = drain(&mut core);
+    assert_eq!(
+        counted(&actions, "p2p_disconnects_total", "handshake_full"),
+        1
+    );
+    // After the handshake timeout they are gone, and a newcomer gets in.
+    core.handle(at(17_000), Input::Tick);
+    drain(&mut core);
+    let late = remote_at("late", [82, 1, 0, 1], 9800);
+    let (conn, actions) = late.join(&mut core, at(17_100));
+    assert!(!closed(&actions, conn), "the late newcomer stays");
+
+    // Outside loopback, one group holds at most a few inbound slots.
+    let (mut core, _) = core_with(config("victim2", 7000), 2);
+    let mut refused = 0;
+    for k in 0..12u8 {
+        let remote = SocketAddr::from(([45, 9, 0, k], 9000));
+        core.handle(at(0), Input::Inbound { remote });
+        refused += counted(&drain(&mut core), "p2p_disconnects_total", "group_full");
+    }
+    assert_eq!(refused, 12 - super::eviction::MAX_INBOUND_PER_GROUP.min(12));
+}
