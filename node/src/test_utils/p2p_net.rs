@@ -639,7 +639,9 @@ impl FakePeer {
 
     pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
         use tokio::io::AsyncWriteExt;
-        self.writer.get_mut().write_all(bytes).await.is_ok()
+        // The transport buffers what it encrypts until a flush.
+        let raw = self.writer.get_mut();
+        raw.write_all(bytes).await.is_ok() && raw.flush().await.is_ok()
     }
 
     /// The next message, `None` on close, error or after `timeout`.
