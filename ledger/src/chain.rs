@@ -1453,6 +1453,25 @@ impl ChainReader {
         logged(self.store.tx(txid))
     }
 
+    /// Whether a tx is confirmed on the best chain, from the tx index
+    /// alone: no block is read. What a peer's announcement is checked
+    /// against.
+    pub fn has_tx(&self, txid: &TxId) -> bool {
+        match self.store.has_tx(txid) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(%error, "chain storage read failed");
+                false
+            }
+        }
+    }
+
+    /// Block bodies read from storage since it was opened (every reader of
+    /// one chain shares the count).
+    pub fn block_reads(&self) -> u64 {
+        self.store.block_reads()
+    }
+
     /// Best-chain transactions sent or received by `address`, newest first,
     /// before `before` (height, position in the block) when given: the
     /// next page after the last entry of the previous one.

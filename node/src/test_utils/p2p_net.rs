@@ -169,6 +169,7 @@ impl TestBackend {
             }
             let mut mempool = lock(&self.inner.mempool);
             mempool.apply_update(update, &self.inner.reader, now);
+            self.publish_released(&mut mempool);
             if update.is_reorg() {
                 let _ = self.inner.events.send(NodeEvent::Reorg {
                     old_tip: update.old_tip,
@@ -204,12 +205,27 @@ impl TestBackend {
     pub fn add_tx(&self, tx: Transaction) -> Result<TxId, MempoolError> {
         Mempool::precheck(&self.inner.spec, &self.inner.cache, &tx)?;
         let mut mempool = lock(&self.inner.mempool);
-        let txid = mempool.add(tx.clone(), &self.inner.reader, now_ms())?;
-        let _ = self
-            .inner
-            .events
-            .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
-        Ok(txid)
+        let added = mempool.add(tx.clone(), &self.inner.reader, now_ms());
+        // As the node: a held tx (behind a nonce gap) is published only
+        // when its gap fills.
+        if added.as_ref().is_ok_and(|txid| !mempool.is_held(txid)) {
+            let _ = self
+                .inner
+                .events
+                .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+        }
+        self.publish_released(&mut mempool);
+        added
+    }
+
+    /// Publishes the held txs the mempool released, as the node does.
+    fn publish_released(&self, mempool: &mut Mempool) {
+        for tx in mempool.take_promoted() {
+            let _ = self
+                .inner
+                .events
+                .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+        }
     }
 
     /// Builds and solves a block on our tip from the mempool (at most
@@ -287,7 +303,7 @@ impl ChainView for TestBackend {
     }
 
     fn has_tx(&self, txid: &TxId) -> bool {
-        self.mempool_has(txid) || self.confirmed(txid)
+        self.mempool_has(txid) || self.inner.reader.has_tx(txid)
     }
 
     fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {

@@ -33,6 +33,9 @@ const MAX_GAP_REQUESTS: usize = 4_096;
 pub(super) const REANNOUNCE_EVERY_BLOCKS: Range<u32> = 3..6;
 /// ...at most this many, the longest pending first.
 const REANNOUNCE_LIMIT: usize = 1_000;
+/// An announcement naming at least this many txs we hold gets a debug
+/// line naming the peer (fewer are ordinary gossip overlap).
+const KNOWN_TXS_WORTH_LOGGING: u64 = 1_000;
 
 /// Nonces of one sender asked of a peer.
 pub(super) struct GapRequest {
@@ -186,6 +189,7 @@ impl<V: ChainView> NetworkState<V> {
         let mut fetch = Vec::new();
         let mut new_block = false;
         let mut over_cap: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut known_txs = 0u64;
         for item in items {
             if let Some(peer) = self.peer_mut(id) {
                 peer.known.insert(item);
@@ -195,6 +199,7 @@ impl<V: ChainView> NetworkState<V> {
                 InvItem::Block(hash) => self.view.has_block(&hash),
             };
             if have {
+                known_txs += u64::from(!item.is_block());
                 // A peer announcing our own tip is at least that high; this
                 // keeps `GET /v1/peers` heights current for peers whose blocks
                 // reach us first through someone else.
@@ -216,6 +221,19 @@ impl<V: ChainView> NetworkState<V> {
                         *over_cap.entry(label).or_default() += 1;
                     }
                 }
+            }
+        }
+        if known_txs > 0 {
+            // Legal, and answered by key lookups only (`ChainView::has_tx`
+            // reads no block), so a flood of known txids costs little.
+            self.metric_add("p2p_announcements_known_total", ("kind", "tx"), known_txs);
+            if known_txs >= KNOWN_TXS_WORTH_LOGGING {
+                tracing::debug!(
+                    peer = %id,
+                    known_txs,
+                    rule = "known_announcements_are_key_lookups",
+                    "peer announced txs we hold"
+                );
             }
         }
         // Passed over, not lost: the gap recovery and the announcer's own
@@ -339,7 +357,7 @@ impl<V: ChainView> NetworkState<V> {
                 misbehaving: true,
             } => self.ban_peer(from, "bad_tx", format!("tx {txid}: {reason}")),
             TxVerdict::Rejected { reason, .. } => {
-                tracing::debug!(%txid, %reason, "peer's tx not admitted");
+                tracing::debug!(peer = %from, %txid, %reason, "peer's tx not admitted");
                 self.metric_inc("p2p_txs_refused_total", ("reason", "mempool"));
                 // Refused for running too far ahead: its predecessors are
                 // what we lack.
