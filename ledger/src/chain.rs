@@ -91,6 +91,9 @@ pub enum ProcessOutcome {
     SideChain,
     /// The best chain changed.
     Connected(ChainUpdate),
+    /// Not stored: an unrequested block whose chain has less work than the
+    /// tip (`process_block_unrequested`).
+    LowWork,
 }
 
 /// A change of the best chain, net of any intermediate steps.
@@ -803,6 +806,11 @@ impl Chain {
             .is_some_and(|node| node.status == BlockStatus::Invalid)
     }
 
+    /// Blocks in the in-memory block index (every branch).
+    pub fn index_len(&self) -> usize {
+        self.nodes.len()
+    }
+
     pub fn orphan_count(&self) -> usize {
         self.orphans.blocks.len()
     }
@@ -817,6 +825,43 @@ impl Chain {
         now_ms: u64,
     ) -> Result<ProcessOutcome, BlockError> {
         self.commit_held().map_err(storage_block_error)?;
+        self.process_block_inner(block, now_ms)
+    }
+
+    /// `process_block` for a block this chain did not ask for (a peer's
+    /// gossip, as opposed to a sync that followed headers with more work):
+    /// when its parent is known and its chain has less work than the tip,
+    /// it is not stored (`ProcessOutcome::LowWork`). Proof-of-work on a
+    /// side branch that eased its own target is cheap, so storing such
+    /// blocks would let any peer fill the disk and the block index. A
+    /// branch that will overtake the tip comes back through a sync of its
+    /// headers (`process_block_held`, `process_block`), which has no such
+    /// rule, and a competing block of equal work is still stored.
+    pub fn process_block_unrequested(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+    ) -> Result<ProcessOutcome, BlockError> {
+        self.commit_held().map_err(storage_block_error)?;
+        let hash = block.hash();
+        if !self.nodes.contains_key(&hash) {
+            if let Some(parent) = self.nodes.get(&block.header.prev_hash) {
+                // An unusable target is left for validation to report.
+                if let Ok(target) = Target::from_compact(block.header.bits) {
+                    let work = parent.total_work.saturating_add(&target.work());
+                    let tip = &self.nodes[&self.tip];
+                    if work < tip.total_work && parent.status != BlockStatus::Invalid {
+                        tracing::debug!(
+                            block = %hash,
+                            height = block.header.height,
+                            rule = "low_work_unrequested",
+                            "not storing a block whose chain has less work than the tip"
+                        );
+                        return Ok(ProcessOutcome::LowWork);
+                    }
+                }
+            }
+        }
         self.process_block_inner(block, now_ms)
     }
 
@@ -1464,6 +1509,12 @@ impl ChainReader {
                 false
             }
         }
+    }
+
+    /// Block bodies in the store, on every branch (counts them: for tests
+    /// and diagnostics).
+    pub fn stored_block_count(&self) -> usize {
+        self.store.block_count()
     }
 
     /// Block bodies read from storage since it was opened (every reader of

@@ -536,6 +536,11 @@ impl Store {
             .map(|bytes| bytes.to_vec()))
     }
 
+    /// Block bodies stored, on every branch (a full scan of the keys).
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
     /// How many block bodies this store (any clone) has read since it was
     /// opened.
     pub fn block_reads(&self) -> u64 {

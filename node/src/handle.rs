@@ -619,12 +619,20 @@ impl Backend for NodeHandle {
     }
 }
 
+/// Why a peer's block on a chain with less work than our tip was refused.
+pub const LOW_WORK_REASON: &str = "low_work: its chain has less work than our tip; not stored";
+
 /// The P2P layer's view of the chain writer's answer.
 fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
     match result {
         Ok(BlockOutcome::Connected { .. } | BlockOutcome::SideChain) => BlockVerdict::Accepted,
         Ok(BlockOutcome::Known) => BlockVerdict::Known,
         Ok(BlockOutcome::Orphan) => BlockVerdict::Orphan,
+        // Honest too (a stale block arriving late), so no misbehaviour.
+        Ok(BlockOutcome::LowWork) => BlockVerdict::Rejected {
+            reason: LOW_WORK_REASON.into(),
+            misbehaving: false,
+        },
         Err(WriterError::Invalid(error)) => BlockVerdict::Rejected {
             reason: error.to_string(),
             misbehaving: error.is_misbehaviour(),

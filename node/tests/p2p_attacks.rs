@@ -227,3 +227,102 @@ async fn free_mempool_space_from_transactions_that_can_never_be_mined() {
     drop(attacker);
     setup.stop().await;
 }
+
+/// A solved, empty block on `parent`, `spacing_ms` after it.
+fn empty_block_on(
+    spec: &ledger::ChainSpec,
+    parent: &ledger::Header,
+    spacing_ms: u64,
+) -> ledger::Block {
+    let mut header = ledger::Header {
+        version: ledger::block::BLOCK_VERSION,
+        height: parent.height + 1,
+        prev_hash: parent.hash(),
+        merkle_root: ledger::block::merkle_root(&[]),
+        timestamp: parent.timestamp + spacing_ms,
+        bits: spec.initial_target.to_compact(),
+        nonce: 0,
+        miner: ledger::Address([9; 20]),
+        reward: spec.block_subsidy,
+    };
+    assert!(ledger::miner::solve(
+        &mut header,
+        &std::sync::atomic::AtomicBool::new(false),
+        1
+    ));
+    ledger::Block {
+        header,
+        txs: Vec::new(),
+    }
+}
+
+/// Attack 2: a peer pushes, unasked, a fork from genesis whose blocks have
+/// less work than the victim's chain. None is stored or indexed; the
+/// honest peer's blocks still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_work_side_branches_filling_disk_and_memory() {
+    let _alone = ALONE.lock().await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    for _ in 0..40 {
+        setup.node.backend.mine(0);
+    }
+    let tip = setup.node.backend.tip_hash();
+    wait_for("honest peer synced", LONG, || {
+        setup.honest.backend.tip_hash() == tip
+    })
+    .await;
+    let reader = setup.node.backend.reader().clone();
+    let stored_before = reader.stored_block_count();
+    let rss_before = resident_bytes();
+    let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;
+    attacker.handshake(&spec).await;
+    // Spread out timestamps, as a fork that eases its own target would
+    // use; each block 30 s after its parent, all well in the past.
+    let mut parent = spec.genesis_block().header;
+    let mut fork = Vec::new();
+    for _ in 0..39 {
+        let block = empty_block_on(&spec, &parent, 30_000);
+        parent = block.header.clone();
+        fork.push(block);
+    }
+    for block in &fork {
+        assert!(attacker.send(&Message::Block(block.clone())).await);
+    }
+    let blocks_received = || {
+        setup
+            .node
+            .metrics
+            .counter("p2p_messages_received_total", &[("kind", "block")])
+    };
+    wait_for("victim read the fork", LONG, || blocks_received() >= 39).await;
+    let started = Instant::now();
+    let honest_block = setup.honest.backend.mine(0);
+    wait_for("victim gets the honest block", LONG, || {
+        setup.node.backend.tip_hash() == honest_block
+    })
+    .await;
+    let delay = started.elapsed();
+    drain(&mut attacker, Duration::from_millis(50)).await;
+    let stored = reader.stored_block_count() - stored_before;
+    let rss_growth = resident_bytes().saturating_sub(rss_before);
+    let fork_stored = fork
+        .iter()
+        .filter(|block| reader.block_status(&block.hash()).is_some())
+        .count();
+    println!(
+        "FIGURE attack 2 (low-work fork): 39 fork blocks sent, {fork_stored} stored; store grew by \
+         {stored} block(s) (the honest one); honest block delay {delay:?}; RSS grew {} KiB",
+        rss_growth / 1024
+    );
+    assert_eq!(fork_stored, 0, "no fork block stored");
+    assert_eq!(stored, 1, "only the honest block was stored");
+    assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
+    assert!(
+        !setup.node.p2p.is_node_banned(&attacker.key.public_key()),
+        "a stale branch is not misbehaviour"
+    );
+    drop(attacker);
+    setup.still_serves(0).await;
+    setup.stop().await;
+}

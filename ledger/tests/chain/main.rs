@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod golden;
 mod held;
+mod low_work;
 mod open;
 mod props;
 mod rejections;

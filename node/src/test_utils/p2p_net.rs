@@ -151,11 +151,25 @@ impl TestBackend {
         &self,
         block: Block,
     ) -> Result<ProcessOutcome, ledger::validation::BlockError> {
+        self.process(block, false)
+    }
+
+    /// `process_block`; an `unrequested` block (a peer's gossip) is not
+    /// stored on a chain with less work than the tip, as in the node.
+    fn process(
+        &self,
+        block: Block,
+        unrequested: bool,
+    ) -> Result<ProcessOutcome, ledger::validation::BlockError> {
         let mut guard = lock(&self.inner.chain);
         let chain = guard.as_mut().expect("chain open");
         let now = now_ms();
         let started = Instant::now();
-        let outcome = chain.process_block(block, now);
+        let outcome = if unrequested {
+            chain.process_block_unrequested(block, now)
+        } else {
+            chain.process_block(block, now)
+        };
         lock(&self.inner.process_times).push(started.elapsed());
         let outcome = outcome?;
         if let ProcessOutcome::Connected(update) = &outcome {
@@ -265,6 +279,10 @@ fn block_verdict(result: Result<ProcessOutcome, ledger::validation::BlockError>)
         Ok(ProcessOutcome::Connected(_) | ProcessOutcome::SideChain) => BlockVerdict::Accepted,
         Ok(ProcessOutcome::Known) => BlockVerdict::Known,
         Ok(ProcessOutcome::Orphan) => BlockVerdict::Orphan,
+        Ok(ProcessOutcome::LowWork) => BlockVerdict::Rejected {
+            reason: crate::handle::LOW_WORK_REASON.into(),
+            misbehaving: false,
+        },
         Err(error) => BlockVerdict::Rejected {
             reason: error.to_string(),
             misbehaving: error.is_misbehaviour(),
@@ -345,7 +363,20 @@ impl Backend for TestBackend {
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
         let backend = self.clone();
         async move {
-            match tokio::task::spawn_blocking(move || backend.process_block(block)).await {
+            match tokio::task::spawn_blocking(move || backend.process(block, true)).await {
+                Ok(result) => block_verdict(result),
+                Err(error) => BlockVerdict::Rejected {
+                    reason: error.to_string(),
+                    misbehaving: false,
+                },
+            }
+        }
+    }
+
+    fn submit_synced_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
+        let backend = self.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || backend.process(block, false)).await {
                 Ok(result) => block_verdict(result),
                 Err(error) => BlockVerdict::Rejected {
                     reason: error.to_string(),

@@ -472,7 +472,7 @@ impl<V: ChainView> NetworkState<V> {
                         self.ban_peer(from, "bad_block", format!("block {hash}: {reason}"));
                     }
                 } else {
-                    tracing::info!(%hash, %reason, "peer's block rejected");
+                    tracing::info!(peer = ?from, %hash, %reason, "peer's block rejected");
                 }
                 if for_sync {
                     if let Some(peer) = self.sync.peer().and_then(|id| self.peer_mut(id)) {
