@@ -880,7 +880,12 @@ impl Chain {
             };
         }
         if self.orphans.contains(&hash) {
-            return Ok(ProcessOutcome::Known);
+            if !self.nodes.contains_key(&block.header.prev_hash) {
+                return Ok(ProcessOutcome::Known);
+            }
+            // Kept after its parent arrived because it was early (clock):
+            // delivered again, it is tried again.
+            self.orphans.remove(&hash);
         }
         if block.header.height == 0 {
             return Err(BlockError::BadGenesis);
@@ -938,12 +943,20 @@ impl Chain {
         while let Some(parent_hash) = queue.pop() {
             for child in self.orphans.take_children(&parent_hash) {
                 let child_hash = child.hash();
+                // Kept to put back if it is only early (clock).
+                let early_copy = child.clone();
                 match self.accept_block(child_hash, child, now_ms) {
                     Ok(()) => {
                         if self.better(&child_hash, &best_new) {
                             best_new = child_hash;
                         }
                         queue.push(child_hash);
+                    }
+                    Err(error @ BlockError::TimestampTooFarAhead { .. }) => {
+                        // Our clock may be behind; valid later. It and the
+                        // orphans waiting on it stay, for a later delivery.
+                        tracing::debug!(block = %child_hash, %error, rule = "early_orphan_kept", "kept an early orphan for a later retry");
+                        self.orphans.insert(child_hash, early_copy, now_ms);
                     }
                     Err(error) => {
                         tracing::debug!(block = %child_hash, %error, "dropped an invalid orphan");

@@ -569,6 +569,10 @@ impl Backend for NodeHandle {
         self.shared.genesis_hash
     }
 
+    fn chain_spec(&self) -> &ChainSpec {
+        &self.shared.spec
+    }
+
     fn block(&self, hash: &BlockHash) -> Option<Block> {
         self.shared.reader.block(hash)
     }

@@ -326,3 +326,38 @@ async fn low_work_side_branches_filling_disk_and_memory() {
     setup.still_serves(0).await;
     setup.stop().await;
 }
+
+/// Attack 8 (block cap): a `Block` frame one byte longer than the chain's
+/// largest block message (the kind tag plus `max_block_bytes`) is refused
+/// from its length prefix, far below the codec's 4 MiB hard cap, and the
+/// sender banned; the honest peer is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_messages_are_capped_by_the_chains_block_size() {
+    let _alone = ALONE.lock().await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    let cap = node::p2p::message::max_block_message_bytes(&spec);
+    assert!(cap < node::p2p::codec::MAX_FRAME_BYTES);
+    let rss_before = resident_bytes();
+    let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
+    bad.handshake(&spec).await;
+    let len = u32::try_from(cap + 1).expect("fits");
+    bad.send_raw(&len.to_le_bytes()).await;
+    // The kind tag of `Block`, then some of the claimed body.
+    bad.send_raw(&10u32.to_le_bytes()).await;
+    bad.send_raw(&vec![0u8; 64 * 1024]).await;
+    assert!(bad.closed_within(LONG).await, "offender disconnected");
+    wait_for("ban recorded", LONG, || {
+        setup.node.bans("oversized_frame") == 1
+    })
+    .await;
+    let rss_growth = resident_bytes().saturating_sub(rss_before);
+    println!(
+        "FIGURE attack 8 (block cap): a {} byte block frame refused at its prefix (cap {cap}); RSS grew {} KiB",
+        cap + 1,
+        rss_growth / 1024
+    );
+    assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
+    setup.still_serves(0).await;
+    setup.stop().await;
+}

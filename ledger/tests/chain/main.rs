@@ -5,6 +5,7 @@
 
 mod common;
 mod crash;
+mod early_orphans;
 mod golden;
 mod held;
 mod low_work;

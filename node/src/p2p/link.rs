@@ -259,6 +259,9 @@ fn close_cause(error: CodecError) -> CloseCause {
 /// driver cancelled it.
 pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     let (conn, cancel, events, backlog) = (tasks.conn, tasks.cancel, tasks.events, tasks.backlog);
+    // Past the handshake, frames are capped by the chain's largest block
+    // message (never above the codec's hard cap), not by the codec alone.
+    let max_frame = super::message::max_frame_for(tasks.backend.chain_spec()).min(MAX_FRAME_BYTES);
     let (mut reader, writer) = connection::split(stream, MAX_FRAME_BYTES, tasks.metrics);
     reader.set_max_frame(HANDSHAKE_MAX_FRAME);
     tasks
@@ -273,7 +276,7 @@ pub async fn run<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     ));
     let cause = tokio::select! {
         _ = cancel.cancelled() => None,
-        cause = read_loop(conn, &mut reader, &events, &backlog, tasks.authenticated) => cause,
+        cause = read_loop(conn, &mut reader, &events, &backlog, tasks.authenticated, max_frame) => cause,
     };
     cancel.cancel();
     if let Some(cause) = cause {
@@ -288,6 +291,7 @@ async fn read_loop<T: Transport>(
     events: &LinkEvents,
     backlog: &AnswerBacklog,
     authenticated: oneshot::Receiver<()>,
+    max_frame: usize,
 ) -> Option<CloseCause> {
     let mut authenticated = Some(authenticated);
     loop {
@@ -317,7 +321,7 @@ async fn read_loop<T: Transport>(
             // handshake frame is read from this peer.
             let signal = authenticated.take()?;
             signal.await.ok()?;
-            reader.set_max_frame(MAX_FRAME_BYTES);
+            reader.set_max_frame(max_frame);
         }
     }
 }

@@ -346,6 +346,10 @@ impl Backend for TestBackend {
         self.inner.genesis
     }
 
+    fn chain_spec(&self) -> &ChainSpec {
+        &self.inner.spec
+    }
+
     fn block(&self, hash: &BlockHash) -> Option<Block> {
         self.inner.reader.block(hash)
     }

@@ -427,6 +427,8 @@ pub struct NetworkState<V: ChainView> {
     pending_txs: Vec<crate::p2p::message::InvItem>,
     pending_since: Option<Mono>,
     block_backlog: usize,
+    /// Encoded bytes of the blocks waiting for validation.
+    block_backlog_bytes: usize,
     tx_backlog: usize,
     /// Gaps in senders' nonces we asked a peer to fill, by sender.
     gap_requests: BTreeMap<Address, relay::GapRequest>,
@@ -496,6 +498,7 @@ impl<V: ChainView> NetworkState<V> {
             pending_txs: Vec::new(),
             pending_since: None,
             block_backlog: 0,
+            block_backlog_bytes: 0,
             tx_backlog: 0,
             gap_requests: BTreeMap::new(),
             blocks_since_reannounce: 0,

@@ -22,6 +22,9 @@ use std::time::Duration;
 /// Received objects waiting for validation beyond which unrequested ones
 /// are dropped.
 const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
+/// Bytes of blocks waiting for validation beyond which blocks that no sync
+/// asked for are dropped (a sync's own are bounded by its window).
+const MAX_BLOCK_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 /// Pending txs announced to a new peer: a whole default mempool.
 const MEMPOOL_ANNOUNCE_LIMIT: usize = 50_000;
 /// A gap in one sender's nonces is asked for at most this often.
@@ -324,6 +327,13 @@ impl<V: ChainView> NetworkState<V> {
             self.metric_inc("p2p_dropped_total", ("reason", "block_backlog"));
             return;
         }
+        if !from_sync && self.block_backlog_bytes.saturating_add(size) > MAX_BLOCK_BACKLOG_BYTES {
+            self.metric_inc("p2p_dropped_total", ("reason", "block_backlog_bytes"));
+            tracing::debug!(peer = %id, %hash, size, rule = "block_backlog_bytes", "import backlog full: block dropped");
+            // Asked again of whoever announces it next.
+            self.requests.done(&item);
+            return;
+        }
         if self.view.has_block(&hash) {
             self.requests.done(&item);
             self.sync.block_judged(&hash, size);
@@ -331,6 +341,7 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         self.block_backlog += 1;
+        self.block_backlog_bytes = self.block_backlog_bytes.saturating_add(size);
         self.push(Action::ImportBlock {
             from: Some(id),
             block: Box::new(block),
@@ -449,6 +460,7 @@ impl<V: ChainView> NetworkState<V> {
         verdict: BlockVerdict,
     ) {
         self.block_backlog = self.block_backlog.saturating_sub(1);
+        self.block_backlog_bytes = self.block_backlog_bytes.saturating_sub(size);
         self.requests.done(&InvItem::Block(hash));
         let for_sync = self.sync.block_judged(&hash, size);
         match verdict {
