@@ -91,6 +91,9 @@ pub enum ProcessOutcome {
     SideChain,
     /// The best chain changed.
     Connected(ChainUpdate),
+    /// Not stored: an unrequested block whose chain has less work than the
+    /// tip (`process_block_unrequested`).
+    LowWork,
 }
 
 /// A change of the best chain, net of any intermediate steps.
@@ -803,6 +806,11 @@ impl Chain {
             .is_some_and(|node| node.status == BlockStatus::Invalid)
     }
 
+    /// Blocks in the in-memory block index (every branch).
+    pub fn index_len(&self) -> usize {
+        self.nodes.len()
+    }
+
     pub fn orphan_count(&self) -> usize {
         self.orphans.blocks.len()
     }
@@ -817,6 +825,43 @@ impl Chain {
         now_ms: u64,
     ) -> Result<ProcessOutcome, BlockError> {
         self.commit_held().map_err(storage_block_error)?;
+        self.process_block_inner(block, now_ms)
+    }
+
+    /// `process_block` for a block this chain did not ask for (a peer's
+    /// gossip, as opposed to a sync that followed headers with more work):
+    /// when its parent is known and its chain has less work than the tip,
+    /// it is not stored (`ProcessOutcome::LowWork`). Proof-of-work on a
+    /// side branch that eased its own target is cheap, so storing such
+    /// blocks would let any peer fill the disk and the block index. A
+    /// branch that will overtake the tip comes back through a sync of its
+    /// headers (`process_block_held`, `process_block`), which has no such
+    /// rule, and a competing block of equal work is still stored.
+    pub fn process_block_unrequested(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+    ) -> Result<ProcessOutcome, BlockError> {
+        self.commit_held().map_err(storage_block_error)?;
+        let hash = block.hash();
+        if !self.nodes.contains_key(&hash) {
+            if let Some(parent) = self.nodes.get(&block.header.prev_hash) {
+                // An unusable target is left for validation to report.
+                if let Ok(target) = Target::from_compact(block.header.bits) {
+                    let work = parent.total_work.saturating_add(&target.work());
+                    let tip = &self.nodes[&self.tip];
+                    if work < tip.total_work && parent.status != BlockStatus::Invalid {
+                        tracing::debug!(
+                            block = %hash,
+                            height = block.header.height,
+                            rule = "low_work_unrequested",
+                            "not storing a block whose chain has less work than the tip"
+                        );
+                        return Ok(ProcessOutcome::LowWork);
+                    }
+                }
+            }
+        }
         self.process_block_inner(block, now_ms)
     }
 
@@ -835,7 +880,12 @@ impl Chain {
             };
         }
         if self.orphans.contains(&hash) {
-            return Ok(ProcessOutcome::Known);
+            if !self.nodes.contains_key(&block.header.prev_hash) {
+                return Ok(ProcessOutcome::Known);
+            }
+            // Kept after its parent arrived because it was early (clock):
+            // delivered again, it is tried again.
+            self.orphans.remove(&hash);
         }
         if block.header.height == 0 {
             return Err(BlockError::BadGenesis);
@@ -893,12 +943,20 @@ impl Chain {
         while let Some(parent_hash) = queue.pop() {
             for child in self.orphans.take_children(&parent_hash) {
                 let child_hash = child.hash();
+                // Kept to put back if it is only early (clock).
+                let early_copy = child.clone();
                 match self.accept_block(child_hash, child, now_ms) {
                     Ok(()) => {
                         if self.better(&child_hash, &best_new) {
                             best_new = child_hash;
                         }
                         queue.push(child_hash);
+                    }
+                    Err(error @ BlockError::TimestampTooFarAhead { .. }) => {
+                        // Our clock may be behind; valid later. It and the
+                        // orphans waiting on it stay, for a later delivery.
+                        tracing::debug!(block = %child_hash, %error, rule = "early_orphan_kept", "kept an early orphan for a later retry");
+                        self.orphans.insert(child_hash, early_copy, now_ms);
                     }
                     Err(error) => {
                         tracing::debug!(block = %child_hash, %error, "dropped an invalid orphan");
@@ -1451,6 +1509,31 @@ impl ChainReader {
     /// decoded, not its block's.
     pub fn tx(&self, txid: &TxId) -> Option<(Transaction, TxLocation)> {
         logged(self.store.tx(txid))
+    }
+
+    /// Whether a tx is confirmed on the best chain, from the tx index
+    /// alone: no block is read. What a peer's announcement is checked
+    /// against.
+    pub fn has_tx(&self, txid: &TxId) -> bool {
+        match self.store.has_tx(txid) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(%error, "chain storage read failed");
+                false
+            }
+        }
+    }
+
+    /// Block bodies in the store, on every branch (counts them: for tests
+    /// and diagnostics).
+    pub fn stored_block_count(&self) -> usize {
+        self.store.block_count()
+    }
+
+    /// Block bodies read from storage since it was opened (every reader of
+    /// one chain shares the count).
+    pub fn block_reads(&self) -> u64 {
+        self.store.block_reads()
     }
 
     /// Best-chain transactions sent or received by `address`, newest first,

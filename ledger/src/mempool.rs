@@ -5,8 +5,12 @@
 //! template. Like geth, each sender has a queue split into an *executable*
 //! run (the consecutive nonces starting at its confirmed nonce, which a
 //! block could include now) and a *future* part (nonces after a gap, which
-//! wait until the gap is filled). Like Bitcoin Core, templates and eviction
-//! are ordered by fee. The pool is a plain single-threaded structure: the
+//! wait until the gap is filled). A tx admitted into the future part is
+//! *held*: it pays nothing until its gap fills, so held txs live in a side
+//! pool bounded per sender and in total, go first when the pool is full,
+//! and are reported for relay ([`Mempool::take_promoted`]) only once they
+//! can execute. Like Bitcoin Core, templates and eviction are otherwise
+//! ordered by fee. The pool is a plain single-threaded structure: the
 //! node wraps it in a `std::sync::Mutex` and does the expensive signature
 //! check ([`Mempool::precheck`]) before taking that lock.
 
@@ -35,6 +39,13 @@ pub const DEFAULT_MAX_NONCE_GAP: u64 = 64;
 pub const REPLACEMENT_FEE_BUMP_PERCENT: u64 = 10;
 /// Transactions let go that are remembered (with why) for lookups.
 pub const DEFAULT_MAX_DROPPED_RECORDS: usize = 20_000;
+/// Default cap on held transactions (admitted behind a nonce gap), in
+/// total: a tenth of the pool, so txs that cannot pay yet never crowd out
+/// those that can.
+pub const DEFAULT_MAX_FUTURE_TXS: usize = DEFAULT_MAX_TXS / 10;
+/// Default cap on one sender's held transactions: room for a burst that
+/// arrived out of order, not for a sender's whole nonce window.
+pub const DEFAULT_MAX_FUTURE_PER_SENDER: usize = 32;
 
 /// The smallest encoded transaction (empty memo). A template stops looking
 /// for more once less room than this is left.
@@ -53,6 +64,10 @@ pub struct MempoolConfig {
     pub max_nonce_gap: u64,
     /// How many dropped transactions are remembered, oldest forgotten first.
     pub max_dropped_records: usize,
+    /// At most this many held transactions (behind a nonce gap) in total...
+    pub max_future_txs: usize,
+    /// ...and per sender.
+    pub max_future_per_sender: usize,
 }
 
 impl Default for MempoolConfig {
@@ -63,6 +78,8 @@ impl Default for MempoolConfig {
             expiry_ms: DEFAULT_EXPIRY_MS,
             max_nonce_gap: DEFAULT_MAX_NONCE_GAP,
             max_dropped_records: DEFAULT_MAX_DROPPED_RECORDS,
+            max_future_txs: DEFAULT_MAX_FUTURE_TXS,
+            max_future_per_sender: DEFAULT_MAX_FUTURE_PER_SENDER,
         }
     }
 }
@@ -185,6 +202,9 @@ struct PoolTx {
     added_ms: u64,
     /// Admission order; unique, never reused.
     seq: u64,
+    /// Admitted behind a nonce gap and not executable since: in the side
+    /// pool, and not yet reported for relay.
+    held: bool,
 }
 
 /// The pending transactions of one sender, by nonce. Nonces in
@@ -198,6 +218,8 @@ struct SenderQueue {
     /// Sum of amount plus fee of every pending tx; u128 so it cannot
     /// overflow however many transactions are queued.
     total_cost: u128,
+    /// How many of `txs` are held.
+    held: usize,
 }
 
 impl SenderQueue {
@@ -207,6 +229,7 @@ impl SenderQueue {
             executable_end: confirmed_nonce,
             txs: BTreeMap::new(),
             total_cost: 0,
+            held: 0,
         }
     }
 
@@ -222,10 +245,11 @@ impl SenderQueue {
     }
 }
 
-/// Eviction candidate: the last tx of a sender's queue. Lowest fee first,
-/// and among equal fees the most recent arrival first, so an older
-/// transaction is never pushed out by a newer one paying the same.
-type TailKey = (Amount, Reverse<u64>, Address);
+/// Eviction candidate: the last tx of a sender's queue. Held ones first
+/// (`false`: not executable), then lowest fee first, and among equal fees
+/// the most recent arrival first, so an older transaction is never pushed
+/// out by a newer one paying the same.
+type TailKey = (bool, Amount, Reverse<u64>, Address);
 
 fn cost_of(tx: &Transaction) -> u128 {
     u128::from(tx.amount.base_units()) + u128::from(tx.fee.base_units())
@@ -255,6 +279,13 @@ struct PoolIndex {
     tails: BTreeSet<TailKey>,
     bytes: usize,
     next_seq: u64,
+    /// Held transactions in all queues (the side pool's size).
+    held: usize,
+    /// Held txs that became executable since the last `take_promoted`.
+    promoted: Vec<TxId>,
+    /// Txs refused for the side pool's caps since the last
+    /// `take_future_refusals`.
+    future_refused: u64,
 }
 
 impl PoolIndex {
@@ -262,14 +293,21 @@ impl PoolIndex {
         queue
             .txs
             .last_key_value()
-            .map(|(_, entry)| (entry.tx.fee, Reverse(entry.seq), sender))
+            .map(|(_, entry)| (!entry.held, entry.tx.fee, Reverse(entry.seq), sender))
     }
 
-    fn insert(&mut self, queue: &mut SenderQueue, sender: Address, entry: PoolTx) {
+    /// Inserts `entry`, held when it lands past a gap in its sender's
+    /// nonces; txs it makes executable are promoted.
+    fn insert(&mut self, queue: &mut SenderQueue, sender: Address, mut entry: PoolTx) {
         if let Some(old_tail) = Self::tail_key(queue, sender) {
             self.tails.remove(&old_tail);
         }
         let nonce = entry.tx.nonce;
+        entry.held = nonce > queue.executable_end;
+        if entry.held {
+            queue.held += 1;
+            self.held += 1;
+        }
         self.by_txid.insert(entry.txid, (sender, nonce));
         self.by_seq.insert(entry.seq, entry.txid);
         self.by_age.insert((entry.added_ms, entry.seq));
@@ -279,9 +317,30 @@ impl PoolIndex {
         queue.txs.insert(nonce, entry);
         if nonce == queue.executable_end {
             queue.extend_executable();
+            self.promote(queue, nonce);
         }
         if let Some(new_tail) = Self::tail_key(queue, sender) {
             self.tails.insert(new_tail);
+        }
+    }
+
+    /// Releases the held txs in `from..executable_end` (now executable)
+    /// from the side pool. The caller refreshes the queue's tail key.
+    fn promote(&mut self, queue: &mut SenderQueue, from: u64) {
+        if queue.held == 0 || from >= queue.executable_end {
+            return;
+        }
+        for entry in queue
+            .txs
+            .range_mut(from..queue.executable_end)
+            .map(|(_, entry)| entry)
+        {
+            if entry.held {
+                entry.held = false;
+                queue.held -= 1;
+                self.held -= 1;
+                self.promoted.push(entry.txid);
+            }
         }
     }
 
@@ -297,6 +356,10 @@ impl PoolIndex {
         self.by_recipient.remove(&(entry.tx.to, entry.seq));
         self.bytes -= entry.size;
         queue.total_cost -= cost_of(&entry.tx);
+        if entry.held {
+            queue.held -= 1;
+            self.held -= 1;
+        }
         if nonce >= queue.confirmed_nonce && nonce < queue.executable_end {
             // A hole in the executable run: everything after it waits.
             queue.executable_end = nonce;
@@ -383,6 +446,38 @@ impl Mempool {
     /// The drops since the last call, in order, for events and metrics.
     pub fn take_drops(&mut self) -> Vec<(TxId, DropReason)> {
         std::mem::take(&mut self.dropped.unreported)
+    }
+
+    /// The held txs that became executable since the last call (their
+    /// gap filled, by a tx or a block), still pending: the node relays
+    /// them now, having held them back until they could pay.
+    pub fn take_promoted(&mut self) -> Vec<Transaction> {
+        std::mem::take(&mut self.index.promoted)
+            .into_iter()
+            .filter_map(|txid| self.get(&txid).cloned())
+            .collect()
+    }
+
+    /// Whether a pending tx was admitted behind a nonce gap and is still
+    /// waiting for it (held: not to be relayed yet).
+    pub fn is_held(&self, txid: &TxId) -> bool {
+        let Some((sender, nonce)) = self.index.by_txid.get(txid) else {
+            return false;
+        };
+        self.senders
+            .get(sender)
+            .and_then(|queue| queue.txs.get(nonce))
+            .is_some_and(|entry| entry.held)
+    }
+
+    /// Held txs in the side pool now.
+    pub fn future_len(&self) -> usize {
+        self.index.held
+    }
+
+    /// Txs refused for the side pool's caps since the last call.
+    pub fn take_future_refusals(&mut self) -> u64 {
+        std::mem::take(&mut self.index.future_refused)
     }
 
     pub fn spec(&self) -> &ChainSpec {
@@ -475,6 +570,16 @@ impl Mempool {
         if queue.total_cost - replaced_cost + cost_of(&tx) > u128::from(balance.base_units()) {
             return Err(MempoolError::InsufficientFunds);
         }
+        let replacing = queue.txs.get(&tx.nonce);
+        let newcomer_held = match replacing {
+            Some(old) => old.held,
+            None => tx.nonce > queue.executable_end,
+        };
+        if newcomer_held && replacing.is_none() && queue.held >= self.config.max_future_per_sender {
+            self.index.future_refused += 1;
+            tracing::debug!(%txid, sender = %self.spec.format_address(&sender), held = queue.held, rule = "future_per_sender", "mempool: sender's held txs at their cap");
+            return Err(MempoolError::MempoolFull);
+        }
 
         let fee = tx.fee;
         let nonce = tx.nonce;
@@ -484,20 +589,33 @@ impl Mempool {
             txid,
             added_ms: now_ms,
             seq: self.index.next_seq,
+            held: false,
         };
         self.index.next_seq += 1;
         let replaced = self.index.remove(queue, sender, nonce);
         self.index.insert(queue, sender, entry);
 
-        // Over a cap: evict the cheapest sender tails. Only tails, so no
-        // pending tx ever loses the tx it builds on; if the cheapest tail
-        // pays as much as the newcomer (or is the newcomer), undo it all.
+        // Over a cap: evict sender tails, held ones first, then the
+        // cheapest. Only tails, so no pending tx ever loses the tx it
+        // builds on. A held newcomer never evicts an executable tx; if the
+        // first tail ranks as high as the newcomer and pays as much (or is
+        // the newcomer), undo it all.
         let mut evicted: Vec<(Address, PoolTx)> = Vec::new();
-        while self.len() > self.config.max_txs || self.index.bytes > self.config.max_bytes {
-            let Some(&(tail_fee, Reverse(tail_seq), tail_sender)) = self.index.tails.first() else {
+        while self.len() > self.config.max_txs
+            || self.index.bytes > self.config.max_bytes
+            || self.index.held > self.config.max_future_txs
+        {
+            let Some(&(tail_executable, tail_fee, Reverse(tail_seq), tail_sender)) =
+                self.index.tails.first()
+            else {
                 break;
             };
-            if tail_fee >= fee || tail_seq == self.index.next_seq - 1 {
+            let outranked = (tail_executable, tail_fee) < (!newcomer_held, fee);
+            if !outranked || tail_seq == self.index.next_seq - 1 {
+                if newcomer_held {
+                    self.index.future_refused += 1;
+                    tracing::debug!(%txid, sender = %self.spec.format_address(&sender), rule = "future_total", "mempool: held txs at their cap");
+                }
                 self.roll_back(sender, nonce, replaced, evicted);
                 return Err(MempoolError::MempoolFull);
             }
@@ -569,9 +687,17 @@ impl Mempool {
                     }
                 }
             }
+            let old_tail = PoolIndex::tail_key(queue, sender);
             queue.confirmed_nonce = account.nonce;
             queue.executable_end = account.nonce;
             queue.extend_executable();
+            self.index.promote(queue, account.nonce);
+            if let Some(old_tail) = old_tail {
+                self.index.tails.remove(&old_tail);
+            }
+            if let Some(new_tail) = PoolIndex::tail_key(queue, sender) {
+                self.index.tails.insert(new_tail);
+            }
         }
         let balance = u128::from(account.balance.base_units());
         while queue.total_cost > balance {
@@ -999,6 +1125,7 @@ mod tests {
             let mut count = 0;
             let mut bytes = 0;
             let mut tails = BTreeSet::new();
+            let mut held_total = 0;
             for (sender, queue) in &self.senders {
                 assert!(!queue.txs.is_empty(), "empty queue kept");
                 let mut expected_end = queue.confirmed_nonce;
@@ -1024,7 +1151,22 @@ mod tests {
                     bytes += entry.size;
                 }
                 tails.insert(PoolIndex::tail_key(queue, *sender).expect("non-empty"));
+                let held: Vec<u64> = queue
+                    .txs
+                    .iter()
+                    .filter(|(_, entry)| entry.held)
+                    .map(|(nonce, _)| *nonce)
+                    .collect();
+                assert_eq!(queue.held, held.len());
+                assert!(
+                    held.iter().all(|nonce| *nonce > queue.executable_end),
+                    "an executable tx is still held"
+                );
+                assert!(held.len() <= self.config.max_future_per_sender);
+                held_total += held.len();
             }
+            assert_eq!(self.index.held, held_total);
+            assert!(held_total <= self.config.max_future_txs);
             assert_eq!(self.index.by_txid.len(), count);
             assert_eq!(self.index.by_seq.len(), count);
             assert_eq!(self.index.by_age.len(), count);
@@ -1091,7 +1233,7 @@ mod tests {
         fn indexes_stay_consistent(ops in prop::collection::vec(op(), 1..80), max_txs in 3..10usize) {
             let spec = ChainSpec::builtin("regtest").expect("built in");
             let cache = SignatureCache::new(10_000);
-            let config = MempoolConfig { max_txs, max_bytes: 6 * 200, expiry_ms: 1_000, ..MempoolConfig::default() };
+            let config = MempoolConfig { max_txs, max_bytes: 6 * 200, expiry_ms: 1_000, max_future_txs: max_txs / 2, max_future_per_sender: 2, ..MempoolConfig::default() };
             let mut pool = Mempool::new(spec.clone(), config, cache.clone());
             let mut accounts: HashMap<Address, Account> = (0..5u8)
                 .map(|sender| {
@@ -1136,6 +1278,9 @@ mod tests {
                     }
                 }
                 pool.assert_consistent();
+                for tx in pool.take_promoted() {
+                    prop_assert!(!pool.is_held(&tx.txid()), "a promoted tx is still held");
+                }
                 for (address, account) in &accounts {
                     if let Some(queue) = pool.senders.get(address) {
                         prop_assert!(queue.total_cost <= u128::from(account.balance.base_units()));

@@ -65,6 +65,8 @@ use crate::tx::Transaction;
 use crate::Height;
 use sled::Transactional;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What we know about a stored block's validity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -187,6 +189,9 @@ pub struct Store {
     undo: sled::Tree,
     meta: sled::Tree,
     path: PathBuf,
+    /// Block bodies read so far (`block`, `block_bytes`, `tx`), shared by
+    /// every clone: what proves a lookup answered from the indexes alone.
+    block_reads: Arc<AtomicU64>,
 }
 
 fn decode_stored<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
@@ -321,6 +326,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             db,
             path: dir.to_path_buf(),
+            block_reads: Arc::new(AtomicU64::new(0)),
         };
         store.ensure_state_record()?;
         Ok(store)
@@ -514,6 +520,7 @@ impl Store {
     }
 
     pub fn block(&self, hash: &BlockHash) -> Result<Option<Block>, StorageError> {
+        self.block_reads.fetch_add(1, Ordering::Relaxed);
         self.blocks
             .get(hash.as_bytes())?
             .map(|bytes| decode_stored(&bytes, "block"))
@@ -522,10 +529,22 @@ impl Store {
 
     /// A stored block's canonical encoding, undecoded (to pass on as is).
     pub fn block_bytes(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StorageError> {
+        self.block_reads.fetch_add(1, Ordering::Relaxed);
         Ok(self
             .blocks
             .get(hash.as_bytes())?
             .map(|bytes| bytes.to_vec()))
+    }
+
+    /// Block bodies stored, on every branch (a full scan of the keys).
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// How many block bodies this store (any clone) has read since it was
+    /// opened.
+    pub fn block_reads(&self) -> u64 {
+        self.block_reads.load(Ordering::Relaxed)
     }
 
     pub fn has_block_data(&self, hash: &BlockHash) -> Result<bool, StorageError> {
@@ -587,6 +606,13 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a tx is confirmed on the best chain: one key lookup in the
+    /// tx index, no block read, so answering a peer's announcement of a
+    /// known txid costs no more than an unknown one.
+    pub fn has_tx(&self, txid: &TxId) -> Result<bool, StorageError> {
+        Ok(self.tx_index.contains_key(txid.as_bytes())?)
+    }
+
     pub fn tx_location(&self, txid: &TxId) -> Result<Option<TxLocation>, StorageError> {
         Ok(self.tx_entry(txid)?.map(|(location, _)| location))
     }
@@ -609,6 +635,7 @@ impl Store {
         let Some((location, span)) = self.tx_entry(txid)? else {
             return Ok(None);
         };
+        self.block_reads.fetch_add(1, Ordering::Relaxed);
         let Some(block_bytes) = self.blocks.get(location.block_hash.as_bytes())? else {
             return Ok(None);
         };
@@ -681,6 +708,7 @@ impl Store {
             if entries.is_empty() {
                 continue;
             }
+            self.block_reads.fetch_add(1, Ordering::Relaxed);
             let Some(block_bytes) = self.blocks.get(block_hash.as_bytes())? else {
                 continue;
             };

@@ -967,3 +967,119 @@ fn solve_stops_when_cancelled() {
         started.elapsed()
     );
 }
+
+/// Issue 14, attack 7: 782 funded senders each queue nonces 1..=64 (their
+/// nonce 0 never comes) at 10x the minimum fee, 50,048 txs that can never
+/// pay, more than the 50,000 cap. They are held in the bounded side pool
+/// (per sender and in total), so an executable tx at the minimum fee is
+/// still accepted and goes into the next block; before, the pool filled
+/// with them and refused it (`mempool_full`).
+#[test]
+fn free_mempool_space_from_transactions_that_can_never_be_mined() {
+    let mut fixture = Fixture::new();
+    let config = fixture.pool.config().clone();
+    let mut held = 0usize;
+    let mut refused = 0usize;
+    for sender in 0..782u64 {
+        let attacker = key(10_000 + sender);
+        fixture.fund(&attacker, 10 * COIN, 0);
+        for nonce in 1..=64 {
+            match fixture.submit(fixture.tx(&attacker, nonce, 10 * MIN_FEE, 5)) {
+                Ok(_) => held += 1,
+                Err(MempoolError::MempoolFull) => refused += 1,
+                Err(other) => panic!("unexpected refusal: {other}"),
+            }
+        }
+    }
+    println!(
+        "FIGURE attack 7: {held} held, {refused} refused, pool {} txs / {} bytes",
+        fixture.pool.len(),
+        fixture.pool.bytes()
+    );
+    assert_eq!(held + refused, 782 * 64);
+    assert!(fixture.pool.future_len() <= config.max_future_txs);
+    assert!(fixture.pool.len() <= config.max_future_txs);
+    assert_eq!(
+        fixture.pool.take_future_refusals(),
+        refused as u64,
+        "every refusal counted"
+    );
+    assert!(
+        fixture.pool.take_promoted().is_empty(),
+        "nothing held was released for relay"
+    );
+
+    let honest = key(1);
+    fixture.fund(&honest, 10 * COIN, 0);
+    let txid = fixture
+        .submit(fixture.tx(&honest, 0, MIN_FEE, 5))
+        .expect("an executable min-fee tx is accepted");
+    assert!(!fixture.pool.is_held(&txid));
+    let template = fixture
+        .pool
+        .select_for_block(&fixture.accounts, miner::max_tx_bytes(&fixture.spec));
+    assert_eq!(
+        template.iter().map(|tx| tx.txid()).collect::<Vec<_>>(),
+        vec![txid],
+        "the template holds the executable tx and nothing held"
+    );
+}
+
+/// Held txs are released for relay once their gap fills, whether by a tx
+/// or by a block, and the side pool's per-sender cap holds.
+#[test]
+fn held_txs_are_released_when_their_gap_fills() {
+    let config = MempoolConfig {
+        max_future_per_sender: 3,
+        ..MempoolConfig::default()
+    };
+    let mut fixture = Fixture::with_config(config);
+    let alice = key(1);
+    fixture.fund(&alice, 10 * COIN, 0);
+    let later: Vec<ledger::TxId> = (2..5)
+        .map(|nonce| {
+            fixture
+                .submit(fixture.tx(&alice, nonce, MIN_FEE, 5))
+                .unwrap()
+        })
+        .collect();
+    assert!(later.iter().all(|txid| fixture.pool.is_held(txid)));
+    assert_eq!(
+        fixture.code_of(fixture.tx(&alice, 5, MIN_FEE, 5)),
+        "mempool_full",
+        "the sender's held txs are at their cap"
+    );
+    assert_eq!(fixture.pool.take_future_refusals(), 1);
+    assert!(fixture.pool.take_promoted().is_empty());
+    // Nonces 0 and 1 arrive in a block: the state moves past them.
+    fixture.fund(&alice, 10 * COIN, 2);
+    let block_txs = vec![
+        fixture.tx(&alice, 0, MIN_FEE, 5),
+        fixture.tx(&alice, 1, MIN_FEE, 5),
+    ];
+    let txids: Vec<ledger::TxId> = block_txs.iter().map(|tx| tx.txid()).collect();
+    let block = Block {
+        header: ledger::block::Header {
+            version: 1,
+            height: 1,
+            prev_hash: BlockHash(Hash256::ZERO),
+            merkle_root: merkle_root(&txids),
+            timestamp: NOW,
+            bits: fixture.spec.initial_target.to_compact(),
+            nonce: 0,
+            miner: recipient(),
+            reward: Amount::ZERO,
+        },
+        txs: block_txs,
+    };
+    fixture.pool.block_connected(&block, &fixture.accounts);
+    let released: Vec<ledger::TxId> = fixture
+        .pool
+        .take_promoted()
+        .iter()
+        .map(|tx| tx.txid())
+        .collect();
+    assert_eq!(released, later);
+    assert!(later.iter().all(|txid| !fixture.pool.is_held(txid)));
+    assert_eq!(fixture.pool.future_len(), 0);
+}

@@ -44,6 +44,8 @@ pub enum BlockOutcome {
     Known,
     /// Parent unknown; kept as an orphan.
     Orphan,
+    /// A peer's block on a chain with less work than the tip: not stored.
+    LowWork,
 }
 
 /// Why the writer could not answer.
@@ -317,7 +319,7 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
                 settle: Settle::Synced,
                 reply,
             } => {
-                let result = process(&mut chain, &context, block, true);
+                let result = process(&mut chain, &context, block, true, false);
                 let result = result.map(|(outcome, update)| {
                     held.extend(update);
                     outcome
@@ -333,7 +335,7 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
                 block,
                 settle: when,
                 reply,
-            } => match process(&mut chain, &context, block, false) {
+            } => match process(&mut chain, &context, block, false, when == Settle::Later) {
                 Ok((outcome, Some(update))) => {
                     publish(&context, &update);
                     if when == Settle::Later {
@@ -399,18 +401,22 @@ fn height_gauge(height: Height) -> i64 {
     i64::try_from(height).unwrap_or(i64::MAX)
 }
 
-/// Validates and stores `block` (a `synced` one may have its connect held)
-/// and, for a new tip, hands back the update to publish and settle.
+/// Validates and stores `block` (a `synced` one may have its connect held;
+/// a peer's `unrequested` one is not stored on a chain with less work than
+/// the tip) and, for a new tip, hands back the update to publish and settle.
 fn process(
     chain: &mut Chain,
     context: &WriterContext,
     block: Block,
     synced: bool,
+    unrequested: bool,
 ) -> Result<(BlockOutcome, Option<ChainUpdate>), BlockError> {
     let hash = block.hash();
     let started = Instant::now();
     let result = if synced {
         chain.process_block_held(block, now_ms(), HELD_CONNECTS)
+    } else if unrequested {
+        chain.process_block_unrequested(block, now_ms())
     } else {
         chain.process_block(block, now_ms())
     };
@@ -439,6 +445,12 @@ fn process(
                 .metrics
                 .inc("blocks_accepted_total", &[("branch", "side")]);
             return Ok((BlockOutcome::SideChain, None));
+        }
+        ProcessOutcome::LowWork => {
+            context
+                .metrics
+                .inc("p2p_low_work_blocks_refused_total", &[]);
+            return Ok((BlockOutcome::LowWork, None));
         }
         ProcessOutcome::Connected(update) => update,
     };

@@ -83,6 +83,22 @@ fn describe_metrics(metrics: &Metrics) {
         "Best-chain switches that disconnected blocks.",
     );
     metrics.describe("http_requests_total", "HTTP requests, by status class.");
+    metrics.describe(
+        "mempool_future_txs",
+        "Held transactions (behind a nonce gap, not relayed yet) in the mempool's side pool.",
+    );
+    metrics.describe(
+        "mempool_future_refused_total",
+        "Transactions refused because the side pool of held transactions was at its cap.",
+    );
+    metrics.describe(
+        "mempool_future_released_total",
+        "Held transactions released for relay once their nonce gap filled.",
+    );
+    metrics.describe(
+        "p2p_announcements_known_total",
+        "Announced items we already held, answered by index lookups alone.",
+    );
 }
 
 impl Node {
@@ -221,7 +237,6 @@ impl Node {
         p2p_config.protocol.ban_duration = BAN_DURATION;
         p2p_config.protocol.dns_seeds = config.dns_seeds.clone();
         p2p_config.protocol.external_addr = config.external_addr;
-        p2p_config.protocol.max_frame = p2p::codec::max_frame_for(spec.max_block_bytes);
         p2p_config.address_book = address_book;
         p2p_config.ban_store = ban_store;
         let network = match p2p::start(

@@ -390,7 +390,16 @@ impl NodeHandle {
         let result = Mempool::precheck(&shared.spec, &shared.signature_cache, &tx).and_then(|_| {
             let mut mempool = self.mempool();
             let added = mempool.add(tx.clone(), &shared.reader, now_ms());
-            // Admission may evict or replace others: say so either way.
+            // Published (and so relayed) only once it can execute: a held
+            // tx goes out when its gap fills, from `report_drops`.
+            let held = added.as_ref().is_ok_and(|txid| mempool.is_held(txid));
+            if added.is_ok() && !held {
+                let _ = shared.events.send(NodeEvent::TxAccepted {
+                    tx: Arc::new(tx.clone()),
+                });
+            }
+            // Admission may evict, replace or release others: say so
+            // either way.
             report_drops(&mut mempool, &shared.events, &shared.metrics);
             let txid = added?;
             shared.metrics.set(
@@ -404,9 +413,6 @@ impl NodeHandle {
             Ok(_) => {
                 shared.metrics.inc("txs_accepted_total", &[]);
                 shared.generation.fetch_add(1, Ordering::Relaxed);
-                let _ = shared
-                    .events
-                    .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
             }
             Err(error) => shared
                 .metrics
@@ -471,8 +477,10 @@ impl NodeHandle {
 }
 
 /// Publishes what the mempool let go since the last call: a `TxDropped`
-/// event (SSE `dropped`) and `ledger_mempool_dropped_total{reason}` each.
-/// Called with the mempool's lock held, after every change that can drop.
+/// event (SSE `dropped`) and `ledger_mempool_dropped_total{reason}` each;
+/// and what it released from its side pool of held txs (their nonce gap
+/// filled): a `TxAccepted` each, which relays them now. Called with the
+/// mempool's lock held, after every change that can drop or release.
 pub(crate) fn report_drops(
     mempool: &mut Mempool,
     events: &broadcast::Sender<NodeEvent>,
@@ -486,6 +494,19 @@ pub(crate) fn report_drops(
             reason: reason.code(),
         });
     }
+    for tx in mempool.take_promoted() {
+        metrics.inc("mempool_future_released_total", &[]);
+        let _ = events.send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+    }
+    let refused = mempool.take_future_refusals();
+    if refused > 0 {
+        metrics.add("mempool_future_refused_total", &[], refused);
+    }
+    metrics.set(
+        "mempool_future_txs",
+        &[],
+        i64::try_from(mempool.future_len()).unwrap_or(i64::MAX),
+    );
 }
 
 impl ChainView for NodeHandle {
@@ -520,8 +541,10 @@ impl ChainView for NodeHandle {
         self.mempool().txids_newest_first(limit)
     }
 
+    /// Key lookups only (mempool, then the tx index): peers may announce
+    /// any number of confirmed txids, and answering must not read blocks.
     fn has_tx(&self, txid: &TxId) -> bool {
-        self.mempool().contains(txid) || self.shared.reader.tx(txid).is_some()
+        self.mempool().contains(txid) || self.shared.reader.has_tx(txid)
     }
 
     fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
@@ -544,6 +567,10 @@ impl ChainView for NodeHandle {
 impl Backend for NodeHandle {
     fn genesis_hash(&self) -> BlockHash {
         self.shared.genesis_hash
+    }
+
+    fn chain_spec(&self) -> &ChainSpec {
+        &self.shared.spec
     }
 
     fn block(&self, hash: &BlockHash) -> Option<Block> {
@@ -613,12 +640,20 @@ impl Backend for NodeHandle {
     }
 }
 
+/// Why a peer's block on a chain with less work than our tip was refused.
+pub const LOW_WORK_REASON: &str = "low_work: its chain has less work than our tip; not stored";
+
 /// The P2P layer's view of the chain writer's answer.
 fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
     match result {
         Ok(BlockOutcome::Connected { .. } | BlockOutcome::SideChain) => BlockVerdict::Accepted,
         Ok(BlockOutcome::Known) => BlockVerdict::Known,
         Ok(BlockOutcome::Orphan) => BlockVerdict::Orphan,
+        // Honest too (a stale block arriving late), so no misbehaviour.
+        Ok(BlockOutcome::LowWork) => BlockVerdict::Rejected {
+            reason: LOW_WORK_REASON.into(),
+            misbehaving: false,
+        },
         Err(WriterError::Invalid(error)) => BlockVerdict::Rejected {
             reason: error.to_string(),
             misbehaving: error.is_misbehaviour(),

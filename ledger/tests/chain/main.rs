@@ -5,8 +5,10 @@
 
 mod common;
 mod crash;
+mod early_orphans;
 mod golden;
 mod held;
+mod low_work;
 mod open;
 mod props;
 mod rejections;

@@ -51,6 +51,9 @@ pub enum TxVerdict {
 /// submissions are async because validation runs off the async threads.
 pub trait Backend: ChainView + Clone + Send + Sync + 'static {
     fn genesis_hash(&self) -> BlockHash;
+    /// The chain's parameters (a peer's block messages are capped by its
+    /// `max_block_bytes`, `message::max_frame_for`).
+    fn chain_spec(&self) -> &ledger::ChainSpec;
     fn block(&self, hash: &BlockHash) -> Option<Block>;
     /// The `Message::Block` payload for a stored block, to answer
     /// `GetData`. The default encodes `block`; a node forwards the stored

@@ -12,23 +12,10 @@ use std::io;
 use tokio_util::bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The largest frame accepted or sent on a chain of small blocks: 4 MiB.
-/// Chains with bigger blocks raise it to what their blocks need
-/// (`max_frame_for`).
+/// The frame cap of a codec built with `Default` (tools and tests). A
+/// node's links use their chain's cap instead (`message::max_frame_for`),
+/// up to a whole block of 32 MiB.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
-/// What a `Block` message adds to the block: its kind index, with room to
-/// spare.
-const BLOCK_MESSAGE_OVERHEAD: usize = 1024;
-
-/// The frame cap for a chain whose blocks are at most `max_block_bytes`:
-/// large enough for a whole block in one `Block` message, and never below
-/// `MAX_FRAME_BYTES`.
-pub fn max_frame_for(max_block_bytes: u64) -> usize {
-    usize::try_from(max_block_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(BLOCK_MESSAGE_OVERHEAD)
-        .max(MAX_FRAME_BYTES)
-}
 const LENGTH_BYTES: usize = 4;
 
 /// Why a frame could not be read or written. Everything except `Io` means

@@ -209,7 +209,8 @@ impl<B: Backend> Driver<B> {
             seed,
         } = parts;
         let connect_timeout = config.timing.connect_timeout;
-        let max_frame = config.max_frame;
+        // Past the handshake a frame may hold a whole block of the chain.
+        let max_frame = super::message::max_frame_for(backend.chain_spec());
         let noise_identity = Arc::new(LocalIdentity::new(&config.node_key));
         let dns_seeds = config.dns_seeds.clone();
         let seed_round = config.timing.maintenance_interval * SEED_ROUND_INTERVALS;

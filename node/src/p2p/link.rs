@@ -161,7 +161,7 @@ pub struct LinkTasks<B: Backend> {
     answers: mpsc::UnboundedReceiver<Vec<Outgoing>>,
     backlog: Arc<AnswerBacklog>,
     authenticated: oneshot::Receiver<()>,
-    /// The frame cap after the handshake (`codec::max_frame_for`).
+    /// The frame cap after the handshake (`message::max_frame_for`).
     max_frame: usize,
     noise_identity: Arc<LocalIdentity>,
 }
@@ -171,7 +171,7 @@ pub struct LinkTasks<B: Backend> {
 pub struct LinkConfig {
     /// Bytes queued for the peer before pushes fail (the peer is too slow).
     pub send_budget: usize,
-    /// The frame cap after the handshake (`codec::max_frame_for`).
+    /// The frame cap after the handshake (`message::max_frame_for`).
     pub max_frame: usize,
     pub noise_identity: Arc<LocalIdentity>,
 }

@@ -276,6 +276,30 @@ pub fn max_encoded_len(index: u32, max_frame: usize) -> Option<usize> {
     Some(cap.min(max_frame))
 }
 
+/// The largest `Block` message of a chain: the kind tag and a block of
+/// its `max_block_bytes`. Every cap on block messages derives from this
+/// one function of the chain spec.
+pub fn max_block_message_bytes(spec: &ledger::ChainSpec) -> usize {
+    usize::try_from(spec.max_block_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(4)
+}
+
+/// Kinds whose cap is the frame cap or follows it: a block, and the
+/// compact block messages that can carry a block's worth of txs.
+const BLOCK_SIZED_KINDS: [u32; 4] = [10, 15, 16, 17];
+
+/// The frame cap after the handshake on a chain: its largest block
+/// message, or the largest message of any other kind if that is larger.
+pub fn max_frame_for(spec: &ledger::ChainSpec) -> usize {
+    let others = (0..KINDS.len() as u32)
+        .filter(|index| !BLOCK_SIZED_KINDS.contains(index))
+        .filter_map(|index| max_encoded_len(index, usize::MAX))
+        .max()
+        .unwrap_or(0);
+    max_block_message_bytes(spec).max(others)
+}
+
 impl Message {
     /// Index of the variant, as on the wire.
     /// `kind_index` of `Message::Block`.

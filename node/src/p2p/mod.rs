@@ -136,7 +136,6 @@ impl P2pConfig {
                 genesis_hash,
                 node_key,
                 timing: P2pTiming::default(),
-                max_frame: codec::MAX_FRAME_BYTES,
             },
             address_book: None,
             ban_store: None,

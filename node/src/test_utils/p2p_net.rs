@@ -152,11 +152,25 @@ impl TestBackend {
         &self,
         block: Block,
     ) -> Result<ProcessOutcome, ledger::validation::BlockError> {
+        self.process(block, false)
+    }
+
+    /// `process_block`; an `unrequested` block (a peer's gossip) is not
+    /// stored on a chain with less work than the tip, as in the node.
+    fn process(
+        &self,
+        block: Block,
+        unrequested: bool,
+    ) -> Result<ProcessOutcome, ledger::validation::BlockError> {
         let mut guard = lock(&self.inner.chain);
         let chain = guard.as_mut().expect("chain open");
         let now = now_ms();
         let started = Instant::now();
-        let outcome = chain.process_block(block, now);
+        let outcome = if unrequested {
+            chain.process_block_unrequested(block, now)
+        } else {
+            chain.process_block(block, now)
+        };
         lock(&self.inner.process_times).push(started.elapsed());
         let outcome = outcome?;
         if let ProcessOutcome::Connected(update) = &outcome {
@@ -170,6 +184,7 @@ impl TestBackend {
             }
             let mut mempool = lock(&self.inner.mempool);
             mempool.apply_update(update, &self.inner.reader, now);
+            self.publish_released(&mut mempool);
             if update.is_reorg() {
                 let _ = self.inner.events.send(NodeEvent::Reorg {
                     old_tip: update.old_tip,
@@ -205,12 +220,27 @@ impl TestBackend {
     pub fn add_tx(&self, tx: Transaction) -> Result<TxId, MempoolError> {
         Mempool::precheck(&self.inner.spec, &self.inner.cache, &tx)?;
         let mut mempool = lock(&self.inner.mempool);
-        let txid = mempool.add(tx.clone(), &self.inner.reader, now_ms())?;
-        let _ = self
-            .inner
-            .events
-            .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
-        Ok(txid)
+        let added = mempool.add(tx.clone(), &self.inner.reader, now_ms());
+        // As the node: a held tx (behind a nonce gap) is published only
+        // when its gap fills.
+        if added.as_ref().is_ok_and(|txid| !mempool.is_held(txid)) {
+            let _ = self
+                .inner
+                .events
+                .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+        }
+        self.publish_released(&mut mempool);
+        added
+    }
+
+    /// Publishes the held txs the mempool released, as the node does.
+    fn publish_released(&self, mempool: &mut Mempool) {
+        for tx in mempool.take_promoted() {
+            let _ = self
+                .inner
+                .events
+                .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+        }
     }
 
     /// Builds and solves a block on our tip from the mempool (at most
@@ -250,6 +280,10 @@ fn block_verdict(result: Result<ProcessOutcome, ledger::validation::BlockError>)
         Ok(ProcessOutcome::Connected(_) | ProcessOutcome::SideChain) => BlockVerdict::Accepted,
         Ok(ProcessOutcome::Known) => BlockVerdict::Known,
         Ok(ProcessOutcome::Orphan) => BlockVerdict::Orphan,
+        Ok(ProcessOutcome::LowWork) => BlockVerdict::Rejected {
+            reason: crate::handle::LOW_WORK_REASON.into(),
+            misbehaving: false,
+        },
         Err(error) => BlockVerdict::Rejected {
             reason: error.to_string(),
             misbehaving: error.is_misbehaviour(),
@@ -288,7 +322,7 @@ impl ChainView for TestBackend {
     }
 
     fn has_tx(&self, txid: &TxId) -> bool {
-        self.mempool_has(txid) || self.confirmed(txid)
+        self.mempool_has(txid) || self.inner.reader.has_tx(txid)
     }
 
     fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
@@ -311,6 +345,10 @@ impl ChainView for TestBackend {
 impl Backend for TestBackend {
     fn genesis_hash(&self) -> BlockHash {
         self.inner.genesis
+    }
+
+    fn chain_spec(&self) -> &ChainSpec {
+        &self.inner.spec
     }
 
     fn block(&self, hash: &BlockHash) -> Option<Block> {
@@ -344,7 +382,20 @@ impl Backend for TestBackend {
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
         let backend = self.clone();
         async move {
-            match tokio::task::spawn_blocking(move || backend.process_block(block)).await {
+            match tokio::task::spawn_blocking(move || backend.process(block, true)).await {
+                Ok(result) => block_verdict(result),
+                Err(error) => BlockVerdict::Rejected {
+                    reason: error.to_string(),
+                    misbehaving: false,
+                },
+            }
+        }
+    }
+
+    fn submit_synced_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
+        let backend = self.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || backend.process(block, false)).await {
                 Ok(result) => block_verdict(result),
                 Err(error) => BlockVerdict::Rejected {
                     reason: error.to_string(),

@@ -166,3 +166,55 @@ async fn backend_verdicts() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Issue 14, attack 1: the node answers "do we have this tx" for peers
+/// (`ChainView::has_tx`) from its indexes alone. Before, every confirmed
+/// txid announced cost a read of the block that holds it, on the P2P task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freezing_the_network_task_with_known_txids_reads_no_block() {
+    use node::p2p::ChainView;
+    let spec = ChainSpec::builtin("regtest").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
+        .await
+        .unwrap();
+    let node = running.handle.clone();
+    let mut txids = Vec::new();
+    for round in 0..3u64 {
+        for sender in 0..10 {
+            for nonce in round * 20..(round + 1) * 20 {
+                let tx = Transaction::new_signed(
+                    &dev_secret_key(sender),
+                    &spec.genesis_hash(),
+                    dev_accounts()[(sender + 1) % 10].address,
+                    Amount::from_base_units(1_000),
+                    Amount::from_base_units(1_000),
+                    nonce,
+                    String::new(),
+                );
+                txids.push(node.submit_tx(tx).await.unwrap());
+            }
+        }
+        node.mine_blocks(1).await.unwrap();
+    }
+    let reader = node.reader().clone();
+    assert!(
+        txids.iter().all(|txid| reader.tx(txid).is_some()),
+        "all confirmed"
+    );
+    let before = reader.block_reads();
+    for _ in 0..10 {
+        for txid in &txids {
+            assert!(ChainView::has_tx(&node, txid));
+        }
+    }
+    let unknown = ledger::TxId(ledger::Hash256::digest(b"never sent"));
+    assert!(!ChainView::has_tx(&node, &unknown));
+    assert_eq!(
+        reader.block_reads() - before,
+        0,
+        "answering {} announcements of confirmed txs read blocks",
+        txids.len() * 10
+    );
+    running.shutdown().await;
+}

@@ -410,12 +410,18 @@ impl BanKey {
     }
 }
 
+/// Most bans kept at once. Identities cost nothing, so a peer could be
+/// banned under endless new keys; past this the ban ending soonest goes.
+pub const MAX_BANS: usize = 10_000;
+
 /// Bans in force, each until an instant. Changes are queued as
 /// `BookChange`s for the driver to persist.
 #[derive(Default)]
 pub struct BanList {
     until: BTreeMap<BanKey, Mono>,
     changes: Vec<BookChange>,
+    /// Bans let go early for `MAX_BANS` since the last `take_evicted`.
+    evicted: u64,
 }
 
 impl BanList {
@@ -448,6 +454,31 @@ impl BanList {
             until: until.mono,
             until_ms: until.unix_ms,
         });
+        while self.until.len() > MAX_BANS {
+            // A scan, but only when a ban is added to a full list.
+            let Some(soonest) = self
+                .until
+                .iter()
+                .filter(|(other, _)| **other != key)
+                .min_by_key(|(_, until)| **until)
+                .map(|(other, _)| *other)
+            else {
+                break;
+            };
+            self.until.remove(&soonest);
+            self.changes.push(BookChange::RemoveBan(soonest));
+            self.evicted += 1;
+            tracing::debug!(
+                ?soonest,
+                rule = "ban_list_bound",
+                "ban list full: the ban ending soonest let go"
+            );
+        }
+    }
+
+    /// Bans let go early to keep the list bounded since the last call.
+    pub fn take_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
     }
 
     pub fn is_banned(&self, key: &BanKey, now: Mono) -> bool {
@@ -494,6 +525,36 @@ mod tests {
 
     fn rng() -> rand_chacha::ChaCha8Rng {
         rand_chacha::ChaCha8Rng::seed_from_u64(1)
+    }
+
+    #[test]
+    fn ban_lists_are_bounded() {
+        let mut bans = BanList::default();
+        let start = Time::new(Mono::ZERO, 1_000_000);
+        for index in 0..MAX_BANS as u64 + 100 {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&index.to_le_bytes());
+            // Later bans end later, so the first ones are let go.
+            bans.ban(
+                BanKey::Node(PublicKey(key)),
+                start,
+                Duration::from_secs(60 + index),
+            );
+        }
+        assert_eq!(bans.len(), MAX_BANS);
+        assert_eq!(bans.take_evicted(), 100);
+        let mut first = [0u8; 32];
+        first[..8].copy_from_slice(&0u64.to_le_bytes());
+        assert!(!bans.is_banned(&BanKey::Node(PublicKey(first)), start.mono));
+        let mut last = [0u8; 32];
+        last[..8].copy_from_slice(&(MAX_BANS as u64 + 99).to_le_bytes());
+        assert!(bans.is_banned(&BanKey::Node(PublicKey(last)), start.mono));
+        let removed = bans
+            .take_changes()
+            .iter()
+            .filter(|change| matches!(change, BookChange::RemoveBan(_)))
+            .count();
+        assert_eq!(removed, 100, "every eviction is persisted");
     }
 
     #[test]

@@ -108,9 +108,6 @@ pub struct ProtocolConfig {
     pub genesis_hash: BlockHash,
     pub node_key: SecretKey,
     pub timing: P2pTiming,
-    /// The largest frame after the handshake: a whole block of this chain
-    /// in one message (`codec::max_frame_for`).
-    pub max_frame: usize,
 }
 
 /// What persisted state the core starts from.
@@ -208,6 +205,8 @@ pub struct NetworkState<V: ChainView> {
     pending_txs: Vec<crate::p2p::message::InvItem>,
     pending_since: Option<Mono>,
     block_backlog: usize,
+    /// Encoded bytes of the blocks waiting for validation.
+    block_backlog_bytes: usize,
     tx_backlog: usize,
     compact: compact::CompactRelay,
     /// Gaps in senders' nonces we asked a peer to fill, by sender.
@@ -278,6 +277,7 @@ impl<V: ChainView> NetworkState<V> {
             pending_txs: Vec::new(),
             pending_since: None,
             block_backlog: 0,
+            block_backlog_bytes: 0,
             tx_backlog: 0,
             compact: compact::CompactRelay::default(),
             gap_requests: BTreeMap::new(),

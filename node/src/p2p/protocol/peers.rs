@@ -571,6 +571,14 @@ impl<V: ChainView> NetworkState<V> {
         // counted, so whoever sees the count finds the ban in force.
         self.take_book_changes();
         self.metric_inc("p2p_bans_total", ("reason", reason));
+        let evicted = self.bans.take_evicted();
+        if evicted > 0 {
+            self.metric_add(
+                "p2p_bans_evicted_total",
+                ("reason", "ban_list_full"),
+                evicted,
+            );
+        }
         tracing::warn!(
             peer = ?remote,
             node_id = ?node_id.map(|id| hex::encode(id.as_bytes())),

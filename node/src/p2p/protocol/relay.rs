@@ -22,6 +22,9 @@ use std::time::Duration;
 /// Received objects waiting for validation beyond which unrequested ones
 /// are dropped.
 const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
+/// Bytes of blocks waiting for validation beyond which blocks that no sync
+/// asked for are dropped (a sync's own are bounded by its window).
+const MAX_BLOCK_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 /// Pending txs announced to a new peer: a whole default mempool.
 const MEMPOOL_ANNOUNCE_LIMIT: usize = 50_000;
 /// A gap in one sender's nonces is asked for at most this often.
@@ -33,6 +36,9 @@ const MAX_GAP_REQUESTS: usize = 4_096;
 pub(super) const REANNOUNCE_EVERY_BLOCKS: Range<u32> = 3..6;
 /// ...at most this many, the longest pending first.
 const REANNOUNCE_LIMIT: usize = 1_000;
+/// An announcement naming at least this many txs we hold gets a debug
+/// line naming the peer (fewer are ordinary gossip overlap).
+const KNOWN_TXS_WORTH_LOGGING: u64 = 1_000;
 
 /// Nonces of one sender asked of a peer.
 pub(super) struct GapRequest {
@@ -205,6 +211,7 @@ impl<V: ChainView> NetworkState<V> {
         let mut new_block = false;
         let mut over_cap: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut room = self.fetch_room(id);
+        let mut known_txs = 0u64;
         for item in items {
             if let Some(peer) = self.peer_mut(id) {
                 peer.known.insert(item);
@@ -216,6 +223,7 @@ impl<V: ChainView> NetworkState<V> {
                 InvItem::CompactBlock(_) => continue,
             };
             if have {
+                known_txs += u64::from(!item.is_block());
                 // A peer announcing our own tip is at least that high; this
                 // keeps `GET /v1/peers` heights current for peers whose blocks
                 // reach us first through someone else.
@@ -245,6 +253,19 @@ impl<V: ChainView> NetworkState<V> {
                         *over_cap.entry(label).or_default() += 1;
                     }
                 }
+            }
+        }
+        if known_txs > 0 {
+            // Legal, and answered by key lookups only (`ChainView::has_tx`
+            // reads no block), so a flood of known txids costs little.
+            self.metric_add("p2p_announcements_known_total", ("kind", "tx"), known_txs);
+            if known_txs >= KNOWN_TXS_WORTH_LOGGING {
+                tracing::debug!(
+                    peer = %id,
+                    known_txs,
+                    rule = "known_announcements_are_key_lookups",
+                    "peer announced txs we hold"
+                );
             }
         }
         // Passed over, not lost: the gap recovery and the announcer's own
@@ -352,6 +373,13 @@ impl<V: ChainView> NetworkState<V> {
             self.metric_inc("p2p_dropped_total", ("reason", "block_backlog"));
             return;
         }
+        if !from_sync && self.block_backlog_bytes.saturating_add(size) > MAX_BLOCK_BACKLOG_BYTES {
+            self.metric_inc("p2p_dropped_total", ("reason", "block_backlog_bytes"));
+            tracing::debug!(peer = %id, %hash, size, rule = "block_backlog_bytes", "import backlog full: block dropped");
+            // Asked again of whoever announces it next.
+            self.requests.done(&item);
+            return;
+        }
         if self.view.has_block(&hash) {
             self.requests.done(&item);
             self.sync.block_judged(&hash, size);
@@ -359,6 +387,7 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         self.block_backlog += 1;
+        self.block_backlog_bytes = self.block_backlog_bytes.saturating_add(size);
         self.push(Action::ImportBlock {
             from: Some(id),
             block: Box::new(block),
@@ -391,7 +420,7 @@ impl<V: ChainView> NetworkState<V> {
                 misbehaving: true,
             } => self.ban_peer(from, "bad_tx", format!("tx {txid}: {reason}")),
             TxVerdict::Rejected { reason, .. } => {
-                tracing::debug!(%txid, %reason, "peer's tx not admitted");
+                tracing::debug!(peer = %from, %txid, %reason, "peer's tx not admitted");
                 self.metric_inc("p2p_txs_refused_total", ("reason", "mempool"));
                 // Refused for running too far ahead: its predecessors are
                 // what we lack.
@@ -483,6 +512,7 @@ impl<V: ChainView> NetworkState<V> {
         verdict: BlockVerdict,
     ) {
         self.block_backlog = self.block_backlog.saturating_sub(1);
+        self.block_backlog_bytes = self.block_backlog_bytes.saturating_sub(size);
         self.requests.done(&InvItem::Block(hash));
         let for_sync = self.sync.block_judged(&hash, size);
         match verdict {
@@ -515,7 +545,7 @@ impl<V: ChainView> NetworkState<V> {
                         self.ban_peer(from, "bad_block", format!("block {hash}: {reason}"));
                     }
                 } else {
-                    tracing::info!(%hash, %reason, "peer's block rejected");
+                    tracing::info!(peer = ?from, %hash, %reason, "peer's block rejected");
                 }
                 if for_sync {
                     if let Some(peer) = self.sync.peer().and_then(|id| self.peer_mut(id)) {

@@ -142,7 +142,6 @@ fn config(name: &str, port: u16) -> ProtocolConfig {
         genesis_hash: genesis(),
         node_key: SecretKey::from_seed(name),
         timing: P2pTiming::default(),
-        max_frame: crate::p2p::codec::MAX_FRAME_BYTES,
     }
 }
 
