@@ -448,6 +448,19 @@ impl Chain {
     /// valid chain is re-activated before returning.
     pub fn open(spec: ChainSpec, dir: &Path) -> Result<Chain, ChainError> {
         let store = Store::open(dir).map_err(|error| ChainError::from_storage(dir, error))?;
+        Chain::open_store(spec, store, dir)
+    }
+
+    /// A new chain in a temporary store (`Store::open_temporary`): gone
+    /// when dropped. For simulations and tests.
+    pub fn open_temporary(spec: ChainSpec) -> Result<Chain, ChainError> {
+        let dir = Path::new("(temporary)");
+        let store =
+            Store::open_temporary().map_err(|error| ChainError::from_storage(dir, error))?;
+        Chain::open_store(spec, store, dir)
+    }
+
+    fn open_store(spec: ChainSpec, store: Store, dir: &Path) -> Result<Chain, ChainError> {
         let genesis_block = spec.genesis_block();
         let genesis = genesis_block.hash();
         let corrupt = |detail: String| ChainError::Corrupt {

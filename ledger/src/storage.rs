@@ -276,6 +276,11 @@ fn is_lock_error(error: &std::io::Error) -> bool {
         || error.to_string().contains("could not acquire lock")
 }
 
+/// Page cache of a temporary store: a simulation opens one per node.
+const TEMPORARY_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// Log segment (and write buffer) size of a temporary store.
+const TEMPORARY_SEGMENT_BYTES: usize = 256 * 1024;
+
 fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
@@ -323,6 +328,32 @@ impl Store {
             path: dir.to_path_buf(),
         };
         store.ensure_state_record()?;
+        Ok(store)
+    }
+
+    /// A store that lives only as long as the value: sled's temporary mode
+    /// (its log in a file under `/dev/shm` on Linux, removed on drop), with
+    /// no background flusher and small buffers, so thousands can be open
+    /// in one process. For simulations and tests; nothing survives.
+    pub fn open_temporary() -> Result<Store, StorageError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .flush_every_ms(None)
+            .cache_capacity(TEMPORARY_CACHE_BYTES)
+            .segment_size(TEMPORARY_SEGMENT_BYTES)
+            .open()?;
+        let store = Store {
+            blocks: db.open_tree("blocks")?,
+            index: db.open_tree("block_index")?,
+            best_chain: db.open_tree("best_chain")?,
+            accounts: db.open_tree("accounts")?,
+            tx_index: db.open_tree("tx_index")?,
+            address_txs: db.open_tree("address_txs")?,
+            undo: db.open_tree("undo")?,
+            meta: db.open_tree("meta")?,
+            db,
+            path: PathBuf::from("(temporary)"),
+        };
         Ok(store)
     }
 

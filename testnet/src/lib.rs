@@ -14,6 +14,8 @@
 //!   gives, and the report with its verdict (no I/O).
 //! - [`docker`]: the containers of a Docker testnet and the faults put on
 //!   them (`docker` CLI, `nsenter` with `iptables` and `tc`).
+//! - [`sim`]: `testnet sim`, a deterministic simulation of a large network
+//!   running the real protocol core, chain and mempool on virtual time.
 //! - [`process`]: child process supervision: spawning nodes in their own
 //!   process group, stopping them with SIGTERM then SIGKILL, and the
 //!   parent-death signal that keeps a killed launcher from leaving orphans.
@@ -27,6 +29,7 @@ pub mod api;
 pub mod chaos;
 pub mod docker;
 pub mod process;
+pub mod sim;
 pub mod sse;
 pub mod stats;
 pub mod topology;
