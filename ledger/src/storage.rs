@@ -186,6 +186,8 @@ pub struct Store {
     address_txs: sled::Tree,
     undo: sled::Tree,
     meta: sled::Tree,
+    /// Prefix of the aux trees' names (stores in one arena keep apart).
+    tree_prefix: String,
     path: PathBuf,
 }
 
@@ -276,10 +278,26 @@ fn is_lock_error(error: &std::io::Error) -> bool {
         || error.to_string().contains("could not acquire lock")
 }
 
-/// Page cache of a temporary store: a simulation opens one per node.
-const TEMPORARY_CACHE_BYTES: u64 = 4 * 1024 * 1024;
-/// Log segment (and write buffer) size of a temporary store.
-const TEMPORARY_SEGMENT_BYTES: usize = 256 * 1024;
+/// One temporary sled database (sled's temporary mode: its log in a file
+/// under `/dev/shm` on Linux, removed when the last handle is dropped; no
+/// background flusher) that holds many stores (`Store::open_in_arena`).
+/// For simulations and tests.
+#[derive(Clone)]
+pub struct TemporaryArena {
+    db: sled::Db,
+}
+
+impl TemporaryArena {
+    /// A new arena whose page cache holds about `cache_bytes`.
+    pub fn new(cache_bytes: u64) -> Result<TemporaryArena, StorageError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .flush_every_ms(None)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        Ok(TemporaryArena { db })
+    }
+}
 
 fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
@@ -324,6 +342,7 @@ impl Store {
             address_txs: db.open_tree("address_txs")?,
             undo: db.open_tree("undo")?,
             meta: db.open_tree("meta")?,
+            tree_prefix: String::new(),
             db,
             path: dir.to_path_buf(),
         };
@@ -331,28 +350,25 @@ impl Store {
         Ok(store)
     }
 
-    /// A store that lives only as long as the value: sled's temporary mode
-    /// (its log in a file under `/dev/shm` on Linux, removed on drop), with
-    /// no background flusher and small buffers, so thousands can be open
-    /// in one process. For simulations and tests; nothing survives.
-    pub fn open_temporary() -> Result<Store, StorageError> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .flush_every_ms(None)
-            .cache_capacity(TEMPORARY_CACHE_BYTES)
-            .segment_size(TEMPORARY_SEGMENT_BYTES)
-            .open()?;
+    /// A store inside `arena`, its trees named under `name/`: gone when
+    /// the arena's last handle is dropped. Many such stores share one sled
+    /// database (one page cache, one log), so a simulation can hold
+    /// thousands; nothing survives.
+    pub fn open_in_arena(arena: &TemporaryArena, name: &str) -> Result<Store, StorageError> {
+        let db = arena.db.clone();
+        let tree = |what: &str| db.open_tree(format!("{name}/{what}"));
         let store = Store {
-            blocks: db.open_tree("blocks")?,
-            index: db.open_tree("block_index")?,
-            best_chain: db.open_tree("best_chain")?,
-            accounts: db.open_tree("accounts")?,
-            tx_index: db.open_tree("tx_index")?,
-            address_txs: db.open_tree("address_txs")?,
-            undo: db.open_tree("undo")?,
-            meta: db.open_tree("meta")?,
+            blocks: tree("blocks")?,
+            index: tree("block_index")?,
+            best_chain: tree("best_chain")?,
+            accounts: tree("accounts")?,
+            tx_index: tree("tx_index")?,
+            address_txs: tree("address_txs")?,
+            undo: tree("undo")?,
+            meta: tree("meta")?,
+            tree_prefix: format!("{name}/"),
             db,
-            path: PathBuf::from("(temporary)"),
+            path: PathBuf::from(format!("(temporary)/{name}")),
         };
         Ok(store)
     }
@@ -952,7 +968,9 @@ impl Store {
     /// A named auxiliary tree (`aux/<name>`) in the same database.
     pub fn aux_tree(&self, name: &str) -> Result<AuxTree, StorageError> {
         Ok(AuxTree {
-            tree: self.db.open_tree(format!("aux/{name}"))?,
+            tree: self
+                .db
+                .open_tree(format!("{}aux/{name}", self.tree_prefix))?,
         })
     }
 

@@ -3,7 +3,8 @@
 //! protocol core (`node::p2p::protocol::NetworkState`), the real chain
 //! (validation, fork choice, reorgs) and the real mempool; only sockets
 //! (`network`), clocks and randomness (`scheduler`, seeded RNGs), storage
-//! (a temporary sled store per node), proof-of-work (`mining`, an
+//! (every node's chain in its own trees of one temporary
+//! store, `ledger::chain::TemporaryArena`), proof-of-work (`mining`, an
 //! exponential oracle on a chain whose target every hash meets) and
 //! repeated signature checks (one `SignatureCache` for all nodes) are
 //! replaced. The same options and seed give the same report, byte for

@@ -6,7 +6,7 @@
 //! core. What leaves the node (dials, frames, disconnects) is returned to
 //! the world as `Outbound`, already encoded.
 
-use ledger::chain::{Chain, ChainReader, ChainUpdate, ProcessOutcome};
+use ledger::chain::{Chain, ChainReader, ChainUpdate, ProcessOutcome, TemporaryArena};
 use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
 use ledger::sigcache::SignatureCache;
 use ledger::{Address, Block, BlockHash, ChainSpec, Header, Transaction, TxId};
@@ -17,7 +17,7 @@ use node::p2p::protocol::{
     Action, ConnId, Input, Mono, NetworkState, Outgoing, ProtocolConfig, Restored, Time,
 };
 use node::p2p::{BlockVerdict, ChainView, TipSummary, TxVerdict};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -67,16 +67,24 @@ pub enum Observed {
 pub struct SimView {
     reader: ChainReader,
     mempool: Rc<RefCell<Mempool>>,
+    /// The chain's tip, kept by the node as blocks connect: the same value
+    /// `ChainReader::tip` reads from the store, without two store reads
+    /// on every call (the core asks often).
+    tip: Rc<Cell<TipSummary>>,
+}
+
+fn summary(chain: &Chain) -> TipSummary {
+    let tip = chain.tip();
+    TipSummary {
+        height: tip.height,
+        hash: tip.hash,
+        total_work: tip.total_work,
+    }
 }
 
 impl ChainView for SimView {
     fn tip(&self) -> TipSummary {
-        let tip = self.reader.tip();
-        TipSummary {
-            height: tip.height,
-            hash: tip.hash,
-            total_work: tip.total_work,
-        }
+        self.tip.get()
     }
 
     fn locator(&self) -> Vec<BlockHash> {
@@ -148,14 +156,16 @@ impl SimNode {
         cache: SignatureCache,
         config: ProtocolConfig,
         seed: u64,
+        store: (&TemporaryArena, &str),
     ) -> Result<SimNode, String> {
-        let mut chain = Chain::open_temporary((*spec).clone())
+        let mut chain = Chain::open_in_arena((*spec).clone(), store.0, store.1)
             .map_err(|error| format!("cannot open a temporary chain store: {error}"))?;
         chain.set_signature_cache(cache.clone());
         let mempool = Mempool::new((*spec).clone(), MempoolConfig::default(), cache.clone());
         let view = SimView {
             reader: chain.reader(),
             mempool: Rc::new(RefCell::new(mempool)),
+            tip: Rc::new(Cell::new(summary(&chain))),
         };
         let genesis_unix_ms = spec.genesis_timestamp;
         let core = NetworkState::new(
@@ -329,6 +339,7 @@ impl SimNode {
                 BlockVerdict::Accepted
             }
             Ok(ProcessOutcome::Connected(update)) => {
+                self.view.tip.set(summary(&self.chain));
                 self.connected(now, update, inputs);
                 BlockVerdict::Accepted
             }
