@@ -91,7 +91,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut progress = |now: u64| {
-        if now % (10 * SECOND) != 0 {
+        if !now.is_multiple_of(10 * SECOND) {
             return;
         }
         let wall = started.elapsed().as_secs_f64().max(1e-3);

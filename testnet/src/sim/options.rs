@@ -211,7 +211,7 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
             ))
         }
     };
-    if !bytes.is_finite() || bytes < 1.0 || bytes > 1e12 {
+    if !bytes.is_finite() || !(1.0..=1e12).contains(&bytes) {
         return Err(format!(
             "bandwidth {text:?} is out of range (1 B/s to 1 TB/s)"
         ));
