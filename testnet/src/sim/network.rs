@@ -32,10 +32,12 @@ pub fn dial_targets(options: &SimOptions, rng: &mut ChaCha8Rng) -> Vec<Vec<usize
         .map(|index| match options.topology {
             Topology::Random => {
                 let mut others: Vec<usize> = (0..n).filter(|&other| other != index).collect();
-                others.partial_shuffle(rng, degree);
-                others.truncate(degree);
-                others.sort_unstable();
-                others
+                // The drawn elements are the returned slice (rand puts
+                // them at the end of the vector, not the start).
+                let (chosen, _) = others.partial_shuffle(rng, degree);
+                let mut chosen = chosen.to_vec();
+                chosen.sort_unstable();
+                chosen
             }
             Topology::Ring => (1..=degree).map(|step| (index + step) % n).collect(),
             Topology::Line => (1..=degree)
@@ -50,8 +52,8 @@ pub fn dial_targets(options: &SimOptions, rng: &mut ChaCha8Rng) -> Vec<Vec<usize
                 let end = (start + size).min(n);
                 let mut members: Vec<usize> =
                     (start..end).filter(|&other| other != index).collect();
-                members.partial_shuffle(rng, degree.saturating_sub(1));
-                members.truncate(degree.saturating_sub(1));
+                let (chosen, _) = members.partial_shuffle(rng, degree.saturating_sub(1));
+                let mut members = chosen.to_vec();
                 if clusters > 1 {
                     let other_cluster = (cluster + 1 + rng.gen_range(0..clusters - 1)) % clusters;
                     let other_start = other_cluster * size;
@@ -258,6 +260,22 @@ mod tests {
                 assert!(!list.is_empty() && list.len() <= 8, "{topology:?}");
             }
         }
+        // Random targets spread: no node is dialed by a large share.
+        let options = SimOptions {
+            nodes: 1000,
+            degree: 8,
+            ..SimOptions::default()
+        };
+        let mut inbound = vec![0usize; 1000];
+        for list in dial_targets(&options, &mut rng) {
+            for target in list {
+                inbound[target] += 1;
+            }
+        }
+        assert!(
+            inbound.iter().max().copied().unwrap_or(0) < 40,
+            "{inbound:?}"
+        );
         let line = SimOptions {
             nodes: 10,
             degree: 1,
