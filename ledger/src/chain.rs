@@ -22,6 +22,7 @@ use crate::difficulty::{self, BlockTiming, RETARGET_WINDOW};
 use crate::hash::{BlockHash, Hash256, TxId};
 use crate::sigcache::SignatureCache;
 use crate::state::{self, Account, AccountSource, BlockUndo, StateDigester};
+pub use crate::storage::TemporaryArena;
 pub use crate::storage::{AuxEntries, AuxTree};
 use crate::storage::{ConnectRecord, IndexEntry, StorageError, Store};
 use crate::target::{Target, Work};
@@ -30,7 +31,7 @@ use crate::validation::{self, BlockError};
 use crate::Height;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use crate::storage::{BlockStatus, TxLocation};
@@ -451,6 +452,24 @@ impl Chain {
     /// valid chain is re-activated before returning.
     pub fn open(spec: ChainSpec, dir: &Path) -> Result<Chain, ChainError> {
         let store = Store::open(dir).map_err(|error| ChainError::from_storage(dir, error))?;
+        Chain::open_store(spec, store, dir)
+    }
+
+    /// A new chain in a store of `arena` named `name`
+    /// (`Store::open_in_arena`): gone with the arena. For simulations and
+    /// tests.
+    pub fn open_in_arena(
+        spec: ChainSpec,
+        arena: &TemporaryArena,
+        name: &str,
+    ) -> Result<Chain, ChainError> {
+        let dir = PathBuf::from(format!("(temporary)/{name}"));
+        let store = Store::open_in_arena(arena, name)
+            .map_err(|error| ChainError::from_storage(&dir, error))?;
+        Chain::open_store(spec, store, &dir)
+    }
+
+    fn open_store(spec: ChainSpec, store: Store, dir: &Path) -> Result<Chain, ChainError> {
         let genesis_block = spec.genesis_block();
         let genesis = genesis_block.hash();
         let corrupt = |detail: String| ChainError::Corrupt {

@@ -188,6 +188,8 @@ pub struct Store {
     address_txs: sled::Tree,
     undo: sled::Tree,
     meta: sled::Tree,
+    /// Prefix of the aux trees' names (stores in one arena keep apart).
+    tree_prefix: String,
     path: PathBuf,
     /// Block bodies read so far (`block`, `block_bytes`, `tx`), shared by
     /// every clone: what proves a lookup answered from the indexes alone.
@@ -281,6 +283,27 @@ fn is_lock_error(error: &std::io::Error) -> bool {
         || error.to_string().contains("could not acquire lock")
 }
 
+/// One temporary sled database (sled's temporary mode: its log in a file
+/// under `/dev/shm` on Linux, removed when the last handle is dropped; no
+/// background flusher) that holds many stores (`Store::open_in_arena`).
+/// For simulations and tests.
+#[derive(Clone)]
+pub struct TemporaryArena {
+    db: sled::Db,
+}
+
+impl TemporaryArena {
+    /// A new arena whose page cache holds about `cache_bytes`.
+    pub fn new(cache_bytes: u64) -> Result<TemporaryArena, StorageError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .flush_every_ms(None)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        Ok(TemporaryArena { db })
+    }
+}
+
 fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
@@ -324,11 +347,36 @@ impl Store {
             address_txs: db.open_tree("address_txs")?,
             undo: db.open_tree("undo")?,
             meta: db.open_tree("meta")?,
+            tree_prefix: String::new(),
             db,
             path: dir.to_path_buf(),
             block_reads: Arc::new(AtomicU64::new(0)),
         };
         store.ensure_state_record()?;
+        Ok(store)
+    }
+
+    /// A store inside `arena`, its trees named under `name/`: gone when
+    /// the arena's last handle is dropped. Many such stores share one sled
+    /// database (one page cache, one log), so a simulation can hold
+    /// thousands; nothing survives.
+    pub fn open_in_arena(arena: &TemporaryArena, name: &str) -> Result<Store, StorageError> {
+        let db = arena.db.clone();
+        let tree = |what: &str| db.open_tree(format!("{name}/{what}"));
+        let store = Store {
+            blocks: tree("blocks")?,
+            index: tree("block_index")?,
+            best_chain: tree("best_chain")?,
+            accounts: tree("accounts")?,
+            tx_index: tree("tx_index")?,
+            address_txs: tree("address_txs")?,
+            undo: tree("undo")?,
+            meta: tree("meta")?,
+            tree_prefix: format!("{name}/"),
+            db,
+            path: PathBuf::from(format!("(temporary)/{name}")),
+            block_reads: Arc::new(AtomicU64::new(0)),
+        };
         Ok(store)
     }
 
@@ -949,7 +997,9 @@ impl Store {
     /// A named auxiliary tree (`aux/<name>`) in the same database.
     pub fn aux_tree(&self, name: &str) -> Result<AuxTree, StorageError> {
         Ok(AuxTree {
-            tree: self.db.open_tree(format!("aux/{name}"))?,
+            tree: self
+                .db
+                .open_tree(format!("{}aux/{name}", self.tree_prefix))?,
         })
     }
 

@@ -16,6 +16,8 @@
 //!   them (`docker` CLI, `nsenter` with `iptables` and `tc`).
 //! - [`local`]: the node processes of a `testnet up` behind loopback RPC
 //!   URLs (found through `/proc`) and the faults put on them (signals).
+//! - [`sim`]: `testnet sim`, a deterministic simulation of a large network
+//!   running the real protocol core, chain and mempool on virtual time.
 //! - [`process`]: child process supervision: spawning nodes in their own
 //!   process group, stopping them with SIGTERM then SIGKILL, and the
 //!   parent-death signal that keeps a killed launcher from leaving orphans.
@@ -30,6 +32,7 @@ pub mod chaos;
 pub mod docker;
 pub mod local;
 pub mod process;
+pub mod sim;
 pub mod sse;
 pub mod stats;
 pub mod topology;

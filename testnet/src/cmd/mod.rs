@@ -10,6 +10,7 @@ mod chaos;
 mod chaos_nodes;
 mod check;
 mod load;
+mod sim;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Run fault rounds (kill, pause, partition, netem) against a Docker or `testnet up` testnet under load, then judge it
     Chaos(chaos::ChaosArgs),
+    /// Simulate a large network on virtual time, running the real protocol, chain and mempool code
+    Sim(sim::SimArgs),
     /// Run one node: same options as `ledger-node` (see `testnet node --help`)
     #[command(disable_help_flag = true)]
     Node {
@@ -69,6 +72,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Load(args) => load::run(args),
         Command::Check(args) => check::run(args),
         Command::Chaos(args) => chaos::run(args),
+        Command::Sim(args) => sim::run(args),
         Command::Node { args } => return run_node(args),
         Command::Wallet { args } => return run_wallet(args),
     };

@@ -1,0 +1,519 @@
+//! One simulated node: the real protocol core (`NetworkState`), the real
+//! chain (validation, fork choice, reorgs) in a temporary store, and the
+//! real mempool, wired together the way the daemon's driver, chain writer
+//! and handle wire them, but synchronously: a block or tx the core hands
+//! over is judged at once, and the node's events go straight back into the
+//! core. What leaves the node (dials, frames, disconnects) is returned to
+//! the world as `Outbound`, already encoded.
+
+use ledger::chain::{Chain, ChainReader, ChainUpdate, ProcessOutcome, TemporaryArena};
+use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
+use ledger::sigcache::SignatureCache;
+use ledger::{Address, Block, BlockHash, ChainSpec, Header, Transaction, TxId};
+use node::events::NodeEvent;
+use node::p2p::codec::{block_payload, encode_message};
+use node::p2p::message::{CompactBlock, InvItem, Message};
+use node::p2p::protocol::{
+    Action, ConnId, Input, Mono, NetworkState, Outgoing, ProtocolConfig, Restored, Time,
+};
+use node::p2p::{BlockVerdict, ChainView, TipSummary, TxVerdict};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::bytes::Bytes;
+
+use super::scheduler::SimTime;
+
+/// What the node asks of the network.
+pub enum Outbound {
+    Dial {
+        conn: ConnId,
+        target: String,
+    },
+    Admit {
+        conn: ConnId,
+        remote: SocketAddr,
+    },
+    Refuse {
+        remote: SocketAddr,
+    },
+    /// One encoded frame payload; `kind` indexes `message::KINDS`.
+    Frame {
+        conn: ConnId,
+        kind: usize,
+        payload: Bytes,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+}
+
+/// What the world's statistics need to hear.
+pub enum Observed {
+    /// The node stored and validated this block (best chain or side).
+    HasBlock(BlockHash),
+    /// The node's tip moved.
+    Tip { old: BlockHash, new: BlockHash },
+    /// Blocks left the node's best chain.
+    Reorg { depth: usize },
+    /// The tx entered the node's mempool.
+    HasTx(TxId),
+}
+
+/// The chain and mempool as the core reads them.
+#[derive(Clone)]
+pub struct SimView {
+    reader: ChainReader,
+    mempool: Rc<RefCell<Mempool>>,
+    /// The chain's tip, kept by the node as blocks connect: the same value
+    /// `ChainReader::tip` reads from the store, without two store reads
+    /// on every call (the core asks often).
+    tip: Rc<Cell<TipSummary>>,
+}
+
+fn summary(chain: &Chain) -> TipSummary {
+    let tip = chain.tip();
+    TipSummary {
+        height: tip.height,
+        hash: tip.hash,
+        total_work: tip.total_work,
+    }
+}
+
+impl ChainView for SimView {
+    fn tip(&self) -> TipSummary {
+        self.tip.get()
+    }
+
+    fn locator(&self) -> Vec<BlockHash> {
+        self.reader.locator()
+    }
+
+    fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header> {
+        self.reader.headers_after(locator, max)
+    }
+
+    fn has_block(&self, hash: &BlockHash) -> bool {
+        self.reader.has_block(hash)
+    }
+
+    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
+        self.mempool.borrow().get(txid).cloned()
+    }
+
+    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
+        self.mempool.borrow().txids_newest_first(limit)
+    }
+
+    fn has_tx(&self, txid: &TxId) -> bool {
+        self.mempool.borrow().contains(txid) || self.reader.tx(txid).is_some()
+    }
+
+    fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
+        self.mempool.borrow().txids_oldest_first(limit)
+    }
+
+    fn next_nonce(&self, sender: &Address) -> u64 {
+        self.mempool.borrow().next_nonce(sender, &self.reader)
+    }
+
+    fn sender_txs(&self, sender: &Address, first_nonce: u64, limit: usize) -> Vec<Transaction> {
+        self.mempool
+            .borrow()
+            .sender_txs_from(sender, first_nonce, limit)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A simulated node.
+pub struct SimNode {
+    core: NetworkState<SimView>,
+    chain: Chain,
+    view: SimView,
+    spec: Arc<ChainSpec>,
+    cache: SignatureCache,
+    genesis_unix_ms: u64,
+    /// Filled by `feed`, drained by the world.
+    pub outbound: Vec<Outbound>,
+    pub observed: Vec<Observed>,
+}
+
+/// The core's clock at virtual time `now`.
+pub fn core_time(now: SimTime, genesis_unix_ms: u64) -> Time {
+    Time::new(
+        Mono(Duration::from_nanos(now)),
+        genesis_unix_ms + now / 1_000_000,
+    )
+}
+
+impl SimNode {
+    pub fn new(
+        spec: Arc<ChainSpec>,
+        cache: SignatureCache,
+        config: ProtocolConfig,
+        seed: u64,
+        store: (&TemporaryArena, &str),
+    ) -> Result<SimNode, String> {
+        let mut chain = Chain::open_in_arena((*spec).clone(), store.0, store.1)
+            .map_err(|error| format!("cannot open a temporary chain store: {error}"))?;
+        chain.set_signature_cache(cache.clone());
+        let mempool = Mempool::new((*spec).clone(), MempoolConfig::default(), cache.clone());
+        let view = SimView {
+            reader: chain.reader(),
+            mempool: Rc::new(RefCell::new(mempool)),
+            tip: Rc::new(Cell::new(summary(&chain))),
+        };
+        let genesis_unix_ms = spec.genesis_timestamp;
+        let core = NetworkState::new(
+            config,
+            view.clone(),
+            seed,
+            core_time(0, genesis_unix_ms),
+            Restored::default(),
+        );
+        Ok(SimNode {
+            core,
+            chain,
+            view,
+            spec,
+            cache,
+            genesis_unix_ms,
+            outbound: Vec::new(),
+            observed: Vec::new(),
+        })
+    }
+
+    fn now_ms(&self, now: SimTime) -> u64 {
+        self.genesis_unix_ms + now / 1_000_000
+    }
+
+    pub fn tip(&self) -> BlockHash {
+        self.chain.tip().hash
+    }
+
+    pub fn next_timer(&self) -> SimTime {
+        self.core.next_timer().0.as_nanos() as SimTime
+    }
+
+    pub fn has_pending_announcements(&self) -> bool {
+        self.core.has_pending_announcements()
+    }
+
+    pub fn mempool_contains(&self, txid: &TxId) -> bool {
+        self.view.mempool.borrow().contains(txid)
+    }
+
+    pub fn reader(&self) -> &ChainReader {
+        &self.view.reader
+    }
+
+    /// Feeds one input and carries out every action that follows,
+    /// judging blocks and txs on the spot, as the daemon's driver does
+    /// with its importers.
+    pub fn feed(&mut self, now: SimTime, input: Input) {
+        let time = core_time(now, self.genesis_unix_ms);
+        let mut inputs = vec![input];
+        while let Some(input) = inputs.pop() {
+            self.core.handle(time, input);
+            while let Some(action) = self.core.poll_action() {
+                self.execute(now, action, &mut inputs);
+            }
+        }
+    }
+
+    /// The node id its core proves to peers.
+    pub fn node_id(&self) -> ledger::PublicKey {
+        self.core.node_id()
+    }
+
+    fn execute(&mut self, now: SimTime, action: Action, inputs: &mut Vec<Input>) {
+        match action {
+            Action::Dial { conn, target } => self.outbound.push(Outbound::Dial { conn, target }),
+            Action::Admit { conn, remote } => self.outbound.push(Outbound::Admit { conn, remote }),
+            Action::Refuse { remote } => self.outbound.push(Outbound::Refuse { remote }),
+            Action::Send { conn, message } => self.send(conn, &message),
+            Action::PushCompact { conn, hash } => match self.view.reader.block(&hash) {
+                Some(block) => self.send(
+                    conn,
+                    &Message::CompactBlock(CompactBlock::from_block(&block)),
+                ),
+                None => self.send(conn, &Message::Inv(vec![InvItem::Block(hash)])),
+            },
+            Action::Rebuild { from, job } => {
+                // Run on the spot against this node's mempool, as the
+                // driver's blocking task would.
+                let (compact, rebuilt) = job.run(&self.view);
+                inputs.push(Input::Rebuilt {
+                    from,
+                    compact: Box::new(compact),
+                    rebuilt,
+                });
+            }
+            Action::Answer { conn, items } => self.answer(conn, items),
+            Action::Disconnect { conn, .. } => self.outbound.push(Outbound::Disconnect { conn }),
+            Action::ImportBlock {
+                from, block, size, ..
+            } => {
+                // The node's events reach the core before the verdict
+                // (`feed` pops from the end).
+                let hash = block.hash();
+                let mut events = Vec::new();
+                let verdict = self.import_block(now, *block, &mut events);
+                inputs.push(Input::BlockVerdict {
+                    from,
+                    hash,
+                    size,
+                    verdict,
+                });
+                inputs.extend(events);
+            }
+            Action::ImportTx { from, tx } => {
+                let (txid, sender, nonce) = (tx.txid(), tx.sender(), tx.nonce);
+                let mut events = Vec::new();
+                let verdict = match self.add_tx(now, *tx, &mut events) {
+                    Ok(()) => TxVerdict::Accepted,
+                    Err(MempoolError::Duplicate) => TxVerdict::Known,
+                    Err(error) => TxVerdict::Rejected {
+                        misbehaving: matches!(
+                            error,
+                            MempoolError::BadSignature
+                                | MempoolError::WrongChain
+                                | MempoolError::Malformed(_)
+                        ),
+                        reason: error.code().to_string(),
+                    },
+                };
+                inputs.push(Input::TxVerdict {
+                    from,
+                    txid,
+                    sender,
+                    nonce,
+                    verdict,
+                });
+                inputs.extend(events);
+            }
+            // Address books, bans, metrics and the handle's snapshot live
+            // only as long as the run; the world counts what it needs.
+            Action::Authenticated { .. }
+            | Action::Store(_)
+            | Action::Metric(_)
+            | Action::Publish(_) => {}
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: &Message) {
+        self.outbound.push(Outbound::Frame {
+            conn,
+            kind: message.kind_index(),
+            payload: encode_message(message),
+        });
+    }
+
+    /// An answer, item by item, as the link task sends it: stored blocks
+    /// as their stored bytes, txs looked up now, missing txs listed in one
+    /// `NotFound` after the batch.
+    fn answer(&mut self, conn: ConnId, items: Vec<Outgoing>) {
+        let mut gone = Vec::new();
+        for item in items {
+            match item {
+                Outgoing::Message(message) => self.send(conn, &message),
+                Outgoing::Block(hash) => {
+                    if let Some(bytes) = self.view.reader.block_bytes(&hash) {
+                        self.outbound.push(Outbound::Frame {
+                            conn,
+                            kind: Message::BLOCK_KIND_INDEX,
+                            payload: block_payload(&bytes),
+                        });
+                    }
+                }
+                Outgoing::Tx(txid) => {
+                    let tx = self.view.mempool.borrow().get(&txid).cloned();
+                    match tx {
+                        Some(tx) => self.send(conn, &Message::Tx(tx)),
+                        None => gone.push(InvItem::Tx(txid)),
+                    }
+                }
+                Outgoing::CompactBlock(hash) => match self.view.reader.block(&hash) {
+                    Some(block) => self.send(
+                        conn,
+                        &Message::CompactBlock(CompactBlock::from_block(&block)),
+                    ),
+                    None => gone.push(InvItem::Block(hash)),
+                },
+                Outgoing::BlockTxs { block, indexes } => {
+                    let txs = self
+                        .view
+                        .reader
+                        .block(&block)
+                        .and_then(|found| node::p2p::compact::block_txs(&found, &indexes));
+                    match txs {
+                        Some(txs) => self.send(conn, &Message::BlockTxs { block, txs }),
+                        None => gone.push(InvItem::Block(block)),
+                    }
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.send(conn, &Message::NotFound(gone));
+        }
+    }
+
+    /// Validates and stores a block: the chain writer's work, then the
+    /// events it publishes and the mempool's settling.
+    fn import_block(
+        &mut self,
+        now: SimTime,
+        block: Block,
+        inputs: &mut Vec<Input>,
+    ) -> BlockVerdict {
+        let hash = block.hash();
+        match self.chain.process_block(block, self.now_ms(now)) {
+            Ok(ProcessOutcome::Known) => BlockVerdict::Known,
+            Ok(ProcessOutcome::LowWork) => BlockVerdict::Rejected {
+                reason: "low_work".into(),
+                misbehaving: false,
+            },
+            Ok(ProcessOutcome::Orphan) => BlockVerdict::Orphan,
+            Ok(ProcessOutcome::SideChain) => {
+                self.observed.push(Observed::HasBlock(hash));
+                BlockVerdict::Accepted
+            }
+            Ok(ProcessOutcome::Connected(update)) => {
+                self.view.tip.set(summary(&self.chain));
+                self.connected(now, update, inputs);
+                BlockVerdict::Accepted
+            }
+            Err(error) => BlockVerdict::Rejected {
+                reason: error.to_string(),
+                misbehaving: error.is_misbehaviour(),
+            },
+        }
+    }
+
+    /// A new best chain: `BlockValidated` and `BlockConnected` per block,
+    /// `Reorg`, then the mempool settles and re-admitted txs are announced
+    /// again (`TxReadmitted`), in the chain writer's order. Inputs are
+    /// pushed in reverse because `feed` pops from the end.
+    fn connected(&mut self, now: SimTime, update: ChainUpdate, inputs: &mut Vec<Input>) {
+        let mut events = Vec::new();
+        for block in &update.connected {
+            let hash = block.hash();
+            self.observed.push(Observed::HasBlock(hash));
+            events.push(NodeEvent::BlockValidated {
+                hash,
+                height: block.header.height,
+            });
+        }
+        for block in &update.connected {
+            events.push(NodeEvent::BlockConnected {
+                block: Arc::clone(block),
+                height: block.header.height,
+            });
+        }
+        self.observed.push(Observed::Tip {
+            old: update.old_tip,
+            new: update.new_tip,
+        });
+        if !update.disconnected.is_empty() {
+            self.observed.push(Observed::Reorg {
+                depth: update.disconnected.len(),
+            });
+            events.push(NodeEvent::Reorg {
+                old_tip: update.old_tip,
+                new_tip: update.new_tip,
+                fork_height: update.fork_height,
+                disconnected: update
+                    .disconnected
+                    .iter()
+                    .map(|block| block.hash())
+                    .collect(),
+                connected: update.connected.iter().map(|block| block.hash()).collect(),
+            });
+        }
+        {
+            let mut mempool = self.view.mempool.borrow_mut();
+            mempool.apply_update(&update, &self.view.reader, self.now_ms(now));
+            mempool.take_drops();
+            for tx in update
+                .disconnected
+                .iter()
+                .flat_map(|block| block.txs.iter())
+            {
+                if mempool.contains(&tx.txid()) {
+                    events.push(NodeEvent::TxReadmitted {
+                        tx: Arc::new(tx.clone()),
+                    });
+                }
+            }
+        }
+        inputs.extend(events.into_iter().rev().map(Input::Node));
+    }
+
+    /// Admits a tx as `NodeHandle::submit_tx` does (precheck with the
+    /// shared signature cache, then the mempool) and publishes
+    /// `TxAccepted`.
+    fn add_tx(
+        &mut self,
+        now: SimTime,
+        tx: Transaction,
+        inputs: &mut Vec<Input>,
+    ) -> Result<(), MempoolError> {
+        Mempool::precheck(&self.spec, &self.cache, &tx)?;
+        let txid = {
+            let mut mempool = self.view.mempool.borrow_mut();
+            let added = mempool.add(tx.clone(), &self.view.reader, self.now_ms(now));
+            mempool.take_drops();
+            added?
+        };
+        self.observed.push(Observed::HasTx(txid));
+        inputs.push(Input::Node(NodeEvent::TxAccepted { tx: Arc::new(tx) }));
+        Ok(())
+    }
+
+    /// A tx submitted here by a wallet (`POST /v1/txs`).
+    pub fn submit_tx(&mut self, now: SimTime, tx: Transaction) -> Result<(), MempoolError> {
+        let mut inputs = Vec::new();
+        self.add_tx(now, tx, &mut inputs)?;
+        for input in inputs {
+            self.feed(now, input);
+        }
+        Ok(())
+    }
+
+    /// This node found a block (the mining oracle says so): a template
+    /// from its mempool on its tip, through the same validation as any
+    /// block. Returns the block's hash.
+    pub fn mine(&mut self, now: SimTime, miner: Address) -> Option<BlockHash> {
+        let context = self.chain.next_block_context(self.now_ms(now));
+        let txs = self
+            .view
+            .mempool
+            .borrow()
+            .select_for_block(&self.view.reader, ledger::miner::max_tx_bytes(&self.spec));
+        let block = ledger::miner::build_block(&self.spec, &context, miner, txs);
+        let hash = block.hash();
+        let mut inputs = Vec::new();
+        match self.import_block(now, block, &mut inputs) {
+            BlockVerdict::Accepted => {}
+            verdict => {
+                tracing::warn!(?verdict, "a simulated block was refused by its own miner");
+                return None;
+            }
+        }
+        while let Some(input) = inputs.pop() {
+            self.feed(now, input);
+        }
+        Some(hash)
+    }
+
+    /// Feeds the core `Idle` (the driver found nothing else waiting).
+    pub fn idle(&mut self, now: SimTime) {
+        if self.core.has_pending_announcements() {
+            self.feed(now, Input::Idle);
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! The world: every node, the network between them, the mining oracle and
+//! the wallets, driven by one scheduler on virtual time. It routes what
+//! each node sends, wakes nodes when their core asks to be woken, and
+//! keeps the statistics.
+
+use super::mining::{sim_chain_spec, Wallets};
+use super::network::{dial_targets, node_addr, Network};
+use super::node::{Observed, Outbound, SimNode};
+use super::options::SimOptions;
+use super::report::{Final, Report, Stats};
+use super::scheduler::{Scheduler, SimTime, SECOND};
+use ledger::chain::TemporaryArena;
+use ledger::sigcache::SignatureCache;
+use ledger::{Address, BlockHash, ChainSpec, SecretKey};
+use node::p2p::codec::{decode_message, MAX_FRAME_BYTES};
+use node::p2p::message::NetworkMagic;
+use node::p2p::protocol::{CloseCause, ConnId, Input, ProtocolConfig};
+use node::p2p::P2pTiming;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::bytes::Bytes;
+
+/// The page cache of the one sled store all nodes' chains share (each
+/// under its own tree names); the rest of the data stays in its log file
+/// in `/dev/shm`.
+const STORE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Inbound slots per node (bitcoind's default is 125 connections).
+const MAX_INBOUND: usize = 117;
+
+enum Event {
+    /// The core's timer is due (stale when `timer_at` moved on).
+    Timer {
+        node: usize,
+    },
+    /// The node has nothing else to do at this instant.
+    Idle {
+        node: usize,
+    },
+    Deliver {
+        node: usize,
+        conn: ConnId,
+        payload: Bytes,
+    },
+    Inbound {
+        node: usize,
+        remote: SocketAddr,
+    },
+    Connected {
+        node: usize,
+        conn: ConnId,
+        remote: SocketAddr,
+    },
+    /// What the secure transport tells the core once a connection is up:
+    /// the node id the peer proved (the simulation skips the encryption
+    /// itself, which changes no protocol decision).
+    Secured {
+        node: usize,
+        conn: ConnId,
+        peer: usize,
+    },
+    DialFailed {
+        node: usize,
+        conn: ConnId,
+        error: &'static str,
+    },
+    Closed {
+        node: usize,
+        conn: ConnId,
+    },
+    Mine,
+    Tx,
+    PartitionStart,
+    PartitionEnd,
+    ChurnLeave,
+    ChurnReturn {
+        node: usize,
+    },
+    Sample,
+}
+
+/// Called once per simulated second with the simulated time.
+pub type Progress<'a> = &'a mut dyn FnMut(SimTime);
+
+pub struct World {
+    options: SimOptions,
+    scheduler: Scheduler<Event>,
+    network: Network,
+    nodes: Vec<SimNode>,
+    timer_at: Vec<SimTime>,
+    idle_queued: Vec<bool>,
+    /// Draws of the network (latency, loss) and of faults.
+    rng: ChaCha8Rng,
+    /// Draws of the mining oracle and the wallets, apart from the
+    /// network's so that changing a link does not move every block.
+    oracle_rng: ChaCha8Rng,
+    wallets: Wallets,
+    miner_nodes: Vec<usize>,
+    miner_addrs: Vec<Address>,
+    spec: Arc<ChainSpec>,
+    genesis: BlockHash,
+    stats: Stats,
+    connect_timeout: SimTime,
+}
+
+impl World {
+    pub fn new(options: SimOptions) -> Result<World, String> {
+        options.validate()?;
+        let n = options.nodes;
+        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        let oracle_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6f72_6163_6c65);
+        let wallets = Wallets::new(n.clamp(100, 10_000));
+        let spec = Arc::new(sim_chain_spec(&options, wallets.addresses()));
+        let genesis = spec.genesis_hash();
+        let cache = SignatureCache::new(1 << 20);
+        let targets = dial_targets(&options, &mut rng);
+        let timing = P2pTiming::default();
+        let connect_timeout = timing.connect_timeout.as_nanos() as SimTime;
+        let arena = TemporaryArena::new(STORE_CACHE_BYTES)
+            .map_err(|error| format!("cannot open the temporary store: {error}"))?;
+        let mut nodes = Vec::with_capacity(n);
+        for (index, targets) in targets.iter().enumerate() {
+            let config = ProtocolConfig {
+                listen_addr: node_addr(index),
+                peers: targets
+                    .iter()
+                    .map(|target| node_addr(*target).to_string())
+                    .collect(),
+                dns_seeds: Vec::new(),
+                external_addr: None,
+                // The topology is the experiment: no address gossip dials.
+                no_discovery: true,
+                max_inbound: MAX_INBOUND,
+                max_outbound: options.degree,
+                ban_duration: Duration::from_secs(24 * 3600),
+                network_magic: NetworkMagic(spec.network_magic()),
+                genesis_hash: genesis,
+                node_key: SecretKey::from_seed(&format!("sim-node-{index}")),
+                timing: timing.clone(),
+            };
+            let seed = options
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(index as u64);
+            nodes.push(SimNode::new(
+                Arc::clone(&spec),
+                cache.clone(),
+                config,
+                seed,
+                (&arena, &format!("node{index}")),
+            )?);
+        }
+        let miners = options.miners.len();
+        let miner_nodes: Vec<usize> = (0..miners).map(|k| k * n / miners).collect();
+        let miner_addrs = (0..miners)
+            .map(|k| {
+                Address::from_public_key(
+                    &SecretKey::from_seed(&format!("sim-miner-{k}")).public_key(),
+                )
+            })
+            .collect();
+        Ok(World {
+            network: Network::new(&options),
+            scheduler: Scheduler::default(),
+            timer_at: vec![SimTime::MAX; n],
+            idle_queued: vec![false; n],
+            nodes,
+            rng,
+            oracle_rng,
+            wallets,
+            miner_nodes,
+            miner_addrs,
+            stats: Stats::new(n, genesis),
+            spec,
+            genesis,
+            connect_timeout,
+            options,
+        })
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self, mut progress: Option<Progress<'_>>) -> Outcome {
+        let started = Instant::now();
+        let end = self.options.duration.as_nanos() as SimTime;
+        for node in 0..self.nodes.len() {
+            self.nodes[node].feed(0, Input::Tick);
+            self.after_feed(node);
+        }
+        self.schedule_mining();
+        if self.options.tx_rate > 0.0 {
+            self.schedule_tx();
+        }
+        if let Some(partition) = &self.options.partition {
+            let at = partition.at.as_nanos() as SimTime;
+            self.scheduler.at(at, Event::PartitionStart);
+            self.scheduler.at(
+                at + partition.duration.as_nanos() as SimTime,
+                Event::PartitionEnd,
+            );
+        }
+        if let Some(churn) = &self.options.churn {
+            self.scheduler
+                .at(churn.every.as_nanos() as SimTime, Event::ChurnLeave);
+        }
+        self.scheduler.at(SECOND, Event::Sample);
+        while let Some(event) = self.scheduler.pop_until(end) {
+            if let Event::Sample = event {
+                if let Some(progress) = progress.as_mut() {
+                    progress(self.scheduler.now());
+                }
+            }
+            self.handle(event);
+        }
+        self.scheduler.advance_to(end);
+        self.finish(started.elapsed().as_secs_f64())
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.scheduler.now();
+        match event {
+            Event::Timer { node } => {
+                if self.timer_at[node] != now {
+                    return;
+                }
+                self.timer_at[node] = SimTime::MAX;
+                self.feed(node, Input::Tick);
+            }
+            Event::Idle { node } => {
+                self.idle_queued[node] = false;
+                self.nodes[node].idle(now);
+                self.after_feed(node);
+            }
+            Event::Deliver {
+                node,
+                conn,
+                payload,
+            } => {
+                if self.network.end(node, conn).is_none() {
+                    self.stats.dropped_closed += 1;
+                    return;
+                }
+                match decode_message(&payload, MAX_FRAME_BYTES) {
+                    Ok(message) => self.feed(node, Input::Frame { conn, message }),
+                    Err(error) => {
+                        self.network.remove_end(node, conn);
+                        self.feed(
+                            node,
+                            Input::Closed {
+                                conn,
+                                cause: CloseCause::BadFrame {
+                                    reason: error.reason(),
+                                    detail: error.to_string(),
+                                },
+                            },
+                        );
+                    }
+                }
+            }
+            Event::Inbound { node, remote } => {
+                if self.network.offline[node] {
+                    if let Some((from, conn, latency)) = self.network.refuse(node, remote) {
+                        self.scheduler.after(
+                            latency,
+                            Event::DialFailed {
+                                node: from,
+                                conn,
+                                error: "connection refused",
+                            },
+                        );
+                    }
+                    return;
+                }
+                self.feed(node, Input::Inbound { remote });
+            }
+            Event::Connected { node, conn, remote } => {
+                if let Some(end) = self.network.end(node, conn) {
+                    self.feed(node, Input::Connected { conn, remote });
+                    let node_id = self.nodes[end.peer].node_id();
+                    self.feed(node, Input::Secured { conn, node_id });
+                }
+            }
+            Event::Secured { node, conn, peer } => {
+                if self.network.end(node, conn).is_some() {
+                    let node_id = self.nodes[peer].node_id();
+                    self.feed(node, Input::Secured { conn, node_id });
+                }
+            }
+            Event::DialFailed { node, conn, error } => self.feed(
+                node,
+                Input::DialFailed {
+                    conn,
+                    error: error.to_string(),
+                },
+            ),
+            Event::Closed { node, conn } => {
+                if self.network.remove_end(node, conn).is_some() {
+                    self.feed(
+                        node,
+                        Input::Closed {
+                            conn,
+                            cause: CloseCause::Disconnected("closed by peer".into()),
+                        },
+                    );
+                }
+            }
+            Event::Mine => self.mine(now),
+            Event::Tx => self.submit_tx(now),
+            Event::PartitionStart => {
+                let split = self.options.partition.as_ref().map_or(0, |partition| {
+                    (self.options.nodes as f64 * partition.split).round() as usize
+                });
+                self.network.partition = Some(split);
+            }
+            Event::PartitionEnd => {
+                self.network.partition = None;
+                self.stats.heal_at = Some(now);
+                self.stats.note_tips(now);
+            }
+            Event::ChurnLeave => self.churn_leave(now),
+            Event::ChurnReturn { node } => self.network.offline[node] = false,
+            Event::Sample => {
+                self.stats.note_tips(now);
+                self.scheduler.after(SECOND, Event::Sample);
+            }
+        }
+    }
+
+    fn feed(&mut self, node: usize, input: Input) {
+        let now = self.scheduler.now();
+        self.nodes[node].feed(now, input);
+        self.after_feed(node);
+    }
+
+    /// Routes what a node asked for, records what it observed, and
+    /// schedules its next wake-up.
+    fn after_feed(&mut self, node: usize) {
+        let now = self.scheduler.now();
+        let outbound = std::mem::take(&mut self.nodes[node].outbound);
+        for item in outbound {
+            self.route(node, item, now);
+        }
+        let observed = std::mem::take(&mut self.nodes[node].observed);
+        for item in observed {
+            match item {
+                Observed::HasBlock(hash) => self.stats.node_has_block(node, &hash, now),
+                Observed::Tip { old, new } => self.stats.tip_moved(old, new, now),
+                Observed::Reorg { depth } => self.stats.reorg(depth),
+                Observed::HasTx(txid) => self.stats.node_has_tx(node, &txid, now),
+            }
+        }
+        let wake = self.nodes[node].next_timer().max(now);
+        if wake != self.timer_at[node] {
+            self.timer_at[node] = wake;
+            self.scheduler.at(wake, Event::Timer { node });
+        }
+        if !self.idle_queued[node] && self.nodes[node].has_pending_announcements() {
+            self.idle_queued[node] = true;
+            self.scheduler.at(now, Event::Idle { node });
+        }
+    }
+
+    fn route(&mut self, from: usize, item: Outbound, now: SimTime) {
+        match item {
+            Outbound::Dial { conn, target } => {
+                let Some(to) = self.network.resolve(&target) else {
+                    self.scheduler.at(
+                        now,
+                        Event::DialFailed {
+                            node: from,
+                            conn,
+                            error: "address did not resolve",
+                        },
+                    );
+                    return;
+                };
+                let latency = self.network.draw_latency(&mut self.rng);
+                if self.network.offline[from] || self.network.offline[to] {
+                    self.scheduler.at(
+                        now + 2 * latency,
+                        Event::DialFailed {
+                            node: from,
+                            conn,
+                            error: "connection refused",
+                        },
+                    );
+                } else if !self.network.reachable(from, to) {
+                    self.scheduler.at(
+                        now + self.connect_timeout,
+                        Event::DialFailed {
+                            node: from,
+                            conn,
+                            error: "connect timed out",
+                        },
+                    );
+                } else {
+                    let remote = self.network.start_dial(from, conn, to, latency);
+                    self.scheduler
+                        .at(now + latency, Event::Inbound { node: to, remote });
+                }
+            }
+            Outbound::Admit { conn, remote } => {
+                if let Some((dialer, dialer_conn, latency)) = self.network.admit(from, conn, remote)
+                {
+                    self.scheduler.at(
+                        now,
+                        Event::Secured {
+                            node: from,
+                            conn,
+                            peer: dialer,
+                        },
+                    );
+                    self.scheduler.at(
+                        now + latency,
+                        Event::Connected {
+                            node: dialer,
+                            conn: dialer_conn,
+                            remote: node_addr(from),
+                        },
+                    );
+                }
+            }
+            Outbound::Refuse { remote } => {
+                if let Some((dialer, dialer_conn, latency)) = self.network.refuse(from, remote) {
+                    self.scheduler.at(
+                        now + latency,
+                        Event::DialFailed {
+                            node: dialer,
+                            conn: dialer_conn,
+                            error: "refused",
+                        },
+                    );
+                }
+            }
+            Outbound::Frame {
+                conn,
+                kind,
+                payload,
+            } => {
+                let Some(end) = self.network.end(from, conn) else {
+                    self.stats.dropped_closed += 1;
+                    return;
+                };
+                // Length prefix plus payload: what goes on the wire.
+                let bytes = payload.len() + 4;
+                self.stats.sent[kind] += 1;
+                self.stats.sent_bytes[kind] += bytes as u64;
+                if !self.network.reachable(from, end.peer) {
+                    self.stats.dropped_partition += 1;
+                    return;
+                }
+                if self.network.loss > 0.0 && self.rng.gen::<f64>() < self.network.loss {
+                    self.stats.dropped_loss += 1;
+                    return;
+                }
+                let arrival = self.network.transmit(from, now, bytes, end.latency);
+                self.scheduler.at(
+                    arrival,
+                    Event::Deliver {
+                        node: end.peer,
+                        conn: end.peer_conn,
+                        payload,
+                    },
+                );
+            }
+            Outbound::Disconnect { conn } => {
+                if let Some(end) = self.network.remove_end(from, conn) {
+                    self.scheduler.at(
+                        now + end.latency,
+                        Event::Closed {
+                            node: end.peer,
+                            conn: end.peer_conn,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Draws an exponential delay with mean `mean` (nanoseconds).
+    fn exponential(rng: &mut ChaCha8Rng, mean: f64) -> SimTime {
+        let uniform: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+        (-uniform.ln() * mean) as SimTime
+    }
+
+    fn schedule_mining(&mut self) {
+        let mean = self.options.block_time.as_nanos() as f64;
+        let delay = World::exponential(&mut self.oracle_rng, mean).max(1);
+        self.scheduler.after(delay, Event::Mine);
+    }
+
+    fn schedule_tx(&mut self) {
+        let mean = SECOND as f64 / self.options.tx_rate;
+        let delay = World::exponential(&mut self.oracle_rng, mean).max(1);
+        self.scheduler.after(delay, Event::Tx);
+    }
+
+    /// The oracle says a block was found: by which miner, in proportion
+    /// to its share of the hash power.
+    fn mine(&mut self, now: SimTime) {
+        let draw: f64 = self.oracle_rng.gen();
+        let mut total = 0.0;
+        let mut miner = self.options.miners.len() - 1;
+        for (index, share) in self.options.miners.iter().enumerate() {
+            total += share;
+            if draw < total {
+                miner = index;
+                break;
+            }
+        }
+        let node = self.miner_nodes[miner];
+        let address = self.miner_addrs[miner];
+        if let Some(hash) = self.nodes[node].mine(now, address) {
+            self.stats.block_mined(hash, now);
+        }
+        self.after_feed(node);
+        self.schedule_mining();
+    }
+
+    /// A wallet sends a tx to a node drawn at random.
+    fn submit_tx(&mut self, now: SimTime) {
+        let node = self.oracle_rng.gen_range(0..self.nodes.len());
+        let tx = self
+            .wallets
+            .next_tx(&self.genesis, self.spec.min_fee, &mut self.oracle_rng);
+        let txid = tx.txid();
+        if self.network.offline[node] {
+            self.stats.txs_refused_at_origin += 1;
+            self.wallets.refused();
+        } else {
+            match self.nodes[node].submit_tx(now, tx) {
+                Ok(()) => {
+                    self.stats.tx_submitted(txid, now);
+                    self.wallets.sent();
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "a simulated tx was refused");
+                    self.stats.txs_refused_at_origin += 1;
+                    self.wallets.refused();
+                }
+            }
+            self.after_feed(node);
+        }
+        self.schedule_tx();
+    }
+
+    /// A node drawn at random leaves: its connections close at both ends.
+    fn churn_leave(&mut self, now: SimTime) {
+        let Some(churn) = self.options.churn.clone() else {
+            return;
+        };
+        let node = self.rng.gen_range(0..self.nodes.len());
+        if !self.network.offline[node] {
+            self.network.offline[node] = true;
+            for (conn, end) in self.network.conns_of(node) {
+                self.network.remove_end(node, conn);
+                self.scheduler.at(
+                    now + end.latency,
+                    Event::Closed {
+                        node: end.peer,
+                        conn: end.peer_conn,
+                    },
+                );
+                self.feed(
+                    node,
+                    Input::Closed {
+                        conn,
+                        cause: CloseCause::Disconnected("network gone".into()),
+                    },
+                );
+            }
+            self.scheduler.after(
+                churn.down.as_nanos() as SimTime,
+                Event::ChurnReturn { node },
+            );
+        }
+        self.scheduler
+            .after(churn.every.as_nanos() as SimTime, Event::ChurnLeave);
+    }
+
+    fn finish(self, wall_seconds: f64) -> Outcome {
+        let n = self.nodes.len();
+        // The tip most nodes hold is the network's answer.
+        let mut tips: Vec<(BlockHash, u64)> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let tip = node.reader().tip();
+                (tip.hash, tip.height)
+            })
+            .collect();
+        tips.sort();
+        let mut best = (tips[0], 0usize);
+        let mut run = 0;
+        for index in 0..tips.len() {
+            run = if index > 0 && tips[index].0 == tips[index - 1].0 {
+                run + 1
+            } else {
+                1
+            };
+            if run > best.1 {
+                best = (tips[index], run);
+            }
+        }
+        let ((final_tip, best_height), nodes_on_final_tip) = best;
+        let reference = self
+            .nodes
+            .iter()
+            .find(|node| node.tip() == final_tip)
+            .expect("a node holds the final tip");
+        let reader = reference.reader();
+        let blocks_on_best_chain = self
+            .stats
+            .mined()
+            .iter()
+            .filter(|hash| {
+                reader
+                    .header(hash)
+                    .is_some_and(|header| reader.hash_at(header.height) == Some(**hash))
+            })
+            .count() as u64;
+        let (mut confirmed, mut pending, mut lost) = (0, 0, 0);
+        for txid in self.stats.submitted() {
+            if reader.tx(txid).is_some() {
+                confirmed += 1;
+            } else if self
+                .nodes
+                .iter()
+                .any(|node| node.mempool_contains(txid) || node.reader().tx(txid).is_some())
+            {
+                // Waiting in a mempool, or in a block at the tip of a node
+                // the final tip has not reached yet.
+                pending += 1;
+            } else {
+                lost += 1;
+                tracing::warn!(%txid, "a submitted tx is neither confirmed nor pending anywhere");
+            }
+        }
+        let connections = (0..n)
+            .map(|node| self.network.degree_of(node))
+            .sum::<usize>()
+            / 2;
+        let end = Final {
+            seed: self.options.seed,
+            connections,
+            simulated: self.scheduler.now(),
+            events: self.scheduler.processed(),
+            best_height,
+            final_tip,
+            nodes_on_final_tip,
+            blocks_on_best_chain,
+            txs_confirmed: confirmed,
+            txs_pending: pending,
+            txs_lost: lost,
+            wall_seconds,
+        };
+        Outcome {
+            report: Report::new(&self.stats, end),
+            block_delays_ms: self.stats.block_delays_ms(),
+        }
+    }
+}
+
+/// A finished run.
+pub struct Outcome {
+    pub report: Report,
+    /// Every (block, node) first-arrival delay, sorted: the CDF's samples.
+    pub block_delays_ms: Vec<f64>,
+}
