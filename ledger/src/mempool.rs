@@ -744,6 +744,16 @@ impl Mempool {
             .map(|entry| &entry.tx)
     }
 
+    /// When a pending tx was admitted (wall-clock ms).
+    pub fn added_ms(&self, txid: &TxId) -> Option<u64> {
+        let (sender, nonce) = self.index.by_txid.get(txid)?;
+        self.senders
+            .get(sender)?
+            .txs
+            .get(nonce)
+            .map(|entry| entry.added_ms)
+    }
+
     pub fn contains(&self, txid: &TxId) -> bool {
         self.index.by_txid.contains_key(txid)
     }

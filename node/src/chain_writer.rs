@@ -21,13 +21,14 @@
 
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
+use crate::p2p::message::CompactBlock;
 use crate::relay_cache::RelayCache;
 use ledger::chain::{
     Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, ProcessOutcome,
 };
 use ledger::mempool::Mempool;
 use ledger::validation::BlockError;
-use ledger::{Block, BlockHash, Height, Transaction};
+use ledger::{Block, BlockHash, Height, Transaction, TxId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
@@ -138,9 +139,11 @@ impl ChainWriter {
     ) -> std::io::Result<(ChainWriter, std::thread::JoinHandle<()>)> {
         let events = context.events.clone();
         let relay_cache = Arc::clone(&context.relay_cache);
+        let mempool = Arc::clone(&context.mempool);
         chain.set_defer_indexing(true);
         chain.set_validated_hook(Box::new(move |hash, block| {
-            relay_cache.insert_block(*hash, block);
+            let compact = compact_for_relay(block, &mempool, now_ms());
+            relay_cache.insert_block_with(*hash, block, compact);
             let _ = events.send(NodeEvent::BlockValidated {
                 hash: *hash,
                 height: block.header.height,
@@ -231,6 +234,34 @@ impl ChainWriter {
             Err(_) => Err(WriterError::Stopped),
         }
     }
+}
+
+/// Txs that reached this node less than this long before a block that
+/// holds them are sent whole in its compact form: their announcements
+/// are most likely still on their way to our peers, and a missing tx
+/// costs the receiver a `GetBlockTxs` round trip.
+const PREFILL_WINDOW_MS: u64 = 500;
+
+/// The compact form of a block we are about to relay, with the txs our
+/// peers probably lack prefilled: those that reached our mempool less
+/// than `PREFILL_WINDOW_MS` ago, and those it does not hold at all (we
+/// lacked them too, or took them from a block).
+fn compact_for_relay(block: &Block, mempool: &Mutex<Mempool>, now_ms: u64) -> CompactBlock {
+    let txids: Vec<TxId> = block.txs.iter().map(Transaction::txid).collect();
+    let prefill: Vec<bool> = {
+        let mempool = mempool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        txids
+            .iter()
+            .map(|txid| {
+                mempool.added_ms(txid).map_or(true, |added| {
+                    now_ms.saturating_sub(added) < PREFILL_WINDOW_MS
+                })
+            })
+            .collect()
+    };
+    CompactBlock::prefilling(block, &txids, |index| prefill[index])
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -537,6 +537,14 @@ impl ChainView for NodeHandle {
         self.mempool().get(txid).cloned()
     }
 
+    fn mempool_txs(&self, txids: &[TxId]) -> Vec<Option<Transaction>> {
+        let mempool = self.mempool();
+        txids
+            .iter()
+            .map(|txid| mempool.get(txid).cloned())
+            .collect()
+    }
+
     fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
         self.mempool().txids_newest_first(limit)
     }

@@ -5,7 +5,8 @@
 //! here: without waiting on sled (whose writes briefly shut out readers)
 //! and without encoding the block again for every peer.
 
-use crate::p2p::codec::{block_payload, compact_payload};
+use crate::p2p::codec::{block_payload, compact_payload, encode_message};
+use crate::p2p::message::{CompactBlock, Message};
 use ledger::{encoding, Block, BlockHash};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -34,6 +35,15 @@ impl RelayCache {
             hash,
             block_payload(&encoding::encode(block)),
             compact_payload(block),
+        );
+    }
+
+    /// `insert_block` with the compact form given (some txs prefilled).
+    pub fn insert_block_with(&self, hash: BlockHash, block: &Block, compact: CompactBlock) {
+        self.insert(
+            hash,
+            block_payload(&encoding::encode(block)),
+            encode_message(&Message::CompactBlock(compact)),
         );
     }
 

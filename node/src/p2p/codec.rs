@@ -81,7 +81,7 @@ pub fn block_payload(encoded_block: &[u8]) -> Bytes {
     payload.freeze()
 }
 
-/// The payload of `Message::CompactBlock` for `block`.
+/// The payload of `Message::CompactBlock` for `block`, no tx prefilled.
 pub fn compact_payload(block: &ledger::Block) -> Bytes {
     encode_message(&Message::CompactBlock(
         super::message::CompactBlock::from_block(block),

@@ -45,8 +45,8 @@ impl RebuildJob {
     /// back with the outcome.
     pub fn run(self, view: &impl ChainView) -> (CompactBlock, Rebuilt) {
         let rebuilt = match self.found {
-            None => rebuild_from_mempool(&self.compact, &view.mempool_txids(usize::MAX), |id| {
-                view.mempool_tx(id)
+            None => rebuild_from_mempool(&self.compact, &view.mempool_txids(usize::MAX), |ids| {
+                view.mempool_txs(ids)
             }),
             Some(found) => finish(&self.compact, found, self.fill),
         };
@@ -55,11 +55,11 @@ impl RebuildJob {
 }
 
 /// Places the prefilled txs and looks every short id up among
-/// `mempool_txids` (fetched with `get`).
+/// `mempool_txids` (the matches fetched with one call of `get`).
 pub fn rebuild_from_mempool(
     compact: &CompactBlock,
     mempool_txids: &[TxId],
-    get: impl Fn(&TxId) -> Option<Transaction>,
+    get: impl FnOnce(&[TxId]) -> Vec<Option<Transaction>>,
 ) -> Rebuilt {
     let hash = compact.header.hash();
     let count = compact.tx_count();
@@ -98,10 +98,12 @@ pub fn rebuild_from_mempool(
                 .or_insert(Some(*txid));
         }
     }
-    for (position, txid) in matched {
-        if let Some(tx) = txid.and_then(|txid| get(&txid)) {
-            slots[position] = Some(tx);
-        }
+    let (positions, txids): (Vec<usize>, Vec<TxId>) = matched
+        .into_iter()
+        .filter_map(|(position, txid)| Some((position, txid?)))
+        .unzip();
+    for (position, tx) in positions.into_iter().zip(get(&txids)) {
+        slots[position] = tx;
     }
     let missing: Vec<u32> = slots
         .iter()
@@ -217,7 +219,9 @@ mod tests {
         let block = block(all.clone());
         let compact = CompactBlock::from_block(&block);
         let (ids, map) = mempool(&all);
-        let rebuilt = rebuild_from_mempool(&compact, &ids, |id| map.get(id).cloned());
+        let rebuilt = rebuild_from_mempool(&compact, &ids, |ids| {
+            ids.iter().map(|id| map.get(id).cloned()).collect()
+        });
         assert_eq!(rebuilt, Rebuilt::Complete(block));
     }
 
@@ -233,9 +237,9 @@ mod tests {
             .map(|(_, tx)| tx.clone())
             .collect();
         let (ids, map) = mempool(&held);
-        let Rebuilt::Missing { found, missing } =
-            rebuild_from_mempool(&compact, &ids, |id| map.get(id).cloned())
-        else {
+        let Rebuilt::Missing { found, missing } = rebuild_from_mempool(&compact, &ids, |ids| {
+            ids.iter().map(|id| map.get(id).cloned()).collect()
+        }) else {
             panic!("txs 3, 10 and 17 are missing");
         };
         assert_eq!(missing, vec![3, 10, 17]);
@@ -261,15 +265,18 @@ mod tests {
             tx: all[2].clone(),
         });
         let (ids, map) = mempool(&all[..2]);
-        let Rebuilt::Missing { missing, .. } =
-            rebuild_from_mempool(&compact, &ids, |id| map.get(id).cloned())
-        else {
+        let Rebuilt::Missing { missing, .. } = rebuild_from_mempool(&compact, &ids, |ids| {
+            ids.iter().map(|id| map.get(id).cloned()).collect()
+        }) else {
             panic!("three txs missing");
         };
         assert_eq!(missing, vec![3, 4, 5]);
         compact.prefilled[0].index = 9;
         assert_eq!(
-            rebuild_from_mempool(&compact, &ids, |id| map.get(id).cloned()),
+            rebuild_from_mempool(&compact, &ids, |ids| ids
+                .iter()
+                .map(|id| map.get(id).cloned())
+                .collect()),
             Rebuilt::Failed("bad_prefilled_index")
         );
     }
@@ -282,7 +289,10 @@ mod tests {
         let (ids, map) = mempool(&all);
         compact.short_ids[1] = compact.short_ids[0];
         assert_eq!(
-            rebuild_from_mempool(&compact, &ids, |id| map.get(id).cloned()),
+            rebuild_from_mempool(&compact, &ids, |ids| ids
+                .iter()
+                .map(|id| map.get(id).cloned())
+                .collect()),
             Rebuilt::Failed("duplicate_short_id")
         );
         // A peer answering with other txs than the block's: the merkle

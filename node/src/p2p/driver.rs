@@ -8,7 +8,7 @@
 
 use super::codec::encode_message;
 use super::import::{ImportItem, Importers};
-use super::link::{self, Link, LinkEvents, LinkTasks};
+use super::link::{self, Lane, Link, LinkEvents, LinkTasks};
 use super::message::{InvItem, Message};
 use super::noise::{LocalIdentity, Role};
 use super::protocol::addrbook::{AddrEntry, BanKey, BookChange};
@@ -186,6 +186,10 @@ pub(crate) struct Driver<B: Backend> {
     bulk_link_events: mpsc::Receiver<Input>,
     verdicts_tx: mpsc::UnboundedSender<Input>,
     verdicts: mpsc::UnboundedReceiver<Input>,
+    /// Rebuilt compact blocks: a block's relay waits on them, so they do
+    /// not queue behind the tx verdicts.
+    rebuilt_tx: mpsc::UnboundedSender<Input>,
+    rebuilt: mpsc::UnboundedReceiver<Input>,
     importers: Option<Importers>,
     links: BTreeMap<ConnId, Link>,
     pending_inbound: HashMap<SocketAddr, TcpStream>,
@@ -265,6 +269,7 @@ impl<B: Backend> Driver<B> {
         let (bulk, bulk_link_events) = mpsc::channel(EVENT_CHANNEL);
         let link_events_tx = LinkEvents { urgent, bulk };
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
+        let (rebuilt_tx, rebuilt) = mpsc::unbounded_channel();
         Driver {
             state,
             backend,
@@ -285,6 +290,8 @@ impl<B: Backend> Driver<B> {
             bulk_link_events,
             verdicts_tx,
             verdicts,
+            rebuilt_tx,
+            rebuilt,
             importers: None,
             links: BTreeMap::new(),
             pending_inbound: HashMap::new(),
@@ -341,6 +348,7 @@ impl<B: Backend> Driver<B> {
                     Some(input) => input,
                     None => continue,
                 },
+                Some(rebuilt) = self.rebuilt.recv() => rebuilt,
                 Some(verdict) = self.verdicts.recv() => verdict,
                 Some(request) = self.commands.recv() => {
                     self.command(request);
@@ -460,10 +468,11 @@ impl<B: Backend> Driver<B> {
             }
             Action::Send { conn, message } => {
                 let link = self.links.get(&conn)?;
-                if !link
-                    .sender
-                    .try_send(message.kind(), encode_message(&message))
-                {
+                if !link.sender.try_send(
+                    Lane::of(&message),
+                    message.kind(),
+                    encode_message(&message),
+                ) {
                     link.cancel.cancel();
                     self.links.remove(&conn);
                     return Some(Input::Closed {
@@ -481,7 +490,7 @@ impl<B: Backend> Driver<B> {
                         (inv.kind(), encode_message(&inv))
                     }
                 };
-                if !link.sender.try_send(kind, payload) {
+                if !link.sender.try_send(Lane::Urgent, kind, payload) {
                     link.cancel.cancel();
                     self.links.remove(&conn);
                     return Some(Input::Closed {
@@ -494,10 +503,10 @@ impl<B: Backend> Driver<B> {
                 // Matching short ids hashes the whole mempool: a blocking
                 // thread, not the driver's task.
                 let backend = self.backend.clone();
-                let verdicts = self.verdicts_tx.clone();
+                let rebuilt_tx = self.rebuilt_tx.clone();
                 self.tracker.spawn_blocking(move || {
                     let (compact, rebuilt) = job.run(&backend);
-                    let _ = verdicts.send(Input::Rebuilt {
+                    let _ = rebuilt_tx.send(Input::Rebuilt {
                         from,
                         compact: Box::new(compact),
                         rebuilt,
@@ -548,6 +557,9 @@ impl<B: Backend> Driver<B> {
             }
             Action::Metric(MetricUpdate::Add { name, label, value }) => {
                 self.metrics.add(name, &[label], value);
+            }
+            Action::Metric(MetricUpdate::Observe { name, micros }) => {
+                self.metrics.observe(name, micros as f64 / 1e6);
             }
             Action::Metric(MetricUpdate::Set { name, label, value }) => {
                 self.metrics.set(name, &[label], value);

@@ -49,6 +49,59 @@ struct Queued {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Which of a peer's two outgoing lanes a message takes. Blocks, compact
+/// blocks, headers and the connection's own messages (`Message::is_urgent`)
+/// go out ahead of tx and address traffic, so a block's relay never waits
+/// behind megabytes of queued txs; each lane keeps its own order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Urgent,
+    Bulk,
+}
+
+impl Lane {
+    pub fn of(message: &Message) -> Lane {
+        if message.is_urgent() {
+            Lane::Urgent
+        } else {
+            Lane::Bulk
+        }
+    }
+
+    fn of_answer(item: &Outgoing) -> Lane {
+        match item {
+            Outgoing::Message(message) => Lane::of(message),
+            Outgoing::Tx(_) => Lane::Bulk,
+            Outgoing::Block(_) | Outgoing::CompactBlock(_) | Outgoing::BlockTxs { .. } => {
+                Lane::Urgent
+            }
+        }
+    }
+}
+
+/// One outgoing lane: its queue and its byte budget.
+#[derive(Clone)]
+struct LaneSender {
+    queue: mpsc::UnboundedSender<Queued>,
+    budget: Arc<Semaphore>,
+}
+
+/// The writer's end of both lanes.
+struct LaneQueues {
+    urgent: mpsc::UnboundedReceiver<Queued>,
+    bulk: mpsc::UnboundedReceiver<Queued>,
+}
+
+impl LaneQueues {
+    /// The next queued message, urgent ones first, without waiting.
+    fn try_next(&mut self) -> Option<Queued> {
+        self.urgent
+            .try_recv()
+            .ok()
+            .or_else(|| self.bulk.try_recv().ok())
+    }
+}
+
 /// Where a connection's tasks report: what concerns blocks and the
 /// connection itself on one channel, which the driver reads first, and tx
 /// and address traffic on another. Both are bounded, so a reader whose
@@ -61,57 +114,90 @@ pub struct LinkEvents {
     pub bulk: mpsc::Sender<Input>,
 }
 
-/// The sending side of a peer's outgoing queue, bounded in bytes.
+/// The sending side of a peer's two outgoing lanes, each bounded in
+/// bytes (so the urgent lane never waits for room behind tx traffic).
 #[derive(Clone)]
 pub struct PeerSender {
-    queue: mpsc::UnboundedSender<Queued>,
-    budget: Arc<Semaphore>,
+    urgent: LaneSender,
+    bulk: LaneSender,
     capacity: usize,
 }
 
 impl PeerSender {
-    /// A queue of `capacity` bytes, which always holds one frame of the
-    /// largest size.
-    fn new(capacity: usize, max_frame: usize) -> (PeerSender, mpsc::UnboundedReceiver<Queued>) {
-        let (queue, receiver) = mpsc::unbounded_channel();
+    /// Two lanes of `capacity` bytes each, which always hold one frame of
+    /// the largest size.
+    fn new(capacity: usize, max_frame: usize) -> (PeerSender, LaneQueues) {
         let capacity = capacity.clamp(max_frame, u32::MAX as usize);
+        let (urgent, urgent_queue) = mpsc::unbounded_channel();
+        let (bulk, bulk_queue) = mpsc::unbounded_channel();
+        let lane = |queue| LaneSender {
+            queue,
+            budget: Arc::new(Semaphore::new(capacity)),
+        };
         (
             PeerSender {
-                queue,
-                budget: Arc::new(Semaphore::new(capacity)),
+                urgent: lane(urgent),
+                bulk: lane(bulk),
                 capacity,
             },
-            receiver,
+            LaneQueues {
+                urgent: urgent_queue,
+                bulk: bulk_queue,
+            },
         )
+    }
+
+    fn lane(&self, lane: Lane) -> &LaneSender {
+        match lane {
+            Lane::Urgent => &self.urgent,
+            Lane::Bulk => &self.bulk,
+        }
     }
 
     fn charge(&self, len: usize) -> u32 {
         len.max(MIN_MESSAGE_CHARGE).min(self.capacity) as u32
     }
 
-    fn enqueue(&self, kind: &'static str, payload: Bytes, permit: OwnedSemaphorePermit) -> bool {
+    fn enqueue(
+        &self,
+        lane: Lane,
+        kind: &'static str,
+        payload: Bytes,
+        permit: OwnedSemaphorePermit,
+    ) -> bool {
         let queued = Queued {
             kind,
             payload,
             _permit: permit,
         };
-        self.queue.send(queued).is_ok()
+        self.lane(lane).queue.send(queued).is_ok()
     }
 
-    /// Queues without waiting; false when the queue is full or closed.
-    pub fn try_send(&self, kind: &'static str, payload: Bytes) -> bool {
+    /// Queues without waiting; false when the lane is full or closed.
+    pub fn try_send(&self, lane: Lane, kind: &'static str, payload: Bytes) -> bool {
         let charge = self.charge(payload.len());
-        match self.budget.clone().try_acquire_many_owned(charge) {
-            Ok(permit) => self.enqueue(kind, payload, permit),
+        match self
+            .lane(lane)
+            .budget
+            .clone()
+            .try_acquire_many_owned(charge)
+        {
+            Ok(permit) => self.enqueue(lane, kind, payload, permit),
             Err(_) => false,
         }
     }
 
     /// Queues, waiting for room; false when the connection is gone.
-    async fn send(&self, kind: &'static str, payload: Bytes) -> bool {
+    async fn send(&self, lane: Lane, kind: &'static str, payload: Bytes) -> bool {
         let charge = self.charge(payload.len());
-        match self.budget.clone().acquire_many_owned(charge).await {
-            Ok(permit) => self.enqueue(kind, payload, permit),
+        match self
+            .lane(lane)
+            .budget
+            .clone()
+            .acquire_many_owned(charge)
+            .await
+        {
+            Ok(permit) => self.enqueue(lane, kind, payload, permit),
             Err(_) => false,
         }
     }
@@ -128,16 +214,31 @@ struct AnswerBacklog {
 pub struct Link {
     pub cancel: CancellationToken,
     pub sender: PeerSender,
-    answers: mpsc::UnboundedSender<Vec<Outgoing>>,
+    answers: AnswerSenders,
     backlog: Arc<AnswerBacklog>,
     authenticated: Option<oneshot::Sender<()>>,
 }
 
+/// The driver's end of a link's two answer queues (see `Lane`).
+struct AnswerSenders {
+    urgent: mpsc::UnboundedSender<Vec<Outgoing>>,
+    bulk: mpsc::UnboundedSender<Vec<Outgoing>>,
+}
+
 impl Link {
-    /// Queues the answers to one request of the peer's.
+    /// Queues the answers to one request of the peer's: blocks and
+    /// headers on the urgent lane, txs on the bulk one, each in request
+    /// order.
     pub fn answer(&self, items: Vec<Outgoing>) {
-        self.backlog.pending.fetch_add(1, Ordering::SeqCst);
-        let _ = self.answers.send(items);
+        let (urgent, bulk): (Vec<Outgoing>, Vec<Outgoing>) = items
+            .into_iter()
+            .partition(|item| Lane::of_answer(item) == Lane::Urgent);
+        for (batch, queue) in [(urgent, &self.answers.urgent), (bulk, &self.answers.bulk)] {
+            if !batch.is_empty() {
+                self.backlog.pending.fetch_add(1, Ordering::SeqCst);
+                let _ = queue.send(batch);
+            }
+        }
     }
 
     /// Lets the reader past the end of the handshake.
@@ -157,8 +258,8 @@ pub struct LinkTasks<B: Backend> {
     pub tracker: TaskTracker,
     cancel: CancellationToken,
     sender: PeerSender,
-    queue: mpsc::UnboundedReceiver<Queued>,
-    answers: mpsc::UnboundedReceiver<Vec<Outgoing>>,
+    queue: LaneQueues,
+    answers: [mpsc::UnboundedReceiver<Vec<Outgoing>>; 2],
     backlog: Arc<AnswerBacklog>,
     authenticated: oneshot::Receiver<()>,
     /// The frame cap after the handshake (`message::max_frame_for`).
@@ -190,14 +291,18 @@ pub fn new_link<B: Backend>(
     config: LinkConfig,
 ) -> (Link, LinkTasks<B>) {
     let (sender, queue) = PeerSender::new(config.send_budget, config.max_frame);
-    let (answers_tx, answers) = mpsc::unbounded_channel();
+    let (urgent_answers, urgent_answers_rx) = mpsc::unbounded_channel();
+    let (bulk_answers, bulk_answers_rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(AnswerBacklog::default());
     let (authenticated_tx, authenticated) = oneshot::channel();
     (
         Link {
             cancel: cancel.clone(),
             sender: sender.clone(),
-            answers: answers_tx,
+            answers: AnswerSenders {
+                urgent: urgent_answers,
+                bulk: bulk_answers,
+            },
             backlog: backlog.clone(),
             authenticated: Some(authenticated_tx),
         },
@@ -210,7 +315,7 @@ pub fn new_link<B: Backend>(
             cancel,
             sender,
             queue,
-            answers,
+            answers: [urgent_answers_rx, bulk_answers_rx],
             backlog,
             authenticated,
             max_frame: config.max_frame,
@@ -328,13 +433,17 @@ async fn run_secured<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     tasks
         .tracker
         .spawn(write_loop(writer, tasks.queue, cancel.clone()));
-    tasks.tracker.spawn(serve_answers(
-        tasks.backend,
-        tasks.sender,
-        tasks.answers,
-        backlog.clone(),
-        cancel.clone(),
-    ));
+    // One server per lane, so a large tx answer never holds up a block.
+    for (lane, answers) in [Lane::Urgent, Lane::Bulk].into_iter().zip(tasks.answers) {
+        tasks.tracker.spawn(serve_answers(
+            tasks.backend.clone(),
+            tasks.sender.clone(),
+            lane,
+            answers,
+            backlog.clone(),
+            cancel.clone(),
+        ));
+    }
     let cause = tokio::select! {
         _ = cancel.cancelled() => None,
         cause = read_loop(conn, &mut reader, &events, &backlog, tasks.authenticated, max_frame) => cause,
@@ -391,21 +500,21 @@ async fn read_loop<T: Transport>(
 /// flush.
 async fn write_loop<T: Transport>(
     mut writer: ConnectionWriter<T>,
-    mut queue: mpsc::UnboundedReceiver<Queued>,
+    mut queues: LaneQueues,
     cancel: CancellationToken,
 ) {
     loop {
         let first = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
-            next = queue.recv() => match next {
-                Some(queued) => queued,
-                None => break,
-            },
+            Some(queued) = queues.urgent.recv() => queued,
+            Some(queued) = queues.bulk.recv() => queued,
+            else => break,
         };
         let written = async {
             writer.feed(first.kind, first.payload.clone()).await?;
             drop(first);
-            while let Ok(more) = queue.try_recv() {
+            while let Some(more) = queues.try_next() {
                 writer.feed(more.kind, more.payload.clone()).await?;
             }
             writer.flush().await
@@ -430,6 +539,7 @@ async fn write_loop<T: Transport>(
 async fn serve_answers<B: Backend>(
     backend: B,
     sender: PeerSender,
+    lane: Lane,
     mut answers: mpsc::UnboundedReceiver<Vec<Outgoing>>,
     backlog: Arc<AnswerBacklog>,
     cancel: CancellationToken,
@@ -487,7 +597,7 @@ async fn serve_answers<B: Backend>(
             };
             let sent = tokio::select! {
                 _ = cancel.cancelled() => false,
-                sent = sender.send(kind, payload) => sent,
+                sent = sender.send(lane, kind, payload) => sent,
             };
             if !sent {
                 return;
@@ -497,7 +607,7 @@ async fn serve_answers<B: Backend>(
             let not_found = Message::NotFound(gone);
             let sent = tokio::select! {
                 _ = cancel.cancelled() => false,
-                sent = sender.send(not_found.kind(), encode_message(&not_found)) => sent,
+                sent = sender.send(lane, not_found.kind(), encode_message(&not_found)) => sent,
             };
             if !sent {
                 return;

@@ -137,15 +137,34 @@ pub struct CompactBlock {
 impl CompactBlock {
     /// The compact form of `block`, no tx prefilled.
     pub fn from_block(block: &Block) -> CompactBlock {
+        let txids: Vec<TxId> = block.txs.iter().map(Transaction::txid).collect();
+        CompactBlock::prefilling(block, &txids, |_| false)
+    }
+
+    /// The compact form of `block`, whose txids are `txids`, with the txs
+    /// at the indexes `prefill` picks sent whole.
+    pub fn prefilling(
+        block: &Block,
+        txids: &[TxId],
+        prefill: impl Fn(usize) -> bool,
+    ) -> CompactBlock {
         let hash = block.hash();
+        let mut short_ids = Vec::with_capacity(txids.len());
+        let mut prefilled = Vec::new();
+        for (index, (tx, txid)) in block.txs.iter().zip(txids).enumerate() {
+            if prefill(index) {
+                prefilled.push(PrefilledTx {
+                    index: index as u32,
+                    tx: tx.clone(),
+                });
+            } else {
+                short_ids.push(ShortId::new(&hash, txid));
+            }
+        }
         CompactBlock {
             header: block.header.clone(),
-            short_ids: block
-                .txs
-                .iter()
-                .map(|tx| ShortId::new(&hash, &tx.txid()))
-                .collect(),
-            prefilled: Vec::new(),
+            short_ids,
+            prefilled,
         }
     }
 

@@ -30,6 +30,7 @@ struct Partial {
     compact: CompactBlock,
     found: Vec<Option<Transaction>>,
     asked_at: Mono,
+    received_at: Mono,
 }
 
 /// The compact-relay state of the core.
@@ -38,9 +39,10 @@ pub(super) struct CompactRelay {
     /// Peers we asked to push compact blocks, the most recent first
     /// deliverer first.
     high_bandwidth: Vec<ConnId>,
-    /// Blocks handed to the driver to rebuild: who sent them, and whether
-    /// this is the second pass, with the txs it sent (`GetBlockTxs`).
-    rebuilding: BTreeMap<BlockHash, (ConnId, bool)>,
+    /// Blocks handed to the driver to rebuild: who sent them, whether
+    /// this is the second pass, with the txs it sent (`GetBlockTxs`), and
+    /// when the compact block came.
+    rebuilding: BTreeMap<BlockHash, (ConnId, bool, Mono)>,
     partial: BTreeMap<BlockHash, Partial>,
 }
 
@@ -166,7 +168,7 @@ impl<V: ChainView> NetworkState<V> {
             self.refetch_whole(hash, Some(id));
             return;
         }
-        self.compact.rebuilding.insert(hash, (id, false));
+        self.compact.rebuilding.insert(hash, (id, false, now));
         self.push(Action::Rebuild {
             from: id,
             job: Box::new(RebuildJob {
@@ -180,15 +182,15 @@ impl<V: ChainView> NetworkState<V> {
     /// The driver's answer to `Action::Rebuild`.
     pub(super) fn on_rebuilt(&mut self, from: ConnId, compact: CompactBlock, rebuilt: Rebuilt) {
         let hash = compact.header.hash();
-        let filled = self
-            .compact
-            .rebuilding
-            .remove(&hash)
-            .is_some_and(|(_, filled)| filled);
+        let (filled, received_at) = match self.compact.rebuilding.remove(&hash) {
+            Some((_, filled, received_at)) => (filled, received_at),
+            None => (false, self.now.mono),
+        };
         match rebuilt {
             Rebuilt::Complete(block) => {
                 let label = if filled { "filled" } else { "rebuilt" };
                 self.metric_inc("p2p_compact_blocks_total", ("result", label));
+                self.metric_observe("p2p_compact_rebuild_seconds", received_at);
                 self.import_rebuilt(from, block);
             }
             Rebuilt::Missing { found, missing } => {
@@ -208,6 +210,7 @@ impl<V: ChainView> NetworkState<V> {
                         compact,
                         found,
                         asked_at: self.now.mono,
+                        received_at,
                     },
                 );
                 self.send(
@@ -236,7 +239,10 @@ impl<V: ChainView> NetworkState<V> {
             self.metric_inc("p2p_dropped_total", ("reason", "unsolicited_block_txs"));
             return;
         }
-        self.compact.rebuilding.insert(hash, (id, true));
+        self.metric_observe("p2p_compact_block_txs_wait_seconds", partial.asked_at);
+        self.compact
+            .rebuilding
+            .insert(hash, (id, true, partial.received_at));
         self.push(Action::Rebuild {
             from: id,
             job: Box::new(RebuildJob {

@@ -154,6 +154,8 @@ pub enum MetricUpdate {
         label: (&'static str, &'static str),
         value: i64,
     },
+    /// One duration into a summary (count and sum of seconds).
+    Observe { name: &'static str, micros: u64 },
 }
 
 /// A connected peer as the handle shows it.

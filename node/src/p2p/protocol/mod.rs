@@ -73,6 +73,11 @@ pub trait ChainView {
     fn has_block(&self, hash: &BlockHash) -> bool;
     /// A tx in the mempool (for answering `GetData`).
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction>;
+    /// Several txs of the mempool at once, in order (rebuilding a compact
+    /// block takes thousands); a backend with a lock takes it once.
+    fn mempool_txs(&self, txids: &[TxId]) -> Vec<Option<Transaction>> {
+        txids.iter().map(|txid| self.mempool_tx(txid)).collect()
+    }
     /// Up to `limit` txids of the mempool, newest first.
     fn mempool_txids(&self, limit: usize) -> Vec<TxId>;
     /// Whether a tx is in the mempool or confirmed on the best chain.
@@ -413,6 +418,14 @@ impl<V: ChainView> NetworkState<V> {
         if value > 0 {
             self.push(Action::Metric(MetricUpdate::Add { name, label, value }));
         }
+    }
+
+    fn metric_observe(&mut self, name: &'static str, since: Mono) {
+        let micros = self.now.mono.saturating_duration_since(since).as_micros();
+        self.push(Action::Metric(MetricUpdate::Observe {
+            name,
+            micros: u64::try_from(micros).unwrap_or(u64::MAX),
+        }));
     }
 
     fn take_book_changes(&mut self) {
