@@ -304,13 +304,15 @@ impl Api {
             .map(|_| ())
     }
 
-    /// Opens `GET /v1/events`; read it with `Response::chunk` and an
+    /// Opens `GET /v1/events?types=...` for the event names in `types`
+    /// (`"block,reorg"`); read it with `Response::chunk` and an
     /// `sse::SseParser`.
     pub async fn events(
         &self,
         stream_client: &reqwest::Client,
+        types: &str,
     ) -> Result<reqwest::Response, ApiError> {
-        let url = format!("{}/v1/events", self.base);
+        let url = format!("{}/v1/events?types={types}", self.base);
         let response = stream_client
             .get(&url)
             .header(reqwest::header::ACCEPT, "text/event-stream")

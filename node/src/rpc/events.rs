@@ -4,8 +4,12 @@
 //! so proxies keep the stream open. A subscriber too slow to keep up
 //! skips what it missed and gets a `lagged` event saying how many; the
 //! stream ends when the node shuts down, so graceful shutdown never waits
-//! on it.
+//! on it. `?types=block,reorg` picks the event names a subscriber wants
+//! (all by default): the others are never serialized for it, which
+//! matters under load, when every accepted tx would be.
 
+use super::error::ApiError;
+use super::extract::ApiQuery;
 use super::RpcState;
 use crate::events::NodeEvent;
 use axum::extract::State;
@@ -14,6 +18,7 @@ use futures::Stream;
 use futures::StreamExt as _;
 use ledger::json::{BlockJson, ReorgJson, TxJson};
 use ledger::ChainSpec;
+use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -21,20 +26,85 @@ use tokio_stream::wrappers::BroadcastStream;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    types: Option<String>,
+}
+
+/// The event names one subscriber asked for. `lagged` always comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wanted {
+    block: bool,
+    tx: bool,
+    reorg: bool,
+    dropped: bool,
+}
+
+impl Wanted {
+    const ALL: Wanted = Wanted {
+        block: true,
+        tx: true,
+        reorg: true,
+        dropped: true,
+    };
+
+    /// `block,reorg` and the like; an unknown name is `malformed`.
+    fn parse(types: Option<&str>) -> Result<Wanted, ApiError> {
+        let Some(types) = types else {
+            return Ok(Wanted::ALL);
+        };
+        let mut wanted = Wanted {
+            block: false,
+            tx: false,
+            reorg: false,
+            dropped: false,
+        };
+        for name in types.split(',') {
+            match name {
+                "block" => wanted.block = true,
+                "tx" => wanted.tx = true,
+                "reorg" => wanted.reorg = true,
+                "dropped" => wanted.dropped = true,
+                other => {
+                    return Err(ApiError::Malformed(format!(
+                        "unknown event type {other:?} in types (known: block, tx, reorg, dropped)"
+                    )))
+                }
+            }
+        }
+        Ok(wanted)
+    }
+
+    fn admits(&self, event: &NodeEvent) -> bool {
+        match event {
+            NodeEvent::BlockValidated { .. } => false,
+            NodeEvent::BlockConnected { .. } => self.block,
+            NodeEvent::TxAccepted { .. } | NodeEvent::TxReadmitted { .. } => self.tx,
+            NodeEvent::TxDropped { .. } => self.dropped,
+            NodeEvent::Reorg { .. } => self.reorg,
+        }
+    }
+}
+
 pub async fn stream(
     State(state): State<RpcState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let wanted = Wanted::parse(query.types.as_deref())?;
     let spec = state.node.spec().clone();
     let shutdown = state.node.shutdown_token().clone();
     let events = BroadcastStream::new(state.node.subscribe_events())
-        .filter_map(move |received| std::future::ready(to_sse(&spec, received).map(Ok)))
+        .filter_map(move |received| std::future::ready(to_sse(&spec, wanted, received).map(Ok)))
         .take_until(shutdown.cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
-/// The SSE event for a node event; `None` for the internal ones.
+/// The SSE event for a node event; `None` for the internal ones and those
+/// the subscriber did not ask for.
 fn to_sse(
     spec: &ChainSpec,
+    wanted: Wanted,
     received: Result<NodeEvent, BroadcastStreamRecvError>,
 ) -> Option<Event> {
     let event = match received {
@@ -47,6 +117,9 @@ fn to_sse(
             );
         }
     };
+    if !wanted.admits(&event) {
+        return None;
+    }
     let (name, data) = match event {
         NodeEvent::BlockValidated { .. } => return None,
         NodeEvent::BlockConnected { block, .. } => (

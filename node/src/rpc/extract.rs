@@ -83,7 +83,7 @@ fn serde_urlencoded_like<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
             Err(_)
                 if value
                     .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-') =>
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b',') =>
             {
                 serde_json::Value::String(value.to_string())
             }

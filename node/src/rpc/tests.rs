@@ -912,6 +912,47 @@ async fn events_stream_blocks_and_txs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_only_the_types_asked_for() {
+    use futures::StreamExt as _;
+    let test = TestNode::regtest().await;
+    assert_error(
+        &test.get("/v1/events?types=block,gossip").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    let response = test
+        .app()
+        .oneshot(
+            Request::get("/v1/events?types=block")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let tx = test.transfer(1, 2, 10, FEE, 0);
+    assert_eq!(
+        test.post("/v1/txs", test.tx_json(&tx).to_string()).await.0,
+        StatusCode::ACCEPTED
+    );
+    test.mine(1).await;
+    // The tx event would come first; the block's arrival shows it never did.
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains("event: block") {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("events arrive in time")
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("event: tx"), "{seen}");
+    test.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_app_answers_not_ready_until_the_node_is_built() {
     let (app, slot) = late_app();
     let get = |path: &str| send(app.clone(), Request::get(path).body(Body::empty()).unwrap());

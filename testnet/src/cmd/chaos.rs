@@ -469,7 +469,7 @@ async fn watch_reorgs(
         if *stop.borrow() {
             return;
         }
-        if let Ok(mut response) = api.events(&stream_client).await {
+        if let Ok(mut response) = api.events(&stream_client, "reorg").await {
             let mut parser = SseParser::new(|name| name == "reorg", 1 << 20);
             loop {
                 let chunk = tokio::select! {

@@ -771,7 +771,7 @@ async fn watch_events(
 ) {
     let api = run.apis[url].clone();
     while !*stop.borrow() {
-        if let Ok(mut response) = api.events(&run.stream_client).await {
+        if let Ok(mut response) = api.events(&run.stream_client, "block,reorg").await {
             connected.store(true, Ordering::Relaxed);
             let mut parser =
                 SseParser::new(|name| matches!(name, "block" | "reorg" | "lagged"), 1 << 20);
