@@ -595,6 +595,13 @@ impl Backend for NodeHandle {
             .map(|bytes| crate::p2p::codec::block_payload(&bytes))
     }
 
+    fn push_payload(&self, hash: &BlockHash) -> Option<(&'static str, Bytes)> {
+        self.shared.relay_cache.push_payload(hash).or_else(|| {
+            self.compact_payload(hash)
+                .map(|payload| ("compact_block", payload))
+        })
+    }
+
     fn compact_payload(&self, hash: &BlockHash) -> Option<Bytes> {
         if let Some(payload) = self.shared.relay_cache.compact(hash) {
             return Some(payload);

@@ -21,6 +21,9 @@ struct Entry {
     hash: BlockHash,
     block: Bytes,
     compact: Bytes,
+    /// Most of the block's txs would travel prefilled anyway: pushed to
+    /// high-bandwidth peers whole, which spares them the rebuild.
+    push_whole: bool,
 }
 
 #[derive(Default)]
@@ -39,12 +42,30 @@ impl RelayCache {
     }
 
     /// `insert_block` with the compact form given (some txs prefilled).
+    /// A block more than half of whose txs are prefilled is pushed whole.
     pub fn insert_block_with(&self, hash: BlockHash, block: &Block, compact: CompactBlock) {
-        self.insert(
+        let push_whole = compact.prefilled.len() * 2 > compact.tx_count();
+        self.insert_entry(Entry {
             hash,
-            block_payload(&encoding::encode(block)),
-            encode_message(&Message::CompactBlock(compact)),
-        );
+            block: block_payload(&encoding::encode(block)),
+            compact: encode_message(&Message::CompactBlock(compact)),
+            push_whole,
+        });
+    }
+
+    /// What to push to a high-bandwidth peer: the compact block, or the
+    /// whole block when most of it would be prefilled.
+    pub fn push_payload(&self, hash: &BlockHash) -> Option<(&'static str, Bytes)> {
+        self.lock()
+            .iter()
+            .find(|entry| entry.hash == *hash)
+            .map(|entry| {
+                if entry.push_whole {
+                    ("block", entry.block.clone())
+                } else {
+                    ("compact_block", entry.compact.clone())
+                }
+            })
     }
 
     /// The block of a cached payload (one validated but perhaps not yet
@@ -55,18 +76,23 @@ impl RelayCache {
     }
 
     pub fn insert(&self, hash: BlockHash, block: Bytes, compact: Bytes) {
+        self.insert_entry(Entry {
+            hash,
+            block,
+            compact,
+            push_whole: false,
+        });
+    }
+
+    fn insert_entry(&self, entry: Entry) {
         let mut entries = self.lock();
-        if entries.iter().any(|entry| entry.hash == hash) {
+        if entries.iter().any(|held| held.hash == entry.hash) {
             return;
         }
         if entries.len() == RELAY_CACHE_BLOCKS {
             entries.pop_front();
         }
-        entries.push_back(Entry {
-            hash,
-            block,
-            compact,
-        });
+        entries.push_back(entry);
     }
 
     pub fn contains(&self, hash: &BlockHash) -> bool {
@@ -117,5 +143,54 @@ mod tests {
         assert_eq!(cache.compact(&hash(1)), Some(Bytes::from(vec![1, 1])));
         let newest = RELAY_CACHE_BLOCKS as u8;
         assert_eq!(cache.get(&hash(newest)), Some(Bytes::from(vec![newest])));
+    }
+
+    #[test]
+    fn a_block_mostly_prefilled_is_pushed_whole() {
+        use ledger::{Address, Amount, Block, Transaction, TxId};
+        let key = ledger::chainspec::dev_secret_key(0);
+        let txs: Vec<Transaction> = (0..4)
+            .map(|nonce| {
+                Transaction::new_signed(
+                    &key,
+                    &hash(0),
+                    Address([1; 20]),
+                    Amount::from_base_units(1),
+                    Amount::from_base_units(1),
+                    nonce,
+                    String::new(),
+                )
+            })
+            .collect();
+        let txids: Vec<TxId> = txs.iter().map(Transaction::txid).collect();
+        let block = Block {
+            header: ledger::Header {
+                version: 1,
+                height: 1,
+                prev_hash: hash(0),
+                merkle_root: ledger::block::merkle_root(&txids),
+                timestamp: 1,
+                bits: ledger::target::CompactTarget(0x2000_ffff),
+                nonce: 0,
+                miner: Address([4; 20]),
+                reward: Amount::ZERO,
+            },
+            txs,
+        };
+        let cache = RelayCache::default();
+        for (n, prefilled) in [(1, 2), (2, 3)] {
+            let compact = CompactBlock::prefilling(&block, &txids, |index| index < prefilled);
+            cache.insert_block_with(hash(n), &block, compact);
+        }
+        assert_eq!(
+            cache.push_payload(&hash(1)).unwrap().0,
+            "compact_block",
+            "half"
+        );
+        assert_eq!(
+            cache.push_payload(&hash(2)).unwrap().0,
+            "block",
+            "three of four"
+        );
     }
 }

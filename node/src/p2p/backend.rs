@@ -69,6 +69,14 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
         self.block(hash)
             .map(|block| super::codec::compact_payload(&block))
     }
+    /// What to push to a high-bandwidth peer for a block we just
+    /// validated: `("compact_block", payload)` or, when most of its txs
+    /// would be prefilled, `("block", payload)`. The default is the
+    /// compact block.
+    fn push_payload(&self, hash: &BlockHash) -> Option<(&'static str, Bytes)> {
+        self.compact_payload(hash)
+            .map(|payload| ("compact_block", payload))
+    }
     /// A stored block or one validated and still being committed, to
     /// answer `GetBlockTxs`. The default is `block`.
     fn recent_block(&self, hash: &BlockHash) -> Option<Block> {

@@ -483,8 +483,8 @@ impl<B: Backend> Driver<B> {
             }
             Action::PushCompact { conn, hash } => {
                 let link = self.links.get(&conn)?;
-                let (kind, payload) = match self.backend.compact_payload(&hash) {
-                    Some(payload) => ("compact_block", payload),
+                let (kind, payload) = match self.backend.push_payload(&hash) {
+                    Some(push) => push,
                     None => {
                         let inv = Message::Inv(vec![InvItem::Block(hash)]);
                         (inv.kind(), encode_message(&inv))

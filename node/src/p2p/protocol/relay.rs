@@ -367,6 +367,9 @@ impl<V: ChainView> NetworkState<V> {
         let requested = self.requests.received(&item, now);
         if requested {
             self.delivered(id);
+        } else if self.compact.is_high_bandwidth(id) {
+            // Pushed whole because most of it would have been prefilled.
+            self.metric_inc("p2p_compact_blocks_total", ("result", "pushed_whole"));
         }
         let from_sync = self.sync.block_received(&hash, size, now);
         if !requested && !from_sync && self.block_backlog >= MAX_UNSOLICITED_BACKLOG {

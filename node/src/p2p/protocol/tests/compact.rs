@@ -282,6 +282,31 @@ fn new_blocks_are_pushed_compact_to_peers_that_asked_and_announced_to_the_rest()
 }
 
 #[test]
+fn a_block_pushed_whole_by_a_high_bandwidth_peer_is_imported_at_once() {
+    let (mut core, _) = core("a");
+    let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    // Delivering a block first makes it a high-bandwidth peer.
+    core.handle(
+        at(5),
+        Input::BlockVerdict {
+            from: Some(peer),
+            hash: block_of(vec![tx(9)]).hash(),
+            size: 100,
+            verdict: BlockVerdict::Accepted,
+        },
+    );
+    drain(&mut core);
+    let block = block_of((0..3).map(tx).collect());
+    let actions = frame(&mut core, 10, peer, Message::Block(block.clone()));
+    assert_eq!(imported(&actions), Some(block));
+    assert!(sent_to(&actions, peer).is_empty(), "no round trip");
+    assert_eq!(
+        counted(&actions, "p2p_compact_blocks_total", "pushed_whole"),
+        1
+    );
+}
+
+#[test]
 fn the_peers_that_last_brought_a_new_block_first_are_asked_for_compact_pushes() {
     let (mut core, _) = core("a");
     let peers: Vec<ConnId> = (0..4)
