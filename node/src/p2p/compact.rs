@@ -102,7 +102,13 @@ pub fn rebuild_from_mempool(
         .into_iter()
         .filter_map(|(position, txid)| Some((position, txid?)))
         .unzip();
-    for (position, tx) in positions.into_iter().zip(get(&txids)) {
+    // The txids of the slots filled from the mempool, so that checking the
+    // merkle root hashes only the prefilled txs again.
+    let mut ids: Vec<Option<TxId>> = vec![None; count];
+    for ((position, tx), txid) in positions.into_iter().zip(get(&txids)).zip(&txids) {
+        if tx.is_some() {
+            ids[position] = Some(*txid);
+        }
         slots[position] = tx;
     }
     let missing: Vec<u32> = slots
@@ -112,7 +118,14 @@ pub fn rebuild_from_mempool(
         .map(|(index, _)| index as u32)
         .collect();
     if missing.is_empty() {
-        assemble(compact, slots.into_iter().flatten().collect())
+        let txids = slots
+            .iter()
+            .zip(ids)
+            .map(|(slot, id)| {
+                id.unwrap_or_else(|| slot.as_ref().map(Transaction::txid).unwrap_or_default())
+            })
+            .collect();
+        assemble(compact, slots.into_iter().flatten().collect(), txids)
     } else {
         Rebuilt::Missing {
             found: slots,
@@ -135,12 +148,14 @@ pub fn finish(
     for slot in found.iter_mut().filter(|slot| slot.is_none()) {
         *slot = fill.next();
     }
-    assemble(compact, found.into_iter().flatten().collect())
+    let txs: Vec<Transaction> = found.into_iter().flatten().collect();
+    let txids = txs.iter().map(Transaction::txid).collect();
+    assemble(compact, txs, txids)
 }
 
-/// The block, if its txs match the header's merkle root.
-fn assemble(compact: &CompactBlock, txs: Vec<Transaction>) -> Rebuilt {
-    let txids: Vec<TxId> = txs.iter().map(Transaction::txid).collect();
+/// The block, if its txs (whose txids are `txids`) match the header's
+/// merkle root.
+fn assemble(compact: &CompactBlock, txs: Vec<Transaction>, txids: Vec<TxId>) -> Rebuilt {
     if merkle_root(&txids) != compact.header.merkle_root {
         return Rebuilt::Failed("merkle_mismatch");
     }
