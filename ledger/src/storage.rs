@@ -49,6 +49,13 @@
 //! the store then reopens consistent at an earlier tip and the node fetches
 //! the missing blocks from its peers again.
 //!
+//! Memory: sled keeps a page cache whose default, 1 GiB, is larger than
+//! everything else a node holds. `Store::open` caps it at
+//! `cache_capacity()` (`DEFAULT_CACHE_BYTES` unless the process set
+//! another with `set_cache_capacity`, as the node does for `--db-cache-mb`).
+//! sled counts the cache by the size of the pages it holds, not by the
+//! allocator's view, so the process's resident memory can exceed the cap.
+//!
 //! Crash recovery: before every open, leftover `snap.<lsn>.generating`
 //! files are deleted. sled writes a snapshot under that name and renames it
 //! when complete, so the rename is the snapshot's commit point; 0.34.7 would
@@ -304,10 +311,30 @@ impl TemporaryArena {
     }
 }
 
+/// The page cache of a store opened by `Store::open`, unless
+/// `set_cache_capacity` changed it: 64 MiB (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+static CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BYTES);
+
+/// Sets the page cache, in bytes, of every store `Store::open` opens from
+/// now on in this process (stores already open keep theirs).
+pub fn set_cache_capacity(bytes: u64) {
+    CACHE_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// The page cache `Store::open` gives a store it opens now.
+pub fn cache_capacity() -> u64 {
+    CACHE_BYTES.load(Ordering::Relaxed)
+}
+
 fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(dir).open() {
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity());
+        match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(error))
                 if is_lock_error(&error) && std::time::Instant::now() < deadline =>
@@ -468,8 +495,18 @@ impl Store {
         Ok(())
     }
 
-    /// Writes genesis, its index entry, height 0, the allocations and the
-    /// chain identity in one transaction.
+    /// Writes the allocations, then genesis, its index entry, height 0 and
+    /// the chain identity in one transaction whose last write is the
+    /// genesis record: a store without that record is uninitialised, and a
+    /// crash before it leaves accounts that the next `init_genesis` clears
+    /// and writes again.
+    ///
+    /// The allocations are not part of the transaction: a large genesis
+    /// (100,000 accounts) written as one sled transaction or batch holds
+    /// one epoch guard across every insert, so every node copy an insert
+    /// replaces stays allocated until well after the write, about 400 MB
+    /// for 100,000 accounts (BENCHMARKS.md, issue 16). One insert at a
+    /// time lets sled free them as it goes.
     pub fn init_genesis(
         &self,
         chain_name: &str,
@@ -480,11 +517,14 @@ impl Store {
         let hash = genesis.hash();
         let block_bytes = encoding::encode(genesis);
         let entry_bytes = encoding::encode(entry);
-        let mut account_batch = sled::Batch::default();
+        if !self.accounts.is_empty() {
+            self.accounts.clear()?;
+        }
         let mut digest = StateDigester::new();
         for (address, account) in allocations {
             if *account != Account::default() {
-                account_batch.insert(&address.0[..], encoding::encode(account));
+                self.accounts
+                    .insert(&address.0[..], encoding::encode(account))?;
                 digest.add(address, account);
             }
         }
@@ -493,25 +533,18 @@ impl Store {
             height: genesis.header.height,
             digest,
         });
-        let trees = [
-            &self.blocks,
-            &self.index,
-            &self.best_chain,
-            &self.accounts,
-            &self.meta,
-        ];
+        let trees = [&self.blocks, &self.index, &self.best_chain, &self.meta];
         trees[..].transaction(|trees| {
             trees[0].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
             trees[1].insert(&hash.as_bytes()[..], entry_bytes.as_slice())?;
             trees[2].insert(&0u64.to_be_bytes()[..], &hash.as_bytes()[..])?;
-            trees[3].apply_batch(&account_batch)?;
-            trees[4].insert(META_CHAIN_NAME, chain_name.as_bytes())?;
-            trees[4].insert(META_TIP, &hash.as_bytes()[..])?;
-            trees[4].insert(META_INDEXED, &hash.as_bytes()[..])?;
-            trees[4].insert(META_STATE, state_bytes.as_slice())?;
+            trees[3].insert(META_CHAIN_NAME, chain_name.as_bytes())?;
+            trees[3].insert(META_TIP, &hash.as_bytes()[..])?;
+            trees[3].insert(META_INDEXED, &hash.as_bytes()[..])?;
+            trees[3].insert(META_STATE, state_bytes.as_slice())?;
             // Written last inside the same transaction: a store with a
             // genesis record is a fully initialised store.
-            trees[4].insert(META_GENESIS, &hash.as_bytes()[..])?;
+            trees[3].insert(META_GENESIS, &hash.as_bytes()[..])?;
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
         Ok(())

@@ -105,6 +105,16 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_outbound: usize,
 
+    /// MiB of the store's page cache (sled's), the bulk of the node's
+    /// memory besides the mempool.
+    #[arg(
+        long = "db-cache-mb",
+        env = "LEDGER_DB_CACHE_MB",
+        default_value_t = 64,
+        value_name = "MIB"
+    )]
+    pub db_cache_mb: u64,
+
     /// Bearer token that unlocks the admin routes for non-loopback clients
     /// (and is then required from every client).
     #[arg(

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub miner_address: Option<Address>,
     pub max_inbound: usize,
     pub max_outbound: usize,
+    /// The store's page cache (`--db-cache-mb`), in bytes.
+    pub db_cache_bytes: u64,
     pub rpc_admin_token: Option<String>,
     /// The host part of `--rpc-addr` when it was given as a name (it is
     /// one of the `Host` values the RPC answers to).
@@ -184,6 +186,7 @@ impl NodeConfig {
             miner_address,
             max_inbound: args.max_inbound,
             max_outbound: args.max_outbound,
+            db_cache_bytes: args.db_cache_mb.max(1).saturating_mul(1 << 20),
             rpc_admin_token: args.rpc_admin_token.clone(),
             rpc_addr_name,
             rpc_allowed_hosts,
@@ -213,6 +216,7 @@ impl NodeConfig {
             mine: false,
             max_inbound: 32,
             max_outbound: 8,
+            db_cache_bytes: ledger::storage::DEFAULT_CACHE_BYTES,
             rpc_admin_token: None,
             rpc_addr_name: None,
             rpc_allowed_hosts: Vec::new(),

@@ -141,6 +141,7 @@ impl Node {
                 .with_context(|| format!("cannot write {}", marker.display()))?;
         }
         let chain_dir = data_dir.join("chain");
+        ledger::storage::set_cache_capacity(config.db_cache_bytes);
         let mut chain = {
             let spec = spec.clone();
             tokio::task::spawn_blocking(move || Chain::open(spec, &chain_dir))

@@ -14,7 +14,10 @@
 //! A mines a block every second and the delay until B announces it on its
 //! event stream is recorded; A's RSS is sampled every 100 ms; `/v1/state`
 //! is timed every 100 ms. Everything stops by itself: fixed counts, fixed
-//! durations, and both nodes killed and their data deleted at the end.
+//! durations, and both nodes killed and their data deleted at the end
+//! (kept instead with `--data DIR`, and reused by the next run: then the
+//! chain is built once and several runs, e.g. with different
+//! `LEDGER_DB_CACHE_MB`, measure the same chain).
 //!
 //! ```sh
 //! cargo build --release -p node --bin ledger-node
@@ -55,6 +58,12 @@ struct Args {
     /// Seconds of load
     #[arg(long, default_value_t = 30)]
     duration: u64,
+    /// Keep both nodes' data here, and reuse it on the next run with the
+    /// same arguments when A's chain there already has `--blocks` blocks
+    /// (building 1,000 full blocks takes minutes); without it, a
+    /// temporary directory is used and deleted
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -173,8 +182,14 @@ async fn watch_blocks(
 async fn main() {
     let args = Args::parse();
     let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!("api-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let keep = args.data.is_some();
+    let dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("api-load-{}", std::process::id())));
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::fs::create_dir_all(&dir).unwrap();
 
     // The chain: regtest's rules, smaller blocks, many accounts.
@@ -250,7 +265,17 @@ async fn main() {
     let min_fee = spec.min_fee;
     let mut nonces = vec![0u64; fillers.len()];
     let mut turn = 0usize;
-    for round in 0..args.blocks {
+    let reused = a.status().await.unwrap().height;
+    if reused > 0 {
+        assert!(
+            reused >= args.blocks,
+            "{} holds a chain of {reused} blocks, fewer than --blocks; delete it",
+            dir.display()
+        );
+        eprintln!("reusing the chain of {reused} blocks in {}", dir.display());
+    }
+    let to_build = if reused > 0 { 0 } else { args.blocks };
+    for round in 0..to_build {
         // Top the mempool up to a little more than a block holds.
         let pending: serde_json::Value = http
             .get(format!("http://127.0.0.1:{rpc_a}/v1/mempool?limit=0"))
@@ -323,6 +348,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let block_sample = a.blocks(built.height / 2, 1).await.unwrap();
+    let rss_built = rss_kib(pid_a).unwrap_or(0);
     eprintln!(
         "[{:>5.1}s] chain of {} blocks on A and B; block {} holds {} txs in {} bytes; A RSS {} KiB",
         started.elapsed().as_secs_f64(),
@@ -330,7 +356,7 @@ async fn main() {
         block_sample[0].height,
         block_sample[0].tx_count,
         block_sample[0].size,
-        rss_kib(pid_a).unwrap_or(0)
+        rss_built
     );
 
     // /v1/state with no load.
@@ -487,8 +513,9 @@ async fn main() {
     println!("{}", summary("  history ?limit=1000", history, "ms"));
     println!("{}", summary("  blocks ?limit=100", pages, "ms"));
     println!(
-        "node A RSS: idle {:.1} MB, max under load {:.1} MB",
+        "node A RSS: idle {:.1} MB, with the chain built {:.1} MB, max under load {:.1} MB",
         rss_idle as f64 / 1024.0,
+        rss_built as f64 / 1024.0,
         rss_max.load(Ordering::Relaxed) as f64 / 1024.0
     );
     println!(
@@ -509,5 +536,7 @@ async fn main() {
     );
     drop(node_a);
     drop(node_b);
-    let _ = std::fs::remove_dir_all(&dir);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

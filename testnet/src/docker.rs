@@ -6,8 +6,16 @@
 //! `FROM scratch`). Network faults need root (or passwordless sudo).
 //!
 //! Finding the containers: a compose project's by its label
-//! (`com.docker.compose.project`), or the ones behind given RPC URLs (the
+//! (`com.docker.compose.project`), a swarm stack's by its label
+//! (`com.docker.stack.namespace`), or the ones behind given RPC URLs (the
 //! container publishing the URL's port, or holding the URL's IP).
+//!
+//! A swarm task's overlay IP is not reachable from the host, and a killed
+//! task comes back as a new container (new IPs) in the same slot. So a
+//! stack's nodes are reached through their IP on `docker_gwbridge` (the
+//! bridge every swarm task has for egress, which the host is on), behind a
+//! `Relay` per slot: a loopback port whose target moves to the slot's new
+//! container, so the URLs a run hands out stay valid.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -33,6 +41,12 @@ pub struct Container {
     pub pid: u32,
     /// `running`, `paused`, `exited`, ...
     pub status: String,
+    /// For a swarm task: its service and slot (`gl_node.3`), which a
+    /// replacement task keeps.
+    pub slot: Option<String>,
+    /// For a swarm task: its IP on `docker_gwbridge`, which the host
+    /// reaches (filled in by `swarm_stack`).
+    pub host_ip: Option<String>,
 }
 
 impl Container {
@@ -41,6 +55,9 @@ impl Container {
     pub fn rpc_url(&self) -> Option<String> {
         if let Some(port) = self.rpc_host_port {
             return Some(format!("http://127.0.0.1:{port}"));
+        }
+        if let Some(ip) = &self.host_ip {
+            return Some(format!("http://{ip}:{RPC_PORT}"));
         }
         self.ips
             .values()
@@ -58,7 +75,9 @@ impl Container {
             "127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0"
         );
         (loopback && self.rpc_host_port == Some(port))
-            || (port == RPC_PORT && self.ips.values().any(|ip| *ip == host))
+            || (port == RPC_PORT
+                && (self.ips.values().any(|ip| *ip == host)
+                    || self.host_ip.as_deref() == Some(host.as_str())))
     }
 }
 
@@ -127,6 +146,9 @@ pub fn parse_inspect(json: &str) -> Result<Vec<Container>, String> {
             .and_then(Value::as_u64)
             .and_then(|pid| u32::try_from(pid).ok())
             .unwrap_or(0);
+        // `gl_node.3.<task id>`: the slot is all but the task id.
+        let slot = label("com.docker.swarm.task.name")
+            .and_then(|task| task.rsplit_once('.').map(|(slot, _)| slot.to_string()));
         containers.push(Container {
             id,
             name,
@@ -135,6 +157,8 @@ pub fn parse_inspect(json: &str) -> Result<Vec<Container>, String> {
             rpc_host_port,
             pid,
             status: text("/State/Status").unwrap_or_default(),
+            slot,
+            host_ip: None,
         });
     }
     Ok(containers)
@@ -198,6 +222,134 @@ pub async fn compose_project(project: &str) -> Result<Vec<Container>, String> {
     let mut containers = inspect(&ids).await?;
     containers.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
     Ok(containers)
+}
+
+/// Each container's IP on `docker_gwbridge`, by container id, from
+/// `docker network inspect` (whose `Containers` map is keyed by id).
+pub fn parse_gwbridge(json: &str) -> BTreeMap<String, String> {
+    let value: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    let mut ips = BTreeMap::new();
+    let networks = value.as_array().cloned().unwrap_or_default();
+    for network in &networks {
+        let Some(containers) = network.get("Containers").and_then(Value::as_object) else {
+            continue;
+        };
+        for (id, endpoint) in containers {
+            if let Some(ip) = endpoint
+                .get("IPv4Address")
+                .and_then(Value::as_str)
+                .and_then(|cidr| cidr.split('/').next())
+                .filter(|ip| !ip.is_empty())
+            {
+                ips.insert(id.clone(), ip.to_string());
+            }
+        }
+    }
+    ips
+}
+
+/// `gl_node.3` -> (`gl_node`, 3), to order a stack's tasks by slot.
+fn slot_order(container: &Container) -> (String, u64, String) {
+    let slot = container.slot.clone().unwrap_or_default();
+    let (service, number) = slot.rsplit_once('.').unwrap_or((slot.as_str(), ""));
+    (
+        service.to_string(),
+        number.parse().unwrap_or(u64::MAX),
+        container.name.clone(),
+    )
+}
+
+/// The running tasks of swarm stack `stack` on this engine, ordered by
+/// service and slot, each with its `docker_gwbridge` IP.
+pub async fn swarm_stack(stack: &str) -> Result<Vec<Container>, String> {
+    let filter = format!("label=com.docker.stack.namespace={stack}");
+    let ids: Vec<String> = docker(&["ps", "-q", "--no-trunc", "--filter", &filter])
+        .await?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut containers = inspect(&ids).await?;
+    let bridge = parse_gwbridge(&docker(&["network", "inspect", "docker_gwbridge"]).await?);
+    for container in &mut containers {
+        container.host_ip = bridge.get(&container.id).cloned();
+    }
+    containers.sort_by_key(slot_order);
+    Ok(containers)
+}
+
+/// The running container of `old`'s swarm slot, if it is another one than
+/// `old` (swarm replaces a task whose container died).
+pub async fn swarm_replacement(old: &Container) -> Result<Option<Container>, String> {
+    let (Some(service), Some(slot)) = (&old.service, &old.slot) else {
+        return Ok(None);
+    };
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let ids: Vec<String> = docker(&["ps", "-q", "--no-trunc", "--filter", &filter])
+        .await?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let Some(mut fresh) = inspect(&ids).await?.into_iter().find(|container| {
+        container.id != old.id
+            && container.slot.as_ref() == Some(slot)
+            && container.status == "running"
+    }) else {
+        return Ok(None);
+    };
+    let bridge = parse_gwbridge(&docker(&["network", "inspect", "docker_gwbridge"]).await?);
+    fresh.host_ip = bridge.get(&fresh.id).cloned();
+    Ok(fresh.host_ip.is_some().then_some(fresh))
+}
+
+/// A loopback TCP port that forwards each connection to its current
+/// target (`HOST:PORT`), which `retarget` moves: a stable address for a
+/// swarm slot whose container is replaced.
+pub struct Relay {
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(target: String) -> std::io::Result<Relay> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
+        let current = target.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = current
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Ok(Relay { target, port, task })
+    }
+
+    /// The URL that reaches the target's RPC through this relay.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// New connections go to `target` from now on.
+    pub fn retarget(&self, target: String) {
+        *self
+            .target
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = target;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The container behind each URL, in the URLs' order.
@@ -425,7 +577,7 @@ mod tests {
         "Id": "def456",
         "Name": "/gl_node.3.xyz",
         "State": {"Status": "paused", "Pid": 0},
-        "Config": {"Labels": {"com.docker.swarm.service.name": "gl_node"}},
+        "Config": {"Labels": {"com.docker.swarm.service.name": "gl_node", "com.docker.swarm.task.name": "gl_node.3.xyz"}},
         "NetworkSettings": {"Ports": {}, "Networks": {"gl_net": {"IPAddress": "10.0.1.7"}, "other": {"IPAddress": ""}}}
     }]"#;
 
@@ -444,7 +596,31 @@ mod tests {
         assert_eq!(task.status, "paused");
         assert_eq!(task.ips.len(), 1, "empty IPs are skipped");
         assert_eq!(task.rpc_url().as_deref(), Some("http://10.0.1.7:8080"));
+        assert_eq!(task.slot.as_deref(), Some("gl_node.3"));
+        assert_eq!(node1.slot, None);
         assert!(parse_inspect("{}").is_err());
+    }
+
+    #[test]
+    fn swarm_tasks_are_reached_by_their_gwbridge_ip_and_ordered_by_slot() {
+        let bridge = parse_gwbridge(
+            r#"[{"Name": "docker_gwbridge", "Containers": {
+                "def456": {"Name": "gateway_1", "IPv4Address": "172.18.0.4/16"},
+                "ingress-sbox": {"Name": "gateway_ingress-sbox", "IPv4Address": "172.18.0.2/16"}
+            }}]"#,
+        );
+        assert_eq!(bridge.get("def456").map(String::as_str), Some("172.18.0.4"));
+        let mut containers = parse_inspect(INSPECT).unwrap();
+        let mut task = containers.remove(1);
+        task.host_ip = bridge.get(&task.id).cloned();
+        assert_eq!(task.rpc_url().as_deref(), Some("http://172.18.0.4:8080"));
+        assert!(task.serves("http://172.18.0.4:8080"));
+        let mut slot10 = task.clone();
+        slot10.slot = Some("gl_node.10".into());
+        let mut ordered = [slot10, task];
+        ordered.sort_by_key(slot_order);
+        assert_eq!(ordered[0].slot.as_deref(), Some("gl_node.3"));
+        assert!(parse_gwbridge("not json").is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `testnet chaos`: fault rounds against a running testnet, with a
-//! verdict. It finds the nodes (`chaos_nodes`: a compose project, the
-//! containers behind `--rpc-url`, or the local `testnet up` processes
+//! verdict. It finds the nodes (`chaos_nodes`: a compose project, a swarm
+//! stack, the containers behind `--rpc-url`, or the local `testnet up` processes
 //! behind loopback `--rpc-url`s), draws the fault schedule from `--seed`
 //! (`testnet::chaos::plan`), and keeps a steady load of transfers running
 //! while, round by round, it applies a fault, holds it, heals it, waits
@@ -42,11 +42,17 @@ pub struct ChaosArgs {
     /// RPC URLs of the nodes, comma-separated; each must reach a container
     /// (by its published port on loopback, or by its IP)
     #[arg(long, value_delimiter = ',', value_parser = parse_url,
-          required_unless_present = "compose_file", conflicts_with = "compose_file")]
+          required_unless_present_any = ["compose_file", "stack"],
+          conflicts_with_all = ["compose_file", "stack"])]
     pub rpc_url: Vec<String>,
     /// A compose file whose running project is the testnet
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "stack")]
     pub compose_file: Option<PathBuf>,
+    /// A Docker Swarm stack on this engine whose tasks are the testnet
+    /// (`docker stack deploy ... NAME`); reached from the host through
+    /// their `docker_gwbridge` IPs
+    #[arg(long, value_name = "NAME")]
+    pub stack: Option<String>,
     /// Compose project name (default: COMPOSE_PROJECT_NAME, else the name
     /// of the compose file's directory, as compose does)
     #[arg(long, env = "COMPOSE_PROJECT_NAME", value_name = "NAME")]

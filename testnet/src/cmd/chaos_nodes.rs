@@ -1,6 +1,6 @@
 //! The nodes `testnet chaos` puts its faults on, of either kind of
-//! testnet: Docker containers (a compose project, or the containers behind
-//! `--rpc-url`, compose or swarm), where every fault works; or the local
+//! testnet: Docker containers (a compose project, a swarm stack, or the
+//! containers behind `--rpc-url`), where every fault works; or the local
 //! processes of `testnet up` behind loopback `--rpc-url`s, where kill and
 //! pause work (`testnet::local` says why partitions and netem do not).
 //! Finding them, applying a fault and healing it are here; the rounds, the
@@ -16,6 +16,10 @@ use testnet::local::{self, LocalNode};
 
 pub enum Nodes {
     Docker(Vec<Container>),
+    /// A swarm stack's tasks, each reached through a `Relay` (index for
+    /// index): a killed task is replaced by a new container, with new IPs,
+    /// in the same slot, and its relay follows it.
+    Swarm(Vec<Container>, Vec<docker::Relay>),
     Local(Vec<LocalNode>),
 }
 
@@ -24,6 +28,30 @@ impl Nodes {
     /// `--rpc-url`s that all reach local processes make a local testnet;
     /// otherwise they must reach containers.
     pub async fn find(args: &ChaosArgs) -> anyhow::Result<(Nodes, Vec<String>)> {
+        if let Some(stack) = &args.stack {
+            let containers = docker::swarm_stack(stack)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if containers.is_empty() {
+                bail!(
+                    "swarm stack {stack:?} has no running tasks on this engine; deploy it first \
+                     (docker stack deploy -c deploy/swarm/stack.yml {stack})"
+                );
+            }
+            let mut relays = Vec::new();
+            for container in &containers {
+                let ip = container.host_ip.as_ref().with_context(|| {
+                    format!(
+                        "task {} has no address on docker_gwbridge, so this host cannot \
+                         reach it (is it on another swarm host?)",
+                        container.name
+                    )
+                })?;
+                relays.push(docker::Relay::start(format!("{ip}:{}", docker::RPC_PORT)).await?);
+            }
+            let urls = relays.iter().map(docker::Relay::url).collect();
+            return Ok((Nodes::Swarm(containers, relays), urls));
+        }
         if args.compose_file.is_none() {
             if let Ok(nodes) = local::behind_urls(&args.rpc_url) {
                 return Ok((Nodes::Local(nodes), args.rpc_url.clone()));
@@ -83,7 +111,7 @@ impl Nodes {
     /// error that says why; so is a kill of nodes no `testnet up` restarts.
     pub fn faults(&self, asked: Option<&[FaultKind]>) -> anyhow::Result<Vec<FaultKind>> {
         let supported: &[FaultKind] = match self {
-            Nodes::Docker(_) => &FaultKind::ALL,
+            Nodes::Docker(_) | Nodes::Swarm(..) => &FaultKind::ALL,
             Nodes::Local(_) => &[FaultKind::Kill, FaultKind::Pause],
         };
         let faults = asked.map_or_else(|| supported.to_vec(), <[FaultKind]>::to_vec);
@@ -112,14 +140,14 @@ impl Nodes {
 
     pub fn len(&self) -> usize {
         match self {
-            Nodes::Docker(containers) => containers.len(),
+            Nodes::Docker(containers) | Nodes::Swarm(containers, _) => containers.len(),
             Nodes::Local(nodes) => nodes.len(),
         }
     }
 
     pub fn names(&self) -> Vec<String> {
         match self {
-            Nodes::Docker(containers) => containers
+            Nodes::Docker(containers) | Nodes::Swarm(containers, _) => containers
                 .iter()
                 .map(|container| container.name.clone())
                 .collect(),
@@ -133,10 +161,14 @@ impl Nodes {
     /// Looks again at every node: PIDs change when one restarts.
     pub async fn refresh(&mut self) {
         match self {
-            Nodes::Docker(containers) => {
+            Nodes::Docker(containers) | Nodes::Swarm(containers, _) => {
                 for container in containers.iter_mut() {
                     if let Ok(fresh) = docker::refresh(container).await {
-                        *container = fresh;
+                        // The gwbridge IP is not in `docker inspect`.
+                        *container = Container {
+                            host_ip: container.host_ip.take(),
+                            ..fresh
+                        };
                     }
                 }
             }
@@ -153,7 +185,9 @@ impl Nodes {
     /// Applies a fault; `Some(note)` says how, when it was not as described.
     pub async fn apply(&self, fault: &Fault) -> Result<Option<String>, String> {
         match self {
-            Nodes::Docker(containers) => apply_docker(fault, containers).await,
+            Nodes::Docker(containers) | Nodes::Swarm(containers, _) => {
+                apply_docker(fault, containers).await
+            }
             Nodes::Local(nodes) => {
                 match fault {
                     Fault::Kill { node, .. } => local::kill(&nodes[*node])?,
@@ -178,6 +212,12 @@ impl Nodes {
     ) -> Result<(), String> {
         match self {
             Nodes::Docker(containers) => heal_docker(fault, containers, apis, bound).await,
+            Nodes::Swarm(containers, relays) => match fault {
+                Fault::Kill { node, .. } => {
+                    heal_swarm_kill(*node, containers, relays, apis, bound).await
+                }
+                _ => heal_docker(fault, containers, apis, bound).await,
+            },
             Nodes::Local(nodes) => match fault {
                 Fault::Kill { node, .. } => {
                     let killed = nodes[*node].clone();
@@ -315,5 +355,54 @@ async fn heal_docker(
             }
             Ok(())
         }
+    }
+}
+
+/// After a kill in a swarm: the task's container stays dead and swarm
+/// starts a new one in the same slot (same volume, so the same store).
+/// Waits for it, points the slot's relay at it, and waits until it
+/// answers `/ready`; a slot with no ready container within `bound` is a
+/// broken invariant.
+async fn heal_swarm_kill(
+    node: usize,
+    containers: &mut [Container],
+    relays: &[docker::Relay],
+    apis: &[Api],
+    bound: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    let old = containers[node].clone();
+    loop {
+        if let Ok(Some(fresh)) = docker::swarm_replacement(&old).await {
+            if let Some(ip) = &fresh.host_ip {
+                relays[node].retarget(format!("{ip}:{}", docker::RPC_PORT));
+            }
+            containers[node] = fresh;
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "swarm started no new task in {}'s slot within {} s",
+                old.name,
+                bound.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    loop {
+        if matches!(apis[node].ready().await, Ok(true)) {
+            return Ok(());
+        }
+        let container = &containers[node];
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} (replacing {}) not ready {} s after the kill (could it not open its store?): {}",
+                container.name,
+                old.name,
+                bound.as_secs(),
+                docker::log_tail(container, 5).await
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
