@@ -75,7 +75,11 @@ pub enum ChainError {
     )]
     Corrupt { dir: String, detail: String },
     #[error("chain storage error: {0}")]
-    Storage(String),
+    Storage(#[source] StorageError),
+    /// A block of the best chain failed to connect again while finishing
+    /// a reorg that a crash interrupted.
+    #[error("re-activating the best chain failed: {0}")]
+    Reactivation(#[source] BlockError),
 }
 
 impl ChainError {
@@ -85,7 +89,7 @@ impl ChainError {
                 dir: dir.display().to_string(),
                 detail,
             },
-            other => ChainError::Storage(other.to_string()),
+            other => ChainError::Storage(other),
         }
     }
 }

@@ -22,6 +22,23 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Why the stored best chain cannot be trusted as it is; reported as
+/// `ChainError::Corrupt`, whatever the cause, because the remedy is the
+/// same (move the directory away and resync).
+#[derive(Debug, thiserror::Error)]
+enum Inconsistency {
+    #[error("{0}")]
+    Broken(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+}
+
+fn broken(detail: String) -> Inconsistency {
+    Inconsistency::Broken(detail)
+}
+
 impl Chain {
     /// Opens or creates the chain store in `dir`. A dir of another chain
     /// gives `ChainError::WrongChain`; an inconsistent store gives
@@ -133,15 +150,16 @@ impl Chain {
             held: HeldConnects::default(),
             hold_limit: 0,
         };
-        chain.check_best_chain().map_err(corrupt)?;
+        chain
+            .check_best_chain()
+            .map_err(|error| corrupt(error.to_string()))?;
         chain.mark_missing_data().map_err(from_storage)?;
-        chain.finish_indexing().map_err(corrupt)?;
+        chain
+            .finish_indexing()
+            .map_err(|error| corrupt(error.to_string()))?;
         chain
             .activate_best_chain(None)
-            .map_err(|error| match error {
-                BlockError::Storage(detail) => ChainError::Storage(detail),
-                other => ChainError::Storage(other.to_string()),
-            })?;
+            .map_err(ChainError::Reactivation)?;
         // Blocks re-connected just now (a reorg the crash interrupted).
         chain.write_indexes().map_err(from_storage)?;
         let tip = chain.tip();
@@ -152,38 +170,48 @@ impl Chain {
     /// Checks that the stored tip is in the index and that the height index
     /// matches the hash links from the tip back to genesis, with every
     /// body present.
-    fn check_best_chain(&self) -> Result<(), String> {
+    fn check_best_chain(&self) -> Result<(), Inconsistency> {
         let tip = self
             .nodes
             .get(&self.tip)
-            .ok_or_else(|| format!("tip {} is not in the block index", self.tip))?;
+            .ok_or_else(|| broken(format!("tip {} is not in the block index", self.tip)))?;
         if tip.status != BlockStatus::Valid {
-            return Err(format!("tip {} is marked {:?}", self.tip, tip.status));
+            return Err(broken(format!(
+                "tip {} is marked {:?}",
+                self.tip, tip.status
+            )));
         }
         let mut hash = self.tip;
         loop {
-            let node = self
-                .nodes
-                .get(&hash)
-                .ok_or_else(|| format!("ancestor {hash} of the tip is not in the block index"))?;
+            let node = self.nodes.get(&hash).ok_or_else(|| {
+                broken(format!(
+                    "ancestor {hash} of the tip is not in the block index"
+                ))
+            })?;
             let height = node.header.height;
             match self.store.hash_at(height) {
                 Ok(Some(stored)) if stored == hash => {}
                 Ok(other) => {
-                    return Err(format!(
+                    return Err(broken(format!(
                         "height index at {height} holds {other:?}, but the tip's ancestor there is {hash}"
-                    ))
+                    )))
                 }
-                Err(error) => return Err(error.to_string()),
+                Err(error) => return Err(error.into()),
             }
             match self.store.has_block_data(&hash) {
                 Ok(true) => {}
-                Ok(false) => return Err(format!("body of best-chain block {hash} is missing")),
-                Err(error) => return Err(error.to_string()),
+                Ok(false) => {
+                    return Err(broken(format!(
+                        "body of best-chain block {hash} is missing"
+                    )))
+                }
+                Err(error) => return Err(error.into()),
             }
             if height == 0 {
                 if hash != self.genesis {
-                    return Err(format!("best chain starts at {hash}, not at genesis"));
+                    return Err(broken(format!(
+                        "best chain starts at {hash}, not at genesis"
+                    )));
                 }
                 break;
             }
@@ -192,10 +220,10 @@ impl Chain {
         let tip_height = tip.header.height;
         match self.store.best_chain_last() {
             Ok(Some((height, _))) if height == tip_height => Ok(()),
-            Ok(other) => Err(format!(
+            Ok(other) => Err(broken(format!(
                 "height index ends at {other:?}, but the tip is at height {tip_height}"
-            )),
-            Err(error) => Err(error.to_string()),
+            ))),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -203,18 +231,14 @@ impl Chain {
     /// connect was written but whose index entries were not (a crash in
     /// between). A store without the record predates deferred indexing and
     /// is fully indexed.
-    fn finish_indexing(&mut self) -> Result<(), String> {
-        let indexed = match self
-            .store
-            .indexed_hash()
-            .map_err(|error| error.to_string())?
-        {
+    fn finish_indexing(&mut self) -> Result<(), Inconsistency> {
+        let indexed = match self.store.indexed_hash().map_err(Inconsistency::from)? {
             Some(indexed) => indexed,
             None => {
                 return self
                     .store
                     .set_indexed_hash(&self.tip)
-                    .map_err(|error| error.to_string())
+                    .map_err(Inconsistency::from)
             }
         };
         if indexed == self.tip {
@@ -222,31 +246,29 @@ impl Chain {
         }
         let height = |hash: &BlockHash| self.nodes.get(hash).map(|node| node.header.height);
         let (Some(from), Some(to)) = (height(&indexed), height(&self.tip)) else {
-            return Err(format!("indexed block {indexed} is not in the block index"));
+            return Err(broken(format!(
+                "indexed block {indexed} is not in the block index"
+            )));
         };
-        let on_best_chain = self
-            .store
-            .hash_at(from)
-            .map_err(|error| error.to_string())?;
+        let on_best_chain = self.store.hash_at(from).map_err(Inconsistency::from)?;
         if on_best_chain != Some(indexed) || from > to {
-            return Err(format!(
+            return Err(broken(format!(
                 "indexed block {indexed} is not on the best chain below the tip"
-            ));
+            )));
         }
         for height in from + 1..=to {
             let hash = self
                 .store
                 .hash_at(height)
-                .map_err(|error| error.to_string())?
-                .ok_or_else(|| format!("no best-chain block at height {height}"))?;
+                .map_err(Inconsistency::from)?
+                .ok_or_else(|| broken(format!("no best-chain block at height {height}")))?;
             let cached = self
-                .load_block(&hash)
-                .map_err(|error| error.to_string())?
-                .ok_or_else(|| format!("body of best-chain block {hash} is missing"))?;
+                .load_block(&hash)?
+                .ok_or_else(|| broken(format!("body of best-chain block {hash} is missing")))?;
             self.unindexed.push((hash, cached));
         }
         tracing::info!(blocks = to - from, "indexing blocks a crash left unindexed");
-        self.write_indexes().map_err(|error| error.to_string())
+        self.write_indexes().map_err(Inconsistency::from)
     }
 
     /// Marks side-branch entries whose bodies are gone as data-missing, so
