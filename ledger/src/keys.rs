@@ -61,7 +61,7 @@ const DECOMPRESSED_KEYS_CAPACITY: usize = 8_192;
 fn decompressed(key: &PublicKey) -> Option<VerifyingKey> {
     static KEYS: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
     let keys = KEYS.get_or_init(|| Mutex::new(HashMap::new()));
-    let lock = || keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let lock = || crate::sync::lock(keys);
     if let Some(known) = lock().get(&key.0) {
         return Some(*known);
     }

@@ -15,6 +15,7 @@
 //!   and cancellable proof-of-work.
 //! - [`chain`] and [`storage`] (feature `storage`): the sled-backed block
 //!   tree, fork choice and reorgs.
+//! - [`sync`]: `lock`, how every crate of the workspace takes a std mutex.
 //! - [`json`]: the JSON shapes of the node's HTTP API, shared by the node
 //!   (server) and the wallet (client) so they cannot drift apart.
 
@@ -35,6 +36,7 @@ pub mod sigcache;
 pub mod state;
 #[cfg(feature = "storage")]
 pub mod storage;
+pub mod sync;
 pub mod target;
 pub mod tx;
 pub mod validation;

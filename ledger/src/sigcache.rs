@@ -88,9 +88,7 @@ impl SignatureCache {
         // The set stays consistent even if a holder panicked mid-insert
         // (worst case one txid is in `order` but not `members`), so a
         // poisoned lock is safe to keep using.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 }
 

@@ -146,7 +146,14 @@ const ADDRESS_ENTRY_WITH_SPANS: u8 = 1;
 #[non_exhaustive]
 pub enum StorageError {
     #[error("sled error: {0}")]
-    Sled(String),
+    Sled(#[source] sled::Error),
+    #[error("sled transaction aborted")]
+    Aborted,
+    #[error("{} is in use by another process (could not lock it: {source})", path.display())]
+    Locked {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt store: {0}")]
     Corrupt(String),
     #[error("i/o error on {path}: {source}")]
@@ -160,7 +167,7 @@ impl From<sled::Error> for StorageError {
     fn from(error: sled::Error) -> Self {
         match error {
             sled::Error::Corruption { .. } => StorageError::Corrupt(error.to_string()),
-            other => StorageError::Sled(other.to_string()),
+            other => StorageError::Sled(other),
         }
     }
 }
@@ -169,9 +176,7 @@ impl From<sled::transaction::TransactionError<()>> for StorageError {
     fn from(error: sled::transaction::TransactionError<()>) -> Self {
         match error {
             sled::transaction::TransactionError::Storage(error) => error.into(),
-            sled::transaction::TransactionError::Abort(()) => {
-                StorageError::Sled("transaction aborted".into())
-            }
+            sled::transaction::TransactionError::Abort(()) => StorageError::Aborted,
         }
     }
 }
@@ -342,10 +347,10 @@ fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(sled::Error::Io(error)) if is_lock_error(&error) => {
-                return Err(StorageError::Sled(format!(
-                    "{} is in use by another process (could not lock it: {error})",
-                    dir.display()
-                )))
+                return Err(StorageError::Locked {
+                    path: dir.to_path_buf(),
+                    source: error,
+                })
             }
             Err(error) => return Err(error.into()),
         }

@@ -144,6 +144,33 @@ impl BlockError {
             BlockError::TimestampTooFarAhead { .. } | BlockError::Storage(_)
         )
     }
+
+    /// A stable, low-cardinality name for the rule that failed, for metric
+    /// labels: the variant's name in snake_case.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BlockError::BadVersion(_) => "bad_version",
+            BlockError::TooBig { .. } => "too_big",
+            BlockError::BadCompactTarget(_) => "bad_compact_target",
+            BlockError::TargetTooEasy => "target_too_easy",
+            BlockError::BadProofOfWork => "bad_proof_of_work",
+            BlockError::BadMerkleRoot => "bad_merkle_root",
+            BlockError::DuplicateTx { .. } => "duplicate_tx",
+            BlockError::BadHeight { .. } => "bad_height",
+            BlockError::WrongTarget { .. } => "wrong_target",
+            BlockError::TimestampTooOld { .. } => "timestamp_too_old",
+            BlockError::TimestampTooFarAhead { .. } => "timestamp_too_far_ahead",
+            BlockError::Tx { .. } => "tx",
+            BlockError::FeesOverflow => "fees_overflow",
+            BlockError::RewardTooHigh { .. } => "reward_too_high",
+            BlockError::RewardTooLow { .. } => "reward_too_low",
+            BlockError::MinerBalanceOverflow => "miner_balance_overflow",
+            BlockError::KnownInvalid => "known_invalid",
+            BlockError::InvalidAncestor => "invalid_ancestor",
+            BlockError::BadGenesis => "bad_genesis",
+            BlockError::Storage(_) => "storage",
+        }
+    }
 }
 
 /// Checks a transaction against its sender's account: fee at least the
@@ -433,5 +460,61 @@ mod tests {
         assert!(is_canonical_scalar(&below));
         assert!(is_canonical_scalar(&[0; 32]));
         assert!(!is_canonical_scalar(&[0xff; 32]));
+    }
+
+    #[test]
+    fn block_error_reasons_are_distinct_snake_case_labels() {
+        let errors = [
+            BlockError::BadVersion(2),
+            BlockError::TooBig { size: 2, max: 1 },
+            BlockError::BadCompactTarget(0),
+            BlockError::TargetTooEasy,
+            BlockError::BadProofOfWork,
+            BlockError::BadMerkleRoot,
+            BlockError::DuplicateTx { txid: TxId::ZERO },
+            BlockError::BadHeight {
+                expected: 1,
+                got: 2,
+            },
+            BlockError::WrongTarget {
+                expected: 1,
+                got: 2,
+            },
+            BlockError::TimestampTooOld {
+                timestamp: 1,
+                median: 2,
+            },
+            BlockError::TimestampTooFarAhead {
+                timestamp: 2,
+                limit: 1,
+            },
+            BlockError::Tx {
+                index: 0,
+                error: TxError::BadSignature,
+            },
+            BlockError::FeesOverflow,
+            BlockError::RewardTooHigh {
+                reward: Amount::ZERO,
+                allowed: Amount::ZERO,
+            },
+            BlockError::RewardTooLow {
+                reward: Amount::ZERO,
+                required: Amount::ZERO,
+            },
+            BlockError::MinerBalanceOverflow,
+            BlockError::KnownInvalid,
+            BlockError::InvalidAncestor,
+            BlockError::BadGenesis,
+            BlockError::Storage("disk".into()),
+        ];
+        let reasons: HashSet<&str> = errors.iter().map(BlockError::reason).collect();
+        assert_eq!(reasons.len(), errors.len());
+        for reason in reasons {
+            assert!(
+                reason.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{reason}"
+            );
+        }
+        assert_eq!(BlockError::BadProofOfWork.reason(), "bad_proof_of_work");
     }
 }

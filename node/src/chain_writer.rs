@@ -249,9 +249,7 @@ const PREFILL_WINDOW_MS: u64 = 500;
 fn compact_for_relay(block: &Block, mempool: &Mutex<Mempool>, now_ms: u64) -> CompactBlock {
     let txids: Vec<TxId> = block.txs.iter().map(Transaction::txid).collect();
     let prefill: Vec<bool> = {
-        let mempool = mempool
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mempool = ledger::sync::lock(mempool);
         txids
             .iter()
             .map(|txid| {
@@ -264,34 +262,9 @@ fn compact_for_relay(block: &Block, mempool: &Mutex<Mempool>, now_ms: u64) -> Co
     CompactBlock::prefilling(block, &txids, |index| prefill[index])
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-/// A stable, low-cardinality metric label for a block error: its variant
-/// name in snake_case (`BadProofOfWork { .. }` -> `bad_proof_of_work`).
-pub(crate) fn block_error_reason(error: &BlockError) -> String {
-    let debug = format!("{error:?}");
-    let variant: String = debug
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    let mut snake = String::with_capacity(variant.len() + 4);
-    for (index, c) in variant.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if index > 0 {
-                snake.push('_');
-            }
-            snake.push(c.to_ascii_lowercase());
-        } else {
-            snake.push(c);
-        }
-    }
-    snake
-}
+/// The node's one wall clock, the same the P2P driver stamps its inputs
+/// with, so block times and peer times agree.
+pub(crate) use crate::p2p::unix_ms as now_ms;
 
 fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Command>) {
     context
@@ -457,11 +430,10 @@ fn process(
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {
-            let reason = block_error_reason(&error);
             tracing::info!(block = %hash, %error, "block rejected");
             context
                 .metrics
-                .inc("blocks_rejected_total", &[("reason", &reason)]);
+                .inc("blocks_rejected_total", &[("reason", error.reason())]);
             return Err(error);
         }
     };
@@ -554,10 +526,7 @@ fn settle(chain: &mut Chain, context: &WriterContext, update: Option<ChainUpdate
     }
     let readmitted: Vec<Arc<Transaction>> = {
         // A std mutex: nothing awaits while it is held.
-        let mut mempool = context
-            .mempool
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut mempool = ledger::sync::lock(&context.mempool);
         mempool.apply_update(&update, &context.reader, now_ms());
         crate::handle::report_drops(&mut mempool, &context.events, &context.metrics);
         context.metrics.set(

@@ -19,6 +19,7 @@ use ledger::chain::ChainReader;
 use ledger::json::{AccountJson, MempoolJson, StatusJson, TxJson, TxLookupJson, TxStatus};
 use ledger::mempool::{Mempool, MempoolError};
 use ledger::sigcache::SignatureCache;
+use ledger::validation::BlockError;
 use ledger::{Address, Block, BlockHash, ChainSpec, Header, Transaction, TxId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -158,10 +159,7 @@ impl NodeHandle {
         // A panic while holding the lock cannot be caused by input (the
         // mempool validates before it changes anything), and refusing every
         // later transaction would be worse than going on.
-        self.shared
-            .mempool
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        ledger::sync::lock(&self.shared.mempool)
     }
 
     /// Drops mempool transactions past their expiry, reporting each.
@@ -637,8 +635,22 @@ impl Backend for NodeHandle {
     async fn submit_tx(&self, tx: Transaction) -> TxVerdict {
         match NodeHandle::submit_tx(self, tx).await {
             Ok(_) => TxVerdict::Accepted,
-            Err(MempoolError::Duplicate) => TxVerdict::Known,
-            Err(error) => TxVerdict::Rejected {
+            Err(error) => error.into(),
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+}
+
+/// What P2P is told of a tx the mempool refused: a duplicate is known, and
+/// only errors no honest relayer produces count as misbehaviour.
+impl From<MempoolError> for TxVerdict {
+    fn from(error: MempoolError) -> TxVerdict {
+        match error {
+            MempoolError::Duplicate => TxVerdict::Known,
+            error => TxVerdict::Rejected {
                 misbehaving: matches!(
                     error,
                     MempoolError::BadSignature
@@ -649,9 +661,16 @@ impl Backend for NodeHandle {
             },
         }
     }
+}
 
-    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.shared.events.subscribe()
+/// What P2P is told of an invalid block: its sender misbehaved unless an
+/// honest node could have sent it (see `BlockError::is_misbehaviour`).
+impl From<BlockError> for BlockVerdict {
+    fn from(error: BlockError) -> BlockVerdict {
+        BlockVerdict::Rejected {
+            reason: error.to_string(),
+            misbehaving: error.is_misbehaviour(),
+        }
     }
 }
 
@@ -669,10 +688,7 @@ fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
             reason: LOW_WORK_REASON.into(),
             misbehaving: false,
         },
-        Err(WriterError::Invalid(error)) => BlockVerdict::Rejected {
-            reason: error.to_string(),
-            misbehaving: error.is_misbehaviour(),
-        },
+        Err(WriterError::Invalid(error)) => error.into(),
         Err(error) => BlockVerdict::Rejected {
             reason: error.to_string(),
             misbehaving: false,

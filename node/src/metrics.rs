@@ -41,9 +41,7 @@ impl Metrics {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave a half-updated
         // number, so a poisoned lock is still safe to use.
-        self.registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        ledger::sync::lock(&self.registry)
     }
 
     /// Sets the `# HELP` text of a metric (name without the `ledger_` prefix).

@@ -64,26 +64,17 @@ struct StopSignal {
 
 impl StopSignal {
     fn stop(&self) {
-        *self
-            .stopped
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        *ledger::sync::lock(&self.stopped) = true;
         self.changed.notify_all();
     }
 
     fn is_stopped(&self) -> bool {
-        *self
-            .stopped
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *ledger::sync::lock(&self.stopped)
     }
 
     /// Waits up to `timeout`; true when stopped.
     fn wait(&self, timeout: Duration) -> bool {
-        let guard = self
-            .stopped
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = ledger::sync::lock(&self.stopped);
         let (guard, _) = self
             .changed
             .wait_timeout_while(guard, timeout, |stopped| !*stopped)
@@ -126,9 +117,7 @@ impl BackgroundMiner {
                 .name("miner-watch".into())
                 .spawn(move || {
                     while !stop.wait(WATCH_INTERVAL) {
-                        let guard = template
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        let guard = ledger::sync::lock(&template);
                         if let Some(current) = guard.as_ref() {
                             let tip_moved = reader.tip().hash != current.prev_hash;
                             let new_txs = generation.load(Ordering::Relaxed) != current.generation
@@ -190,17 +179,13 @@ fn mine_loop(
             .select_for_block(node.reader(), ledger::miner::max_tx_bytes(&spec));
         let mut block = ledger::miner::build_block(&spec, &context, miner, txs);
         cancel.store(false, Ordering::Relaxed);
-        *template
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Template {
+        *ledger::sync::lock(template) = Some(Template {
             prev_hash: context.prev_hash,
             generation,
             built_at: Instant::now(),
         });
         let found = ledger::miner::solve(&mut block.header, cancel, node.shared.mining_threads);
-        *template
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        *ledger::sync::lock(template) = None;
         if !found {
             continue;
         }

@@ -117,9 +117,7 @@ impl RelayCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        ledger::sync::lock(&self.entries)
     }
 }
 

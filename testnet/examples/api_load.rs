@@ -154,7 +154,7 @@ async fn watch_blocks(
 ) {
     let client = Api::stream_client().unwrap();
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut response) = api.events(&client).await else {
+        let Ok(mut response) = api.events(&client, "block").await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };

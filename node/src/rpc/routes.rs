@@ -289,13 +289,11 @@ pub async fn account_txs(
     let mut response = state
         .blocking_json(move |node| {
             let page = node.address_history_page(&address, limit, cursor);
-            *next_in
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = page.next_cursor;
+            *ledger::sync::lock(&next_in) = page.next_cursor;
             Ok(page.entries)
         })
         .await?;
-    let next = *next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let next = *ledger::sync::lock(&next);
     if let Some((height, index)) = next {
         if let Ok(value) = axum::http::HeaderValue::from_str(&format!("{height}-{index}")) {
             response.headers_mut().insert(NEXT_CURSOR_HEADER, value);

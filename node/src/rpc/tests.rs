@@ -998,7 +998,7 @@ fn browser_request(
     request.body(Body::from(body)).unwrap()
 }
 
-/// The attack of issue 16: a page on another site posts `text/plain` (no
+/// A cross-site attack: a page on another site posts `text/plain` (no
 /// CORS preflight needed) to the loopback node's admin routes. Refused,
 /// and nothing happens: no block, no dial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

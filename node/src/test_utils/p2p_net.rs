@@ -23,6 +23,7 @@ use ledger::chain::{Chain, ChainReader, ProcessOutcome};
 use ledger::chainspec::dev_secret_key;
 use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
 use ledger::sigcache::SignatureCache;
+use ledger::sync::lock;
 use ledger::{
     Address, Amount, Block, BlockHash, ChainSpec, Header, PublicKey, SecretKey, Transaction, TxId,
 };
@@ -31,19 +32,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 struct Inner {
     spec: ChainSpec,
@@ -284,10 +279,7 @@ fn block_verdict(result: Result<ProcessOutcome, ledger::validation::BlockError>)
             reason: crate::handle::LOW_WORK_REASON.into(),
             misbehaving: false,
         },
-        Err(error) => BlockVerdict::Rejected {
-            reason: error.to_string(),
-            misbehaving: error.is_misbehaviour(),
-        },
+        Err(error) => error.into(),
     }
 }
 

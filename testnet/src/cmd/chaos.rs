@@ -25,12 +25,13 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use ledger::chainspec::dev_accounts;
 use ledger::json::ReorgJson;
+use ledger::sync::lock;
 use ledger::{Amount, ChainSpec, Transaction, TxId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testnet::api::{Api, ApiError, TxFormat};
 use testnet::chaos::{plan, ChaosReport, FaultKind, RoundReport, TxTally};
@@ -105,12 +106,6 @@ pub(super) fn default_project(compose_file: &std::path::Path) -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Logs progress on stderr (the report goes to stdout).

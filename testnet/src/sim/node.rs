@@ -276,16 +276,7 @@ impl SimNode {
                 let mut events = Vec::new();
                 let verdict = match self.add_tx(now, *tx, &mut events) {
                     Ok(()) => TxVerdict::Accepted,
-                    Err(MempoolError::Duplicate) => TxVerdict::Known,
-                    Err(error) => TxVerdict::Rejected {
-                        misbehaving: matches!(
-                            error,
-                            MempoolError::BadSignature
-                                | MempoolError::WrongChain
-                                | MempoolError::Malformed(_)
-                        ),
-                        reason: error.code().to_string(),
-                    },
+                    Err(error) => TxVerdict::from(error),
                 };
                 inputs.push(Input::TxVerdict {
                     from,
@@ -387,10 +378,7 @@ impl SimNode {
                 self.connected(now, update, inputs);
                 BlockVerdict::Accepted
             }
-            Err(error) => BlockVerdict::Rejected {
-                reason: error.to_string(),
-                misbehaving: error.is_misbehaviour(),
-            },
+            Err(error) => error.into(),
         }
     }
 
