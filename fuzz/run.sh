@@ -53,8 +53,8 @@ status=0
 quiet cargo fuzz run "${build_flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
   -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096 "$@" \
   >"$log" 2>&1 || status=$?
-runs="$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')"
-rate="$(grep -oE 'stat::average_exec_per_sec: [0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')"
+runs="$(grep -oE 'stat::number_of_executed_units:[[:space:]]+[0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')"
+rate="$(grep -oE 'stat::average_exec_per_sec:[[:space:]]+[0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')"
 last="$(grep -E '^#[0-9]+' "$log" | tail -1)"
 cov="$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo '?')"
 ft="$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo '?')"
