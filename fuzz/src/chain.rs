@@ -140,7 +140,7 @@ pub fn ops(data: &[u8]) {
         if chain.has_held() {
             chain.commit_held().expect("commits");
         }
-        check(&chain, &spec, &made, &by_hash, &delivered);
+        check(&chain, spec, &made, &by_hash, &delivered);
     }
 }
 

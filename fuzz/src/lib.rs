@@ -24,8 +24,11 @@ pub mod rpc;
 pub mod validate;
 pub mod wallet;
 
+/// A target's body: panics exactly when it found a bug.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the binary, the corpus dir) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("p2p_frames", p2p::frames),
     ("p2p_message", p2p::message),
     ("p2p_session", p2p::session),

@@ -19,11 +19,6 @@ fn stand_in_transfer(spec: &ledger::ChainSpec) -> Transaction {
 }
 
 #[test]
-fn this_build_is_not_a_fuzz_build() {
-    assert!(!cfg!(fuzzing));
-}
-
-#[test]
 fn a_normal_build_refuses_a_block_with_a_stand_in_signature() {
     let spec = regtest();
     let genesis = spec.genesis_hash();
