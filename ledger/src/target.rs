@@ -233,7 +233,9 @@ impl Target {
     }
 
     /// The work a block at this target represents: 2^256 / (target + 1),
-    /// computed as !target / (target + 1) + 1 so it fits in 256 bits.
+    /// computed as !target / (target + 1) + 1 so it fits in 256 bits. A
+    /// zero target (which no header can carry) would be worth 2^256: it
+    /// saturates at `U256::MAX`.
     pub fn work(&self) -> Work {
         match self.0.checked_add(&U256::ONE) {
             None => Work(U256::ONE),
@@ -242,7 +244,7 @@ impl Target {
                     .not()
                     .div(&divisor)
                     .checked_add(&U256::ONE)
-                    .expect("quotient of !t/(t+1) is below 2^256 - 1"),
+                    .unwrap_or(U256::MAX),
             ),
         }
     }
@@ -339,6 +341,17 @@ mod tests {
         let small = Target(U256::MAX.div_u64(1_000_000));
         let work = small.work().0.low_u64().unwrap();
         assert!((999_999..=1_000_001).contains(&work), "{work}");
+    }
+
+    /// Found by the `difficulty` fuzz target: the work of a zero target
+    /// overflowed and panicked.
+    #[test]
+    fn fuzz_difficulty_work_of_zero_target_saturates() {
+        assert_eq!(Target(U256::ZERO).work().0, U256::MAX);
+        assert_eq!(
+            Target(U256::ONE).work().0,
+            U256::MAX.div_u64(2).checked_add(&U256::ONE).unwrap()
+        );
     }
 
     #[test]

@@ -287,10 +287,23 @@ pub fn check_header_pow(header: &Header, spec: &ChainSpec) -> Result<Target, Blo
     if target > spec.easiest_target {
         return Err(BlockError::TargetTooEasy);
     }
-    if !target.is_met_by(&header.hash()) {
+    if !meets_target(header, &target) {
         return Err(BlockError::BadProofOfWork);
     }
     Ok(target)
+}
+
+/// Whether the header's hash meets `target`. In fuzz builds only
+/// (`cfg(fuzzing)`, see `keys`) every header does, so a fuzzer gets past
+/// proof-of-work.
+fn meets_target(header: &Header, target: &Target) -> bool {
+    #[cfg(fuzzing)]
+    return {
+        let _ = (header, target);
+        true
+    };
+    #[cfg(not(fuzzing))]
+    target.is_met_by(&header.hash())
 }
 
 /// Cheap structural checks that need no signature work: version, size,

@@ -6,6 +6,7 @@
 mod common;
 mod crash;
 mod early_orphans;
+mod fuzz_cfg;
 mod golden;
 mod held;
 mod low_work;

@@ -1,0 +1,10 @@
+//! Fuzz target `wallet_parse`: see `fuzz::TARGETS` and fuzz/README.md.
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz::run("wallet_parse", data));
+
+#[cfg(not(fuzzing))]
+fn main() {
+    fuzz::replay_main("wallet_parse");
+}
