@@ -253,9 +253,11 @@ fn compact_for_relay(block: &Block, mempool: &Mutex<Mempool>, now_ms: u64) -> Co
         txids
             .iter()
             .map(|txid| {
-                mempool.added_ms(txid).map_or(true, |added| {
-                    now_ms.saturating_sub(added) < PREFILL_WINDOW_MS
-                })
+                // Not pooled at all: we lacked it too.
+                match mempool.added_ms(txid) {
+                    Some(added) => now_ms.saturating_sub(added) < PREFILL_WINDOW_MS,
+                    None => true,
+                }
             })
             .collect()
     };
