@@ -2,8 +2,9 @@
 //! Noise handshake that secures the stream and proves the peer's node id
 //! (reported to the core as `Input::Secured` before any frame), a reader
 //! that decodes frames and hands them to the driver, a writer that
-//! drains a queue bounded in bytes, and a server that carries out the
-//! core's answers to the peer's requests. Nothing here decides anything:
+//! drains two lanes bounded in bytes (urgent before bulk, see `Lane`),
+//! and one server per lane that carries out the core's answers to the
+//! peer's requests. Nothing here decides anything:
 //! the core (`protocol::NetworkState`) does, through the driver.
 //!
 //! Two rules keep a connection's memory bounded. Before the handshake the
