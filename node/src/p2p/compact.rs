@@ -118,14 +118,14 @@ pub fn rebuild_from_mempool(
         .map(|(index, _)| index as u32)
         .collect();
     if missing.is_empty() {
-        let txids = slots
-            .iter()
-            .zip(ids)
-            .map(|(slot, id)| {
-                id.unwrap_or_else(|| slot.as_ref().map(Transaction::txid).unwrap_or_default())
-            })
+        // Nothing is missing, so every slot holds a tx.
+        let txs: Vec<Transaction> = slots.into_iter().flatten().collect();
+        let txids = ids
+            .into_iter()
+            .zip(&txs)
+            .map(|(id, tx)| id.unwrap_or_else(|| tx.txid()))
             .collect();
-        assemble(compact, slots.into_iter().flatten().collect(), txids)
+        assemble(compact, txs, txids)
     } else {
         Rebuilt::Missing {
             found: slots,
