@@ -50,10 +50,11 @@ struct Queued {
     _permit: OwnedSemaphorePermit,
 }
 
-/// Which of a peer's two outgoing lanes a message takes. Blocks, compact
-/// blocks, headers and the connection's own messages (`Message::is_urgent`)
-/// go out ahead of tx and address traffic, so a block's relay never waits
-/// behind megabytes of queued txs; each lane keeps its own order.
+/// Which of a peer's two outgoing lanes a message takes. Answers that
+/// carry blocks or headers, and compact-block pushes, go out ahead of the
+/// rest, so a block's relay never waits behind megabytes of queued txs;
+/// each lane keeps its own order, and the core's own messages all take
+/// the bulk lane so that theirs is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
     Urgent,
