@@ -468,14 +468,11 @@ impl<B: Backend> Driver<B> {
             }
             Action::Send { conn, message } => {
                 let link = self.links.get(&conn)?;
-                // The core's own messages keep the order it sent them in
-                // (a `HelloAck` before the `GetAddr` that follows it), so
-                // they share one lane; block answers and pushes take the
-                // urgent one.
-                if !link
-                    .sender
-                    .try_send(Lane::Bulk, message.kind(), encode_message(&message))
-                {
+                if !link.sender.try_send(
+                    Lane::of(&message),
+                    message.kind(),
+                    encode_message(&message),
+                ) {
                     link.cancel.cancel();
                     self.links.remove(&conn);
                     return Some(Input::Closed {

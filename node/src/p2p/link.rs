@@ -53,8 +53,7 @@ struct Queued {
 /// Which of a peer's two outgoing lanes a message takes. Answers that
 /// carry blocks or headers, and compact-block pushes, go out ahead of the
 /// rest, so a block's relay never waits behind megabytes of queued txs;
-/// each lane keeps its own order, and the core's own messages all take
-/// the bulk lane so that theirs is kept.
+/// each lane keeps its own order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
     Urgent,
@@ -63,7 +62,9 @@ pub enum Lane {
 
 impl Lane {
     pub fn of(message: &Message) -> Lane {
-        if message.is_urgent() {
+        // `GetAddr` follows the `HelloAck` at the end of the handshake and
+        // must not overtake it.
+        if message.is_urgent() || matches!(message, Message::GetAddr) {
             Lane::Urgent
         } else {
             Lane::Bulk
