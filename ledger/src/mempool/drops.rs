@@ -51,7 +51,13 @@ pub(super) struct DropLog {
 }
 
 impl DropLog {
-    pub(super) fn record(&mut self, txid: TxId, tx: Transaction, reason: DropReason, capacity: usize) {
+    pub(super) fn record(
+        &mut self,
+        txid: TxId,
+        tx: Transaction,
+        reason: DropReason,
+        capacity: usize,
+    ) {
         if capacity == 0 {
             return;
         }

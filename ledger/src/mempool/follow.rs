@@ -21,7 +21,12 @@ impl Mempool {
     /// covers every pending transaction. Returns how many were dropped.
     /// `report_stale`: the block's own transactions are out of the pool
     /// already, so any left below the confirmed nonce lost to another.
-    pub(super) fn sync_sender(&mut self, sender: Address, account: Account, report_stale: bool) -> usize {
+    pub(super) fn sync_sender(
+        &mut self,
+        sender: Address,
+        account: Account,
+        report_stale: bool,
+    ) -> usize {
         let queue = self
             .senders
             .entry(sender)

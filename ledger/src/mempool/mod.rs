@@ -160,7 +160,6 @@ impl Mempool {
         }
     }
 
-
     /// The held txs that became executable since the last call (their
     /// gap filled, by a tx or a block), still pending: the node relays
     /// them now, having held them back until they could pay.
@@ -200,7 +199,6 @@ impl Mempool {
     pub fn config(&self) -> &MempoolConfig {
         &self.config
     }
-
 
     pub fn get(&self, txid: &TxId) -> Option<&Transaction> {
         let (sender, nonce) = self.index.by_txid.get(txid)?;
@@ -342,11 +340,11 @@ mod tests {
     use super::queue::cost_of;
     use super::*;
     use crate::amount::Amount;
-    use crate::state::Account;
-    use std::collections::BTreeSet;
     use crate::block::{Block, Header};
     use crate::keys::{PublicKey, Signature};
+    use crate::state::Account;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     impl Mempool {
         /// Every index agrees with the sender queues, and the caps hold.

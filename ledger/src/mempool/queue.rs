@@ -152,7 +152,12 @@ impl PoolIndex {
         }
     }
 
-    pub(super) fn remove(&mut self, queue: &mut SenderQueue, sender: Address, nonce: u64) -> Option<PoolTx> {
+    pub(super) fn remove(
+        &mut self,
+        queue: &mut SenderQueue,
+        sender: Address,
+        nonce: u64,
+    ) -> Option<PoolTx> {
         let old_tail = Self::tail_key(queue, sender);
         let entry = queue.txs.remove(&nonce)?;
         if let Some(old_tail) = old_tail {

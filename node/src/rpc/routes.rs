@@ -379,7 +379,7 @@ pub async fn network(State(state): State<RpcState>) -> impl IntoResponse {
             .map(|network| network.network_view())
             .unwrap_or_else(|| NetworkJson {
                 known: Vec::new(),
-                node_id: state.node.node_id(),
+                node_id: state.node.node_id().to_string(),
                 peers: Vec::new(),
             }),
     )
