@@ -245,8 +245,9 @@ pub struct PeerJson {
 /// of reported in its last `Addr`.
 ///
 /// Fields stand in alphabetical order, and each peer's keys too (see
-/// `sorted_keys`), because the route has always printed its keys so and
-/// the explorer's tests compare whole documents.
+/// `sorted_keys`), so the route prints the bytes a `serde_json::Value` of
+/// the same document would (its maps sort their keys), whatever order a
+/// client's parser keeps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkJson {
     pub known: Vec<KnownNodeJson>,
