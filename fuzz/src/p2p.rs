@@ -6,8 +6,8 @@
 use crate::dev;
 use arbitrary::{Arbitrary, Unstructured};
 use ledger::{
-    Address, Amount, BlockHash, ChainSpec, Hash256, Header, PublicKey, SecretKey, Transaction,
-    TxId, Work, U256,
+    Address, Amount, BlockHash, Hash256, Header, PublicKey, SecretKey, Transaction, TxId, Work,
+    U256,
 };
 use node::events::NodeEvent;
 use node::p2p::codec::{decode_message, encode_message, FrameCodec, MessageCodec, MAX_FRAME_BYTES};
@@ -24,9 +24,7 @@ use std::time::Duration;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-fn regtest() -> &'static ChainSpec {
-    dev::regtest()
-}
+use dev::regtest;
 
 /// What reading a whole stream gave: each message with its payload size,
 /// then the error that stopped it, if any (as its metric label and text).

@@ -22,31 +22,20 @@ use criterion::{BatchSize, Criterion, Throughput};
 use ledger::amount::{Amount, COIN};
 use ledger::block::{merkle_root, Block, Header, BLOCK_VERSION};
 use ledger::chain::{Chain, ProcessOutcome};
-use ledger::chainspec::dev_secret_key;
 use ledger::sigcache::SignatureCache;
 use ledger::target::Target;
+use ledger::testing::dev_address;
 use ledger::validation;
-use ledger::{Address, BlockHash, ChainSpec, Transaction};
+use ledger::{BlockHash, ChainSpec, Transaction};
 use std::hint::black_box;
 use std::time::Duration;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn dev_address(index: usize) -> Address {
-    Address::from_public_key(&dev_secret_key(index).public_key())
-}
-
+/// A transfer of one coin between dev accounts.
 fn transfer(genesis: &BlockHash, from: usize, to: usize, nonce: u64) -> Transaction {
-    Transaction::new_signed(
-        &dev_secret_key(from),
-        genesis,
-        dev_address(to),
-        Amount::from_base_units(COIN),
-        Amount::from_base_units(1000),
-        nonce,
-        String::new(),
-    )
+    ledger::testing::transfer(genesis, from, dev_address(to), COIN, 1000, nonce)
 }
 
 /// `count` valid transfers on the genesis state, from dev accounts in

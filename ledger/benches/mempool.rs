@@ -21,7 +21,7 @@ use ledger::miner::{self, PreparedHeader};
 use ledger::sigcache::SignatureCache;
 use ledger::state::Account;
 use ledger::target::{Target, U256};
-use ledger::{BlockHash, ChainSpec, SecretKey, Transaction};
+use ledger::{BlockHash, SecretKey, Transaction};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,16 +31,7 @@ use std::time::{Duration, Instant};
 
 const NOW: u64 = 1_800_000_000_000;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn regtest() -> ChainSpec {
-    ChainSpec::builtin("regtest").expect("built in")
-}
+use ledger::testing::{now_ms, regtest};
 
 /// `senders` funded keys with `per_sender` consecutive txs each, fees
 /// spread pseudo-randomly, in round-robin order of arrival.

@@ -241,6 +241,41 @@ pub struct PeerJson {
     pub throttled: Option<String>,
 }
 
+/// `GET /v1/network`: this node's peers, and the peers each node it heard
+/// of reported in its last `Addr`.
+///
+/// Fields stand in alphabetical order, and each peer's keys too (see
+/// `sorted_keys`), so the route prints the bytes a `serde_json::Value` of
+/// the same document would (its maps sort their keys), whatever order a
+/// client's parser keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkJson {
+    pub known: Vec<KnownNodeJson>,
+    pub node_id: String,
+    #[serde(serialize_with = "sorted_keys")]
+    pub peers: Vec<PeerJson>,
+}
+
+/// A node another node told us about, with the node ids it is linked to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownNodeJson {
+    pub addr: String,
+    pub node_id: String,
+    pub peers: Vec<String>,
+}
+
+/// Serialises `value` with every object's keys in alphabetical order.
+fn sorted_keys<T: Serialize, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    // Without serde_json's `preserve_order` feature a `Value`'s maps are
+    // sorted by key.
+    serde_json::to_value(value)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(serializer)
+}
+
 /// `POST /v1/peers`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +333,35 @@ pub struct ErrorDetail {
 mod tests {
     use super::*;
     use crate::chainspec::dev_secret_key;
+
+    #[test]
+    fn network_json_prints_every_key_in_alphabetical_order() {
+        let view = NetworkJson {
+            known: vec![KnownNodeJson {
+                addr: "127.0.0.1:1".into(),
+                node_id: "aa".into(),
+                peers: vec!["bb".into()],
+            }],
+            node_id: "cc".into(),
+            peers: vec![PeerJson {
+                addr: "127.0.0.1:2".into(),
+                direction: Direction::Outbound,
+                node_id: "bb".into(),
+                height: 7,
+                ping_ms: None,
+                connected_secs: 3,
+                score: 0,
+                throttled: None,
+            }],
+        };
+        let printed = serde_json::to_string(&view).unwrap();
+        // What a `serde_json::Value` of the same document prints.
+        let as_map = serde_json::to_value(&view).unwrap().to_string();
+        assert_eq!(printed, as_map);
+        assert!(printed.starts_with(r#"{"known":[{"addr":"127.0.0.1:1","node_id":"aa","peers":["bb"]}],"node_id":"cc","peers":[{"addr":"127.0.0.1:2","connected_secs":3,"direction":"outbound""#), "{printed}");
+        let back: NetworkJson = serde_json::from_str(&printed).unwrap();
+        assert_eq!(back, view);
+    }
 
     #[test]
     fn tx_json_round_trip_and_strictness() {

@@ -16,6 +16,8 @@
 //! - [`chain`] and [`storage`] (feature `storage`): the sled-backed block
 //!   tree, fork choice and reorgs.
 //! - [`sync`]: `lock`, how every crate of the workspace takes a std mutex.
+//! - [`testing`] (tests only, feature `test-utils`): the regtest spec, a
+//!   clock and signed dev transfers that every crate's tests share.
 //! - [`json`]: the JSON shapes of the node's HTTP API, shared by the node
 //!   (server) and the wallet (client) so they cannot drift apart.
 
@@ -38,6 +40,8 @@ pub mod state;
 pub mod storage;
 pub mod sync;
 pub mod target;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 pub mod tx;
 pub mod validation;
 

@@ -127,22 +127,16 @@ pub enum BlockError {
     InvalidAncestor,
     #[error("block is not a valid genesis block of this chain")]
     BadGenesis,
-    #[error("storage error: {0}")]
-    Storage(String),
 }
 
 impl BlockError {
     /// True when the sender must have known the block is invalid (every
     /// rule a node checks before relaying), so it may be disconnected and
-    /// banned. False for clock-dependent rules and for our own storage
-    /// trouble.
+    /// banned. False for clock-dependent rules.
     pub fn is_misbehaviour(&self) -> bool {
         // Stateful tx errors count too: the sender checked the block against
         // the same parent state before relaying it.
-        !matches!(
-            self,
-            BlockError::TimestampTooFarAhead { .. } | BlockError::Storage(_)
-        )
+        !matches!(self, BlockError::TimestampTooFarAhead { .. })
     }
 
     /// A stable, low-cardinality name for the rule that failed, for metric
@@ -168,7 +162,6 @@ impl BlockError {
             BlockError::KnownInvalid => "known_invalid",
             BlockError::InvalidAncestor => "invalid_ancestor",
             BlockError::BadGenesis => "bad_genesis",
-            BlockError::Storage(_) => "storage",
         }
     }
 }
@@ -518,7 +511,6 @@ mod tests {
             BlockError::KnownInvalid,
             BlockError::InvalidAncestor,
             BlockError::BadGenesis,
-            BlockError::Storage("disk".into()),
         ];
         let reasons: HashSet<&str> = errors.iter().map(BlockError::reason).collect();
         assert_eq!(reasons.len(), errors.len());

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 const NOW: u64 = 1_800_000_000_000;
 const MIN_FEE: u64 = 1_000;
 
-fn regtest() -> ChainSpec {
-    ChainSpec::builtin("regtest").expect("built in")
-}
+use ledger::testing::regtest;
 
 fn key(index: u64) -> SecretKey {
     SecretKey::from_seed(&format!("mempool test key {index}"))

@@ -15,12 +15,7 @@ use ledger::{Block, BlockHash, ChainSpec, SecretKey, Transaction};
 use proptest::prelude::*;
 use std::sync::atomic::AtomicBool;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
+use ledger::testing::now_ms;
 
 struct Node {
     _dir: tempfile::TempDir,
@@ -128,8 +123,8 @@ fn reorg_readmits_still_valid_txs_of_disconnected_blocks() {
     let conflicting = node.tx(&dev0, 0, 5_000, 2 * COIN);
     let side_1 = node.mine_on(&genesis_block, vec![b_only.clone(), conflicting.clone()], 7);
     assert_eq!(
-        node.chain.process_block(side_1.clone(), now_ms()),
-        Ok(ProcessOutcome::SideChain)
+        node.chain.process_block(side_1.clone(), now_ms()).unwrap(),
+        ProcessOutcome::SideChain
     );
     let side_2 = node.mine_on(&side_1, vec![node.tx(&dev2, 0, 1_000, COIN)], 1);
     let update = match node.chain.process_block(side_2, now_ms()) {

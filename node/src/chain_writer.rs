@@ -24,9 +24,10 @@ use crate::metrics::Metrics;
 use crate::p2p::message::CompactBlock;
 use crate::relay_cache::RelayCache;
 use ledger::chain::{
-    Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, ProcessOutcome,
+    Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, ProcessError, ProcessOutcome,
 };
 use ledger::mempool::Mempool;
+use ledger::storage::StorageError;
 use ledger::validation::BlockError;
 use ledger::{Block, BlockHash, Height, Transaction, TxId};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,12 +50,24 @@ pub enum BlockOutcome {
     LowWork,
 }
 
+impl From<ProcessError> for WriterError {
+    fn from(error: ProcessError) -> WriterError {
+        match error {
+            ProcessError::Invalid(error) => WriterError::Invalid(error),
+            ProcessError::Storage(error) => WriterError::Storage(error),
+        }
+    }
+}
+
 /// Why the writer could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriterError {
     #[error("invalid block: {0}")]
     Invalid(#[from] BlockError),
+    /// Our store failed; nothing is known about the block.
+    #[error("chain storage error: {0}")]
+    Storage(#[from] StorageError),
     #[error("the chain writer has stopped")]
     Stopped,
 }
@@ -65,7 +78,7 @@ enum Command {
         /// Whether the reply waits for the tx index and the mempool to
         /// catch up with the block (see `Settle`).
         settle: Settle,
-        reply: oneshot::Sender<Result<BlockOutcome, BlockError>>,
+        reply: oneshot::Sender<Result<BlockOutcome, ProcessError>>,
     },
     Template {
         reply: oneshot::Sender<NextBlockContext>,
@@ -185,7 +198,10 @@ impl ChainWriter {
                 reply,
             })
             .map_err(|_| WriterError::Stopped)?;
-        Ok(answer.await.map_err(|_| WriterError::Stopped)??)
+        answer
+            .await
+            .map_err(|_| WriterError::Stopped)?
+            .map_err(WriterError::from)
     }
 
     /// `submit_block` from a std thread (the miner).
@@ -198,7 +214,10 @@ impl ChainWriter {
                 reply,
             })
             .map_err(|_| WriterError::Stopped)?;
-        Ok(answer.blocking_recv().map_err(|_| WriterError::Stopped)??)
+        answer
+            .blocking_recv()
+            .map_err(|_| WriterError::Stopped)?
+            .map_err(WriterError::from)
     }
 
     /// Height, parent, target and timestamp for a block on the current tip.
@@ -420,7 +439,7 @@ fn process(
     block: Block,
     synced: bool,
     unrequested: bool,
-) -> Result<(BlockOutcome, Option<ChainUpdate>), BlockError> {
+) -> Result<(BlockOutcome, Option<ChainUpdate>), ProcessError> {
     let hash = block.hash();
     let started = Instant::now();
     let result = if synced {
@@ -436,7 +455,10 @@ fn process(
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {
-            tracing::info!(block = %hash, %error, "block rejected");
+            match &error {
+                ProcessError::Invalid(_) => tracing::info!(block = %hash, %error, "block rejected"),
+                _ => tracing::error!(block = %hash, %error, "block not processed"),
+            }
             context
                 .metrics
                 .inc("blocks_rejected_total", &[("reason", error.reason())]);
@@ -493,29 +515,17 @@ fn publish(context: &WriterContext, update: &ChainUpdate) {
             height,
         });
     }
-    if !update.disconnected.is_empty() {
-        let disconnected: Vec<BlockHash> = update
-            .disconnected
-            .iter()
-            .map(|block| block.hash())
-            .collect();
-        let connected: Vec<BlockHash> = update.connected.iter().map(|block| block.hash()).collect();
+    if update.is_reorg() {
         context.metrics.inc("reorgs_total", &[]);
         tracing::warn!(
             old_tip = %update.old_tip,
             %new_tip,
             fork_height = update.fork_height,
-            disconnected = disconnected.len(),
-            connected = connected.len(),
+            disconnected = update.disconnected.len(),
+            connected = update.connected.len(),
             "reorg"
         );
-        let _ = context.events.send(NodeEvent::Reorg {
-            old_tip: update.old_tip,
-            new_tip,
-            fork_height: update.fork_height,
-            disconnected,
-            connected,
-        });
+        let _ = context.events.send(NodeEvent::reorg(update));
     }
     context.metrics.set("height", &[], height_gauge(height));
 }

@@ -2,6 +2,7 @@
 //! chain or the mempool changes. The P2P layer relays from it, the RPC layer
 //! streams it as server-sent events, and the miner restarts on it.
 
+use ledger::chain::ChainUpdate;
 use ledger::{Block, BlockHash, Height, Transaction, TxId};
 use std::sync::Arc;
 
@@ -36,4 +37,19 @@ pub enum NodeEvent {
     /// expired, replaced, made invalid by a block, or left out after a
     /// reorg); `reason` is a `DropReason` code. Streamed as `dropped`.
     TxDropped { txid: TxId, reason: &'static str },
+}
+
+impl NodeEvent {
+    /// The `Reorg` event of a change of the best chain (one that
+    /// disconnected blocks), naming the blocks by hash.
+    pub fn reorg(update: &ChainUpdate) -> NodeEvent {
+        let hashes = |blocks: &[Arc<Block>]| blocks.iter().map(|block| block.hash()).collect();
+        NodeEvent::Reorg {
+            old_tip: update.old_tip,
+            new_tip: update.new_tip,
+            fork_height: update.fork_height,
+            disconnected: hashes(&update.disconnected),
+            connected: hashes(&update.connected),
+        }
+    }
 }

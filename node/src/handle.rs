@@ -10,17 +10,18 @@
 
 use crate::chain_writer::{now_ms, BlockOutcome, ChainWriter, WriterError};
 use crate::events::NodeEvent;
+use crate::local_chain::{HasLocalChain, LocalChain};
 use crate::metrics::Metrics;
 use crate::p2p::P2pHandle;
-use crate::p2p::{Backend, BlockVerdict, ChainView, TipSummary, TxVerdict};
+use crate::p2p::{Backend, BlockVerdict, TxVerdict};
 use crate::relay_cache::RelayCache;
 use crate::verifier::Verifier;
-use ledger::chain::ChainReader;
+use ledger::chain::{ChainReader, ProcessError};
 use ledger::json::{AccountJson, MempoolJson, StatusJson, TxJson, TxLookupJson, TxStatus};
 use ledger::mempool::{Mempool, MempoolError};
 use ledger::sigcache::SignatureCache;
 use ledger::validation::BlockError;
-use ledger::{Address, Block, BlockHash, ChainSpec, Header, Transaction, TxId};
+use ledger::{Address, Block, BlockHash, ChainSpec, Transaction, TxId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::broadcast;
@@ -507,66 +508,13 @@ pub(crate) fn report_drops(
     );
 }
 
-impl ChainView for NodeHandle {
-    fn tip(&self) -> TipSummary {
-        let tip = self.shared.reader.tip();
-        TipSummary {
-            height: tip.height,
-            hash: tip.hash,
-            total_work: tip.total_work,
+impl HasLocalChain for NodeHandle {
+    fn local_chain(&self) -> LocalChain<'_> {
+        LocalChain {
+            reader: &self.shared.reader,
+            relay_cache: &self.shared.relay_cache,
+            mempool: &self.shared.mempool,
         }
-    }
-
-    fn locator(&self) -> Vec<BlockHash> {
-        self.shared.reader.locator()
-    }
-
-    fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header> {
-        self.shared.reader.headers_after(locator, max)
-    }
-
-    /// Stored, or validated and still being committed (in the relay cache,
-    /// so it can be served already).
-    fn has_block(&self, hash: &BlockHash) -> bool {
-        self.shared.relay_cache.contains(hash) || self.shared.reader.has_block(hash)
-    }
-
-    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
-        self.mempool().get(txid).cloned()
-    }
-
-    fn mempool_txs(&self, txids: &[TxId]) -> Vec<Option<Transaction>> {
-        let mempool = self.mempool();
-        txids
-            .iter()
-            .map(|txid| mempool.get(txid).cloned())
-            .collect()
-    }
-
-    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
-        self.mempool().txids_newest_first(limit)
-    }
-
-    /// Key lookups only (mempool, then the tx index): peers may announce
-    /// any number of confirmed txids, and answering must not read blocks.
-    fn has_tx(&self, txid: &TxId) -> bool {
-        self.mempool().contains(txid) || self.shared.reader.has_tx(txid)
-    }
-
-    fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
-        self.mempool().txids_oldest_first(limit)
-    }
-
-    fn next_nonce(&self, sender: &Address) -> u64 {
-        self.mempool().next_nonce(sender, &self.shared.reader)
-    }
-
-    fn sender_txs(&self, sender: &Address, first_nonce: u64, limit: usize) -> Vec<Transaction> {
-        self.mempool()
-            .sender_txs_from(sender, first_nonce, limit)
-            .into_iter()
-            .cloned()
-            .collect()
     }
 }
 
@@ -584,13 +532,7 @@ impl Backend for NodeHandle {
     }
 
     fn block_payload(&self, hash: &BlockHash) -> Option<Bytes> {
-        if let Some(payload) = self.shared.relay_cache.get(hash) {
-            return Some(payload);
-        }
-        self.shared
-            .reader
-            .block_bytes(hash)
-            .map(|bytes| crate::p2p::codec::block_payload(&bytes))
+        self.local_chain().block_payload(hash)
     }
 
     fn push_payload(&self, hash: &BlockHash) -> Option<(&'static str, Bytes)> {
@@ -601,20 +543,11 @@ impl Backend for NodeHandle {
     }
 
     fn compact_payload(&self, hash: &BlockHash) -> Option<Bytes> {
-        if let Some(payload) = self.shared.relay_cache.compact(hash) {
-            return Some(payload);
-        }
-        self.block(hash)
-            .map(|block| crate::p2p::codec::compact_payload(&block))
+        self.local_chain().compact_payload(hash)
     }
 
-    /// A block just validated is decoded from its relay payload, since it
-    /// may not be committed yet.
     fn recent_block(&self, hash: &BlockHash) -> Option<Block> {
-        self.shared
-            .relay_cache
-            .block(hash)
-            .or_else(|| self.block(hash))
+        self.local_chain().recent_block(hash)
     }
 
     async fn submit_block(&self, block: Block) -> BlockVerdict {
@@ -670,6 +603,20 @@ impl From<BlockError> for BlockVerdict {
         BlockVerdict::Rejected {
             reason: error.to_string(),
             misbehaving: error.is_misbehaviour(),
+        }
+    }
+}
+
+/// What P2P is told when the chain could not process a block: an invalid
+/// block as above; our own storage failure blames nobody.
+impl From<ProcessError> for BlockVerdict {
+    fn from(error: ProcessError) -> BlockVerdict {
+        match error {
+            ProcessError::Invalid(error) => error.into(),
+            ProcessError::Storage(error) => BlockVerdict::Rejected {
+                reason: error.to_string(),
+                misbehaving: false,
+            },
         }
     }
 }

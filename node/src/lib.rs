@@ -30,6 +30,7 @@ pub mod config;
 mod daemon;
 pub mod events;
 pub mod handle;
+pub mod local_chain;
 pub mod logging;
 pub mod metrics;
 pub mod mining;

@@ -43,18 +43,13 @@ async fn line_of_six_delivers_each_tx_exactly_once() {
     let (node_1, node_2) = (nodes[0].p2p.node_id(), nodes[1].p2p.node_id());
     wait_for("node 3 knows node 2's link to node 1", LONG, || {
         let view = nodes[2].p2p.network_view();
-        view["known"].as_array().is_some_and(|known| {
-            known.iter().any(|entry| {
-                entry["node_id"] == node_2.as_str()
-                    && entry["peers"]
-                        .as_array()
-                        .is_some_and(|peers| peers.iter().any(|id| id == node_1.as_str()))
-            })
-        })
+        view.known
+            .iter()
+            .any(|entry| entry.node_id == node_2 && entry.peers.contains(&node_1))
     })
     .await;
     let view = nodes[2].p2p.network_view();
-    assert_eq!(view["peers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(view.peers.len(), 2);
     for (index, node) in nodes.iter().enumerate().skip(1) {
         assert_eq!(
             node.received("tx"),

@@ -9,27 +9,23 @@
 
 use node::test_utils::p2p_net;
 
-use ledger::chainspec::{dev_accounts, dev_secret_key};
-use ledger::{Amount, BlockHash, Transaction, TxId};
+use ledger::{BlockHash, Transaction, TxId};
 use node::events::NodeEvent;
 use node::{Node, NodeConfig};
-use p2p_net::{block_connected, percentile, regtest, temp_dirs, txs_accepted, wait_for};
+use p2p_net::{
+    block_connected, dev_address, percentile, regtest, temp_dirs, txs_accepted, wait_for,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// Dev account `from` pays 1,000 + `nonce` to the next dev account.
 fn transfer(from: usize, nonce: u64) -> Transaction {
-    Transaction::new_signed(
-        &dev_secret_key(from),
-        &regtest().genesis_hash(),
-        dev_accounts()[(from + 1) % 10].address,
-        Amount::from_base_units(1_000 + nonce),
-        Amount::from_base_units(1_000),
-        nonce,
-        String::new(),
-    )
+    let genesis = regtest().genesis_hash();
+    let to = dev_address((from + 1) % 10);
+    p2p_net::transfer_with_memo(&genesis, from, to, 1_000 + nonce, 1_000, nonce, "")
 }
 
 /// `count` transfers spread over the ten dev accounts, nonces in order.

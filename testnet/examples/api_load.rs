@@ -119,12 +119,10 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The nearest-rank percentile of the load report (`testnet::stats`); NaN
+/// for no samples.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    testnet::stats::percentile(sorted, p).unwrap_or(f64::NAN)
 }
 
 fn summary(name: &str, mut samples: Vec<f64>, unit: &str) -> String {

@@ -181,14 +181,21 @@ impl Api {
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let url = format!("{}{}", self.base, path);
-        let response = self
-            .client
-            .get(&url)
+    /// Sends `request` (made for `url`), naming `url` in the error.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
+        request
             .send()
             .await
-            .map_err(|error| ApiError::from_reqwest(&url, error))?;
+            .map_err(|error| ApiError::from_reqwest(url, error))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let url = format!("{}{}", self.base, path);
+        let response = self.send(&url, self.client.get(&url)).await?;
         self.read(&url, response).await
     }
 
@@ -198,13 +205,7 @@ impl Api {
         body: &B,
     ) -> Result<T, ApiError> {
         let url = format!("{}{}", self.base, path);
-        let response = self
-            .client
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|error| ApiError::from_reqwest(&url, error))?;
+        let response = self.send(&url, self.client.post(&url).json(body)).await?;
         self.read(&url, response).await
     }
 
@@ -212,12 +213,7 @@ impl Api {
     /// when the node cannot be reached.
     pub async fn ready(&self) -> Result<bool, ApiError> {
         let url = format!("{}/ready", self.base);
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|error| ApiError::from_reqwest(&url, error))?;
+        let response = self.send(&url, self.client.get(&url)).await?;
         Ok(response.status() == StatusCode::OK)
     }
 

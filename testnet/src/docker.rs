@@ -483,25 +483,7 @@ pub async fn netem_add(
     if method == Degraded::TbfAndDrop && loss_percent > 0 {
         let probability = drop_probability(loss_percent);
         for chain in ["INPUT", "OUTPUT"] {
-            as_root(&[
-                "nsenter",
-                "-t",
-                &pid,
-                "-n",
-                "iptables",
-                "-w",
-                "-A",
-                chain,
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &probability,
-                "-j",
-                "DROP",
-            ])
-            .await?;
+            as_root(&random_drop_rule(&pid, "-A", chain, &probability)).await?;
         }
     }
     Ok(method)
@@ -520,27 +502,39 @@ pub async fn netem_clear(container: &Container, loss_percent: u32) -> Result<(),
     let probability = drop_probability(loss_percent);
     for chain in ["INPUT", "OUTPUT"] {
         // Deletes only the rule the fallback added; absent, it fails quietly.
-        let _ = as_root(&[
-            "nsenter",
-            "-t",
-            &pid,
-            "-n",
-            "iptables",
-            "-w",
-            "-D",
-            chain,
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            &probability,
-            "-j",
-            "DROP",
-        ])
-        .await;
+        let _ = as_root(&random_drop_rule(&pid, "-D", chain, &probability)).await;
     }
     Ok(())
+}
+
+/// The `iptables` command, run in the network namespace of process `pid`,
+/// that appends (`-A`) or deletes (`-D`) the rule dropping packets of
+/// `chain` with `probability`: the same words both ways, so a delete finds
+/// exactly the rule the append made.
+fn random_drop_rule<'a>(
+    pid: &'a str,
+    action: &'a str,
+    chain: &'a str,
+    probability: &'a str,
+) -> [&'a str; 16] {
+    [
+        "nsenter",
+        "-t",
+        pid,
+        "-n",
+        "iptables",
+        "-w",
+        action,
+        chain,
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        probability,
+        "-j",
+        "DROP",
+    ]
 }
 
 /// The last lines of a container's log, for a report.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wallet_cli::client::Client;
 
 const PASSWORD: &str = "e2e password";
@@ -30,15 +30,8 @@ fn free_port() -> u16 {
 }
 
 /// Polls `check` until it returns `Some`, or panics at the deadline.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    node::test_utils::wait_for_value(what, DEADLINE, check)
 }
 
 /// A node process with its temp dir; killed when dropped.

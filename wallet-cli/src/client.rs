@@ -351,8 +351,8 @@ impl Client {
         self.get("/v1/state")
     }
 
-    /// `GET /v1/network`: the node's view of the P2P graph (free-form JSON).
-    pub fn network(&self) -> Result<serde_json::Value, ClientError> {
+    /// `GET /v1/network`: the node's view of the P2P graph.
+    pub fn network(&self) -> Result<ledger::json::NetworkJson, ClientError> {
         self.get("/v1/network")
     }
 

@@ -7,7 +7,7 @@
 //! block's own verdict.
 
 use super::cache::CachedBlock;
-use super::{storage_block_error, Chain, Node, ProcessOutcome};
+use super::{missing, Chain, Node, ProcessError, ProcessOutcome};
 use crate::address::Address;
 use crate::block::Block;
 use crate::hash::BlockHash;
@@ -127,7 +127,7 @@ impl Chain {
         block: Block,
         now_ms: u64,
         limit: usize,
-    ) -> Result<ProcessOutcome, BlockError> {
+    ) -> Result<ProcessOutcome, ProcessError> {
         self.hold_limit = limit;
         let result = self.process_block_inner(block, now_ms);
         self.hold_limit = 0;
@@ -140,7 +140,7 @@ impl Chain {
         &mut self,
         hash: &BlockHash,
         cached: &Arc<CachedBlock>,
-    ) -> Result<Result<(), BlockError>, BlockError> {
+    ) -> Result<Result<(), BlockError>, StorageError> {
         let block = &cached.block;
         let accounts = StrictAccounts {
             store: &self.store,
@@ -149,7 +149,7 @@ impl Chain {
         };
         let result = state::apply_block(block, &self.spec, &accounts);
         if let Some(error) = accounts.error.into_inner() {
-            return Err(storage_block_error(error));
+            return Err(error);
         }
         let change = match result {
             Ok(change) => change,
@@ -178,13 +178,12 @@ impl Chain {
             self.unindexed.push((*hash, Arc::clone(cached)));
             self.tip = *hash;
             if self.held.blocks.len() >= self.hold_limit {
-                self.commit_held().map_err(storage_block_error)?;
+                self.commit_held()?;
             }
             return Ok(Ok(()));
         }
         self.store
-            .connect_block(hash, block, &change, new_body.as_ref())
-            .map_err(storage_block_error)?;
+            .connect_block(hash, block, &change, new_body.as_ref())?;
         self.unindexed.push((*hash, Arc::clone(cached)));
         self.tip = *hash;
         Ok(Ok(()))
@@ -194,7 +193,7 @@ impl Chain {
     pub(super) fn load_block(
         &mut self,
         hash: &BlockHash,
-    ) -> Result<Option<Arc<CachedBlock>>, BlockError> {
+    ) -> Result<Option<Arc<CachedBlock>>, StorageError> {
         if let Some(cached) = self.recent_blocks.get(hash) {
             return Ok(Some(cached));
         }
@@ -204,7 +203,7 @@ impl Chain {
         if let Some(cached) = self.held.get(hash) {
             return Ok(Some(Arc::clone(cached)));
         }
-        let Some(block) = self.store.block(hash).map_err(storage_block_error)? else {
+        let Some(block) = self.store.block(hash)? else {
             return Ok(None);
         };
         let txids = block.txids();
@@ -216,23 +215,17 @@ impl Chain {
         Ok(Some(cached))
     }
 
-    pub(super) fn disconnect_tip(&mut self) -> Result<(), BlockError> {
+    pub(super) fn disconnect_tip(&mut self) -> Result<(), StorageError> {
         // Undo works on committed state.
-        self.commit_held().map_err(storage_block_error)?;
+        self.commit_held()?;
         let hash = self.tip;
         if hash == self.genesis {
-            return Err(BlockError::Storage("cannot disconnect genesis".into()));
+            return Err(missing("cannot disconnect genesis".into()));
         }
-        let missing = |what: &str| {
-            BlockError::Storage(format!("{what} of best-chain block {hash} is missing"))
-        };
-        let cached = self.load_block(&hash)?.ok_or_else(|| missing("body"))?;
+        let lost = |what: &str| missing(format!("{what} of best-chain block {hash} is missing"));
+        let cached = self.load_block(&hash)?.ok_or_else(|| lost("body"))?;
         let block = &cached.block;
-        let undo = self
-            .store
-            .undo(&hash)
-            .map_err(storage_block_error)?
-            .ok_or_else(|| missing("undo record"))?;
+        let undo = self.store.undo(&hash)?.ok_or_else(|| lost("undo record"))?;
         // Only the tip can still be unindexed here (blocks are indexed in
         // order and `unindexed` ends at the tip).
         let indexed = match self.unindexed.last() {
@@ -243,8 +236,7 @@ impl Chain {
             _ => true,
         };
         self.store
-            .disconnect_block(&hash, block, &cached.txids, &undo, indexed)
-            .map_err(storage_block_error)?;
+            .disconnect_block(&hash, block, &cached.txids, &undo, indexed)?;
         self.tip = block.header.prev_hash;
         Ok(())
     }

@@ -76,10 +76,6 @@ pub enum ChainError {
     Corrupt { dir: String, detail: String },
     #[error("chain storage error: {0}")]
     Storage(#[source] StorageError),
-    /// A block of the best chain failed to connect again while finishing
-    /// a reorg that a crash interrupted.
-    #[error("re-activating the best chain failed: {0}")]
-    Reactivation(#[source] BlockError),
 }
 
 impl ChainError {
@@ -94,8 +90,43 @@ impl ChainError {
     }
 }
 
-fn storage_block_error(error: StorageError) -> BlockError {
-    BlockError::Storage(error.to_string())
+/// Why `process_block` gave no outcome. The two causes are kept apart
+/// because only one is a verdict on the block: an invalid block is its
+/// sender's doing, while a storage failure is ours and says nothing about
+/// the block (the same block may connect once the disk recovers).
+/// Exhaustive on purpose: every caller decides, for each cause, whether it
+/// blames the block's sender.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Invalid(#[from] BlockError),
+    #[error("chain storage error: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl ProcessError {
+    /// A stable, low-cardinality name for metric labels: the failed rule
+    /// of an invalid block, or `storage`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProcessError::Invalid(error) => error.reason(),
+            ProcessError::Storage(_) => "storage",
+        }
+    }
+
+    /// The block's error, when the block itself was found invalid.
+    pub fn invalid(&self) -> Option<&BlockError> {
+        match self {
+            ProcessError::Invalid(error) => Some(error),
+            ProcessError::Storage(_) => None,
+        }
+    }
+}
+
+/// A broken in-memory index or store: something the chain needs that it
+/// wrote itself is gone.
+fn missing(detail: String) -> StorageError {
+    StorageError::Corrupt(detail)
 }
 
 /// What `process_block` did with a block.

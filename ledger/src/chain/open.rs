@@ -157,9 +157,7 @@ impl Chain {
         chain
             .finish_indexing()
             .map_err(|error| corrupt(error.to_string()))?;
-        chain
-            .activate_best_chain(None)
-            .map_err(ChainError::Reactivation)?;
+        chain.activate_best_chain(None).map_err(from_storage)?;
         // Blocks re-connected just now (a reorg the crash interrupted).
         chain.write_indexes().map_err(from_storage)?;
         let tip = chain.tip();

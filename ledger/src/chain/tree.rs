@@ -7,7 +7,7 @@
 //! descendants, and the search for the best chain repeats.
 
 use super::cache::CachedBlock;
-use super::{storage_block_error, Chain, ChainUpdate, Node, ProcessOutcome};
+use super::{missing, Chain, ChainUpdate, Node, ProcessError, ProcessOutcome};
 use crate::block::Block;
 use crate::difficulty::{self, BlockTiming, RETARGET_WINDOW};
 use crate::hash::BlockHash;
@@ -40,8 +40,8 @@ impl Chain {
         &mut self,
         block: Block,
         now_ms: u64,
-    ) -> Result<ProcessOutcome, BlockError> {
-        self.commit_held().map_err(storage_block_error)?;
+    ) -> Result<ProcessOutcome, ProcessError> {
+        self.commit_held()?;
         self.process_block_inner(block, now_ms)
     }
 
@@ -58,8 +58,8 @@ impl Chain {
         &mut self,
         block: Block,
         now_ms: u64,
-    ) -> Result<ProcessOutcome, BlockError> {
-        self.commit_held().map_err(storage_block_error)?;
+    ) -> Result<ProcessOutcome, ProcessError> {
+        self.commit_held()?;
         let hash = block.hash();
         if !self.nodes.contains_key(&hash) {
             if let Some(parent) = self.nodes.get(&block.header.prev_hash) {
@@ -86,13 +86,13 @@ impl Chain {
         &mut self,
         block: Block,
         now_ms: u64,
-    ) -> Result<ProcessOutcome, BlockError> {
+    ) -> Result<ProcessOutcome, ProcessError> {
         self.orphans.expire(now_ms);
-        self.write_indexes().map_err(storage_block_error)?;
+        self.write_indexes()?;
         let hash = block.hash();
         if let Some(node) = self.nodes.get(&hash) {
             return match node.status {
-                BlockStatus::Invalid => Err(BlockError::KnownInvalid),
+                BlockStatus::Invalid => Err(BlockError::KnownInvalid.into()),
                 _ => Ok(ProcessOutcome::Known),
             };
         }
@@ -105,14 +105,14 @@ impl Chain {
             self.orphans.remove(&hash);
         }
         if block.header.height == 0 {
-            return Err(BlockError::BadGenesis);
+            return Err(BlockError::BadGenesis.into());
         }
         if self.rejected.contains(&hash) {
-            return Err(BlockError::KnownInvalid);
+            return Err(BlockError::KnownInvalid.into());
         }
         if self.rejected.contains(&block.header.prev_hash) {
             self.reject_header(hash);
-            return Err(BlockError::InvalidAncestor);
+            return Err(BlockError::InvalidAncestor.into());
         }
         let Some(parent) = self.nodes.get(&block.header.prev_hash) else {
             // Cheap checks only: proof-of-work makes junk expensive to send,
@@ -123,7 +123,7 @@ impl Chain {
         };
         if parent.status == BlockStatus::Invalid {
             self.reject_header(hash);
-            return Err(BlockError::InvalidAncestor);
+            return Err(BlockError::InvalidAncestor.into());
         }
 
         let result = self.accept_and_activate(hash, block, now_ms);
@@ -131,7 +131,7 @@ impl Chain {
         // that failed to connect) are stored now, whatever happened.
         let stored = self.store_unstored();
         let outcome = result?;
-        stored.map_err(storage_block_error)?;
+        stored?;
         Ok(outcome)
     }
 
@@ -142,7 +142,7 @@ impl Chain {
         hash: BlockHash,
         block: Block,
         now_ms: u64,
-    ) -> Result<ProcessOutcome, BlockError> {
+    ) -> Result<ProcessOutcome, ProcessError> {
         let old_tip = self.tip;
         if let Err(error) = self.accept_block(hash, block, now_ms) {
             // Orphans waiting on a block that can never be valid cannot be
@@ -152,7 +152,7 @@ impl Chain {
             } else if error.is_misbehaviour() {
                 self.orphans.drop_descendants(&hash);
             }
-            return Err(error);
+            return Err(error.into());
         }
         let mut best_new = hash;
         // Orphans waiting on this block (and on those) can now be stored.
@@ -188,10 +188,10 @@ impl Chain {
         }
         let failures = self.activate_best_chain(Some(best_new))?;
         if !self.defer_indexing {
-            self.write_indexes().map_err(storage_block_error)?;
+            self.write_indexes()?;
         }
         if let Some((_, error)) = failures.into_iter().find(|(failed, _)| *failed == hash) {
-            return Err(error);
+            return Err(error.into());
         }
         if self.tip == old_tip {
             return Ok(ProcessOutcome::SideChain);
@@ -321,11 +321,11 @@ impl Chain {
     /// Moves the tip to the best valid chain. `hint` is a block just
     /// stored: if it beats the tip it is tried first, without a scan. Blocks
     /// that fail to connect are marked invalid with their descendants and
-    /// the search repeats. Returns the failures.
+    /// the search repeats. Returns the failures; the error is our store's.
     pub(super) fn activate_best_chain(
         &mut self,
         hint: Option<BlockHash>,
-    ) -> Result<Vec<(BlockHash, BlockError)>, BlockError> {
+    ) -> Result<Vec<(BlockHash, BlockError)>, StorageError> {
         let mut failures = Vec::new();
         let mut candidate = match hint {
             Some(hint) if self.better(&hint, &self.tip) => hint,
@@ -342,8 +342,7 @@ impl Chain {
                 None => candidate = self.best_candidate(),
                 Some((failed, error)) => {
                     tracing::warn!(block = %failed, %error, "block failed to connect; marking it and its descendants invalid");
-                    self.mark_subtree(failed, BlockStatus::Invalid)
-                        .map_err(storage_block_error)?;
+                    self.mark_subtree(failed, BlockStatus::Invalid)?;
                     failures.push((failed, error));
                     candidate = self.best_candidate();
                 }
@@ -354,11 +353,11 @@ impl Chain {
 
     /// Disconnects back to the fork point with `target`'s chain and connects
     /// towards `target`. Returns the first block that failed validation, if
-    /// any (the tip is then its parent).
+    /// any (the tip is then its parent); the error is our store's.
     fn reorganize_to(
         &mut self,
         target: BlockHash,
-    ) -> Result<Option<(BlockHash, BlockError)>, BlockError> {
+    ) -> Result<Option<(BlockHash, BlockError)>, StorageError> {
         let fork = self.fork_point(&self.tip, &target)?;
         while self.tip != fork {
             self.disconnect_tip()?;
@@ -373,8 +372,7 @@ impl Chain {
             let block = match self.load_block(&hash)? {
                 Some(block) => block,
                 None => {
-                    self.mark_subtree(hash, BlockStatus::DataMissing)
-                        .map_err(storage_block_error)?;
+                    self.mark_subtree(hash, BlockStatus::DataMissing)?;
                     return Ok(None);
                 }
             };
@@ -386,11 +384,11 @@ impl Chain {
     }
 
     /// The last common ancestor of `a` and `b`.
-    fn fork_point(&self, a: &BlockHash, b: &BlockHash) -> Result<BlockHash, BlockError> {
+    fn fork_point(&self, a: &BlockHash, b: &BlockHash) -> Result<BlockHash, StorageError> {
         let lookup = |hash: &BlockHash| {
             self.nodes
                 .get(hash)
-                .ok_or_else(|| BlockError::Storage(format!("block {hash} missing from the index")))
+                .ok_or_else(|| missing(format!("block {hash} missing from the index")))
         };
         let (mut a, mut b) = (*a, *b);
         let (mut node_a, mut node_b) = (lookup(&a)?, lookup(&b)?);
@@ -438,7 +436,7 @@ impl Chain {
         &self,
         old_tip: BlockHash,
         new_tip: BlockHash,
-    ) -> Result<ChainUpdate, BlockError> {
+    ) -> Result<ChainUpdate, StorageError> {
         let fork = self.fork_point(&old_tip, &new_tip)?;
         let load = |hash: &BlockHash| {
             if let Some(cached) = self.recent_blocks.get(hash) {
@@ -448,10 +446,9 @@ impl Chain {
                 return Ok(Arc::clone(&cached.block));
             }
             self.store
-                .block(hash)
-                .map_err(storage_block_error)?
+                .block(hash)?
                 .map(Arc::new)
-                .ok_or_else(|| BlockError::Storage(format!("body of block {hash} is missing")))
+                .ok_or_else(|| missing(format!("body of block {hash} is missing")))
         };
         let mut disconnected = Vec::new();
         let mut cursor = old_tip;
@@ -534,7 +531,10 @@ mod tests {
         let child = block_on(&chain, &parent.header, 1);
         let child_hash = child.hash();
 
-        assert_eq!(chain.process_block(child, now), Ok(ProcessOutcome::Orphan));
+        assert_eq!(
+            chain.process_block(child, now).unwrap(),
+            ProcessOutcome::Orphan
+        );
         assert_eq!(chain.orphan_count(), 1);
         chain.process_block(parent, now).expect("valid");
 
@@ -554,8 +554,8 @@ mod tests {
         assert!(chain.process_block(bad, now).is_err());
         assert!(chain.rejected.contains(&bad_hash));
         assert_eq!(
-            chain.process_block(child, now),
-            Err(BlockError::InvalidAncestor)
+            chain.process_block(child, now).unwrap_err().invalid(),
+            Some(&BlockError::InvalidAncestor)
         );
         assert_eq!(chain.orphan_count(), 0);
     }

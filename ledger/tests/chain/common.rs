@@ -4,37 +4,11 @@
 
 use ledger::amount::Amount;
 use ledger::block::{merkle_root, Block, Header, BLOCK_VERSION};
-use ledger::chainspec::{dev_secret_key, ChainSpec};
+use ledger::chainspec::ChainSpec;
 use ledger::target::Target;
 use ledger::{Address, BlockHash, Transaction};
 
-pub fn regtest() -> ChainSpec {
-    ChainSpec::builtin("regtest").expect("built-in")
-}
-
-pub fn dev_address(index: usize) -> Address {
-    Address::from_public_key(&dev_secret_key(index).public_key())
-}
-
-/// A signed transfer from dev account `from` on the chain with `genesis`.
-pub fn transfer(
-    genesis: &BlockHash,
-    from: usize,
-    to: Address,
-    amount: u64,
-    fee: u64,
-    nonce: u64,
-) -> Transaction {
-    Transaction::new_signed(
-        &dev_secret_key(from),
-        genesis,
-        to,
-        Amount::from_base_units(amount),
-        Amount::from_base_units(fee),
-        nonce,
-        String::new(),
-    )
-}
+pub use ledger::testing::{dev_address, now_ms, regtest, transfer};
 
 /// Increments the nonce until the header meets its own target.
 pub fn solve(header: &mut Header) {
@@ -116,16 +90,28 @@ impl Fixture {
         )
     }
 
-    /// Processes `block` with the clock reading its own timestamp.
+    /// Processes `block` with the clock reading its own timestamp. The
+    /// error is the verdict on the block: a failing test store panics.
     pub fn submit(
         &mut self,
         block: Block,
     ) -> Result<ledger::chain::ProcessOutcome, ledger::validation::BlockError> {
         let now = block.header.timestamp;
-        self.chain.process_block(block, now)
+        verdict(self.chain.process_block(block, now))
     }
 
     pub fn transfer(&self, from: usize, to: usize, amount: u64, nonce: u64) -> Transaction {
         transfer(&self.genesis, from, dev_address(to), amount, 1000, nonce)
     }
+}
+
+/// The verdict of a `process_block` call: its outcome or the block's error.
+/// A storage failure is the test's own trouble, so it panics.
+pub fn verdict(
+    result: Result<ledger::chain::ProcessOutcome, ledger::chain::ProcessError>,
+) -> Result<ledger::chain::ProcessOutcome, ledger::validation::BlockError> {
+    result.map_err(|error| match error {
+        ledger::chain::ProcessError::Invalid(error) => error,
+        ledger::chain::ProcessError::Storage(error) => panic!("test store failed: {error}"),
+    })
 }

@@ -15,19 +15,12 @@ use rand::{Rng, SeedableRng};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const WORKER_ENV: &str = "LEDGER_CRASH_WORKER_DIR";
 /// Above this height the test starts over in a fresh directory, so the
 /// replay after each kill stays cheap.
 const MAX_HEIGHT_BEFORE_RESET: u64 = 1500;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// The worker: only does something when re-executed by `run_kills`.
 #[test]

@@ -48,7 +48,7 @@ fn a_normal_build_refuses_a_block_with_a_stand_in_signature() {
     let mut chain = Chain::open(spec.clone(), dir.path()).unwrap();
     let now = spec.genesis_timestamp + 10_000;
     assert_eq!(
-        chain.process_block(block.clone(), now).err(),
+        verdict(chain.process_block(block.clone(), now)).err(),
         Some(BlockError::Tx {
             index: 0,
             error: TxError::BadSignature

@@ -51,7 +51,7 @@ use crate::metrics::Metrics;
 use addrbook::BanKey;
 use driver::{Clock, CommandRequest, Driver, DriverParts, Stores};
 use ledger::chain::AuxTree;
-use ledger::json::PeerJson;
+use ledger::json::{KnownNodeJson, NetworkJson, PeerJson};
 use ledger::{BlockHash, PublicKey, SecretKey};
 use message::NetworkMagic;
 pub use protocol::ProtocolConfig;
@@ -344,24 +344,26 @@ impl P2pHandle {
     }
 
     /// `GET /v1/network`: our peers, and our peers' peers as they reported
-    /// them: `{"node_id", "peers": [...], "known": [{"node_id", "addr", "peers": [node_id...]}]}`.
-    pub fn network_view(&self) -> serde_json::Value {
-        let known: Vec<serde_json::Value> = lock(&self.inner.shared.snapshot)
+    /// them.
+    pub fn network_view(&self) -> NetworkJson {
+        let known = lock(&self.inner.shared.snapshot)
             .known
             .iter()
-            .map(|view| {
-                serde_json::json!({
-                    "node_id": hex::encode(view.node_id.as_bytes()),
-                    "addr": view.addr.to_string(),
-                    "peers": view.peers.iter().map(|id| hex::encode(id.as_bytes())).collect::<Vec<_>>(),
-                })
+            .map(|view| KnownNodeJson {
+                node_id: hex::encode(view.node_id.as_bytes()),
+                addr: view.addr.to_string(),
+                peers: view
+                    .peers
+                    .iter()
+                    .map(|id| hex::encode(id.as_bytes()))
+                    .collect(),
             })
             .collect();
-        serde_json::json!({
-            "node_id": self.node_id(),
-            "peers": self.peers(),
-            "known": known,
-        })
+        NetworkJson {
+            known,
+            node_id: self.node_id(),
+            peers: self.peers(),
+        }
     }
 
     /// Resolves once every P2P task has ended (after the cancel token fired).

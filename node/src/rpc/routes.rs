@@ -12,7 +12,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use ledger::json::{
-    AddPeerRequest, BlockJson, MineRequest, MineResponse, StateJson, SubmitTxResponse, TxJson,
+    AddPeerRequest, BlockJson, MineRequest, MineResponse, NetworkJson, StateJson, SubmitTxResponse,
+    TxJson,
 };
 use ledger::tx::{MAX_MEMO_BYTES, MAX_TX_BYTES};
 use ledger::{Address, BlockHash, Transaction, TxId};
@@ -376,9 +377,11 @@ pub async fn network(State(state): State<RpcState>) -> impl IntoResponse {
             .node
             .network()
             .map(|network| network.network_view())
-            .unwrap_or_else(
-                || json!({ "node_id": state.node.node_id(), "peers": [], "known": [] }),
-            ),
+            .unwrap_or_else(|| NetworkJson {
+                known: Vec::new(),
+                node_id: state.node.node_id().to_string(),
+                peers: Vec::new(),
+            }),
     )
 }
 

@@ -53,14 +53,14 @@ impl TestNode {
     }
 
     fn transfer(&self, from: usize, to: usize, amount: u64, fee: u64, nonce: u64) -> Transaction {
-        Transaction::new_signed(
-            &dev_secret_key(from),
-            &self.spec().genesis_hash(),
-            dev_accounts()[to].address,
-            Amount::from_base_units(amount),
-            Amount::from_base_units(fee),
+        let genesis = self.spec().genesis_hash();
+        ledger::testing::transfer(
+            &genesis,
+            from,
+            ledger::testing::dev_address(to),
+            amount,
+            fee,
             nonce,
-            String::new(),
         )
     }
 

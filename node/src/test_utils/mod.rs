@@ -1,24 +1,20 @@
 //! What the node's tests share, built only for tests (`cfg(test)` or the
 //! `test-utils` feature, which the node's own integration tests turn on):
-//! the chain and clock helpers every test needs, and `p2p_net`, the P2P
+//! the chain and clock helpers every test needs (the chain ones from
+//! `ledger::testing`), and `p2p_net`, the P2P
 //! harness of real nodes, a test `Backend` that publishes what the real
 //! node publishes, and a hand-driven `FakePeer`. Waiting is always on a
 //! condition with a deadline, never a bare sleep.
 
 pub mod p2p_net;
 
-use ledger::ChainSpec;
+pub use ledger::testing::{dev_address, regtest, transfer, transfer_with_memo};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Wall-clock Unix milliseconds.
 pub fn now_ms() -> u64 {
     crate::p2p::unix_ms()
-}
-
-/// The built-in `regtest` chain.
-pub fn regtest() -> ChainSpec {
-    ChainSpec::builtin("regtest").expect("built-in chain")
 }
 
 /// The value at `fraction` (0 to 1) of a sorted, non-empty slice.
@@ -40,6 +36,28 @@ pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut()
             "timed out after {timeout:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`wait_for`] for a test without an async runtime: polls every 2 ms
+/// (fine enough for the latencies the process benchmarks time with it).
+pub fn wait_for_blocking(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    wait_for_value(what, timeout, || condition().then_some(()));
+}
+
+/// Polls `check` every 2 ms until it gives a value, and returns it; panics
+/// with `what` at the deadline. Without an async runtime.
+pub fn wait_for_value<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

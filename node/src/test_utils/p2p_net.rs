@@ -8,25 +8,23 @@
 //! the node's own secure transport (`secure_connect`), so what it sends
 //! reaches the frame layer exactly as a real peer's bytes would.
 
-pub use super::{now_ms, percentile, regtest, wait_for, wait_for_async};
+pub use super::{
+    dev_address, now_ms, percentile, regtest, transfer_with_memo, wait_for, wait_for_async,
+};
 use crate::events::NodeEvent;
+use crate::local_chain::{HasLocalChain, LocalChain};
 use crate::metrics::Metrics;
 use crate::p2p::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
 use crate::p2p::message::{Hello, HelloAck, Message, NetworkMagic, PROTOCOL_VERSION};
 use crate::p2p::noise::{self, LocalIdentity, NoiseStream, Role, TransportError};
-use crate::p2p::{
-    self, Backend, BlockVerdict, ChainView, P2pConfig, P2pHandle, P2pTiming, TipSummary, TxVerdict,
-};
+use crate::p2p::{self, Backend, BlockVerdict, P2pConfig, P2pHandle, P2pTiming, TxVerdict};
 use crate::relay_cache::RelayCache;
 use futures::{SinkExt, StreamExt};
-use ledger::chain::{Chain, ChainReader, ProcessOutcome};
-use ledger::chainspec::dev_secret_key;
+use ledger::chain::{Chain, ChainReader, ProcessError, ProcessOutcome};
 use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
 use ledger::sigcache::SignatureCache;
 use ledger::sync::lock;
-use ledger::{
-    Address, Amount, Block, BlockHash, ChainSpec, Header, PublicKey, SecretKey, Transaction, TxId,
-};
+use ledger::{Address, Block, BlockHash, ChainSpec, PublicKey, SecretKey, Transaction, TxId};
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -143,20 +141,13 @@ impl TestBackend {
     }
 
     /// Applies a block as the node's chain writer would, publishing events.
-    pub fn process_block(
-        &self,
-        block: Block,
-    ) -> Result<ProcessOutcome, ledger::validation::BlockError> {
+    pub fn process_block(&self, block: Block) -> Result<ProcessOutcome, ProcessError> {
         self.process(block, false)
     }
 
     /// `process_block`; an `unrequested` block (a peer's gossip) is not
     /// stored on a chain with less work than the tip, as in the node.
-    fn process(
-        &self,
-        block: Block,
-        unrequested: bool,
-    ) -> Result<ProcessOutcome, ledger::validation::BlockError> {
+    fn process(&self, block: Block, unrequested: bool) -> Result<ProcessOutcome, ProcessError> {
         let mut guard = lock(&self.inner.chain);
         let chain = guard.as_mut().expect("chain open");
         let now = now_ms();
@@ -181,17 +172,7 @@ impl TestBackend {
             mempool.apply_update(update, &self.inner.reader, now);
             self.publish_released(&mut mempool);
             if update.is_reorg() {
-                let _ = self.inner.events.send(NodeEvent::Reorg {
-                    old_tip: update.old_tip,
-                    new_tip: update.new_tip,
-                    fork_height: update.fork_height,
-                    disconnected: update
-                        .disconnected
-                        .iter()
-                        .map(|block| block.hash())
-                        .collect(),
-                    connected: update.connected.iter().map(|block| block.hash()).collect(),
-                });
+                let _ = self.inner.events.send(NodeEvent::reorg(update));
                 // Re-admitted txs are news to peers on the winning branch.
                 for block in &update.disconnected {
                     for tx in &block.txs {
@@ -270,7 +251,7 @@ impl TestBackend {
     }
 }
 
-fn block_verdict(result: Result<ProcessOutcome, ledger::validation::BlockError>) -> BlockVerdict {
+fn block_verdict(result: Result<ProcessOutcome, ProcessError>) -> BlockVerdict {
     match result {
         Ok(ProcessOutcome::Connected(_) | ProcessOutcome::SideChain) => BlockVerdict::Accepted,
         Ok(ProcessOutcome::Known) => BlockVerdict::Known,
@@ -283,54 +264,13 @@ fn block_verdict(result: Result<ProcessOutcome, ledger::validation::BlockError>)
     }
 }
 
-impl ChainView for TestBackend {
-    fn tip(&self) -> TipSummary {
-        let tip = self.inner.reader.tip();
-        TipSummary {
-            height: tip.height,
-            hash: tip.hash,
-            total_work: tip.total_work,
+impl HasLocalChain for TestBackend {
+    fn local_chain(&self) -> LocalChain<'_> {
+        LocalChain {
+            reader: &self.inner.reader,
+            relay_cache: &self.inner.relay_cache,
+            mempool: &self.inner.mempool,
         }
-    }
-
-    fn locator(&self) -> Vec<BlockHash> {
-        self.inner.reader.locator()
-    }
-
-    fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header> {
-        self.inner.reader.headers_after(locator, max)
-    }
-
-    fn has_block(&self, hash: &BlockHash) -> bool {
-        self.inner.relay_cache.contains(hash) || self.inner.reader.has_block(hash)
-    }
-
-    fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
-        lock(&self.inner.mempool).get(txid).cloned()
-    }
-
-    fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
-        lock(&self.inner.mempool).txids_newest_first(limit)
-    }
-
-    fn has_tx(&self, txid: &TxId) -> bool {
-        self.mempool_has(txid) || self.inner.reader.has_tx(txid)
-    }
-
-    fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {
-        lock(&self.inner.mempool).txids_oldest_first(limit)
-    }
-
-    fn next_nonce(&self, sender: &Address) -> u64 {
-        lock(&self.inner.mempool).next_nonce(sender, &self.inner.reader)
-    }
-
-    fn sender_txs(&self, sender: &Address, first_nonce: u64, limit: usize) -> Vec<Transaction> {
-        lock(&self.inner.mempool)
-            .sender_txs_from(sender, first_nonce, limit)
-            .into_iter()
-            .cloned()
-            .collect()
     }
 }
 
@@ -348,27 +288,15 @@ impl Backend for TestBackend {
     }
 
     fn block_payload(&self, hash: &BlockHash) -> Option<tokio_util::bytes::Bytes> {
-        if let Some(payload) = self.inner.relay_cache.get(hash) {
-            return Some(payload);
-        }
-        self.inner
-            .reader
-            .block_bytes(hash)
-            .map(|bytes| crate::p2p::codec::block_payload(&bytes))
+        self.local_chain().block_payload(hash)
     }
 
     fn compact_payload(&self, hash: &BlockHash) -> Option<tokio_util::bytes::Bytes> {
-        self.inner.relay_cache.compact(hash).or_else(|| {
-            self.block(hash)
-                .map(|block| crate::p2p::codec::compact_payload(&block))
-        })
+        self.local_chain().compact_payload(hash)
     }
 
     fn recent_block(&self, hash: &BlockHash) -> Option<Block> {
-        self.inner
-            .relay_cache
-            .block(hash)
-            .or_else(|| self.block(hash))
+        self.local_chain().recent_block(hash)
     }
 
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
@@ -568,18 +496,12 @@ impl TestNode {
     }
 }
 
-/// A signed transfer from dev account `from` with `nonce`.
+/// The harness's workload tx: dev account `from` pays 1,000 + `nonce`
+/// base units (so every tx differs) to an address of its own that no key
+/// holds, with the minimum fee.
 pub fn transfer(genesis: &BlockHash, from: usize, nonce: u64, memo: &str) -> Transaction {
-    let key = dev_secret_key(from);
-    Transaction::new_signed(
-        &key,
-        genesis,
-        Address([from as u8 + 100; 20]),
-        Amount::from_base_units(1_000 + nonce),
-        Amount::from_base_units(1_000),
-        nonce,
-        memo.to_string(),
-    )
+    let to = Address([from as u8 + 100; 20]);
+    ledger::testing::transfer_with_memo(genesis, from, to, 1_000 + nonce, 1_000, nonce, memo)
 }
 
 /// Memory in use by this process (resident set), in bytes.

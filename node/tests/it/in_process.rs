@@ -1,19 +1,10 @@
 //! In-process nodes (`Node::start`), as the `testnet` crate runs them: the
 //! background miner and graceful shutdown.
 
-use ledger::chainspec::{dev_accounts, dev_secret_key};
-use ledger::{Amount, ChainSpec, Transaction};
+use ledger::{Amount, ChainSpec};
+use node::test_utils::{dev_address, wait_for as wait_until};
 use node::{Node, NodeConfig};
 use std::time::{Duration, Instant};
-
-/// Waits for `condition` with a deadline, checking every 20 ms.
-async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regtest_miner_paces_blocks_and_confirms_txs() {
@@ -25,15 +16,7 @@ async fn regtest_miner_paces_blocks_and_confirms_txs() {
     let node = running.handle.clone();
     assert!(node.status().mining);
 
-    let tx = Transaction::new_signed(
-        &dev_secret_key(5),
-        &spec.genesis_hash(),
-        dev_accounts()[6].address,
-        Amount::from_base_units(77),
-        Amount::from_base_units(1_000),
-        0,
-        String::new(),
-    );
+    let tx = node::test_utils::transfer(&spec.genesis_hash(), 5, dev_address(6), 77, 1_000, 0);
     node.submit_tx(tx.clone()).await.unwrap();
     let reader = node.reader().clone();
     wait_until("the tx to confirm", Duration::from_secs(20), || {
@@ -80,15 +63,7 @@ async fn backend_verdicts() {
         .await
         .unwrap();
     let transfer = |amount: u64, fee: u64| {
-        Transaction::new_signed(
-            &dev_secret_key(1),
-            &spec.genesis_hash(),
-            dev_accounts()[2].address,
-            Amount::from_base_units(amount),
-            Amount::from_base_units(fee),
-            0,
-            String::new(),
-        )
+        node::test_utils::transfer(&spec.genesis_hash(), 1, dev_address(2), amount, fee, 0)
     };
     let tx = transfer(10, 1_000);
     a.handle.submit_tx(tx.clone()).await.unwrap();
@@ -133,15 +108,7 @@ async fn backend_verdicts() {
             misbehaving: false
         }
     );
-    let fresh = Transaction::new_signed(
-        &dev_secret_key(3),
-        &spec.genesis_hash(),
-        dev_accounts()[2].address,
-        Amount::from_base_units(5),
-        Amount::from_base_units(1_000),
-        0,
-        String::new(),
-    );
+    let fresh = node::test_utils::transfer(&spec.genesis_hash(), 3, dev_address(2), 5, 1_000, 0);
     assert_eq!(
         Backend::submit_tx(&node_b, fresh.clone()).await,
         TxVerdict::Accepted
@@ -183,14 +150,13 @@ async fn freezing_the_network_task_with_known_txids_reads_no_block() {
     for round in 0..3u64 {
         for sender in 0..10 {
             for nonce in round * 20..(round + 1) * 20 {
-                let tx = Transaction::new_signed(
-                    &dev_secret_key(sender),
+                let tx = node::test_utils::transfer(
                     &spec.genesis_hash(),
-                    dev_accounts()[(sender + 1) % 10].address,
-                    Amount::from_base_units(1_000),
-                    Amount::from_base_units(1_000),
+                    sender,
+                    dev_address((sender + 1) % 10),
+                    1_000,
+                    1_000,
                     nonce,
-                    String::new(),
                 );
                 txids.push(node.submit_tx(tx).await.unwrap());
             }

@@ -9,8 +9,6 @@
 //! ```
 
 use super::NodeProcess;
-use ledger::chainspec::{dev_accounts, dev_secret_key};
-use ledger::{Amount, Transaction};
 use node::test_utils::{percentile, regtest};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -26,14 +24,13 @@ fn raw_transfers(count: usize, first_nonce: u64) -> Vec<String> {
     (0..count)
         .map(|index| {
             let from = index % 10;
-            let tx = Transaction::new_signed(
-                &dev_secret_key(from),
+            let tx = node::test_utils::transfer(
                 &genesis,
-                dev_accounts()[(from + 1) % 10].address,
-                Amount::from_base_units(1_000 + index as u64),
-                Amount::from_base_units(1_000),
+                from,
+                dev_address((from + 1) % 10),
+                1_000 + index as u64,
+                1_000,
                 first_nonce + (index / 10) as u64,
-                String::new(),
             );
             hex::encode(ledger::encoding::encode(&tx))
         })
@@ -50,13 +47,7 @@ fn submit_all(node: &NodeProcess, raws: &[String]) {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use node::test_utils::{dev_address, wait_for_blocking as wait_until};
 
 fn mempool_count(node: &NodeProcess) -> u64 {
     node.get("/v1/status").1["mempool"].as_u64().unwrap_or(0)

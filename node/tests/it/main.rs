@@ -7,8 +7,8 @@ mod line_bench;
 
 use ledger::chainspec::{dev_accounts, dev_secret_key, DEV_KEYS_WARNING};
 use ledger::json::TxJson;
-use ledger::{Amount, Transaction};
-use node::test_utils::regtest;
+use ledger::Transaction;
+use node::test_utils::{dev_address, regtest};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -164,16 +164,10 @@ fn address(index: usize) -> String {
     regtest().format_address(&dev_accounts()[index].address)
 }
 
+/// A regtest transfer between dev accounts with the tests' fee.
 fn transfer(from: usize, to: usize, amount: u64, nonce: u64) -> Transaction {
-    Transaction::new_signed(
-        &dev_secret_key(from),
-        &regtest().genesis_hash(),
-        dev_accounts()[to].address,
-        Amount::from_base_units(amount),
-        Amount::from_base_units(FEE),
-        nonce,
-        String::new(),
-    )
+    let genesis = regtest().genesis_hash();
+    node::test_utils::transfer(&genesis, from, dev_address(to), amount, FEE, nonce)
 }
 
 #[test]

@@ -20,7 +20,7 @@
 //! mempool works, not a fault of the network, so the load avoids it.
 
 use super::chaos_nodes::Nodes;
-use super::check::{all_agree, parse_url, Answer};
+use super::check::{all_agree, parse_url, states};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use ledger::chainspec::dev_accounts;
@@ -346,11 +346,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
 async fn converge(apis: &[Api], bound: Duration) -> Option<ledger::json::StateJson> {
     let deadline = Instant::now() + bound;
     loop {
-        let answers: Vec<Answer> = futures::future::join_all(
-            apis.iter()
-                .map(|api| async move { api.state().await.map_err(|error| error.to_string()) }),
-        )
-        .await;
+        let answers = states(apis).await;
         if all_agree(&answers) {
             return answers.into_iter().next().and_then(Result::ok);
         }

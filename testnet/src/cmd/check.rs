@@ -32,6 +32,15 @@ pub(crate) fn parse_url(text: &str) -> Result<String, String> {
 /// What one node answered.
 pub(crate) type Answer = Result<StateJson, String>;
 
+/// Every node's `GET /v1/state`, asked at once, in the order of `apis`.
+pub(crate) async fn states(apis: &[Api]) -> Vec<Answer> {
+    futures::future::join_all(
+        apis.iter()
+            .map(|api| async move { api.state().await.map_err(|error| error.to_string()) }),
+    )
+    .await
+}
+
 /// True when every node answered with the same tip and digest.
 pub(crate) fn all_agree(answers: &[Answer]) -> bool {
     let mut states = answers.iter().map(|answer| answer.as_ref().ok());
@@ -115,11 +124,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     loop {
-        let answers: Vec<Answer> = futures::future::join_all(
-            apis.iter()
-                .map(|api| async move { api.state().await.map_err(|error| error.to_string()) }),
-        )
-        .await;
+        let answers = states(&apis).await;
         if all_agree(&answers) {
             if let Some(Ok(state)) = answers.first() {
                 println!(

@@ -410,17 +410,7 @@ impl SimNode {
             self.observed.push(Observed::Reorg {
                 depth: update.disconnected.len(),
             });
-            events.push(NodeEvent::Reorg {
-                old_tip: update.old_tip,
-                new_tip: update.new_tip,
-                fork_height: update.fork_height,
-                disconnected: update
-                    .disconnected
-                    .iter()
-                    .map(|block| block.hash())
-                    .collect(),
-                connected: update.connected.iter().map(|block| block.hash()).collect(),
-            });
+            events.push(NodeEvent::reorg(&update));
         }
         {
             let mut mempool = self.view.mempool.borrow_mut();

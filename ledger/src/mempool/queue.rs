@@ -1,0 +1,185 @@
+//! A sender's pending transactions (`SenderQueue`: nonce order, an
+//! executable run and a future part) and `PoolIndex`, every index over all
+//! queues: by txid, admission order, age, recipient, the eviction order of
+//! queue tails, and the side pool of held txs. `PoolIndex::insert` and
+//! `remove` keep all of them and the queue in step, so nothing else edits
+//! a queue's transactions.
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::hash::TxId;
+use crate::tx::Transaction;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// One pending transaction and what the pool needs to know about it.
+#[derive(Clone, Debug)]
+pub(super) struct PoolTx {
+    pub(super) tx: Transaction,
+    pub(super) txid: TxId,
+    pub(super) size: usize,
+    pub(super) added_ms: u64,
+    /// Admission order; unique, never reused.
+    pub(super) seq: u64,
+    /// Admitted behind a nonce gap and not executable since: in the side
+    /// pool, and not yet reported for relay.
+    pub(super) held: bool,
+}
+
+/// The pending transactions of one sender, by nonce. Nonces in
+/// `confirmed_nonce..executable_end` are all present (the executable
+/// queue); anything at or after `executable_end` is the future queue.
+#[derive(Debug)]
+pub(super) struct SenderQueue {
+    pub(super) confirmed_nonce: u64,
+    pub(super) executable_end: u64,
+    pub(super) txs: BTreeMap<u64, PoolTx>,
+    /// Sum of amount plus fee of every pending tx; u128 so it cannot
+    /// overflow however many transactions are queued.
+    pub(super) total_cost: u128,
+    /// How many of `txs` are held.
+    pub(super) held: usize,
+}
+
+impl SenderQueue {
+    pub(super) fn new(confirmed_nonce: u64) -> Self {
+        SenderQueue {
+            confirmed_nonce,
+            executable_end: confirmed_nonce,
+            txs: BTreeMap::new(),
+            total_cost: 0,
+            held: 0,
+        }
+    }
+
+    /// Moves `executable_end` forward over consecutive present nonces.
+    pub(super) fn extend_executable(&mut self) {
+        // Nonces are u64: the run ends at u64::MAX at the latest.
+        while self.txs.contains_key(&self.executable_end) {
+            match self.executable_end.checked_add(1) {
+                Some(next) => self.executable_end = next,
+                None => break,
+            }
+        }
+    }
+}
+
+/// Eviction candidate: the last tx of a sender's queue. Held ones first
+/// (`false`: not executable), then lowest fee first, and among equal fees
+/// the most recent arrival first, so an older transaction is never pushed
+/// out by a newer one paying the same.
+pub(super) type TailKey = (bool, Amount, Reverse<u64>, Address);
+
+pub(super) fn cost_of(tx: &Transaction) -> u128 {
+    u128::from(tx.amount.base_units()) + u128::from(tx.fee.base_units())
+}
+
+/// Every index over the pool besides the sender queues, kept apart so the
+/// two can be borrowed mutably at once.
+#[derive(Default)]
+pub(super) struct PoolIndex {
+    pub(super) by_txid: HashMap<TxId, (Address, u64)>,
+    /// Admission order, oldest first.
+    pub(super) by_seq: BTreeMap<u64, TxId>,
+    /// (admitted at, seq), oldest first, for expiry.
+    pub(super) by_age: BTreeSet<(u64, u64)>,
+    pub(super) by_recipient: BTreeSet<(Address, u64)>,
+    pub(super) tails: BTreeSet<TailKey>,
+    pub(super) bytes: usize,
+    pub(super) next_seq: u64,
+    /// Held transactions in all queues (the side pool's size).
+    pub(super) held: usize,
+    /// Held txs that became executable since the last `take_promoted`.
+    pub(super) promoted: Vec<TxId>,
+    /// Txs refused for the side pool's caps since the last
+    /// `take_future_refusals`.
+    pub(super) future_refused: u64,
+}
+
+impl PoolIndex {
+    pub(super) fn tail_key(queue: &SenderQueue, sender: Address) -> Option<TailKey> {
+        queue
+            .txs
+            .last_key_value()
+            .map(|(_, entry)| (!entry.held, entry.tx.fee, Reverse(entry.seq), sender))
+    }
+
+    /// Inserts `entry`, held when it lands past a gap in its sender's
+    /// nonces; txs it makes executable are promoted.
+    pub(super) fn insert(&mut self, queue: &mut SenderQueue, sender: Address, mut entry: PoolTx) {
+        if let Some(old_tail) = Self::tail_key(queue, sender) {
+            self.tails.remove(&old_tail);
+        }
+        let nonce = entry.tx.nonce;
+        entry.held = nonce > queue.executable_end;
+        if entry.held {
+            queue.held += 1;
+            self.held += 1;
+        }
+        self.by_txid.insert(entry.txid, (sender, nonce));
+        self.by_seq.insert(entry.seq, entry.txid);
+        self.by_age.insert((entry.added_ms, entry.seq));
+        self.by_recipient.insert((entry.tx.to, entry.seq));
+        self.bytes += entry.size;
+        queue.total_cost += cost_of(&entry.tx);
+        queue.txs.insert(nonce, entry);
+        if nonce == queue.executable_end {
+            queue.extend_executable();
+            self.promote(queue, nonce);
+        }
+        if let Some(new_tail) = Self::tail_key(queue, sender) {
+            self.tails.insert(new_tail);
+        }
+    }
+
+    /// Releases the held txs in `from..executable_end` (now executable)
+    /// from the side pool. The caller refreshes the queue's tail key.
+    pub(super) fn promote(&mut self, queue: &mut SenderQueue, from: u64) {
+        if queue.held == 0 || from >= queue.executable_end {
+            return;
+        }
+        for entry in queue
+            .txs
+            .range_mut(from..queue.executable_end)
+            .map(|(_, entry)| entry)
+        {
+            if entry.held {
+                entry.held = false;
+                queue.held -= 1;
+                self.held -= 1;
+                self.promoted.push(entry.txid);
+            }
+        }
+    }
+
+    pub(super) fn remove(
+        &mut self,
+        queue: &mut SenderQueue,
+        sender: Address,
+        nonce: u64,
+    ) -> Option<PoolTx> {
+        let old_tail = Self::tail_key(queue, sender);
+        let entry = queue.txs.remove(&nonce)?;
+        if let Some(old_tail) = old_tail {
+            self.tails.remove(&old_tail);
+        }
+        self.by_txid.remove(&entry.txid);
+        self.by_seq.remove(&entry.seq);
+        self.by_age.remove(&(entry.added_ms, entry.seq));
+        self.by_recipient.remove(&(entry.tx.to, entry.seq));
+        self.bytes -= entry.size;
+        queue.total_cost -= cost_of(&entry.tx);
+        if entry.held {
+            queue.held -= 1;
+            self.held -= 1;
+        }
+        if nonce >= queue.confirmed_nonce && nonce < queue.executable_end {
+            // A hole in the executable run: everything after it waits.
+            queue.executable_end = nonce;
+        }
+        if let Some(new_tail) = Self::tail_key(queue, sender) {
+            self.tails.insert(new_tail);
+        }
+        Some(entry)
+    }
+}
