@@ -33,7 +33,7 @@ use crate::chainspec::ChainSpec;
 use crate::difficulty;
 use crate::hash::{BlockHash, Hash256, TxId};
 use crate::sigcache::SignatureCache;
-pub use crate::storage::TemporaryArena;
+pub use crate::storage::{MemoryArena, TemporaryArena};
 pub use crate::storage::{AuxEntries, AuxTree};
 use crate::storage::{IndexEntry, StorageError, Store};
 use crate::target::{Target, Work};

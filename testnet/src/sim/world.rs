@@ -9,7 +9,7 @@ use super::node::{Observed, Outbound, SimNode};
 use super::options::SimOptions;
 use super::report::{Final, Report, Stats};
 use super::scheduler::{Scheduler, SimTime, SECOND};
-use ledger::chain::TemporaryArena;
+use ledger::chain::MemoryArena;
 use ledger::sigcache::SignatureCache;
 use ledger::{Address, BlockHash, ChainSpec, SecretKey};
 use node::p2p::codec::{decode_message, MAX_FRAME_BYTES};
@@ -22,11 +22,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::bytes::Bytes;
-
-/// The page cache of the one sled store all nodes' chains share (each
-/// under its own tree names); the rest of the data stays in its log file
-/// in `/dev/shm`.
-const STORE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Inbound slots per node (bitcoind's default is 125 connections).
 const MAX_INBOUND: usize = 117;
@@ -119,8 +114,10 @@ impl World {
         let targets = dial_targets(&options, &mut rng);
         let timing = P2pTiming::default();
         let connect_timeout = timing.connect_timeout.as_nanos() as SimTime;
-        let arena = TemporaryArena::new(STORE_CACHE_BYTES)
-            .map_err(|error| format!("cannot open the temporary store: {error}"))?;
+        // Every node's chain is a member of one in-memory arena, which
+        // holds a block (and every index entry and account value nodes
+        // agree on) once for the whole network.
+        let arena = MemoryArena::new();
         let mut nodes = Vec::with_capacity(n);
         for (index, targets) in targets.iter().enumerate() {
             let config = ProtocolConfig {
