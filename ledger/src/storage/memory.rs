@@ -81,11 +81,15 @@ impl Members {
 fn read(shared: &RwLock<ArenaData>) -> RwLockReadGuard<'_, ArenaData> {
     // A panic while holding the lock leaves whole entries behind (every
     // write replaces a variant list in one step), so the data is usable.
-    shared.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn write(shared: &RwLock<ArenaData>) -> RwLockWriteGuard<'_, ArenaData> {
-    shared.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryArena {
@@ -170,10 +174,7 @@ impl SharedTree {
             current.members.remove(member);
         }
         if let Some(value) = value {
-            match variants
-                .iter_mut()
-                .find(|variant| &*variant.value == value)
-            {
+            match variants.iter_mut().find(|variant| &*variant.value == value) {
                 Some(same) => same.members.insert(member),
                 None => variants.push(Variant {
                     value: Arc::from(value),
@@ -353,11 +354,13 @@ mod tests {
                 (0, vec![3], None),
             ],
         );
-        let keys = |entries: Owned| -> Vec<Vec<u8>> {
-            entries.into_iter().map(|(key, _)| key).collect()
-        };
+        let keys =
+            |entries: Owned| -> Vec<Vec<u8>> { entries.into_iter().map(|(key, _)| key).collect() };
         assert_eq!(keys(heights.range(&[], None)), vec![vec![1], vec![2]]);
-        assert_eq!(keys(heights.range_rev(&[1], Some(&[2]))), vec![vec![2], vec![1]]);
+        assert_eq!(
+            keys(heights.range_rev(&[1], Some(&[2]))),
+            vec![vec![2], vec![1]]
+        );
         assert_eq!(heights.last().map(|(key, _)| key), Some(vec![2]));
         assert_eq!(other.last().map(|(key, _)| key), Some(vec![9]));
         assert_eq!(meta.get(b"tip").as_deref(), Some(&b"h2"[..]));

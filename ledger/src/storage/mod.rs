@@ -91,8 +91,8 @@ use crate::tx::Transaction;
 use crate::Height;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tree::Tree;
 use std::sync::Arc;
+use tree::Tree;
 
 /// What we know about a stored block's validity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -741,4 +741,3 @@ impl AuxTree {
         Ok(())
     }
 }
-

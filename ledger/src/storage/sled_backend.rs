@@ -32,7 +32,6 @@ impl From<sled::transaction::TransactionError<()>> for StorageError {
     }
 }
 
-
 /// Deletes `snap.*.generating` files left by a crash during snapshotting.
 /// Returns how many were removed.
 pub fn remove_partial_snapshots(dir: &Path) -> Result<usize, StorageError> {

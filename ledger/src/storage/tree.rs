@@ -102,9 +102,7 @@ impl Tree {
             Tree::Sled(tree) => Ok(tree
                 .last()?
                 .map(|(key, value)| (key.to_vec(), Value::Sled(value)))),
-            Tree::Memory(tree) => Ok(tree
-                .last()
-                .map(|(key, value)| (key, Value::Memory(value)))),
+            Tree::Memory(tree) => Ok(tree.last().map(|(key, value)| (key, Value::Memory(value)))),
         }
     }
 

@@ -97,7 +97,6 @@ impl Store {
         commit(&[&self.index], &batch)
     }
 
-
     /// Connects `block` (whose parent is the current tip) in one
     /// transaction: account values, undo record, height index and tip. Its
     /// tx and address index entries follow in [`Store::index_blocks`]:
@@ -279,7 +278,6 @@ impl Store {
         ];
         commit(&trees, &batch)
     }
-
 }
 
 /// The account writes of a connect or disconnect: an account back at the

@@ -62,7 +62,10 @@ fn a_chain_in_memory_ends_where_the_same_chain_on_sled_ends() {
     assert_eq!(memory.state_summary(), disk.state_summary());
     for block in &blocks {
         let hash = block.hash();
-        assert_eq!(memory.hash_at(block.header.height), disk.hash_at(block.header.height));
+        assert_eq!(
+            memory.hash_at(block.header.height),
+            disk.hash_at(block.header.height)
+        );
         assert_eq!(memory.has_block(&hash), disk.has_block(&hash));
         for tx in &block.txs {
             let txid = tx.txid();
