@@ -14,7 +14,7 @@ use crate::address::Address;
 use crate::hash::BlockHash;
 use crate::sigcache::SignatureCache;
 use crate::state::{self, Account};
-use crate::storage::{BlockStatus, IndexEntry, StorageError, Store, TemporaryArena};
+use crate::storage::{BlockStatus, IndexEntry, MemoryArena, StorageError, Store, TemporaryArena};
 use crate::target::{Target, Work};
 use crate::validation::BlockError;
 use crate::ChainSpec;
@@ -59,6 +59,20 @@ impl Chain {
     ) -> Result<Chain, ChainError> {
         let dir = PathBuf::from(format!("(temporary)/{name}"));
         let store = Store::open_in_arena(arena, name)
+            .map_err(|error| ChainError::from_storage(&dir, error))?;
+        Chain::open_store(spec, store, &dir)
+    }
+
+    /// A new chain in memory only, one store of `arena`
+    /// (`Store::open_in_memory`), gone with the arena: for simulations and
+    /// tests. Stores of one arena hold equal data once.
+    pub fn open_in_memory(
+        spec: ChainSpec,
+        arena: &MemoryArena,
+        name: &str,
+    ) -> Result<Chain, ChainError> {
+        let dir = PathBuf::from(format!("(memory)/{name}"));
+        let store = Store::open_in_memory(arena, name)
             .map_err(|error| ChainError::from_storage(&dir, error))?;
         Chain::open_store(spec, store, &dir)
     }

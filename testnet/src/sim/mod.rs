@@ -3,8 +3,9 @@
 //! protocol core (`node::p2p::protocol::NetworkState`), the real chain
 //! (validation, fork choice, reorgs) and the real mempool; only sockets
 //! (`network`), clocks and randomness (`scheduler`, seeded RNGs), storage
-//! (every node's chain in its own trees of one temporary
-//! store, `ledger::chain::TemporaryArena`), proof-of-work (`mining`, an
+//! (every node's chain a member of one in-memory arena,
+//! `ledger::chain::MemoryArena`, which holds data nodes agree on once),
+//! proof-of-work (`mining`, an
 //! exponential oracle on a chain whose target every hash meets) and
 //! repeated signature checks (one `SignatureCache` for all nodes) are
 //! replaced. The same options and seed give the same report, byte for

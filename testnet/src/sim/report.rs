@@ -36,29 +36,64 @@ impl Bits {
 struct Spread {
     origin_at: SimTime,
     holders: Bits,
-    /// Delay since `origin_at` of each node's first holding, in arrival order.
+    /// Nodes that held it so far.
+    count: usize,
+    /// Delay since `origin_at` of each node's first holding, in arrival
+    /// order: for blocks, whose every delay the CDF plots. A tx keeps
+    /// only the delays at `TX_FRACTIONS` (a run has thousands of txs and
+    /// a delay per node each would be most of its memory).
     delays: Vec<SimTime>,
+    keep_all: bool,
+    /// (nodes, delay) when the count reached each of `TX_FRACTIONS`.
+    marks: Vec<(usize, SimTime)>,
+}
+
+/// The fractions of nodes a tx's report asks about.
+const TX_FRACTIONS: [f64; 3] = [0.5, 0.9, 1.0];
+
+fn nodes_needed(n: usize, fraction: f64) -> usize {
+    ((n as f64 * fraction).ceil() as usize).max(1)
 }
 
 impl Spread {
-    fn new(n: usize, origin_at: SimTime) -> Spread {
+    fn new(n: usize, origin_at: SimTime, keep_all: bool) -> Spread {
         Spread {
             origin_at,
             holders: Bits::new(n),
+            count: 0,
             delays: Vec::new(),
+            keep_all,
+            marks: Vec::new(),
         }
     }
 
-    fn reached(&mut self, node: usize, now: SimTime) {
-        if self.holders.insert(node) {
-            self.delays.push(now.saturating_sub(self.origin_at));
+    fn reached(&mut self, node: usize, now: SimTime, n: usize) {
+        if !self.holders.insert(node) {
+            return;
+        }
+        self.count += 1;
+        let delay = now.saturating_sub(self.origin_at);
+        if self.keep_all {
+            self.delays.push(delay);
+        } else if TX_FRACTIONS
+            .iter()
+            .any(|fraction| nodes_needed(n, *fraction) == self.count)
+        {
+            self.marks.push((self.count, delay));
         }
     }
 
     /// The delay until `fraction` of `n` nodes held it.
     fn time_to(&self, n: usize, fraction: f64) -> Option<SimTime> {
-        let needed = ((n as f64 * fraction).ceil() as usize).max(1);
-        self.delays.get(needed - 1).copied()
+        let needed = nodes_needed(n, fraction);
+        if self.keep_all {
+            return self.delays.get(needed - 1).copied();
+        }
+        debug_assert!(TX_FRACTIONS.contains(&fraction));
+        self.marks
+            .iter()
+            .find(|(count, _)| *count == needed)
+            .map(|(_, delay)| *delay)
     }
 }
 
@@ -107,24 +142,24 @@ impl Stats {
     }
 
     pub fn block_mined(&mut self, hash: BlockHash, now: SimTime) {
-        self.blocks.insert(hash, Spread::new(self.n, now));
+        self.blocks.insert(hash, Spread::new(self.n, now, true));
         self.mined.push(hash);
     }
 
     pub fn node_has_block(&mut self, node: usize, hash: &BlockHash, now: SimTime) {
         if let Some(spread) = self.blocks.get_mut(hash) {
-            spread.reached(node, now);
+            spread.reached(node, now, self.n);
         }
     }
 
     pub fn tx_submitted(&mut self, txid: TxId, now: SimTime) {
-        self.txs.insert(txid, Spread::new(self.n, now));
+        self.txs.insert(txid, Spread::new(self.n, now, false));
         self.submitted.push(txid);
     }
 
     pub fn node_has_tx(&mut self, node: usize, txid: &TxId, now: SimTime) {
         if let Some(spread) = self.txs.get_mut(txid) {
-            spread.reached(node, now);
+            spread.reached(node, now, self.n);
         }
     }
 

@@ -92,6 +92,18 @@ impl<E> Scheduler<E> {
         Some(entry.event)
     }
 
+    /// When the next queued event is due.
+    pub fn next_at(&self) -> Option<SimTime> {
+        self.queue.peek().map(|entry| entry.at)
+    }
+
+    /// Moves the clock to `at` (not before now) for something run outside
+    /// the queue (a node's timer), counted as an event.
+    pub fn run_at(&mut self, at: SimTime) {
+        self.now = self.now.max(at);
+        self.processed += 1;
+    }
+
     /// Events run so far.
     pub fn processed(&self) -> u64 {
         self.processed

@@ -9,7 +9,7 @@ use super::node::{Observed, Outbound, SimNode};
 use super::options::SimOptions;
 use super::report::{Final, Report, Stats};
 use super::scheduler::{Scheduler, SimTime, SECOND};
-use ledger::chain::TemporaryArena;
+use ledger::chain::MemoryArena;
 use ledger::sigcache::SignatureCache;
 use ledger::{Address, BlockHash, ChainSpec, SecretKey};
 use node::p2p::codec::{decode_message, MAX_FRAME_BYTES};
@@ -18,24 +18,16 @@ use node::p2p::protocol::{CloseCause, ConnId, Input, ProtocolConfig};
 use node::p2p::P2pTiming;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::bytes::Bytes;
 
-/// The page cache of the one sled store all nodes' chains share (each
-/// under its own tree names); the rest of the data stays in its log file
-/// in `/dev/shm`.
-const STORE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
-
 /// Inbound slots per node (bitcoind's default is 125 connections).
 const MAX_INBOUND: usize = 117;
 
 enum Event {
-    /// The core's timer is due (stale when `timer_at` moved on).
-    Timer {
-        node: usize,
-    },
     /// The node has nothing else to do at this instant.
     Idle {
         node: usize,
@@ -90,7 +82,12 @@ pub struct World {
     scheduler: Scheduler<Event>,
     network: Network,
     nodes: Vec<SimNode>,
+    /// Each node's next core timer (`SimTime::MAX`: none), and the same
+    /// as an ordered set of (time, node). Timers live here and not in the
+    /// event queue: a node's timer moves after nearly every input, and
+    /// each move would leave a stale event in the queue.
     timer_at: Vec<SimTime>,
+    timers: BTreeSet<(SimTime, usize)>,
     idle_queued: Vec<bool>,
     /// Draws of the network (latency, loss) and of faults.
     rng: ChaCha8Rng,
@@ -119,8 +116,10 @@ impl World {
         let targets = dial_targets(&options, &mut rng);
         let timing = P2pTiming::default();
         let connect_timeout = timing.connect_timeout.as_nanos() as SimTime;
-        let arena = TemporaryArena::new(STORE_CACHE_BYTES)
-            .map_err(|error| format!("cannot open the temporary store: {error}"))?;
+        // Every node's chain is a member of one in-memory arena, which
+        // holds a block (and every index entry and account value nodes
+        // agree on) once for the whole network.
+        let arena = MemoryArena::new();
         let mut nodes = Vec::with_capacity(n);
         for (index, targets) in targets.iter().enumerate() {
             let config = ProtocolConfig {
@@ -166,6 +165,7 @@ impl World {
             network: Network::new(&options),
             scheduler: Scheduler::default(),
             timer_at: vec![SimTime::MAX; n],
+            timers: BTreeSet::new(),
             idle_queued: vec![false; n],
             nodes,
             rng,
@@ -206,13 +206,30 @@ impl World {
                 .at(churn.every.as_nanos() as SimTime, Event::ChurnLeave);
         }
         self.scheduler.at(SECOND, Event::Sample);
-        while let Some(event) = self.scheduler.pop_until(end) {
-            if let Event::Sample = event {
-                if let Some(progress) = progress.as_mut() {
-                    progress(self.scheduler.now());
+        loop {
+            // A timer due no later than the next event runs first.
+            let timer = self.timers.first().copied().filter(|(at, _)| *at <= end);
+            let event_at = self.scheduler.next_at().filter(|at| *at <= end);
+            match (timer, event_at) {
+                (Some((at, node)), event_at) if event_at.is_none_or(|event_at| at <= event_at) => {
+                    self.timers.remove(&(at, node));
+                    self.timer_at[node] = SimTime::MAX;
+                    self.scheduler.run_at(at);
+                    self.feed(node, Input::Tick);
                 }
+                (_, Some(_)) => {
+                    let Some(event) = self.scheduler.pop_until(end) else {
+                        break;
+                    };
+                    if let Event::Sample = event {
+                        if let Some(progress) = progress.as_mut() {
+                            progress(self.scheduler.now());
+                        }
+                    }
+                    self.handle(event);
+                }
+                _ => break,
             }
-            self.handle(event);
         }
         self.scheduler.advance_to(end);
         self.finish(started.elapsed().as_secs_f64())
@@ -221,13 +238,6 @@ impl World {
     fn handle(&mut self, event: Event) {
         let now = self.scheduler.now();
         match event {
-            Event::Timer { node } => {
-                if self.timer_at[node] != now {
-                    return;
-                }
-                self.timer_at[node] = SimTime::MAX;
-                self.feed(node, Input::Tick);
-            }
             Event::Idle { node } => {
                 self.idle_queued[node] = false;
                 self.nodes[node].idle(now);
@@ -353,8 +363,9 @@ impl World {
         }
         let wake = self.nodes[node].next_timer().max(now);
         if wake != self.timer_at[node] {
+            self.timers.remove(&(self.timer_at[node], node));
             self.timer_at[node] = wake;
-            self.scheduler.at(wake, Event::Timer { node });
+            self.timers.insert((wake, node));
         }
         if !self.idle_queued[node] && self.nodes[node].has_pending_announcements() {
             self.idle_queued[node] = true;

@@ -224,6 +224,9 @@ pub struct NetworkState<V: ChainView> {
     last_addr_refresh: Mono,
     last_housekeeping: Mono,
     published: Option<Snapshot>,
+    /// Items remembered per peer (`gossip::KNOWN_INVENTORY_CAPACITY`
+    /// unless `set_known_inventory_capacity` changed it).
+    known_inventory_capacity: usize,
 }
 
 impl<V: ChainView> NetworkState<V> {
@@ -292,6 +295,7 @@ impl<V: ChainView> NetworkState<V> {
             last_addr_refresh: now.mono,
             last_housekeeping: now.mono,
             published: None,
+            known_inventory_capacity: gossip::KNOWN_INVENTORY_CAPACITY,
             config,
         };
         state.take_book_changes();
@@ -386,6 +390,13 @@ impl<V: ChainView> NetworkState<V> {
     /// then sends `Idle` when it has nothing else to do).
     pub fn has_pending_announcements(&self) -> bool {
         self.pending_since.is_some()
+    }
+
+    /// How many items each peer's known-inventory set remembers from
+    /// now on (peers already connected keep theirs). The simulator lowers
+    /// it: a thousand nodes' sets at the default would not fit in memory.
+    pub fn set_known_inventory_capacity(&mut self, capacity: usize) {
+        self.known_inventory_capacity = capacity.max(1);
     }
 
     /// Our node id.

@@ -7,7 +7,6 @@
 //! requests and sync to others.
 
 use super::addrbook::{backoff, is_dialable, BanKey, Learned};
-use super::gossip::KNOWN_INVENTORY_CAPACITY;
 use super::netgroup::NetGroup;
 use super::ratelimit::Costly;
 use super::session::{HandshakeStep, Session};
@@ -381,6 +380,7 @@ impl<V: ChainView> NetworkState<V> {
             }
         };
         let timing = self.config.timing.clone();
+        let known_capacity = self.known_inventory_capacity;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -395,7 +395,7 @@ impl<V: ChainView> NetworkState<V> {
             caught_up: false,
             connected_at: now,
             ping_ms: None,
-            known: KnownInventory::new(KNOWN_INVENTORY_CAPACITY),
+            known: KnownInventory::new(known_capacity),
             addr_tokens: MAX_ADDRS as f64,
             addr_tokens_at: now,
             last_getaddr_answered: None,

@@ -1,5 +1,17 @@
-//! The sled-backed store: the only module that names sled. It owns the
-//! on-disk layout and makes every change of the best chain atomic.
+//! The store: the chain's data layout, and the only module that names
+//! sled. It owns the on-disk layout and makes every change of the best
+//! chain atomic. `Store` is written against `tree::Tree` and holds its
+//! trees in one of two backends:
+//! - `sled_backend`: a sled database in a directory (`Store::open`, the
+//!   node), or many stores in one temporary sled database
+//!   (`TemporaryArena`, `Store::open_in_arena`);
+//! - `memory`: stores that live in memory only (`MemoryArena`,
+//!   `Store::open_in_memory`), for simulations and tests; equal data of
+//!   many stores in one arena is held once.
+//!
+//! Files: `mod.rs` (the layout, the types and the reads), `write.rs` (the
+//! writes), `tree.rs` (the backend-neutral tree and atomic `commit`),
+//! `sled_backend.rs`, `memory.rs`.
 //!
 //! Trees (keys and values are canonical encodings unless noted):
 //! - `blocks`: block hash -> `Block`. Every stored block, on any branch.
@@ -56,24 +68,31 @@
 //! sled counts the cache by the size of the pages it holds, not by the
 //! allocator's view, so the process's resident memory can exceed the cap.
 //!
-//! Crash recovery: before every open, leftover `snap.<lsn>.generating`
-//! files are deleted. sled writes a snapshot under that name and renames it
-//! when complete, so the rename is the snapshot's commit point; 0.34.7 would
-//! otherwise take a half-written one as the newest snapshot and fail with
-//! `Corruption` (sled issues #1527, #1533).
+//! Crash recovery: see `sled_backend` (half-written snapshots).
+
+mod memory;
+mod sled_backend;
+mod tree;
+mod write;
+
+pub use memory::MemoryArena;
+pub use sled_backend::{
+    cache_capacity, remove_partial_snapshots, set_cache_capacity, TemporaryArena,
+    DEFAULT_CACHE_BYTES,
+};
 
 use crate::address::Address;
 use crate::block::{Block, Header};
 use crate::encoding::{self, Decode, Encode};
 use crate::hash::{BlockHash, TxId};
-use crate::state::{Account, AccountSource, BlockStateChange, BlockUndo, StateDigester};
+use crate::state::{Account, AccountSource, BlockUndo, StateDigester};
 use crate::target::Work;
 use crate::tx::Transaction;
 use crate::Height;
-use sled::Transactional;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tree::Tree;
 
 /// What we know about a stored block's validity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -120,10 +139,10 @@ pub struct TxLocation {
 /// A `tx_index` value: where the tx is, and its bytes' (offset, length)
 /// in the block's stored encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
-struct TxIndexEntry {
-    location: TxLocation,
-    offset: u32,
-    len: u32,
+pub(super) struct TxIndexEntry {
+    pub(super) location: TxLocation,
+    pub(super) offset: u32,
+    pub(super) len: u32,
 }
 
 /// `meta/state`: the account state's summary as of `tip`.
@@ -139,7 +158,7 @@ type TxSpan = (u32, u32);
 
 /// The tag byte after the block hash in an `address_txs` value that
 /// carries tx spans.
-const ADDRESS_ENTRY_WITH_SPANS: u8 = 1;
+pub(super) const ADDRESS_ENTRY_WITH_SPANS: u8 = 1;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -163,45 +182,45 @@ pub enum StorageError {
     },
 }
 
-impl From<sled::Error> for StorageError {
-    fn from(error: sled::Error) -> Self {
-        match error {
-            sled::Error::Corruption { .. } => StorageError::Corrupt(error.to_string()),
-            other => StorageError::Sled(other),
+pub(super) const META_GENESIS: &[u8] = b"genesis";
+pub(super) const META_CHAIN_NAME: &[u8] = b"chain_name";
+pub(super) const META_TIP: &[u8] = b"tip";
+pub(super) const META_INDEXED: &[u8] = b"indexed";
+pub(super) const META_STATE: &[u8] = b"state";
+
+/// Where a store's trees live, for opening more of them (aux trees) and
+/// flushing.
+#[derive(Clone)]
+enum Backend {
+    /// The database, and the prefix of this store's tree names (stores in
+    /// one temporary arena keep apart).
+    Sled { db: sled::Db, prefix: String },
+    /// The arena and this store's member id in it.
+    Memory { arena: MemoryArena, member: u32 },
+}
+
+impl Backend {
+    fn tree(&self, name: &str) -> Result<Tree, StorageError> {
+        match self {
+            Backend::Sled { db, prefix } => sled_backend::open_tree(db, prefix, name),
+            Backend::Memory { arena, member } => Ok(Tree::Memory(arena.tree(name, *member))),
         }
     }
 }
 
-impl From<sled::transaction::TransactionError<()>> for StorageError {
-    fn from(error: sled::transaction::TransactionError<()>) -> Self {
-        match error {
-            sled::transaction::TransactionError::Storage(error) => error.into(),
-            sled::transaction::TransactionError::Abort(()) => StorageError::Aborted,
-        }
-    }
-}
-
-const META_GENESIS: &[u8] = b"genesis";
-const META_CHAIN_NAME: &[u8] = b"chain_name";
-const META_TIP: &[u8] = b"tip";
-const META_INDEXED: &[u8] = b"indexed";
-const META_STATE: &[u8] = b"state";
-
-/// The store. Cloning is cheap (sled trees are shared handles); only the
+/// The store. Cloning is cheap (trees are shared handles); only the
 /// chain writer calls the mutating methods.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    blocks: sled::Tree,
-    index: sled::Tree,
-    best_chain: sled::Tree,
-    accounts: sled::Tree,
-    tx_index: sled::Tree,
-    address_txs: sled::Tree,
-    undo: sled::Tree,
-    meta: sled::Tree,
-    /// Prefix of the aux trees' names (stores in one arena keep apart).
-    tree_prefix: String,
+    backend: Backend,
+    blocks: Tree,
+    index: Tree,
+    best_chain: Tree,
+    accounts: Tree,
+    tx_index: Tree,
+    address_txs: Tree,
+    undo: Tree,
+    meta: Tree,
     path: PathBuf,
     /// Block bodies read so far (`block`, `block_bytes`, `tx`), shared by
     /// every clone: what proves a lookup answered from the indexes alone.
@@ -219,7 +238,7 @@ fn hash_from_bytes(bytes: &[u8], what: &str) -> Result<BlockHash, StorageError> 
     Ok(BlockHash(crate::hash::Hash256(array)))
 }
 
-fn address_tx_key(address: &Address, height: Height) -> [u8; 28] {
+pub(super) fn address_tx_key(address: &Address, height: Height) -> [u8; 28] {
     let mut key = [0u8; 28];
     key[..20].copy_from_slice(&address.0);
     key[20..28].copy_from_slice(&height.to_be_bytes());
@@ -227,7 +246,7 @@ fn address_tx_key(address: &Address, height: Height) -> [u8; 28] {
 }
 
 /// For each address a block touches, the positions of its txs, ascending.
-fn positions_by_address(block: &Block) -> std::collections::BTreeMap<Address, Vec<u32>> {
+pub(super) fn positions_by_address(block: &Block) -> std::collections::BTreeMap<Address, Vec<u32>> {
     let mut map: std::collections::BTreeMap<Address, Vec<u32>> = std::collections::BTreeMap::new();
     for (position, tx) in block.txs.iter().enumerate() {
         let position = position as u32;
@@ -258,105 +277,6 @@ fn tx_in(
     decode_stored(bytes, "indexed transaction").map(Some)
 }
 
-/// Deletes `snap.*.generating` files left by a crash during snapshotting.
-/// Returns how many were removed.
-pub fn remove_partial_snapshots(dir: &Path) -> Result<usize, StorageError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => {
-            return Err(StorageError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            let path = entry.path();
-            std::fs::remove_file(&path).map_err(|source| StorageError::Io { path, source })?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// How long `open` waits for the directory lock held by a previous handle
-/// in this process: sled's background flusher lets go of the file lock a
-/// moment after the last handle is dropped.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// sled reports a held lock as an `Other` i/o error with this text.
-fn is_lock_error(error: &std::io::Error) -> bool {
-    error.kind() == std::io::ErrorKind::WouldBlock
-        || error.to_string().contains("could not acquire lock")
-}
-
-/// One temporary sled database (sled's temporary mode: its log in a file
-/// under `/dev/shm` on Linux, removed when the last handle is dropped; no
-/// background flusher) that holds many stores (`Store::open_in_arena`).
-/// For simulations and tests.
-#[derive(Clone)]
-pub struct TemporaryArena {
-    db: sled::Db,
-}
-
-impl TemporaryArena {
-    /// A new arena whose page cache holds about `cache_bytes`.
-    pub fn new(cache_bytes: u64) -> Result<TemporaryArena, StorageError> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .flush_every_ms(None)
-            .cache_capacity(cache_bytes)
-            .open()?;
-        Ok(TemporaryArena { db })
-    }
-}
-
-/// The page cache of a store opened by `Store::open`, unless
-/// `set_cache_capacity` changed it: 64 MiB (sled's own default is 1 GiB).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
-
-static CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BYTES);
-
-/// Sets the page cache, in bytes, of every store `Store::open` opens from
-/// now on in this process (stores already open keep theirs).
-pub fn set_cache_capacity(bytes: u64) {
-    CACHE_BYTES.store(bytes, Ordering::Relaxed);
-}
-
-/// The page cache `Store::open` gives a store it opens now.
-pub fn cache_capacity() -> u64 {
-    CACHE_BYTES.load(Ordering::Relaxed)
-}
-
-fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_capacity());
-        match config.open() {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(error))
-                if is_lock_error(&error) && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(sled::Error::Io(error)) if is_lock_error(&error) => {
-                return Err(StorageError::Locked {
-                    path: dir.to_path_buf(),
-                    source: error,
-                })
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-}
-
 impl Store {
     /// Opens (creating if needed) the store in `dir`, after removing any
     /// half-written snapshot files.
@@ -369,21 +289,12 @@ impl Store {
         if removed > 0 {
             tracing::warn!(removed, dir = %dir.display(), "removed half-written sled snapshot files");
         }
-        let db = open_db(dir)?;
-        let store = Store {
-            blocks: db.open_tree("blocks")?,
-            index: db.open_tree("block_index")?,
-            best_chain: db.open_tree("best_chain")?,
-            accounts: db.open_tree("accounts")?,
-            tx_index: db.open_tree("tx_index")?,
-            address_txs: db.open_tree("address_txs")?,
-            undo: db.open_tree("undo")?,
-            meta: db.open_tree("meta")?,
-            tree_prefix: String::new(),
+        let db = sled_backend::open_db(dir)?;
+        let backend = Backend::Sled {
             db,
-            path: dir.to_path_buf(),
-            block_reads: Arc::new(AtomicU64::new(0)),
+            prefix: String::new(),
         };
+        let store = Store::with_backend(backend, dir.to_path_buf())?;
         store.ensure_state_record()?;
         Ok(store)
     }
@@ -393,23 +304,38 @@ impl Store {
     /// database (one page cache, one log), so a simulation can hold
     /// thousands; nothing survives.
     pub fn open_in_arena(arena: &TemporaryArena, name: &str) -> Result<Store, StorageError> {
-        let db = arena.db.clone();
-        let tree = |what: &str| db.open_tree(format!("{name}/{what}"));
-        let store = Store {
-            blocks: tree("blocks")?,
-            index: tree("block_index")?,
-            best_chain: tree("best_chain")?,
-            accounts: tree("accounts")?,
-            tx_index: tree("tx_index")?,
-            address_txs: tree("address_txs")?,
-            undo: tree("undo")?,
-            meta: tree("meta")?,
-            tree_prefix: format!("{name}/"),
-            db,
-            path: PathBuf::from(format!("(temporary)/{name}")),
-            block_reads: Arc::new(AtomicU64::new(0)),
+        let backend = Backend::Sled {
+            db: arena.db().clone(),
+            prefix: format!("{name}/"),
         };
-        Ok(store)
+        Store::with_backend(backend, PathBuf::from(format!("(temporary)/{name}")))
+    }
+
+    /// A new, empty store in memory, a member of `arena` (see
+    /// `MemoryArena`): gone when the arena's last handle is dropped.
+    /// `name` only labels it (`path`).
+    pub fn open_in_memory(arena: &MemoryArena, name: &str) -> Result<Store, StorageError> {
+        let backend = Backend::Memory {
+            arena: arena.clone(),
+            member: arena.add_member(),
+        };
+        Store::with_backend(backend, PathBuf::from(format!("(memory)/{name}")))
+    }
+
+    fn with_backend(backend: Backend, path: PathBuf) -> Result<Store, StorageError> {
+        Ok(Store {
+            blocks: backend.tree("blocks")?,
+            index: backend.tree("block_index")?,
+            best_chain: backend.tree("best_chain")?,
+            accounts: backend.tree("accounts")?,
+            tx_index: backend.tree("tx_index")?,
+            address_txs: backend.tree("address_txs")?,
+            undo: backend.tree("undo")?,
+            meta: backend.tree("meta")?,
+            backend,
+            path,
+            block_reads: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Writes `meta/state` from a full scan of the accounts when a store
@@ -433,7 +359,7 @@ impl Store {
             height,
             digest,
         };
-        self.meta.insert(META_STATE, encoding::encode(&record))?;
+        self.meta.insert(META_STATE, &encoding::encode(&record))?;
         Ok(())
     }
 
@@ -500,95 +426,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the allocations, then genesis, its index entry, height 0 and
-    /// the chain identity in one transaction whose last write is the
-    /// genesis record: a store without that record is uninitialised, and a
-    /// crash before it leaves accounts that the next `init_genesis` clears
-    /// and writes again.
-    ///
-    /// The allocations are not part of the transaction: a large genesis
-    /// (100,000 accounts) written as one sled transaction or batch holds
-    /// one epoch guard across every insert, so every node copy an insert
-    /// replaces stays allocated until well after the write, about 400 MB
-    /// for 100,000 accounts (BENCHMARKS.md, issue 16). One insert at a
-    /// time lets sled free them as it goes.
-    pub fn init_genesis(
-        &self,
-        chain_name: &str,
-        genesis: &Block,
-        entry: &IndexEntry,
-        allocations: &[(Address, Account)],
-    ) -> Result<(), StorageError> {
-        let hash = genesis.hash();
-        let block_bytes = encoding::encode(genesis);
-        let entry_bytes = encoding::encode(entry);
-        if !self.accounts.is_empty() {
-            self.accounts.clear()?;
-        }
-        let mut digest = StateDigester::new();
-        for (address, account) in allocations {
-            if *account != Account::default() {
-                self.accounts
-                    .insert(&address.0[..], encoding::encode(account))?;
-                digest.add(address, account);
-            }
-        }
-        let state_bytes = encoding::encode(&StateRecord {
-            tip: hash,
-            height: genesis.header.height,
-            digest,
-        });
-        let trees = [&self.blocks, &self.index, &self.best_chain, &self.meta];
-        trees[..].transaction(|trees| {
-            trees[0].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
-            trees[1].insert(&hash.as_bytes()[..], entry_bytes.as_slice())?;
-            trees[2].insert(&0u64.to_be_bytes()[..], &hash.as_bytes()[..])?;
-            trees[3].insert(META_CHAIN_NAME, chain_name.as_bytes())?;
-            trees[3].insert(META_TIP, &hash.as_bytes()[..])?;
-            trees[3].insert(META_INDEXED, &hash.as_bytes()[..])?;
-            trees[3].insert(META_STATE, state_bytes.as_slice())?;
-            // Written last inside the same transaction: a store with a
-            // genesis record is a fully initialised store.
-            trees[3].insert(META_GENESIS, &hash.as_bytes()[..])?;
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })?;
-        Ok(())
-    }
-
-    /// Stores a block body and its index entry together.
-    pub fn put_block(
-        &self,
-        hash: &BlockHash,
-        block: &Block,
-        entry: &IndexEntry,
-    ) -> Result<(), StorageError> {
-        let block_bytes = encoding::encode(block);
-        let entry_bytes = encoding::encode(entry);
-        let trees = [&self.blocks, &self.index];
-        trees[..].transaction(|trees| {
-            trees[0].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
-            trees[1].insert(&hash.as_bytes()[..], entry_bytes.as_slice())?;
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })?;
-        Ok(())
-    }
-
-    /// Rewrites index entries (status changes) in one batch.
-    pub fn put_index_entries(
-        &self,
-        entries: &[(BlockHash, IndexEntry)],
-    ) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for (hash, entry) in entries {
-            batch.insert(&hash.as_bytes()[..], encoding::encode(entry));
-        }
-        self.index.apply_batch(batch)?;
-        Ok(())
-    }
-
     /// Every index entry, in hash order.
     pub fn load_index(&self) -> Result<Vec<(BlockHash, IndexEntry)>, StorageError> {
-        let mut entries = Vec::with_capacity(self.index.len());
+        let mut entries = Vec::new();
         for item in self.index.iter() {
             let (key, value) = item?;
             let hash = hash_from_bytes(&key, "block index key")?;
@@ -647,7 +487,7 @@ impl Store {
     /// Best-chain hash at `height`.
     pub fn hash_at(&self, height: Height) -> Result<Option<BlockHash>, StorageError> {
         self.best_chain
-            .get(height.to_be_bytes())?
+            .get(&height.to_be_bytes())?
             .map(|bytes| hash_from_bytes(&bytes, "best chain entry"))
             .transpose()
     }
@@ -657,7 +497,7 @@ impl Store {
         match self.best_chain.last()? {
             None => Ok(None),
             Some((key, value)) => {
-                let height_bytes: [u8; 8] = key.as_ref().try_into().map_err(|_| {
+                let height_bytes: [u8; 8] = key.as_slice().try_into().map_err(|_| {
                     StorageError::Corrupt("best chain key: expected 8 bytes".into())
                 })?;
                 Ok(Some((
@@ -669,7 +509,7 @@ impl Store {
     }
 
     pub fn account(&self, address: &Address) -> Result<Account, StorageError> {
-        match self.accounts.get(address.0)? {
+        match self.accounts.get(&address.0)? {
             None => Ok(Account::default()),
             Some(bytes) => decode_stored(&bytes, "account"),
         }
@@ -683,7 +523,7 @@ impl Store {
         for item in self.accounts.iter() {
             let (key, value) = item?;
             let bytes: [u8; 20] = key
-                .as_ref()
+                .as_slice()
                 .try_into()
                 .map_err(|_| StorageError::Corrupt("account key: expected 20 bytes".into()))?;
             let account: Account = decode_stored(&value, "account")?;
@@ -751,7 +591,7 @@ impl Store {
         let start = address_tx_key(address, 0);
         let end = address_tx_key(address, before.map_or(u64::MAX, |(height, _)| height));
         let corrupt = || StorageError::Corrupt("malformed address tx entry".into());
-        for item in self.address_txs.range(start..=end).rev() {
+        for item in self.address_txs.range_rev(&start, &end) {
             let (key, value) = item?;
             let height_bytes: [u8; 8] = key
                 .get(20..28)
@@ -827,224 +667,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Connects `block` (whose parent is the current tip) in one
-    /// transaction: account values, undo record, height index and tip. Its
-    /// tx and address index entries follow in [`Store::index_blocks`]:
-    /// until then `meta/indexed` names an ancestor, so a crash in between
-    /// is seen and repaired when the chain is opened.
-    ///
-    /// With `new_body`, the block's body and that index entry are written
-    /// in the same transaction (a block connected as soon as it arrives):
-    /// sled seals and syncs a log buffer for every transaction, so a
-    /// syncing node saves one of those per block.
-    pub fn connect_block(
-        &self,
-        hash: &BlockHash,
-        block: &Block,
-        change: &BlockStateChange,
-        new_body: Option<&IndexEntry>,
-    ) -> Result<(), StorageError> {
-        let record = ConnectRecord {
-            hash,
-            block,
-            undo: &change.undo,
-            new_body,
-        };
-        self.connect_blocks(&[record], &change.updates)
-    }
-
-    /// Connects `blocks` (each the child of the one before, the first a
-    /// child of the current tip) in one transaction, as
-    /// [`Store::connect_block`] does for one: `accounts` are the values the
-    /// last of them leaves. A syncing node commits a few blocks at a time
-    /// like this, since each sled transaction seals and syncs a log buffer.
-    pub fn connect_blocks(
-        &self,
-        blocks: &[ConnectRecord<'_>],
-        accounts: &[(Address, Account)],
-    ) -> Result<(), StorageError> {
-        let Some(last) = blocks.last() else {
-            return Ok(());
-        };
-        // Each account's value before the first of the blocks is in the
-        // first undo record that names it.
-        let mut before: std::collections::HashMap<Address, Account> =
-            std::collections::HashMap::new();
-        for record in blocks {
-            for (address, account) in &record.undo.previous {
-                before.entry(*address).or_insert(*account);
-            }
-        }
-        let mut digest = self.state_for_update()?;
-        for (address, account) in accounts {
-            let old = before.get(address).copied().unwrap_or_default();
-            digest.change(address, &old, account);
-        }
-        let state_bytes = encoding::encode(&StateRecord {
-            tip: *last.hash,
-            height: last.block.header.height,
-            digest,
-        });
-        let accounts = account_batch(accounts);
-        let encoded: Vec<_> = blocks
-            .iter()
-            .map(|record| {
-                (
-                    encoding::encode(record.undo),
-                    record
-                        .new_body
-                        .map(|entry| (encoding::encode(record.block), encoding::encode(entry))),
-                )
-            })
-            .collect();
-        let trees = [
-            &self.accounts,
-            &self.undo,
-            &self.best_chain,
-            &self.meta,
-            &self.blocks,
-            &self.index,
-        ];
-        trees[..].transaction(|trees| {
-            trees[0].apply_batch(&accounts)?;
-            for (record, (undo_bytes, body)) in blocks.iter().zip(&encoded) {
-                let hash = &record.hash.as_bytes()[..];
-                let height = record.block.header.height;
-                trees[1].insert(hash, undo_bytes.as_slice())?;
-                trees[2].insert(&height.to_be_bytes()[..], hash)?;
-                if let Some((block_bytes, entry_bytes)) = body {
-                    trees[4].insert(hash, block_bytes.as_slice())?;
-                    trees[5].insert(hash, entry_bytes.as_slice())?;
-                }
-            }
-            trees[3].insert(META_TIP, &last.hash.as_bytes()[..])?;
-            trees[3].insert(META_STATE, state_bytes.as_slice())?;
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })?;
-        Ok(())
-    }
-
-    /// Writes the tx and address index entries of connected best-chain
-    /// blocks, given in connect order with their txids, then moves
-    /// `meta/indexed` to the last. Most of a block's sled writes are these
-    /// (one key per tx), which is why they come after the connect: a node
-    /// publishes the new tip first. They are plain inserts, not a batch or
-    /// transaction: sled makes those exclude every reader in the process
-    /// while they run, and an index entry is idempotent, so a crash part way
-    /// is repaired by indexing the same blocks again from `meta/indexed`.
-    pub fn index_blocks(
-        &self,
-        blocks: &[(BlockHash, &Block, &[TxId])],
-    ) -> Result<(), StorageError> {
-        let Some((last, _, _)) = blocks.last() else {
-            return Ok(());
-        };
-        for (hash, block, txids) in blocks {
-            let height = block.header.height;
-            let spans = encoding::tx_spans(block);
-            for ((position, txid), (offset, len)) in txids.iter().enumerate().zip(&spans) {
-                let entry = TxIndexEntry {
-                    location: TxLocation {
-                        block_hash: *hash,
-                        height,
-                        index: position as u32,
-                    },
-                    offset: *offset,
-                    len: *len,
-                };
-                self.tx_index
-                    .insert(&txid.as_bytes()[..], encoding::encode(&entry))?;
-            }
-            for (address, positions) in positions_by_address(block) {
-                let mut value = Vec::with_capacity(33 + 12 * positions.len());
-                value.extend_from_slice(hash.as_bytes());
-                value.push(ADDRESS_ENTRY_WITH_SPANS);
-                for position in positions {
-                    let (offset, len) = spans.get(position as usize).copied().unwrap_or((0, 0));
-                    value.extend_from_slice(&position.to_be_bytes());
-                    value.extend_from_slice(&offset.to_be_bytes());
-                    value.extend_from_slice(&len.to_be_bytes());
-                }
-                self.address_txs
-                    .insert(&address_tx_key(&address, height)[..], value)?;
-            }
-        }
-        self.meta.insert(META_INDEXED, &last.as_bytes()[..])?;
-        Ok(())
-    }
-
-    /// Disconnects the tip `block` in one transaction, restoring the
-    /// accounts from `undo` and making `block`'s parent the tip. When the
-    /// block was `indexed`, its tx and address index entries go in the same
-    /// transaction and `meta/indexed` moves to the parent.
-    pub fn disconnect_block(
-        &self,
-        hash: &BlockHash,
-        block: &Block,
-        txids: &[TxId],
-        undo: &BlockUndo,
-        indexed: bool,
-    ) -> Result<(), StorageError> {
-        let height = block.header.height;
-        let mut digest = self.state_for_update()?;
-        for (address, previous) in &undo.previous {
-            let current = self.account(address)?;
-            digest.change(address, &current, previous);
-        }
-        let state_bytes = encoding::encode(&StateRecord {
-            tip: block.header.prev_hash,
-            height: height.saturating_sub(1),
-            digest,
-        });
-        let accounts = account_batch(&undo.previous);
-        let mut tx_index = sled::Batch::default();
-        let mut address_txs = sled::Batch::default();
-        if indexed {
-            for txid in txids {
-                tx_index.remove(&txid.as_bytes()[..]);
-            }
-            for address in positions_by_address(block).into_keys() {
-                address_txs.remove(&address_tx_key(&address, height)[..]);
-            }
-        }
-        let parent = block.header.prev_hash;
-        let trees = [
-            &self.accounts,
-            &self.undo,
-            &self.best_chain,
-            &self.meta,
-            &self.tx_index,
-            &self.address_txs,
-        ];
-        trees[..].transaction(|trees| {
-            trees[0].apply_batch(&accounts)?;
-            trees[1].remove(&hash.as_bytes()[..])?;
-            trees[2].remove(&height.to_be_bytes()[..])?;
-            trees[3].insert(META_TIP, &parent.as_bytes()[..])?;
-            trees[3].insert(META_STATE, state_bytes.as_slice())?;
-            if indexed {
-                trees[3].insert(META_INDEXED, &parent.as_bytes()[..])?;
-                trees[4].apply_batch(&tx_index)?;
-                trees[5].apply_batch(&address_txs)?;
-            }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })?;
-        Ok(())
-    }
-
     /// A named auxiliary tree (`aux/<name>`) in the same database.
     pub fn aux_tree(&self, name: &str) -> Result<AuxTree, StorageError> {
         Ok(AuxTree {
-            tree: self
-                .db
-                .open_tree(format!("{}aux/{name}", self.tree_prefix))?,
+            tree: self.backend.tree(&format!("aux/{name}"))?,
         })
     }
 
     /// Asks sled to write everything out (see the module doc for what that
     /// does and does not guarantee in 0.34.7).
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
+        if let Backend::Sled { db, .. } = &self.backend {
+            db.flush()?;
+        }
         Ok(())
     }
 }
@@ -1072,7 +707,7 @@ pub type AuxEntries = Vec<(Vec<u8>, Vec<u8>)>;
 /// transaction.
 #[derive(Clone)]
 pub struct AuxTree {
-    tree: sled::Tree,
+    tree: Tree,
 }
 
 impl AuxTree {
@@ -1105,19 +740,4 @@ impl AuxTree {
         self.tree.flush()?;
         Ok(())
     }
-}
-
-/// The account writes of a connect or disconnect: an account back at the
-/// default (zero balance, zero nonce) is removed, so the accounts tree holds
-/// exactly the accounts the state digest counts.
-fn account_batch<'a>(entries: impl IntoIterator<Item = &'a (Address, Account)>) -> sled::Batch {
-    let mut batch = sled::Batch::default();
-    for (address, account) in entries {
-        if *account == Account::default() {
-            batch.remove(&address.0[..]);
-        } else {
-            batch.insert(&address.0[..], encoding::encode(account));
-        }
-    }
-    batch
 }
