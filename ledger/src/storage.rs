@@ -206,6 +206,13 @@ pub struct Store {
     /// Block bodies read so far (`block`, `block_bytes`, `tx`), shared by
     /// every clone: what proves a lookup answered from the indexes alone.
     block_reads: Arc<AtomicU64>,
+    /// `meta/state` as last committed, shared by every clone, so
+    /// `state_record` touches no sled lock: every sled read takes the read
+    /// side of one process-wide lock whose write side a transaction holds
+    /// while it commits (and a commit may wait for the flusher's write-out),
+    /// and `GET /v1/state` must not queue behind that (BENCHMARKS.md, issue
+    /// 16). Set only after the sled commit it mirrors succeeded.
+    state: Arc<std::sync::Mutex<Option<StateRecord>>>,
 }
 
 fn decode_stored<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
@@ -317,8 +324,13 @@ impl TemporaryArena {
 }
 
 /// The page cache of a store opened by `Store::open`, unless
-/// `set_cache_capacity` changed it: 64 MiB (sled's own default is 1 GiB).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// `set_cache_capacity` changed it: 16 MiB (sled's own default is 1 GiB).
+/// sled counts a cached page by its encoded size, and decoded pages of
+/// small entries (accounts, index entries) take several times that in
+/// memory: a writing node's resident memory grew about 0.45 MB a block with
+/// a 64 MiB cap, 0.1 MB a block with 8 MiB (`examples/store_memory.rs`,
+/// BENCHMARKS.md, issue 16).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 static CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BYTES);
 
@@ -383,6 +395,7 @@ impl Store {
             db,
             path: dir.to_path_buf(),
             block_reads: Arc::new(AtomicU64::new(0)),
+            state: Arc::new(std::sync::Mutex::new(None)),
         };
         store.ensure_state_record()?;
         Ok(store)
@@ -408,6 +421,7 @@ impl Store {
             db,
             path: PathBuf::from(format!("(temporary)/{name}")),
             block_reads: Arc::new(AtomicU64::new(0)),
+            state: Arc::new(std::sync::Mutex::new(None)),
         };
         Ok(store)
     }
@@ -434,16 +448,31 @@ impl Store {
             digest,
         };
         self.meta.insert(META_STATE, encoding::encode(&record))?;
+        self.publish_state(record);
         Ok(())
     }
 
     /// The state summary as of the last committed connect or disconnect:
-    /// one read.
+    /// from memory after the first read.
     pub fn state_record(&self) -> Result<Option<StateRecord>, StorageError> {
-        self.meta
+        if let Some(record) = *crate::sync::lock(&self.state) {
+            return Ok(Some(record));
+        }
+        let record: Option<StateRecord> = self
+            .meta
             .get(META_STATE)?
             .map(|bytes| decode_stored(&bytes, "meta/state"))
-            .transpose()
+            .transpose()?;
+        if let Some(record) = record {
+            // A writer may have published a newer one meanwhile.
+            crate::sync::lock(&self.state).get_or_insert(record);
+        }
+        Ok(record)
+    }
+
+    /// Records what a committed write left in `meta/state`.
+    fn publish_state(&self, record: StateRecord) {
+        *crate::sync::lock(&self.state) = Some(record);
     }
 
     /// The current record, for a writer about to change it.
@@ -533,11 +562,12 @@ impl Store {
                 digest.add(address, account);
             }
         }
-        let state_bytes = encoding::encode(&StateRecord {
+        let state = StateRecord {
             tip: hash,
             height: genesis.header.height,
             digest,
-        });
+        };
+        let state_bytes = encoding::encode(&state);
         let trees = [&self.blocks, &self.index, &self.best_chain, &self.meta];
         trees[..].transaction(|trees| {
             trees[0].insert(&hash.as_bytes()[..], block_bytes.as_slice())?;
@@ -552,6 +582,7 @@ impl Store {
             trees[3].insert(META_GENESIS, &hash.as_bytes()[..])?;
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
+        self.publish_state(state);
         Ok(())
     }
 
@@ -880,11 +911,12 @@ impl Store {
             let old = before.get(address).copied().unwrap_or_default();
             digest.change(address, &old, account);
         }
-        let state_bytes = encoding::encode(&StateRecord {
+        let state = StateRecord {
             tip: *last.hash,
             height: last.block.header.height,
             digest,
-        });
+        };
+        let state_bytes = encoding::encode(&state);
         let accounts = account_batch(accounts);
         let encoded: Vec<_> = blocks
             .iter()
@@ -921,6 +953,7 @@ impl Store {
             trees[3].insert(META_STATE, state_bytes.as_slice())?;
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
+        self.publish_state(state);
         Ok(())
     }
 
@@ -991,11 +1024,12 @@ impl Store {
             let current = self.account(address)?;
             digest.change(address, &current, previous);
         }
-        let state_bytes = encoding::encode(&StateRecord {
+        let state = StateRecord {
             tip: block.header.prev_hash,
             height: height.saturating_sub(1),
             digest,
-        });
+        };
+        let state_bytes = encoding::encode(&state);
         let accounts = account_batch(&undo.previous);
         let mut tx_index = sled::Batch::default();
         let mut address_txs = sled::Batch::default();
@@ -1029,6 +1063,7 @@ impl Store {
             }
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })?;
+        self.publish_state(state);
         Ok(())
     }
 
