@@ -210,8 +210,8 @@ pub struct Store {
     /// `state_record` touches no sled lock: every sled read takes the read
     /// side of one process-wide lock whose write side a transaction holds
     /// while it commits (and a commit may wait for the flusher's write-out),
-    /// and `GET /v1/state` must not queue behind that (BENCHMARKS.md, issue
-    /// 16). Set only after the sled commit it mirrors succeeded.
+    /// and `GET /v1/state` must not queue behind that. Set only after the
+    /// sled commit it mirrors succeeded.
     state: Arc<std::sync::Mutex<Option<StateRecord>>>,
 }
 
