@@ -141,8 +141,8 @@ impl ChainWriter {
         let relay_cache = Arc::clone(&context.relay_cache);
         let mempool = Arc::clone(&context.mempool);
         chain.set_defer_indexing(true);
-        chain.set_validated_hook(Box::new(move |hash, block| {
-            let compact = compact_for_relay(block, &mempool, now_ms());
+        chain.set_validated_hook(Box::new(move |hash, block, txids| {
+            let compact = compact_for_relay(block, txids, &mempool, now_ms());
             relay_cache.insert_block_with(*hash, block, compact);
             let _ = events.send(NodeEvent::BlockValidated {
                 hash: *hash,
@@ -246,8 +246,12 @@ const PREFILL_WINDOW_MS: u64 = 500;
 /// peers probably lack prefilled: those that reached our mempool less
 /// than `PREFILL_WINDOW_MS` ago, and those it does not hold at all (we
 /// lacked them too, or took them from a block).
-fn compact_for_relay(block: &Block, mempool: &Mutex<Mempool>, now_ms: u64) -> CompactBlock {
-    let txids: Vec<TxId> = block.txs.iter().map(Transaction::txid).collect();
+fn compact_for_relay(
+    block: &Block,
+    txids: &[TxId],
+    mempool: &Mutex<Mempool>,
+    now_ms: u64,
+) -> CompactBlock {
     let prefill: Vec<bool> = {
         let mempool = ledger::sync::lock(mempool);
         txids
@@ -261,7 +265,7 @@ fn compact_for_relay(block: &Block, mempool: &Mutex<Mempool>, now_ms: u64) -> Co
             })
             .collect()
     };
-    CompactBlock::prefilling(block, &txids, |index| prefill[index])
+    CompactBlock::prefilling(block, txids, |index| prefill[index])
 }
 
 /// The node's one wall clock, the same the P2P driver stamps its inputs

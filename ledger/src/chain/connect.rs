@@ -156,7 +156,7 @@ impl Chain {
             Err(error) => return Ok(Err(error)),
         };
         if let Some(hook) = self.validated_hook.as_mut() {
-            hook(hash, block);
+            hook(hash, block, &cached.txids);
         }
         // A block accepted by this `process_block` goes to sled in the same
         // transaction as its connect: one sled commit per new tip.

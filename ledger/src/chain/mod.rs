@@ -223,8 +223,9 @@ pub struct Chain {
 /// A node relays from here, so the sled commit is not on the path between
 /// peers. The body of a block that has just arrived is written with that
 /// commit, so whoever relays must be able to serve it from memory until
-/// then (the node keeps a relay cache).
-pub type ValidatedHook = Box<dyn FnMut(&BlockHash, &Block) + Send>;
+/// then (the node keeps a relay cache). The block's txids, computed by
+/// its checks, come with it so the hook need not hash every tx again.
+pub type ValidatedHook = Box<dyn FnMut(&BlockHash, &Block, &[TxId]) + Send>;
 
 impl Chain {
     pub fn spec(&self) -> &ChainSpec {

@@ -5,7 +5,7 @@
 //! network task by the driver (and directly by a simulation); the protocol
 //! core decides what to ask for and what to do with the outcome.
 
-use super::message::{CompactBlock, ShortId};
+use super::message::{CompactBlock, ShortId, ShortIdKey};
 use super::protocol::ChainView;
 use ledger::block::merkle_root;
 use ledger::{Block, Transaction, TxId};
@@ -61,7 +61,7 @@ pub fn rebuild_from_mempool(
     mempool_txids: &[TxId],
     get: impl FnOnce(&[TxId]) -> Vec<Option<Transaction>>,
 ) -> Rebuilt {
-    let hash = compact.header.hash();
+    let key = ShortIdKey::for_block(&compact.header.hash());
     let count = compact.tx_count();
     let mut slots: Vec<Option<Transaction>> = vec![None; count];
     let mut prefilled_at = vec![false; count];
@@ -91,7 +91,7 @@ pub fn rebuild_from_mempool(
     // the slot empty and ask for it.
     let mut matched: HashMap<usize, Option<TxId>> = HashMap::with_capacity(wanted.len());
     for txid in mempool_txids {
-        if let Some(position) = wanted.get(&ShortId::new(&hash, txid)) {
+        if let Some(position) = wanted.get(&key.short_id(txid)) {
             matched
                 .entry(*position)
                 .and_modify(|seen| *seen = None)

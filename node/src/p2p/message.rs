@@ -9,14 +9,15 @@ use ledger::encoding::{Decode, Encode};
 use ledger::{
     Address, Block, BlockHash, Hash256, Header, Height, PublicKey, Transaction, TxId, Work,
 };
+use siphasher::sip::SipHasher24;
 use std::net::SocketAddr;
 
 /// Version of this protocol; a peer speaking another one is refused.
 /// Version 2 added `GetSenderTxs`; version 3 runs every link over Noise
 /// (dropping the signed-nonce handshake it made redundant) and relays
 /// blocks compactly (`SendCompact`, `CompactBlock`, `GetBlockTxs`,
-/// `BlockTxs`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// `BlockTxs`); version 4 keys short ids with SipHash instead of SHA-256.
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Most txs asked for (and answered) in one `GetSenderTxs`: a sender's
 /// whole window of pending nonces.
 pub const MAX_SENDER_TXS: u32 = 64;
@@ -96,23 +97,50 @@ impl InvItem {
     }
 }
 
-/// A txid shortened for one block: the first 8 bytes (little-endian) of
-/// SHA-256 over a domain tag, the block hash and the txid. Keyed by the
-/// block, whose hash nobody knows before it is mined, so no one can grind
-/// txs whose short ids collide in it; a rare accidental collision only
-/// costs the receiver a fetch of the full block.
+/// A txid shortened for one block: SipHash-2-4 of the txid under a key
+/// drawn from the block (`ShortIdKey`). Keyed by the block, whose hash
+/// nobody knows before it is mined, so no one can grind txs whose short
+/// ids collide in it; a rare accidental collision only costs the receiver
+/// a fetch of the full block. SipHash rather than SHA-256 because a
+/// receiver computes one for every tx in its mempool on each block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
 pub struct ShortId(pub u64);
 
-/// Domain separation of short ids.
-const SHORT_ID_DOMAIN: &[u8] = b"gossip-ledger/short-id/v1";
+/// Domain separation of the short-id key.
+const SHORT_ID_DOMAIN: &[u8] = b"gossip-ledger/short-id/v2";
+
+/// The SipHash key of one block's short ids: the first 16 bytes of SHA-256
+/// over a domain tag and the block hash, read as two little-endian words.
+#[derive(Clone, Copy, Debug)]
+pub struct ShortIdKey {
+    k0: u64,
+    k1: u64,
+}
+
+impl ShortIdKey {
+    pub fn for_block(block: &BlockHash) -> ShortIdKey {
+        let digest = Hash256::digest_parts(&[SHORT_ID_DOMAIN, block.as_bytes()]);
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&digest.0[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        ShortIdKey {
+            k0: word(0),
+            k1: word(8),
+        }
+    }
+
+    pub fn short_id(&self, txid: &TxId) -> ShortId {
+        ShortId(SipHasher24::new_with_keys(self.k0, self.k1).hash(&txid.0 .0))
+    }
+}
 
 impl ShortId {
+    /// `txid`'s short id in `block`; computing many for one block, take
+    /// its `ShortIdKey` once.
     pub fn new(block: &BlockHash, txid: &TxId) -> ShortId {
-        let digest = Hash256::digest_parts(&[SHORT_ID_DOMAIN, block.as_bytes(), &txid.0 .0]);
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest.0[..8]);
-        ShortId(u64::from_le_bytes(first))
+        ShortIdKey::for_block(block).short_id(txid)
     }
 }
 
@@ -148,7 +176,7 @@ impl CompactBlock {
         txids: &[TxId],
         prefill: impl Fn(usize) -> bool,
     ) -> CompactBlock {
-        let hash = block.hash();
+        let key = ShortIdKey::for_block(&block.hash());
         let mut short_ids = Vec::with_capacity(txids.len());
         let mut prefilled = Vec::new();
         for (index, (tx, txid)) in block.txs.iter().zip(txids).enumerate() {
@@ -158,7 +186,7 @@ impl CompactBlock {
                     tx: tx.clone(),
                 });
             } else {
-                short_ids.push(ShortId::new(&hash, txid));
+                short_ids.push(key.short_id(txid));
             }
         }
         CompactBlock {
@@ -453,6 +481,30 @@ mod tests {
                 count: MAX_SENDER_TXS,
             },
         ]
+    }
+
+    #[test]
+    fn short_ids_are_siphash_2_4_keyed_by_the_block() {
+        // The reference vector of the SipHash paper (key 00..0f, message
+        // 00..0e), so the hash behind short ids cannot silently change.
+        let key = ShortIdKey {
+            k0: u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]),
+            k1: u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]),
+        };
+        let message: Vec<u8> = (0..15).collect();
+        assert_eq!(
+            SipHasher24::new_with_keys(key.k0, key.k1).hash(&message),
+            0xa129_ca61_49be_45e5
+        );
+        let txid = TxId(Hash256::digest(b"a tx"));
+        let one = BlockHash(Hash256::digest(b"one"));
+        let two = BlockHash(Hash256::digest(b"two"));
+        assert_eq!(ShortId::new(&one, &txid), ShortId::new(&one, &txid));
+        assert_ne!(ShortId::new(&one, &txid), ShortId::new(&two, &txid));
+        assert_eq!(
+            ShortIdKey::for_block(&one).short_id(&txid),
+            ShortId::new(&one, &txid)
+        );
     }
 
     #[test]

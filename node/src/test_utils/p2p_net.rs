@@ -76,7 +76,7 @@ impl TestBackend {
             // it is validated, before it is written.
             let events = events.clone();
             let relay_cache = Arc::clone(&relay_cache);
-            chain.set_validated_hook(Box::new(move |hash, block| {
+            chain.set_validated_hook(Box::new(move |hash, block, _txids| {
                 relay_cache.insert_block(*hash, block);
                 let _ = events.send(NodeEvent::BlockValidated {
                     hash: *hash,
