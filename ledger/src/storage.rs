@@ -327,9 +327,9 @@ impl TemporaryArena {
 /// `set_cache_capacity` changed it: 16 MiB (sled's own default is 1 GiB).
 /// sled counts a cached page by its encoded size, and decoded pages of
 /// small entries (accounts, index entries) take several times that in
-/// memory: a writing node's resident memory grew about 0.45 MB a block with
-/// a 64 MiB cap, 0.1 MB a block with 8 MiB (`examples/store_memory.rs`,
-/// BENCHMARKS.md, issue 16).
+/// memory: connecting 1,000 full blocks took a process holding only the
+/// store to 372 MiB with a 64 MiB cap and 226 MiB with 16 MiB
+/// (`examples/store_memory.rs`, BENCHMARKS.md, issue 16).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 static CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BYTES);
