@@ -110,7 +110,7 @@ pub struct NodeArgs {
     #[arg(
         long = "db-cache-mb",
         env = "LEDGER_DB_CACHE_MB",
-        default_value_t = 64,
+        default_value_t = 16,
         value_name = "MIB"
     )]
     pub db_cache_mb: u64,

@@ -13,7 +13,10 @@
 //! `/v1/accounts/{dev9}/txs?limit=1000`, the other half `/v1/blocks?limit=100`;
 //! A mines a block every second and the delay until B announces it on its
 //! event stream is recorded; A's RSS is sampled every 100 ms; `/v1/state`
-//! is timed every 100 ms. Everything stops by itself: fixed counts, fixed
+//! is timed every 100 ms (from a thread and connection of its own). At
+//! the end it prints PASS or FAIL for issue 16's three targets (A's RSS
+//! within `--rss-bound-mb`, every block at B within 1 s, `/v1/state` p99
+//! under 5 ms) and exits 1 on a FAIL. Everything stops by itself: fixed counts, fixed
 //! durations, and both nodes killed and their data deleted at the end
 //! (kept instead with `--data DIR`, and reused by the next run: then the
 //! chain is built once and several runs, e.g. with different
@@ -64,6 +67,11 @@ struct Args {
     /// temporary directory is used and deleted
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The most resident memory node A may reach under the load, in MB;
+    /// the run fails (exit 1) above it, as it does when a block reaches B
+    /// after more than 1 s or `/v1/state`'s p99 under load is 5 ms or more
+    #[arg(long, default_value_t = 300)]
+    rss_bound_mb: u64,
 }
 
 fn free_port() -> u16 {
@@ -246,12 +254,14 @@ async fn main() {
     let a = Api::new(client.clone(), &format!("http://127.0.0.1:{rpc_a}"));
     let b = Api::new(client.clone(), &format!("http://127.0.0.1:{rpc_b}"));
     wait_ready(&a, "node A").await;
+    let a_ready = started.elapsed();
     wait_ready(&b, "node B").await;
     let pid_a = node_a.child.id();
     let rss_idle = rss_kib(pid_a).unwrap_or(0);
     eprintln!(
-        "[{:>5.1}s] nodes ready; A idle RSS {} KiB",
+        "[{:>5.1}s] nodes ready (A after {:.1} s); A idle RSS {} KiB",
         started.elapsed().as_secs_f64(),
+        a_ready.as_secs_f64(),
         rss_idle
     );
 
@@ -435,22 +445,33 @@ async fn main() {
             }
         }));
     }
+    // The `/v1/state` prober has a thread, a runtime and a connection of
+    // its own: on the 20 clients' runtime its requests waited behind their
+    // megabytes of answers, which is this program's delay, not the node's.
     let state_loaded = Arc::new(Mutex::new(Vec::new()));
-    {
-        let (a, state_loaded) = (a.clone(), state_loaded.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < end {
-                let start = Instant::now();
-                if a.state().await.is_ok() {
-                    state_loaded
-                        .lock()
-                        .unwrap()
-                        .push(start.elapsed().as_secs_f64() * 1e3);
+    let prober = {
+        let state_loaded = state_loaded.clone();
+        let url = format!("http://127.0.0.1:{rpc_a}");
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let a = Api::new(Api::client(Duration::from_secs(60)).unwrap(), &url);
+                while Instant::now() < end {
+                    let start = Instant::now();
+                    if a.state().await.is_ok() {
+                        state_loaded
+                            .lock()
+                            .unwrap()
+                            .push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }));
-    }
+            })
+        })
+    };
     let mut mined: Vec<(BlockHash, Instant)> = Vec::new();
     while Instant::now() < end {
         let tick = Instant::now();
@@ -464,6 +485,7 @@ async fn main() {
     for task in tasks {
         let _ = task.await;
     }
+    let _ = prober.join();
     // Late arrivals at B count (with their real delay), up to 10 s.
     let settle = Instant::now() + Duration::from_secs(10);
     while Instant::now() < settle
@@ -524,17 +546,41 @@ async fn main() {
         missing
     );
     println!("{}", summary("/v1/state idle", state_idle, "ms"));
+    let mut state_loaded = state_loaded.lock().unwrap().clone();
     println!(
         "{}",
-        summary(
-            "/v1/state under load",
-            state_loaded.lock().unwrap().clone(),
-            "ms"
-        )
+        summary("/v1/state under load", state_loaded.clone(), "ms")
     );
+    println!("node A ready {:.1} s after start", a_ready.as_secs_f64());
+    state_loaded.sort_by(f64::total_cmp);
+    let rss_max_mb = rss_max.load(Ordering::Relaxed) as f64 / 1024.0;
+    let state_p99 = percentile(&state_loaded, 99.0);
+    let checks = [
+        (
+            format!(
+                "A's RSS under load {rss_max_mb:.0} MB <= {} MB",
+                args.rss_bound_mb
+            ),
+            rss_max_mb <= args.rss_bound_mb as f64,
+        ),
+        (
+            format!("every block at B within 1 s ({over_1s} over, {missing} missing)"),
+            over_1s == 0 && missing == 0 && !mined.is_empty(),
+        ),
+        (
+            format!("/v1/state p99 under load {state_p99:.2} ms < 5 ms"),
+            state_p99 < 5.0,
+        ),
+    ];
+    for (what, held) in &checks {
+        println!("{} {what}", if *held { "PASS" } else { "FAIL" });
+    }
     drop(node_a);
     drop(node_b);
     if !keep {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    if checks.iter().any(|(_, held)| !held) {
+        std::process::exit(1);
     }
 }

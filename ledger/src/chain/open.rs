@@ -45,7 +45,13 @@ impl Chain {
     /// `ChainError::Corrupt`. If the store was left mid-reorg, the best
     /// valid chain is re-activated before returning.
     pub fn open(spec: ChainSpec, dir: &Path) -> Result<Chain, ChainError> {
+        let started = std::time::Instant::now();
         let store = Store::open(dir).map_err(|error| ChainError::from_storage(dir, error))?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            dir = %dir.display(),
+            "sled store open"
+        );
         Chain::open_store(spec, store, dir)
     }
 
@@ -113,6 +119,7 @@ impl Chain {
             }
         }
 
+        let phase = std::time::Instant::now();
         let mut nodes = HashMap::new();
         let mut children: HashMap<BlockHash, Vec<BlockHash>> = HashMap::new();
         let mut next_seq = 1;
@@ -164,18 +171,33 @@ impl Chain {
             held: HeldConnects::default(),
             hold_limit: 0,
         };
+        let index_ms = phase.elapsed().as_millis() as u64;
+        let phase = std::time::Instant::now();
         chain
             .check_best_chain()
             .map_err(|error| corrupt(error.to_string()))?;
+        let check_ms = phase.elapsed().as_millis() as u64;
+        let phase = std::time::Instant::now();
         chain.mark_missing_data().map_err(from_storage)?;
+        let missing_ms = phase.elapsed().as_millis() as u64;
+        let phase = std::time::Instant::now();
         chain
             .finish_indexing()
             .map_err(|error| corrupt(error.to_string()))?;
         chain.activate_best_chain(None).map_err(from_storage)?;
         // Blocks re-connected just now (a reorg the crash interrupted).
         chain.write_indexes().map_err(from_storage)?;
+        let recover_ms = phase.elapsed().as_millis() as u64;
         let tip = chain.tip();
-        tracing::info!(height = tip.height, tip = %tip.hash, "chain store open");
+        tracing::info!(
+            height = tip.height,
+            tip = %tip.hash,
+            index_ms,
+            check_ms,
+            missing_ms,
+            recover_ms,
+            "chain store open"
+        );
         Ok(chain)
     }
 

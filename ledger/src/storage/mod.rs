@@ -225,6 +225,12 @@ pub struct Store {
     /// Block bodies read so far (`block`, `block_bytes`, `tx`), shared by
     /// every clone: what proves a lookup answered from the indexes alone.
     block_reads: Arc<AtomicU64>,
+    /// `meta/state` as last committed, shared by every clone, so
+    /// `state_record` touches no backend lock: every sled read takes the
+    /// read side of one process-wide lock whose write side a transaction
+    /// holds while it commits, and `GET /v1/state` must not queue behind
+    /// that. Set only after the commit it mirrors succeeded.
+    state: Arc<std::sync::Mutex<Option<StateRecord>>>,
 }
 
 fn decode_stored<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
@@ -335,6 +341,7 @@ impl Store {
             backend,
             path,
             block_reads: Arc::new(AtomicU64::new(0)),
+            state: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -360,16 +367,31 @@ impl Store {
             digest,
         };
         self.meta.insert(META_STATE, &encoding::encode(&record))?;
+        self.publish_state(record);
         Ok(())
     }
 
     /// The state summary as of the last committed connect or disconnect:
-    /// one read.
+    /// from memory after the first read.
     pub fn state_record(&self) -> Result<Option<StateRecord>, StorageError> {
-        self.meta
+        if let Some(record) = *crate::sync::lock(&self.state) {
+            return Ok(Some(record));
+        }
+        let record: Option<StateRecord> = self
+            .meta
             .get(META_STATE)?
             .map(|bytes| decode_stored(&bytes, "meta/state"))
-            .transpose()
+            .transpose()?;
+        if let Some(record) = record {
+            // A writer may have published a newer one meanwhile.
+            crate::sync::lock(&self.state).get_or_insert(record);
+        }
+        Ok(record)
+    }
+
+    /// Records what a committed write left in `meta/state`.
+    pub(super) fn publish_state(&self, record: StateRecord) {
+        *crate::sync::lock(&self.state) = Some(record);
     }
 
     /// The current record, for a writer about to change it.

@@ -91,8 +91,13 @@ impl TemporaryArena {
 }
 
 /// The page cache of a store opened by `Store::open`, unless
-/// `set_cache_capacity` changed it: 64 MiB (sled's own default is 1 GiB).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// `set_cache_capacity` changed it: 16 MiB (sled's own default is 1 GiB).
+/// sled counts a cached page by its encoded size, and decoded pages of
+/// small entries (accounts, index entries) take several times that in
+/// memory: connecting 1,000 full blocks took a process holding only the
+/// store to 372 MiB with a 64 MiB cap and 226 MiB with 16 MiB
+/// (`examples/store_memory.rs`, BENCHMARKS.md, issue 16).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 static CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BYTES);
 

@@ -49,11 +49,12 @@ impl Store {
                 digest.add(address, account);
             }
         }
-        let state_bytes = encoding::encode(&StateRecord {
+        let state = StateRecord {
             tip: hash,
             height: genesis.header.height,
             digest,
-        });
+        };
+        let state_bytes = encoding::encode(&state);
         let hash = hash.as_bytes();
         let mut batch = Batch::default();
         batch.insert(0, hash, block_bytes);
@@ -69,7 +70,9 @@ impl Store {
         commit(
             &[&self.blocks, &self.index, &self.best_chain, &self.meta],
             &batch,
-        )
+        )?;
+        self.publish_state(state);
+        Ok(())
     }
 
     /// Stores a block body and its index entry together.
@@ -150,11 +153,12 @@ impl Store {
             let old = before.get(address).copied().unwrap_or_default();
             digest.change(address, &old, account);
         }
-        let state_bytes = encoding::encode(&StateRecord {
+        let state = StateRecord {
             tip: *last.hash,
             height: last.block.header.height,
             digest,
-        });
+        };
+        let state_bytes = encoding::encode(&state);
         let mut batch = Batch::default();
         account_writes(&mut batch, 0, accounts);
         for record in blocks {
@@ -177,7 +181,9 @@ impl Store {
             &self.blocks,
             &self.index,
         ];
-        commit(&trees, &batch)
+        commit(&trees, &batch)?;
+        self.publish_state(state);
+        Ok(())
     }
 
     /// Writes the tx and address index entries of connected best-chain
@@ -247,11 +253,12 @@ impl Store {
             let current = self.account(address)?;
             digest.change(address, &current, previous);
         }
-        let state_bytes = encoding::encode(&StateRecord {
+        let state = StateRecord {
             tip: block.header.prev_hash,
             height: height.saturating_sub(1),
             digest,
-        });
+        };
+        let state_bytes = encoding::encode(&state);
         let parent = block.header.prev_hash;
         let mut batch = Batch::default();
         account_writes(&mut batch, 0, &undo.previous);
@@ -276,7 +283,9 @@ impl Store {
             &self.tx_index,
             &self.address_txs,
         ];
-        commit(&trees, &batch)
+        commit(&trees, &batch)?;
+        self.publish_state(state);
+        Ok(())
     }
 }
 

@@ -75,6 +75,34 @@ fn longer_branch_reorganises_and_reports_blocks() {
     assert!(reader.has_block(&main[2].hash()));
 }
 
+/// `GET /v1/state` reads the summary the store keeps in memory; after
+/// connects and the disconnects of a reorg it must be what the store holds
+/// on disk, as a fresh process reads it.
+#[test]
+fn the_state_summary_in_memory_matches_the_store_after_a_reorg() {
+    let mut fixture = Fixture::new();
+    let genesis = fixture.spec.genesis_block();
+    let main = branch(&fixture, &genesis, 2, 1, |i| {
+        vec![fixture.transfer(0, 1, COIN, i as u64)]
+    });
+    let side = branch(&fixture, &genesis, 3, 2, |i| {
+        vec![fixture.transfer(3, 4, COIN, i as u64)]
+    });
+    for block in main.iter().chain(&side) {
+        fixture.submit(block.clone()).unwrap();
+    }
+    let reader = fixture.chain.reader();
+    let in_memory = reader.state_summary();
+    assert_eq!(in_memory.tip, side[2].hash());
+    assert_eq!(in_memory.height, 3);
+
+    let Fixture { chain, dir, .. } = fixture;
+    drop((chain, reader));
+    let reopened = ledger::chain::Chain::open(regtest(), dir.path()).unwrap();
+
+    assert_eq!(reopened.reader().state_summary(), in_memory);
+}
+
 #[test]
 fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
     let mut fixture = Fixture::new();
