@@ -52,16 +52,16 @@ impl RebuildJob {
     pub fn run_if_small(
         self,
         view: &impl ChainView,
-    ) -> Result<(CompactBlock, Rebuilt), RebuildJob> {
+    ) -> Result<(CompactBlock, Rebuilt), Box<RebuildJob>> {
         if self.compact.tx_count() > INLINE_REBUILD_TXS {
-            return Err(self);
+            return Err(Box::new(self));
         }
         if self.found.is_some() {
             return Ok(self.run(view));
         }
         let txids = view.mempool_txids(INLINE_REBUILD_TXS + 1);
         if txids.len() > INLINE_REBUILD_TXS {
-            return Err(self);
+            return Err(Box::new(self));
         }
         let rebuilt = rebuild_from_mempool(&self.compact, &txids, |ids| view.mempool_txs(ids));
         Ok((self.compact, rebuilt))

@@ -523,7 +523,7 @@ impl<B: Backend> Driver<B> {
                             rebuilt,
                         })
                     }
-                    Err(job) => job,
+                    Err(job) => *job,
                 };
                 let backend = self.backend.clone();
                 let rebuilt_tx = self.rebuilt_tx.clone();
