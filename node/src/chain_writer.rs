@@ -24,7 +24,8 @@ use crate::metrics::Metrics;
 use crate::p2p::message::CompactBlock;
 use crate::relay_cache::RelayCache;
 use ledger::chain::{
-    Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, ProcessError, ProcessOutcome,
+    Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, OrphanSource, ProcessError,
+    ProcessOutcome, MAX_ORPHANS_PER_SOURCE,
 };
 use ledger::mempool::Mempool;
 use ledger::storage::StorageError;
@@ -78,6 +79,8 @@ enum Command {
         /// Whether the reply waits for the tx index and the mempool to
         /// catch up with the block (see `Settle`).
         settle: Settle,
+        /// The peer connection that sent it, if any (its orphan share).
+        source: Option<OrphanSource>,
         reply: oneshot::Sender<Result<BlockOutcome, ProcessError>>,
     },
     Template {
@@ -172,29 +175,46 @@ impl ChainWriter {
     /// Validates and stores a block; waits for the verdict and, if it is
     /// the new tip, for the indexes and the mempool to reflect it.
     pub async fn submit_block(&self, block: Block) -> Result<BlockOutcome, WriterError> {
-        self.submit(block, Settle::Now).await
+        self.submit(block, Settle::Now, None).await
     }
 
     /// Validates and stores a peer's block; the verdict comes as soon as it
     /// is the tip, with the index and mempool updates following shortly
     /// (see `Settle::Later`).
     pub async fn submit_peer_block(&self, block: Block) -> Result<BlockOutcome, WriterError> {
-        self.submit(block, Settle::Later).await
+        self.submit(block, Settle::Later, None).await
+    }
+
+    /// `submit_peer_block` naming the connection that sent it, whose share
+    /// of the orphan pool the block counts against (`ledger`'s
+    /// `MAX_ORPHANS_PER_SOURCE`).
+    pub async fn submit_peer_block_from(
+        &self,
+        block: Block,
+        source: OrphanSource,
+    ) -> Result<BlockOutcome, WriterError> {
+        self.submit(block, Settle::Later, Some(source)).await
     }
 
     /// `submit_peer_block` for a block fetched by a sync: the verdict comes
     /// before the commit, which it may share with the next few synced
     /// blocks (see `Settle::Synced`).
     pub async fn submit_synced_block(&self, block: Block) -> Result<BlockOutcome, WriterError> {
-        self.submit(block, Settle::Synced).await
+        self.submit(block, Settle::Synced, None).await
     }
 
-    async fn submit(&self, block: Block, settle: Settle) -> Result<BlockOutcome, WriterError> {
+    async fn submit(
+        &self,
+        block: Block,
+        settle: Settle,
+        source: Option<OrphanSource>,
+    ) -> Result<BlockOutcome, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::SubmitBlock {
                 block,
                 settle,
+                source,
                 reply,
             })
             .map_err(|_| WriterError::Stopped)?;
@@ -211,6 +231,7 @@ impl ChainWriter {
             .send(Command::SubmitBlock {
                 block,
                 settle: Settle::Now,
+                source: None,
                 reply,
             })
             .map_err(|_| WriterError::Stopped)?;
@@ -347,8 +368,9 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
                 block,
                 settle: Settle::Synced,
                 reply,
+                ..
             } => {
-                let result = process(&mut chain, &context, block, true, false);
+                let result = process(&mut chain, &context, block, true, false, None);
                 let result = result.map(|(outcome, update)| {
                     held.extend(update);
                     outcome
@@ -363,8 +385,16 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
             Command::SubmitBlock {
                 block,
                 settle: when,
+                source,
                 reply,
-            } => match process(&mut chain, &context, block, false, when == Settle::Later) {
+            } => match process(
+                &mut chain,
+                &context,
+                block,
+                false,
+                when == Settle::Later,
+                source,
+            ) {
                 Ok((outcome, Some(update))) => {
                     publish(&context, &update);
                     if when == Settle::Later {
@@ -439,13 +469,18 @@ fn process(
     block: Block,
     synced: bool,
     unrequested: bool,
+    source: Option<OrphanSource>,
 ) -> Result<(BlockOutcome, Option<ChainUpdate>), ProcessError> {
     let hash = block.hash();
     let started = Instant::now();
+    // A source already at its share of the orphan pool replaces its own
+    // oldest orphan with a new one.
+    let at_orphan_share =
+        source.filter(|source| chain.orphans_held_by(*source) >= MAX_ORPHANS_PER_SOURCE);
     let result = if synced {
         chain.process_block_held(block, now_ms(), HELD_CONNECTS)
     } else if unrequested {
-        chain.process_block_unrequested(block, now_ms())
+        chain.process_block_from(block, now_ms(), source)
     } else {
         chain.process_block(block, now_ms())
     };
@@ -469,6 +504,18 @@ fn process(
         ProcessOutcome::Known => return Ok((BlockOutcome::Known, None)),
         ProcessOutcome::Orphan => {
             context.metrics.inc("blocks_orphaned_total", &[]);
+            if let Some(source) = at_orphan_share {
+                context.metrics.inc(
+                    "p2p_orphans_replaced_total",
+                    &[("rule", "orphans_per_peer")],
+                );
+                tracing::info!(
+                    peer = %crate::p2p::protocol::ConnId(source.0),
+                    block = %hash,
+                    rule = "orphans_per_peer",
+                    "peer at its share of the orphan pool: its oldest orphan replaced"
+                );
+            }
             return Ok((BlockOutcome::Orphan, None));
         }
         ProcessOutcome::SideChain => {

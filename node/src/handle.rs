@@ -12,6 +12,7 @@ use crate::chain_writer::{now_ms, BlockOutcome, ChainWriter, WriterError};
 use crate::events::NodeEvent;
 use crate::local_chain::{HasLocalChain, LocalChain};
 use crate::metrics::Metrics;
+use crate::p2p::protocol::ConnId;
 use crate::p2p::P2pHandle;
 use crate::p2p::{Backend, BlockVerdict, TxVerdict};
 use crate::relay_cache::RelayCache;
@@ -552,6 +553,16 @@ impl Backend for NodeHandle {
 
     async fn submit_block(&self, block: Block) -> BlockVerdict {
         block_verdict(self.shared.writer.submit_peer_block(block).await)
+    }
+
+    async fn submit_block_from(&self, from: ConnId, block: Block) -> BlockVerdict {
+        let source = ledger::chain::OrphanSource(from.0);
+        block_verdict(
+            self.shared
+                .writer
+                .submit_peer_block_from(block, source)
+                .await,
+        )
     }
 
     async fn submit_synced_block(&self, block: Block) -> BlockVerdict {

@@ -42,6 +42,7 @@ use crate::Height;
 use cache::{CachedBlock, RecentBlocks, RejectedHeaders};
 use connect::HeldConnects;
 use orphans::OrphanPool;
+pub use orphans::OrphanSource;
 pub use reader::ChainReader;
 use std::collections::HashMap;
 use std::path::Path;
@@ -53,6 +54,11 @@ pub use crate::storage::{BlockStatus, TxLocation};
 pub const MAX_ORPHANS: usize = 256;
 /// Most bytes of orphans kept at once.
 pub const MAX_ORPHAN_BYTES: usize = 32 * 1024 * 1024;
+/// Most orphans one `OrphanSource` (one peer) keeps at once: an eighth of
+/// the pool, so filling it takes at least eight senders.
+pub const MAX_ORPHANS_PER_SOURCE: usize = MAX_ORPHANS / 8;
+/// Most bytes of orphans one `OrphanSource` keeps at once.
+pub const MAX_ORPHAN_BYTES_PER_SOURCE: usize = MAX_ORPHAN_BYTES / 8;
 /// Orphans older than this are dropped.
 pub const ORPHAN_EXPIRY_MS: u64 = 20 * 60 * 1000;
 /// How many rejected-but-unstored block hashes are remembered, so their
@@ -342,6 +348,11 @@ impl Chain {
 
     pub fn orphan_count(&self) -> usize {
         self.orphans.len()
+    }
+
+    /// How many orphans `source` holds (at most `MAX_ORPHANS_PER_SOURCE`).
+    pub fn orphans_held_by(&self, source: OrphanSource) -> usize {
+        self.orphans.held_by(source)
     }
 
     /// Height, parent, target and timestamps for a block on the tip.

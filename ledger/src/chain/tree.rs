@@ -7,7 +7,7 @@
 //! descendants, and the search for the best chain repeats.
 
 use super::cache::CachedBlock;
-use super::{missing, Chain, ChainUpdate, Node, ProcessError, ProcessOutcome};
+use super::{missing, Chain, ChainUpdate, Node, OrphanSource, ProcessError, ProcessOutcome};
 use crate::block::Block;
 use crate::difficulty::{self, BlockTiming, RETARGET_WINDOW};
 use crate::hash::BlockHash;
@@ -59,6 +59,19 @@ impl Chain {
         block: Block,
         now_ms: u64,
     ) -> Result<ProcessOutcome, ProcessError> {
+        self.process_block_from(block, now_ms, None)
+    }
+
+    /// `process_block_unrequested` naming who sent the block: an orphan
+    /// counts against `source`'s share of the orphan pool
+    /// (`MAX_ORPHANS_PER_SOURCE`), and past it replaces that source's own
+    /// oldest orphan, never another's.
+    pub fn process_block_from(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+        source: Option<OrphanSource>,
+    ) -> Result<ProcessOutcome, ProcessError> {
         self.commit_held()?;
         let hash = block.hash();
         if !self.nodes.contains_key(&hash) {
@@ -79,13 +92,22 @@ impl Chain {
                 }
             }
         }
-        self.process_block_inner(block, now_ms)
+        self.process_block_sourced(block, now_ms, source)
     }
 
     pub(super) fn process_block_inner(
         &mut self,
         block: Block,
         now_ms: u64,
+    ) -> Result<ProcessOutcome, ProcessError> {
+        self.process_block_sourced(block, now_ms, None)
+    }
+
+    fn process_block_sourced(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+        source: Option<OrphanSource>,
     ) -> Result<ProcessOutcome, ProcessError> {
         self.orphans.expire(now_ms);
         self.write_indexes()?;
@@ -118,7 +140,10 @@ impl Chain {
             // Cheap checks only: proof-of-work makes junk expensive to send,
             // and signatures are checked once the parent shows up.
             validation::check_block_structure(&block, &self.spec)?;
-            self.orphans.insert(hash, block, now_ms);
+            let replaced = self.orphans.insert(hash, block, now_ms, source);
+            if let Some(source) = source.filter(|_| replaced > 0) {
+                tracing::debug!(block = %hash, source = source.0, replaced, rule = "orphans_per_peer", "a source at its orphan share replaced its own oldest");
+            }
             return Ok(ProcessOutcome::Orphan);
         };
         if parent.status == BlockStatus::Invalid {
@@ -173,7 +198,7 @@ impl Chain {
                         // Our clock may be behind; valid later. It and the
                         // orphans waiting on it stay, for a later delivery.
                         tracing::debug!(block = %child_hash, %error, rule = "early_orphan_kept", "kept an early orphan for a later retry");
-                        self.orphans.insert(child_hash, early_copy, now_ms);
+                        self.orphans.insert(child_hash, early_copy, now_ms, None);
                     }
                     Err(error) => {
                         tracing::debug!(block = %child_hash, %error, "dropped an invalid orphan");

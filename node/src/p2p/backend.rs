@@ -5,7 +5,7 @@
 //! bytes to serve, and the node's events. The node's `NodeHandle`
 //! implements it.
 
-use super::protocol::ChainView;
+use super::protocol::{ChainView, ConnId};
 use crate::events::NodeEvent;
 use ledger::{Block, BlockHash, Height, Transaction, Work};
 use std::future::Future;
@@ -83,6 +83,17 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
         self.block(hash)
     }
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send;
+    /// `submit_block` for a block connection `from` sent unasked (or
+    /// announced): an orphan counts against that peer's share of the
+    /// orphan pool. The default is `submit_block`.
+    fn submit_block_from(
+        &self,
+        from: ConnId,
+        block: Block,
+    ) -> impl Future<Output = BlockVerdict> + Send {
+        let _ = from;
+        self.submit_block(block)
+    }
     /// `submit_block` for a block a sync fetched: more of them follow at
     /// once, so the backend may commit several together. The default is
     /// `submit_block`.

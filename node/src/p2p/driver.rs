@@ -80,7 +80,7 @@ impl Stores {
             for (key, value) in read_tree(tree, "address book") {
                 match (
                     encoding::decode_with_limit::<SocketAddr>(&key, 64),
-                    encoding::decode_with_limit::<AddrEntry>(&value, 256),
+                    AddrEntry::decode_record(&value),
                 ) {
                     (Ok(addr), Ok(entry)) => restored.addresses.push((addr, entry)),
                     _ => {
@@ -256,6 +256,14 @@ impl<B: Backend> Driver<B> {
                 "p2p_sync_peers_dropped_total",
                 "Sync peers dropped, by rule (unbacked claim, block timeout).",
             ),
+            (
+                "p2p_event_share_waits_total",
+                "Times a peer's reader waited because it had its share of frames queued for the driver.",
+            ),
+            (
+                "p2p_orphans_replaced_total",
+                "Orphan blocks a peer at its share of the orphan pool replaced with newer ones of its own.",
+            ),
         ] {
             metrics.describe(name, help);
         }
@@ -394,7 +402,11 @@ impl<B: Backend> Driver<B> {
         let known = if ended {
             self.links.remove(&conn).is_some()
         } else {
-            self.links.contains_key(&conn)
+            let link = self.links.get(&conn);
+            if let (Some(link), Input::Frame { .. }) = (link, &input) {
+                link.frame_taken();
+            }
+            link.is_some()
         };
         known.then_some(input)
     }

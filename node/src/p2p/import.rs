@@ -178,10 +178,10 @@ async fn import_blocks<B: Backend>(
         let verdict = tokio::select! {
             _ = cancel.cancelled() => break,
             verdict = async {
-                if from_sync {
-                    backend.submit_synced_block(block).await
-                } else {
-                    backend.submit_block(block).await
+                match from {
+                    _ if from_sync => backend.submit_synced_block(block).await,
+                    Some(from) => backend.submit_block_from(from, block).await,
+                    None => backend.submit_block(block).await,
                 }
             } => verdict,
         };

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::p2p::codec::{encode_message, CodecError, FrameCodec, MessageCodec};
 use crate::p2p::message::{Hello, HelloAck, Message, NetworkMagic, PROTOCOL_VERSION};
 use crate::p2p::noise::{self, LocalIdentity, NoiseStream, Role, TransportError};
+use crate::p2p::protocol::ConnId;
 use crate::p2p::{self, Backend, BlockVerdict, P2pConfig, P2pHandle, P2pTiming, TxVerdict};
 use crate::relay_cache::RelayCache;
 use futures::{SinkExt, StreamExt};
@@ -142,18 +143,41 @@ impl TestBackend {
 
     /// Applies a block as the node's chain writer would, publishing events.
     pub fn process_block(&self, block: Block) -> Result<ProcessOutcome, ProcessError> {
-        self.process(block, false)
+        self.process(block, false, None)
     }
 
     /// `process_block`; an `unrequested` block (a peer's gossip) is not
     /// stored on a chain with less work than the tip, as in the node.
-    fn process(&self, block: Block, unrequested: bool) -> Result<ProcessOutcome, ProcessError> {
+    /// A peer's block, validated off the async threads like the node's.
+    fn submit_unrequested(
+        &self,
+        block: Block,
+        source: Option<ledger::chain::OrphanSource>,
+    ) -> impl Future<Output = BlockVerdict> + Send {
+        let backend = self.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || backend.process(block, true, source)).await {
+                Ok(result) => block_verdict(result),
+                Err(error) => BlockVerdict::Rejected {
+                    reason: error.to_string(),
+                    misbehaving: false,
+                },
+            }
+        }
+    }
+
+    fn process(
+        &self,
+        block: Block,
+        unrequested: bool,
+        source: Option<ledger::chain::OrphanSource>,
+    ) -> Result<ProcessOutcome, ProcessError> {
         let mut guard = lock(&self.inner.chain);
         let chain = guard.as_mut().expect("chain open");
         let now = now_ms();
         let started = Instant::now();
         let outcome = if unrequested {
-            chain.process_block_unrequested(block, now)
+            chain.process_block_from(block, now, source)
         } else {
             chain.process_block(block, now)
         };
@@ -300,22 +324,21 @@ impl Backend for TestBackend {
     }
 
     fn submit_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
-        let backend = self.clone();
-        async move {
-            match tokio::task::spawn_blocking(move || backend.process(block, true)).await {
-                Ok(result) => block_verdict(result),
-                Err(error) => BlockVerdict::Rejected {
-                    reason: error.to_string(),
-                    misbehaving: false,
-                },
-            }
-        }
+        self.submit_unrequested(block, None)
+    }
+
+    fn submit_block_from(
+        &self,
+        from: ConnId,
+        block: Block,
+    ) -> impl Future<Output = BlockVerdict> + Send {
+        self.submit_unrequested(block, Some(ledger::chain::OrphanSource(from.0)))
     }
 
     fn submit_synced_block(&self, block: Block) -> impl Future<Output = BlockVerdict> + Send {
         let backend = self.clone();
         async move {
-            match tokio::task::spawn_blocking(move || backend.process(block, false)).await {
+            match tokio::task::spawn_blocking(move || backend.process(block, false, None)).await {
                 Ok(result) => block_verdict(result),
                 Err(error) => BlockVerdict::Rejected {
                     reason: error.to_string(),

@@ -59,6 +59,39 @@ pub struct AddrEntry {
     pub failures: u32,
     /// Unix ms before which we do not dial it again.
     pub retry_after_ms: u64,
+    /// We connected to it ourselves (the "tried" set). Persisted, so a
+    /// restart keeps what our own connections proved; it is the last field,
+    /// so a record written before it existed is one byte shorter and reads
+    /// as learned (`AddrEntry::decode_record`).
+    pub tried: bool,
+}
+
+/// `AddrEntry` as records were written before `tried` was persisted.
+#[derive(Decode)]
+struct LegacyAddrEntry {
+    node_id: Option<PublicKey>,
+    last_seen_ms: u64,
+    failures: u32,
+    retry_after_ms: u64,
+}
+
+impl AddrEntry {
+    /// Reads a stored record: the current layout, or the one before
+    /// `tried` existed (read as learned).
+    pub fn decode_record(bytes: &[u8]) -> Result<AddrEntry, ledger::encoding::DecodeError> {
+        const LIMIT: usize = 256;
+        ledger::encoding::decode_with_limit::<AddrEntry>(bytes, LIMIT).or_else(|error| {
+            let legacy = ledger::encoding::decode_with_limit::<LegacyAddrEntry>(bytes, LIMIT)
+                .map_err(|_| error)?;
+            Ok(AddrEntry {
+                node_id: legacy.node_id,
+                last_seen_ms: legacy.last_seen_ms,
+                failures: legacy.failures,
+                retry_after_ms: legacy.retry_after_ms,
+                tried: false,
+            })
+        })
+    }
 }
 
 /// A change to persist.
@@ -95,10 +128,11 @@ pub struct AddrBook {
 }
 
 impl AddrBook {
-    /// A book holding what was persisted before. Whether an address was
-    /// tried is not persisted: restored ones are placed as learned from
-    /// their own group (so they spread over buckets), and ones that find
-    /// their bucket full are dropped.
+    /// A book holding what was persisted before. Tried addresses go back
+    /// to the tried set (up to `MAX_TRIED`); learned ones are placed as
+    /// learned from their own group (the source is not persisted, so they
+    /// spread over buckets), and ones that find their bucket full are
+    /// dropped.
     pub fn restore(
         entries: impl IntoIterator<Item = (SocketAddr, AddrEntry)>,
         key: [u8; 32],
@@ -107,7 +141,18 @@ impl AddrBook {
             new: NewTable::new(key),
             ..AddrBook::default()
         };
-        for (addr, entry) in entries {
+        for (addr, mut entry) in entries {
+            if entry.tried && book.tried.len() < MAX_TRIED {
+                book.tried.insert(addr);
+                book.entries.insert(addr, entry);
+                continue;
+            }
+            if entry.tried {
+                // Over the tried cap (a smaller cap than when written):
+                // learned from now on, and stored so.
+                entry.tried = false;
+                book.changes.push(BookChange::PutAddr(addr, entry.clone()));
+            }
             let bucket = book.new.bucket_for(&addr, NetGroup::of(addr.ip()));
             if book.new.is_full(bucket) {
                 book.changes.push(BookChange::RemoveAddr(addr));
@@ -221,6 +266,7 @@ impl AddrBook {
                 last_seen_ms,
                 failures: 0,
                 retry_after_ms: 0,
+                tried: false,
             },
         );
         self.persist(&addr);
@@ -245,6 +291,7 @@ impl AddrBook {
                 last_seen_ms: now_ms,
                 failures: 0,
                 retry_after_ms: 0,
+                tried: true,
             },
         );
         self.persist(&addr);
@@ -666,5 +713,69 @@ mod tests {
         assert_eq!(order(1), order(1));
         assert_ne!(order(1), order(2));
         assert_eq!(order(1).last(), Some(&stale), "the stale address goes last");
+    }
+
+    #[test]
+    fn tried_addresses_are_still_tried_after_a_restart() {
+        let mut book = AddrBook::restore(Vec::new(), [3; 32]);
+        let tried: SocketAddr = "10.0.0.1:7070".parse().expect("literal");
+        let learned: SocketAddr = "10.0.0.2:7070".parse().expect("literal");
+        book.connected(tried, PublicKey([1; 32]), 5_000_000);
+        book.learned(
+            &PeerAddr {
+                addr: learned,
+                node_id: None,
+                last_seen_ms: 1_000,
+                connected: false,
+            },
+            5_000_000,
+        );
+        // What the driver would store and read back, through the encoding.
+        let mut stored = BTreeMap::new();
+        for change in book.take_changes() {
+            match change {
+                BookChange::PutAddr(addr, entry) => {
+                    stored.insert(addr, ledger::encoding::encode(&entry));
+                }
+                BookChange::RemoveAddr(addr) => {
+                    stored.remove(&addr);
+                }
+                _ => {}
+            }
+        }
+        let records = stored.iter().map(|(addr, bytes)| {
+            let entry = AddrEntry::decode_record(bytes).expect("a record we wrote");
+            (*addr, entry)
+        });
+
+        let restarted = AddrBook::restore(records, [3; 32]);
+
+        assert!(restarted.is_tried(&tried));
+        assert!(!restarted.is_tried(&learned));
+        assert_eq!((restarted.len(), restarted.n_tried()), (2, 1));
+    }
+
+    #[test]
+    fn a_record_written_before_tried_was_persisted_reads_as_learned() {
+        #[derive(Encode)]
+        struct Legacy {
+            node_id: Option<PublicKey>,
+            last_seen_ms: u64,
+            failures: u32,
+            retry_after_ms: u64,
+        }
+        let bytes = ledger::encoding::encode(&Legacy {
+            node_id: Some(PublicKey([2; 32])),
+            last_seen_ms: 7,
+            failures: 1,
+            retry_after_ms: 9,
+        });
+
+        let entry = AddrEntry::decode_record(&bytes).expect("legacy layout");
+
+        assert_eq!(entry.node_id, Some(PublicKey([2; 32])));
+        assert_eq!((entry.last_seen_ms, entry.failures), (7, 1));
+        assert!(!entry.tried);
+        assert!(AddrEntry::decode_record(&bytes[1..]).is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 const MAX_UNSOLICITED_BACKLOG: usize = 1_024;
 /// Bytes of blocks waiting for validation beyond which blocks that no sync
 /// asked for are dropped (a sync's own are bounded by its window).
-const MAX_BLOCK_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
+pub(super) const MAX_BLOCK_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 /// Pending txs announced to a new peer: a whole default mempool.
 const MEMPOOL_ANNOUNCE_LIMIT: usize = 50_000;
 /// A gap in one sender's nonces is asked for at most this often.

@@ -583,3 +583,48 @@ fn attack6_holding_every_inbound_slot() {
     }
     assert_eq!(refused, 12 - super::eviction::MAX_INBOUND_PER_GROUP.min(12));
 }
+
+// ------------------------------------------- 8: the import backlog in bytes
+
+/// Attack 8 (import backlog): blocks wait for validation off the core, and
+/// what waits is bounded in bytes; past the bound a peer's unrequested
+/// blocks are dropped (and counted) instead of queued. 400 blocks of about
+/// 200 KiB, none judged yet, would be 80 MiB.
+#[test]
+fn the_import_backlog_is_bounded_in_bytes() {
+    let (mut core, _) = core("victim");
+    let (conn, _) = Remote::new("sender", 9400).join(&mut core, at(0));
+    let mut big = tx(0);
+    big.memo = "x".repeat(200 * 1024);
+    let mut queued_bytes = 0;
+    let mut dropped = 0;
+    for nonce in 0..400u64 {
+        let block = Block {
+            header: Header {
+                version: 1,
+                height: 1,
+                prev_hash: genesis(),
+                merkle_root: Hash256::digest(b"not checked by the core"),
+                timestamp: 1,
+                bits: ledger::target::CompactTarget(0x2000_ffff),
+                nonce,
+                miner: Address([4; 20]),
+                reward: Amount::ZERO,
+            },
+            txs: vec![big.clone()],
+        };
+        let message = Message::Block(block);
+        core.handle(at(1 + nonce), Input::Frame { conn, message });
+        let actions = drain(&mut core);
+        dropped += counted(&actions, "p2p_dropped_total", "block_backlog_bytes");
+        for action in actions {
+            if let Action::ImportBlock { size, .. } = action {
+                queued_bytes += size;
+            }
+        }
+    }
+    println!("FIGURE attack 8 (backlog): {queued_bytes} bytes queued, {dropped} blocks dropped");
+    assert!(queued_bytes <= crate::p2p::protocol::relay::MAX_BLOCK_BACKLOG_BYTES);
+    assert!(queued_bytes > crate::p2p::protocol::relay::MAX_BLOCK_BACKLOG_BYTES / 2);
+    assert!(dropped > 0);
+}

@@ -233,6 +233,7 @@ fn first_dials(seed: u64) -> Vec<String> {
                 last_seen_ms: at(0).unix_ms,
                 failures: 0,
                 retry_after_ms: 0,
+                tried: false,
             };
             (SocketAddr::from(([10, 0, 0, n], 7070)), entry)
         })
