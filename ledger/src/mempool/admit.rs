@@ -226,12 +226,12 @@ impl Mempool {
         if let Some(queue) = self.senders.get_mut(&sender) {
             self.index.remove(queue, sender, nonce);
             if let Some(old) = replaced {
-                self.index.insert(queue, sender, old);
+                self.index.restore(queue, sender, old);
             }
         }
         for (evicted_sender, entry) in evicted.into_iter().rev() {
             if let Some(queue) = self.senders.get_mut(&evicted_sender) {
-                self.index.insert(queue, evicted_sender, entry);
+                self.index.restore(queue, evicted_sender, entry);
             }
         }
     }

@@ -107,11 +107,22 @@ impl PoolIndex {
     /// Inserts `entry`, held when it lands past a gap in its sender's
     /// nonces; txs it makes executable are promoted.
     pub(super) fn insert(&mut self, queue: &mut SenderQueue, sender: Address, mut entry: PoolTx) {
+        entry.held = entry.tx.nonce > queue.executable_end;
+        self.place(queue, sender, entry);
+    }
+
+    /// Puts back an entry that an admission being undone removed, held or
+    /// not as it was: a tx behind a hole that expiry left is not held, and
+    /// must not come back held (past the side pool's cap).
+    pub(super) fn restore(&mut self, queue: &mut SenderQueue, sender: Address, entry: PoolTx) {
+        self.place(queue, sender, entry);
+    }
+
+    fn place(&mut self, queue: &mut SenderQueue, sender: Address, entry: PoolTx) {
         if let Some(old_tail) = Self::tail_key(queue, sender) {
             self.tails.remove(&old_tail);
         }
         let nonce = entry.tx.nonce;
-        entry.held = nonce > queue.executable_end;
         if entry.held {
             queue.held += 1;
             self.held += 1;
