@@ -92,9 +92,16 @@ fn chains_in_one_arena_keep_apart_and_hold_shared_blocks_once() {
     let mut ahead = Chain::open_in_memory(regtest(), &arena, "ahead").unwrap();
     let mut behind = Chain::open_in_memory(regtest(), &arena, "behind").unwrap();
     apply(&mut behind, &blocks[..3]);
-    let (_, _, bytes_one) = arena.footprint();
     apply(&mut ahead, &blocks[..3]);
+    behind.flush().unwrap();
+    ahead.flush().unwrap();
     let (_, _, bytes_both) = arena.footprint();
+    // The same blocks on one chain alone, in an arena of its own.
+    let solo_arena = MemoryArena::new();
+    let mut solo = Chain::open_in_memory(regtest(), &solo_arena, "solo").unwrap();
+    apply(&mut solo, &blocks[..3]);
+    solo.flush().unwrap();
+    let (_, _, bytes_one) = solo_arena.footprint();
     // The second chain of the same blocks adds only what differs (none).
     assert_eq!(bytes_both, bytes_one);
     apply(&mut ahead, &blocks[3..]);
