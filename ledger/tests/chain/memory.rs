@@ -92,11 +92,14 @@ fn chains_in_one_arena_keep_apart_and_hold_shared_blocks_once() {
     let mut ahead = Chain::open_in_memory(regtest(), &arena, "ahead").unwrap();
     let mut behind = Chain::open_in_memory(regtest(), &arena, "behind").unwrap();
     apply(&mut behind, &blocks[..3]);
+    behind.flush().unwrap();
     let (_, _, bytes_one) = arena.footprint();
     apply(&mut ahead, &blocks[..3]);
+    ahead.flush().unwrap();
     let (_, _, bytes_both) = arena.footprint();
-    // The second chain of the same blocks adds only what differs (none).
-    assert_eq!(bytes_both, bytes_one);
+    // Once the second chain holds the same blocks it adds nothing: it
+    // even drops the genesis tip, state and accounts it held alone.
+    assert!(bytes_both <= bytes_one, "{bytes_one} -> {bytes_both}");
     apply(&mut ahead, &blocks[3..]);
     ahead.flush().unwrap();
     behind.flush().unwrap();
