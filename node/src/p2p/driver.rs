@@ -500,8 +500,19 @@ impl<B: Backend> Driver<B> {
                 }
             }
             Action::Rebuild { from, job } => {
-                // Matching short ids hashes the whole mempool: a blocking
-                // thread, not the driver's task.
+                // A small rebuild runs here; matching the short ids of a
+                // large mempool goes to a blocking thread, off the
+                // driver's task.
+                let job = match job.run_if_small(&self.backend) {
+                    Ok((compact, rebuilt)) => {
+                        return Some(Input::Rebuilt {
+                            from,
+                            compact: Box::new(compact),
+                            rebuilt,
+                        })
+                    }
+                    Err(job) => *job,
+                };
                 let backend = self.backend.clone();
                 let rebuilt_tx = self.rebuilt_tx.clone();
                 self.tracker.spawn_blocking(move || {
