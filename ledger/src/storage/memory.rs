@@ -216,6 +216,10 @@ pub(crate) struct MemoryTree {
     member: u32,
 }
 
+/// One write of a `commit`: (position of the tree in the list, key,
+/// value or `None` to remove).
+pub(crate) type Write = (usize, Vec<u8>, Option<Vec<u8>>);
+
 /// Scanned entries, copied out of the arena.
 type Owned = Vec<(Vec<u8>, Arc<[u8]>)>;
 
@@ -237,7 +241,7 @@ impl MemoryTree {
 
     /// Applies `writes` (tree position in `trees`, key, value or removal)
     /// under one hold of the lock. Every tree is of the same arena.
-    pub(crate) fn commit(trees: &[&MemoryTree], writes: &[(usize, Vec<u8>, Option<Vec<u8>>)]) {
+    pub(crate) fn commit(trees: &[&MemoryTree], writes: &[Write]) {
         let Some(first) = trees.first() else {
             return;
         };

@@ -496,7 +496,7 @@ impl Store {
     }
 
     pub fn has_block_data(&self, hash: &BlockHash) -> Result<bool, StorageError> {
-        Ok(self.blocks.contains_key(hash.as_bytes())?)
+        self.blocks.contains_key(hash.as_bytes())
     }
 
     pub fn undo(&self, hash: &BlockHash) -> Result<Option<BlockUndo>, StorageError> {
@@ -558,7 +558,7 @@ impl Store {
     /// tx index, no block read, so answering a peer's announcement of a
     /// known txid costs no more than an unknown one.
     pub fn has_tx(&self, txid: &TxId) -> Result<bool, StorageError> {
-        Ok(self.tx_index.contains_key(txid.as_bytes())?)
+        self.tx_index.contains_key(txid.as_bytes())
     }
 
     pub fn tx_location(&self, txid: &TxId) -> Result<Option<TxLocation>, StorageError> {
@@ -751,10 +751,7 @@ impl AuxTree {
     pub fn iter(&self) -> Result<AuxEntries, StorageError> {
         self.tree
             .iter()
-            .map(|item| {
-                item.map(|(key, value)| (key.to_vec(), value.to_vec()))
-                    .map_err(StorageError::from)
-            })
+            .map(|item| item.map(|(key, value)| (key.to_vec(), value.to_vec())))
             .collect()
     }
 
