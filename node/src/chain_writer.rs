@@ -427,7 +427,7 @@ fn settle_all(chain: &mut Chain, context: &WriterContext, unsettled: &mut Vec<Ch
 }
 
 fn height_gauge(height: Height) -> i64 {
-    i64::try_from(height).unwrap_or(i64::MAX)
+    i64::try_from(height.0).unwrap_or(i64::MAX)
 }
 
 /// Validates and stores `block` (a `synced` one may have its connect held;
@@ -490,7 +490,7 @@ fn process(
         height: update
             .connected
             .last()
-            .map_or(0, |block| block.header.height),
+            .map_or(Height(0), |block| block.header.height),
     };
     Ok((outcome, Some(update)))
 }
@@ -504,7 +504,7 @@ fn publish(context: &WriterContext, update: &ChainUpdate) {
     // and subscribers (RPC streams, benchmarks) should not wait on the
     // mempool's bookkeeping to hear it.
     for block in &update.connected {
-        height = block.header.height;
+        height = block.header.height.0;
         context
             .metrics
             .inc("blocks_accepted_total", &[("branch", "best")]);
@@ -512,7 +512,7 @@ fn publish(context: &WriterContext, update: &ChainUpdate) {
         // No receivers is normal (no RPC subscriber, P2P not started yet).
         let _ = context.events.send(NodeEvent::BlockConnected {
             block: Arc::clone(block),
-            height,
+            height: Height(height),
         });
     }
     if update.is_reorg() {
@@ -520,14 +520,16 @@ fn publish(context: &WriterContext, update: &ChainUpdate) {
         tracing::warn!(
             old_tip = %update.old_tip,
             %new_tip,
-            fork_height = update.fork_height,
+            fork_height = update.fork_height.0,
             disconnected = update.disconnected.len(),
             connected = update.connected.len(),
             "reorg"
         );
         let _ = context.events.send(NodeEvent::reorg(update));
     }
-    context.metrics.set("height", &[], height_gauge(height));
+    context
+        .metrics
+        .set("height", &[], height_gauge(Height(height)));
 }
 
 /// A new tip's bookkeeping: the tx and address indexes (one sled key per
