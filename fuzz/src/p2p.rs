@@ -125,7 +125,7 @@ struct View {
 impl ChainView for View {
     fn tip(&self) -> TipSummary {
         TipSummary {
-            height: Height(0),
+            height: Height::ZERO,
             hash: self.genesis.hash(),
             total_work: Work(U256::from_u64(self.work)),
         }

@@ -260,7 +260,7 @@ proptest! {
                 }
                 Step::Reorg => {
                     let tip = node.chain.tip();
-                    if tip.height == Height(0) {
+                    if tip.height == Height::ZERO {
                         continue;
                     }
                     let reader = node.chain.reader();

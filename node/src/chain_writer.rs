@@ -490,7 +490,7 @@ fn process(
         height: update
             .connected
             .last()
-            .map_or(Height(0), |block| block.header.height),
+            .map_or(Height::ZERO, |block| block.header.height),
     };
     Ok((outcome, Some(update)))
 }
@@ -499,20 +499,20 @@ fn process(
 /// block joining the best chain, `Reorg` when blocks left it.
 fn publish(context: &WriterContext, update: &ChainUpdate) {
     let new_tip = update.new_tip;
-    let mut height = 0;
+    let mut height = Height::ZERO;
     // Published before the mempool catches up: the block is our tip now,
     // and subscribers (RPC streams, benchmarks) should not wait on the
     // mempool's bookkeeping to hear it.
     for block in &update.connected {
-        height = block.header.height.0;
+        height = block.header.height;
         context
             .metrics
             .inc("blocks_accepted_total", &[("branch", "best")]);
-        tracing::info!(height, block = %block.hash(), txs = block.txs.len(), "block connected");
+        tracing::info!(height = height.0, block = %block.hash(), txs = block.txs.len(), "block connected");
         // No receivers is normal (no RPC subscriber, P2P not started yet).
         let _ = context.events.send(NodeEvent::BlockConnected {
             block: Arc::clone(block),
-            height: Height(height),
+            height,
         });
     }
     if update.is_reorg() {
@@ -527,9 +527,7 @@ fn publish(context: &WriterContext, update: &ChainUpdate) {
         );
         let _ = context.events.send(NodeEvent::reorg(update));
     }
-    context
-        .metrics
-        .set("height", &[], height_gauge(Height(height)));
+    context.metrics.set("height", &[], height_gauge(height));
 }
 
 /// A new tip's bookkeeping: the tx and address indexes (one sled key per

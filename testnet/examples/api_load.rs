@@ -275,7 +275,7 @@ async fn main() {
     let mut nonces = vec![0u64; fillers.len()];
     let mut turn = 0usize;
     let reused = a.status().await.unwrap().height;
-    if reused > Height(0) {
+    if reused > Height::ZERO {
         assert!(
             reused >= Height(args.blocks),
             "{} holds a chain of {reused} blocks, fewer than --blocks; delete it",
@@ -283,7 +283,11 @@ async fn main() {
         );
         eprintln!("reusing the chain of {reused} blocks in {}", dir.display());
     }
-    let to_build = if reused > Height(0) { 0 } else { args.blocks };
+    let to_build = if reused > Height::ZERO {
+        0
+    } else {
+        args.blocks
+    };
     for round in 0..to_build {
         // Top the mempool up to a little more than a block holds.
         let pending: serde_json::Value = http

@@ -336,7 +336,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let chain = Chain::open(spec("regtest"), dir.path()).expect("open");
 
-        assert_eq!(chain.tip().height, Height(0));
+        assert_eq!(chain.tip().height, Height::ZERO);
         assert_eq!(chain.tip().hash, spec("regtest").genesis_block().hash());
         assert_eq!(chain.index_len(), 1);
     }

@@ -308,7 +308,7 @@ mod tests {
 
         let after = reader.state_summary();
 
-        assert_eq!(before.height, Height(0));
+        assert_eq!(before.height, Height::ZERO);
         assert_eq!(after.height, Height(1));
         assert_eq!(after.tip, chain.tip().hash);
         assert_eq!(after.accounts, before.accounts + 1);

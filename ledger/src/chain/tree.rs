@@ -517,7 +517,7 @@ mod tests {
         };
 
         assert!(update.is_reorg());
-        assert_eq!(update.fork_height, Height(0));
+        assert_eq!(update.fork_height, Height::ZERO);
         assert_eq!(update.old_tip, first_hash);
         let connected: Vec<BlockHash> = update.connected.iter().map(|block| block.hash()).collect();
         assert_eq!(connected, vec![rival_hash, child_hash]);

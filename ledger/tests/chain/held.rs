@@ -67,7 +67,7 @@ fn held_connects_are_invisible_until_committed_then_equal_to_one_by_one() {
     );
     assert_eq!(
         reader.tip().height,
-        Height(0),
+        Height::ZERO,
         "readers see the committed tip"
     );
     assert_eq!(reader.account(&dev_address(1)).balance, before);

@@ -131,7 +131,7 @@ fn half_written_snapshot_is_removed_before_open() {
     std::fs::write(&leftover, b"half a snapshot").unwrap();
     let chain = Chain::open(regtest(), dir.path()).unwrap();
     assert!(!leftover.exists());
-    assert_eq!(chain.tip().height, Height(0));
+    assert_eq!(chain.tip().height, Height::ZERO);
 }
 
 #[test]

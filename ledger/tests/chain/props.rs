@@ -229,7 +229,7 @@ proptest! {
         let restored = store_digest(&store);
         prop_assert_eq!(restored.0, before.0);
         let record = store.state_record().unwrap().expect("kept with every disconnect");
-        prop_assert_eq!((record.tip, record.height), (genesis, Height(0)));
+        prop_assert_eq!((record.tip, record.height), (genesis, Height::ZERO));
         prop_assert_eq!(record.digest.finish(), (before.0, before.1, before.2));
         prop_assert_eq!(&restored.3, &before.3);
         prop_assert_eq!(store.tip_hash().unwrap(), Some(genesis));

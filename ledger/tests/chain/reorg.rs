@@ -155,7 +155,7 @@ fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
     let more = branch(&fixture, &side[1], 1, 3, |_| vec![]);
     match fixture.submit(more[0].clone()).unwrap() {
         ProcessOutcome::Connected(update) => {
-            assert_eq!(update.fork_height, Height(0));
+            assert_eq!(update.fork_height, Height::ZERO);
             assert_eq!(update.disconnected, shared(&[&main[1], &main[0]]));
             assert_eq!(update.connected, shared(&[&side[0], &side[1], &more[0]]));
         }
@@ -176,7 +176,7 @@ fn invalid_tip_extension_reports_its_error() {
         }
     ));
     assert!(error.is_misbehaviour());
-    assert_eq!(fixture.chain.tip().height, Height(0));
+    assert_eq!(fixture.chain.tip().height, Height::ZERO);
 }
 
 #[test]

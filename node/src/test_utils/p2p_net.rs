@@ -115,7 +115,7 @@ impl TestBackend {
     }
 
     pub fn height(&self) -> u64 {
-        (self.inner.reader.tip().height).0
+        self.inner.reader.tip().height.0
     }
 
     pub fn mempool_len(&self) -> usize {
@@ -593,7 +593,7 @@ impl FakePeer {
             protocol_version: PROTOCOL_VERSION,
             genesis_hash: genesis,
             node_id: self.key.public_key(),
-            best_height: Height(0),
+            best_height: Height::ZERO,
             best_work: ledger::Work::ZERO,
             listen_port: 0,
         }

@@ -268,7 +268,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
                 match converge_ms {
                     Some(ms) => format!(
                         "converged {ms} ms after heal at height {}",
-                        height.unwrap_or(Height(0))
+                        height.unwrap_or(Height::ZERO)
                     ),
                     None => format!("NOT converged within {} s", bound.as_secs()),
                 },

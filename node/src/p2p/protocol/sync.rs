@@ -75,7 +75,7 @@ impl BlockSync {
             importing: BTreeSet::new(),
             importing_bytes: 0,
             last_header: None,
-            last_header_height: Height(0),
+            last_header_height: Height::ZERO,
             headers_in_flight: false,
             more_headers: false,
             last_progress: now,

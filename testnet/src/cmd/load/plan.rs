@@ -82,7 +82,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> anyhow::Result<(Plan, Vec<Sender
         .iter()
         .map(|status| status.height)
         .min()
-        .unwrap_or(Height(0));
+        .unwrap_or(Height::ZERO);
     let senders_count = args
         .senders
         .map_or_else(|| default_senders(args.tps), |count| count as usize);
