@@ -13,6 +13,7 @@ use ledger::mempool::{Mempool, MempoolConfig};
 use ledger::miner::assemble_block;
 use ledger::sigcache::SignatureCache;
 use ledger::state::{apply_block, Account};
+use ledger::Height;
 use ledger::{Address, Amount, Block, BlockHash, ChainSpec, Target, Transaction, TxId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -75,7 +76,7 @@ impl Model {
     fn block(&self, txs: Vec<Transaction>) -> Option<(Block, BTreeMap<Address, Account>)> {
         let block = assemble_block(
             &self.spec,
-            self.height(),
+            Height(self.height()),
             self.tip_hash(),
             Target::MAX,
             self.now_ms,
@@ -203,7 +204,7 @@ impl Model {
                 let update = ChainUpdate {
                     old_tip,
                     new_tip: block.hash(),
-                    fork_height: self.height() - 1,
+                    fork_height: Height(self.height() - 1),
                     disconnected,
                     connected: vec![block.clone()],
                 };

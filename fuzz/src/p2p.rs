@@ -5,6 +5,7 @@
 
 use crate::dev;
 use arbitrary::{Arbitrary, Unstructured};
+use ledger::Height;
 use ledger::{
     Address, Amount, BlockHash, Hash256, Header, PublicKey, SecretKey, Transaction, TxId, Work,
     U256,
@@ -124,7 +125,7 @@ struct View {
 impl ChainView for View {
     fn tip(&self) -> TipSummary {
         TipSummary {
-            height: 0,
+            height: Height::ZERO,
             hash: self.genesis.hash(),
             total_work: Work(U256::from_u64(self.work)),
         }
@@ -573,7 +574,7 @@ pub fn session(data: &[u8]) {
                                 dev::regtest_genesis()
                             },
                             node_id,
-                            best_height: u64::from(height),
+                            best_height: Height(u64::from(height)),
                             best_work: Work(U256::from_u64(u64::from(work))),
                             listen_port: port,
                         }),
@@ -685,7 +686,7 @@ pub fn session(data: &[u8]) {
             })),
             Op::BlockValidated { height } => Some(Input::Node(NodeEvent::BlockValidated {
                 hash: BlockHash(small_hash(height)),
-                height: u64::from(height),
+                height: Height(u64::from(height)),
             })),
             Op::Dial { ip } => Some(Input::Command(node::p2p::protocol::Command::Dial(format!(
                 "127.0.1.{}:7000",

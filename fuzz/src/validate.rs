@@ -15,6 +15,7 @@ use ledger::validation::{
     check_block_stateless, check_block_structure, check_header_pow, check_reward,
     check_tx_signature, required_reward,
 };
+use ledger::Height;
 use ledger::{
     encoding, Address, Amount, Block, BlockHash, ChainSpec, Header, Signature, Transaction,
 };
@@ -113,7 +114,7 @@ fn build_block(choice: BlockChoice) -> (Block, usize) {
     }
     let header = Header {
         version: BLOCK_VERSION + u32::from(choice.version_flaw),
-        height: u64::from(choice.height),
+        height: Height(u64::from(choice.height)),
         prev_hash: genesis,
         merkle_root: root,
         timestamp: choice.timestamp,

@@ -21,6 +21,7 @@ use ledger::miner::{self, PreparedHeader};
 use ledger::sigcache::SignatureCache;
 use ledger::state::Account;
 use ledger::target::{Target, U256};
+use ledger::Height;
 use ledger::{BlockHash, SecretKey, Transaction};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -306,7 +307,7 @@ fn unsolvable_header() -> ledger::Header {
     let spec = regtest();
     miner::assemble_block(
         &spec,
-        1,
+        Height(1),
         spec.genesis_hash(),
         Target(U256::ONE),
         NOW,

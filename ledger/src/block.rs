@@ -96,7 +96,7 @@ mod tests {
     fn nonce_offset_matches_encoding() {
         let mut header = Header {
             version: BLOCK_VERSION,
-            height: 7,
+            height: Height(7),
             prev_hash: BlockHash::ZERO,
             merkle_root: Hash256::ZERO,
             timestamp: 1,

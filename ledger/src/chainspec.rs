@@ -10,6 +10,7 @@ use crate::encoding;
 use crate::hash::{BlockHash, Hash256};
 use crate::keys::SecretKey;
 use crate::target::{Target, U256};
+use crate::Height;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -252,7 +253,7 @@ impl ChainSpec {
         Block {
             header: Header {
                 version: BLOCK_VERSION,
-                height: 0,
+                height: Height::ZERO,
                 prev_hash: BlockHash::ZERO,
                 merkle_root: commitment,
                 timestamp: self.genesis_timestamp,

@@ -10,6 +10,7 @@ use crate::hash::{BlockHash, TxId};
 use crate::keys::{PublicKey, Signature};
 use crate::target::{Target, U256};
 use crate::tx::Transaction;
+use crate::Height;
 use serde::{Deserialize, Serialize};
 
 /// A transaction as the API shows and accepts it. On input `txid` and
@@ -111,7 +112,7 @@ pub struct SubmitTxResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockJson {
     pub hash: BlockHash,
-    pub height: u64,
+    pub height: Height,
     pub prev_hash: BlockHash,
     pub merkle_root: String,
     pub timestamp: u64,
@@ -160,7 +161,7 @@ impl BlockJson {
 pub struct StatusJson {
     pub chain: String,
     pub genesis_hash: BlockHash,
-    pub height: u64,
+    pub height: Height,
     pub tip: BlockHash,
     pub total_work: U256,
     pub target: U256,
@@ -200,7 +201,7 @@ pub struct TxLookupJson {
     pub tx: TxJson,
     pub status: TxStatus,
     pub block_hash: Option<BlockHash>,
-    pub block_height: Option<u64>,
+    pub block_height: Option<Height>,
     pub confirmations: u64,
     /// Why a `dropped` tx was let go (a `DropReason` code); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,7 +230,7 @@ pub struct PeerJson {
     pub addr: String,
     pub direction: Direction,
     pub node_id: String,
-    pub height: u64,
+    pub height: Height,
     pub ping_ms: Option<u64>,
     pub connected_secs: u64,
     /// Misbehaviour points short of a ban (the node disconnects at 100).
@@ -286,7 +287,7 @@ pub struct AddPeerRequest {
 /// `GET /v1/state`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateJson {
-    pub height: u64,
+    pub height: Height,
     pub tip: BlockHash,
     pub accounts: u64,
     pub total_supply: Amount,
@@ -311,7 +312,7 @@ pub struct MineResponse {
 pub struct ReorgJson {
     pub old_tip: BlockHash,
     pub new_tip: BlockHash,
-    pub fork_height: u64,
+    pub fork_height: Height,
     pub disconnected: Vec<BlockHash>,
     pub connected: Vec<BlockHash>,
 }
@@ -347,7 +348,7 @@ mod tests {
                 addr: "127.0.0.1:2".into(),
                 direction: Direction::Outbound,
                 node_id: "bb".into(),
-                height: 7,
+                height: Height(7),
                 ping_ms: None,
                 connected_secs: 3,
                 score: 0,

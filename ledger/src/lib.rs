@@ -5,7 +5,8 @@
 //! Map of the crate, from the bottom up:
 //! - [`encoding`]: the one canonical byte encoding (pinned bincode 2); all
 //!   hashing, signing, storage and wire bytes come from it.
-//! - [`amount`], [`hash`], [`address`], [`keys`], [`target`]: domain newtypes.
+//! - [`amount`], [`hash`], [`height`], [`address`], [`keys`], [`target`]:
+//!   domain newtypes.
 //! - [`tx`], [`block`]: transactions, headers, blocks, merkle roots.
 //! - [`chainspec`]: built-in `dev` and `regtest` chains and JSON chain files.
 //! - [`difficulty`]: retargeting and timestamp rules.
@@ -30,6 +31,7 @@ pub mod chainspec;
 pub mod difficulty;
 pub mod encoding;
 pub mod hash;
+pub mod height;
 pub mod json;
 pub mod keys;
 pub mod mempool;
@@ -50,9 +52,7 @@ pub use amount::Amount;
 pub use block::{Block, Header};
 pub use chainspec::ChainSpec;
 pub use hash::{BlockHash, Hash256, TxId};
+pub use height::Height;
 pub use keys::{PublicKey, SecretKey, Signature};
 pub use target::{Target, Work, U256};
 pub use tx::Transaction;
-
-/// Block height: the number of blocks between a block and genesis.
-pub type Height = u64;

@@ -55,7 +55,7 @@ pub fn max_tx_bytes(spec: &ChainSpec) -> usize {
 fn empty_header() -> Header {
     Header {
         version: BLOCK_VERSION,
-        height: 0,
+        height: Height::ZERO,
         prev_hash: BlockHash::ZERO,
         merkle_root: Hash256::ZERO,
         timestamp: 0,

@@ -479,8 +479,8 @@ mod tests {
             BlockError::BadMerkleRoot,
             BlockError::DuplicateTx { txid: TxId::ZERO },
             BlockError::BadHeight {
-                expected: 1,
-                got: 2,
+                expected: Height(1),
+                got: Height(2),
             },
             BlockError::WrongTarget {
                 expected: 1,

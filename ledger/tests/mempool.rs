@@ -11,6 +11,7 @@ use ledger::miner::{self, PreparedHeader};
 use ledger::sigcache::SignatureCache;
 use ledger::state::{self, Account};
 use ledger::target::{Target, U256};
+use ledger::Height;
 use ledger::{Block, ChainSpec, SecretKey, Transaction};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -582,7 +583,7 @@ fn template_is_valid_against_the_state_it_is_given() {
     assert_eq!(order, vec![(address(&alice), 1), (address(&bob), 0)]);
     let block = miner::assemble_block(
         &fixture.spec,
-        1,
+        Height(1),
         fixture.genesis,
         fixture.spec.initial_target,
         NOW,
@@ -621,7 +622,7 @@ fn template_lets_a_recipient_spend_what_the_block_paid_it() {
     assert_eq!(template.len(), 2);
     let block = miner::assemble_block(
         &fixture.spec,
-        1,
+        Height(1),
         fixture.genesis,
         fixture.spec.initial_target,
         NOW,
@@ -658,7 +659,7 @@ fn connected_block_drops_included_and_invalidated_txs() {
     let txs = vec![a[0].clone(), a[1].clone(), bob_other, carol_other];
     let block = miner::assemble_block(
         &fixture.spec,
-        1,
+        Height(1),
         fixture.genesis,
         fixture.spec.initial_target,
         NOW,
@@ -708,7 +709,7 @@ fn a_block_that_drains_a_balance_drops_the_unaffordable_tail() {
     let spend = fixture.tx(&alice, 0, MIN_FEE, 5 * COIN);
     let block = miner::assemble_block(
         &fixture.spec,
-        1,
+        Height(1),
         fixture.genesis,
         fixture.spec.initial_target,
         NOW,
@@ -832,7 +833,7 @@ fn easy_header(bits_target: Target) -> ledger::Header {
     let spec = regtest();
     miner::assemble_block(
         &spec,
-        1,
+        Height(1),
         spec.genesis_hash(),
         bits_target,
         NOW,
@@ -852,7 +853,7 @@ fn assembled_block_pays_subsidy_plus_fees() {
     ];
     let block = miner::assemble_block(
         &fixture.spec,
-        7,
+        Height(7),
         fixture.genesis,
         fixture.spec.initial_target,
         NOW,
@@ -869,7 +870,7 @@ fn assembled_block_pays_subsidy_plus_fees() {
     );
     assert_eq!(block.header.merkle_root, merkle_root(&block.txids()));
     assert_eq!(block.header.nonce, 0);
-    assert_eq!(block.header.height, 7);
+    assert_eq!(block.header.height, Height(7));
     assert_eq!(block.txs, txs);
     let budget = miner::max_tx_bytes(&fixture.spec);
     let empty = Block {
@@ -1059,7 +1060,7 @@ fn held_txs_are_released_when_their_gap_fills() {
     let block = Block {
         header: ledger::block::Header {
             version: 1,
-            height: 1,
+            height: Height(1),
             prev_hash: BlockHash(Hash256::ZERO),
             merkle_root: merkle_root(&txids),
             timestamp: NOW,

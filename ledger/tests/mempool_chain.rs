@@ -11,6 +11,7 @@ use ledger::chainspec::dev_secret_key;
 use ledger::mempool::{Mempool, MempoolConfig};
 use ledger::miner;
 use ledger::sigcache::SignatureCache;
+use ledger::Height;
 use ledger::{Block, BlockHash, ChainSpec, SecretKey, Transaction};
 use proptest::prelude::*;
 use std::sync::atomic::AtomicBool;
@@ -259,7 +260,7 @@ proptest! {
                 }
                 Step::Reorg => {
                     let tip = node.chain.tip();
-                    if tip.height == 0 {
+                    if tip.height == Height::ZERO {
                         continue;
                     }
                     let reader = node.chain.reader();

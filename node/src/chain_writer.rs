@@ -457,7 +457,7 @@ fn settle_all(chain: &mut Chain, context: &WriterContext, unsettled: &mut Vec<Ch
 }
 
 fn height_gauge(height: Height) -> i64 {
-    i64::try_from(height).unwrap_or(i64::MAX)
+    i64::try_from(height.0).unwrap_or(i64::MAX)
 }
 
 /// Validates and stores `block` (a `synced` one may have its connect held;
@@ -537,7 +537,7 @@ fn process(
         height: update
             .connected
             .last()
-            .map_or(0, |block| block.header.height),
+            .map_or(Height::ZERO, |block| block.header.height),
     };
     Ok((outcome, Some(update)))
 }
@@ -546,7 +546,7 @@ fn process(
 /// block joining the best chain, `Reorg` when blocks left it.
 fn publish(context: &WriterContext, update: &ChainUpdate) {
     let new_tip = update.new_tip;
-    let mut height = 0;
+    let mut height = Height::ZERO;
     // Published before the mempool catches up: the block is our tip now,
     // and subscribers (RPC streams, benchmarks) should not wait on the
     // mempool's bookkeeping to hear it.
@@ -555,7 +555,7 @@ fn publish(context: &WriterContext, update: &ChainUpdate) {
         context
             .metrics
             .inc("blocks_accepted_total", &[("branch", "best")]);
-        tracing::info!(height, block = %block.hash(), txs = block.txs.len(), "block connected");
+        tracing::info!(height = height.0, block = %block.hash(), txs = block.txs.len(), "block connected");
         // No receivers is normal (no RPC subscriber, P2P not started yet).
         let _ = context.events.send(NodeEvent::BlockConnected {
             block: Arc::clone(block),
@@ -567,7 +567,7 @@ fn publish(context: &WriterContext, update: &ChainUpdate) {
         tracing::warn!(
             old_tip = %update.old_tip,
             %new_tip,
-            fork_height = update.fork_height,
+            fork_height = update.fork_height.0,
             disconnected = update.disconnected.len(),
             connected = update.connected.len(),
             "reorg"

@@ -246,7 +246,10 @@ impl NodeHandle {
             status: TxStatus::Confirmed,
             block_hash: Some(location.block_hash),
             block_height: Some(location.height),
-            confirmations: tip_height.saturating_sub(location.height).saturating_add(1),
+            confirmations: tip_height
+                .blocks_since(location.height)
+                .unwrap_or(0)
+                .saturating_add(1),
             reason: None,
         }
     }

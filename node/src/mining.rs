@@ -194,7 +194,7 @@ fn mine_loop(
         match writer.submit_block_blocking(block) {
             Ok(BlockOutcome::Connected { height, .. }) => {
                 node.metrics().inc("blocks_mined_total", &[]);
-                tracing::info!(block = %hash, height, txs, "mined a block");
+                tracing::info!(block = %hash, height = height.0, txs, "mined a block");
             }
             Ok(other) => {
                 tracing::debug!(block = %hash, ?other, "mined block did not extend the tip")

@@ -125,6 +125,7 @@ impl RelayCache {
 mod tests {
     use super::*;
     use ledger::Hash256;
+    use ledger::Height;
 
     fn hash(n: u8) -> BlockHash {
         BlockHash(Hash256([n; 32]))
@@ -164,7 +165,7 @@ mod tests {
         let block = Block {
             header: ledger::Header {
                 version: 1,
-                height: 1,
+                height: Height(1),
                 prev_hash: hash(0),
                 merkle_root: ledger::block::merkle_root(&txids),
                 timestamp: 1,

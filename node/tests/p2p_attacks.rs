@@ -6,6 +6,7 @@
 //! the whole process's. The rules themselves are proven on a fake clock in
 //! `p2p::protocol::tests::attacks`.
 
+use ledger::Height;
 use node::test_utils::p2p_net;
 
 use ledger::{Hash256, TxId, Work, U256};
@@ -54,7 +55,13 @@ async fn attack3_sync_takeover_by_claimed_best_work() {
         honest.backend.mine(0);
     }
     let blocks: Vec<ledger::Block> = (1..=20)
-        .map(|height| honest.backend.reader().block_at(height).expect("mined"))
+        .map(|height| {
+            honest
+                .backend
+                .reader()
+                .block_at(Height(height))
+                .expect("mined")
+        })
         .collect();
     let spec = victim.backend.spec().clone();
     let before = resident_bytes();

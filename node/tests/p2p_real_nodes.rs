@@ -7,6 +7,7 @@
 //! cargo test --release -p node --test p2p_real_nodes -- --ignored --nocapture --test-threads 1
 //! ```
 
+use ledger::Height;
 use node::test_utils::p2p_net;
 
 use ledger::{BlockHash, Transaction, TxId};
@@ -151,8 +152,8 @@ async fn a_synced_chain_is_published_indexed_and_equal_to_the_source() {
     assert_eq!(published(), BLOCKS, "each block published once");
     for height in 1..=BLOCKS {
         assert_eq!(
-            fresh.handle.reader().hash_at(height),
-            source.handle.reader().hash_at(height)
+            fresh.handle.reader().hash_at(Height(height)),
+            source.handle.reader().hash_at(Height(height))
         );
     }
     assert_eq!(

@@ -30,6 +30,7 @@
 use clap::Parser;
 use futures::StreamExt;
 use ledger::chainspec::{dev_accounts, Allocation};
+use ledger::Height;
 use ledger::{Address, Amount, BlockHash, ChainSpec, SecretKey, Transaction};
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -274,15 +275,19 @@ async fn main() {
     let mut nonces = vec![0u64; fillers.len()];
     let mut turn = 0usize;
     let reused = a.status().await.unwrap().height;
-    if reused > 0 {
+    if reused > Height::ZERO {
         assert!(
-            reused >= args.blocks,
+            reused >= Height(args.blocks),
             "{} holds a chain of {reused} blocks, fewer than --blocks; delete it",
             dir.display()
         );
         eprintln!("reusing the chain of {reused} blocks in {}", dir.display());
     }
-    let to_build = if reused > 0 { 0 } else { args.blocks };
+    let to_build = if reused > Height::ZERO {
+        0
+    } else {
+        args.blocks
+    };
     for round in 0..to_build {
         // Top the mempool up to a little more than a block holds.
         let pending: serde_json::Value = http
@@ -355,7 +360,7 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let block_sample = a.blocks(built.height / 2, 1).await.unwrap();
+    let block_sample = a.blocks(built.height.0 / 2, 1).await.unwrap();
     let rss_built = rss_kib(pid_a).unwrap_or(0);
     eprintln!(
         "[{:>5.1}s] chain of {} blocks on A and B; block {} holds {} txs in {} bytes; A RSS {} KiB",

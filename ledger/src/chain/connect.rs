@@ -246,6 +246,7 @@ impl Chain {
 mod tests {
     use super::super::testing::{block_on, now_ms, regtest_chain};
     use super::*;
+    use crate::Height;
 
     #[test]
     fn held_connects_stay_invisible_to_readers_until_the_commit() {
@@ -269,7 +270,7 @@ mod tests {
 
         assert!(!chain.has_held());
         assert_eq!(reader.tip().hash, second_hash);
-        assert_eq!(reader.tip().height, 2);
+        assert_eq!(reader.tip().height, Height(2));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::storage::{BlockStatus, IndexEntry, MemoryArena, StorageError, Store, 
 use crate::target::{Target, Work};
 use crate::validation::BlockError;
 use crate::ChainSpec;
+use crate::Height;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,7 +191,7 @@ impl Chain {
         let recover_ms = phase.elapsed().as_millis() as u64;
         let tip = chain.tip();
         tracing::info!(
-            height = tip.height,
+            height = tip.height.0,
             tip = %tip.hash,
             index_ms,
             check_ms,
@@ -241,7 +242,7 @@ impl Chain {
                 }
                 Err(error) => return Err(error.into()),
             }
-            if height == 0 {
+            if height == Height::ZERO {
                 if hash != self.genesis {
                     return Err(broken(format!(
                         "best chain starts at {hash}, not at genesis"
@@ -290,7 +291,7 @@ impl Chain {
                 "indexed block {indexed} is not on the best chain below the tip"
             )));
         }
-        for height in from + 1..=to {
+        for height in (from.0 + 1..=to.0).map(Height) {
             let hash = self
                 .store
                 .hash_at(height)
@@ -335,7 +336,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let chain = Chain::open(spec("regtest"), dir.path()).expect("open");
 
-        assert_eq!(chain.tip().height, 0);
+        assert_eq!(chain.tip().height, Height::ZERO);
         assert_eq!(chain.tip().hash, spec("regtest").genesis_block().hash());
         assert_eq!(chain.index_len(), 1);
     }
@@ -368,7 +369,7 @@ mod tests {
         let chain = Chain::open(spec("regtest"), dir.path()).expect("reopen");
 
         assert_eq!(chain.tip().hash, tip);
-        assert_eq!(chain.tip().height, 2);
+        assert_eq!(chain.tip().height, Height(2));
         assert_eq!(chain.index_len(), 4);
     }
 

@@ -212,6 +212,7 @@ mod tests {
     use super::*;
     use crate::chainspec::ChainSpec;
     use crate::hash::Hash256;
+    use crate::Height;
 
     /// A block (not solved: the pool never checks proof-of-work) on `parent`,
     /// made distinct by `nonce`.
@@ -219,7 +220,7 @@ mod tests {
         let mut block = ChainSpec::builtin("regtest")
             .expect("built-in")
             .genesis_block();
-        block.header.height = 1;
+        block.header.height = Height(1);
         block.header.prev_hash = parent;
         block.header.nonce = nonce;
         block

@@ -57,7 +57,7 @@ impl ChainReader {
                 timestamp: entry.header.timestamp,
             },
             None => TipInfo {
-                height: 0,
+                height: Height::ZERO,
                 hash,
                 total_work: Work::ZERO,
                 target: self.spec.initial_target,
@@ -165,7 +165,7 @@ impl ChainReader {
             if let Some(hash) = self.hash_at(height) {
                 locator.push(hash);
             }
-            if height == 0 {
+            if height == Height::ZERO {
                 break;
             }
             if locator.len() >= 10 {
@@ -182,7 +182,7 @@ impl ChainReader {
     /// Best-chain headers after the first locator hash that is on our best
     /// chain (genesis when none is), up to `max`.
     pub fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header> {
-        let mut start = 0;
+        let mut start = Height::ZERO;
         for hash in locator {
             if let Some(entry) = logged(self.store.entry(hash)) {
                 if self.hash_at(entry.header.height) == Some(*hash) {
@@ -248,6 +248,7 @@ mod tests {
     use super::super::testing::{block_on, now_ms, regtest_chain};
     use super::super::Chain;
     use crate::block::Header;
+    use crate::Height;
 
     /// Extends the best chain by `count` blocks and returns their headers.
     fn extend(chain: &mut Chain, count: usize) -> Vec<Header> {
@@ -269,7 +270,7 @@ mod tests {
         extend(&mut chain, 20);
         let reader = chain.reader();
 
-        let heights: Vec<u64> = reader
+        let heights: Vec<Height> = reader
             .locator()
             .iter()
             .map(|hash| reader.header(hash).expect("stored").height)
@@ -307,8 +308,8 @@ mod tests {
 
         let after = reader.state_summary();
 
-        assert_eq!(before.height, 0);
-        assert_eq!(after.height, 1);
+        assert_eq!(before.height, Height::ZERO);
+        assert_eq!(after.height, Height(1));
         assert_eq!(after.tip, chain.tip().hash);
         assert_eq!(after.accounts, before.accounts + 1);
         assert_ne!(after.digest, before.digest);

@@ -14,6 +14,7 @@ use crate::hash::BlockHash;
 use crate::storage::{BlockStatus, StorageError};
 use crate::target::Target;
 use crate::validation::{self, BlockError};
+use crate::Height;
 use std::sync::Arc;
 
 /// Whether an error condemns the header itself (any body would fail).
@@ -83,7 +84,7 @@ impl Chain {
                     if work < tip.total_work && parent.status != BlockStatus::Invalid {
                         tracing::debug!(
                             block = %hash,
-                            height = block.header.height,
+                            height = block.header.height.0,
                             rule = "low_work_unrequested",
                             "not storing a block whose chain has less work than the tip"
                         );
@@ -126,7 +127,7 @@ impl Chain {
             // delivered again, it is tried again.
             self.orphans.remove(&hash);
         }
-        if block.header.height == 0 {
+        if block.header.height == Height::ZERO {
             return Err(BlockError::BadGenesis.into());
         }
         if self.rejected.contains(&hash) {
@@ -310,7 +311,7 @@ impl Chain {
                 timestamp: node.header.timestamp,
                 bits: node.header.bits,
             });
-            if timings.len() == wanted || node.header.height == 0 {
+            if timings.len() == wanted || node.header.height == Height::ZERO {
                 break;
             }
             cursor = Some(node.header.prev_hash);
@@ -541,7 +542,7 @@ mod tests {
         };
 
         assert!(update.is_reorg());
-        assert_eq!(update.fork_height, 0);
+        assert_eq!(update.fork_height, Height::ZERO);
         assert_eq!(update.old_tip, first_hash);
         let connected: Vec<BlockHash> = update.connected.iter().map(|block| block.hash()).collect();
         assert_eq!(connected, vec![rival_hash, child_hash]);

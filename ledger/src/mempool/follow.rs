@@ -113,7 +113,7 @@ impl Mempool {
             }
         }
         tracing::debug!(
-            height = block.header.height,
+            height = block.header.height.0,
             included,
             invalidated,
             pending = self.len(),

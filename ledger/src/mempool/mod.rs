@@ -343,6 +343,7 @@ mod tests {
     use crate::block::{Block, Header};
     use crate::keys::{PublicKey, Signature};
     use crate::state::Account;
+    use crate::Height;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -486,7 +487,7 @@ mod tests {
                         let block = Block {
                             header: Header {
                                 version: 1,
-                                height: 1,
+                                height: Height(1),
                                 prev_hash: BlockHash::ZERO,
                                 merkle_root: crate::hash::Hash256::ZERO,
                                 timestamp: 0,

@@ -357,7 +357,7 @@ impl Store {
         };
         let height = match self.entry(&tip)? {
             Some(entry) => entry.header.height,
-            None => 0,
+            None => Height::ZERO,
         };
         let mut digest = StateDigester::new();
         self.for_each_account(|address, account| digest.add(address, account))?;
@@ -523,7 +523,7 @@ impl Store {
                     StorageError::Corrupt("best chain key: expected 8 bytes".into())
                 })?;
                 Ok(Some((
-                    u64::from_be_bytes(height_bytes),
+                    Height::from_be_bytes(height_bytes),
                     hash_from_bytes(&value, "best chain entry")?,
                 )))
             }
@@ -610,8 +610,8 @@ impl Store {
         if limit == 0 {
             return Ok(out);
         }
-        let start = address_tx_key(address, 0);
-        let end = address_tx_key(address, before.map_or(u64::MAX, |(height, _)| height));
+        let start = address_tx_key(address, Height::ZERO);
+        let end = address_tx_key(address, before.map_or(Height::MAX, |(height, _)| height));
         let corrupt = || StorageError::Corrupt("malformed address tx entry".into());
         for item in self.address_txs.range_rev(&start, &end) {
             let (key, value) = item?;
@@ -620,7 +620,7 @@ impl Store {
                 .ok_or_else(corrupt)?
                 .try_into()
                 .map_err(|_| corrupt())?;
-            let height = u64::from_be_bytes(height_bytes);
+            let height = Height::from_be_bytes(height_bytes);
             if value.len() < 32 {
                 return Err(corrupt());
             }

@@ -11,6 +11,7 @@ use ledger::amount::COIN;
 use ledger::chain::Chain;
 use ledger::state;
 use ledger::ChainSpec;
+use ledger::Height;
 use rand::{Rng, SeedableRng};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -54,10 +55,10 @@ fn run_worker(dir: &Path) {
         }
         let reader = chain.reader();
         let tip = chain.tip();
-        if tip.height >= 2 && rng.gen_ratio(1, 4) {
+        if tip.height >= Height(2) && rng.gen_ratio(1, 4) {
             chain.commit_held().expect("commit held connects");
             // Reorg: a branch from a few blocks back, one block longer.
-            let depth = rng.gen_range(1..=tip.height.min(3));
+            let depth = rng.gen_range(1..=tip.height.0.min(3));
             let base = reader
                 .hash_at(tip.height - depth)
                 .expect("best chain ancestor");
@@ -117,18 +118,18 @@ fn verify_store(spec: &ChainSpec, dir: &Path, kill: usize) -> u64 {
         .unwrap_or_else(|error| panic!("store does not open after kill {kill}: {error}"));
     let reader = chain.reader();
     let tip = chain.tip();
-    let mut blocks = Vec::with_capacity(tip.height as usize + 1);
+    let mut blocks = Vec::with_capacity(tip.height.0 as usize + 1);
     let mut cursor = tip.hash;
-    for height in (0..=tip.height).rev() {
+    for height in (0..=tip.height.0).rev() {
         assert_eq!(
-            reader.hash_at(height),
+            reader.hash_at(Height(height)),
             Some(cursor),
             "height index at {height} after kill {kill}"
         );
         let block = reader
             .block(&cursor)
             .unwrap_or_else(|| panic!("ancestor {cursor} missing after kill {kill}"));
-        assert_eq!(block.header.height, height);
+        assert_eq!(block.header.height, Height(height));
         cursor = block.header.prev_hash;
         blocks.push(block);
     }
@@ -154,7 +155,7 @@ fn verify_store(spec: &ChainSpec, dir: &Path, kill: usize) -> u64 {
             );
         }
     }
-    tip.height
+    tip.height.0
 }
 
 fn run_kills(kills: usize, time_budget: Duration) {

@@ -4,6 +4,7 @@
 use crate::common::*;
 use ledger::amount::COIN;
 use ledger::chain::{Chain, ProcessOutcome};
+use ledger::Height;
 use ledger::{Block, Header};
 
 /// `count` blocks on `parent`, each with one transfer from `from` (nonces
@@ -59,8 +60,16 @@ fn held_connects_are_invisible_until_committed_then_equal_to_one_by_one() {
     }
     let reader = held.chain.reader();
     assert!(held.chain.has_held());
-    assert_eq!(held.chain.tip().height, 5, "the writer builds on them");
-    assert_eq!(reader.tip().height, 0, "readers see the committed tip");
+    assert_eq!(
+        held.chain.tip().height,
+        Height(5),
+        "the writer builds on them"
+    );
+    assert_eq!(
+        reader.tip().height,
+        Height::ZERO,
+        "readers see the committed tip"
+    );
     assert_eq!(reader.account(&dev_address(1)).balance, before);
     held.chain.write_indexes().unwrap();
     assert!(
@@ -77,7 +86,7 @@ fn held_connects_are_invisible_until_committed_then_equal_to_one_by_one() {
     for (height, txid) in txids.iter().enumerate() {
         assert_eq!(
             reader.tx(txid).expect("indexed").1.height,
-            height as u64 + 1
+            Height(height as u64 + 1)
         );
     }
 
@@ -165,5 +174,8 @@ fn a_reorg_while_holding_commits_first_and_ends_where_a_replay_does() {
     );
     // The short branch's txs are not in the index; the long branch's are.
     assert!(reader.tx(&short[0].txs[0].txid()).is_none());
-    assert_eq!(reader.tx(&long[4].txs[0].txid()).unwrap().1.height, 5);
+    assert_eq!(
+        reader.tx(&long[4].txs[0].txid()).unwrap().1.height,
+        Height(5)
+    );
 }

@@ -4,6 +4,7 @@
 
 use crate::common::*;
 use ledger::chain::{Chain, MemoryArena, ProcessOutcome};
+use ledger::Height;
 use ledger::{Block, Header, Transaction};
 
 /// Three blocks on genesis, then a four-block branch from the first of
@@ -58,7 +59,7 @@ fn a_chain_in_memory_ends_where_the_same_chain_on_sled_ends() {
     in_memory.flush().unwrap();
     let (disk, memory) = (on_disk.reader(), in_memory.reader());
     assert_eq!(memory.tip(), disk.tip());
-    assert_eq!(memory.tip().height, 5);
+    assert_eq!(memory.tip().height, Height(5));
     assert_eq!(memory.state_summary(), disk.state_summary());
     for block in &blocks {
         let hash = block.hash();
@@ -107,8 +108,8 @@ fn chains_in_one_arena_keep_apart_and_hold_shared_blocks_once() {
     apply(&mut ahead, &blocks[3..]);
     ahead.flush().unwrap();
     behind.flush().unwrap();
-    assert_eq!(ahead.reader().tip().height, 5);
-    assert_eq!(behind.reader().tip().height, 3);
+    assert_eq!(ahead.reader().tip().height, Height(5));
+    assert_eq!(behind.reader().tip().height, Height(3));
     assert_eq!(behind.reader().tip().hash, blocks[2].hash());
     let branch_tx = blocks[3].txs[0].txid();
     assert!(ahead.reader().tx(&branch_tx).is_some());

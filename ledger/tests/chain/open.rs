@@ -5,6 +5,7 @@ use crate::common::*;
 use ledger::amount::COIN;
 use ledger::chain::{Chain, ChainError};
 use ledger::ChainSpec;
+use ledger::Height;
 
 /// The store's sled database itself, to damage it. sled lets go of its
 /// directory lock a moment after the last handle is dropped (its flusher
@@ -130,7 +131,7 @@ fn half_written_snapshot_is_removed_before_open() {
     std::fs::write(&leftover, b"half a snapshot").unwrap();
     let chain = Chain::open(regtest(), dir.path()).unwrap();
     assert!(!leftover.exists());
-    assert_eq!(chain.tip().height, 0);
+    assert_eq!(chain.tip().height, Height::ZERO);
 }
 
 #[test]
@@ -146,7 +147,7 @@ fn reader_views_follow_the_chain() {
     let reader = fixture.chain.reader();
     let tip = reader.tip();
     assert_eq!(tip, fixture.chain.tip());
-    assert_eq!(tip.height, 3);
+    assert_eq!(tip.height, Height(3));
     let history = reader.address_txs(&dev_address(0), 10, None);
     assert_eq!(history.len(), 6);
     assert!(history
@@ -164,11 +165,11 @@ fn reader_views_follow_the_chain() {
         paged.extend(page);
     }
     assert_eq!(paged, history);
-    let page = reader.address_txs(&dev_address(0), 1, Some((3, 1)));
+    let page = reader.address_txs(&dev_address(0), 1, Some((Height(3), 1)));
     assert_eq!(page, history[1..2]);
     let (tx, location) = reader.tx(&history[0].0.txid()).unwrap();
     assert_eq!(tx, history[0].0);
-    assert_eq!(location.height, 3);
+    assert_eq!(location.height, Height(3));
     let locator = reader.locator();
     assert_eq!(locator.first(), Some(&tip.hash));
     assert_eq!(locator.last(), Some(&fixture.genesis));
@@ -177,7 +178,7 @@ fn reader_views_follow_the_chain() {
     assert_eq!(headers[2].hash(), tip.hash);
     assert!(reader.headers_after(&locator, 10).is_empty());
     let context = fixture.chain.next_block_context(0);
-    assert_eq!(context.height, 4);
+    assert_eq!(context.height, Height(4));
     assert_eq!(context.prev_hash, tip.hash);
     assert!(context.min_timestamp > fixture.spec.genesis_timestamp);
     let aux = fixture.chain.aux_tree("peers").unwrap();
@@ -253,10 +254,10 @@ fn deferred_indexes_wait_for_write_indexes_and_survive_a_stop_before_it() {
     let first_txid = first.txs[0].txid();
     fixture.submit(first).unwrap();
     let reader = fixture.chain.reader();
-    assert_eq!(reader.tip().height, 1, "connected at once");
+    assert_eq!(reader.tip().height, Height(1), "connected at once");
     assert!(reader.tx(&first_txid).is_none(), "not indexed yet");
     fixture.chain.write_indexes().unwrap();
-    assert_eq!(reader.tx(&first_txid).unwrap().1.height, 1);
+    assert_eq!(reader.tx(&first_txid).unwrap().1.height, Height(1));
 
     // Processing the next block first indexes what is pending; a block
     // left unindexed by a stop (as by a crash) is indexed when reopened.
@@ -268,14 +269,14 @@ fn deferred_indexes_wait_for_write_indexes_and_survive_a_stop_before_it() {
     };
     let third_txid = third.txs[0].txid();
     fixture.submit(third).unwrap();
-    assert_eq!(reader.tx(&second_txid).unwrap().1.height, 2);
+    assert_eq!(reader.tx(&second_txid).unwrap().1.height, Height(2));
     assert!(reader.tx(&third_txid).is_none());
     let Fixture { chain, dir, .. } = fixture;
     drop((chain, reader));
     let reopened = Chain::open(regtest(), dir.path()).unwrap();
     let reader = reopened.reader();
-    assert_eq!(reader.tip().height, 3);
-    assert_eq!(reader.tx(&third_txid).unwrap().1.height, 3);
+    assert_eq!(reader.tip().height, Height(3));
+    assert_eq!(reader.tx(&third_txid).unwrap().1.height, Height(3));
     assert_eq!(reader.address_txs(&dev_address(2), 10, None).len(), 1);
 }
 

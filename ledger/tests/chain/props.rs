@@ -10,6 +10,7 @@ use ledger::keys::{PublicKey, Signature};
 use ledger::state::{self, Account, BlockUndo};
 use ledger::storage::{BlockStatus, IndexEntry, Store, TxLocation};
 use ledger::target::{CompactTarget, Target, Work, U256};
+use ledger::Height;
 use ledger::{encoding, Address, BlockHash, ChainSpec, Hash256, Transaction};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
@@ -66,7 +67,7 @@ fn arb_header() -> impl Strategy<Value = Header> {
         .prop_map(
             |(version, height, prev, merkle_root, timestamp, bits, nonce, miner, reward)| Header {
                 version,
-                height,
+                height: Height(height),
                 prev_hash: BlockHash(prev),
                 merkle_root,
                 timestamp,
@@ -110,7 +111,7 @@ proptest! {
             previous: undo.into_iter().map(|(address, balance, nonce)| (address, Account { balance, nonce })).collect(),
         };
         prop_assert_eq!(&round_trip(&undo), &undo);
-        let location = TxLocation { block_hash: BlockHash(location.0), height: location.1, index: location.2 };
+        let location = TxLocation { block_hash: BlockHash(location.0), height: Height(location.1), index: location.2 };
         prop_assert_eq!(round_trip(&location), location);
         let entry = IndexEntry {
             header: block.header.clone(),
@@ -213,7 +214,7 @@ proptest! {
         prop_assert_eq!(store.tip_hash().unwrap(), Some(hash));
         // The summary kept up to date equals a full scan.
         let record = store.state_record().unwrap().expect("kept with every connect");
-        prop_assert_eq!((record.tip, record.height), (hash, 1));
+        prop_assert_eq!((record.tip, record.height), (hash, Height(1)));
         prop_assert_eq!(record.digest.finish(), (after.0, after.1, after.2));
         // Each tx reads back from its span alone (once the body is stored).
         let body_entry = IndexEntry { header: block.header.clone(), total_work: Work::ZERO, status: BlockStatus::Valid, seq: 1 };
@@ -228,14 +229,14 @@ proptest! {
         let restored = store_digest(&store);
         prop_assert_eq!(restored.0, before.0);
         let record = store.state_record().unwrap().expect("kept with every disconnect");
-        prop_assert_eq!((record.tip, record.height), (genesis, 0));
+        prop_assert_eq!((record.tip, record.height), (genesis, Height::ZERO));
         prop_assert_eq!(record.digest.finish(), (before.0, before.1, before.2));
         prop_assert_eq!(&restored.3, &before.3);
         prop_assert_eq!(store.tip_hash().unwrap(), Some(genesis));
         for txid in &txids {
             prop_assert!(store.tx_location(txid).unwrap().is_none());
         }
-        prop_assert!(store.hash_at(1).unwrap().is_none());
+        prop_assert!(store.hash_at(Height(1)).unwrap().is_none());
     }
 }
 
@@ -417,15 +418,15 @@ fn deliver_and_check(shape: &TreeShape, seed: u64) -> Result<(), TestCaseError> 
     // Supply = allocations + one subsidy per block of the best chain.
     let expected_supply = spec
         .total_allocated()
-        .checked_add(spec.block_subsidy.checked_mul(tip.height).unwrap())
+        .checked_add(spec.block_subsidy.checked_mul(tip.height.0).unwrap())
         .unwrap();
     prop_assert_eq!(summary.total_supply, expected_supply);
 
     // The height index follows the hash links of the tip.
     let reader = chain.reader();
     let mut cursor = tip.hash;
-    for height in (0..=tip.height).rev() {
-        prop_assert_eq!(reader.hash_at(height), Some(cursor));
+    for height in (0..=tip.height.0).rev() {
+        prop_assert_eq!(reader.hash_at(Height(height)), Some(cursor));
         cursor = reader.header(&cursor).unwrap().prev_hash;
     }
     prop_assert_eq!(reader.hash_at(tip.height + 1), None);

@@ -6,6 +6,7 @@ use ledger::amount::COIN;
 use ledger::block::Block;
 use ledger::chain::ProcessOutcome;
 use ledger::validation::{BlockError, TxError};
+use ledger::Height;
 
 /// A branch of `length` blocks on `parent`, each paying `miner`, with the
 /// transactions `txs(i)` in block i.
@@ -62,7 +63,7 @@ fn longer_branch_reorganises_and_reports_blocks() {
     };
     assert_eq!(update.old_tip, main[2].hash());
     assert_eq!(update.new_tip, side[2].hash());
-    assert_eq!(update.fork_height, 1);
+    assert_eq!(update.fork_height, Height(1));
     assert_eq!(update.disconnected, shared(&[&main[2], &main[1]]));
     assert_eq!(update.connected, shared(&side.iter().collect::<Vec<_>>()));
     assert!(update.is_reorg());
@@ -94,7 +95,7 @@ fn the_state_summary_in_memory_matches_the_store_after_a_reorg() {
     let reader = fixture.chain.reader();
     let in_memory = reader.state_summary();
     assert_eq!(in_memory.tip, side[2].hash());
-    assert_eq!(in_memory.height, 3);
+    assert_eq!(in_memory.height, Height(3));
 
     let Fixture { chain, dir, .. } = fixture;
     drop((chain, reader));
@@ -154,7 +155,7 @@ fn invalid_block_in_new_branch_returns_to_the_best_valid_chain() {
     let more = branch(&fixture, &side[1], 1, 3, |_| vec![]);
     match fixture.submit(more[0].clone()).unwrap() {
         ProcessOutcome::Connected(update) => {
-            assert_eq!(update.fork_height, 0);
+            assert_eq!(update.fork_height, Height::ZERO);
             assert_eq!(update.disconnected, shared(&[&main[1], &main[0]]));
             assert_eq!(update.connected, shared(&[&side[0], &side[1], &more[0]]));
         }
@@ -175,7 +176,7 @@ fn invalid_tip_extension_reports_its_error() {
         }
     ));
     assert!(error.is_misbehaviour());
-    assert_eq!(fixture.chain.tip().height, 0);
+    assert_eq!(fixture.chain.tip().height, Height::ZERO);
 }
 
 #[test]

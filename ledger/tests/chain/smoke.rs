@@ -1,5 +1,6 @@
 use crate::common::*;
 use ledger::chain::{Chain, ProcessOutcome};
+use ledger::Height;
 
 #[test]
 fn open_connect_reopen() {
@@ -18,7 +19,7 @@ fn open_connect_reopen() {
         }
     }
     let reader = chain.reader();
-    assert_eq!(reader.tip().height, 5);
+    assert_eq!(reader.tip().height, Height(5));
     assert_eq!(reader.account(&dev_address(0)).nonce, 5);
     let summary = reader.state_summary();
     drop(reader);

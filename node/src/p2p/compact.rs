@@ -211,6 +211,7 @@ pub fn block_txs(block: &Block, indexes: &[u32]) -> Option<Vec<Transaction>> {
 mod tests {
     use super::*;
     use crate::p2p::message::PrefilledTx;
+    use ledger::Height;
     use ledger::{Address, Amount, BlockHash, Header, SecretKey};
 
     fn txs(n: u64) -> Vec<Transaction> {
@@ -235,7 +236,7 @@ mod tests {
         Block {
             header: Header {
                 version: 1,
-                height: 3,
+                height: Height(3),
                 prev_hash: BlockHash::ZERO,
                 merkle_root: merkle_root(&txs.iter().map(Transaction::txid).collect::<Vec<_>>()),
                 timestamp: 7,

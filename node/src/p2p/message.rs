@@ -436,6 +436,7 @@ impl Message {
 mod tests {
     use super::*;
     use ledger::encoding;
+    use ledger::Height;
     use ledger::{Address, Amount, Hash256, SecretKey};
 
     fn sample_messages() -> Vec<Message> {
@@ -456,7 +457,7 @@ mod tests {
                 protocol_version: PROTOCOL_VERSION,
                 genesis_hash: genesis,
                 node_id: key.public_key(),
-                best_height: u64::MAX,
+                best_height: Height(u64::MAX),
                 best_work: Work(ledger::U256::MAX),
                 listen_port: 7070,
             }),
@@ -531,7 +532,7 @@ mod tests {
         assert!(encoding::encoded_len(&full_inv) <= max_encoded_len(6, 4 << 20).expect("cap"));
         let header = Header {
             version: 1,
-            height: u64::MAX,
+            height: Height(u64::MAX),
             prev_hash: BlockHash::ZERO,
             merkle_root: Hash256::ZERO,
             timestamp: u64::MAX,

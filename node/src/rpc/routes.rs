@@ -16,6 +16,7 @@ use ledger::json::{
     TxJson,
 };
 use ledger::tx::{MAX_MEMO_BYTES, MAX_TX_BYTES};
+use ledger::Height;
 use ledger::{Address, BlockHash, Transaction, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -97,7 +98,7 @@ pub async fn blocks(
                 if bytes >= MAX_BLOCK_PAGE_BYTES {
                     break;
                 }
-                let Some(block) = reader.block_at(height) else {
+                let Some(block) = reader.block_at(Height(height)) else {
                     break;
                 };
                 let json = BlockJson::from_block(&block, node.spec(), true);
@@ -136,7 +137,7 @@ pub async fn block(
             .parse()
             .map_err(|_| ApiError::Malformed(format!("height {id} is out of range")))?;
         reader
-            .hash_at(height)
+            .hash_at(Height(height))
             .ok_or_else(|| ApiError::NotFound(format!("no block at height {height}")))?
     } else {
         id.parse::<BlockHash>().map_err(|_| {
@@ -303,7 +304,7 @@ pub async fn account_txs(
     Ok(response)
 }
 
-fn parse_cursor(text: &str) -> Result<(u64, u32), ApiError> {
+fn parse_cursor(text: &str) -> Result<(Height, u32), ApiError> {
     text.split_once('-')
         .and_then(|(height, index)| Some((height.parse().ok()?, index.parse().ok()?)))
         .ok_or_else(|| ApiError::Malformed(format!("cursor {text:?} must be HEIGHT-INDEX")))
@@ -392,7 +393,7 @@ pub async fn metrics(State(state): State<RpcState>) -> impl IntoResponse {
     metrics.set(
         "height",
         &[],
-        i64::try_from(node.reader().tip().height).unwrap_or(i64::MAX),
+        i64::try_from(node.reader().tip().height.0).unwrap_or(i64::MAX),
     );
     metrics.set(
         "peers",

@@ -11,6 +11,7 @@ use ledger::chainspec::{dev_accounts, dev_secret_key};
 use ledger::json::{
     AccountJson, BlockJson, MempoolJson, MineResponse, StateJson, StatusJson, TxJson,
 };
+use ledger::Height;
 use ledger::{Amount, BlockHash, ChainSpec, Transaction};
 use serde_json::{json, Value};
 
@@ -354,7 +355,7 @@ async fn submit_lookup_and_confirm() {
     let (status, state) = test.get("/v1/state").await;
     assert_eq!(status, StatusCode::OK);
     let state: StateJson = serde_json::from_value(state).unwrap();
-    assert_eq!((state.height, state.tip), (1, hashes[0]));
+    assert_eq!((state.height, state.tip), (Height(1), hashes[0]));
     let supply = test
         .spec()
         .total_allocated()

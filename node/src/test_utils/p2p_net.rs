@@ -25,6 +25,7 @@ use ledger::chain::{Chain, ChainReader, ProcessError, ProcessOutcome};
 use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
 use ledger::sigcache::SignatureCache;
 use ledger::sync::lock;
+use ledger::Height;
 use ledger::{Address, Block, BlockHash, ChainSpec, PublicKey, SecretKey, Transaction, TxId};
 use std::collections::HashSet;
 use std::future::Future;
@@ -115,7 +116,7 @@ impl TestBackend {
     }
 
     pub fn height(&self) -> u64 {
-        self.inner.reader.tip().height
+        self.inner.reader.tip().height.0
     }
 
     pub fn mempool_len(&self) -> usize {
@@ -615,7 +616,7 @@ impl FakePeer {
             protocol_version: PROTOCOL_VERSION,
             genesis_hash: genesis,
             node_id: self.key.public_key(),
-            best_height: 0,
+            best_height: Height::ZERO,
             best_work: ledger::Work::ZERO,
             listen_port: 0,
         }
@@ -685,7 +686,7 @@ impl FakePeer {
         let genesis = spec.genesis_hash();
         let mut ours = self.hello(magic, genesis);
         ours.best_work = best_work;
-        ours.best_height = 1_000_000;
+        ours.best_height = Height(1_000_000);
         assert!(self.send(&Message::Hello(ours.clone())).await);
         let theirs = match self.recv(Duration::from_secs(5)).await {
             Some(Message::Hello(hello)) => hello,

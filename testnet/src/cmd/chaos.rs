@@ -26,6 +26,7 @@ use futures::StreamExt;
 use ledger::chainspec::dev_accounts;
 use ledger::json::ReorgJson;
 use ledger::sync::lock;
+use ledger::Height;
 use ledger::{Amount, ChainSpec, Transaction, TxId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -256,7 +257,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         lock(&load.fenced).clear();
         let height = converged.as_ref().map(|state| state.height);
         if let (Some(state), Some(spec)) = (&converged, &spec) {
-            if let Some(error) = supply_error(spec, state.height, state.total_supply) {
+            if let Some(error) = supply_error(spec, state.height.0, state.total_supply) {
                 violations.push(error);
             }
         }
@@ -267,7 +268,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
                 match converge_ms {
                     Some(ms) => format!(
                         "converged {ms} ms after heal at height {}",
-                        height.unwrap_or(0)
+                        height.unwrap_or(Height::ZERO)
                     ),
                     None => format!("NOT converged within {} s", bound.as_secs()),
                 },
@@ -283,7 +284,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             description,
             fault,
             converge_ms,
-            height,
+            height: height.map(u64::from),
             violations,
         });
         if !held {

@@ -158,11 +158,12 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ledger::Height;
     use ledger::{Amount, BlockHash};
 
     fn state(tip: u8, digest: &str) -> Answer {
         Ok(StateJson {
-            height: u64::from(tip),
+            height: Height(u64::from(tip)),
             tip: BlockHash(ledger::Hash256([tip; 32])),
             accounts: 10,
             total_supply: Amount::from_base_units(1),

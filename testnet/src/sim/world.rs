@@ -11,6 +11,7 @@ use super::report::{Final, Report, Stats};
 use super::scheduler::{Scheduler, SimTime, SECOND};
 use ledger::chain::MemoryArena;
 use ledger::sigcache::SignatureCache;
+use ledger::Height;
 use ledger::{Address, BlockHash, ChainSpec, SecretKey};
 use node::p2p::codec::{decode_message, MAX_FRAME_BYTES};
 use node::p2p::message::NetworkMagic;
@@ -594,7 +595,7 @@ impl World {
     fn finish(self, wall_seconds: f64) -> Outcome {
         let n = self.nodes.len();
         // The tip most nodes hold is the network's answer.
-        let mut tips: Vec<(BlockHash, u64)> = self
+        let mut tips: Vec<(BlockHash, Height)> = self
             .nodes
             .iter()
             .map(|node| {
@@ -658,7 +659,7 @@ impl World {
             connections,
             simulated: self.scheduler.now(),
             events: self.scheduler.processed(),
-            best_height,
+            best_height: best_height.0,
             final_tip,
             nodes_on_final_tip,
             blocks_on_best_chain,

@@ -407,7 +407,7 @@ impl<V: ChainView> NetworkState<V> {
             peer = %remote,
             node_id = %hex::encode(node_id.as_bytes()),
             direction = ?direction,
-            height = hello.best_height,
+            height = hello.best_height.0,
             "peer connected"
         );
         self.push(Action::Authenticated { conn: id });

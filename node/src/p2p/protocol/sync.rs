@@ -75,7 +75,7 @@ impl BlockSync {
             importing: BTreeSet::new(),
             importing_bytes: 0,
             last_header: None,
-            last_header_height: 0,
+            last_header_height: Height::ZERO,
             headers_in_flight: false,
             more_headers: false,
             last_progress: now,
@@ -303,6 +303,7 @@ pub fn check_headers(headers: &[Header]) -> Result<(), HeadersError> {
 mod tests {
     use super::*;
     use ledger::target::CompactTarget;
+    use ledger::Height;
     use ledger::{Address, Amount, Hash256};
 
     fn chain(n: usize) -> Vec<Header> {
@@ -312,7 +313,7 @@ mod tests {
         for height in 1..=n {
             let mut header = Header {
                 version: 1,
-                height: height as u64,
+                height: Height(height as u64),
                 prev_hash: prev,
                 merkle_root: Hash256::ZERO,
                 timestamp: height as u64,

@@ -23,7 +23,7 @@ impl<V: ChainView> NetworkState<V> {
         if !self.sync.start(id, now, tip.total_work) {
             return;
         }
-        tracing::info!(peer = %id, height = tip.height, "syncing from peer");
+        tracing::info!(peer = %id, height = tip.height.0, "syncing from peer");
         let locator = self.sync.locator(self.view.locator());
         self.sync.headers_requested(now);
         self.send(id, Message::GetHeaders(locator));
@@ -88,8 +88,8 @@ impl<V: ChainView> NetworkState<V> {
             let tip = self.view.tip();
             tracing::info!(
                 peer = %peer,
-                height = self.sync.last_header_height().max(tip.height),
-                committed_height = tip.height,
+                height = self.sync.last_header_height().max(tip.height).0,
+                committed_height = tip.height.0,
                 blocks = self.sync.blocks_imported,
                 secs = now.saturating_duration_since(self.sync.started_at()).as_secs_f64(),
                 "sync finished"

@@ -8,6 +8,7 @@ use super::{sender_keys, LoadArgs, Sender, WireFormat, TRANSFER_AMOUNT};
 use anyhow::{bail, Context};
 use ledger::chainspec::{dev_accounts, DEV_ACCOUNTS};
 use ledger::json::StatusJson;
+use ledger::Height;
 use ledger::{Address, Amount, ChainSpec, Transaction};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -81,7 +82,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> anyhow::Result<(Plan, Vec<Sender
         .iter()
         .map(|status| status.height)
         .min()
-        .unwrap_or(0);
+        .unwrap_or(Height::ZERO);
     let senders_count = args
         .senders
         .map_or_else(|| default_senders(args.tps), |count| count as usize);
@@ -143,7 +144,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> anyhow::Result<(Plan, Vec<Sender
         apis,
         spec,
         fee,
-        start_height,
+        start_height: start_height.0,
         n_senders: senders_count,
         tps: args.tps,
         duration: Duration::from_secs(args.duration),

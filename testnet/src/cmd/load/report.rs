@@ -7,6 +7,7 @@
 use super::plan::Plan;
 use super::watch::Run;
 use super::VERIFY_PAGE_BLOCKS;
+use ledger::Height;
 use ledger::{BlockHash, TxId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -40,7 +41,11 @@ pub(super) async fn verify(
     for api in &plan.apis {
         let up_to = match converged_height {
             Some(height) => height,
-            None => api.status().await.map(|status| status.height).unwrap_or(0),
+            None => api
+                .status()
+                .await
+                .map(|status| status.height.0)
+                .unwrap_or(0),
         };
         let (on_chain, hashes) = chain_contents(api, plan.start_height + 1, up_to).await?;
         final_chain.get_or_insert(hashes);
@@ -76,10 +81,10 @@ async fn chain_contents(
             break;
         }
         for block in blocks {
-            if block.height > to {
+            if block.height > Height(to) {
                 break;
             }
-            height = block.height + 1;
+            height = (block.height + 1).0;
             hashes.insert(block.hash);
             txids.extend(
                 block

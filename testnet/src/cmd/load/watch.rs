@@ -8,6 +8,7 @@
 use super::plan::Plan;
 use anyhow::bail;
 use ledger::json::{BlockJson, ReorgJson};
+use ledger::Height;
 use ledger::{BlockHash, ChainSpec, TxId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,7 +342,7 @@ async fn watch_events(
                     match event.event.as_str() {
                         "block" => {
                             if let Ok(block) = serde_json::from_str::<BlockJson>(&event.data) {
-                                run.note_block(block.hash, block.height, url, at, true);
+                                run.note_block(block.hash, block.height.0, url, at, true);
                             }
                         }
                         "reorg" => {
@@ -387,7 +388,7 @@ async fn poll_tips(run: Arc<Run>, url: usize, mut stop: watch::Receiver<bool>) {
         if run.tracker().arrived_at(&status.tip, url) {
             suspect = None;
         } else if suspect == Some(status.tip) {
-            run.note_block(status.tip, status.height, url, Instant::now(), false);
+            run.note_block(status.tip, status.height.0, url, Instant::now(), false);
             suspect = None;
         } else {
             suspect = Some(status.tip);
@@ -441,13 +442,14 @@ async fn fetch_blocks(
         let parent_unknown = {
             let mut tracker = run.tracker();
             tracker.block_fetched(hash, txids);
-            block.height > tracker.start_height + 1 && !tracker.knows_block(&block.prev_hash)
+            block.height > Height(tracker.start_height + 1)
+                && !tracker.knows_block(&block.prev_hash)
         };
         run.confirmations.notify_waiters();
         if parent_unknown {
             run.note_block(
                 block.prev_hash,
-                block.height - 1,
+                (block.height - 1).0,
                 url,
                 Instant::now(),
                 false,
@@ -472,7 +474,7 @@ async fn wait_converged(apis: &[Api], deadline: Instant) -> Option<u64> {
             .collect();
         if let Some(Some(first)) = tips.first() {
             if tips.iter().all(|tip| tip.as_ref() == Some(first)) {
-                return Some(first.1);
+                return Some(first.1 .0);
             }
         }
         if Instant::now() >= deadline {

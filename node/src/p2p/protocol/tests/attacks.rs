@@ -3,6 +3,7 @@
 //! honest peer still gets. Each one failed on the core before its defence.
 
 use super::*;
+use ledger::Height;
 use ledger::Target;
 
 /// An inbound peer from a given IP.
@@ -30,7 +31,7 @@ fn easy_chain(n: u64) -> Vec<Block> {
     for height in 1..=n {
         let mut header = Header {
             version: 1,
-            height,
+            height: Height(height),
             prev_hash: prev,
             merkle_root: Hash256::ZERO,
             timestamp: height,

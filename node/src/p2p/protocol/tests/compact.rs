@@ -5,6 +5,7 @@ use super::*;
 use crate::p2p::compact::Rebuilt;
 use crate::p2p::message::CompactBlock;
 use ledger::block::merkle_root;
+use ledger::Height;
 
 /// A block on genesis holding `txs`.
 fn block_of(txs: Vec<Transaction>) -> Block {
@@ -12,7 +13,7 @@ fn block_of(txs: Vec<Transaction>) -> Block {
     Block {
         header: Header {
             version: 1,
-            height: 1,
+            height: Height(1),
             prev_hash: genesis(),
             merkle_root: merkle_root(&txids),
             timestamp: 1,
@@ -268,7 +269,10 @@ fn new_blocks_are_pushed_compact_to_peers_that_asked_and_announced_to_the_rest()
     let hash = block_of(vec![tx(1)]).hash();
     core.handle(
         at(10),
-        Input::Node(NodeEvent::BlockValidated { hash, height: 1 }),
+        Input::Node(NodeEvent::BlockValidated {
+            hash,
+            height: Height(1),
+        }),
     );
     let actions = drain(&mut core);
     assert_eq!(pushed_to(&actions), vec![peers[0]]);

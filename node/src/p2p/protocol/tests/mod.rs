@@ -10,6 +10,7 @@ use crate::p2p::message::{Hello, HelloAck, InvItem, PeerAddr, MAX_SENDER_TXS, PR
 use crate::p2p::{BlockVerdict, TxVerdict};
 use addrbook::BookChange;
 use ledger::Block;
+use ledger::Height;
 use ledger::{Address, Amount, ChainSpec, Hash256, U256};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -37,7 +38,7 @@ impl ChainView for FakeChain {
     fn tip(&self) -> TipSummary {
         let inner = self.0.borrow();
         TipSummary {
-            height: inner.tip_work,
+            height: Height(inner.tip_work),
             hash: genesis(),
             total_work: Work(U256::from_u64(inner.tip_work)),
         }
@@ -233,7 +234,7 @@ impl Remote {
             protocol_version: PROTOCOL_VERSION,
             genesis_hash: genesis(),
             node_id: self.key.public_key(),
-            best_height: self.work,
+            best_height: Height(self.work),
             best_work: Work(U256::from_u64(self.work)),
             listen_port: self.addr.port(),
         }

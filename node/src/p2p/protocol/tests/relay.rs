@@ -1,6 +1,7 @@
 //! Gossip (fetching, announcing, answering, gap recovery) and the sync.
 
 use super::*;
+use ledger::Height;
 
 // ------------------------------------------------------------------ gossip
 
@@ -230,7 +231,7 @@ fn pending_txs_are_announced_again_every_few_blocks_even_to_peers_that_know_them
             block: std::sync::Arc::new(ledger::Block {
                 header: Header {
                     version: 1,
-                    height: u64::from(block),
+                    height: Height(u64::from(block)),
                     prev_hash: genesis(),
                     merkle_root: Hash256::ZERO,
                     timestamp: 1,
@@ -241,7 +242,7 @@ fn pending_txs_are_announced_again_every_few_blocks_even_to_peers_that_know_them
                 },
                 txs: Vec::new(),
             }),
-            height: u64::from(block),
+            height: Height(u64::from(block)),
         };
         core.handle(at(10 + u64::from(block)), Input::Node(block_event));
         core.handle(at(10 + u64::from(block)), Input::Idle);
@@ -294,7 +295,7 @@ fn headers_that_miss_their_target_get_the_peer_banned() {
     let (conn, _) = remote.join(&mut core, at(0));
     let header = Header {
         version: 1,
-        height: 1,
+        height: Height(1),
         prev_hash: genesis(),
         merkle_root: Hash256::ZERO,
         timestamp: 1,
