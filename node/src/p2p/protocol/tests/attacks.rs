@@ -603,7 +603,7 @@ fn the_import_backlog_is_bounded_in_bytes() {
         let block = Block {
             header: Header {
                 version: 1,
-                height: 1,
+                height: Height(1),
                 prev_hash: genesis(),
                 merkle_root: Hash256::digest(b"not checked by the core"),
                 timestamp: 1,
