@@ -96,7 +96,7 @@ impl TemporaryArena {
 /// small entries (accounts, index entries) take several times that in
 /// memory: connecting 1,000 full blocks took a process holding only the
 /// store to 372 MiB with a 64 MiB cap and 226 MiB with 16 MiB
-/// (`examples/store_memory.rs`, BENCHMARKS.md, issue 16).
+/// (`examples/store_memory.rs`; figures in BENCHMARKS.md).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 static CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BYTES);

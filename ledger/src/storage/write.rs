@@ -26,7 +26,7 @@ impl Store {
     /// (100,000 accounts) written as one sled transaction or batch holds
     /// one epoch guard across every insert, so every node copy an insert
     /// replaces stays allocated until well after the write, about 400 MB
-    /// for 100,000 accounts (BENCHMARKS.md, issue 16). One insert at a
+    /// for 100,000 accounts (BENCHMARKS.md, "Issue 16's 20-client read load"). One insert at a
     /// time lets sled free them as it goes.
     pub fn init_genesis(
         &self,

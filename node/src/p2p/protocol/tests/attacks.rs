@@ -1,5 +1,5 @@
-//! Hostile peers against the core on a fake clock (issue 14, attacks 3 to
-//! 6): each test plays the attack and an honest peer, and checks what the
+//! Hostile peers against the core on a fake clock (attacks 3 to 6 of
+//! ARCHITECTURE.md's threat model): each test plays the attack and an honest peer, and checks what the
 //! honest peer still gets. Each one failed on the core before its defence.
 
 use super::*;
