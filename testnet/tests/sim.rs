@@ -199,6 +199,7 @@ fn bad_flags_get_a_one_line_error() {
         (&["--nodes", "4", "--degree", "4"][..], "--degree must be"),
         (&["--bandwidth", "fast"][..], "is not a number"),
         (&["--kill", "at=1m"][..], "nodes= is missing"),
+        (&["--miners", "0"][..], "at least 1"),
         (&["--latency", "regions:/nonexistent.json"][..], "reading"),
     ] {
         let output = testnet_sim(args);
@@ -219,6 +220,8 @@ fn the_command_prints_json_without_a_progress_bar() {
         "30s",
         "--block-time",
         "5s",
+        "--miners",
+        "0.7,0.3",
         "--json",
     ]);
     assert!(
@@ -278,4 +281,36 @@ fn the_command_writes_a_trace_file() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("creating the trace file"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn hops_on_a_ring_are_the_distances_from_the_miner() {
+    let options = SimOptions {
+        nodes: 6,
+        degree: 1,
+        topology: Topology::Ring,
+        latency: Latency::Fixed(Duration::from_millis(10)),
+        miners: testnet::sim::options::equal_shares(1),
+        tx_rate: 1.0,
+        duration: Duration::from_secs(60),
+        ..small(2)
+    };
+    let report = testnet::sim::run(options, None).expect("runs").report;
+    let blocks = report.blocks_mined;
+    assert!(blocks >= 5, "{}", report.table());
+    // Node 0 mines; the ring carries each block both ways, so nodes 1 and
+    // 5 are one hop away, 2 and 4 two, and 3 three. A link on which the
+    // receiver has not asked for compact blocks pushed (high-bandwidth
+    // mode) costs an announce round trip, three latencies instead of one,
+    // so a block can come the long way round (as on the real loopback
+    // ring, BENCHMARKS.md): never in fewer hops than the distance.
+    let table = report.table();
+    let hops = &report.block_hops;
+    assert_eq!(hops.iter().sum::<u64>(), 6 * blocks, "{table}");
+    assert_eq!(hops[0], blocks, "{table}");
+    assert_eq!(hops[1], 2 * blocks, "{table}");
+    let at_least_two: u64 = hops.iter().skip(2).sum();
+    assert_eq!(at_least_two, 3 * blocks, "{table}");
+    let mean = report.block_hops_mean.expect("blocks were relayed");
+    assert!((1.8..2.2).contains(&mean), "{table}");
 }

@@ -36,8 +36,8 @@ pub struct SimArgs {
     #[arg(long, default_value = "10s", value_parser = options::parse_duration)]
     block_time: std::time::Duration,
     /// Miners: a count with equal hash power, or shares (0.5,0.3,0.2) [default: min(10, nodes)]
-    #[arg(long, value_parser = options::parse_miners)]
-    miners: Option<Vec<f64>>,
+    #[arg(long, value_parser = parse_miner_shares)]
+    miners: Option<MinerShares>,
     /// Transactions per second across the network
     #[arg(long, default_value = "1", value_parser = options::parse_tx_rate)]
     tx_rate: f64,
@@ -67,6 +67,15 @@ pub struct SimArgs {
     trace: Option<std::path::PathBuf>,
 }
 
+/// The parsed `--miners` (one value: clap would read a bare `Vec` as a
+/// flag given several times).
+#[derive(Clone, Debug)]
+struct MinerShares(Vec<f64>);
+
+fn parse_miner_shares(text: &str) -> Result<MinerShares, String> {
+    options::parse_miners(text).map(MinerShares)
+}
+
 impl SimArgs {
     fn options(&self) -> SimOptions {
         SimOptions {
@@ -80,6 +89,7 @@ impl SimArgs {
             miners: self
                 .miners
                 .clone()
+                .map(|shares| shares.0)
                 .unwrap_or_else(|| options::equal_shares(self.nodes.clamp(1, 10))),
             tx_rate: self.tx_rate,
             duration: self.duration,

@@ -122,7 +122,13 @@ pub struct Stats {
     pub dropped_closed: u64,
     pub heal_at: Option<SimTime>,
     pub converged_after_heal: Option<SimTime>,
+    /// Per block, each node's hop count from the miner (`NO_HOP`: not
+    /// known yet, or it did not come from a peer).
+    hops: HashMap<BlockHash, Vec<u8>>,
 }
+
+/// A node's hop count not known.
+const NO_HOP: u8 = u8::MAX;
 
 impl Stats {
     pub fn new(n: usize, genesis: BlockHash) -> Stats {
@@ -145,6 +151,7 @@ impl Stats {
             dropped_closed: 0,
             heal_at: None,
             converged_after_heal: None,
+            hops: HashMap::new(),
         }
     }
 
@@ -152,6 +159,40 @@ impl Stats {
         self.blocks
             .insert(hash, Spread::new(self.n, self.alive, now, true));
         self.mined.push(hash);
+        self.hops.insert(hash, vec![NO_HOP; self.n]);
+    }
+
+    /// The miner holds its block at hop 0.
+    pub fn block_hop_origin(&mut self, hash: &BlockHash, miner: usize) {
+        if let Some(hops) = self.hops.get_mut(hash) {
+            hops[miner] = 0;
+        }
+    }
+
+    /// `node` took `hash` from `peer`, as a new valid block: one hop more
+    /// than the peer, if the peer's count is known.
+    pub fn block_hop(&mut self, hash: &BlockHash, node: usize, peer: usize) {
+        if let Some(hops) = self.hops.get_mut(hash) {
+            if hops[node] == NO_HOP && hops[peer] != NO_HOP {
+                hops[node] = hops[peer].saturating_add(1).min(NO_HOP - 1);
+            }
+        }
+    }
+
+    /// How many (block, node) pairs got each block at each hop count
+    /// (index = hops; the miners' own hop 0 included).
+    fn hop_histogram(&self) -> Vec<u64> {
+        let mut histogram = Vec::new();
+        for hops in self.hops.values() {
+            for &hop in hops.iter().filter(|hop| **hop != NO_HOP) {
+                let hop = usize::from(hop);
+                if histogram.len() <= hop {
+                    histogram.resize(hop + 1, 0);
+                }
+                histogram[hop] += 1;
+            }
+        }
+        histogram
     }
 
     pub fn node_has_block(&mut self, node: usize, hash: &BlockHash, now: SimTime) {
@@ -355,6 +396,11 @@ pub struct Report {
     pub txs_only_on_killed_nodes: u64,
     pub tx_to_50pct: Propagation,
     pub tx_to_100pct: Propagation,
+    /// (block, node) pairs by the hop count at which the node got the
+    /// block (index 0: the miner itself), over every mined block.
+    pub block_hops: Vec<u64>,
+    /// Mean hop count over the pairs above that came from a peer.
+    pub block_hops_mean: Option<f64>,
     pub traffic: Vec<KindTraffic>,
     pub frames_dropped_partition: u64,
     pub frames_dropped_loss: u64,
@@ -405,6 +451,13 @@ impl Report {
             .collect();
         let simulated_s = end.simulated as f64 / SECOND as f64;
         let wall = end.wall_seconds.max(1e-9);
+        let block_hops = stats.hop_histogram();
+        let relayed: u64 = block_hops.iter().skip(1).sum();
+        let hop_sum: u64 = block_hops
+            .iter()
+            .enumerate()
+            .map(|(hop, count)| hop as u64 * count)
+            .sum();
         Report {
             seed: end.seed,
             nodes: stats.n,
@@ -431,6 +484,8 @@ impl Report {
             txs_only_on_killed_nodes: end.txs_only_on_killed_nodes,
             tx_to_50pct: stats.tx_propagation(0.5),
             tx_to_100pct: stats.tx_propagation(1.0),
+            block_hops_mean: (relayed > 0).then(|| round3(hop_sum as f64 / relayed as f64)),
+            block_hops,
             traffic,
             frames_dropped_partition: stats.dropped_partition,
             frames_dropped_loss: stats.dropped_loss,
@@ -508,6 +563,20 @@ impl Report {
                 out,
                 "killed: {} nodes, taking {} txs that only they held",
                 self.nodes_killed, self.txs_only_on_killed_nodes
+            );
+        }
+        if let Some(mean) = self.block_hops_mean {
+            let spread: Vec<String> = self
+                .block_hops
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(hop, count)| format!("{hop}: {count}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "block hops from the miner: mean {mean:.2} ({})",
+                spread.join(", ")
             );
         }
         let _ = writeln!(out, "\nper node per block   messages      bytes");

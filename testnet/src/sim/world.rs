@@ -422,6 +422,11 @@ impl World {
                     );
                     self.stats.reorg(depth)
                 }
+                Observed::BlockFrom { hash, conn } => {
+                    if let Some(end) = self.network.end(node, conn) {
+                        self.stats.block_hop(&hash, node, end.peer);
+                    }
+                }
                 Observed::HasTx(txid) => {
                     self.trace.line(
                         now,
@@ -644,6 +649,7 @@ impl World {
                 format_args!("\"node\":{node},\"block\":\"{hash}\""),
             );
             self.stats.block_mined(hash, now);
+            self.stats.block_hop_origin(&hash, node);
         }
         self.after_feed(node);
         self.schedule_mining();
