@@ -14,9 +14,23 @@ pub use bincode::{Decode, Encode};
 /// capped separately, per message kind, by the node.
 pub const MAX_DECODE_BYTES: usize = 33 * 1024 * 1024;
 
-/// Allocation tiers of `decode_with_limit` below `MAX_DECODE_BYTES`.
-const SMALL_LIMIT: usize = 64 * 1024;
-const MEDIUM_LIMIT: usize = 4 * 1024 * 1024;
+/// Allocation tiers of `decode_with_limit`: what the decoder may claim
+/// (bincode counts every byte read, plus a container's whole capacity
+/// before its elements are read), the smallest tier that covers
+/// `CLAIM_PER_INPUT_BYTE` times the input.
+const SMALL_CLAIM: usize = 64 * 1024;
+const MEDIUM_CLAIM: usize = 4 * 1024 * 1024;
+const LARGE_CLAIM: usize = 32 * 1024 * 1024;
+/// The largest claim: a block of `MAX_DECODE_BYTES` made of the smallest
+/// txs claims its tx vector's capacity (each `Transaction` takes more
+/// memory than its encoding) on top of the bytes it reads.
+const HUGE_CLAIM: usize = 4 * MAX_DECODE_BYTES;
+/// How much a value may claim per byte of its encoding. Our types take at
+/// most about five times their encoded size in memory (an address entry of
+/// `Addr` without a node id: about 20 bytes encoded, 80 in memory; an
+/// empty `String`: 8 against 24), so a value that claims more than this
+/// is a lying length prefix, refused before anything is allocated for it.
+const CLAIM_PER_INPUT_BYTE: usize = 16;
 
 const CONFIG: Configuration<LittleEndian, Fixint, NoLimit> = config::standard()
     .with_little_endian()
@@ -54,8 +68,10 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with_limit(bytes, MAX_DECODE_BYTES)
 }
 
-/// Decodes with an explicit size limit; every container length read from the
-/// input is checked against the limit before anything is allocated.
+/// Decodes with an explicit size limit. Every container length read from
+/// the input is checked before anything is allocated against a budget that
+/// grows with the input (see `CLAIM_PER_INPUT_BYTE`), so a short input
+/// that claims a long container fails at the claim.
 pub fn decode_with_limit<T: Decode<()>>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
     if bytes.len() > limit {
         return Err(DecodeError::TooLarge {
@@ -63,17 +79,20 @@ pub fn decode_with_limit<T: Decode<()>>(bytes: &[u8], limit: usize) -> Result<T,
             limit,
         });
     }
-    // The limit also bounds allocations the decoder claims for containers,
-    // which can be larger than the input when a length prefix lies. It is a
-    // type parameter, so the caller's limit picks the smallest of a few
+    // The claim budget bounds what the decoder allocates for containers,
+    // which can be far more than the input when a length prefix lies. It is
+    // a type parameter, so the input's size picks the smallest of a few
     // tiers that covers it: a lying prefix in a small message can never
-    // claim a block's worth of memory.
-    let decoded = if limit <= SMALL_LIMIT {
-        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ SMALL_LIMIT }>())
-    } else if limit <= MEDIUM_LIMIT {
-        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ MEDIUM_LIMIT }>())
+    // claim more than a small multiple of that message.
+    let budget = bytes.len().saturating_mul(CLAIM_PER_INPUT_BYTE);
+    let decoded = if budget <= SMALL_CLAIM {
+        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ SMALL_CLAIM }>())
+    } else if budget <= MEDIUM_CLAIM {
+        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ MEDIUM_CLAIM }>())
+    } else if budget <= LARGE_CLAIM {
+        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ LARGE_CLAIM }>())
     } else {
-        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ MAX_DECODE_BYTES }>())
+        bincode::decode_from_slice(bytes, CONFIG.with_limit::<{ HUGE_CLAIM }>())
     };
     let (value, used): (T, usize) =
         decoded.map_err(|error| DecodeError::Invalid(error.to_string()))?;
@@ -130,5 +149,59 @@ mod tests {
             decode_with_limit::<u64>(&[0; 16], 8),
             Err(DecodeError::TooLarge { .. })
         ));
+    }
+
+    /// A short input whose length prefix claims more than a few times
+    /// its own size fails at the claim, before the decoder allocates.
+    #[test]
+    fn a_short_input_cannot_claim_a_large_allocation() {
+        // A 100-byte input claiming a 30 MB string.
+        let mut lying = 30_000_000u64.to_le_bytes().to_vec();
+        lying.extend_from_slice(&[b'a'; 92]);
+        let error = decode::<String>(&lying).expect_err("refused");
+        assert!(error.to_string().contains("LimitExceeded"), "{error}");
+        // A truthful container just inside the budget decodes.
+        let strings: Vec<String> = vec![String::new(); 1_000];
+        assert_eq!(decode::<Vec<String>>(&encode(&strings)).unwrap(), strings);
+    }
+
+    /// The largest block a chain may have, made of the smallest txs (so
+    /// the most `Transaction`s to claim room for), decodes.
+    #[test]
+    fn a_largest_block_of_smallest_txs_decodes() {
+        use crate::block::{Block, Header};
+        use crate::chainspec::MAX_BLOCK_BYTES_LIMIT;
+        use crate::tx::Transaction;
+        use crate::{Address, Amount, BlockHash, Height, PublicKey, Signature};
+        let tx = Transaction {
+            from: PublicKey([1; 32]),
+            to: Address([2; 20]),
+            amount: Amount::from_base_units(1),
+            fee: Amount::from_base_units(1),
+            nonce: 0,
+            memo: String::new(),
+            signature: Signature([3; 64]),
+        };
+        let header = Header {
+            version: 1,
+            height: Height(1),
+            prev_hash: BlockHash::ZERO,
+            merkle_root: crate::Hash256::ZERO,
+            timestamp: 0,
+            bits: crate::target::CompactTarget(0x2000_ffff),
+            nonce: 0,
+            miner: Address([4; 20]),
+            reward: Amount::ZERO,
+        };
+        let room = usize::try_from(MAX_BLOCK_BYTES_LIMIT).unwrap() - encoded_len(&header) - 8;
+        let count = room / encoded_len(&tx);
+        let block = Block {
+            header,
+            txs: vec![tx; count],
+        };
+        let bytes = encode(&block);
+        assert!(bytes.len() <= MAX_DECODE_BYTES);
+        let decoded: Block = decode(&bytes).expect("decodes");
+        assert_eq!(decoded.txs.len(), count);
     }
 }

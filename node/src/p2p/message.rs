@@ -551,6 +551,31 @@ mod tests {
         );
     }
 
+    /// The decoder's claim budget grows with the input: messages made of
+    /// the elements whose memory is largest against their encoding (an
+    /// IPv4 address without a node id) still decode at every count up to
+    /// their cap.
+    #[test]
+    fn full_messages_of_the_leanest_elements_decode_at_every_count() {
+        let lean = PeerAddr {
+            addr: SocketAddr::from(([10, 0, 0, 1], 7070)),
+            node_id: None,
+            last_seen_ms: 0,
+            connected: false,
+        };
+        for count in 1..=MAX_ADDRS {
+            let message = Message::Addr(vec![lean.clone(); count]);
+            let bytes = encoding::encode(&message);
+            let decoded: Message = encoding::decode(&bytes).expect("decodes");
+            assert_eq!(decoded, message, "{count} addresses");
+        }
+        for count in (1..=MAX_INV_ITEMS).step_by(97) {
+            let message = Message::GetData(vec![InvItem::Tx(TxId(Hash256::ZERO)); count]);
+            let decoded: Message = encoding::decode(&encoding::encode(&message)).expect("decodes");
+            assert_eq!(decoded, message, "{count} items");
+        }
+    }
+
     #[test]
     fn block_and_connection_messages_are_urgent_tx_traffic_is_not() {
         let tx = InvItem::Tx(TxId(Hash256::ZERO));
