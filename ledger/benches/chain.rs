@@ -333,7 +333,9 @@ criterion::criterion_group!(benches, signatures, validate_and_connect, reorg, ph
 /// build; unset, they get `storage::DEFAULT_CACHE_BYTES` as a node does.
 fn main() {
     if let Ok(megabytes) = std::env::var("LEDGER_BENCH_CACHE_MB") {
-        let megabytes: u64 = megabytes.parse().expect("LEDGER_BENCH_CACHE_MB: a whole number");
+        let megabytes: u64 = megabytes
+            .parse()
+            .expect("LEDGER_BENCH_CACHE_MB: a whole number");
         ledger::storage::set_cache_capacity(megabytes << 20);
     }
     benches();
