@@ -217,9 +217,8 @@ pub(crate) struct MemoryTree {
 }
 
 /// One write of a `commit`: (position of the tree in the list, key,
-/// value or `None` to remove). The key is in the byte type a sled
-/// transaction takes without copying, so one batch serves both backends.
-pub(crate) type Write = (usize, sled::IVec, Option<Vec<u8>>);
+/// value or `None` to remove).
+pub(crate) type Write = (usize, Vec<u8>, Option<Vec<u8>>);
 
 /// Scanned entries, copied out of the arena.
 type Owned = Vec<(Vec<u8>, Arc<[u8]>)>;
@@ -349,15 +348,14 @@ mod tests {
         let meta = arena.tree("meta", a);
         let other = arena.tree("best_chain", b);
         other.write(&[(&[9], Some(b"b's"))]);
-        let key = |bytes: &[u8]| sled::IVec::from(bytes);
         MemoryTree::commit(
             &[&heights, &meta],
             &[
-                (0, key(&[2]), Some(b"h2".to_vec())),
-                (0, key(&[1]), Some(b"h1".to_vec())),
-                (1, key(b"tip"), Some(b"h2".to_vec())),
-                (0, key(&[3]), Some(b"h3".to_vec())),
-                (0, key(&[3]), None),
+                (0, vec![2], Some(b"h2".to_vec())),
+                (0, vec![1], Some(b"h1".to_vec())),
+                (1, b"tip".to_vec(), Some(b"h2".to_vec())),
+                (0, vec![3], Some(b"h3".to_vec())),
+                (0, vec![3], None),
             ],
         );
         let keys =

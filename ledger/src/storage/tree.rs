@@ -4,7 +4,7 @@
 //! that all of the writes land or none do. `Store` is written against
 //! this and never against a backend.
 
-use super::memory::{MemoryTree, Write};
+use super::memory::MemoryTree;
 use super::StorageError;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -147,22 +147,18 @@ impl Tree {
 }
 
 /// Writes to the trees given to `commit`, by their position in that list.
-/// A key is held as sled's `IVec` (inline up to 22 bytes, else one
-/// allocation), which a sled transaction takes by reference count rather
-/// than copying again; a value is the encoder's own `Vec`, moved in and
-/// copied once into whichever backend stores it.
 #[derive(Default)]
 pub(crate) struct Batch {
-    writes: Vec<Write>,
+    writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Batch {
     pub(crate) fn insert(&mut self, tree: usize, key: &[u8], value: impl Into<Vec<u8>>) {
-        self.writes.push((tree, key.into(), Some(value.into())));
+        self.writes.push((tree, key.to_vec(), Some(value.into())));
     }
 
     pub(crate) fn remove(&mut self, tree: usize, key: &[u8]) {
-        self.writes.push((tree, key.into(), None));
+        self.writes.push((tree, key.to_vec(), None));
     }
 }
 
@@ -181,8 +177,8 @@ pub(crate) fn commit(trees: &[&Tree], batch: &Batch) -> Result<(), StorageError>
         sled_trees[..].transaction(|handles| {
             for (tree, key, value) in &batch.writes {
                 match value {
-                    Some(value) => handles[*tree].insert(key, value.as_slice())?,
-                    None => handles[*tree].remove(key)?,
+                    Some(value) => handles[*tree].insert(key.as_slice(), value.as_slice())?,
+                    None => handles[*tree].remove(key.as_slice())?,
                 };
             }
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
