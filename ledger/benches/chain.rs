@@ -327,4 +327,17 @@ fn phases(criterion: &mut Criterion) {
 }
 
 criterion::criterion_group!(benches, signatures, validate_and_connect, reorg, phases);
-criterion::criterion_main!(benches);
+
+/// `LEDGER_BENCH_CACHE_MB` sets the page cache of the stores the benches
+/// open (`storage::set_cache_capacity`), to compare cache sizes with one
+/// build; unset, they get `storage::DEFAULT_CACHE_BYTES` as a node does.
+fn main() {
+    if let Ok(megabytes) = std::env::var("LEDGER_BENCH_CACHE_MB") {
+        let megabytes: u64 = megabytes
+            .parse()
+            .expect("LEDGER_BENCH_CACHE_MB: a whole number");
+        ledger::storage::set_cache_capacity(megabytes << 20);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -372,6 +372,13 @@ fn raw_rate(duration: Duration) -> f64 {
 }
 
 fn main() {
+    // As in the chain benches: the stores' page cache, for comparing sizes.
+    if let Ok(megabytes) = std::env::var("LEDGER_BENCH_CACHE_MB") {
+        let megabytes: u64 = megabytes
+            .parse()
+            .expect("LEDGER_BENCH_CACHE_MB: a whole number");
+        ledger::storage::set_cache_capacity(megabytes << 20);
+    }
     // For profiling the block path alone (`perf record`), skip the rest.
     if std::env::var_os("MEMPOOL_BENCH_BLOCK_PATH_ONLY").is_some() {
         regtest_breakdown(40);
