@@ -185,4 +185,26 @@ mod tests {
         assert_eq!(scheduler.pop_until(100), Some("past"));
         assert_eq!(scheduler.now(), 20);
     }
+
+    #[test]
+    fn events_for_the_current_instant_keep_the_sequence_order() {
+        let mut scheduler = Scheduler::default();
+        scheduler.at(10, "a");
+        scheduler.at(10, "b");
+        scheduler.at(20, "later");
+        assert_eq!(scheduler.pop_until(100), Some("a"));
+        // Queued at the instant the clock is at: after "b", queued before.
+        scheduler.at(10, "c");
+        scheduler.at(5, "d");
+        assert_eq!(scheduler.next_at(), Some(10));
+        assert_eq!(scheduler.pending(), 4);
+        assert_eq!(scheduler.pop_until(100), Some("b"));
+        assert_eq!(scheduler.pop_until(100), Some("c"));
+        assert_eq!(scheduler.pop_until(100), Some("d"));
+        assert_eq!(scheduler.now(), 10);
+        assert_eq!(scheduler.pop_until(15), None);
+        assert_eq!(scheduler.pop_until(100), Some("later"));
+        assert_eq!(scheduler.pop_until(100), None);
+        assert_eq!(scheduler.processed(), 5);
+    }
 }
