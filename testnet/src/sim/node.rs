@@ -167,6 +167,8 @@ pub struct SimNode {
     /// Filled by `feed`, drained by the world.
     pub outbound: Vec<Outbound>,
     pub observed: Vec<Observed>,
+    /// `feed`'s work list, kept between calls for its allocation.
+    inputs: Vec<Input>,
 }
 
 /// The core's clock at virtual time `now`.
@@ -212,6 +214,7 @@ impl SimNode {
             genesis_unix_ms,
             outbound: Vec::new(),
             observed: Vec::new(),
+            inputs: Vec::new(),
         })
     }
 
@@ -244,13 +247,17 @@ impl SimNode {
     /// with its importers.
     pub fn feed(&mut self, now: SimTime, input: Input) {
         let time = core_time(now, self.genesis_unix_ms);
-        let mut inputs = vec![input];
+        // `feed` may run inside `feed` (a mined block's events), so the
+        // list is taken, not borrowed.
+        let mut inputs = std::mem::take(&mut self.inputs);
+        inputs.push(input);
         while let Some(input) = inputs.pop() {
             self.core.handle(time, input);
             while let Some(action) = self.core.poll_action() {
                 self.execute(now, action, &mut inputs);
             }
         }
+        self.inputs = inputs;
     }
 
     /// The node id its core proves to peers.

@@ -96,6 +96,9 @@ pub struct World {
     timer_at: Vec<SimTime>,
     timers: BTreeSet<(SimTime, usize)>,
     idle_queued: Vec<bool>,
+    /// Empty lists with capacity, swapped with a node's after each input.
+    spare_outbound: Vec<Outbound>,
+    spare_observed: Vec<Observed>,
     /// Draws of the network (latency, loss) and of faults.
     rng: ChaCha8Rng,
     /// Draws of the mining oracle and the wallets, apart from the
@@ -177,6 +180,8 @@ impl World {
             timer_at: vec![SimTime::MAX; n],
             timers: BTreeSet::new(),
             idle_queued: vec![false; n],
+            spare_outbound: Vec::new(),
+            spare_observed: Vec::new(),
             nodes,
             rng,
             oracle_rng,
@@ -391,12 +396,16 @@ impl World {
     /// schedules its next wake-up.
     fn after_feed(&mut self, node: usize) {
         let now = self.scheduler.now();
-        let outbound = std::mem::take(&mut self.nodes[node].outbound);
-        for item in outbound {
+        // Swapped with spare lists, so no list is allocated per input.
+        let mut outbound = std::mem::take(&mut self.spare_outbound);
+        std::mem::swap(&mut outbound, &mut self.nodes[node].outbound);
+        for item in outbound.drain(..) {
             self.route(node, item, now);
         }
-        let observed = std::mem::take(&mut self.nodes[node].observed);
-        for item in observed {
+        self.spare_outbound = outbound;
+        let mut observed = std::mem::take(&mut self.spare_observed);
+        std::mem::swap(&mut observed, &mut self.nodes[node].observed);
+        for item in observed.drain(..) {
             match item {
                 Observed::HasBlock(hash) => {
                     self.trace.line(
@@ -437,6 +446,7 @@ impl World {
                 }
             }
         }
+        self.spare_observed = observed;
         let wake = self.nodes[node].next_timer().max(now);
         if wake != self.timer_at[node] {
             self.timers.remove(&(self.timer_at[node], node));
