@@ -250,11 +250,7 @@ fn session(bytes: &[u8]) {
 /// Reads everything `ours` gives until it waits for more bytes or the
 /// stream ends, records a failure, and checks that a failed session stays
 /// failed.
-fn receive(
-    ours: &mut NoiseStream<Pipe>,
-    read: &mut Vec<u8>,
-    failed: &mut Option<String>,
-) {
+fn receive(ours: &mut NoiseStream<Pipe>, read: &mut Vec<u8>, failed: &mut Option<String>) {
     let mut buffer = [0u8; 4096];
     loop {
         let Some(outcome) = poll_a_few(ours.read(&mut buffer)) else {
