@@ -50,11 +50,19 @@ mkdir -p "$work/$target" "fuzz/corpus/$target" "$work/logs"
 log="$work/logs/$target-$(date -u +%Y%m%dT%H%M%SZ).log"
 quiet cargo fuzz build "${build_flags[@]}" "$target"
 status=0
-quiet cargo fuzz run "${build_flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
+# The CPU time the fuzzer got, beside the wall time: on a shared machine
+# at nice 19 execs per CPU-second is what compares one run with another.
+cpu="$(mktemp)"
+quiet /usr/bin/time -f '%U %S' -o "$cpu" \
+  cargo fuzz run "${build_flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
   -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096 "$@" \
   >"$log" 2>&1 || status=$?
+cpu_s="$(awk 'END { printf "%.0f", $1 + $2 }' "$cpu")"
+rm -f "$cpu"
 runs="$(grep -oE 'stat::number_of_executed_units:[[:space:]]+[0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')"
 rate="$(grep -oE 'stat::average_exec_per_sec:[[:space:]]+[0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')"
+wall="$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE '[0-9]+ second' | grep -oE '[0-9]+' || echo '?')"
+per_cpu="$(awk -v runs="$runs" -v cpu="$cpu_s" 'BEGIN { if (cpu > 0 && runs ~ /^[0-9]+$/) printf "%.0f", runs / cpu; else print "?" }')"
 last="$(grep -E '^#[0-9]+' "$log" | tail -1)"
 cov="$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo '?')"
 ft="$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo '?')"
@@ -63,5 +71,5 @@ crash="none"
 if [ "$status" -ne 0 ]; then
   crash="$(grep -m1 -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" || echo "exit $status")"
 fi
-echo "target=$target seconds=$seconds execs=$runs execs_per_s=$rate cov_edges=$cov features=$ft corpus=$corpus crash=$crash log=$log"
+echo "target=$target seconds=$seconds wall_s=$wall cpu_s=$cpu_s execs=$runs execs_per_s=$rate execs_per_cpu_s=$per_cpu cov_edges=$cov features=$ft corpus=$corpus crash=$crash log=$log"
 exit "$status"

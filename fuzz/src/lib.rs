@@ -6,8 +6,9 @@
 //! so CI replays the corpora in seconds. A body panics exactly when it
 //! found a bug: a crash, or a broken round trip or invariant.
 //!
-//! Targets, by what a stranger can reach: `p2p` (frames split anywhere,
-//! every message decoder, the handshake and session core), `codec` (tx and
+//! Targets, by what a stranger can reach: `noise` (the transport's
+//! handshake and encrypted framing), `p2p` (frames split anywhere, every
+//! message decoder, the handshake and session core), `codec` (tx and
 //! block decoding with canonical round trips), `validate` (stateless tx and
 //! block checks), `mempool` and `chain` (operation sequences checked after
 //! each step), `rpc` (the real router), `wallet` (amount and address
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod dev;
 pub mod difficulty;
 pub mod mempool;
+pub mod noise;
 pub mod p2p;
 pub mod rpc;
 pub mod validate;
@@ -32,6 +34,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("p2p_frames", p2p::frames),
     ("p2p_message", p2p::message),
     ("p2p_session", p2p::session),
+    ("p2p_noise", noise::transport),
     ("tx_decode", codec::tx_decode),
     ("block_decode", codec::block_decode),
     ("validate", validate::validate),

@@ -19,6 +19,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 const SENDERS: usize = 4;
+/// Verified txids the pool's signature cache keeps: a few steps' worth.
+/// The default (tables for 65,536 txids) cost more per input than the
+/// steps did.
+const SIGNATURE_CACHE: usize = 256;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -284,7 +288,7 @@ pub fn ops(data: &[u8]) {
         max_future_txs: 4,
         max_future_per_sender: 2,
     };
-    let pool = Mempool::new(spec.clone(), config, SignatureCache::default());
+    let pool = Mempool::new(spec.clone(), config, SignatureCache::new(SIGNATURE_CACHE));
     let mut model = Model {
         spec,
         pool,

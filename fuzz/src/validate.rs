@@ -166,7 +166,7 @@ fn judge_block(block: &Block, spec_index: usize) {
         assert!(each_format_ok, "a block passed with a malformed tx");
         assert_eq!(txids, &block.txids());
     }
-    let cache = SignatureCache::default();
+    let cache = SignatureCache::new(64);
     let full = check_block_stateless(block, spec, &genesis, &cache);
     assert_eq!(
         full.is_ok(),
