@@ -391,6 +391,7 @@ impl<V: ChainView> NetworkState<V> {
         }
         self.block_backlog += 1;
         self.block_backlog_bytes = self.block_backlog_bytes.saturating_add(size);
+        self.compact.importing.insert(hash);
         self.push(Action::ImportBlock {
             from: Some(id),
             block: Box::new(block),
@@ -523,6 +524,13 @@ impl<V: ChainView> NetworkState<V> {
                 let now = self.now.mono;
                 if let Some(peer) = from.and_then(|from| self.peer_mut(from)) {
                     peer.behaviour.last_block_at = Some(now);
+                    // Who a block came from, for tracing its path across
+                    // a network (the simulator's comparison reads it).
+                    tracing::debug!(
+                        block = %hash,
+                        peer = %hex::encode(peer.node_id.as_bytes()),
+                        "block accepted from a peer"
+                    );
                 }
                 if let Some(from) = from.filter(|_| !for_sync) {
                     self.promote_high_bandwidth(from);
@@ -559,6 +567,7 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
         }
+        self.release_children(&hash);
         self.sync_progress();
     }
 
