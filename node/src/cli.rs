@@ -251,7 +251,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
 /// rebuilds and the dev miner's solve queue for these rather than start a
 /// thread each (tokio's default allows 512). Twice the cores keep both
 /// cores busy with signature checks; more only added memory: mimalloc
-/// keeps a heap per thread, and with about 30 blocking threads started by
+/// keeps a heap per thread, and with 35 blocking threads started by
 /// a burst of submissions a node that built 200 full blocks held 509 MB
 /// instead of 225 MB (BENCHMARKS.md, "Blocking threads and memory").
 fn max_blocking_threads() -> usize {
