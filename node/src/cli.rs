@@ -213,10 +213,11 @@ pub fn run(args: NodeArgs) -> ExitCode {
         eprintln!("ledger-node: error: {error}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
-        .build()
-    {
+        .max_blocking_threads(max_blocking_threads());
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ledger-node: error: cannot start the async runtime: {error}");
@@ -244,6 +245,17 @@ pub fn run(args: NodeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime's blocking threads: tx admissions, heavy reads, block
+/// rebuilds and the dev miner's solve queue for these rather than start a
+/// thread each (tokio's default allows 512). Twice the cores keep both
+/// cores busy with signature checks; more only added memory: mimalloc
+/// keeps a heap per thread, and with 35 blocking threads started by
+/// a burst of submissions a node that built 200 full blocks held 509 MB
+/// instead of 225 MB (BENCHMARKS.md, "Blocking threads and memory").
+fn max_blocking_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |cores| (cores.get() * 2).max(4))
 }
 
 /// mimalloc asks the kernel for transparent huge pages on its regions, and

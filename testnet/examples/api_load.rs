@@ -71,7 +71,7 @@ struct Args {
     /// The most resident memory node A may reach under the load, in MB;
     /// the run fails (exit 1) above it, as it does when a block reaches B
     /// after more than 1 s or `/v1/state`'s p99 under load is 5 ms or more
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 500)]
     rss_bound_mb: u64,
 }
 
@@ -122,10 +122,17 @@ fn start_node(
     NodeProcess { child }
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// A number field of `/proc/PID/status` (`VmRSS` in KiB, `Threads`).
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let line = status
+        .lines()
+        .find(|line| line.split(':').next() == Some(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status(pid, "VmRSS")
 }
 
 /// The nearest-rank percentile of the load report (`testnet::stats`); NaN
@@ -288,7 +295,11 @@ async fn main() {
     } else {
         args.blocks
     };
+    let mut rss_build_max = 0;
+    let mut threads_build_max = 0;
     for round in 0..to_build {
+        rss_build_max = rss_build_max.max(rss_kib(pid_a).unwrap_or(0));
+        threads_build_max = threads_build_max.max(proc_status(pid_a, "Threads").unwrap_or(0));
         // Top the mempool up to a little more than a block holds.
         let pending: serde_json::Value = http
             .get(format!("http://127.0.0.1:{rpc_a}/v1/mempool?limit=0"))
@@ -362,6 +373,8 @@ async fn main() {
     }
     let block_sample = a.blocks(built.height.0 / 2, 1).await.unwrap();
     let rss_built = rss_kib(pid_a).unwrap_or(0);
+    rss_build_max = rss_build_max.max(rss_built);
+    let threads_built = proc_status(pid_a, "Threads").unwrap_or(0);
     eprintln!(
         "[{:>5.1}s] chain of {} blocks on A and B; block {} holds {} txs in {} bytes; A RSS {} KiB",
         started.elapsed().as_secs_f64(),
@@ -439,12 +452,16 @@ async fn main() {
         }));
     }
     let rss_max = Arc::new(AtomicU64::new(0));
+    let threads_max = Arc::new(AtomicU64::new(0));
     {
-        let rss_max = rss_max.clone();
+        let (rss_max, threads_max) = (rss_max.clone(), threads_max.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
                 if let Some(kib) = rss_kib(pid_a) {
                     rss_max.fetch_max(kib, Ordering::Relaxed);
+                }
+                if let Some(threads) = proc_status(pid_a, "Threads") {
+                    threads_max.fetch_max(threads, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -538,10 +555,15 @@ async fn main() {
     println!("{}", summary("  history ?limit=1000", history, "ms"));
     println!("{}", summary("  blocks ?limit=100", pages, "ms"));
     println!(
-        "node A RSS: idle {:.1} MB, with the chain built {:.1} MB, max under load {:.1} MB",
+        "node A RSS: idle {:.1} MB, max while building {:.1} MB, with the chain built {:.1} MB, max under load {:.1} MB",
         rss_idle as f64 / 1024.0,
+        rss_build_max as f64 / 1024.0,
         rss_built as f64 / 1024.0,
         rss_max.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    println!(
+        "node A threads: max while building {threads_build_max}, with the chain built {threads_built}, max under load {}",
+        threads_max.load(Ordering::Relaxed)
     );
     println!(
         "{}; {} of {} over 1 s, {} never arrived",
