@@ -628,3 +628,60 @@ fn settle(chain: &mut Chain, context: &WriterContext, update: Option<ChainUpdate
         let _ = context.events.send(NodeEvent::TxReadmitted { tx });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger::chain::MemoryArena;
+    use ledger::mempool::MempoolConfig;
+    use ledger::sigcache::SignatureCache;
+    use ledger::testing::{dev_address, regtest, transfer};
+
+    /// The prefill rule on a fixed clock: a tx the mempool took long
+    /// enough ago travels as a short id, one it took within the window
+    /// travels whole, and one it never held travels whole.
+    #[test]
+    fn txs_younger_than_the_window_or_unknown_are_prefilled() {
+        let spec = regtest();
+        let genesis = spec.genesis_hash();
+        let arena = MemoryArena::new();
+        let chain = Chain::open_in_memory(spec.clone(), &arena, "prefill").expect("opens");
+        let mut mempool = Mempool::new(spec, MempoolConfig::default(), SignatureCache::new(64));
+        let to = dev_address(9);
+        let old = transfer(&genesis, 0, to, 1, 1_000, 0);
+        let young = transfer(&genesis, 1, to, 1, 1_000, 0);
+        let edge = transfer(&genesis, 2, to, 1, 1_000, 0);
+        let unknown = transfer(&genesis, 3, to, 1, 1_000, 0);
+        let now = 1_000_000;
+        let reader = chain.reader();
+        mempool
+            .add(old.clone(), &reader, now - 2_000)
+            .expect("admitted");
+        mempool
+            .add(young.clone(), &reader, now - PREFILL_WINDOW_MS + 1)
+            .expect("admitted");
+        mempool
+            .add(edge.clone(), &reader, now - PREFILL_WINDOW_MS)
+            .expect("admitted");
+        let txs = vec![old, young, edge, unknown];
+        let txids: Vec<TxId> = txs.iter().map(Transaction::txid).collect();
+        let block = Block {
+            header: ledger::Header {
+                version: 1,
+                height: Height(1),
+                prev_hash: genesis,
+                merkle_root: ledger::block::merkle_root(&txids),
+                timestamp: 1,
+                bits: ledger::target::CompactTarget(0x2000_ffff),
+                nonce: 0,
+                miner: to,
+                reward: ledger::Amount::ZERO,
+            },
+            txs,
+        };
+        let compact = compact_for_relay(&block, &txids, &Mutex::new(mempool), now);
+        let prefilled: Vec<u32> = compact.prefilled.iter().map(|tx| tx.index).collect();
+        assert_eq!(prefilled, vec![1, 3], "the young tx and the unknown one");
+        assert_eq!(compact.tx_count(), 4);
+    }
+}

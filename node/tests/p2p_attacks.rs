@@ -432,6 +432,9 @@ async fn attack6_holding_every_inbound_slot() {
         attackers.push(attacker);
     }
     wait_for("slots full", LONG, || setup.node.p2p.n_peers() >= 32).await;
+    // What the 32 attackers cost, measured before the honest newcomer (a
+    // whole node in this process, with its own store and runtime) starts.
+    check_rss("attack 6", before);
     let newcomer_dir = temp_dirs(1);
     let newcomer = TestNode::start(
         newcomer_dir[0].path(),
@@ -445,7 +448,6 @@ async fn attack6_holding_every_inbound_slot() {
         setup.node.has_peer(&newcomer)
     })
     .await;
-    check_rss("attack 6", before);
     assert!(
         setup
             .node

@@ -359,4 +359,73 @@ mod tests {
         assert!(block_txs(&block, &[2, 1]).is_none());
         assert!(block_txs(&block, &[3]).is_none());
     }
+
+    /// A mempool of `n` txids (no bodies) behind the view the rebuild
+    /// reads; only the calls a rebuild makes answer.
+    struct PoolOfSize(Vec<TxId>);
+
+    impl ChainView for PoolOfSize {
+        fn tip(&self) -> crate::p2p::TipSummary {
+            unreachable!("a rebuild does not read the tip")
+        }
+        fn locator(&self) -> Vec<BlockHash> {
+            Vec::new()
+        }
+        fn headers_after(&self, _: &[BlockHash], _: usize) -> Vec<Header> {
+            Vec::new()
+        }
+        fn has_block(&self, _: &BlockHash) -> bool {
+            false
+        }
+        fn mempool_tx(&self, _: &TxId) -> Option<Transaction> {
+            None
+        }
+        fn mempool_txids(&self, limit: usize) -> Vec<TxId> {
+            self.0.iter().take(limit).copied().collect()
+        }
+        fn has_tx(&self, _: &TxId) -> bool {
+            false
+        }
+        fn oldest_pending_txids(&self, _: usize) -> Vec<TxId> {
+            Vec::new()
+        }
+        fn next_nonce(&self, _: &Address) -> u64 {
+            0
+        }
+        fn sender_txs(&self, _: &Address, _: u64, _: usize) -> Vec<Transaction> {
+            Vec::new()
+        }
+    }
+
+    fn pool(n: usize) -> PoolOfSize {
+        PoolOfSize(
+            (0..n)
+                .map(|i| TxId(ledger::Hash256::digest(&(i as u64).to_le_bytes())))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn small_rebuilds_run_inline_and_large_ones_are_handed_back() {
+        let compact = CompactBlock::from_block(&block(txs(3)));
+        let job = |found| RebuildJob {
+            compact: compact.clone(),
+            found,
+            fill: Vec::new(),
+        };
+        // A mempool at the threshold is matched here and now.
+        let (_, rebuilt) = job(None)
+            .run_if_small(&pool(INLINE_REBUILD_TXS))
+            .expect("ran inline");
+        assert!(matches!(rebuilt, Rebuilt::Missing { ref missing, .. } if missing.len() == 3));
+        // One more tx and it goes to a blocking thread, untouched.
+        let handed_back = job(None)
+            .run_if_small(&pool(INLINE_REBUILD_TXS + 1))
+            .expect_err("too big to run inline");
+        assert!(handed_back.found.is_none());
+        // Finishing with the peer's txs reads no mempool: inline whatever
+        // the mempool's size.
+        let finish = job(Some(vec![None, None, None]));
+        assert!(finish.run_if_small(&pool(INLINE_REBUILD_TXS + 1)).is_ok());
+    }
 }

@@ -36,8 +36,8 @@ pub struct SimArgs {
     #[arg(long, default_value = "10s", value_parser = options::parse_duration)]
     block_time: std::time::Duration,
     /// Miners: a count with equal hash power, or shares (0.5,0.3,0.2) [default: min(10, nodes)]
-    #[arg(long, value_parser = options::parse_miners)]
-    miners: Option<Vec<f64>>,
+    #[arg(long, value_parser = parse_miner_shares)]
+    miners: Option<MinerShares>,
     /// Transactions per second across the network
     #[arg(long, default_value = "1", value_parser = options::parse_tx_rate)]
     tx_rate: f64,
@@ -53,12 +53,27 @@ pub struct SimArgs {
     /// Nodes leaving and coming back: every=1m,down=2m
     #[arg(long, value_parser = options::parse_churn)]
     churn: Option<options::Churn>,
+    /// Nodes leaving for good: at=10m,nodes=100 (or nodes=0.1, a fraction)
+    #[arg(long, value_parser = options::parse_kill)]
+    kill: Option<options::Kill>,
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
     /// Write the propagation CDF and tips-in-use charts to this SVG file
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Write the event log here, one JSON object per line (large: for small runs)
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
+}
+
+/// The parsed `--miners` (one value: clap would read a bare `Vec` as a
+/// flag given several times).
+#[derive(Clone, Debug)]
+struct MinerShares(Vec<f64>);
+
+fn parse_miner_shares(text: &str) -> Result<MinerShares, String> {
+    options::parse_miners(text).map(MinerShares)
 }
 
 impl SimArgs {
@@ -74,12 +89,14 @@ impl SimArgs {
             miners: self
                 .miners
                 .clone()
+                .map(|shares| shares.0)
                 .unwrap_or_else(|| options::equal_shares(self.nodes.clamp(1, 10))),
             tx_rate: self.tx_rate,
             duration: self.duration,
             seed: self.seed,
             partition: self.partition.clone(),
             churn: self.churn.clone(),
+            kill: self.kill.clone(),
         }
     }
 }
@@ -106,17 +123,23 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         );
         let _ = std::io::stderr().flush();
     };
-    let outcome = testnet::sim::run(
-        options,
-        if show_progress {
-            Some(&mut progress)
-        } else {
-            None
-        },
-    )
-    .map_err(anyhow::Error::msg)?;
+    let seed = options.seed;
+    let mut world = testnet::sim::World::new(options).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.trace {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("creating the trace file {}", path.display()))?;
+        world = world.with_trace(Box::new(std::io::BufWriter::with_capacity(1 << 20, file)));
+    }
+    let outcome = world.run(if show_progress {
+        Some(&mut progress)
+    } else {
+        None
+    });
     if show_progress {
         eprintln!();
+    }
+    if let Err(error) = &outcome.trace {
+        anyhow::bail!("{error} (seed {seed})");
     }
     if let Some(path) = &args.plot {
         let svg = testnet::sim::plot::svg(&outcome.report, &outcome.block_delays_ms);

@@ -14,19 +14,22 @@
 //! - `options`: the validated settings and their parsers.
 //! - `scheduler`: the event queue ordered by (time, sequence).
 //! - `network`: addresses, topology, connections, latency, bandwidth, loss,
-//!   partitions.
+//!   partitions; `regions`: the per-region latency matrix.
 //! - `node`: one node, wired as the daemon wires it, but synchronously.
 //! - `mining`: the simulated chain spec and the wallets.
 //! - `world`: the event loop that ties them together.
-//! - `report`: the statistics and the report; `plot`: the SVG.
+//! - `report`: the statistics and the report; `plot`: the SVG; `trace`:
+//!   the event log of `--trace`.
 
 pub mod mining;
 pub mod network;
 pub mod node;
 pub mod options;
 pub mod plot;
+pub mod regions;
 pub mod report;
 pub mod scheduler;
+pub mod trace;
 pub mod world;
 
 pub use options::SimOptions;

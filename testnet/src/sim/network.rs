@@ -86,6 +86,8 @@ struct PendingDial {
 /// Connections, addresses and the links' physics.
 pub struct Network {
     latency: Latency,
+    /// Each node's region, with `Latency::Regions`.
+    region: Vec<u8>,
     /// Nanoseconds per byte of upload.
     nanos_per_byte: f64,
     pub loss: f64,
@@ -105,6 +107,10 @@ impl Network {
     pub fn new(options: &SimOptions) -> Network {
         let n = options.nodes;
         Network {
+            region: match &options.latency {
+                Latency::Regions(matrix) => matrix.assign(n),
+                _ => Vec::new(),
+            },
             latency: options.latency.clone(),
             nanos_per_byte: SECOND as f64 / options.bandwidth as f64,
             loss: options.loss,
@@ -135,13 +141,21 @@ impl Network {
         }
     }
 
-    pub fn draw_latency(&self, rng: &mut ChaCha8Rng) -> SimTime {
-        match &self.latency {
-            Latency::Fixed(value) => value.as_nanos() as SimTime,
-            Latency::Uniform(low, high) => {
-                rng.gen_range(low.as_nanos() as SimTime..=high.as_nanos() as SimTime)
+    /// The one-way latency of a new connection between `a` and `b`.
+    pub fn draw_latency(&self, a: usize, b: usize, rng: &mut ChaCha8Rng) -> SimTime {
+        let (low, high) = match &self.latency {
+            Latency::Fixed(value) => return value.as_nanos() as SimTime,
+            Latency::Uniform(low, high) => (*low, *high),
+            Latency::Regions(matrix) => {
+                matrix.ranges[usize::from(self.region[a])][usize::from(self.region[b])]
             }
-        }
+        };
+        rng.gen_range(low.as_nanos() as SimTime..=high.as_nanos() as SimTime)
+    }
+
+    /// The region of `node` (0 without `Latency::Regions`).
+    pub fn region_of(&self, node: usize) -> usize {
+        self.region.get(node).copied().map_or(0, usize::from)
     }
 
     /// Starts a dial from `from` to `to`: the address the listener sees.
@@ -306,5 +320,31 @@ mod tests {
         network.partition = Some(2);
         assert!(network.reachable(0, 1));
         assert!(!network.reachable(1, 2));
+    }
+
+    #[test]
+    fn region_latency_follows_the_matrix() {
+        let options = SimOptions {
+            nodes: 100,
+            latency: Latency::Regions(super::super::regions::RegionMatrix::world()),
+            ..SimOptions::default()
+        };
+        let network = Network::new(&options);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        // Node 0 is in North America, node 40 in Europe, node 99 in Africa.
+        assert_eq!(
+            (
+                network.region_of(0),
+                network.region_of(40),
+                network.region_of(99)
+            ),
+            (0, 1, 5)
+        );
+        for _ in 0..100 {
+            let within = network.draw_latency(0, 1, &mut rng);
+            assert!((8_000_000..=40_000_000).contains(&within), "{within}");
+            let across = network.draw_latency(0, 99, &mut rng);
+            assert!((95_000_000..=140_000_000).contains(&across), "{across}");
+        }
     }
 }

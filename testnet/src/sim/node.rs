@@ -84,6 +84,8 @@ pub enum Observed {
     Reorg { depth: usize },
     /// The tx entered the node's mempool.
     HasTx(TxId),
+    /// A block a peer sent (over `conn`) was new and valid: how it came.
+    BlockFrom { hash: BlockHash, conn: ConnId },
 }
 
 /// The chain and mempool as the core reads them.
@@ -299,6 +301,9 @@ impl SimNode {
                     Import::Unrequested
                 };
                 let verdict = self.import_block(now, *block, import, &mut events);
+                if let (BlockVerdict::Accepted, Some(conn)) = (&verdict, from) {
+                    self.observed.push(Observed::BlockFrom { hash, conn });
+                }
                 inputs.push(Input::BlockVerdict {
                     from,
                     hash,

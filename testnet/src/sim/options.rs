@@ -3,6 +3,7 @@
 //! returns a one-line error naming what was wrong; nothing downstream
 //! reads raw flags.
 
+use super::regions::RegionMatrix;
 use std::time::Duration;
 
 /// How nodes pick the peers they dial.
@@ -25,6 +26,8 @@ pub enum Latency {
     Fixed(Duration),
     /// Uniform between the two bounds (inclusive).
     Uniform(Duration, Duration),
+    /// Uniform within the range between the two nodes' regions.
+    Regions(RegionMatrix),
 }
 
 impl Latency {
@@ -33,6 +36,7 @@ impl Latency {
         match self {
             Latency::Fixed(value) => *value,
             Latency::Uniform(_, high) => *high,
+            Latency::Regions(matrix) => matrix.max(),
         }
     }
 }
@@ -53,6 +57,31 @@ pub struct Partition {
 pub struct Churn {
     pub every: Duration,
     pub down: Duration,
+}
+
+/// `--kill at=10m,nodes=100` (or `nodes=0.1`, a fraction): at `at`, that
+/// many nodes drawn at random leave for good, their hash power with them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kill {
+    pub at: Duration,
+    pub nodes: KillCount,
+}
+
+/// How many nodes `--kill` takes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KillCount {
+    Count(usize),
+    Fraction(f64),
+}
+
+impl KillCount {
+    /// The count out of `n` nodes.
+    pub fn of(self, n: usize) -> usize {
+        match self {
+            KillCount::Count(count) => count,
+            KillCount::Fraction(fraction) => (n as f64 * fraction).round() as usize,
+        }
+    }
 }
 
 /// Everything a simulation run needs. `Default` gives the documented
@@ -77,6 +106,7 @@ pub struct SimOptions {
     pub seed: u64,
     pub partition: Option<Partition>,
     pub churn: Option<Churn>,
+    pub kill: Option<Kill>,
 }
 
 impl Default for SimOptions {
@@ -95,6 +125,7 @@ impl Default for SimOptions {
             seed: 1,
             partition: None,
             churn: None,
+            kill: None,
         }
     }
 }
@@ -134,6 +165,15 @@ impl SimOptions {
                 ));
             }
         }
+        if let Some(kill) = &self.kill {
+            let count = kill.nodes.of(self.nodes);
+            if count == 0 || count >= self.nodes {
+                return Err(format!(
+                    "--kill nodes= must leave at least one of {} nodes and take at least one, got {count}",
+                    self.nodes
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -166,8 +206,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// `50ms` (fixed) or `20ms..200ms` (uniform).
+/// `50ms` (fixed), `20ms..200ms` (uniform), `regions` (the built-in world
+/// map) or `regions:FILE.json` (a matrix of one's own; see `regions`).
 pub fn parse_latency(text: &str) -> Result<Latency, String> {
+    if text == "regions" {
+        return Ok(Latency::Regions(RegionMatrix::world()));
+    }
+    if let Some(path) = text.strip_prefix("regions:") {
+        let json = std::fs::read_to_string(path)
+            .map_err(|error| format!("--latency {text:?}: reading {path}: {error}"))?;
+        return RegionMatrix::from_json(&json)
+            .map(Latency::Regions)
+            .map_err(|error| format!("--latency {text:?}: {error}"));
+    }
     match text.split_once("..") {
         Some((low, high)) => {
             let (low, high) = (parse_duration(low)?, parse_duration(high)?);
@@ -339,6 +390,32 @@ pub fn parse_churn(text: &str) -> Result<Churn, String> {
     Ok(churn)
 }
 
+/// `at=10m,nodes=100` or `at=10m,nodes=0.1`.
+pub fn parse_kill(text: &str) -> Result<Kill, String> {
+    let values = key_values("--kill", text, &["at", "nodes"])?;
+    let nodes = if values[1].contains('.') {
+        let fraction: f64 = values[1]
+            .parse()
+            .map_err(|_| format!("--kill {text:?}: nodes= must be a count or a fraction"))?;
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(format!(
+                "--kill {text:?}: a fraction of nodes must be between 0 and 1"
+            ));
+        }
+        KillCount::Fraction(fraction)
+    } else {
+        KillCount::Count(
+            values[1]
+                .parse()
+                .map_err(|_| format!("--kill {text:?}: nodes= must be a count or a fraction"))?,
+        )
+    };
+    Ok(Kill {
+        at: parse_duration(values[0])?,
+        nodes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +468,31 @@ mod tests {
         assert!(parse_churn("every=1m,down=2m,x=1")
             .unwrap_err()
             .contains("unknown key"));
+        assert_eq!(
+            parse_kill("at=10m,nodes=0.25"),
+            Ok(Kill {
+                at: Duration::from_secs(600),
+                nodes: KillCount::Fraction(0.25)
+            })
+        );
+        assert_eq!(
+            parse_kill("at=1s,nodes=3").map(|kill| kill.nodes.of(10)),
+            Ok(3)
+        );
+        assert!(parse_kill("at=1s,nodes=1.5").is_err());
+        assert!(parse_kill("at=1s")
+            .unwrap_err()
+            .contains("nodes= is missing"));
+        let all = SimOptions {
+            nodes: 10,
+            kill: Some(parse_kill("at=1s,nodes=10").unwrap()),
+            ..SimOptions::default()
+        };
+        assert!(all.validate().unwrap_err().contains("--kill"));
+        assert!(matches!(parse_latency("regions"), Ok(Latency::Regions(_))));
+        assert!(parse_latency("regions:/nonexistent.json")
+            .unwrap_err()
+            .contains("reading"));
     }
 
     #[test]

@@ -35,6 +35,9 @@ impl Bits {
 /// When the nodes first held one item (a block or a tx).
 struct Spread {
     origin_at: SimTime,
+    /// Nodes alive when it appeared (`--kill` takes some for good): the
+    /// whole that its fractions are of.
+    of: usize,
     holders: Bits,
     /// Nodes that held it so far.
     count: usize,
@@ -56,9 +59,10 @@ fn nodes_needed(n: usize, fraction: f64) -> usize {
 }
 
 impl Spread {
-    fn new(n: usize, origin_at: SimTime, keep_all: bool) -> Spread {
+    fn new(n: usize, of: usize, origin_at: SimTime, keep_all: bool) -> Spread {
         Spread {
             origin_at,
+            of,
             holders: Bits::new(n),
             count: 0,
             delays: Vec::new(),
@@ -67,7 +71,7 @@ impl Spread {
         }
     }
 
-    fn reached(&mut self, node: usize, now: SimTime, n: usize) {
+    fn reached(&mut self, node: usize, now: SimTime) {
         if !self.holders.insert(node) {
             return;
         }
@@ -77,15 +81,15 @@ impl Spread {
             self.delays.push(delay);
         } else if TX_FRACTIONS
             .iter()
-            .any(|fraction| nodes_needed(n, *fraction) == self.count)
+            .any(|fraction| nodes_needed(self.of, *fraction) == self.count)
         {
             self.marks.push((self.count, delay));
         }
     }
 
-    /// The delay until `fraction` of `n` nodes held it.
-    fn time_to(&self, n: usize, fraction: f64) -> Option<SimTime> {
-        let needed = nodes_needed(n, fraction);
+    /// The delay until `fraction` of the nodes alive at its start held it.
+    fn time_to(&self, fraction: f64) -> Option<SimTime> {
+        let needed = nodes_needed(self.of, fraction);
         if self.keep_all {
             return self.delays.get(needed - 1).copied();
         }
@@ -100,6 +104,8 @@ impl Spread {
 /// Collected during a run.
 pub struct Stats {
     n: usize,
+    /// Nodes not taken by `--kill`.
+    alive: usize,
     blocks: HashMap<BlockHash, Spread>,
     mined: Vec<BlockHash>,
     txs: HashMap<TxId, Spread>,
@@ -116,12 +122,19 @@ pub struct Stats {
     pub dropped_closed: u64,
     pub heal_at: Option<SimTime>,
     pub converged_after_heal: Option<SimTime>,
+    /// Per block, each node's hop count from the miner (`NO_HOP`: not
+    /// known yet, or it did not come from a peer).
+    hops: HashMap<BlockHash, Vec<u8>>,
 }
+
+/// A node's hop count not known.
+const NO_HOP: u8 = u8::MAX;
 
 impl Stats {
     pub fn new(n: usize, genesis: BlockHash) -> Stats {
         Stats {
             n,
+            alive: n,
             blocks: HashMap::new(),
             mined: Vec::new(),
             txs: HashMap::new(),
@@ -138,28 +151,65 @@ impl Stats {
             dropped_closed: 0,
             heal_at: None,
             converged_after_heal: None,
+            hops: HashMap::new(),
         }
     }
 
     pub fn block_mined(&mut self, hash: BlockHash, now: SimTime) {
-        self.blocks.insert(hash, Spread::new(self.n, now, true));
+        self.blocks
+            .insert(hash, Spread::new(self.n, self.alive, now, true));
         self.mined.push(hash);
+        self.hops.insert(hash, vec![NO_HOP; self.n]);
+    }
+
+    /// The miner holds its block at hop 0.
+    pub fn block_hop_origin(&mut self, hash: &BlockHash, miner: usize) {
+        if let Some(hops) = self.hops.get_mut(hash) {
+            hops[miner] = 0;
+        }
+    }
+
+    /// `node` took `hash` from `peer`, as a new valid block: one hop more
+    /// than the peer, if the peer's count is known.
+    pub fn block_hop(&mut self, hash: &BlockHash, node: usize, peer: usize) {
+        if let Some(hops) = self.hops.get_mut(hash) {
+            if hops[node] == NO_HOP && hops[peer] != NO_HOP {
+                hops[node] = hops[peer].saturating_add(1).min(NO_HOP - 1);
+            }
+        }
+    }
+
+    /// How many (block, node) pairs got each block at each hop count
+    /// (index = hops; the miners' own hop 0 included).
+    fn hop_histogram(&self) -> Vec<u64> {
+        let mut histogram = Vec::new();
+        for hops in self.hops.values() {
+            for &hop in hops.iter().filter(|hop| **hop != NO_HOP) {
+                let hop = usize::from(hop);
+                if histogram.len() <= hop {
+                    histogram.resize(hop + 1, 0);
+                }
+                histogram[hop] += 1;
+            }
+        }
+        histogram
     }
 
     pub fn node_has_block(&mut self, node: usize, hash: &BlockHash, now: SimTime) {
         if let Some(spread) = self.blocks.get_mut(hash) {
-            spread.reached(node, now, self.n);
+            spread.reached(node, now);
         }
     }
 
     pub fn tx_submitted(&mut self, txid: TxId, now: SimTime) {
-        self.txs.insert(txid, Spread::new(self.n, now, false));
+        self.txs
+            .insert(txid, Spread::new(self.n, self.alive, now, false));
         self.submitted.push(txid);
     }
 
     pub fn node_has_tx(&mut self, node: usize, txid: &TxId, now: SimTime) {
         if let Some(spread) = self.txs.get_mut(txid) {
-            spread.reached(node, now, self.n);
+            spread.reached(node, now);
         }
     }
 
@@ -173,14 +223,30 @@ impl Stats {
 
     /// A node's tip moved from `old` to `new`.
     pub fn tip_moved(&mut self, old: BlockHash, new: BlockHash, now: SimTime) {
-        if let Some(count) = self.tips.get_mut(&old) {
-            *count -= 1;
-            if *count == 0 {
-                self.tips.remove(&old);
-            }
-        }
+        self.drop_tip(old);
         *self.tips.entry(new).or_insert(0) += 1;
         self.note_tips(now);
+    }
+
+    fn drop_tip(&mut self, tip: BlockHash) {
+        if let Some(count) = self.tips.get_mut(&tip) {
+            *count -= 1;
+            if *count == 0 {
+                self.tips.remove(&tip);
+            }
+        }
+    }
+
+    /// A node left for good (`--kill`) holding `tip`: its tip no longer
+    /// counts as one in use, and later items are spread among the rest.
+    pub fn node_killed(&mut self, tip: BlockHash, now: SimTime) {
+        self.alive -= 1;
+        self.drop_tip(tip);
+        self.note_tips(now);
+    }
+
+    pub fn nodes_killed(&self) -> usize {
+        self.n - self.alive
     }
 
     /// Tracks the most tips in use per bucket, and the end of a heal.
@@ -251,7 +317,7 @@ impl Stats {
         Stats::propagation(
             blocks
                 .iter()
-                .map(|hash| self.blocks[hash].time_to(self.n, fraction)),
+                .map(|hash| self.blocks[hash].time_to(fraction)),
         )
     }
 
@@ -259,7 +325,7 @@ impl Stats {
         Stats::propagation(
             self.submitted
                 .iter()
-                .map(|txid| self.txs[txid].time_to(self.n, fraction)),
+                .map(|txid| self.txs[txid].time_to(fraction)),
         )
     }
 }
@@ -323,8 +389,18 @@ pub struct Report {
     pub txs_pending: u64,
     /// Admitted by a node and then found nowhere: must be 0.
     pub txs_lost: u64,
+    /// Nodes taken for good by `--kill`.
+    pub nodes_killed: usize,
+    /// Held only in the mempools of killed nodes: gone with them, which
+    /// no protocol can prevent for a tx that never left its node.
+    pub txs_only_on_killed_nodes: u64,
     pub tx_to_50pct: Propagation,
     pub tx_to_100pct: Propagation,
+    /// (block, node) pairs by the hop count at which the node got the
+    /// block (index 0: the miner itself), over every mined block.
+    pub block_hops: Vec<u64>,
+    /// Mean hop count over the pairs above that came from a peer.
+    pub block_hops_mean: Option<f64>,
     pub traffic: Vec<KindTraffic>,
     pub frames_dropped_partition: u64,
     pub frames_dropped_loss: u64,
@@ -352,6 +428,7 @@ pub struct Final {
     pub txs_confirmed: u64,
     pub txs_pending: u64,
     pub txs_lost: u64,
+    pub txs_only_on_killed_nodes: u64,
     pub wall_seconds: f64,
 }
 
@@ -374,6 +451,13 @@ impl Report {
             .collect();
         let simulated_s = end.simulated as f64 / SECOND as f64;
         let wall = end.wall_seconds.max(1e-9);
+        let block_hops = stats.hop_histogram();
+        let relayed: u64 = block_hops.iter().skip(1).sum();
+        let hop_sum: u64 = block_hops
+            .iter()
+            .enumerate()
+            .map(|(hop, count)| hop as u64 * count)
+            .sum();
         Report {
             seed: end.seed,
             nodes: stats.n,
@@ -396,8 +480,12 @@ impl Report {
             txs_confirmed: end.txs_confirmed,
             txs_pending: end.txs_pending,
             txs_lost: end.txs_lost,
+            nodes_killed: stats.nodes_killed(),
+            txs_only_on_killed_nodes: end.txs_only_on_killed_nodes,
             tx_to_50pct: stats.tx_propagation(0.5),
             tx_to_100pct: stats.tx_propagation(1.0),
+            block_hops_mean: (relayed > 0).then(|| round3(hop_sum as f64 / relayed as f64)),
+            block_hops,
             traffic,
             frames_dropped_partition: stats.dropped_partition,
             frames_dropped_loss: stats.dropped_loss,
@@ -470,6 +558,27 @@ impl Report {
             self.txs_pending,
             self.txs_lost
         );
+        if self.nodes_killed > 0 {
+            let _ = writeln!(
+                out,
+                "killed: {} nodes, taking {} txs that only they held",
+                self.nodes_killed, self.txs_only_on_killed_nodes
+            );
+        }
+        if let Some(mean) = self.block_hops_mean {
+            let spread: Vec<String> = self
+                .block_hops
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(hop, count)| format!("{hop}: {count}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "block hops from the miner: mean {mean:.2} ({})",
+                spread.join(", ")
+            );
+        }
         let _ = writeln!(out, "\nper node per block   messages      bytes");
         for kind in &self.traffic {
             let _ = writeln!(

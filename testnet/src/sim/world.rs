@@ -1,29 +1,34 @@
 //! The world: every node, the network between them, the mining oracle and
 //! the wallets, driven by one scheduler on virtual time. It routes what
 //! each node sends, wakes nodes when their core asks to be woken, and
-//! keeps the statistics.
+//! keeps the statistics. `faults` applies churn and kills; `finish`
+//! settles the run's end.
 
 use super::mining::{sim_chain_spec, Wallets};
 use super::network::{dial_targets, node_addr, Network};
 use super::node::{Observed, Outbound, SimNode};
 use super::options::SimOptions;
-use super::report::{Final, Report, Stats};
+use super::report::{Report, Stats};
 use super::scheduler::{Scheduler, SimTime, SECOND};
+use super::trace::Trace;
 use ledger::chain::MemoryArena;
 use ledger::sigcache::SignatureCache;
-use ledger::Height;
 use ledger::{Address, BlockHash, ChainSpec, SecretKey};
 use node::p2p::codec::{decode_message, MAX_FRAME_BYTES};
-use node::p2p::message::NetworkMagic;
+use node::p2p::message::{NetworkMagic, KINDS};
 use node::p2p::protocol::{CloseCause, ConnId, Input, ProtocolConfig};
 use node::p2p::P2pTiming;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::bytes::Bytes;
+
+mod faults;
+mod finish;
 
 /// Inbound slots per node (bitcoind's default is 125 connections).
 const MAX_INBOUND: usize = 117;
@@ -72,6 +77,7 @@ enum Event {
     ChurnReturn {
         node: usize,
     },
+    Kill,
     Sample,
 }
 
@@ -102,6 +108,9 @@ pub struct World {
     genesis: BlockHash,
     stats: Stats,
     connect_timeout: SimTime,
+    /// Nodes `--kill` took: offline for good, their hash power gone.
+    killed: Vec<bool>,
+    trace: Trace,
 }
 
 impl World {
@@ -178,8 +187,16 @@ impl World {
             spec,
             genesis,
             connect_timeout,
+            killed: vec![false; n],
+            trace: Trace::off(),
             options,
         })
+    }
+
+    /// Writes the event log (`--trace`) into `out`.
+    pub fn with_trace(mut self, out: Box<dyn Write>) -> World {
+        self.trace = Trace::to(out);
+        self
     }
 
     /// Runs to the end and reports.
@@ -206,6 +223,10 @@ impl World {
             self.scheduler
                 .at(churn.every.as_nanos() as SimTime, Event::ChurnLeave);
         }
+        if let Some(kill) = &self.options.kill {
+            self.scheduler
+                .at(kill.at.as_nanos() as SimTime, Event::Kill);
+        }
         self.scheduler.at(SECOND, Event::Sample);
         loop {
             // A timer due no later than the next event runs first.
@@ -216,6 +237,8 @@ impl World {
                     self.timers.remove(&(at, node));
                     self.timer_at[node] = SimTime::MAX;
                     self.scheduler.run_at(at);
+                    self.trace
+                        .line(at, "timer", format_args!("\"node\":{node}"));
                     self.feed(node, Input::Tick);
                 }
                 (_, Some(_)) => {
@@ -256,6 +279,15 @@ impl World {
                 match decode_message(&payload, MAX_FRAME_BYTES) {
                     Ok(message) => self.feed(node, Input::Frame { conn, message }),
                     Err(error) => {
+                        self.trace.line(
+                            now,
+                            "bad_frame",
+                            format_args!(
+                                "\"node\":{node},\"conn\":{},\"reason\":\"{}\"",
+                                conn.0,
+                                error.reason()
+                            ),
+                        );
                         self.network.remove_end(node, conn);
                         self.feed(
                             node,
@@ -323,15 +355,25 @@ impl World {
                 let split = self.options.partition.as_ref().map_or(0, |partition| {
                     (self.options.nodes as f64 * partition.split).round() as usize
                 });
+                self.trace
+                    .line(now, "partition_start", format_args!("\"split\":{split}"));
                 self.network.partition = Some(split);
             }
             Event::PartitionEnd => {
+                self.trace.line(now, "partition_end", "\"split\":null");
                 self.network.partition = None;
                 self.stats.heal_at = Some(now);
                 self.stats.note_tips(now);
             }
             Event::ChurnLeave => self.churn_leave(now),
-            Event::ChurnReturn { node } => self.network.offline[node] = false,
+            Event::ChurnReturn { node } => {
+                if !self.killed[node] {
+                    self.trace
+                        .line(now, "churn_return", format_args!("\"node\":{node}"));
+                    self.network.offline[node] = false;
+                }
+            }
+            Event::Kill => self.kill(now),
             Event::Sample => {
                 self.stats.note_tips(now);
                 self.scheduler.after(SECOND, Event::Sample);
@@ -356,10 +398,43 @@ impl World {
         let observed = std::mem::take(&mut self.nodes[node].observed);
         for item in observed {
             match item {
-                Observed::HasBlock(hash) => self.stats.node_has_block(node, &hash, now),
-                Observed::Tip { old, new } => self.stats.tip_moved(old, new, now),
-                Observed::Reorg { depth } => self.stats.reorg(depth),
-                Observed::HasTx(txid) => self.stats.node_has_tx(node, &txid, now),
+                Observed::HasBlock(hash) => {
+                    self.trace.line(
+                        now,
+                        "has_block",
+                        format_args!("\"node\":{node},\"block\":\"{hash}\""),
+                    );
+                    self.stats.node_has_block(node, &hash, now)
+                }
+                Observed::Tip { old, new } => {
+                    self.trace.line(
+                        now,
+                        "tip",
+                        format_args!("\"node\":{node},\"old\":\"{old}\",\"new\":\"{new}\""),
+                    );
+                    self.stats.tip_moved(old, new, now)
+                }
+                Observed::Reorg { depth } => {
+                    self.trace.line(
+                        now,
+                        "reorg",
+                        format_args!("\"node\":{node},\"depth\":{depth}"),
+                    );
+                    self.stats.reorg(depth)
+                }
+                Observed::BlockFrom { hash, conn } => {
+                    if let Some(end) = self.network.end(node, conn) {
+                        self.stats.block_hop(&hash, node, end.peer);
+                    }
+                }
+                Observed::HasTx(txid) => {
+                    self.trace.line(
+                        now,
+                        "has_tx",
+                        format_args!("\"node\":{node},\"tx\":\"{txid}\""),
+                    );
+                    self.stats.node_has_tx(node, &txid, now)
+                }
             }
         }
         let wake = self.nodes[node].next_timer().max(now);
@@ -388,7 +463,15 @@ impl World {
                     );
                     return;
                 };
-                let latency = self.network.draw_latency(&mut self.rng);
+                let latency = self.network.draw_latency(from, to, &mut self.rng);
+                self.trace.line(
+                    now,
+                    "dial",
+                    format_args!(
+                        "\"node\":{from},\"conn\":{},\"to\":{to},\"latency_ns\":{latency}",
+                        conn.0
+                    ),
+                );
                 if self.network.offline[from] || self.network.offline[to] {
                     self.scheduler.at(
                         now + 2 * latency,
@@ -416,6 +499,14 @@ impl World {
             Outbound::Admit { conn, remote } => {
                 if let Some((dialer, dialer_conn, latency)) = self.network.admit(from, conn, remote)
                 {
+                    self.trace.line(
+                        now,
+                        "connected",
+                        format_args!(
+                            "\"node\":{from},\"conn\":{},\"dialer\":{dialer},\"dialer_conn\":{}",
+                            conn.0, dialer_conn.0
+                        ),
+                    );
                     self.scheduler.at(
                         now,
                         Event::Secured {
@@ -459,15 +550,32 @@ impl World {
                 let bytes = payload.len() + 4;
                 self.stats.sent[kind] += 1;
                 self.stats.sent_bytes[kind] += bytes as u64;
-                if !self.network.reachable(from, end.peer) {
+                let fate = if !self.network.reachable(from, end.peer) {
                     self.stats.dropped_partition += 1;
-                    return;
-                }
-                if self.network.loss > 0.0 && self.rng.gen::<f64>() < self.network.loss {
+                    Err("partition")
+                } else if self.network.loss > 0.0 && self.rng.gen::<f64>() < self.network.loss {
                     self.stats.dropped_loss += 1;
-                    return;
+                    Err("loss")
+                } else {
+                    Ok(self.network.transmit(from, now, bytes, end.latency))
+                };
+                if self.trace.enabled() {
+                    let outcome = match fate {
+                        Ok(arrival) => format!("\"arrives_ns\":{arrival}"),
+                        Err(reason) => format!("\"dropped\":\"{reason}\""),
+                    };
+                    self.trace.line(
+                        now,
+                        "send",
+                        format_args!(
+                            "\"node\":{from},\"to\":{},\"kind\":\"{}\",\"bytes\":{bytes},{outcome}",
+                            end.peer, KINDS[kind]
+                        ),
+                    );
                 }
-                let arrival = self.network.transmit(from, now, bytes, end.latency);
+                let Ok(arrival) = fate else {
+                    return;
+                };
                 self.scheduler.at(
                     arrival,
                     Event::Deliver {
@@ -479,6 +587,11 @@ impl World {
             }
             Outbound::Disconnect { conn } => {
                 if let Some(end) = self.network.remove_end(from, conn) {
+                    self.trace.line(
+                        now,
+                        "disconnect",
+                        format_args!("\"node\":{from},\"conn\":{},\"peer\":{}", conn.0, end.peer),
+                    );
                     self.scheduler.at(
                         now + end.latency,
                         Event::Closed {
@@ -524,8 +637,19 @@ impl World {
         }
         let node = self.miner_nodes[miner];
         let address = self.miner_addrs[miner];
+        // A killed miner's hash power left with it: the draw finds nothing.
+        if self.killed[node] {
+            self.schedule_mining();
+            return;
+        }
         if let Some(hash) = self.nodes[node].mine(now, address) {
+            self.trace.line(
+                now,
+                "mined",
+                format_args!("\"node\":{node},\"block\":\"{hash}\""),
+            );
             self.stats.block_mined(hash, now);
+            self.stats.block_hop_origin(&hash, node);
         }
         self.after_feed(node);
         self.schedule_mining();
@@ -542,7 +666,16 @@ impl World {
             self.stats.txs_refused_at_origin += 1;
             self.wallets.refused();
         } else {
-            match self.nodes[node].submit_tx(now, tx) {
+            let result = self.nodes[node].submit_tx(now, tx);
+            self.trace.line(
+                now,
+                "tx",
+                format_args!(
+                    "\"node\":{node},\"tx\":\"{txid}\",\"accepted\":{}",
+                    result.is_ok()
+                ),
+            );
+            match result {
                 Ok(()) => {
                     self.stats.tx_submitted(txid, now);
                     self.wallets.sent();
@@ -557,122 +690,6 @@ impl World {
         }
         self.schedule_tx();
     }
-
-    /// A node drawn at random leaves: its connections close at both ends.
-    fn churn_leave(&mut self, now: SimTime) {
-        let Some(churn) = self.options.churn.clone() else {
-            return;
-        };
-        let node = self.rng.gen_range(0..self.nodes.len());
-        if !self.network.offline[node] {
-            self.network.offline[node] = true;
-            for (conn, end) in self.network.conns_of(node) {
-                self.network.remove_end(node, conn);
-                self.scheduler.at(
-                    now + end.latency,
-                    Event::Closed {
-                        node: end.peer,
-                        conn: end.peer_conn,
-                    },
-                );
-                self.feed(
-                    node,
-                    Input::Closed {
-                        conn,
-                        cause: CloseCause::Disconnected("network gone".into()),
-                    },
-                );
-            }
-            self.scheduler.after(
-                churn.down.as_nanos() as SimTime,
-                Event::ChurnReturn { node },
-            );
-        }
-        self.scheduler
-            .after(churn.every.as_nanos() as SimTime, Event::ChurnLeave);
-    }
-
-    fn finish(self, wall_seconds: f64) -> Outcome {
-        let n = self.nodes.len();
-        // The tip most nodes hold is the network's answer.
-        let mut tips: Vec<(BlockHash, Height)> = self
-            .nodes
-            .iter()
-            .map(|node| {
-                let tip = node.reader().tip();
-                (tip.hash, tip.height)
-            })
-            .collect();
-        tips.sort();
-        let mut best = (tips[0], 0usize);
-        let mut run = 0;
-        for index in 0..tips.len() {
-            run = if index > 0 && tips[index].0 == tips[index - 1].0 {
-                run + 1
-            } else {
-                1
-            };
-            if run > best.1 {
-                best = (tips[index], run);
-            }
-        }
-        let ((final_tip, best_height), nodes_on_final_tip) = best;
-        let reference = self
-            .nodes
-            .iter()
-            .find(|node| node.tip() == final_tip)
-            .expect("a node holds the final tip");
-        let reader = reference.reader();
-        let blocks_on_best_chain = self
-            .stats
-            .mined()
-            .iter()
-            .filter(|hash| {
-                reader
-                    .header(hash)
-                    .is_some_and(|header| reader.hash_at(header.height) == Some(**hash))
-            })
-            .count() as u64;
-        let (mut confirmed, mut pending, mut lost) = (0, 0, 0);
-        for txid in self.stats.submitted() {
-            if reader.tx(txid).is_some() {
-                confirmed += 1;
-            } else if self
-                .nodes
-                .iter()
-                .any(|node| node.mempool_contains(txid) || node.reader().tx(txid).is_some())
-            {
-                // Waiting in a mempool, or in a block at the tip of a node
-                // the final tip has not reached yet.
-                pending += 1;
-            } else {
-                lost += 1;
-                tracing::warn!(%txid, "a submitted tx is neither confirmed nor pending anywhere");
-            }
-        }
-        let connections = (0..n)
-            .map(|node| self.network.degree_of(node))
-            .sum::<usize>()
-            / 2;
-        let end = Final {
-            seed: self.options.seed,
-            connections,
-            simulated: self.scheduler.now(),
-            events: self.scheduler.processed(),
-            best_height: best_height.0,
-            final_tip,
-            nodes_on_final_tip,
-            blocks_on_best_chain,
-            txs_confirmed: confirmed,
-            txs_pending: pending,
-            txs_lost: lost,
-            wall_seconds,
-        };
-        Outcome {
-            report: Report::new(&self.stats, end),
-            block_delays_ms: self.stats.block_delays_ms(),
-        }
-    }
 }
 
 /// A finished run.
@@ -680,4 +697,6 @@ pub struct Outcome {
     pub report: Report,
     /// Every (block, node) first-arrival delay, sorted: the CDF's samples.
     pub block_delays_ms: Vec<f64>,
+    /// Lines written to the trace, or why writing it failed.
+    pub trace: Result<u64, String>,
 }

@@ -523,6 +523,13 @@ impl<V: ChainView> NetworkState<V> {
                 let now = self.now.mono;
                 if let Some(peer) = from.and_then(|from| self.peer_mut(from)) {
                     peer.behaviour.last_block_at = Some(now);
+                    // Who a block came from, for tracing its path across
+                    // a network (the simulator's comparison reads it).
+                    tracing::debug!(
+                        block = %hash,
+                        peer = %hex::encode(peer.node_id.as_bytes()),
+                        "block accepted from a peer"
+                    );
                 }
                 if let Some(from) = from.filter(|_| !for_sync) {
                     self.promote_high_bandwidth(from);
