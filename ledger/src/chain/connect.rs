@@ -106,8 +106,8 @@ impl Chain {
             let keep = self.unindexed.len().saturating_sub(held.blocks.len());
             self.unindexed.truncate(keep);
             for connect in held.blocks {
-                self.side
-                    .insert((connect.cached.block.header.height, connect.hash));
+                let height = connect.cached.block.header.height;
+                self.side.insert((height, connect.hash), height);
                 if connect.new_body.is_some() {
                     self.unstored.push((connect.hash, connect.cached));
                 }
@@ -242,7 +242,8 @@ impl Chain {
         self.store
             .disconnect_block(&hash, block, &cached.txids, &undo, indexed)?;
         self.tip = block.header.prev_hash;
-        self.side.insert((block.header.height, hash));
+        let height = block.header.height;
+        self.side.insert((height, hash), height);
         Ok(())
     }
 }

@@ -4,31 +4,36 @@
 //! that way, block by block; so a peer that feeds a cheap low-work fork
 //! through a sync could grow the block index and the disk without bound.
 //! Two rules bound them, applied after every block and at open:
-//! - depth: a side branch whose fork point is more than
-//!   `SideBranchLimits::depth` blocks below the tip is stale, and is
-//!   forgotten with all its descendants;
 //! - count: at most `SideBranchLimits::max_blocks` side blocks are kept;
 //!   past that the side leaf with the least work goes first (the newest
 //!   of equals), so a low-work fork is cut from its tip while the
-//!   competitive branches near the tip stay.
+//!   competitive branches near the tip stay;
+//! - staleness: a side branch whose fork point is more than
+//!   `SideBranchLimits::depth` blocks below the tip, and which has not
+//!   grown while the tip advanced that many blocks, is forgotten with all
+//!   its descendants. A branch still arriving (a reorg being synced) is
+//!   never stale, so a deep reorg is followed as long as the branch fits
+//!   under the count.
 //!
 //! Forgetting removes the block from the in-memory index and its body and
 //! index entry from the store (`Store::remove_blocks`); an invalid one is
 //! remembered among the rejected headers, so its descendants are still
-//! refused at once. The price is a reorg limit: a branch that forks deeper
-//! than the depth is forgotten as it arrives, so the node does not follow
-//! it (a rolling checkpoint). `ARCHITECTURE.md` ("Threat model") says so.
+//! refused at once. The price is a reorg limit: a competing branch that
+//! needs more than `max_blocks` side blocks before it overtakes the tip is
+//! cut, so the node does not follow it. `ARCHITECTURE.md` ("Threat
+//! model") says so.
 
 use super::{Chain, Node};
 use crate::hash::BlockHash;
 use crate::storage::{BlockStatus, StorageError};
 use crate::Height;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
-/// A side branch forking more than this many blocks below the tip is
-/// pruned (with 2 s blocks, about ten minutes of chain).
+/// A side branch forking more than this many blocks below the tip, and
+/// not grown while the tip advanced as many, is pruned (with 2 s blocks,
+/// about ten minutes of chain).
 pub const STALE_BRANCH_DEPTH: u64 = 288;
-/// Most side-branch blocks kept at once: room for a reorg as deep as
+/// Most side-branch blocks kept at once: room for a reorg of twice
 /// `STALE_BRANCH_DEPTH` beside the usual stale tips.
 pub const MAX_SIDE_BLOCKS: usize = 2 * STALE_BRANCH_DEPTH as usize;
 
@@ -36,7 +41,8 @@ pub const MAX_SIDE_BLOCKS: usize = 2 * STALE_BRANCH_DEPTH as usize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SideBranchLimits {
     /// A side branch whose fork point is more than this many blocks below
-    /// the tip is pruned.
+    /// the tip, and which has not grown while the tip advanced as many,
+    /// is pruned.
     pub depth: u64,
     /// Most side blocks kept at once.
     pub max_blocks: usize,
@@ -51,9 +57,10 @@ impl Default for SideBranchLimits {
     }
 }
 
-/// The indexed blocks off the best chain, lowest height first: the first
-/// is always the root of a side branch (its parent is on the best chain).
-pub(super) type SideBlocks = BTreeSet<(Height, BlockHash)>;
+/// The indexed blocks off the best chain, lowest height first, each with
+/// the tip's height when it joined the side (arrived, or left the best
+/// chain): the first is always the root of a side branch.
+pub(super) type SideBlocks = BTreeMap<(Height, BlockHash), Height>;
 
 impl Chain {
     /// Blocks in the index that are not on the best chain.
@@ -77,7 +84,7 @@ impl Chain {
     }
 
     /// The side blocks of a freshly loaded index: every block that is not
-    /// the tip or one of its ancestors.
+    /// the tip or one of its ancestors, as if it joined the side now.
     pub(super) fn find_side_blocks(&self) -> SideBlocks {
         let mut best = HashSet::new();
         let mut cursor = Some(self.tip);
@@ -88,10 +95,11 @@ impl Chain {
             best.insert(hash);
             cursor = (node.header.height != Height::ZERO).then_some(node.header.prev_hash);
         }
+        let tip_height = self.nodes.get(&self.tip).map_or(Height::ZERO, |tip| tip.header.height);
         self.nodes
             .iter()
             .filter(|(hash, _)| !best.contains(*hash))
-            .map(|(hash, node)| (node.header.height, *hash))
+            .map(|(hash, node)| ((node.header.height, *hash), tip_height))
             .collect()
     }
 
@@ -99,16 +107,16 @@ impl Chain {
     /// were forgotten.
     pub(super) fn prune_side_branches(&mut self) -> Result<usize, StorageError> {
         let tip_height = self.nodes[&self.tip].header.height;
+        let depth = self.side_limits.depth;
         let mut doomed = Vec::new();
-        while let Some(&(height, root)) = self.side.first() {
-            // The root's parent, on the best chain, is the fork point.
-            let fork_depth = tip_height.0.saturating_sub(height.0.saturating_sub(1));
-            if fork_depth <= self.side_limits.depth {
-                break;
+        for (root, fork_depth) in self.deep_side_roots(tip_height) {
+            let newest = self.newest_in_subtree(root);
+            if tip_height.0 < newest.0.saturating_add(depth) {
+                continue;
             }
             let before = doomed.len();
             self.forget_subtree(root, &mut doomed);
-            tracing::debug!(root = %root, height = height.0, fork_depth, blocks = doomed.len() - before, rule = "stale_side_branch", "pruned a side branch forking too deep below the tip");
+            tracing::debug!(root = %root, fork_depth, blocks = doomed.len() - before, rule = "stale_side_branch", "pruned a stale side branch forking too deep below the tip");
         }
         while self.side.len() > self.side_limits.max_blocks {
             let Some(leaf) = self.weakest_side_leaf() else {
@@ -125,11 +133,51 @@ impl Chain {
         Ok(doomed.len())
     }
 
+    /// Roots of side branches (side blocks whose parent is on the best
+    /// chain) forking more than the depth below the tip, with that depth.
+    fn deep_side_roots(&self, tip_height: Height) -> Vec<(BlockHash, u64)> {
+        let mut roots = Vec::new();
+        for &(height, hash) in self.side.keys() {
+            // A root's parent, on the best chain, is the fork point.
+            let fork_depth = tip_height.0.saturating_sub(height.0.saturating_sub(1));
+            if fork_depth <= self.side_limits.depth {
+                break;
+            }
+            let parent = self.nodes.get(&hash).map(|node| node.header.prev_hash);
+            let parent_is_side = parent.is_some_and(|parent| {
+                self.side
+                    .contains_key(&(Height(height.0.saturating_sub(1)), parent))
+            });
+            if !parent_is_side {
+                roots.push((hash, fork_depth));
+            }
+        }
+        roots
+    }
+
+    /// The latest tip height at which a block of `root`'s subtree joined
+    /// the side: when the branch last grew.
+    fn newest_in_subtree(&self, root: BlockHash) -> Height {
+        let mut newest = Height::ZERO;
+        let mut stack = vec![root];
+        while let Some(hash) = stack.pop() {
+            if let Some(node) = self.nodes.get(&hash) {
+                if let Some(seen) = self.side.get(&(node.header.height, hash)) {
+                    newest = newest.max(*seen);
+                }
+            }
+            if let Some(children) = self.children.get(&hash) {
+                stack.extend(children.iter().copied());
+            }
+        }
+        newest
+    }
+
     /// The side block with no children and the least work (the newest of
     /// equals).
     fn weakest_side_leaf(&self) -> Option<BlockHash> {
         self.side
-            .iter()
+            .keys()
             .filter(|(_, hash)| self.children.get(hash).is_none_or(Vec::is_empty))
             .filter_map(|(_, hash)| self.nodes.get(hash).map(|node| (hash, node)))
             .min_by(|(_, a), (_, b)| {
@@ -291,6 +339,35 @@ mod tests {
     }
 
     #[test]
+    fn a_deep_branch_that_keeps_growing_is_not_stale_until_it_stops() {
+        let (_arena, mut chain) = regtest_chain();
+        chain.set_side_branch_limits(limits(3, 100)).expect("set");
+        let genesis = chain.spec().genesis_block().header;
+        let main = extend(&mut chain, &genesis, 6, 1);
+        // Forks at height 2, four below the tip: deep, but just arrived.
+        let mut side = extend(&mut chain, &main[1].header, 1, 2);
+        let mut tip = main[5].header.clone();
+        for _ in 0..5 {
+            tip = extend(&mut chain, &tip, 1, 1)[0].header.clone();
+            let parent = side.last().expect("side").header.clone();
+            side.extend(extend(&mut chain, &parent, 1, 2));
+            assert!(chain.contains(&side[0].hash()), "a growing branch stays");
+        }
+        assert_eq!(chain.tip().height, Height(11));
+        assert_eq!(chain.side_block_count(), 6);
+        // It stops growing: after three more blocks of the tip it is stale.
+        for _ in 0..2 {
+            tip = extend(&mut chain, &tip, 1, 1)[0].header.clone();
+        }
+        assert_eq!(chain.side_block_count(), 6);
+        extend(&mut chain, &tip, 1, 1);
+
+        assert_eq!(chain.side_block_count(), 0);
+        assert!(side.iter().all(|block| !chain.contains(&block.hash())));
+        assert_eq!(chain.pruned_side_blocks(), 6);
+    }
+
+    #[test]
     fn pruned_invalid_blocks_keep_their_descendants_refused() {
         let (_arena, mut chain) = regtest_chain();
         let genesis = chain.spec().genesis_block().header;
@@ -302,7 +379,10 @@ mod tests {
             .mark_subtree(side.hash(), BlockStatus::Invalid)
             .expect("mark");
 
-        chain.set_side_branch_limits(limits(1, 100)).expect("prune");
+        chain.set_side_branch_limits(limits(1, 100)).expect("set");
+        // Deep, but it joined the side at this tip: stale one block later.
+        assert!(chain.contains(&side.hash()));
+        extend(&mut chain, &main[2].header, 1, 1);
 
         assert!(!chain.contains(&side.hash()));
         assert!(chain.rejected.contains(&side.hash()));
@@ -322,7 +402,7 @@ mod tests {
         // A disconnected block is a side block too.
         chain.disconnect_tip().expect("disconnect");
         assert_eq!(chain.side_block_count(), 2);
-        assert_eq!(chain.find_side_blocks(), chain.side);
+        assert!(chain.find_side_blocks().keys().eq(chain.side.keys()));
         chain.flush().expect("flush");
         drop(chain);
 
@@ -333,6 +413,6 @@ mod tests {
         assert_eq!(chain.tip().hash, main[3].hash());
         assert_eq!(chain.side_block_count(), 1);
         assert!(chain.contains(&side[0].hash()));
-        assert_eq!(chain.find_side_blocks(), chain.side);
+        assert!(chain.find_side_blocks().keys().eq(chain.side.keys()));
     }
 }

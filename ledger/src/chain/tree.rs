@@ -277,7 +277,8 @@ impl Chain {
             seq: self.next_seq,
         };
         self.next_seq += 1;
-        self.side.insert((block.header.height, hash));
+        let tip_height = self.nodes[&self.tip].header.height;
+        self.side.insert((block.header.height, hash), tip_height);
         self.children
             .entry(block.header.prev_hash)
             .or_default()

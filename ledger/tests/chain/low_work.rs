@@ -150,9 +150,9 @@ fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
     assert_eq!(reader.tip().hash, main[79].hash());
 }
 
-/// A side branch forking deeper than `STALE_BRANCH_DEPTH` below the tip
-/// is forgotten as soon as it is stale, with its descendants, while a
-/// shallow one stays and can still take over.
+/// A side branch forking deeper than the depth below the tip, and not
+/// grown while the tip advanced as many blocks, is forgotten with its
+/// descendants, from memory and from the store.
 #[test]
 fn stale_side_branches_deeper_than_the_limit_are_pruned_from_memory_and_disk() {
     use ledger::chain::{SideBranchLimits, STALE_BRANCH_DEPTH};
@@ -178,18 +178,18 @@ fn stale_side_branches_deeper_than_the_limit_are_pruned_from_memory_and_disk() {
     let reader = fixture.chain.reader();
     assert_eq!(fixture.chain.side_block_count(), 3);
     let stored_with_side = reader.stored_block_count();
-    // The tip reaches height 25: the fork point is 20 below, still kept.
-    for block in &main[10..25] {
+    // The branch arrived with the tip at 10; up to 29 it is deep (its fork
+    // point more than 20 below) but has not been stale for 20 blocks.
+    for block in &main[10..29] {
         fixture.submit(block.clone()).unwrap();
     }
     assert!(side.iter().all(|block| fixture.chain.contains(&block.hash())));
-    // One more and it is 21 below: the whole branch goes, from memory and
-    // from the store.
-    fixture.submit(main[25].clone()).unwrap();
+    // At 30 it is: the whole branch goes, from memory and from the store.
+    fixture.submit(main[29].clone()).unwrap();
     assert!(side.iter().all(|block| !fixture.chain.contains(&block.hash())));
     assert!(side.iter().all(|block| reader.block_status(&block.hash()).is_none()));
     assert_eq!(fixture.chain.side_block_count(), 0);
-    assert_eq!(reader.stored_block_count(), stored_with_side + 16 - 3);
+    assert_eq!(reader.stored_block_count(), stored_with_side + 20 - 3);
     // Reopened, the store holds no trace of it.
     let dir = fixture.dir.path().to_path_buf();
     fixture.chain.flush().unwrap();
@@ -198,6 +198,6 @@ fn stale_side_branches_deeper_than_the_limit_are_pruned_from_memory_and_disk() {
     drop(chain);
     let reopened = ledger::chain::Chain::open(regtest(), &dir).unwrap();
     assert_eq!(reopened.side_block_count(), 0);
-    assert_eq!(reopened.index_len(), 27);
-    assert_eq!(reopened.tip().hash, main[25].hash());
+    assert_eq!(reopened.index_len(), 31);
+    assert_eq!(reopened.tip().hash, main[29].hash());
 }
