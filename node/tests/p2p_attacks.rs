@@ -285,7 +285,10 @@ async fn attack4_one_flooding_peer_does_not_delay_everyone_through_the_event_cha
          times; honest tx after {tx_delay:?}, honest block after {block_delay:?}",
         sent.load(Ordering::Relaxed)
     );
-    assert!(tx_delay < Duration::from_secs(2), "honest tx took {tx_delay:?}");
+    assert!(
+        tx_delay < Duration::from_secs(2),
+        "honest tx took {tx_delay:?}"
+    );
     assert!(
         block_delay < Duration::from_secs(2),
         "honest block took {block_delay:?}"

@@ -95,7 +95,10 @@ impl Chain {
             best.insert(hash);
             cursor = (node.header.height != Height::ZERO).then_some(node.header.prev_hash);
         }
-        let tip_height = self.nodes.get(&self.tip).map_or(Height::ZERO, |tip| tip.header.height);
+        let tip_height = self
+            .nodes
+            .get(&self.tip)
+            .map_or(Height::ZERO, |tip| tip.header.height);
         self.nodes
             .iter()
             .filter(|(hash, _)| !best.contains(*hash))
@@ -180,11 +183,7 @@ impl Chain {
             .keys()
             .filter(|(_, hash)| self.children.get(hash).is_none_or(Vec::is_empty))
             .filter_map(|(_, hash)| self.nodes.get(hash).map(|node| (hash, node)))
-            .min_by(|(_, a), (_, b)| {
-                a.total_work
-                    .cmp(&b.total_work)
-                    .then(b.seq.cmp(&a.seq))
-            })
+            .min_by(|(_, a), (_, b)| a.total_work.cmp(&b.total_work).then(b.seq.cmp(&a.seq)))
             .map(|(hash, _)| *hash)
     }
 
@@ -280,7 +279,11 @@ mod tests {
         assert_eq!(chain.pruned_side_blocks(), 1);
         assert_eq!(chain.reader().stored_block_count(), stored + 5 - 1);
         assert_eq!(chain.reader().block_status(&side.hash()), None);
-        assert!(chain.children.values().flatten().all(|child| *child != side.hash()));
+        assert!(chain
+            .children
+            .values()
+            .flatten()
+            .all(|child| *child != side.hash()));
     }
 
     #[test]

@@ -183,18 +183,26 @@ fn stale_side_branches_deeper_than_the_limit_are_pruned_from_memory_and_disk() {
     for block in &main[10..29] {
         fixture.submit(block.clone()).unwrap();
     }
-    assert!(side.iter().all(|block| fixture.chain.contains(&block.hash())));
+    assert!(side
+        .iter()
+        .all(|block| fixture.chain.contains(&block.hash())));
     // At 30 it is: the whole branch goes, from memory and from the store.
     fixture.submit(main[29].clone()).unwrap();
-    assert!(side.iter().all(|block| !fixture.chain.contains(&block.hash())));
-    assert!(side.iter().all(|block| reader.block_status(&block.hash()).is_none()));
+    assert!(side
+        .iter()
+        .all(|block| !fixture.chain.contains(&block.hash())));
+    assert!(side
+        .iter()
+        .all(|block| reader.block_status(&block.hash()).is_none()));
     assert_eq!(fixture.chain.side_block_count(), 0);
     assert_eq!(reader.stored_block_count(), stored_with_side + 20 - 3);
     // Reopened, the store holds no trace of it.
     let dir = fixture.dir.path().to_path_buf();
     fixture.chain.flush().unwrap();
     drop(reader);
-    let Fixture { chain, dir: _dir, .. } = fixture;
+    let Fixture {
+        chain, dir: _dir, ..
+    } = fixture;
     drop(chain);
     let reopened = ledger::chain::Chain::open(regtest(), &dir).unwrap();
     assert_eq!(reopened.side_block_count(), 0);
