@@ -12,7 +12,7 @@ use super::{Action, ChainView, ConnId, NetworkState};
 use crate::p2p::compact::{RebuildJob, Rebuilt};
 use crate::p2p::message::{CompactBlock, InvItem, Message, MAX_HIGH_BANDWIDTH_PEERS};
 use ledger::{Block, BlockHash, Transaction};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::time::Mono;
@@ -23,6 +23,9 @@ const MAX_PARTIAL_BLOCKS: usize = 16;
 /// How long a peer has to answer `GetBlockTxs` before the block is
 /// fetched whole.
 const BLOCK_TXS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a rebuilt block waits for its parent's verdict before it is
+/// handed to validation anyway (where it becomes an orphan).
+const PARENT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A block waiting for the txs we asked its sender for.
 struct Partial {
@@ -44,15 +47,31 @@ pub(super) struct CompactRelay {
     /// when the compact block came.
     rebuilding: BTreeMap<BlockHash, (ConnId, bool, Mono)>,
     partial: BTreeMap<BlockHash, Partial>,
+    /// Blocks handed to validation (`ImportBlock`) and not judged yet.
+    /// The importer takes blocks in order, so a child may follow them.
+    pub(super) importing: BTreeSet<BlockHash>,
+    /// Rebuilt blocks whose parent is still being rebuilt or finished:
+    /// by hash, (parent, sender, block, since). Imported after the
+    /// parent, so that a node a block behind under load does not turn
+    /// every next compact block into a whole-block fetch and an orphan.
+    waiting: BTreeMap<BlockHash, (BlockHash, ConnId, Block, Mono)>,
 }
 
 impl CompactRelay {
     fn busy(&self) -> usize {
-        self.rebuilding.len() + self.partial.len()
+        self.rebuilding.len() + self.partial.len() + self.waiting.len()
     }
 
     fn in_progress(&self, hash: &BlockHash) -> bool {
-        self.rebuilding.contains_key(hash) || self.partial.contains_key(hash)
+        self.rebuilding.contains_key(hash)
+            || self.partial.contains_key(hash)
+            || self.waiting.contains_key(hash)
+    }
+
+    /// Whether `hash` is on its way to the chain: being rebuilt, waiting
+    /// for txs or its own parent, or with the validator.
+    fn on_its_way(&self, hash: &BlockHash) -> bool {
+        self.in_progress(hash) || self.importing.contains(hash)
     }
 
     /// Whether we asked `peer` to push us compact blocks.
@@ -144,7 +163,7 @@ impl<V: ChainView> NetworkState<V> {
             self.requests.done(&item);
             return;
         }
-        if self.compact.in_progress(&hash) {
+        if self.compact.on_its_way(&hash) {
             // Another high-bandwidth peer pushed the same block.
             self.metric_inc("p2p_compact_blocks_total", ("result", "duplicate"));
             return;
@@ -156,7 +175,8 @@ impl<V: ChainView> NetworkState<V> {
             self.on_inv(id, vec![item]);
             return;
         }
-        if !self.view.has_block(&compact.header.prev_hash) {
+        let parent = compact.header.prev_hash;
+        if !self.view.has_block(&parent) && !self.compact.on_its_way(&parent) {
             // We are behind: the whole block goes through the orphan
             // path, which starts a sync.
             self.metric_inc("p2p_compact_blocks_total", ("result", "unknown_parent"));
@@ -325,20 +345,74 @@ impl<V: ChainView> NetworkState<V> {
     }
 
     /// A block rebuilt from a compact one goes to validation like a
-    /// requested block.
+    /// requested block, after its parent if that is still being rebuilt.
     fn import_rebuilt(&mut self, from: ConnId, block: Block) {
         let hash = block.hash();
         if self.view.has_block(&hash) {
             self.requests.done(&InvItem::Block(hash));
             return;
         }
+        let parent = block.header.prev_hash;
+        if !self.view.has_block(&parent) && self.compact.in_progress(&parent) {
+            self.metric_inc("p2p_compact_blocks_total", ("result", "waiting_parent"));
+            let now = self.now.mono;
+            self.compact
+                .waiting
+                .insert(hash, (parent, from, block, now));
+            return;
+        }
         let size = block.encoded_len();
         self.block_backlog += 1;
+        self.compact.importing.insert(hash);
         self.push(Action::ImportBlock {
             from: Some(from),
             block: Box::new(block),
             size,
             from_sync: false,
         });
+    }
+
+    /// `hash` was judged: rebuilt children waiting for it go to
+    /// validation (which judges them against whatever became of it).
+    pub(super) fn release_children(&mut self, hash: &BlockHash) {
+        self.compact.importing.remove(hash);
+        let children: Vec<BlockHash> = self
+            .compact
+            .waiting
+            .iter()
+            .filter(|(_, (parent, ..))| parent == hash)
+            .map(|(child, _)| *child)
+            .collect();
+        for child in children {
+            if let Some((_, from, block, _)) = self.compact.waiting.remove(&child) {
+                self.import_rebuilt(from, block);
+            }
+        }
+    }
+
+    /// Rebuilt blocks whose parent never came go to validation anyway.
+    pub(super) fn expire_waiting_children(&mut self) {
+        let now = self.now.mono;
+        let late: Vec<BlockHash> = self
+            .compact
+            .waiting
+            .iter()
+            .filter(|(_, (.., since))| now.saturating_duration_since(*since) > PARENT_WAIT_TIMEOUT)
+            .map(|(hash, _)| *hash)
+            .collect();
+        for hash in late {
+            if let Some((_, from, block, _)) = self.compact.waiting.remove(&hash) {
+                self.metric_inc("p2p_compact_blocks_total", ("result", "parent_timeout"));
+                let size = block.encoded_len();
+                self.block_backlog += 1;
+                self.compact.importing.insert(hash);
+                self.push(Action::ImportBlock {
+                    from: Some(from),
+                    block: Box::new(block),
+                    size,
+                    from_sync: false,
+                });
+            }
+        }
     }
 }

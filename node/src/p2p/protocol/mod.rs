@@ -503,6 +503,7 @@ impl<V: ChainView> NetworkState<V> {
         let now = self.now.mono;
         self.expire_requests();
         self.expire_partial_blocks();
+        self.expire_waiting_children();
         self.check_sync_stall();
         self.choose_sync_peer();
         self.dial_targets();

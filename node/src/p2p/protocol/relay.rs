@@ -391,6 +391,7 @@ impl<V: ChainView> NetworkState<V> {
         }
         self.block_backlog += 1;
         self.block_backlog_bytes = self.block_backlog_bytes.saturating_add(size);
+        self.compact.importing.insert(hash);
         self.push(Action::ImportBlock {
             from: Some(id),
             block: Box::new(block),
@@ -566,6 +567,7 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
         }
+        self.release_children(&hash);
         self.sync_progress();
     }
 

@@ -141,6 +141,114 @@ fn a_new_block_is_fetched_compact_and_rebuilt_asking_only_for_what_the_mempool_l
     );
 }
 
+/// The child of `parent` holding `txs`.
+fn child_of(parent: &Block, txs: Vec<Transaction>) -> Block {
+    let mut block = block_of(txs);
+    block.header.prev_hash = parent.hash();
+    block.header.height = Height(parent.header.height.0 + 1);
+    block
+}
+
+/// A block announced and its compact form received from `peer`.
+fn compact_from(
+    core: &mut NetworkState<FakeChain>,
+    ms: u64,
+    peer: ConnId,
+    block: &Block,
+) -> Vec<Action> {
+    frame(
+        core,
+        ms,
+        peer,
+        Message::Inv(vec![InvItem::Block(block.hash())]),
+    );
+    frame(
+        core,
+        ms + 1,
+        peer,
+        Message::CompactBlock(CompactBlock::from_block(block)),
+    )
+}
+
+#[test]
+fn a_compact_block_whose_parent_is_still_on_its_way_is_rebuilt_and_imported_after_it() {
+    let (mut core, chain) = core("a");
+    let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let parent = block_of((0..3).map(tx).collect());
+    let child = child_of(&parent, (3..5).map(tx).collect());
+    for n in [0, 1, 3, 4] {
+        chain.add_tx(tx(n));
+    }
+    // The parent lacks tx 2: it waits for the peer's `BlockTxs`.
+    let actions = compact_from(&mut core, 10, peer, &parent);
+    let actions = rebuild(&mut core, &chain, 20, &actions);
+    assert!(matches!(
+        sent_to(&actions, peer).as_slice(),
+        [Message::GetBlockTxs { .. }]
+    ));
+    // The child comes meanwhile: rebuilt at once, not fetched whole.
+    let actions = compact_from(&mut core, 30, peer, &child);
+    assert_eq!(
+        counted(&actions, "p2p_compact_blocks_total", "unknown_parent"),
+        0
+    );
+    let actions = rebuild(&mut core, &chain, 40, &actions);
+    assert_eq!(imported(&actions), None, "not before its parent");
+    assert_eq!(
+        counted(&actions, "p2p_compact_blocks_total", "waiting_parent"),
+        1
+    );
+    // The parent is finished and handed over; its verdict releases the child.
+    let actions = frame(
+        &mut core,
+        50,
+        peer,
+        Message::BlockTxs {
+            block: parent.hash(),
+            txs: vec![tx(2)],
+        },
+    );
+    let actions = rebuild(&mut core, &chain, 60, &actions);
+    assert_eq!(imported(&actions), Some(parent.clone()));
+    chain.0.borrow_mut().blocks.insert(parent.hash());
+    core.handle(
+        at(70),
+        Input::BlockVerdict {
+            from: Some(peer),
+            hash: parent.hash(),
+            size: parent.encoded_len(),
+            verdict: BlockVerdict::Accepted,
+        },
+    );
+    assert_eq!(imported(&drain(&mut core)), Some(child));
+}
+
+#[test]
+fn a_compact_block_whose_parent_is_being_validated_follows_it_at_once() {
+    let (mut core, chain) = core("a");
+    let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let parent = block_of((0..2).map(tx).collect());
+    let child = child_of(&parent, (2..4).map(tx).collect());
+    for n in 0..4 {
+        chain.add_tx(tx(n));
+    }
+    let actions = compact_from(&mut core, 10, peer, &parent);
+    let actions = rebuild(&mut core, &chain, 20, &actions);
+    assert_eq!(imported(&actions), Some(parent.clone()));
+    // No verdict yet: the parent is with the validator, which takes
+    // blocks in order, so the child goes straight behind it.
+    let actions = compact_from(&mut core, 30, peer, &child);
+    let actions = rebuild(&mut core, &chain, 40, &actions);
+    assert_eq!(imported(&actions), Some(child));
+    // A block nobody is working on is still fetched whole.
+    let stranger = child_of(&block_of(vec![tx(9)]), vec![tx(8)]);
+    let actions = compact_from(&mut core, 50, peer, &stranger);
+    assert_eq!(
+        counted(&actions, "p2p_compact_blocks_total", "unknown_parent"),
+        1
+    );
+}
+
 #[test]
 fn a_block_whose_txs_are_all_pooled_needs_no_round_trip() {
     let (mut core, chain) = core("a");
