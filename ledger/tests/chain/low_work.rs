@@ -155,7 +155,7 @@ fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
 /// descendants, from memory and from the store.
 #[test]
 fn stale_side_branches_deeper_than_the_limit_are_pruned_from_memory_and_disk() {
-    use ledger::chain::{SideBranchLimits, STALE_BRANCH_DEPTH};
+    use ledger::chain::SideBranchLimits;
     let mut fixture = Fixture::new();
     fixture
         .chain
@@ -164,7 +164,6 @@ fn stale_side_branches_deeper_than_the_limit_are_pruned_from_memory_and_disk() {
             ..SideBranchLimits::default()
         })
         .unwrap();
-    assert!(STALE_BRANCH_DEPTH > 20);
     let genesis = fixture.spec.genesis_block();
     let main = branch(&fixture, &genesis, 30, 2_000);
     for block in &main[..10] {
