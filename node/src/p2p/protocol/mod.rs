@@ -222,6 +222,8 @@ pub struct NetworkState<V: ChainView> {
     reannounce_after: u32,
     next_maintenance: Mono,
     last_addr_refresh: Mono,
+    /// Whose turn it is to be asked for addresses (see `maintain`).
+    addr_refresh_turn: usize,
     last_housekeeping: Mono,
     published: Option<Snapshot>,
     /// Items remembered per peer (`gossip::KNOWN_INVENTORY_CAPACITY`
@@ -293,6 +295,7 @@ impl<V: ChainView> NetworkState<V> {
             reannounce_after: relay::REANNOUNCE_EVERY_BLOCKS.start,
             next_maintenance: now.mono,
             last_addr_refresh: now.mono,
+            addr_refresh_turn: 0,
             last_housekeeping: now.mono,
             published: None,
             known_inventory_capacity: gossip::KNOWN_INVENTORY_CAPACITY,
@@ -512,9 +515,7 @@ impl<V: ChainView> NetworkState<V> {
         }
         if now.saturating_duration_since(self.last_addr_refresh) >= peers::ADDR_REFRESH {
             self.last_addr_refresh = now;
-            for id in self.ready_conns() {
-                self.send(id, Message::GetAddr);
-            }
+            self.refresh_addresses();
         }
         self.forget_old_gap_requests();
         if now.saturating_duration_since(self.last_housekeeping) >= Duration::from_secs(60) {
@@ -524,6 +525,35 @@ impl<V: ChainView> NetworkState<V> {
             tracing::debug!(forgotten, bans, book = self.book.len(), "P2P housekeeping");
         }
         self.publish();
+    }
+
+    /// Asks one peer a round for addresses, outbound ones in turn when we
+    /// have any (we chose them, so nobody gets asked by dialing us). Every
+    /// peer is asked once at the handshake; asking every peer every round
+    /// made address gossip most of the bytes a large network sent
+    /// (BENCHMARKS.md, "Simulation, third round"). A node that dials only
+    /// its configured peers asks nobody.
+    fn refresh_addresses(&mut self) {
+        if self.config.no_discovery {
+            return;
+        }
+        let ready = self.ready_conns();
+        let outbound: Vec<ConnId> = ready
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.conns
+                    .get(id)
+                    .is_some_and(|conn| conn.direction == Direction::Outbound)
+            })
+            .collect();
+        let candidates = if outbound.is_empty() { ready } else { outbound };
+        if candidates.is_empty() {
+            return;
+        }
+        let id = candidates[self.addr_refresh_turn % candidates.len()];
+        self.addr_refresh_turn = self.addr_refresh_turn.wrapping_add(1);
+        self.send(id, Message::GetAddr);
     }
 
     /// Publishes the peer list and sync state when they changed.

@@ -424,3 +424,52 @@ fn external_address_is_announced_and_offered_first() {
     assert_eq!(own.node_id, Some(core.node_id()));
     assert!(!own.connected);
 }
+
+#[test]
+fn addresses_are_refreshed_from_one_peer_a_round_and_not_without_discovery() {
+    let getaddrs = |actions: &[Action]| -> Vec<ConnId> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Send {
+                    conn,
+                    message: Message::GetAddr,
+                } => Some(*conn),
+                _ => None,
+            })
+            .collect()
+    };
+    for discovery in [true, false] {
+        let (mut core, _) = core_with(
+            ProtocolConfig {
+                no_discovery: !discovery,
+                ..config("refresher", 7000)
+            },
+            1,
+        );
+        let peers: Vec<ConnId> = (0..4)
+            .map(|k| {
+                Remote::new(&format!("peer{k}"), 9100 + k)
+                    .join(&mut core, at(0))
+                    .0
+            })
+            .collect();
+        // Three refresh rounds, each a little past the interval.
+        let mut asked = Vec::new();
+        for round in 1..=3u64 {
+            core.handle(at(round * 61_000), Input::Tick);
+            asked.push(getaddrs(&drain(&mut core)));
+        }
+        if discovery {
+            // One peer a round, a different one each time.
+            assert!(asked.iter().all(|round| round.len() == 1), "{asked:?}");
+            let mut distinct: Vec<ConnId> = asked.concat();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "{asked:?}");
+            assert!(distinct.iter().all(|id| peers.contains(id)));
+        } else {
+            assert!(asked.iter().all(Vec::is_empty), "{asked:?}");
+        }
+    }
+}
