@@ -477,6 +477,7 @@ fn process(
     // oldest orphan with a new one.
     let at_orphan_share =
         source.filter(|source| chain.orphans_held_by(*source) >= MAX_ORPHANS_PER_SOURCE);
+    let pruned_before = chain.pruned_side_blocks();
     let result = if synced {
         chain.process_block_held(block, now_ms(), HELD_CONNECTS)
     } else if unrequested {
@@ -487,6 +488,18 @@ fn process(
     context
         .metrics
         .observe("block_validation_seconds", started.elapsed().as_secs_f64());
+    let pruned = chain.pruned_side_blocks() - pruned_before;
+    if pruned > 0 {
+        // Side branches forking too deep, or past the cap on side blocks
+        // (the ledger logs which rule each time).
+        context
+            .metrics
+            .add("p2p_side_blocks_pruned_total", &[], pruned);
+        tracing::info!(block = %hash, pruned, side_blocks = chain.side_block_count(), rule = "side_branch_limits", "pruned side-branch blocks from the index and the store");
+    }
+    context
+        .metrics
+        .set("chain_side_blocks", &[], chain.side_block_count() as i64);
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {

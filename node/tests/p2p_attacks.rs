@@ -219,6 +219,85 @@ async fn attack4_request_table_flood_does_not_blind_gossip() {
     setup.stop().await;
 }
 
+/// Attack 4 (one shared event channel): a peer floods the victim with
+/// cheap frames (unsolicited `Pong`s, which break no rule) as fast as its
+/// socket takes them. Its reader may have only its share of frames waiting
+/// for the driver, so it waits (counted in `p2p_event_share_waits_total`)
+/// instead of filling the channel the honest peer's frames go through:
+/// the honest peer's new tx and block still arrive within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack4_one_flooding_peer_does_not_delay_everyone_through_the_event_channel() {
+    let _alone = ALONE.lock().await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    let before = resident_bytes();
+    let waits = || {
+        setup
+            .node
+            .metrics
+            .counter("p2p_event_share_waits_total", &[("rule", "event_share")])
+    };
+    let waits_before = waits();
+    let mut flooder = FakePeer::connect(setup.node.socket_addr()).await;
+    flooder.handshake(&spec).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sent_in_task = sent.clone();
+    let flood = tokio::spawn(async move {
+        let mut nonce = 0u64;
+        loop {
+            nonce += 1;
+            if !flooder.send(&Message::Pong(nonce)).await {
+                break;
+            }
+            sent_in_task.fetch_add(1, Ordering::Relaxed);
+            if nonce.is_multiple_of(256) {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    wait_for("the flooder's reader waited for its share", LONG, || {
+        waits() > waits_before
+    })
+    .await;
+    let genesis = setup.node.backend.genesis();
+    let started = Instant::now();
+    let txid = setup
+        .honest
+        .backend
+        .add_tx(transfer(&genesis, 3, 0, "honest"))
+        .expect("admitted");
+    wait_for("honest tx in the victim's mempool", LONG, || {
+        setup.node.backend.mempool_has(&txid)
+    })
+    .await;
+    let tx_delay = started.elapsed();
+    let started = Instant::now();
+    let block = setup.honest.backend.mine(0);
+    wait_for("honest block at the victim", LONG, || {
+        setup.node.backend.tip_hash() == block
+    })
+    .await;
+    let block_delay = started.elapsed();
+    let waited = waits() - waits_before;
+    flood.abort();
+    println!(
+        "FIGURE attack 4 (event share): {} flood frames sent, the flooder's reader waited {waited} \
+         times; honest tx after {tx_delay:?}, honest block after {block_delay:?}",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(
+        tx_delay < Duration::from_secs(2),
+        "honest tx took {tx_delay:?}"
+    );
+    assert!(
+        block_delay < Duration::from_secs(2),
+        "honest block took {block_delay:?}"
+    );
+    check_rss("attack 4 (event share)", before);
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
 /// Attack 5: 10 identities reconnect three times each and send 1,000
 /// addresses stamped now; the honest addresses the victim reached before
 /// stay, and most of its outbound dials still go to them.

@@ -274,6 +274,7 @@ async fn low_work_side_branches_filling_disk_and_memory() {
     .await;
     let reader = setup.node.backend.reader().clone();
     let stored_before = reader.stored_block_count();
+    let index_before = setup.node.backend.index_len();
     let rss_before = resident_bytes();
     let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;
     attacker.handshake(&spec).await;
@@ -305,6 +306,7 @@ async fn low_work_side_branches_filling_disk_and_memory() {
     let delay = started.elapsed();
     drain(&mut attacker, Duration::from_millis(50)).await;
     let stored = reader.stored_block_count() - stored_before;
+    let indexed = setup.node.backend.index_len() - index_before;
     let rss_growth = resident_bytes().saturating_sub(rss_before);
     let fork_stored = fork
         .iter()
@@ -312,17 +314,224 @@ async fn low_work_side_branches_filling_disk_and_memory() {
         .count();
     println!(
         "FIGURE attack 2 (low-work fork): 39 fork blocks sent, {fork_stored} stored; store grew by \
-         {stored} block(s) (the honest one); honest block delay {delay:?}; RSS grew {} KiB",
+         {stored} block(s) and the index by {indexed} (the honest one); honest block delay \
+         {delay:?}; RSS grew {} KiB",
         rss_growth / 1024
     );
     assert_eq!(fork_stored, 0, "no fork block stored");
     assert_eq!(stored, 1, "only the honest block was stored");
+    assert_eq!(indexed, 1, "only the honest block was indexed");
     assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
     assert!(
         !setup.node.p2p.is_node_banned(&attacker.key.public_key()),
         "a stale branch is not misbehaviour"
     );
     drop(attacker);
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+/// Attack 2 through a sync: a peer claims a little more work than ours,
+/// and its headers, a fork from genesis, back the claim as the sync counts
+/// it, so the victim fetches the fork block by block and stores what it
+/// asked for. Side blocks are capped: past `MAX_SIDE_BLOCKS` the victim
+/// forgets the fork's weakest leaf, from its index and its store (the
+/// fork's later blocks then wait as orphans, in the bounded pool), and
+/// the honest peer's blocks still arrive. (Regtest's target cannot ease,
+/// so the fork is kept shorter than the victim's chain.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
+    use ledger::chain::{MAX_ORPHANS, MAX_SIDE_BLOCKS};
+    let _alone = ALONE.lock().await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    let length = MAX_SIDE_BLOCKS + 80;
+    for _ in 0..length {
+        setup.node.backend.mine(0);
+    }
+    let tip = setup.node.backend.tip_hash();
+    wait_for("honest peer synced", LONG, || {
+        setup.honest.backend.tip_hash() == tip
+    })
+    .await;
+    let fed = MAX_SIDE_BLOCKS + 64;
+    let mut parent = spec.genesis_block().header;
+    let mut fork = Vec::new();
+    for _ in 0..fed {
+        let block = empty_block_on(&spec, &parent, 30_000);
+        parent = block.header.clone();
+        fork.push(block);
+    }
+    let reader = setup.node.backend.reader().clone();
+    let stored_before = reader.stored_block_count();
+    let index_before = setup.node.backend.index_len();
+    let judged_before = setup.node.backend.process_times().len();
+    let rss_before = resident_bytes();
+    let claim = reader
+        .tip()
+        .total_work
+        .saturating_add(&ledger::Work(ledger::U256::ONE));
+    let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;
+    attacker.handshake_claiming(&spec, claim).await;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served_in_task = served.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_in_task = stop.clone();
+    let feeder = tokio::spawn(async move {
+        let mut headers_sent = false;
+        while !stop_in_task.load(std::sync::atomic::Ordering::Relaxed) {
+            match attacker.recv(Duration::from_millis(50)).await {
+                Some(Message::GetHeaders(_)) => {
+                    let headers = if headers_sent {
+                        Vec::new()
+                    } else {
+                        fork.iter().map(|block| block.header.clone()).collect()
+                    };
+                    headers_sent = true;
+                    attacker.send(&Message::Headers(headers)).await;
+                }
+                Some(Message::GetData(items)) => {
+                    for item in items {
+                        if let InvItem::Block(hash) = item {
+                            if let Some(block) = fork.iter().find(|block| block.hash() == hash) {
+                                attacker.send(&Message::Block(block.clone())).await;
+                                served_in_task.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                Some(Message::Ping(nonce)) => {
+                    attacker.send(&Message::Pong(nonce)).await;
+                }
+                Some(_) => {}
+                None => {
+                    if attacker.closed_within(Duration::from_millis(1)).await {
+                        break;
+                    }
+                }
+            }
+        }
+        attacker
+    });
+    let mut most_side = 0;
+    wait_for("victim judged the fork", Duration::from_secs(60), || {
+        most_side = most_side.max(setup.node.backend.side_block_count());
+        setup.node.backend.process_times().len() >= judged_before + fed
+    })
+    .await;
+    let started = Instant::now();
+    let honest_block = setup.honest.backend.mine(0);
+    wait_for("victim gets the honest block", LONG, || {
+        setup.node.backend.tip_hash() == honest_block
+    })
+    .await;
+    let delay = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attacker = feeder.await.expect("feeder");
+    let stored = reader.stored_block_count() - stored_before;
+    let indexed = setup.node.backend.index_len() - index_before;
+    let side = setup.node.backend.side_block_count();
+    let rss_growth = resident_bytes().saturating_sub(rss_before);
+    println!(
+        "FIGURE attack 2 (through a sync): {} of {fed} fork blocks served; store grew by {stored} \
+         blocks and the index by {indexed} (side blocks {side}, at most {most_side} seen); \
+         honest block delay {delay:?}; RSS grew {} KiB",
+        served.load(std::sync::atomic::Ordering::Relaxed),
+        rss_growth / 1024
+    );
+    assert!(
+        served.load(std::sync::atomic::Ordering::Relaxed) >= fed,
+        "the victim fetched the whole fork"
+    );
+    assert!(most_side <= MAX_SIDE_BLOCKS, "{most_side} side blocks seen");
+    assert!(side <= MAX_SIDE_BLOCKS, "{side} side blocks kept");
+    // The fork's kept blocks and the honest one.
+    assert!(indexed <= MAX_SIDE_BLOCKS + 1, "index grew by {indexed}");
+    assert!(stored <= MAX_SIDE_BLOCKS + 1, "store grew by {stored}");
+    assert!(setup.node.backend.orphan_count() <= MAX_ORPHANS);
+    assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
+    assert!(
+        !setup.node.p2p.is_node_banned(&attacker.key.public_key()),
+        "a stale branch is not misbehaviour"
+    );
+    drop(attacker);
+    setup.still_serves(0).await;
+    setup.stop().await;
+}
+
+/// Attack 8 (orphans per peer): a peer sends 100 blocks whose parent it
+/// withholds. Each waits as an orphan charged to that peer, which keeps at
+/// most `MAX_ORPHANS_PER_SOURCE` (its newest replace its oldest), so the
+/// pool stays open to others: another peer's orphan is kept and connects
+/// when its parent arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_pool_limited_per_peer() {
+    use ledger::chain::MAX_ORPHANS_PER_SOURCE;
+    let _alone = ALONE.lock().await;
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    let spec = setup.node.backend.spec().clone();
+    setup.node.backend.mine(0);
+    let tip = setup.node.backend.tip_hash();
+    wait_for("honest peer synced", LONG, || {
+        setup.honest.backend.tip_hash() == tip
+    })
+    .await;
+    // A withheld parent and 100 descendants, each an orphan on arrival.
+    let withheld = empty_block_on(&spec, &spec.genesis_block().header, 30_000);
+    let mut parent = withheld.header.clone();
+    let mut orphans = Vec::new();
+    for _ in 0..100 {
+        let block = empty_block_on(&spec, &parent, 30_000);
+        parent = block.header.clone();
+        orphans.push(block);
+    }
+    let judged_before = setup.node.backend.process_times().len();
+    let rss_before = resident_bytes();
+    let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;
+    attacker.handshake(&spec).await;
+    for block in &orphans {
+        assert!(attacker.send(&Message::Block(block.clone())).await);
+    }
+    wait_for("victim judged the orphans", LONG, || {
+        setup.node.backend.process_times().len() >= judged_before + orphans.len()
+    })
+    .await;
+    let held = setup.node.backend.orphan_count();
+
+    // Another peer's orphan still finds room, and connects with its parent.
+    let mut other = FakePeer::connect(setup.node.socket_addr()).await;
+    other.handshake(&spec).await;
+    let tip_header = setup
+        .node
+        .backend
+        .reader()
+        .header(&tip)
+        .expect("tip header");
+    let first = empty_block_on(&spec, &tip_header, 1_000);
+    let second = empty_block_on(&spec, &first.header, 1_000);
+    assert!(other.send(&Message::Block(second.clone())).await);
+    wait_for("the other peer's orphan is held", LONG, || {
+        setup.node.backend.orphan_count() > held
+    })
+    .await;
+    assert!(other.send(&Message::Block(first)).await);
+    wait_for("the other peer's orphan connected", LONG, || {
+        setup.node.backend.tip_hash() == second.hash()
+    })
+    .await;
+    let rss_growth = resident_bytes().saturating_sub(rss_before);
+    println!(
+        "FIGURE attack 8 (orphans per peer): 100 orphans sent by one peer, {held} held \
+         (share {MAX_ORPHANS_PER_SOURCE}); another peer's orphan kept and connected; RSS grew {} KiB",
+        rss_growth / 1024
+    );
+    assert!(
+        held <= MAX_ORPHANS_PER_SOURCE,
+        "{held} orphans held for one peer"
+    );
+    assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
+    drop(attacker);
+    drop(other);
     setup.still_serves(0).await;
     setup.stop().await;
 }

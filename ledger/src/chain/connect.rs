@@ -106,6 +106,8 @@ impl Chain {
             let keep = self.unindexed.len().saturating_sub(held.blocks.len());
             self.unindexed.truncate(keep);
             for connect in held.blocks {
+                let height = connect.cached.block.header.height;
+                self.side.insert((height, connect.hash), height);
                 if connect.new_body.is_some() {
                     self.unstored.push((connect.hash, connect.cached));
                 }
@@ -177,6 +179,7 @@ impl Chain {
             });
             self.unindexed.push((*hash, Arc::clone(cached)));
             self.tip = *hash;
+            self.side.remove(&(block.header.height, *hash));
             if self.held.blocks.len() >= self.hold_limit {
                 self.commit_held()?;
             }
@@ -186,6 +189,7 @@ impl Chain {
             .connect_block(hash, block, &change, new_body.as_ref())?;
         self.unindexed.push((*hash, Arc::clone(cached)));
         self.tip = *hash;
+        self.side.remove(&(block.header.height, *hash));
         Ok(Ok(()))
     }
 
@@ -238,6 +242,8 @@ impl Chain {
         self.store
             .disconnect_block(&hash, block, &cached.txids, &undo, indexed)?;
         self.tip = block.header.prev_hash;
+        let height = block.header.height;
+        self.side.insert((height, hash), height);
         Ok(())
     }
 }

@@ -17,13 +17,16 @@
 //! One concept a file: `tree` (accepting blocks and fork choice), `connect`
 //! (moving the tip one block, and the group commit of held connects),
 //! `orphans` (blocks waiting for their parent), `cache` (the writer's
-//! bounded memories: recent bodies, rejected headers), `open` (loading the
-//! index and recovering from a crash) and `reader` (`ChainReader`).
+//! bounded memories: recent bodies, rejected headers), `prune` (side
+//! branches: which blocks are off the best chain, and forgetting the stale
+//! and the surplus ones), `open` (loading the index and recovering from a
+//! crash) and `reader` (`ChainReader`).
 
 mod cache;
 mod connect;
 mod open;
 mod orphans;
+mod prune;
 mod reader;
 mod tree;
 
@@ -43,6 +46,8 @@ use cache::{CachedBlock, RecentBlocks, RejectedHeaders};
 use connect::HeldConnects;
 use orphans::OrphanPool;
 pub use orphans::OrphanSource;
+use prune::SideBlocks;
+pub use prune::{SideBranchLimits, MAX_SIDE_BLOCKS, STALE_BRANCH_DEPTH};
 pub use reader::ChainReader;
 use std::collections::HashMap;
 use std::path::Path;
@@ -253,6 +258,10 @@ pub struct Chain {
     held: HeldConnects,
     /// How many connects the current call may hold (0: commit each).
     hold_limit: usize,
+    /// Indexed blocks off the best chain (see `prune`).
+    side: SideBlocks,
+    side_limits: SideBranchLimits,
+    pruned_side_blocks: u64,
 }
 
 /// Called with each block the chain is about to connect, once it has passed

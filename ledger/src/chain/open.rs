@@ -171,6 +171,9 @@ impl Chain {
             unstored: Vec::new(),
             held: HeldConnects::default(),
             hold_limit: 0,
+            side: Default::default(),
+            side_limits: Default::default(),
+            pruned_side_blocks: 0,
         };
         let index_ms = phase.elapsed().as_millis() as u64;
         let phase = std::time::Instant::now();
@@ -178,6 +181,7 @@ impl Chain {
             .check_best_chain()
             .map_err(|error| corrupt(error.to_string()))?;
         let check_ms = phase.elapsed().as_millis() as u64;
+        chain.side = chain.find_side_blocks();
         let phase = std::time::Instant::now();
         chain.mark_missing_data().map_err(from_storage)?;
         let missing_ms = phase.elapsed().as_millis() as u64;
@@ -188,6 +192,7 @@ impl Chain {
         chain.activate_best_chain(None).map_err(from_storage)?;
         // Blocks re-connected just now (a reorg the crash interrupted).
         chain.write_indexes().map_err(from_storage)?;
+        let pruned = chain.prune_side_branches().map_err(from_storage)?;
         let recover_ms = phase.elapsed().as_millis() as u64;
         let tip = chain.tip();
         tracing::info!(
@@ -197,6 +202,8 @@ impl Chain {
             check_ms,
             missing_ms,
             recover_ms,
+            side_blocks = chain.side.len(),
+            pruned,
             "chain store open"
         );
         Ok(chain)

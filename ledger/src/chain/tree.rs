@@ -154,10 +154,16 @@ impl Chain {
 
         let result = self.accept_and_activate(hash, block, now_ms);
         // Bodies that did not go out with a connect (side branches, blocks
-        // that failed to connect) are stored now, whatever happened.
+        // that failed to connect) are stored now, whatever happened; then
+        // side branches past the limits are forgotten.
         let stored = self.store_unstored();
+        let pruned = match &stored {
+            Ok(()) => self.prune_side_branches().map(|_| ()),
+            Err(_) => Ok(()),
+        };
         let outcome = result?;
         stored?;
+        pruned?;
         Ok(outcome)
     }
 
@@ -271,6 +277,8 @@ impl Chain {
             seq: self.next_seq,
         };
         self.next_seq += 1;
+        let tip_height = self.nodes[&self.tip].header.height;
+        self.side.insert((block.header.height, hash), tip_height);
         self.children
             .entry(block.header.prev_hash)
             .or_default()

@@ -14,7 +14,8 @@
 //! `sled_backend.rs`, `memory.rs`.
 //!
 //! Trees (keys and values are canonical encodings unless noted):
-//! - `blocks`: block hash -> `Block`. Every stored block, on any branch.
+//! - `blocks`: block hash -> `Block`. Every stored block, on any branch
+//!   (side branches until the chain prunes them: `remove_blocks`).
 //! - `block_index`: block hash -> `IndexEntry` (header, cumulative work,
 //!   status valid / invalid / data missing, first-seen sequence number).
 //! - `best_chain`: height (u64 big-endian, so keys sort by height) -> hash.

@@ -88,6 +88,21 @@ impl Store {
         commit(&[&self.blocks, &self.index], &batch)
     }
 
+    /// Forgets side-branch blocks: their bodies and index entries go in
+    /// one commit. Only for blocks off the best chain (they have no undo
+    /// record, height entry or tx index entries to leave behind).
+    pub fn remove_blocks(&self, hashes: &[BlockHash]) -> Result<(), StorageError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        for hash in hashes {
+            batch.remove(0, hash.as_bytes());
+            batch.remove(1, hash.as_bytes());
+        }
+        commit(&[&self.blocks, &self.index], &batch)
+    }
+
     /// Rewrites index entries (status changes) in one batch.
     pub fn put_index_entries(
         &self,

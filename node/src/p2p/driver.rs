@@ -261,6 +261,10 @@ impl<B: Backend> Driver<B> {
                 "Times a peer's reader waited because it had its share of frames queued for the driver.",
             ),
             (
+                "p2p_side_blocks_pruned_total",
+                "Side-branch blocks forgotten from the index and the store (too deep below the tip, or past the cap on side blocks).",
+            ),
+            (
                 "p2p_orphans_replaced_total",
                 "Orphan blocks a peer at its share of the orphan pool replaced with newer ones of its own.",
             ),

@@ -131,6 +131,25 @@ impl TestBackend {
         self.inner.reader.has_block(hash)
     }
 
+    /// Blocks in the chain's in-memory block index, on every branch.
+    pub fn index_len(&self) -> usize {
+        lock(&self.inner.chain).as_ref().map_or(0, Chain::index_len)
+    }
+
+    /// Blocks waiting in the chain's orphan pool.
+    pub fn orphan_count(&self) -> usize {
+        lock(&self.inner.chain)
+            .as_ref()
+            .map_or(0, Chain::orphan_count)
+    }
+
+    /// Blocks in the chain's index that are off the best chain.
+    pub fn side_block_count(&self) -> usize {
+        lock(&self.inner.chain)
+            .as_ref()
+            .map_or(0, Chain::side_block_count)
+    }
+
     pub fn confirmed(&self, txid: &TxId) -> bool {
         self.inner.reader.tx(txid).is_some()
     }
