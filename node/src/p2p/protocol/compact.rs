@@ -361,6 +361,11 @@ impl<V: ChainView> NetworkState<V> {
                 .insert(hash, (parent, from, block, now));
             return;
         }
+        self.hand_to_validation(from, hash, block);
+    }
+
+    /// Hands a rebuilt block to the validator, which takes blocks in order.
+    fn hand_to_validation(&mut self, from: ConnId, hash: BlockHash, block: Block) {
         let size = block.encoded_len();
         self.block_backlog += 1;
         self.compact.importing.insert(hash);
@@ -403,15 +408,7 @@ impl<V: ChainView> NetworkState<V> {
         for hash in late {
             if let Some((_, from, block, _)) = self.compact.waiting.remove(&hash) {
                 self.metric_inc("p2p_compact_blocks_total", ("result", "parent_timeout"));
-                let size = block.encoded_len();
-                self.block_backlog += 1;
-                self.compact.importing.insert(hash);
-                self.push(Action::ImportBlock {
-                    from: Some(from),
-                    block: Box::new(block),
-                    size,
-                    from_sync: false,
-                });
+                self.hand_to_validation(from, hash, block);
             }
         }
     }
