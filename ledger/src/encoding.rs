@@ -103,14 +103,14 @@ pub fn decode_with_limit<T: Decode<()>>(bytes: &[u8], limit: usize) -> Result<T,
 }
 
 /// The fixed-size byte values (keys, signatures, hashes, addresses) encode
-/// as their raw bytes, exactly as bincode encodes a `[u8; N]`, but written
-/// here with `#[inline]`: every tx carries three of them and a block
-/// thousands, and a derived encoder left the call to bincode's generic
-/// array encoder wherever the compiler's codegen units happened to put it
-/// (a tx's encode ran half as many instructions again when it was out of
-/// line). Decoding stays derived.
-macro_rules! encode_as_raw_bytes {
-    ($($ty:ty),* $(,)?) => {$(
+/// as their raw bytes and decode from them, exactly as bincode does for a
+/// `[u8; N]` (claiming the N bytes first), but written here with
+/// `#[inline]`: every tx carries three of them and a block thousands, and a
+/// derived impl left the call to bincode's generic array code wherever the
+/// compiler's codegen units happened to put it (a tx's encode ran half as
+/// many instructions again when it was out of line).
+macro_rules! raw_bytes_codec {
+    ($($ty:ty: $len:literal),* $(,)?) => {$(
         impl Encode for $ty {
             #[inline]
             fn encode<E: bincode::enc::Encoder>(
@@ -120,14 +120,28 @@ macro_rules! encode_as_raw_bytes {
                 bincode::enc::write::Writer::write(encoder.writer(), &self.0)
             }
         }
+
+        impl<Context> Decode<Context> for $ty {
+            #[inline]
+            fn decode<D: bincode::de::Decoder<Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                decoder.claim_bytes_read($len)?;
+                let mut bytes = [0u8; $len];
+                bincode::de::read::Reader::read(decoder.reader(), &mut bytes)?;
+                Ok(Self(bytes))
+            }
+        }
+
+        bincode::impl_borrow_decode!($ty);
     )*};
 }
 
-encode_as_raw_bytes!(
-    crate::keys::PublicKey,
-    crate::keys::Signature,
-    crate::hash::Hash256,
-    crate::address::Address,
+raw_bytes_codec!(
+    crate::keys::PublicKey: 32,
+    crate::keys::Signature: 64,
+    crate::hash::Hash256: 32,
+    crate::address::Address: 20,
 );
 
 /// Where each transaction's canonical bytes sit inside its block's
@@ -181,6 +195,11 @@ mod tests {
         assert_eq!(decode::<PublicKey>(&encode(&key)).unwrap(), key);
         assert!(decode::<Signature>(&encode(&signature)).unwrap() == signature);
         assert_eq!(decode::<Address>(&encode(&address)).unwrap(), address);
+        assert!(decode::<PublicKey>(&[0; 31]).is_err());
+        assert!(matches!(
+            decode::<Signature>(&[0; 65]),
+            Err(DecodeError::TrailingBytes(1))
+        ));
     }
 
     #[test]
