@@ -1082,3 +1082,47 @@ fn held_txs_are_released_when_their_gap_fills() {
     assert!(later.iter().all(|txid| !fixture.pool.is_held(txid)));
     assert_eq!(fixture.pool.future_len(), 0);
 }
+
+/// Found by the `mempool_ops` fuzz target: a tx left behind a hole in its
+/// sender's executable run (here by expiry) is not held, so replacing it
+/// passes the held cap's check; the replacement must then not be counted
+/// as held, or the sender's held txs go past their cap.
+#[test]
+fn a_replacement_behind_a_hole_keeps_the_held_cap() {
+    let config = MempoolConfig {
+        expiry_ms: 3_600_000,
+        max_future_per_sender: 2,
+        ..MempoolConfig::default()
+    };
+    let mut fixture = Fixture::with_config(config);
+    let alice = key(1);
+    fixture.fund(&alice, 10 * COIN, 0);
+    let sender = address(&alice);
+    let add = |fixture: &mut Fixture, nonce: u64, fee: u64, at: u64| {
+        let tx = fixture.tx(&alice, nonce, fee, 5);
+        fixture.pool.add(tx, &fixture.accounts, at)
+    };
+    // Nonce 1 first (held), then 0, 2 and 3 an hour later: one run 0..4.
+    add(&mut fixture, 1, MIN_FEE, NOW).unwrap();
+    for nonce in [0, 2, 3] {
+        add(&mut fixture, nonce, MIN_FEE, NOW + 3_600_000).unwrap();
+    }
+    assert_eq!(fixture.pool.future_len(), 0);
+    // Nonce 1 expires: 2 and 3 now wait behind a hole, not held.
+    assert_eq!(fixture.pool.expire(NOW + 3_600_000), 1);
+    assert_eq!(fixture.pool.queue_lengths(&sender), (1, 2));
+    assert_eq!(fixture.pool.future_len(), 0);
+    // Two txs past the hole fill the sender's held cap.
+    add(&mut fixture, 5, MIN_FEE, NOW + 3_600_000).unwrap();
+    add(&mut fixture, 6, MIN_FEE, NOW + 3_600_000).unwrap();
+    assert_eq!(fixture.pool.future_len(), 2);
+    // Replacing nonce 2 keeps it as it was: the held count stays at its cap.
+    let replacement = add(&mut fixture, 2, MIN_FEE * 2, NOW + 3_600_000).unwrap();
+    assert!(!fixture.pool.is_held(&replacement));
+    assert_eq!(fixture.pool.future_len(), 2);
+    // A new tx past the hole is still refused at the cap.
+    assert_eq!(
+        add(&mut fixture, 7, MIN_FEE, NOW + 3_600_000),
+        Err(MempoolError::MempoolFull)
+    );
+}

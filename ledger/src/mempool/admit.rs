@@ -163,11 +163,19 @@ impl Mempool {
             txid,
             added_ms: now_ms,
             seq: self.index.next_seq,
-            held: false,
+            held: newcomer_held,
         };
         self.index.next_seq += 1;
         let replaced = self.index.remove(queue, sender, nonce);
-        self.index.insert(queue, sender, entry);
+        if replaced.is_some() {
+            // A replacement takes its predecessor's place as it was, held
+            // or not: a tx that a later hole (expiry, a reorg) left behind
+            // the executable run is not held, and its replacement must not
+            // become held past the checks above (the side pool's caps).
+            self.index.restore(queue, sender, entry);
+        } else {
+            self.index.insert(queue, sender, entry);
+        }
 
         // Over a cap: evict sender tails, held ones first, then the
         // cheapest. Only tails, so no pending tx ever loses the tx it

@@ -111,9 +111,10 @@ impl PoolIndex {
         self.place(queue, sender, entry);
     }
 
-    /// Puts back an entry that an admission being undone removed, held or
-    /// not as it was: a tx behind a hole that expiry left is not held, and
-    /// must not come back held (past the side pool's cap).
+    /// Places an entry held or not as it says: one that an admission being
+    /// undone removed, or a replacement taking its predecessor's place. A
+    /// tx behind a hole that expiry or a reorg left is not held, and must
+    /// not come back held (past the side pool's cap).
     pub(super) fn restore(&mut self, queue: &mut SenderQueue, sender: Address, entry: PoolTx) {
         self.place(queue, sender, entry);
     }
