@@ -308,7 +308,9 @@ impl SimNode {
                     Import::Unrequested
                 };
                 let verdict = self.import_block(now, *block, import, &mut events);
-                if let (BlockVerdict::Accepted | BlockVerdict::SideBranch, Some(conn)) = (&verdict, from) {
+                if let (BlockVerdict::Accepted | BlockVerdict::SideBranch, Some(conn)) =
+                    (&verdict, from)
+                {
                     self.observed.push(Observed::BlockFrom { hash, conn });
                 }
                 inputs.push(Input::BlockVerdict {

@@ -566,7 +566,6 @@ impl<V: ChainView> NetworkState<V> {
                 } else {
                     tracing::info!(peer = ?from, %hash, %reason, "peer's block rejected");
                 }
-
             }
         }
         self.release_children(&hash);

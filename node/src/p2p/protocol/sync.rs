@@ -121,8 +121,7 @@ impl BlockSync {
     /// Whether we are catching up: headers asked, or blocks wanted or
     /// being validated.
     pub fn is_active(&self) -> bool {
-        !self.wanted.is_empty()
-            || self.peers.values().any(|peer| peer.headers_asked.is_some())
+        !self.wanted.is_empty() || self.peers.values().any(|peer| peer.headers_asked.is_some())
     }
 
     pub fn started_at(&self) -> Option<Mono> {
@@ -298,7 +297,11 @@ impl BlockSync {
         usable: impl Fn(ConnId) -> bool,
     ) -> Vec<(ConnId, BlockHash)> {
         let mut batch = Vec::new();
-        if self.peers.values().all(|peer| peer.in_flight >= peer.share()) {
+        if self
+            .peers
+            .values()
+            .all(|peer| peer.in_flight >= peer.share())
+        {
             return batch;
         }
         let window: Vec<BlockHash> = self

@@ -69,9 +69,7 @@ impl<V: ChainView> NetworkState<V> {
             }
         }
         let usable = self.ready_set();
-        let batch = self
-            .sync
-            .next_requests(now, |id| usable.contains(&id));
+        let batch = self.sync.next_requests(now, |id| usable.contains(&id));
         let mut by_peer: BTreeMap<ConnId, Vec<InvItem>> = BTreeMap::new();
         for (peer, hash) in batch {
             let item = InvItem::Block(hash);
@@ -177,7 +175,10 @@ impl<V: ChainView> NetworkState<V> {
         let block_timeout = (stall / 3).max(Duration::from_secs(2)).min(stall);
         let again = self.sync.expire_received(now, stall * 2);
         if again > 0 {
-            tracing::debug!(blocks = again, "synced blocks still waiting for their parents: wanted again");
+            tracing::debug!(
+                blocks = again,
+                "synced blocks still waiting for their parents: wanted again"
+            );
         }
         let (stalled, taken_back) = self.sync.expire(now, block_timeout);
         for hash in taken_back {

@@ -70,7 +70,10 @@ fn two_holders(n: usize) -> (BlockSync, Vec<Header>) {
         sync.on_headers(peer, &headers, ms(0), Work::ZERO, |_| None, |_| false)
             .expect("valid");
         assert!(sync.headers_complete(peer));
-        assert_eq!(sync.peer(peer).expect("known").checked_work, times(n as u64));
+        assert_eq!(
+            sync.peer(peer).expect("known").checked_work,
+            times(n as u64)
+        );
     }
     (sync, headers)
 }
@@ -81,14 +84,23 @@ fn blocks_come_from_several_peers_at_once_lowest_heights_first() {
     let batch = sync.next_requests(ms(0), |_| true);
     assert_eq!(batch.len(), 2 * MAX_BLOCKS_IN_FLIGHT_PER_PEER);
     let from_a = batch.iter().filter(|(id, _)| *id == A).count();
-    assert_eq!(from_a, MAX_BLOCKS_IN_FLIGHT_PER_PEER, "the share is per peer");
+    assert_eq!(
+        from_a, MAX_BLOCKS_IN_FLIGHT_PER_PEER,
+        "the share is per peer"
+    );
     let asked: BTreeSet<BlockHash> = batch.iter().map(|(_, hash)| *hash).collect();
     let lowest: BTreeSet<BlockHash> = headers[..batch.len()].iter().map(Header::hash).collect();
-    assert_eq!(asked, lowest, "the window starts at the lowest missing height");
+    assert_eq!(
+        asked, lowest,
+        "the window starts at the lowest missing height"
+    );
     // Each arrival frees a place in its peer's share.
     let (peer, hash) = batch[0];
     assert!(sync.block_received(peer, &hash, 100, ms(5)));
-    assert!(!sync.block_received(peer, &hash, 100, ms(5)), "counted once");
+    assert!(
+        !sync.block_received(peer, &hash, 100, ms(5)),
+        "counted once"
+    );
     let next = sync.next_requests(ms(10), |_| true);
     assert_eq!(next, vec![(peer, headers[batch.len()].hash())]);
     assert!(sync.block_judged(&hash, false));
@@ -223,16 +235,20 @@ fn checked_work_counts_from_the_fork_point() {
     branch.extend(chain_from(ours[3].hash(), 4, 3, 9));
     let mut sync = BlockSync::new();
     sync.headers_requested(A, ms(0), vec![]);
-    sync.on_headers(A, &branch, ms(0), our_work, work_of, |hash| work_of(hash).is_some())
-        .expect("valid");
+    sync.on_headers(A, &branch, ms(0), our_work, work_of, |hash| {
+        work_of(hash).is_some()
+    })
+    .expect("valid");
     assert_eq!(sync.peer(A).expect("known").checked_work, times(7));
     assert_eq!(sync.n_wanted(), 0, "a branch with less work is not fetched");
     // Counted from our tip instead, it would have seemed worth 13.
     // Its continuation is counted on top of what it showed.
     let longer = chain_from(branch[6].hash(), 7, 4, 9);
     sync.headers_requested(A, ms(1), vec![]);
-    sync.on_headers(A, &longer, ms(1), our_work, work_of, |hash| work_of(hash).is_some())
-        .expect("valid");
+    sync.on_headers(A, &longer, ms(1), our_work, work_of, |hash| {
+        work_of(hash).is_some()
+    })
+    .expect("valid");
     assert_eq!(sync.peer(A).expect("known").checked_work, times(11));
     assert_eq!(sync.n_wanted(), 4, "now it beats our tip");
 }
@@ -251,7 +267,11 @@ fn headers_are_asked_only_while_there_is_room() {
             .expect("valid");
     }
     assert!(sync.n_wanted() <= MAX_WANTED);
-    assert_eq!(sync.n_wanted(), MAX_HEADERS, "held headers running low first");
+    assert_eq!(
+        sync.n_wanted(),
+        MAX_HEADERS,
+        "held headers running low first"
+    );
 }
 
 #[test]
@@ -264,7 +284,9 @@ fn bad_headers_are_refused() {
     assert_eq!(check_headers(&headers), Err(HeadersError::BadProofOfWork));
     let mut sync = BlockSync::new();
     sync.headers_requested(A, ms(0), vec![]);
-    assert!(sync.headers_overdue(ms(15_000), Duration::from_secs(15)).is_empty());
+    assert!(sync
+        .headers_overdue(ms(15_000), Duration::from_secs(15))
+        .is_empty());
     assert_eq!(
         sync.headers_overdue(ms(15_001), Duration::from_secs(15)),
         vec![A]

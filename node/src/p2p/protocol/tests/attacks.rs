@@ -3,8 +3,8 @@
 //! honest peer still gets. Each one failed on the core before its defence.
 
 use super::*;
-use ledger::Height;
 use crate::p2p::message::MAX_HEADERS;
+use ledger::Height;
 use ledger::Target;
 
 /// An inbound peer from a given IP.
@@ -245,14 +245,23 @@ fn attack3_sync_takeover_by_claimed_best_work() {
                 message: Message::GetHeaders(vec![genesis()]),
             });
         }
-        let done = sync_until(&mut core, &chain, &blocks, &peers, honest_work, (20, 60_000));
+        let done = sync_until(
+            &mut core,
+            &chain,
+            &blocks,
+            &peers,
+            honest_work,
+            (20, 60_000),
+        );
         let done = done.unwrap_or_else(|| {
             panic!(
                 "claim {liar_claim}: the late node never reached the honest tip (work {})",
                 chain.0.borrow().tip_work
             )
         });
-        println!("FIGURE attack 3 (claim {liar_claim}, drip {drip_ms} ms): honest tip after {done} ms");
+        println!(
+            "FIGURE attack 3 (claim {liar_claim}, drip {drip_ms} ms): honest tip after {done} ms"
+        );
         assert!(
             done <= SYNC_BOUND_MS,
             "claim {liar_claim}: honest tip only after {done} ms"
@@ -266,7 +275,10 @@ fn attack3_sync_takeover_by_claimed_best_work() {
             "claim {liar_claim}: the liar was dropped"
         );
         assert!(core.conns.contains_key(&honest_conn));
-        assert!(!core.sync.is_active(), "nothing is left wanted from the liar");
+        assert!(
+            !core.sync.is_active(),
+            "nothing is left wanted from the liar"
+        );
     }
 }
 
@@ -681,4 +693,44 @@ fn the_import_backlog_is_bounded_in_bytes() {
     assert!(queued_bytes <= crate::p2p::protocol::relay::MAX_BLOCK_BACKLOG_BYTES);
     assert!(queued_bytes > crate::p2p::protocol::relay::MAX_BLOCK_BACKLOG_BYTES / 2);
     assert!(dropped > 0);
+}
+
+/// Only a block that extended our best chain earns eviction protection: a
+/// side-branch block costs its sender little and helps us not at all.
+#[test]
+fn a_side_branch_block_earns_no_eviction_protection() {
+    let (mut core, _) = core("victim");
+    let stale = remote_at("stale", [45, 1, 0, 1], 9001);
+    let (stale_conn, _) = stale.join(&mut core, at(0));
+    let useful = remote_at("useful", [46, 1, 0, 1], 9002);
+    let (useful_conn, _) = useful.join(&mut core, at(0));
+    for (conn, verdict, k) in [
+        (stale_conn, BlockVerdict::SideBranch, 1u8),
+        (useful_conn, BlockVerdict::Accepted, 2u8),
+    ] {
+        core.handle(
+            at(1_000),
+            Input::BlockVerdict {
+                from: Some(conn),
+                hash: BlockHash(Hash256::digest(&[k])),
+                size: 100,
+                verdict,
+            },
+        );
+    }
+    let actions = drain(&mut core);
+    assert_eq!(
+        counted(&actions, "p2p_blocks_without_credit_total", "side_branch"),
+        1
+    );
+    let last_block_at = |conn: ConnId| {
+        core.conns[&conn]
+            .peer
+            .as_ref()
+            .expect("ready")
+            .behaviour
+            .last_block_at
+    };
+    assert_eq!(last_block_at(stale_conn), None);
+    assert!(last_block_at(useful_conn).is_some());
 }
