@@ -3,7 +3,6 @@
 //! a dev-chain address reads `dev1q...`. The checksum makes a mistyped
 //! address fail to parse instead of paying a stranger.
 
-use crate::encoding::{Decode, Encode};
 use crate::hash::Hash256;
 use crate::keys::PublicKey;
 use bech32::{Bech32m, Fe32, Hrp};
@@ -13,7 +12,7 @@ use std::fmt;
 const ADDRESS_VERSION: u8 = 0;
 
 /// A 20-byte account address.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address(pub [u8; 20]);
 
 /// Why an address string was refused.

@@ -102,6 +102,48 @@ pub fn decode_with_limit<T: Decode<()>>(bytes: &[u8], limit: usize) -> Result<T,
     Ok(value)
 }
 
+/// The fixed-size byte values (keys, signatures, hashes, addresses) encode
+/// as their raw bytes and decode from them, exactly as bincode does for a
+/// `[u8; N]` (claiming the N bytes first), but written here with
+/// `#[inline]`: every tx carries three of them and a block thousands, and a
+/// derived impl left the call to bincode's generic array code wherever the
+/// compiler's codegen units happened to put it (a tx's encode ran half as
+/// many instructions again when it was out of line).
+macro_rules! raw_bytes_codec {
+    ($($ty:ty: $len:literal),* $(,)?) => {$(
+        impl Encode for $ty {
+            #[inline]
+            fn encode<E: bincode::enc::Encoder>(
+                &self,
+                encoder: &mut E,
+            ) -> Result<(), bincode::error::EncodeError> {
+                bincode::enc::write::Writer::write(encoder.writer(), &self.0)
+            }
+        }
+
+        impl<Context> Decode<Context> for $ty {
+            #[inline]
+            fn decode<D: bincode::de::Decoder<Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                decoder.claim_bytes_read($len)?;
+                let mut bytes = [0u8; $len];
+                bincode::de::read::Reader::read(decoder.reader(), &mut bytes)?;
+                Ok(Self(bytes))
+            }
+        }
+
+        bincode::impl_borrow_decode!($ty);
+    )*};
+}
+
+raw_bytes_codec!(
+    crate::keys::PublicKey: 32,
+    crate::keys::Signature: 64,
+    crate::hash::Hash256: 32,
+    crate::address::Address: 20,
+);
+
 /// Where each transaction's canonical bytes sit inside its block's
 /// canonical encoding, as (offset, length): the block is its header, the
 /// transaction count (a u64) and each transaction in turn. Stored in the tx
@@ -133,6 +175,31 @@ mod tests {
         assert_eq!(encode(&1u64), vec![1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(encode(&vec![7u8]), vec![1, 0, 0, 0, 0, 0, 0, 0, 7]);
         assert_eq!(encoded_len(&vec![7u8]), 9);
+    }
+
+    #[test]
+    fn fixed_byte_values_encode_as_the_plain_array_and_decode_back() {
+        use crate::address::Address;
+        use crate::hash::{Hash256, TxId};
+        use crate::keys::{PublicKey, Signature};
+        let key = PublicKey(std::array::from_fn(|i| i as u8));
+        let signature = Signature(std::array::from_fn(|i| 255 - i as u8));
+        let hash = Hash256([7; 32]);
+        let address = Address(std::array::from_fn(|i| (i * 3) as u8));
+        assert_eq!(encode(&key), encode(&key.0));
+        assert_eq!(encode(&signature), encode(&signature.0));
+        assert_eq!(encode(&hash), encode(&hash.0));
+        assert_eq!(encode(&TxId(hash)), hash.0.to_vec());
+        assert_eq!(encode(&address), encode(&address.0));
+        assert_eq!(encoded_len(&signature), 64);
+        assert_eq!(decode::<PublicKey>(&encode(&key)).unwrap(), key);
+        assert!(decode::<Signature>(&encode(&signature)).unwrap() == signature);
+        assert_eq!(decode::<Address>(&encode(&address)).unwrap(), address);
+        assert!(decode::<PublicKey>(&[0; 31]).is_err());
+        assert!(matches!(
+            decode::<Signature>(&[0; 65]),
+            Err(DecodeError::TrailingBytes(1))
+        ));
     }
 
     #[test]

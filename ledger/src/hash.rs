@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A plain SHA-256 output.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hash256(pub [u8; 32]);
 
 /// Why a hex hash could not be read.

@@ -20,7 +20,6 @@
 // Fuzz builds leave the ed25519 verification path unused.
 #![cfg_attr(fuzzing, allow(dead_code, unused_imports))]
 
-use crate::encoding::{Decode, Encode};
 use crate::hash::Hash256;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use std::collections::HashMap;
@@ -29,11 +28,11 @@ use std::sync::{Mutex, OnceLock};
 
 /// A raw 32-byte ed25519 public key as carried in transactions. It is only
 /// decompressed when a signature is checked, so any bytes can be decoded.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; 32]);
 
 /// A raw 64-byte ed25519 signature.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signature(pub [u8; 64]);
 
 /// An ed25519 secret key. The inner key zeroizes itself on drop.

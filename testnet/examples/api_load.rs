@@ -71,7 +71,7 @@ struct Args {
     /// The most resident memory node A may reach under the load, in MB;
     /// the run fails (exit 1) above it, as it does when a block reaches B
     /// after more than 1 s or `/v1/state`'s p99 under load is 5 ms or more
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 600)]
     rss_bound_mb: u64,
 }
 
