@@ -641,7 +641,8 @@ pub const LOW_WORK_REASON: &str = "low_work: its chain has less work than our ti
 /// The P2P layer's view of the chain writer's answer.
 fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
     match result {
-        Ok(BlockOutcome::Connected { .. } | BlockOutcome::SideChain) => BlockVerdict::Accepted,
+        Ok(BlockOutcome::Connected { .. }) => BlockVerdict::Accepted,
+        Ok(BlockOutcome::SideChain) => BlockVerdict::SideBranch,
         Ok(BlockOutcome::Known) => BlockVerdict::Known,
         Ok(BlockOutcome::Orphan) => BlockVerdict::Orphan,
         // Honest too (a stale block arriving late), so no misbehaviour.

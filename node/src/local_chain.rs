@@ -83,6 +83,10 @@ impl<T: HasLocalChain> ChainView for T {
         chain.relay_cache.contains(hash) || chain.reader.has_block(hash)
     }
 
+    fn block_work(&self, hash: &BlockHash) -> Option<ledger::Work> {
+        self.local_chain().reader.total_work(hash)
+    }
+
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
         lock(self.local_chain().mempool).get(txid).cloned()
     }

@@ -331,14 +331,16 @@ async fn low_work_side_branches_filling_disk_and_memory() {
     setup.stop().await;
 }
 
-/// Attack 2 through a sync: a peer claims a little more work than ours,
-/// and its headers, a fork from genesis, back the claim as the sync counts
-/// it, so the victim fetches the fork block by block and stores what it
-/// asked for. Side blocks are capped: past `MAX_SIDE_BLOCKS` the victim
+/// Attack 2 through a sync: a peer's headers show a fork from genesis with
+/// a little more work than our chain (counted from the fork point, so a
+/// shorter fork would not be fetched at all), and it serves the fork's
+/// blocks but withholds the last ones, so the victim fetches the fork
+/// block by block and stores what it asked for while the fork stays a
+/// side branch. Side blocks are capped: past `MAX_SIDE_BLOCKS` the victim
 /// forgets the fork's weakest leaf, from its index and its store (the
 /// fork's later blocks then wait as orphans, in the bounded pool), and
 /// the honest peer's blocks still arrive. (Regtest's target cannot ease,
-/// so the fork is kept shorter than the victim's chain.)
+/// so the fork's extra work is extra length.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
     use ledger::chain::{MAX_ORPHANS, MAX_SIDE_BLOCKS};
@@ -357,7 +359,7 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
     let fed = MAX_SIDE_BLOCKS + 64;
     let mut parent = spec.genesis_block().header;
     let mut fork = Vec::new();
-    for _ in 0..fed {
+    for _ in 0..length + 10 {
         let block = empty_block_on(&spec, &parent, 30_000);
         parent = block.header.clone();
         fork.push(block);
@@ -371,6 +373,7 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
         .tip()
         .total_work
         .saturating_add(&ledger::Work(ledger::U256::ONE));
+    assert!(fed < length, "the blocks served stay a side branch");
     let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;
     attacker.handshake_claiming(&spec, claim).await;
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -393,7 +396,9 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
                 Some(Message::GetData(items)) => {
                     for item in items {
                         if let InvItem::Block(hash) = item {
-                            if let Some(block) = fork.iter().find(|block| block.hash() == hash) {
+                            if let Some(block) =
+                                fork[..fed].iter().find(|block| block.hash() == hash)
+                            {
                                 attacker.send(&Message::Block(block.clone())).await;
                                 served_in_task.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }

@@ -90,6 +90,14 @@ impl ChainReader {
         logged(self.store.entry(hash)).is_some_and(|entry| entry.status == BlockStatus::Valid)
     }
 
+    /// The total work of the chain ending in a stored valid block (any
+    /// branch); `None` when it is not stored or known invalid.
+    pub fn total_work(&self, hash: &BlockHash) -> Option<Work> {
+        logged(self.store.entry(hash))
+            .filter(|entry| entry.status == BlockStatus::Valid)
+            .map(|entry| entry.total_work)
+    }
+
     /// What the index says about a block (any branch); `None` when unknown.
     pub fn block_status(&self, hash: &BlockHash) -> Option<BlockStatus> {
         logged(self.store.entry(hash)).map(|entry| entry.status)

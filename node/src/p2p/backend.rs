@@ -23,8 +23,13 @@ pub struct TipSummary {
 /// What became of a block a peer sent us.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlockVerdict {
-    /// Valid and new: stored (on the best chain or a side branch); relay it.
+    /// Valid and new, and it joined our best chain: relay it; the peer
+    /// that sent it earns credit for a useful block.
     Accepted,
+    /// Valid and new, stored on a side branch that did not become our
+    /// tip: no credit (a peer could otherwise earn eviction protection
+    /// with cheap stale blocks).
+    SideBranch,
     /// We had it already.
     Known,
     /// Its parent is unknown: kept as an orphan; ask the peer for headers.

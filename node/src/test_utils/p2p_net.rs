@@ -297,7 +297,8 @@ impl TestBackend {
 
 fn block_verdict(result: Result<ProcessOutcome, ProcessError>) -> BlockVerdict {
     match result {
-        Ok(ProcessOutcome::Connected(_) | ProcessOutcome::SideChain) => BlockVerdict::Accepted,
+        Ok(ProcessOutcome::Connected(_)) => BlockVerdict::Accepted,
+        Ok(ProcessOutcome::SideChain) => BlockVerdict::SideBranch,
         Ok(ProcessOutcome::Known) => BlockVerdict::Known,
         Ok(ProcessOutcome::Orphan) => BlockVerdict::Orphan,
         Ok(ProcessOutcome::LowWork) => BlockVerdict::Rejected {

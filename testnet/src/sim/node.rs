@@ -308,7 +308,9 @@ impl SimNode {
                     Import::Unrequested
                 };
                 let verdict = self.import_block(now, *block, import, &mut events);
-                if let (BlockVerdict::Accepted, Some(conn)) = (&verdict, from) {
+                if let (BlockVerdict::Accepted | BlockVerdict::SideBranch, Some(conn)) =
+                    (&verdict, from)
+                {
                     self.observed.push(Observed::BlockFrom { hash, conn });
                 }
                 inputs.push(Input::BlockVerdict {
@@ -425,7 +427,7 @@ impl SimNode {
             Ok(ProcessOutcome::Orphan) => BlockVerdict::Orphan,
             Ok(ProcessOutcome::SideChain) => {
                 self.observed.push(Observed::HasBlock(hash));
-                BlockVerdict::Accepted
+                BlockVerdict::SideBranch
             }
             Ok(ProcessOutcome::Connected(update)) => {
                 self.view.tip.set(summary(&self.chain));

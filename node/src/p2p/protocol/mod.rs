@@ -71,6 +71,13 @@ pub trait ChainView {
     fn headers_after(&self, locator: &[BlockHash], max: usize) -> Vec<Header>;
     /// Whether we hold the block (validated, so it can be served).
     fn has_block(&self, hash: &BlockHash) -> bool;
+    /// The total work of the chain ending in a block we hold (any branch);
+    /// `None` when we do not hold it. What a peer's headers are counted
+    /// from. A view that knows only its tip answers for the tip.
+    fn block_work(&self, hash: &BlockHash) -> Option<Work> {
+        let tip = self.tip();
+        (tip.hash == *hash).then_some(tip.total_work)
+    }
     /// A tx in the mempool (for answering `GetData`).
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction>;
     /// Several txs of the mempool at once, in order (rebuilding a compact

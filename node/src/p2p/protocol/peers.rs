@@ -541,10 +541,7 @@ impl<V: ChainView> NetworkState<V> {
                 .peer_gone(id, now, &|peer| usable.contains(&peer));
             self.send_requests(again);
             self.compact_peer_gone(id);
-            if self.sync.peer() == Some(id) {
-                self.reset_sync();
-                self.choose_sync_peer();
-            }
+            self.sync_peer_gone(id);
             self.publish();
         }
     }

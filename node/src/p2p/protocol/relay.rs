@@ -54,6 +54,7 @@ impl<V: ChainView> NetworkState<V> {
             // Relayed the moment it is validated, while the chain writer
             // commits it: each hop then costs a check, not a commit.
             NodeEvent::BlockValidated { hash, .. } => {
+                self.sync_block_held(&hash);
                 self.pending_blocks.push(InvItem::Block(hash));
                 self.flush_announcements();
             }
@@ -303,7 +304,9 @@ impl<V: ChainView> NetworkState<V> {
                 if self.compact_not_found(id, &hash) {
                     continue;
                 }
-                if self.sync.peer() == Some(id) && self.sync.block_unavailable(&hash) {
+                if self.sync.block_unavailable(id, &hash) {
+                    // Its headers named it, but it no longer has it (it
+                    // reorganised): other peers that named it are asked.
                     self.requests.done(&item);
                     sync_gap = true;
                     continue;
@@ -318,13 +321,7 @@ impl<V: ChainView> NetworkState<V> {
         }
         self.send_requests(again);
         if sync_gap {
-            // The sync peer no longer has blocks its own headers named
-            // (it reorganised): start over from whoever has the most work.
-            if let Some(peer) = self.peer_mut(id) {
-                peer.caught_up = true;
-            }
-            self.reset_sync();
-            self.choose_sync_peer();
+            self.sync_progress();
         }
     }
 
@@ -371,7 +368,7 @@ impl<V: ChainView> NetworkState<V> {
             // Pushed whole because most of it would have been prefilled.
             self.metric_inc("p2p_compact_blocks_total", ("result", "pushed_whole"));
         }
-        let from_sync = self.sync.block_received(&hash, size, now);
+        let from_sync = self.sync.block_received(id, &hash, size, now);
         if !requested && !from_sync && self.block_backlog >= MAX_UNSOLICITED_BACKLOG {
             self.metric_inc("p2p_dropped_total", ("reason", "block_backlog"));
             return;
@@ -385,7 +382,7 @@ impl<V: ChainView> NetworkState<V> {
         }
         if self.view.has_block(&hash) {
             self.requests.done(&item);
-            self.sync.block_judged(&hash, size);
+            self.sync_block_held(&hash);
             self.sync_progress();
             return;
         }
@@ -518,7 +515,8 @@ impl<V: ChainView> NetworkState<V> {
         self.block_backlog = self.block_backlog.saturating_sub(1);
         self.block_backlog_bytes = self.block_backlog_bytes.saturating_sub(size);
         self.requests.done(&InvItem::Block(hash));
-        let for_sync = self.sync.block_judged(&hash, size);
+        let orphan = verdict == BlockVerdict::Orphan;
+        let for_sync = self.sync.block_judged(&hash, orphan);
         match verdict {
             BlockVerdict::Accepted => {
                 let now = self.now.mono;
@@ -536,15 +534,25 @@ impl<V: ChainView> NetworkState<V> {
                     self.promote_high_bandwidth(from);
                 }
             }
+            BlockVerdict::SideBranch => {
+                // Stored, but not our best chain: no eviction protection
+                // and no high-bandwidth promotion for it.
+                if let Some(from) = from {
+                    let remote = self.conns.get(&from).and_then(|conn| conn.remote);
+                    tracing::debug!(peer = ?remote, conn = %from, block = %hash, rule = "side_branch_no_credit", "side-branch block from a peer earns no credit");
+                    self.metric_inc("p2p_blocks_without_credit_total", ("rule", "side_branch"));
+                }
+            }
             BlockVerdict::Known => {}
+            // A synced block that arrived before its parent waits in the
+            // window; the sync already has the headers.
+            BlockVerdict::Orphan if for_sync => {}
             BlockVerdict::Orphan => {
                 if let Some(from) = from {
                     if let Some(peer) = self.peer_mut(from) {
                         peer.caught_up = false;
                     }
-                    if !self.sync.is_active() {
-                        self.start_sync(from);
-                    }
+                    self.start_sync(from);
                 }
             }
             BlockVerdict::Rejected {
@@ -557,13 +565,6 @@ impl<V: ChainView> NetworkState<V> {
                     }
                 } else {
                     tracing::info!(peer = ?from, %hash, %reason, "peer's block rejected");
-                }
-                if for_sync {
-                    if let Some(peer) = self.sync.peer().and_then(|id| self.peer_mut(id)) {
-                        peer.caught_up = true;
-                    }
-                    self.reset_sync();
-                    self.choose_sync_peer();
                 }
             }
         }

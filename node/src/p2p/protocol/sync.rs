@@ -1,25 +1,45 @@
-//! Header-first block sync from one peer at a time. After a handshake with
-//! a peer that claims more work, or when a peer's block turns out to be an
-//! orphan, we send our locator in `GetHeaders`, queue the hashes of the
-//! headers it answers that we lack, and fetch those blocks in a sliding
-//! window while asking for the next headers early, so the importer never
-//! waits on the network. A sync peer that stops answering for the stall
-//! timeout is dropped and the sync restarts with another peer. No flag is
-//! needed to catch up: any node behind its peers syncs. This module keeps
-//! the books; `NetworkState` sends.
+//! The books of header-first block sync from several peers at once. Every
+//! peer that may have more than we do is asked for headers from our
+//! locator; its answers are checked (chaining, proof-of-work) and give it a
+//! checked best header and the work of its chain counted from where it
+//! forks from ours. That checked work, never a `Hello` claim, decides which
+//! blocks we fetch and from whom: a block is wanted once a peer whose chain
+//! has more work than our tip showed its header, and it may be asked of any
+//! peer whose headers named it. Blocks are fetched in a moving window (the
+//! lowest missing heights first, at most `BLOCK_WINDOW` of them, at most
+//! `MAX_BLOCKS_IN_FLIGHT_PER_PEER` from one peer), each with its own
+//! timeout: a block that times out goes to another peer that has it, and
+//! the slow peer gets a strike that lowers its priority and its share, and
+//! is disconnected at `MAX_BLOCK_STALLS`, as Bitcoin Core's block download
+//! does. This module keeps the books and decides; `NetworkState` sends.
 
 use super::time::Mono;
 use super::ConnId;
 use crate::p2p::message::{MAX_HEADERS, MAX_LOCATOR};
 use ledger::{BlockHash, Header, Height, Target, Work};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// Blocks requested from the sync peer at once.
-pub const BLOCK_WINDOW: usize = 256;
-/// Bytes of received blocks waiting for validation before we stop asking
-/// for more: memory stays bounded even with full 1 MiB blocks.
-pub const MAX_IMPORT_BYTES: usize = 32 * 1024 * 1024;
+/// Blocks of the moving window: the lowest heights not yet ours, asked
+/// for or arrived and waiting for their parents. Bitcoin Core's is 1,024,
+/// but it stores blocks that arrive early; here they wait in the chain's
+/// orphan pool (`ledger::chain::MAX_ORPHANS`, 256), so the window stays
+/// well inside it.
+pub const BLOCK_WINDOW: usize = 128;
+/// Blocks asked of one peer at once (Bitcoin Core's figure).
+pub const MAX_BLOCKS_IN_FLIGHT_PER_PEER: usize = 16;
+/// Rounds with a timed-out block after which a peer is disconnected; each
+/// one halves its share of the window first.
+pub const MAX_BLOCK_STALLS: u32 = 3;
+/// Headers of blocks we lack kept at once (a peer is asked for more only
+/// while there is room for a whole answer): memory stays bounded whatever
+/// branches peers show us.
+pub const MAX_WANTED: usize = 8 * MAX_HEADERS;
+/// Bytes of received blocks not yet ours (being validated, or waiting for
+/// their parents) before we stop asking for more: memory stays bounded
+/// even with full 1 MiB blocks, and early arrivals fit the chain's orphan
+/// pool (`ledger::chain::MAX_ORPHAN_BYTES`, 32 MiB).
+pub const MAX_IMPORT_BYTES: usize = 24 * 1024 * 1024;
 
 /// Why a `Headers` answer is unacceptable.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,251 +50,491 @@ pub enum HeadersError {
     BadProofOfWork,
 }
 
-/// The state of the current sync, if any.
+/// What one peer's headers have shown us, and how it serves blocks.
+#[derive(Clone, Debug, Default)]
+pub struct PeerSync {
+    /// When our `GetHeaders` to it went out, while unanswered.
+    headers_asked: Option<Mono>,
+    /// Its last answer was full, so it has more.
+    more: bool,
+    /// It has answered at least once.
+    answered: bool,
+    /// The last header it sent (where its next answer continues).
+    best: Option<BlockHash>,
+    pub best_height: Height,
+    /// The work of its chain up to `best`: the work of the block where it
+    /// forks from ours plus that of each header after it.
+    pub checked_work: Work,
+    in_flight: usize,
+    /// Wanted blocks its headers named.
+    held: usize,
+    /// Rounds in which one of its blocks timed out (see `MAX_BLOCK_STALLS`).
+    pub stalls: u32,
+    /// Blocks delivered in time since its last stall; a full share of
+    /// them clears one stall.
+    clean_run: usize,
+}
+
+impl PeerSync {
+    /// How many blocks it may have in flight: halved per stall.
+    fn share(&self) -> usize {
+        (MAX_BLOCKS_IN_FLIGHT_PER_PEER >> self.stalls.min(4)).max(1)
+    }
+}
+
+/// A block we lack whose header some peer showed.
+#[derive(Clone, Debug)]
+struct Wanted {
+    height: Height,
+    /// Peers whose checked headers name it.
+    holders: BTreeSet<ConnId>,
+    /// Who it was asked of, and when.
+    asked: Option<(ConnId, Mono)>,
+    /// When it arrived, and its size: it stays in the window until it is
+    /// ours (validated, or connected after its parent).
+    received: Option<(Mono, usize)>,
+}
+
+/// The state of the sync. See the module docs.
+#[derive(Default)]
 pub struct BlockSync {
-    peer: Option<ConnId>,
-    started_at: Mono,
-    /// Hashes from headers, in chain order, whose blocks we have not asked for.
-    queue: VecDeque<BlockHash>,
-    /// Blocks asked for and not yet arrived, with when they were asked.
-    requested: BTreeMap<BlockHash, Mono>,
-    /// When the last asked-for block arrived.
-    last_block_at: Mono,
-    /// Our tip's work when the sync started, plus the work of every header
-    /// the peer sent that we lacked: what its chain is shown to be worth.
-    checked_work: Work,
-    /// Blocks arrived and handed to validation, with their sizes.
-    importing: BTreeSet<BlockHash>,
+    peers: BTreeMap<ConnId, PeerSync>,
+    wanted: BTreeMap<BlockHash, Wanted>,
+    /// `wanted` in height order: the window is its start.
+    by_height: BTreeSet<(Height, BlockHash)>,
+    /// Bytes of the blocks arrived and not yet ours.
     importing_bytes: usize,
-    last_header: Option<BlockHash>,
-    /// Height of the last header received: how far this sync goes.
-    last_header_height: Height,
-    headers_in_flight: bool,
-    /// The last `Headers` answer was full, so the peer has more.
-    more_headers: bool,
-    last_progress: Mono,
+    /// When the current round of catching up began.
+    started_at: Option<Mono>,
     pub blocks_imported: u64,
 }
 
-impl Default for BlockSync {
-    fn default() -> Self {
-        BlockSync::new()
-    }
-}
+/// What a block timeout round found, per peer: how many of its blocks
+/// timed out, and its stalls now.
+pub type Stalled = BTreeMap<ConnId, (usize, u32)>;
 
 impl BlockSync {
     pub fn new() -> BlockSync {
-        let now = Mono::ZERO;
-        BlockSync {
-            peer: None,
-            started_at: now,
-            queue: VecDeque::new(),
-            requested: BTreeMap::new(),
-            last_block_at: now,
-            checked_work: Work::ZERO,
-            importing: BTreeSet::new(),
-            importing_bytes: 0,
-            last_header: None,
-            last_header_height: Height::ZERO,
-            headers_in_flight: false,
-            more_headers: false,
-            last_progress: now,
-            blocks_imported: 0,
-        }
+        BlockSync::default()
     }
 
-    pub fn peer(&self) -> Option<ConnId> {
-        self.peer
-    }
-
+    /// Whether we are catching up: headers asked, or blocks wanted or
+    /// being validated.
     pub fn is_active(&self) -> bool {
-        self.peer.is_some()
+        !self.wanted.is_empty() || self.peers.values().any(|peer| peer.headers_asked.is_some())
     }
 
-    /// The height of the last header the sync peer sent (0 before any).
-    pub fn last_header_height(&self) -> Height {
-        self.last_header_height
-    }
-
-    pub fn started_at(&self) -> Mono {
+    pub fn started_at(&self) -> Option<Mono> {
         self.started_at
     }
 
-    /// Starts a sync with `peer` unless one runs. Returns whether it started;
-    /// the caller then sends `GetHeaders` with `locator`.
-    pub fn start(&mut self, peer: ConnId, now: Mono, our_work: Work) -> bool {
-        if self.peer.is_some() {
-            return false;
-        }
-        *self = BlockSync::new();
-        self.peer = Some(peer);
-        self.started_at = now;
-        self.last_progress = now;
-        self.last_block_at = now;
-        self.checked_work = our_work;
-        true
+    /// What `peer`'s headers have shown, if it sent any.
+    pub fn peer(&self, peer: ConnId) -> Option<&PeerSync> {
+        self.peers.get(&peer)
     }
 
-    /// The work the sync peer's headers have shown so far (see
-    /// `checked_work`).
-    pub fn checked_work(&self) -> Work {
-        self.checked_work
-    }
-
-    /// Whether the sync peer has sent its last headers (a short answer).
-    pub fn headers_complete(&self) -> bool {
-        self.peer.is_some() && !self.headers_in_flight && !self.more_headers
-    }
-
-    /// Whether a `Headers` from `peer` answers our request. Anything else
-    /// is refused before a single header is hashed.
+    /// Whether `peer` owes us headers.
     pub fn expects_headers_from(&self, peer: ConnId) -> bool {
-        self.peer == Some(peer) && self.headers_in_flight
+        self.peers
+            .get(&peer)
+            .is_some_and(|sync| sync.headers_asked.is_some())
     }
 
-    /// Forgets the current sync (its peer left, stalled or misbehaved).
-    /// Blocks already handed to validation stay counted until judged.
-    /// Returns the blocks still requested, so the caller can forget them.
-    pub fn reset(&mut self) -> Vec<BlockHash> {
-        let importing = std::mem::take(&mut self.importing);
-        let importing_bytes = self.importing_bytes;
-        let requested = std::mem::take(&mut self.requested).into_keys().collect();
-        *self = BlockSync::new();
-        self.importing = importing;
-        self.importing_bytes = importing_bytes;
-        requested
+    /// Whether `peer` has sent its last headers (a short answer).
+    pub fn headers_complete(&self, peer: ConnId) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|sync| sync.answered && !sync.more && sync.headers_asked.is_none())
     }
 
-    /// The locator for the next `GetHeaders`: continue after the last header
-    /// received (still being fetched), then our own best chain.
-    pub fn locator(&self, chain_locator: Vec<BlockHash>) -> Vec<BlockHash> {
-        let mut locator: Vec<BlockHash> = self.last_header.into_iter().collect();
+    /// Whether to ask `peer` for headers now: it is new to the sync, or it
+    /// has more and the headers we already hold from it are running low
+    /// (and there is room for a whole answer).
+    pub fn wants_headers(&self, peer: ConnId) -> bool {
+        let Some(sync) = self.peers.get(&peer) else {
+            return self.wanted.len() + MAX_HEADERS <= MAX_WANTED;
+        };
+        sync.headers_asked.is_none()
+            && sync.more
+            && self.wanted.len() + MAX_HEADERS <= MAX_WANTED
+            && self.held_by(peer) < MAX_HEADERS
+    }
+
+    /// `peer` showed us something new (a block whose parent we lack): its
+    /// headers are asked for again even if it had sent its last.
+    pub fn reopen(&mut self, peer: ConnId) {
+        if let Some(sync) = self.peers.get_mut(&peer) {
+            sync.more = true;
+        }
+    }
+
+    /// Blocks still wanted that `peer`'s headers named.
+    fn held_by(&self, peer: ConnId) -> usize {
+        self.peers.get(&peer).map_or(0, |sync| sync.held)
+    }
+
+    /// Forgets a wanted block, and that its holders named it.
+    fn remove_wanted(&mut self, hash: &BlockHash) -> Option<Wanted> {
+        let wanted = self.wanted.remove(hash)?;
+        self.by_height.remove(&(wanted.height, *hash));
+        if let Some((_, size)) = wanted.received {
+            self.importing_bytes = self.importing_bytes.saturating_sub(size);
+        }
+        for holder in &wanted.holders {
+            if let Some(sync) = self.peers.get_mut(holder) {
+                sync.held = sync.held.saturating_sub(1);
+            }
+        }
+        Some(wanted)
+    }
+
+    /// A `GetHeaders` goes to `peer` now; returns its locator: after the
+    /// last header it sent, then our best chain.
+    pub fn headers_requested(
+        &mut self,
+        peer: ConnId,
+        now: Mono,
+        chain_locator: Vec<BlockHash>,
+    ) -> Vec<BlockHash> {
+        self.started_at.get_or_insert(now);
+        let sync = self.peers.entry(peer).or_default();
+        sync.headers_asked = Some(now);
+        let mut locator: Vec<BlockHash> = sync.best.into_iter().collect();
         locator.extend(chain_locator);
         locator.truncate(MAX_LOCATOR);
         locator
     }
 
-    pub fn headers_requested(&mut self, now: Mono) {
-        self.headers_in_flight = true;
-        self.last_progress = now;
-    }
-
-    /// A `Headers` answer from `peer`. Hashes we lack (`has_block` false)
-    /// are queued for fetching.
+    /// A `Headers` answer from `peer` (one we asked for). `work_of` gives
+    /// the cumulative work of a block we hold (`None` if we do not), and
+    /// `our_work` our tip's, `has_block` whether we hold a block (one still
+    /// being committed may have no work recorded yet). The peer's checked
+    /// work is counted from the fork point: the work of the last header we
+    /// hold, plus each header after it. Blocks we lack are wanted only if
+    /// that work beats our tip.
     pub fn on_headers(
         &mut self,
         peer: ConnId,
         headers: &[Header],
         now: Mono,
+        our_work: Work,
+        work_of: impl Fn(&BlockHash) -> Option<Work>,
         has_block: impl Fn(&BlockHash) -> bool,
     ) -> Result<(), HeadersError> {
-        if !self.expects_headers_from(peer) {
-            // Unsolicited or late: ignored unread.
-            return Ok(());
-        }
         check_headers(headers)?;
-        self.headers_in_flight = false;
-        self.last_progress = now;
-        self.more_headers = headers.len() == MAX_HEADERS;
+        let sync = self.peers.entry(peer).or_default();
+        sync.headers_asked = None;
+        sync.answered = true;
+        sync.more = headers.len() == MAX_HEADERS;
+        let Some(first) = headers.first() else {
+            // Nothing after our locator: its chain is ours, as far as it
+            // knows.
+            if sync.best.is_none() {
+                sync.checked_work = sync.checked_work.max(our_work);
+            }
+            return Ok(());
+        };
+        let continues = sync.best == Some(first.prev_hash);
+        let mut work = if continues {
+            sync.checked_work
+        } else {
+            work_of(&first.prev_hash).unwrap_or(our_work)
+        };
+        let mut lacking = Vec::new();
         for header in headers {
             let hash = header.hash();
-            if !has_block(&hash)
-                && !self.requested.contains_key(&hash)
-                && !self.importing.contains(&hash)
-            {
-                self.queue.push_back(hash);
-                if let Ok(target) = Target::from_compact(header.bits) {
-                    self.checked_work = self.checked_work.saturating_add(&target.work());
+            match work_of(&hash) {
+                Some(held) => work = held,
+                None => {
+                    if let Ok(target) = Target::from_compact(header.bits) {
+                        work = work.saturating_add(&target.work());
+                    }
+                    if !has_block(&hash) {
+                        lacking.push((header.height, hash));
+                    }
                 }
             }
-            self.last_header = Some(hash);
-            self.last_header_height = header.height;
+        }
+        let last = headers.last().expect("not empty");
+        sync.best = Some(last.hash());
+        sync.best_height = last.height;
+        sync.checked_work = work;
+        let worth_fetching = work > our_work;
+        let mut named = 0;
+        for (height, hash) in lacking {
+            if let Some(wanted) = self.wanted.get_mut(&hash) {
+                named += usize::from(wanted.holders.insert(peer));
+            } else if worth_fetching && self.wanted.len() < MAX_WANTED {
+                named += 1;
+                self.wanted.insert(
+                    hash,
+                    Wanted {
+                        height,
+                        holders: BTreeSet::from([peer]),
+                        asked: None,
+                        received: None,
+                    },
+                );
+                self.by_height.insert((height, hash));
+            }
+        }
+        if let Some(sync) = self.peers.get_mut(&peer) {
+            sync.held += named;
+        }
+        if worth_fetching {
+            self.started_at.get_or_insert(now);
         }
         Ok(())
     }
 
-    /// Whether to ask for the next headers now: the peer has more and our
-    /// queue is running low.
-    pub fn wants_headers(&self) -> bool {
-        self.peer.is_some()
-            && self.more_headers
-            && !self.headers_in_flight
-            && self.queue.len() < MAX_HEADERS
-    }
-
-    /// Blocks to request now, keeping the window and the import buffer full.
-    pub fn next_requests(&mut self, now: Mono) -> Vec<BlockHash> {
+    /// Blocks to ask for now, with whom to ask: the lowest missing
+    /// heights first, each from the holder with the fewest stalls, then
+    /// the fewest in flight, within every peer's share and the import
+    /// buffer. `usable` says whether a peer may be asked at all.
+    pub fn next_requests(
+        &mut self,
+        now: Mono,
+        usable: impl Fn(ConnId) -> bool,
+    ) -> Vec<(ConnId, BlockHash)> {
         let mut batch = Vec::new();
-        if self.peer.is_none() {
+        if self
+            .peers
+            .values()
+            .all(|peer| peer.in_flight >= peer.share())
+        {
             return batch;
         }
-        while self.requested.len() < BLOCK_WINDOW && self.importing_bytes < MAX_IMPORT_BYTES {
-            match self.queue.pop_front() {
-                Some(hash) => {
-                    self.requested.insert(hash, now);
-                    batch.push(hash);
-                }
-                None => break,
+        let window: Vec<BlockHash> = self
+            .by_height
+            .iter()
+            .take(BLOCK_WINDOW)
+            .map(|(_, hash)| *hash)
+            .collect();
+        for hash in window {
+            if self.importing_bytes >= MAX_IMPORT_BYTES {
+                break;
             }
+            let Some(wanted) = self.wanted.get_mut(&hash) else {
+                continue;
+            };
+            if wanted.asked.is_some() || wanted.received.is_some() {
+                continue;
+            }
+            let best = wanted
+                .holders
+                .iter()
+                .filter(|id| usable(**id))
+                .filter_map(|id| self.peers.get(id).map(|peer| (*id, peer)))
+                .filter(|(_, peer)| peer.in_flight < peer.share())
+                .min_by_key(|(id, peer)| (peer.stalls, peer.in_flight, *id))
+                .map(|(id, _)| id);
+            let Some(id) = best else { continue };
+            wanted.asked = Some((id, now));
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.in_flight += 1;
+            }
+            batch.push((id, hash));
         }
         batch
     }
 
-    /// A block arrived. Returns whether the sync had asked for it.
-    pub fn block_received(&mut self, hash: &BlockHash, size: usize, now: Mono) -> bool {
-        if self.requested.remove(hash).is_none() {
+    /// A block arrived from `from`. Returns whether the sync wanted it
+    /// (asked of anyone, or not yet asked) and had not had it yet.
+    pub fn block_received(
+        &mut self,
+        from: ConnId,
+        hash: &BlockHash,
+        size: usize,
+        now: Mono,
+    ) -> bool {
+        let Some(wanted) = self.wanted.get_mut(hash) else {
+            return false;
+        };
+        if wanted.received.is_some() {
             return false;
         }
-        self.importing.insert(*hash);
+        wanted.received = Some((now, size));
         self.importing_bytes += size;
-        self.last_progress = now;
-        self.last_block_at = now;
+        let Some((asked_of, _)) = wanted.asked.take() else {
+            return true;
+        };
+        if let Some(peer) = self.peers.get_mut(&asked_of) {
+            peer.in_flight = peer.in_flight.saturating_sub(1);
+            if asked_of == from {
+                peer.clean_run += 1;
+                if peer.clean_run >= MAX_BLOCKS_IN_FLIGHT_PER_PEER {
+                    peer.clean_run = 0;
+                    peer.stalls = peer.stalls.saturating_sub(1);
+                }
+            }
+        }
         true
     }
 
-    /// Validation of a synced block finished (any verdict).
-    pub fn block_judged(&mut self, hash: &BlockHash, size: usize) -> bool {
-        if self.importing.remove(hash) {
-            self.importing_bytes = self.importing_bytes.saturating_sub(size);
+    /// Validation of a block finished. Unless it waits for its parent
+    /// (`orphan`), it leaves the window. Returns whether the sync had
+    /// received it.
+    pub fn block_judged(&mut self, hash: &BlockHash, orphan: bool) -> bool {
+        let received = self
+            .wanted
+            .get(hash)
+            .is_some_and(|wanted| wanted.received.is_some());
+        if received && !orphan {
+            self.remove_wanted(hash);
             self.blocks_imported += 1;
-            true
-        } else {
-            false
         }
+        received
     }
 
-    /// A requested block will not come from the sync peer (`NotFound`).
-    pub fn block_unavailable(&mut self, hash: &BlockHash) -> bool {
-        self.requested.remove(hash).is_some()
+    /// We hold a block now (validated, however it came): it leaves the
+    /// window. Returns who it was asked of, if it was still asked.
+    pub fn block_held(&mut self, hash: &BlockHash) -> Option<ConnId> {
+        let wanted = self.remove_wanted(hash)?;
+        let (asked_of, _) = wanted.asked?;
+        if let Some(peer) = self.peers.get_mut(&asked_of) {
+            peer.in_flight = peer.in_flight.saturating_sub(1);
+        }
+        Some(asked_of)
     }
 
-    /// Nothing is left to ask or to wait for.
-    pub fn is_done(&self) -> bool {
-        self.peer.is_some()
-            && !self.headers_in_flight
-            && !self.more_headers
-            && self.queue.is_empty()
-            && self.requested.is_empty()
-            && self.importing.is_empty()
+    /// Blocks that arrived more than `timeout` ago and are still not ours
+    /// (their parent never came, or the orphan pool let them go) are
+    /// wanted again.
+    pub fn expire_received(&mut self, now: Mono, timeout: Duration) -> usize {
+        let mut again = 0;
+        for wanted in self.wanted.values_mut() {
+            if let Some((at, size)) = wanted.received {
+                if now.saturating_duration_since(at) > timeout {
+                    wanted.received = None;
+                    self.importing_bytes = self.importing_bytes.saturating_sub(size);
+                    again += 1;
+                }
+            }
+        }
+        again
     }
 
-    /// The sync peer owes us an answer and has been silent too long.
-    pub fn is_stalled(&self, now: Mono, timeout: Duration) -> bool {
-        self.peer.is_some()
-            && (self.headers_in_flight || !self.requested.is_empty())
-            && now.saturating_duration_since(self.last_progress) > timeout
-    }
-
-    /// The moving window's head is stuck: blocks are owed, and none has
-    /// arrived for `timeout` since the oldest of them was asked for. A peer
-    /// that drips one block at a time trips this long before the stall
-    /// timeout, however often it sends something.
-    pub fn window_stalled(&self, now: Mono, timeout: Duration) -> bool {
-        let Some(oldest) = self.requested.values().min() else {
+    /// `peer` says it does not have a block its headers named (`NotFound`):
+    /// it is no longer asked for it. Returns whether it had been asked.
+    pub fn block_unavailable(&mut self, peer: ConnId, hash: &BlockHash) -> bool {
+        let Some(wanted) = self.wanted.get_mut(hash) else {
             return false;
         };
-        self.peer.is_some()
-            && now.saturating_duration_since((*oldest).max(self.last_block_at)) > timeout
+        let named = wanted.holders.remove(&peer);
+        let asked = matches!(wanted.asked, Some((id, _)) if id == peer);
+        if asked {
+            wanted.asked = None;
+        }
+        if let Some(sync) = self.peers.get_mut(&peer) {
+            sync.in_flight = sync.in_flight.saturating_sub(usize::from(asked));
+            sync.held = sync.held.saturating_sub(usize::from(named));
+        }
+        if wanted.holders.is_empty() {
+            self.forget_wanted(hash);
+        }
+        asked
+    }
+
+    fn forget_wanted(&mut self, hash: &BlockHash) {
+        self.remove_wanted(hash);
+    }
+
+    /// Blocks asked more than `timeout` ago are taken back: each goes to
+    /// another holder when there is one (the slow peer stops being one),
+    /// and each peer that let one time out gets one stall for the round.
+    pub fn expire(&mut self, now: Mono, timeout: Duration) -> (Stalled, Vec<BlockHash>) {
+        let mut timed_out: BTreeMap<ConnId, (usize, usize)> = BTreeMap::new();
+        let mut taken_back = Vec::new();
+        for (hash, wanted) in &mut self.wanted {
+            let Some((id, asked_at)) = wanted.asked else {
+                continue;
+            };
+            if now.saturating_duration_since(asked_at) <= timeout {
+                continue;
+            }
+            wanted.asked = None;
+            let (blocks, no_longer_held) = timed_out.entry(id).or_default();
+            *blocks += 1;
+            if wanted.holders.len() > 1 && wanted.holders.remove(&id) {
+                *no_longer_held += 1;
+            }
+            taken_back.push(*hash);
+        }
+        let mut stalled: Stalled = BTreeMap::new();
+        for (id, (blocks, no_longer_held)) in timed_out {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.in_flight = peer.in_flight.saturating_sub(blocks);
+                peer.held = peer.held.saturating_sub(no_longer_held);
+                peer.stalls += 1;
+                peer.clean_run = 0;
+                stalled.insert(id, (blocks, peer.stalls));
+            }
+        }
+        (stalled, taken_back)
+    }
+
+    /// Peers that owe us headers for longer than `timeout`.
+    pub fn headers_overdue(&self, now: Mono, timeout: Duration) -> Vec<ConnId> {
+        self.peers
+            .iter()
+            .filter(|(_, peer)| {
+                peer.headers_asked
+                    .is_some_and(|at| now.saturating_duration_since(at) > timeout)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A peer left: what it was asked goes back to the window, blocks only
+    /// it named are forgotten. Returns the blocks it had been asked.
+    pub fn peer_gone(&mut self, peer: ConnId) -> Vec<BlockHash> {
+        self.peers.remove(&peer);
+        let mut asked = Vec::new();
+        let mut orphaned = Vec::new();
+        for (hash, wanted) in &mut self.wanted {
+            if matches!(wanted.asked, Some((id, _)) if id == peer) {
+                wanted.asked = None;
+                asked.push(*hash);
+            }
+            wanted.holders.remove(&peer);
+            if wanted.holders.is_empty() {
+                orphaned.push(*hash);
+            }
+        }
+        for hash in orphaned {
+            self.forget_wanted(&hash);
+        }
+        asked
+    }
+
+    /// Whether `peer` has given us all it has: its headers are complete
+    /// and no block its headers named is still wanted.
+    pub fn peer_done(&self, peer: ConnId) -> bool {
+        self.headers_complete(peer) && self.held_by(peer) == 0
+    }
+
+    /// Ends a round of catching up when nothing is left to ask or to
+    /// wait for; returns when it began and how many blocks it imported.
+    pub fn finish(&mut self) -> Option<(Mono, u64)> {
+        if self.is_active() {
+            return None;
+        }
+        let started = self.started_at.take()?;
+        let imported = std::mem::take(&mut self.blocks_imported);
+        Some((started, imported))
+    }
+
+    /// Blocks being asked (for tests and the published state).
+    pub fn in_flight(&self) -> usize {
+        self.wanted
+            .values()
+            .filter(|wanted| wanted.asked.is_some())
+            .count()
+    }
+
+    /// Blocks wanted, asked or not.
+    pub fn n_wanted(&self) -> usize {
+        self.wanted.len()
     }
 }
 
@@ -300,85 +560,4 @@ pub fn check_headers(headers: &[Header]) -> Result<(), HeadersError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ledger::target::CompactTarget;
-    use ledger::Height;
-    use ledger::{Address, Amount, Hash256};
-
-    fn chain(n: usize) -> Vec<Header> {
-        let easy = Target(ledger::U256::MAX.div_u64(2)).rounded().to_compact();
-        let mut headers: Vec<Header> = Vec::new();
-        let mut prev = BlockHash::ZERO;
-        for height in 1..=n {
-            let mut header = Header {
-                version: 1,
-                height: Height(height as u64),
-                prev_hash: prev,
-                merkle_root: Hash256::ZERO,
-                timestamp: height as u64,
-                bits: easy,
-                nonce: 0,
-                miner: Address([0; 20]),
-                reward: Amount::ZERO,
-            };
-            while !Target::from_compact(easy)
-                .expect("valid")
-                .is_met_by(&header.hash())
-            {
-                header.nonce += 1;
-            }
-            prev = header.hash();
-            headers.push(header);
-        }
-        headers
-    }
-
-    #[test]
-    fn fetches_in_windows_and_finishes() {
-        let now = Mono::ZERO;
-        let headers = chain(300);
-        let mut sync = BlockSync::new();
-        assert_eq!(sync.last_header_height(), 0);
-        assert!(sync.start(ConnId(7), now, Work::ZERO));
-        assert!(!sync.start(ConnId(8), now, Work::ZERO));
-        sync.headers_requested(now);
-        sync.on_headers(ConnId(7), &headers, now, |_| false)
-            .expect("valid");
-        let first = sync.next_requests(now);
-        assert_eq!(first.len(), BLOCK_WINDOW);
-        assert_eq!(first[0], headers[0].hash());
-        assert!(!sync.wants_headers());
-        for hash in &first {
-            assert!(sync.block_received(hash, 100, now));
-            assert!(sync.block_judged(hash, 100));
-        }
-        let rest = sync.next_requests(now);
-        assert_eq!(rest.len(), 300 - BLOCK_WINDOW);
-        assert!(!sync.is_done());
-        for hash in &rest {
-            sync.block_received(hash, 100, now);
-            sync.block_judged(hash, 100);
-        }
-        assert!(sync.is_done());
-        assert_eq!(sync.last_header_height(), 300);
-        assert_eq!(sync.locator(vec![BlockHash::ZERO])[0], headers[299].hash());
-    }
-
-    #[test]
-    fn rejects_bad_headers_and_detects_stalls() {
-        let mut headers = chain(3);
-        headers[1].prev_hash = BlockHash::ZERO;
-        assert_eq!(check_headers(&headers), Err(HeadersError::Unconnected));
-        let mut headers = chain(2);
-        headers[1].bits = CompactTarget(0x0300_0001);
-        assert_eq!(check_headers(&headers), Err(HeadersError::BadProofOfWork));
-
-        let now = Mono::ZERO;
-        let mut sync = BlockSync::new();
-        sync.start(ConnId(1), now, Work::ZERO);
-        sync.headers_requested(now);
-        assert!(!sync.is_stalled(now, Duration::from_secs(5)));
-        assert!(sync.is_stalled(now + Duration::from_secs(6), Duration::from_secs(5)));
-    }
-}
+mod tests;

@@ -1,104 +1,103 @@
-//! The sync as the core drives it: which peer to sync from (the one
-//! claiming the most work above ours that we have not caught up with),
-//! sending `GetHeaders` and windows of `GetData`, checking `Headers`
-//! answers (chaining and proof-of-work, with bans for either; unsolicited
-//! ones refused before any is hashed), ending the sync when nothing is
-//! left, and replacing a sync peer that stalls. A claim only opens a sync:
-//! a peer whose headers, once complete, show less work than it claimed is
-//! dropped, and one that lets the head of the block window wait for the
-//! block timeout (a third of the stall timeout) is replaced, so a liar or
-//! a drip-feeder holds the sync for seconds, not for good.
-//! `BlockSync` keeps the books.
+//! The sync as the core drives it. A peer that claims more work than our
+//! tip, or sends a block whose parent we lack, is asked for headers; a
+//! claim does no more than that. Its `Headers` answers are checked
+//! (chaining and proof-of-work, with bans for either; unsolicited ones
+//! refused before any is hashed) and the work they show, counted from the
+//! fork point, replaces its claim: a peer whose headers, once complete,
+//! fall short of what it claimed is dropped (`unbacked_claim`), and one
+//! that leaves a `GetHeaders` unanswered for the stall timeout is dropped
+//! (`headers_timeout`). Blocks are fetched from every peer whose checked
+//! headers named them, in `BlockSync`'s moving window; a block unanswered
+//! for the block timeout (a third of the stall timeout) goes to another
+//! peer, and a peer that lets blocks time out in `MAX_BLOCK_STALLS` rounds
+//! is dropped (`block_stalling`). A liar or a drip-feeder therefore never
+//! holds the sync: the honest peers' blocks come in beside its own.
 
-use super::sync::HeadersError;
+use super::sync::{HeadersError, MAX_BLOCK_STALLS};
 use super::{ChainView, CloseReason, ConnId, NetworkState};
 use crate::p2p::message::{InvItem, Message};
-use ledger::Header;
+use ledger::{BlockHash, Header};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 impl<V: ChainView> NetworkState<V> {
+    /// Asks `id` for headers from our locator (again, if it had finished:
+    /// it has shown us something new), unless a request is out already.
     pub(super) fn start_sync(&mut self, id: ConnId) {
-        let now = self.now.mono;
-        let tip = self.view.tip();
-        if !self.sync.start(id, now, tip.total_work) {
+        self.sync.reopen(id);
+        if self.sync.expects_headers_from(id) || !self.sync.wants_headers(id) {
             return;
         }
-        tracing::info!(peer = %id, height = tip.height.0, "syncing from peer");
-        let locator = self.sync.locator(self.view.locator());
-        self.sync.headers_requested(now);
+        let now = self.now.mono;
+        let tip = self.view.tip();
+        if !self.sync.is_active() {
+            tracing::info!(peer = %id, height = tip.height.0, "syncing");
+        }
+        tracing::debug!(peer = %id, height = tip.height.0, "asking peer for headers");
+        let locator = self.sync.headers_requested(id, now, self.view.locator());
         self.send(id, Message::GetHeaders(locator));
         self.publish();
     }
 
-    pub(super) fn reset_sync(&mut self) {
-        for hash in self.sync.reset() {
-            self.requests.done(&InvItem::Block(hash));
-        }
-        self.publish();
-    }
-
-    /// Starts a sync with the peer claiming the most work above ours.
+    /// Asks for headers every peer that claims more work than our tip and
+    /// has not yet shown us all it has.
     pub(super) fn choose_sync_peer(&mut self) {
-        if self.sync.is_active() {
-            return;
-        }
         let our_work = self.view.tip().total_work;
-        let best = self
+        let candidates: Vec<ConnId> = self
             .conns
             .iter()
             .filter_map(|(id, conn)| conn.peer.as_ref().map(|peer| (*id, peer)))
-            .filter(|(_, peer)| !peer.caught_up && peer.best_work > our_work)
-            // The first of equals in `ConnId` order, whatever the map's
-            // iteration would otherwise prefer.
-            .fold(
-                None,
-                |best: Option<(ConnId, ledger::Work)>, (id, peer)| match best {
-                    Some((_, work)) if work >= peer.best_work => best,
-                    _ => Some((id, peer.best_work)),
-                },
-            )
-            .map(|(id, _)| id);
-        if let Some(id) = best {
+            .filter(|(id, peer)| {
+                !peer.caught_up && peer.best_work > our_work && self.sync.peer(*id).is_none()
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in candidates {
             self.start_sync(id);
         }
     }
 
-    /// Keeps the sync's header and block requests flowing, and ends it when
-    /// nothing is left.
+    /// Keeps the header and block requests flowing, marks the peers that
+    /// gave us all they have, and logs the end of a round of catching up.
     pub(super) fn sync_progress(&mut self) {
-        let Some(peer) = self.sync.peer() else { return };
         let now = self.now.mono;
-        if self.sync.wants_headers() {
-            let locator = self.sync.locator(self.view.locator());
-            self.sync.headers_requested(now);
-            self.send(peer, Message::GetHeaders(locator));
-        }
-        let batch = self.sync.next_requests(now);
-        if !batch.is_empty() {
-            let items: Vec<InvItem> = batch.into_iter().map(InvItem::Block).collect();
-            for item in &items {
-                self.requests.insert(*item, peer, now, true);
+        let ready = self.ready_conns();
+        for id in &ready {
+            if self.sync.peer(*id).is_some() && self.sync.wants_headers(*id) {
+                let locator = self.sync.headers_requested(*id, now, self.view.locator());
+                self.send(*id, Message::GetHeaders(locator));
             }
+        }
+        let usable = self.ready_set();
+        let batch = self.sync.next_requests(now, |id| usable.contains(&id));
+        let mut by_peer: BTreeMap<ConnId, Vec<InvItem>> = BTreeMap::new();
+        for (peer, hash) in batch {
+            let item = InvItem::Block(hash);
+            self.requests.insert(item, peer, now, true);
+            by_peer.entry(peer).or_default().push(item);
+        }
+        for (peer, items) in by_peer {
             self.send(peer, Message::GetData(items));
         }
-        if self.sync.is_done() {
+        for id in ready {
+            if self.sync.peer_done(id) {
+                if let Some(peer) = self.peer_mut(id) {
+                    peer.caught_up = true;
+                }
+            }
+        }
+        if let Some((started, blocks)) = self.sync.finish() {
             // The writer commits the last few synced blocks a moment
             // later (held connects), so the committed tip may still be a
-            // few blocks short of the sync's last header: log both.
+            // few blocks short: the log names the committed height.
             let tip = self.view.tip();
             tracing::info!(
-                peer = %peer,
-                height = self.sync.last_header_height().max(tip.height).0,
                 committed_height = tip.height.0,
-                blocks = self.sync.blocks_imported,
-                secs = now.saturating_duration_since(self.sync.started_at()).as_secs_f64(),
+                blocks,
+                secs = now.saturating_duration_since(started).as_secs_f64(),
                 "sync finished"
             );
-            if let Some(synced) = self.peer_mut(peer) {
-                synced.caught_up = true;
-            }
-            self.reset_sync();
-            self.choose_sync_peer();
+            self.publish();
         }
     }
 
@@ -119,11 +118,16 @@ impl<V: ChainView> NetworkState<V> {
                 peer.best_height = peer.best_height.max(height);
             }
         }
+        let our_work = self.view.tip().total_work;
         let view = &self.view;
-        match self
-            .sync
-            .on_headers(id, &headers, now, |hash| view.has_block(hash))
-        {
+        match self.sync.on_headers(
+            id,
+            &headers,
+            now,
+            our_work,
+            |hash| view.block_work(hash),
+            |hash| view.has_block(hash),
+        ) {
             Ok(()) if self.claim_unbacked(id) => {}
             Ok(()) => self.sync_progress(),
             Err(HeadersError::BadProofOfWork) => {
@@ -135,57 +139,87 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
-    /// Once the sync peer's headers are complete, their work must reach
-    /// what it claimed in `Hello`: if not, it is dropped (and the sync moves
-    /// on); if so, its claim is replaced by what we checked. Returns
-    /// whether it was dropped.
+    /// Once a peer's headers are complete, their work (counted from the
+    /// fork point) must reach what it claimed in `Hello`, or our own tip's
+    /// if that rose since: if not, it is dropped; if so, its claim is
+    /// replaced by what we checked. Returns whether it was dropped.
     fn claim_unbacked(&mut self, id: ConnId) -> bool {
-        if !self.sync.headers_complete() {
+        if !self.sync.headers_complete(id) {
             return false;
         }
-        let checked = self.sync.checked_work();
+        let Some(checked) = self.sync.peer(id).map(|sync| sync.checked_work) else {
+            return false;
+        };
+        let backed = checked.max(self.view.tip().total_work);
         let remote = self.conns.get(&id).and_then(|conn| conn.remote);
         let Some(peer) = self.peer_mut(id) else {
             return false;
         };
-        if checked >= peer.best_work {
+        if backed >= peer.best_work {
             peer.best_work = checked;
             return false;
         }
-        tracing::warn!(peer = ?remote, conn = %id, rule = "unbacked_claim", claimed = ?peer.best_work, checked = ?checked, "sync peer's headers do not back its claimed work: dropped");
+        tracing::warn!(peer = ?remote, conn = %id, rule = "unbacked_claim", claimed = ?peer.best_work, checked = ?checked, "peer's headers do not back its claimed work: dropped");
         self.metric_inc("p2p_sync_peers_dropped_total", ("rule", "unbacked_claim"));
-        self.reset_sync();
         self.close(id, CloseReason::Refused("unbacked_claim"));
-        self.choose_sync_peer();
         true
     }
 
-    /// A sync peer silent for the stall timeout, or that lets the head of
-    /// the block window wait for the block timeout, is dropped; the sync
-    /// starts over with another.
+    /// The per-block timeouts and the header timeout: blocks asked longer
+    /// than the block timeout go to other peers, the slow peer gets a
+    /// stall (dropped at `MAX_BLOCK_STALLS`), and a peer that leaves a
+    /// `GetHeaders` unanswered for the stall timeout is dropped.
     pub(super) fn check_sync_stall(&mut self) {
         let now = self.now.mono;
         let stall = self.config.timing.sync_stall_timeout;
         let block_timeout = (stall / 3).max(Duration::from_secs(2)).min(stall);
-        let window = self.sync.window_stalled(now, block_timeout);
-        if !window && !self.sync.is_stalled(now, stall) {
-            return;
+        let again = self.sync.expire_received(now, stall * 2);
+        if again > 0 {
+            tracing::debug!(
+                blocks = again,
+                "synced blocks still waiting for their parents: wanted again"
+            );
         }
-        if window {
-            let remote = self
-                .sync
-                .peer()
-                .and_then(|id| self.conns.get(&id))
-                .and_then(|conn| conn.remote);
-            tracing::warn!(peer = ?remote, rule = "block_timeout", secs = block_timeout.as_secs_f64(), "sync peer let the block window's head wait: replaced");
-            self.metric_inc("p2p_sync_peers_dropped_total", ("rule", "block_timeout"));
+        let (stalled, taken_back) = self.sync.expire(now, block_timeout);
+        for hash in taken_back {
+            self.requests.done(&InvItem::Block(hash));
         }
-        if let Some(peer) = self.sync.peer() {
-            if let Some(stalled) = self.peer_mut(peer) {
-                stalled.caught_up = true;
+        for (id, (blocks, stalls)) in stalled {
+            let remote = self.conns.get(&id).and_then(|conn| conn.remote);
+            self.metric_add(
+                "p2p_sync_block_timeouts_total",
+                ("rule", "block_timeout"),
+                blocks as u64,
+            );
+            if stalls >= MAX_BLOCK_STALLS {
+                tracing::warn!(peer = ?remote, conn = %id, rule = "block_stalling", stalls, "peer kept letting sync blocks time out: dropped");
+                self.metric_inc("p2p_sync_peers_dropped_total", ("rule", "block_stalling"));
+                self.close(id, CloseReason::Stalled);
+            } else {
+                tracing::info!(peer = ?remote, conn = %id, rule = "block_timeout", blocks, stalls, secs = block_timeout.as_secs_f64(), "sync blocks timed out: asked of other peers, the peer's share halved");
             }
-            self.reset_sync();
-            self.close(peer, CloseReason::Stalled);
+        }
+        for id in self.sync.headers_overdue(now, stall) {
+            let remote = self.conns.get(&id).and_then(|conn| conn.remote);
+            tracing::warn!(peer = ?remote, conn = %id, rule = "headers_timeout", secs = stall.as_secs_f64(), "peer left our GetHeaders unanswered: dropped");
+            self.metric_inc("p2p_sync_peers_dropped_total", ("rule", "headers_timeout"));
+            self.close(id, CloseReason::Stalled);
+        }
+        self.sync_progress();
+    }
+
+    /// A peer left: the blocks it was asked go back to the window.
+    pub(super) fn sync_peer_gone(&mut self, id: ConnId) {
+        for hash in self.sync.peer_gone(id) {
+            self.requests.done(&InvItem::Block(hash));
+        }
+        self.sync_progress();
+    }
+
+    /// We hold a block now, however it came: the sync no longer wants it.
+    pub(super) fn sync_block_held(&mut self, hash: &BlockHash) {
+        if self.sync.block_held(hash).is_some() {
+            self.requests.done(&InvItem::Block(*hash));
         }
     }
 }

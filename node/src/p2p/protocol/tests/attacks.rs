@@ -3,6 +3,7 @@
 //! honest peer still gets. Each one failed on the core before its defence.
 
 use super::*;
+use crate::p2p::message::MAX_HEADERS;
 use ledger::Height;
 use ledger::Target;
 
@@ -25,19 +26,24 @@ fn fake_tx_item(n: u64) -> InvItem {
 
 /// A chain of `n` easy headers on top of genesis (each worth 2).
 fn easy_chain(n: u64) -> Vec<Block> {
+    easy_chain_from(genesis(), 0, n, 0)
+}
+
+/// `n` easy blocks after `prev` (at `height`), mined by `miner`.
+fn easy_chain_from(prev: BlockHash, height: u64, n: u64, miner: u8) -> Vec<Block> {
     let easy = Target(U256::MAX.div_u64(2)).rounded().to_compact();
     let mut blocks: Vec<Block> = Vec::new();
-    let mut prev = genesis();
-    for height in 1..=n {
+    let mut prev = prev;
+    for k in 1..=n {
         let mut header = Header {
             version: 1,
-            height: Height(height),
+            height: Height(height + k),
             prev_hash: prev,
             merkle_root: Hash256::ZERO,
-            timestamp: height,
+            timestamp: height + k,
             bits: easy,
             nonce: 0,
-            miner: Address([0; 20]),
+            miner: Address([miner; 20]),
             reward: Amount::ZERO,
         };
         while !Target::from_compact(easy)
@@ -59,8 +65,15 @@ fn easy_chain(n: u64) -> Vec<Block> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Serving {
     AllAtOnce,
-    /// One block per this many ms, just inside the stall timeout.
+    /// One block per this many ms.
     Drip(u64),
+}
+
+/// A scripted sync peer: the headers it answers every `GetHeaders` with,
+/// and how it serves the blocks it has (the honest ones).
+struct Scripted {
+    serving: Serving,
+    headers: Vec<Header>,
 }
 
 /// Runs the late node against its peers until its tip has `target_work`
@@ -69,11 +82,10 @@ fn sync_until(
     core: &mut NetworkState<FakeChain>,
     chain: &FakeChain,
     blocks: &[Block],
-    serving: &BTreeMap<ConnId, Serving>,
-    start_ms: u64,
-    limit_ms: u64,
+    peers: &BTreeMap<ConnId, Scripted>,
+    target_work: u64,
+    (start_ms, limit_ms): (u64, u64),
 ) -> Option<u64> {
-    let target_work = 2 * blocks.len() as u64;
     let mut deliveries: Vec<(u64, ConnId, Message)> = Vec::new();
     let mut drip_next: BTreeMap<ConnId, u64> = BTreeMap::new();
     let mut now = start_ms;
@@ -82,14 +94,14 @@ fn sync_until(
         for action in std::mem::take(&mut actions) {
             match action {
                 Action::Send { conn, message } => {
-                    let Some(how) = serving.get(&conn) else {
+                    let Some(peer) = peers.get(&conn) else {
                         continue;
                     };
                     match message {
                         Message::GetHeaders(_) => deliveries.push((
                             now + 10,
                             conn,
-                            Message::Headers(blocks.iter().map(|b| b.header.clone()).collect()),
+                            Message::Headers(peer.headers.clone()),
                         )),
                         Message::GetData(items) => {
                             for item in items {
@@ -97,11 +109,11 @@ fn sync_until(
                                 let Some(block) = blocks.iter().find(|b| b.hash() == hash) else {
                                     continue;
                                 };
-                                let at_ms = match how {
+                                let at_ms = match peer.serving {
                                     Serving::AllAtOnce => now + 10,
                                     Serving::Drip(every) => {
                                         let next = drip_next.entry(conn).or_insert(now);
-                                        *next += every;
+                                        *next = (*next).max(now) + every;
                                         *next
                                     }
                                 };
@@ -163,57 +175,110 @@ fn sync_until(
 }
 
 /// The bound stated for this attack: the late node has the honest tip
-/// within 10 s of meeting the liar (the block timeout of 5 s, a maintenance
+/// within 7 s of meeting the liar (the block timeout of 5 s, a maintenance
 /// round, and the honest download).
-const SYNC_BOUND_MS: u64 = 10_000;
+const SYNC_BOUND_MS: u64 = 7_000;
 
 #[test]
 fn attack3_sync_takeover_by_claimed_best_work() {
     let blocks = easy_chain(30);
     let honest_work = 2 * blocks.len() as u64;
-    // The liar claims far more work than it has, or exactly the honest
-    // work; either way it drips one block just inside the stall timeout.
-    for liar_claim in [u64::MAX / 4, honest_work] {
+    let honest_headers: Vec<Header> = blocks.iter().map(|b| b.header.clone()).collect();
+    // Honest headers and then made-up ones with the easiest bits (each
+    // meets its own target), to a full answer: its headers never end, so
+    // no claim check can catch it; only its blocks' timeouts can.
+    let mut endless = honest_headers.clone();
+    let last = blocks.last().expect("30").hash();
+    endless.extend(
+        easy_chain_from(last, 30, (MAX_HEADERS - blocks.len()) as u64, 7)
+            .into_iter()
+            .map(|b| b.header),
+    );
+    // The liar claims far more work than it shows and drips a block every
+    // 14 s (inside the 15 s stall timeout); or claims the honest work,
+    // sends endless headers, and drips one every 4.5 s (inside the 5 s
+    // block timeout, which the head of a single-peer window waited for).
+    for (liar_claim, liar_headers, drip_ms) in [
+        (u64::MAX / 4, honest_headers.clone(), 14_000),
+        (honest_work, endless, 4_500),
+    ] {
         let (mut core, chain) = core("late");
         let mut liar = remote_at("liar", [45, 1, 0, 1], 9001);
         liar.work = liar_claim;
         let mut honest = remote_at("honest", [46, 1, 0, 1], 9002);
         honest.work = honest_work;
-        // The liar arrives first, so it is the one the claim picks.
+        // The liar arrives first.
         let (liar_conn, first) = liar.join(&mut core, at(0));
         assert!(
             sent_to(&first, liar_conn)
                 .iter()
                 .any(|m| matches!(m, Message::GetHeaders(_))),
-            "the claim opens a sync with the liar"
+            "the claim opens a header exchange with the liar"
         );
-        let (honest_conn, _) = honest.join(&mut core, at(10));
-        let serving = BTreeMap::from([
-            (liar_conn, Serving::Drip(14_000)),
-            (honest_conn, Serving::AllAtOnce),
+        let (honest_conn, second) = honest.join(&mut core, at(10));
+        assert!(
+            sent_to(&second, honest_conn)
+                .iter()
+                .any(|m| matches!(m, Message::GetHeaders(_))),
+            "and with the honest peer beside it"
+        );
+        let peers = BTreeMap::from([
+            (
+                liar_conn,
+                Scripted {
+                    serving: Serving::Drip(drip_ms),
+                    headers: liar_headers,
+                },
+            ),
+            (
+                honest_conn,
+                Scripted {
+                    serving: Serving::AllAtOnce,
+                    headers: honest_headers.clone(),
+                },
+            ),
         ]);
-        // Resend the liar's GetHeaders through the loop.
-        core.actions.push_back(Action::Send {
-            conn: liar_conn,
-            message: Message::GetHeaders(vec![genesis()]),
-        });
-        let done = sync_until(&mut core, &chain, &blocks, &serving, 20, 60_000);
+        // Both `GetHeaders` again through the loop (`join` drained them).
+        for conn in [liar_conn, honest_conn] {
+            core.actions.push_back(Action::Send {
+                conn,
+                message: Message::GetHeaders(vec![genesis()]),
+            });
+        }
+        let done = sync_until(
+            &mut core,
+            &chain,
+            &blocks,
+            &peers,
+            honest_work,
+            (20, 60_000),
+        );
         let done = done.unwrap_or_else(|| {
             panic!(
                 "claim {liar_claim}: the late node never reached the honest tip (work {})",
                 chain.0.borrow().tip_work
             )
         });
-        println!("FIGURE attack 3 (claim {liar_claim}): honest tip after {done} ms");
+        println!(
+            "FIGURE attack 3 (claim {liar_claim}, drip {drip_ms} ms): honest tip after {done} ms"
+        );
         assert!(
             done <= SYNC_BOUND_MS,
             "claim {liar_claim}: honest tip only after {done} ms"
         );
+        assert!(core.conns.contains_key(&honest_conn));
+        // The liar does not keep its place: dropped for its claim at
+        // once, or for letting its blocks time out round after round.
+        sync_until(&mut core, &chain, &blocks, &peers, u64::MAX, (done, 20_000));
         assert!(
             !core.conns.contains_key(&liar_conn),
             "claim {liar_claim}: the liar was dropped"
         );
         assert!(core.conns.contains_key(&honest_conn));
+        assert!(
+            !core.sync.is_active(),
+            "nothing is left wanted from the liar"
+        );
     }
 }
 
@@ -628,4 +693,44 @@ fn the_import_backlog_is_bounded_in_bytes() {
     assert!(queued_bytes <= crate::p2p::protocol::relay::MAX_BLOCK_BACKLOG_BYTES);
     assert!(queued_bytes > crate::p2p::protocol::relay::MAX_BLOCK_BACKLOG_BYTES / 2);
     assert!(dropped > 0);
+}
+
+/// Only a block that extended our best chain earns eviction protection: a
+/// side-branch block costs its sender little and helps us not at all.
+#[test]
+fn a_side_branch_block_earns_no_eviction_protection() {
+    let (mut core, _) = core("victim");
+    let stale = remote_at("stale", [45, 1, 0, 1], 9001);
+    let (stale_conn, _) = stale.join(&mut core, at(0));
+    let useful = remote_at("useful", [46, 1, 0, 1], 9002);
+    let (useful_conn, _) = useful.join(&mut core, at(0));
+    for (conn, verdict, k) in [
+        (stale_conn, BlockVerdict::SideBranch, 1u8),
+        (useful_conn, BlockVerdict::Accepted, 2u8),
+    ] {
+        core.handle(
+            at(1_000),
+            Input::BlockVerdict {
+                from: Some(conn),
+                hash: BlockHash(Hash256::digest(&[k])),
+                size: 100,
+                verdict,
+            },
+        );
+    }
+    let actions = drain(&mut core);
+    assert_eq!(
+        counted(&actions, "p2p_blocks_without_credit_total", "side_branch"),
+        1
+    );
+    let last_block_at = |conn: ConnId| {
+        core.conns[&conn]
+            .peer
+            .as_ref()
+            .expect("ready")
+            .behaviour
+            .last_block_at
+    };
+    assert_eq!(last_block_at(stale_conn), None);
+    assert!(last_block_at(useful_conn).is_some());
 }

@@ -56,6 +56,11 @@ impl ChainView for FakeChain {
         *hash == genesis() || self.0.borrow().blocks.contains(hash)
     }
 
+    /// Only genesis has a known place: the fake chain keeps no heights.
+    fn block_work(&self, hash: &BlockHash) -> Option<Work> {
+        (*hash == genesis()).then_some(Work::ZERO)
+    }
+
     fn mempool_tx(&self, txid: &TxId) -> Option<Transaction> {
         self.0.borrow().mempool.get(txid).cloned()
     }

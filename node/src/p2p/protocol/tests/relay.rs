@@ -261,7 +261,7 @@ fn pending_txs_are_announced_again_every_few_blocks_even_to_peers_that_know_them
 // -------------------------------------------------------------------- sync
 
 #[test]
-fn sync_starts_with_the_peer_claiming_most_work_and_replaces_it_when_it_stalls() {
+fn every_peer_claiming_more_work_is_asked_for_headers_and_a_silent_one_is_dropped() {
     let (mut core, _) = core("a");
     let mut weaker = Remote::new("weaker", 9001);
     weaker.work = 5;
@@ -271,20 +271,24 @@ fn sync_starts_with_the_peer_claiming_most_work_and_replaces_it_when_it_stalls()
     assert!(sent_to(&actions, weak_conn)
         .iter()
         .any(|m| matches!(m, Message::GetHeaders(_))));
-    // A sync is running: a stronger peer does not take it over...
+    // A claim only opens a header exchange: a second claimant is asked
+    // too, not kept waiting behind the first.
     let (strong_conn, actions) = stronger.join(&mut core, at(10));
-    assert!(!sent_to(&actions, strong_conn)
+    assert!(sent_to(&actions, strong_conn)
         .iter()
         .any(|m| matches!(m, Message::GetHeaders(_))));
-    // ...until the sync peer stalls past the timeout (15 s).
+    // Neither answers: each is dropped once the stall timeout (15 s)
+    // passes since it was asked.
     core.handle(at(15_000), Input::Tick);
     assert_eq!(disconnect_reason(&drain(&mut core), weak_conn), None);
     core.handle(at(15_500), Input::Tick);
     let actions = drain(&mut core);
     assert_eq!(disconnect_reason(&actions, weak_conn), Some("stalled"));
-    assert!(sent_to(&actions, strong_conn)
-        .iter()
-        .any(|m| matches!(m, Message::GetHeaders(_))));
+    assert_eq!(disconnect_reason(&actions, strong_conn), Some("stalled"));
+    assert_eq!(
+        counted(&actions, "p2p_sync_peers_dropped_total", "headers_timeout"),
+        2
+    );
 }
 
 #[test]

@@ -1,0 +1,294 @@
+//! The sync's books on a fake clock: the moving window over several
+//! peers, per-block timeouts and stalls, and checked work counted from the
+//! fork point.
+
+use super::*;
+use ledger::target::CompactTarget;
+use ledger::{Address, Amount, Hash256, U256};
+
+fn easy() -> CompactTarget {
+    Target(U256::MAX.div_u64(2)).rounded().to_compact()
+}
+
+/// The work of one easy header.
+fn unit() -> Work {
+    Target::from_compact(easy()).expect("valid").work()
+}
+
+fn times(n: u64) -> Work {
+    (0..n).fold(Work::ZERO, |work, _| work.saturating_add(&unit()))
+}
+
+/// `n` easy headers after `prev` (at `height`), mined by `miner` so that
+/// branches differ.
+fn chain_from(prev: BlockHash, height: u64, n: usize, miner: u8) -> Vec<Header> {
+    let mut headers: Vec<Header> = Vec::new();
+    let mut prev = prev;
+    for k in 1..=n as u64 {
+        let mut header = Header {
+            version: 1,
+            height: Height(height + k),
+            prev_hash: prev,
+            merkle_root: Hash256::ZERO,
+            timestamp: height + k,
+            bits: easy(),
+            nonce: 0,
+            miner: Address([miner; 20]),
+            reward: Amount::ZERO,
+        };
+        while !Target::from_compact(easy())
+            .expect("valid")
+            .is_met_by(&header.hash())
+        {
+            header.nonce += 1;
+        }
+        prev = header.hash();
+        headers.push(header);
+    }
+    headers
+}
+
+fn chain(n: usize) -> Vec<Header> {
+    chain_from(BlockHash::ZERO, 0, n, 0)
+}
+
+fn ms(n: u64) -> Mono {
+    Mono(Duration::from_millis(n))
+}
+
+const A: ConnId = ConnId(1);
+const B: ConnId = ConnId(2);
+
+/// Both peers showed the same `n` headers, from a node with nothing.
+fn two_holders(n: usize) -> (BlockSync, Vec<Header>) {
+    let headers = chain(n);
+    let mut sync = BlockSync::new();
+    for peer in [A, B] {
+        assert!(sync.wants_headers(peer));
+        sync.headers_requested(peer, ms(0), vec![BlockHash::ZERO]);
+        assert!(sync.expects_headers_from(peer));
+        sync.on_headers(peer, &headers, ms(0), Work::ZERO, |_| None, |_| false)
+            .expect("valid");
+        assert!(sync.headers_complete(peer));
+        assert_eq!(
+            sync.peer(peer).expect("known").checked_work,
+            times(n as u64)
+        );
+    }
+    (sync, headers)
+}
+
+#[test]
+fn blocks_come_from_several_peers_at_once_lowest_heights_first() {
+    let (mut sync, headers) = two_holders(100);
+    let batch = sync.next_requests(ms(0), |_| true);
+    assert_eq!(batch.len(), 2 * MAX_BLOCKS_IN_FLIGHT_PER_PEER);
+    let from_a = batch.iter().filter(|(id, _)| *id == A).count();
+    assert_eq!(
+        from_a, MAX_BLOCKS_IN_FLIGHT_PER_PEER,
+        "the share is per peer"
+    );
+    let asked: BTreeSet<BlockHash> = batch.iter().map(|(_, hash)| *hash).collect();
+    let lowest: BTreeSet<BlockHash> = headers[..batch.len()].iter().map(Header::hash).collect();
+    assert_eq!(
+        asked, lowest,
+        "the window starts at the lowest missing height"
+    );
+    // Each arrival frees a place in its peer's share.
+    let (peer, hash) = batch[0];
+    assert!(sync.block_received(peer, &hash, 100, ms(5)));
+    assert!(
+        !sync.block_received(peer, &hash, 100, ms(5)),
+        "counted once"
+    );
+    let next = sync.next_requests(ms(10), |_| true);
+    assert_eq!(next, vec![(peer, headers[batch.len()].hash())]);
+    assert!(sync.block_judged(&hash, false));
+    assert_eq!(sync.blocks_imported, 1);
+}
+
+#[test]
+fn the_window_is_bounded_ahead_of_the_lowest_missing_block() {
+    let headers = chain(BLOCK_WINDOW + 50);
+    let mut sync = BlockSync::new();
+    let peers: Vec<ConnId> = (1..=100).map(ConnId).collect();
+    for peer in &peers {
+        sync.headers_requested(*peer, ms(0), vec![]);
+        sync.on_headers(*peer, &headers, ms(0), Work::ZERO, |_| None, |_| false)
+            .expect("valid");
+    }
+    let batch = sync.next_requests(ms(0), |_| true);
+    assert_eq!(batch.len(), BLOCK_WINDOW);
+    let highest = headers[BLOCK_WINDOW - 1].hash();
+    assert!(batch.iter().any(|(_, hash)| *hash == highest));
+    assert!(sync.next_requests(ms(0), |_| true).is_empty());
+}
+
+#[test]
+fn a_timed_out_block_goes_to_another_peer_and_a_staller_loses_its_share() {
+    let (mut sync, _) = two_holders(200);
+    let timeout = Duration::from_secs(5);
+    let batch = sync.next_requests(ms(0), |_| true);
+    // B delivers everything at once; A nothing.
+    for (peer, hash) in &batch {
+        if *peer == B {
+            sync.block_received(B, hash, 10, ms(50));
+        }
+    }
+    let second = sync.next_requests(ms(100), |_| true);
+    assert!(second.iter().all(|(id, _)| *id == B), "A's share is full");
+    let (stalled, back) = sync.expire(ms(4_000), timeout);
+    assert!(stalled.is_empty() && back.is_empty(), "not yet");
+    let (stalled, back) = sync.expire(ms(5_100), timeout);
+    assert_eq!(stalled.get(&A), Some(&(MAX_BLOCKS_IN_FLIGHT_PER_PEER, 1)));
+    assert!(!stalled.contains_key(&B), "B's were asked at 100 ms");
+    assert_eq!(back.len(), MAX_BLOCKS_IN_FLIGHT_PER_PEER);
+    // A's blocks are B's to deliver now; A only gets half a share, of
+    // later blocks.
+    for (_, hash) in &second {
+        sync.block_received(B, hash, 10, ms(50));
+    }
+    let again = sync.next_requests(ms(5_200), |_| true);
+    for hash in &back {
+        assert!(again.contains(&(B, *hash)), "re-asked of the other peer");
+    }
+    assert_eq!(
+        again.iter().filter(|(id, _)| *id == A).count(),
+        MAX_BLOCKS_IN_FLIGHT_PER_PEER / 2
+    );
+    // Two more rounds of stalling and it is at the disconnect limit.
+    let (stalled, _) = sync.expire(ms(10_300), timeout);
+    assert_eq!(stalled.get(&A).map(|s| s.1), Some(2));
+    sync.next_requests(ms(10_300), |_| true);
+    let (stalled, _) = sync.expire(ms(15_400), timeout);
+    assert_eq!(stalled.get(&A).map(|s| s.1), Some(MAX_BLOCK_STALLS));
+}
+
+#[test]
+fn a_lone_holder_is_asked_again_and_a_departed_one_hands_its_blocks_back() {
+    let headers = chain(5);
+    let mut sync = BlockSync::new();
+    sync.headers_requested(A, ms(0), vec![]);
+    sync.on_headers(A, &headers, ms(0), Work::ZERO, |_| None, |_| false)
+        .expect("valid");
+    let batch = sync.next_requests(ms(0), |_| true);
+    assert_eq!(batch.len(), 5);
+    sync.expire(ms(6_000), Duration::from_secs(5));
+    // Nobody else has them: asked again of the same peer, within its
+    // halved share.
+    assert_eq!(sync.next_requests(ms(6_000), |_| true).len(), 5);
+    assert_eq!(sync.peer(A).expect("known").stalls, 1);
+    assert_eq!(sync.peer_gone(A).len(), 5);
+    assert_eq!(sync.n_wanted(), 0, "nobody else named them");
+    assert!(sync.finish().is_some());
+}
+
+#[test]
+fn an_early_block_stays_in_the_window_until_it_is_ours() {
+    let headers = chain(BLOCK_WINDOW + 10);
+    let mut sync = BlockSync::new();
+    let peers: Vec<ConnId> = (1..=20).map(ConnId).collect();
+    for peer in &peers {
+        sync.headers_requested(*peer, ms(0), vec![]);
+        sync.on_headers(*peer, &headers, ms(0), Work::ZERO, |_| None, |_| false)
+            .expect("valid");
+    }
+    let batch = sync.next_requests(ms(0), |_| true);
+    assert_eq!(batch.len(), BLOCK_WINDOW);
+    // All but the first arrive, and wait for it as orphans: the window
+    // does not move past them.
+    for (peer, hash) in &batch[1..] {
+        assert!(sync.block_received(*peer, hash, 10, ms(10)));
+        assert!(sync.block_judged(hash, true), "an orphan of the sync");
+    }
+    assert!(sync.next_requests(ms(20), |_| true).is_empty());
+    // The first arrives: it and the early ones are ours, the window moves.
+    let (peer, first) = batch[0];
+    sync.block_received(peer, &first, 10, ms(30));
+    sync.block_judged(&first, false);
+    for (_, hash) in &batch[1..] {
+        sync.block_held(hash);
+    }
+    let rest = sync.next_requests(ms(40), |_| true);
+    assert_eq!(rest.len(), 10);
+    // An early block whose parent never makes it is fetched again.
+    let (peer, hash) = rest[0];
+    sync.block_received(peer, &hash, 10, ms(50));
+    sync.block_judged(&hash, true);
+    assert_eq!(sync.expire_received(ms(30_000), Duration::from_secs(30)), 0);
+    assert_eq!(sync.expire_received(ms(30_051), Duration::from_secs(30)), 1);
+}
+
+#[test]
+fn checked_work_counts_from_the_fork_point() {
+    // We hold 10 blocks; the peer's branch leaves ours after block 4 and
+    // has 3 blocks of its own: 7 blocks of work, less than our 10.
+    let ours = chain(10);
+    let held: BTreeMap<BlockHash, Work> = ours
+        .iter()
+        .enumerate()
+        .map(|(k, header)| (header.hash(), times(k as u64 + 1)))
+        .collect();
+    let work_of = |hash: &BlockHash| held.get(hash).copied();
+    let our_work = times(10);
+    let mut branch: Vec<Header> = ours[..4].to_vec();
+    branch.extend(chain_from(ours[3].hash(), 4, 3, 9));
+    let mut sync = BlockSync::new();
+    sync.headers_requested(A, ms(0), vec![]);
+    sync.on_headers(A, &branch, ms(0), our_work, work_of, |hash| {
+        work_of(hash).is_some()
+    })
+    .expect("valid");
+    assert_eq!(sync.peer(A).expect("known").checked_work, times(7));
+    assert_eq!(sync.n_wanted(), 0, "a branch with less work is not fetched");
+    // Counted from our tip instead, it would have seemed worth 13.
+    // Its continuation is counted on top of what it showed.
+    let longer = chain_from(branch[6].hash(), 7, 4, 9);
+    sync.headers_requested(A, ms(1), vec![]);
+    sync.on_headers(A, &longer, ms(1), our_work, work_of, |hash| {
+        work_of(hash).is_some()
+    })
+    .expect("valid");
+    assert_eq!(sync.peer(A).expect("known").checked_work, times(11));
+    assert_eq!(sync.n_wanted(), 4, "now it beats our tip");
+}
+
+#[test]
+fn headers_are_asked_only_while_there_is_room() {
+    let mut sync = BlockSync::new();
+    let mut prev = BlockHash::ZERO;
+    let mut height = 0;
+    while sync.wants_headers(A) || sync.peer(A).is_none() {
+        sync.headers_requested(A, ms(0), vec![]);
+        let headers = chain_from(prev, height, MAX_HEADERS, 0);
+        prev = headers.last().expect("full").hash();
+        height += MAX_HEADERS as u64;
+        sync.on_headers(A, &headers, ms(0), Work::ZERO, |_| None, |_| false)
+            .expect("valid");
+    }
+    assert!(sync.n_wanted() <= MAX_WANTED);
+    assert_eq!(
+        sync.n_wanted(),
+        MAX_HEADERS,
+        "held headers running low first"
+    );
+}
+
+#[test]
+fn bad_headers_are_refused() {
+    let mut headers = chain(3);
+    headers[1].prev_hash = BlockHash::ZERO;
+    assert_eq!(check_headers(&headers), Err(HeadersError::Unconnected));
+    let mut headers = chain(2);
+    headers[1].bits = CompactTarget(0x0300_0001);
+    assert_eq!(check_headers(&headers), Err(HeadersError::BadProofOfWork));
+    let mut sync = BlockSync::new();
+    sync.headers_requested(A, ms(0), vec![]);
+    assert!(sync
+        .headers_overdue(ms(15_000), Duration::from_secs(15))
+        .is_empty());
+    assert_eq!(
+        sync.headers_overdue(ms(15_001), Duration::from_secs(15)),
+        vec![A]
+    );
+}
