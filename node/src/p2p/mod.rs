@@ -84,6 +84,14 @@ pub struct P2pTiming {
     pub connect_timeout: Duration,
     /// How often dial slots, timeouts and stalls are checked (500 ms).
     pub maintenance_interval: Duration,
+    /// Txs are announced in rounds this far apart on average, every tx
+    /// accepted since the last round in one `Inv` per peer; the gaps are
+    /// drawn from an exponential distribution, so a round's time tells
+    /// nothing. Zero (the default) announces each tx within the 20 ms
+    /// batch window of its acceptance: blocks here come seconds apart,
+    /// and a compact block rebuilds from the receiver's mempool only if
+    /// the block's txs have spread by then.
+    pub tx_announce_interval: Duration,
 }
 
 impl Default for P2pTiming {
@@ -96,6 +104,7 @@ impl Default for P2pTiming {
             sync_stall_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             maintenance_interval: Duration::from_millis(500),
+            tx_announce_interval: Duration::ZERO,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct SimArgs {
     /// Transactions per second across the network
     #[arg(long, default_value = "1", value_parser = options::parse_tx_rate)]
     tx_rate: f64,
+    /// Mean interval between a node's tx announcement rounds (0: at once, as ledger-node)
+    #[arg(long, default_value = "0s", value_parser = options::parse_duration)]
+    tx_trickle: std::time::Duration,
     /// Simulated time to run
     #[arg(long, default_value = "1h", value_parser = options::parse_duration)]
     duration: std::time::Duration,
@@ -92,6 +95,7 @@ impl SimArgs {
                 .map(|shares| shares.0)
                 .unwrap_or_else(|| options::equal_shares(self.nodes.clamp(1, 10))),
             tx_rate: self.tx_rate,
+            tx_trickle: self.tx_trickle,
             duration: self.duration,
             seed: self.seed,
             partition: self.partition.clone(),

@@ -84,6 +84,10 @@ impl KillCount {
     }
 }
 
+/// The longest mean tx announcement interval: a round may wait eight
+/// times the mean, and a tx announced minutes late says nothing more.
+const MAX_TX_TRICKLE: Duration = Duration::from_secs(60);
+
 /// Everything a simulation run needs. `Default` gives the documented
 /// defaults of `testnet sim`.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,6 +106,9 @@ pub struct SimOptions {
     pub miners: Vec<f64>,
     /// Transactions per second, across the network.
     pub tx_rate: f64,
+    /// The nodes' mean interval between tx announcement rounds
+    /// (`P2pTiming::tx_announce_interval`); zero announces at once.
+    pub tx_trickle: Duration,
     pub duration: Duration,
     pub seed: u64,
     pub partition: Option<Partition>,
@@ -121,6 +128,7 @@ impl Default for SimOptions {
             block_time: Duration::from_secs(10),
             miners: equal_shares(10),
             tx_rate: 1.0,
+            tx_trickle: Duration::ZERO,
             duration: Duration::from_secs(3600),
             seed: 1,
             partition: None,
@@ -155,6 +163,13 @@ impl SimOptions {
         }
         if self.block_time.is_zero() {
             return Err("--block-time must be more than 0".into());
+        }
+        if self.tx_trickle > MAX_TX_TRICKLE {
+            return Err(format!(
+                "--tx-trickle must be at most {}s, got {:?}",
+                MAX_TX_TRICKLE.as_secs(),
+                self.tx_trickle
+            ));
         }
         if let Some(partition) = &self.partition {
             let first = (self.nodes as f64 * partition.split).round() as usize;

@@ -127,7 +127,10 @@ impl World {
         let genesis = spec.genesis_hash();
         let cache = SignatureCache::new(1 << 20);
         let targets = dial_targets(&options, &mut rng);
-        let timing = P2pTiming::default();
+        let timing = P2pTiming {
+            tx_announce_interval: options.tx_trickle,
+            ..P2pTiming::default()
+        };
         let connect_timeout = timing.connect_timeout.as_nanos() as SimTime;
         // Every node's chain is a member of one in-memory arena, which
         // holds a block (and every index entry and account value nodes

@@ -10,10 +10,12 @@
 use super::time::Mono;
 use super::ConnId;
 use crate::p2p::message::InvItem;
+use siphasher::sip::SipHasher13;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-/// Inventory remembered per peer. 32-byte hashes: about 1 MB per peer.
+/// Inventory remembered per peer: about 330 KB per peer when full.
 pub const KNOWN_INVENTORY_CAPACITY: usize = 16_384;
 /// Most outstanding requests to one peer; further announcements from it are
 /// ignored until it answers (an announcer cannot make us queue unboundedly).
@@ -23,28 +25,88 @@ pub const MAX_REQUESTS: usize = 50_000;
 /// Other announcers remembered per item, to re-ask after a timeout.
 const MAX_ALTERNATES: usize = 8;
 
+/// The secret key of a node's inventory fingerprints (see
+/// `KnownInventory`): drawn once per core, so no peer can make two items
+/// share a fingerprint.
+#[derive(Clone, Copy, Debug)]
+pub struct InventoryKey {
+    k0: u64,
+    k1: u64,
+}
+
+impl InventoryKey {
+    pub fn new(k0: u64, k1: u64) -> InventoryKey {
+        InventoryKey { k0, k1 }
+    }
+
+    /// The 64-bit fingerprint of `item`: keyed SipHash-1-3 of its kind and
+    /// hash.
+    fn fingerprint(&self, item: &InvItem) -> u64 {
+        let kind: u8 = match item {
+            InvItem::Tx(_) => 0,
+            InvItem::Block(_) => 1,
+            InvItem::CompactBlock(_) => 2,
+        };
+        let mut bytes = [0u8; 33];
+        bytes[0] = kind;
+        bytes[1..].copy_from_slice(&item.hash().0);
+        SipHasher13::new_with_keys(self.k0, self.k1).hash(&bytes)
+    }
+}
+
+/// The fingerprints are keyed hashes already: the table uses them as they
+/// are instead of hashing them again.
+#[derive(Default)]
+struct Passthrough(u64);
+
+impl Hasher for Passthrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in all the same.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
 /// A bounded set: inserting beyond capacity forgets the oldest entry.
+/// Items are kept as 64-bit keyed fingerprints, about 20 bytes an item
+/// with the eviction order instead of about 100 for the items themselves:
+/// a node keeps one set per peer, a simulation one per connection end.
+/// Two items share a fingerprint with odds of 2^-64, and the key is the
+/// node's secret, so a peer cannot aim for a collision (which would at
+/// worst keep one announcement from that peer).
 pub struct KnownInventory {
-    set: HashSet<InvItem>,
-    order: VecDeque<InvItem>,
+    set: HashSet<u64, BuildHasherDefault<Passthrough>>,
+    order: VecDeque<u64>,
     capacity: usize,
+    key: InventoryKey,
 }
 
 impl KnownInventory {
-    pub fn new(capacity: usize) -> KnownInventory {
+    pub fn new(capacity: usize, key: InventoryKey) -> KnownInventory {
         KnownInventory {
-            set: HashSet::new(),
+            set: HashSet::default(),
             order: VecDeque::new(),
             capacity,
+            key,
         }
     }
 
     /// Returns true when the item was not known before.
     pub fn insert(&mut self, item: InvItem) -> bool {
-        if !self.set.insert(item) {
+        let print = self.key.fingerprint(&item);
+        if !self.set.insert(print) {
             return false;
         }
-        self.order.push_back(item);
+        self.order.push_back(print);
         while self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
@@ -54,14 +116,14 @@ impl KnownInventory {
     }
 
     pub fn contains(&self, item: &InvItem) -> bool {
-        self.set.contains(item)
+        self.set.contains(&self.key.fingerprint(item))
     }
 
     /// Stops assuming the peer has `item`. Its slot in the eviction order
     /// stays until it ages out; a later re-insert may then be forgotten a
     /// little early, which at worst costs one repeated announcement.
     pub fn forget(&mut self, item: &InvItem) {
-        self.set.remove(item);
+        self.set.remove(&self.key.fingerprint(item));
     }
 
     pub fn len(&self) -> usize {
@@ -405,7 +467,7 @@ mod tests {
 
     #[test]
     fn known_inventory_forgets_the_oldest() {
-        let mut known = KnownInventory::new(2);
+        let mut known = KnownInventory::new(2, InventoryKey::new(1, 2));
         assert!(known.insert(tx(1)));
         assert!(!known.insert(tx(1)));
         known.insert(tx(2));

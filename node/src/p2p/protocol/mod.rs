@@ -33,7 +33,7 @@ use crate::p2p::message::{Message, NetworkMagic};
 use crate::p2p::{P2pTiming, TipSummary};
 use addrbook::{AddrBook, AddrEntry, BanKey, BanList};
 use core::net::SocketAddr;
-use gossip::{KnownInventory, Requests};
+use gossip::{InventoryKey, KnownInventory, Requests};
 pub use interface::{
     Action, CloseCause, CloseReason, Command, Input, KnownView, MetricUpdate, Outgoing, PeerView,
     Snapshot,
@@ -139,6 +139,14 @@ fn bucket_key(seed: u64) -> [u8; 32] {
     key
 }
 
+/// The key of the peers' known-inventory fingerprints, from the seed but
+/// apart from the RNG's own sequence.
+fn inventory_key(seed: u64) -> InventoryKey {
+    use rand::RngCore;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x696e_7665_6e74_6f72);
+    InventoryKey::new(rng.next_u64(), rng.next_u64())
+}
+
 /// Announcements wait at most this long to be batched.
 const MAX_ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
 
@@ -216,6 +224,9 @@ pub struct NetworkState<V: ChainView> {
     pending_blocks: Vec<crate::p2p::message::InvItem>,
     pending_txs: Vec<crate::p2p::message::InvItem>,
     pending_since: Option<Mono>,
+    /// When pending txs are next announced, with announcement rounds on
+    /// (`P2pTiming::tx_announce_interval`) and txs waiting.
+    tx_round_at: Option<Mono>,
     block_backlog: usize,
     /// Encoded bytes of the blocks waiting for validation.
     block_backlog_bytes: usize,
@@ -236,6 +247,7 @@ pub struct NetworkState<V: ChainView> {
     /// Items remembered per peer (`gossip::KNOWN_INVENTORY_CAPACITY`
     /// unless `set_known_inventory_capacity` changed it).
     known_inventory_capacity: usize,
+    inventory_key: InventoryKey,
 }
 
 impl<V: ChainView> NetworkState<V> {
@@ -293,6 +305,7 @@ impl<V: ChainView> NetworkState<V> {
             pending_blocks: Vec::new(),
             pending_txs: Vec::new(),
             pending_since: None,
+            tx_round_at: None,
             block_backlog: 0,
             block_backlog_bytes: 0,
             tx_backlog: 0,
@@ -306,6 +319,7 @@ impl<V: ChainView> NetworkState<V> {
             last_housekeeping: now.mono,
             published: None,
             known_inventory_capacity: gossip::KNOWN_INVENTORY_CAPACITY,
+            inventory_key: inventory_key(seed),
             config,
         };
         state.take_book_changes();
@@ -370,7 +384,8 @@ impl<V: ChainView> NetworkState<V> {
         }
         if self.pending_since.is_some_and(|since| {
             self.now.mono.saturating_duration_since(since) >= MAX_ANNOUNCE_DELAY
-        }) {
+        }) || self.tx_round_at.is_some_and(|at| self.now.mono >= at)
+        {
             self.flush_announcements();
         }
         self.take_book_changes();
@@ -387,6 +402,9 @@ impl<V: ChainView> NetworkState<V> {
         let mut next = self.next_maintenance;
         if let Some(since) = self.pending_since {
             next = next.min(since + MAX_ANNOUNCE_DELAY);
+        }
+        if let Some(at) = self.tx_round_at {
+            next = next.min(at);
         }
         for conn in self.conns.values() {
             if let Some(session) = &conn.session {

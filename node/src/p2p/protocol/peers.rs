@@ -395,7 +395,7 @@ impl<V: ChainView> NetworkState<V> {
             caught_up: false,
             connected_at: now,
             ping_ms: None,
-            known: KnownInventory::new(known_capacity),
+            known: KnownInventory::new(known_capacity, self.inventory_key),
             addr_tokens: MAX_ADDRS as f64,
             addr_tokens_at: now,
             last_getaddr_answered: None,

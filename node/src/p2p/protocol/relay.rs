@@ -40,6 +40,9 @@ const REANNOUNCE_LIMIT: usize = 1_000;
 /// line naming the peer (fewer are ordinary gossip overlap).
 const KNOWN_TXS_WORTH_LOGGING: u64 = 1_000;
 
+/// The longest wait for a tx announcement round, in mean intervals.
+const TX_ROUND_MAX_FACTOR: f64 = 8.0;
+
 /// Nonces of one sender asked of a peer.
 pub(super) struct GapRequest {
     peer: ConnId,
@@ -70,7 +73,7 @@ impl<V: ChainView> NetworkState<V> {
             }
             NodeEvent::TxAccepted { tx } => {
                 self.pending_txs.push(InvItem::Tx(tx.txid()));
-                self.pending_since.get_or_insert(now);
+                self.arm_tx_announcement();
             }
             NodeEvent::TxReadmitted { tx } => {
                 // What we announced while it sat in a block may never have
@@ -83,7 +86,7 @@ impl<V: ChainView> NetworkState<V> {
                     }
                 }
                 self.pending_txs.push(item);
-                self.pending_since.get_or_insert(now);
+                self.arm_tx_announcement();
             }
             NodeEvent::Reorg { .. } | NodeEvent::TxDropped { .. } => {}
         }
@@ -96,7 +99,12 @@ impl<V: ChainView> NetworkState<V> {
     pub(super) fn flush_announcements(&mut self) {
         self.pending_since = None;
         let blocks = std::mem::take(&mut self.pending_blocks);
-        let txs = std::mem::take(&mut self.pending_txs);
+        let txs = if self.tx_round_due() {
+            self.tx_round_at = None;
+            std::mem::take(&mut self.pending_txs)
+        } else {
+            Vec::new()
+        };
         for id in self.ready_conns() {
             if let Some(peer) = self.peer_mut(id).filter(|peer| peer.wants_compact) {
                 let fresh: Vec<BlockHash> = blocks
@@ -144,7 +152,29 @@ impl<V: ChainView> NetworkState<V> {
         }
         self.metric_add("p2p_reannounced_total", ("kind", "tx"), items.len() as u64);
         self.pending_txs.extend(items);
-        self.pending_since.get_or_insert(self.now.mono);
+        self.arm_tx_announcement();
+    }
+
+    /// Schedules the announcement of the txs just queued: within the batch
+    /// window, or with announcement rounds on, at the next round (drawn
+    /// when the first tx waits for it).
+    fn arm_tx_announcement(&mut self) {
+        let mean = self.config.timing.tx_announce_interval;
+        if mean.is_zero() {
+            self.pending_since.get_or_insert(self.now.mono);
+        } else if self.tx_round_at.is_none() {
+            // Exponential gaps; 1 - u lies in (0, 1], so the log is finite,
+            // and the cap keeps one unlucky draw from stalling relay.
+            let draw = -(1.0 - self.rng.gen::<f64>()).ln();
+            let wait = mean.mul_f64(draw.min(TX_ROUND_MAX_FACTOR));
+            self.tx_round_at = Some(self.now.mono + wait);
+        }
+    }
+
+    /// Whether the pending txs go out with this flush.
+    fn tx_round_due(&self) -> bool {
+        self.config.timing.tx_announce_interval.is_zero()
+            || self.tx_round_at.is_some_and(|at| self.now.mono >= at)
     }
 
     /// Announces our pending txs to a new peer, oldest first so that a

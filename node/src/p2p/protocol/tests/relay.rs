@@ -87,6 +87,36 @@ fn accepted_tx_is_announced_once_to_each_peer_that_lacks_it() {
 }
 
 #[test]
+fn with_announcement_rounds_txs_wait_for_the_round_and_go_out_together() {
+    let mut config = config("a", 7000);
+    config.timing.tx_announce_interval = Duration::from_secs(1);
+    let (mut core, chain) = core_with(config, 1);
+    let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    drain(&mut core);
+    let txs = [tx(0), tx(1)];
+    for (index, accepted) in txs.iter().enumerate() {
+        chain.add_tx(accepted.clone());
+        let event = NodeEvent::TxAccepted {
+            tx: std::sync::Arc::new(accepted.clone()),
+        };
+        core.handle(at(100 + index as u64), Input::Node(event));
+    }
+    // Not within the batch window: the round is drawn, seconds at most.
+    core.handle(at(150), Input::Idle);
+    core.handle(at(150), Input::Tick);
+    let round = core.next_timer();
+    assert!(sent_to(&drain(&mut core), peer).is_empty());
+    assert!(
+        round > at(150).mono && round <= at(100 + 8_000).mono,
+        "{round:?}"
+    );
+    core.handle(Time::new(round, 1_800_000_000_000), Input::Tick);
+    let items: Vec<InvItem> = txs.iter().map(|tx| InvItem::Tx(tx.txid())).collect();
+    assert_eq!(sent_to(&drain(&mut core), peer), vec![Message::Inv(items)]);
+    assert!(!core.has_pending_announcements());
+}
+
+#[test]
 fn get_data_is_answered_in_order_with_missing_blocks_in_one_not_found() {
     let (mut core, chain) = core("a");
     let (conn, _) = Remote::new("p1", 9001).join(&mut core, at(0));
