@@ -78,7 +78,8 @@ fn signed_txs(
 
 fn bench_admission(criterion: &mut Criterion) {
     let spec = regtest();
-    let (txs, accounts) = signed_txs(&spec.genesis_hash(), 100, 10);
+    let genesis = spec.genesis_hash();
+    let (txs, accounts) = signed_txs(&genesis, 100, 10);
     let mut group = criterion.benchmark_group("mempool_admission");
     group.throughput(Throughput::Elements(txs.len() as u64));
     group.sample_size(20);
@@ -92,7 +93,7 @@ fn bench_admission(criterion: &mut Criterion) {
             },
             |(cache, mut pool, txs)| {
                 for tx in txs {
-                    Mempool::precheck(&spec, &cache, &tx).expect("valid");
+                    Mempool::precheck(&genesis, &cache, &tx).expect("valid");
                     pool.add(tx, &accounts, NOW).expect("admitted");
                 }
                 pool
@@ -105,11 +106,12 @@ fn bench_admission(criterion: &mut Criterion) {
 
 fn bench_template(criterion: &mut Criterion) {
     let spec = regtest();
-    let (txs, accounts) = signed_txs(&spec.genesis_hash(), 1_000, 50);
+    let genesis = spec.genesis_hash();
+    let (txs, accounts) = signed_txs(&genesis, 1_000, 50);
     let cache = SignatureCache::new(100_000);
     let mut pool = Mempool::new(spec.clone(), MempoolConfig::default(), cache.clone());
     for tx in txs {
-        Mempool::precheck(&spec, &cache, &tx).expect("valid");
+        Mempool::precheck(&genesis, &cache, &tx).expect("valid");
         pool.add(tx, &accounts, NOW).expect("admitted");
     }
     assert_eq!(pool.len(), 50_000);
@@ -167,7 +169,7 @@ fn bench_regtest_block(criterion: &mut Criterion) {
                             *nonce + offset,
                             String::new(),
                         );
-                        Mempool::precheck(&spec, &cache, &tx).expect("valid");
+                        Mempool::precheck(&genesis, &cache, &tx).expect("valid");
                         pool.add(tx, &reader, now_ms()).expect("admitted");
                     }
                 }
@@ -215,7 +217,7 @@ fn admission_breakdown() {
         let cache = SignatureCache::new(10_000);
         let started = Instant::now();
         for tx in &txs {
-            Mempool::precheck(&spec, &cache, tx).expect("valid");
+            Mempool::precheck(&genesis, &cache, tx).expect("valid");
         }
         precheck = precheck.max(rate(started));
         let mut pool = Mempool::new(spec.clone(), MempoolConfig::default(), cache.clone());
@@ -260,7 +262,7 @@ fn regtest_breakdown(blocks: u64) {
                     round * 200 + offset,
                     String::new(),
                 );
-                Mempool::precheck(&spec, &cache, &tx).expect("valid");
+                Mempool::precheck(&genesis, &cache, &tx).expect("valid");
                 pool.add(tx, &reader, now_ms()).expect("admitted");
             }
         }

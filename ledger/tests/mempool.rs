@@ -82,7 +82,7 @@ impl Fixture {
     }
 
     fn submit(&mut self, tx: Transaction) -> Result<ledger::TxId, MempoolError> {
-        Mempool::precheck(&self.spec, &self.cache, &tx)?;
+        Mempool::precheck(&self.spec.genesis_hash(), &self.cache, &tx)?;
         self.pool.add(tx, &self.accounts, NOW)
     }
 
@@ -132,7 +132,7 @@ fn admits_a_valid_tx_and_caches_its_signature() {
     let alice = key(1);
     fixture.fund(&alice, 10 * COIN, 0);
     let tx = fixture.tx(&alice, 0, MIN_FEE, 5);
-    let txid = Mempool::precheck(&fixture.spec, &fixture.cache, &tx).unwrap();
+    let txid = Mempool::precheck(&fixture.spec.genesis_hash(), &fixture.cache, &tx).unwrap();
     assert!(fixture.cache.contains(&txid));
     assert_eq!(
         fixture.pool.add(tx.clone(), &fixture.accounts, NOW),
@@ -241,7 +241,7 @@ fn wrong_chain_is_rejected() {
     // And on the dev chain, the same tx is fine.
     let dev = ChainSpec::builtin("dev").unwrap();
     let cache = SignatureCache::new(10);
-    assert!(Mempool::precheck(&dev, &cache, &for_dev).is_ok());
+    assert!(Mempool::precheck(&dev.genesis_hash(), &cache, &for_dev).is_ok());
 }
 
 #[test]

@@ -55,7 +55,7 @@ impl Node {
     }
 
     fn submit(&mut self, tx: Transaction) -> Result<ledger::TxId, ledger::mempool::MempoolError> {
-        Mempool::precheck(&self.spec, self.chain.signature_cache(), &tx)?;
+        Mempool::precheck(&self.spec.genesis_hash(), self.chain.signature_cache(), &tx)?;
         let reader = self.chain.reader();
         self.pool.add(tx, &reader, now_ms())
     }

@@ -390,28 +390,29 @@ impl NodeHandle {
     /// `submit_tx` for callers already on a blocking thread.
     pub fn submit_tx_blocking(&self, tx: Transaction) -> Result<TxId, MempoolError> {
         let shared = &self.shared;
-        let result = Mempool::precheck(&shared.spec, &shared.signature_cache, &tx).and_then(|_| {
-            let mut mempool = self.mempool();
-            let added = mempool.add(tx.clone(), &shared.reader, now_ms());
-            // Published (and so relayed) only once it can execute: a held
-            // tx goes out when its gap fills, from `report_drops`.
-            let held = added.as_ref().is_ok_and(|txid| mempool.is_held(txid));
-            if added.is_ok() && !held {
-                let _ = shared.events.send(NodeEvent::TxAccepted {
-                    tx: Arc::new(tx.clone()),
-                });
-            }
-            // Admission may evict, replace or release others: say so
-            // either way.
-            report_drops(&mut mempool, &shared.events, &shared.metrics);
-            let txid = added?;
-            shared.metrics.set(
-                "mempool_size",
-                &[],
-                i64::try_from(mempool.len()).unwrap_or(i64::MAX),
-            );
-            Ok(txid)
-        });
+        let result = Mempool::precheck(&shared.genesis_hash, &shared.signature_cache, &tx)
+            .and_then(|_| {
+                let mut mempool = self.mempool();
+                let added = mempool.add(tx.clone(), &shared.reader, now_ms());
+                // Published (and so relayed) only once it can execute: a held
+                // tx goes out when its gap fills, from `report_drops`.
+                let held = added.as_ref().is_ok_and(|txid| mempool.is_held(txid));
+                if added.is_ok() && !held {
+                    let _ = shared.events.send(NodeEvent::TxAccepted {
+                        tx: Arc::new(tx.clone()),
+                    });
+                }
+                // Admission may evict, replace or release others: say so
+                // either way.
+                report_drops(&mut mempool, &shared.events, &shared.metrics);
+                let txid = added?;
+                shared.metrics.set(
+                    "mempool_size",
+                    &[],
+                    i64::try_from(mempool.len()).unwrap_or(i64::MAX),
+                );
+                Ok(txid)
+            });
         match &result {
             Ok(_) => {
                 shared.metrics.inc("txs_accepted_total", &[]);

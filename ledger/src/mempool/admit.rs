@@ -8,35 +8,12 @@ use super::drops::DropReason;
 use super::queue::{cost_of, PoolTx, SenderQueue};
 use super::{Mempool, MempoolError, REPLACEMENT_FEE_BUMP_PERCENT};
 use crate::address::Address;
-use crate::chainspec::ChainSpec;
 use crate::hash::{BlockHash, TxId};
 use crate::sigcache::SignatureCache;
 use crate::state::{Account, AccountSource};
 use crate::tx::Transaction;
 use crate::validation::{self, TxError};
-use std::cell::RefCell;
 use std::cmp::Reverse;
-
-thread_local! {
-    /// The last spec whose genesis hash `precheck` computed on this thread.
-    /// Hashing the genesis block serializes the whole spec, which would cost
-    /// more than the rest of admission; specs never change in a process.
-    static GENESIS_MEMO: RefCell<Option<(ChainSpec, BlockHash)>> = const { RefCell::new(None) };
-}
-
-fn genesis_of(spec: &ChainSpec) -> BlockHash {
-    GENESIS_MEMO.with(|memo| {
-        let mut memo = memo.borrow_mut();
-        if let Some((known, hash)) = memo.as_ref() {
-            if known == spec {
-                return *hash;
-            }
-        }
-        let hash = spec.genesis_hash();
-        *memo = Some((spec.clone(), hash));
-        hash
-    })
-}
 
 /// Format and signature checks against the chain with `genesis`.
 fn check_format_and_signature(
@@ -63,15 +40,15 @@ fn check_format_and_signature(
 }
 impl Mempool {
     /// The checks that need no pool state: format and the signature (for
-    /// this chain). Meant to run before taking the pool's lock. A verified
+    /// the chain whose genesis hash is `genesis`). Meant to run before taking the pool's lock. A verified
     /// txid goes into `cache`, so neither [`Mempool::add`] nor block
     /// validation verifies it again.
     pub fn precheck(
-        spec: &ChainSpec,
+        genesis: &BlockHash,
         cache: &SignatureCache,
         tx: &Transaction,
     ) -> Result<TxId, MempoolError> {
-        check_format_and_signature(&genesis_of(spec), cache, tx)
+        check_format_and_signature(genesis, cache, tx)
     }
 
     /// Admits `tx` against the confirmed state in `accounts`. Checks, in

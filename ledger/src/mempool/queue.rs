@@ -33,7 +33,9 @@ pub(super) struct PoolTx {
 pub(super) struct SenderQueue {
     pub(super) confirmed_nonce: u64,
     pub(super) executable_end: u64,
-    pub(super) txs: BTreeMap<u64, PoolTx>,
+    /// Boxed: most queues hold a tx or two, and a B-tree leaf has room
+    /// for eleven values, so unboxed every queue would cost some 3 KB.
+    pub(super) txs: BTreeMap<u64, Box<PoolTx>>,
     /// Sum of amount plus fee of every pending tx; u128 so it cannot
     /// overflow however many transactions are queued.
     pub(super) total_cost: u128,
@@ -134,7 +136,7 @@ impl PoolIndex {
         self.by_recipient.insert((entry.tx.to, entry.seq));
         self.bytes += entry.size;
         queue.total_cost += cost_of(&entry.tx);
-        queue.txs.insert(nonce, entry);
+        queue.txs.insert(nonce, Box::new(entry));
         if nonce == queue.executable_end {
             queue.extend_executable();
             self.promote(queue, nonce);
@@ -192,6 +194,6 @@ impl PoolIndex {
         if let Some(new_tail) = Self::tail_key(queue, sender) {
             self.tails.insert(new_tail);
         }
-        Some(entry)
+        Some(*entry)
     }
 }

@@ -238,7 +238,7 @@ impl TestBackend {
     }
 
     pub fn add_tx(&self, tx: Transaction) -> Result<TxId, MempoolError> {
-        Mempool::precheck(&self.inner.spec, &self.inner.cache, &tx)?;
+        Mempool::precheck(&self.inner.genesis, &self.inner.cache, &tx)?;
         let mut mempool = lock(&self.inner.mempool);
         let added = mempool.add(tx.clone(), &self.inner.reader, now_ms());
         // As the node: a held tx (behind a nonce gap) is published only
@@ -395,12 +395,12 @@ impl Backend for TestBackend {
     fn precheck_block(&self, block: Block) -> impl Future<Output = Block> + Send {
         let backend = self.clone();
         async move {
-            let spec = backend.inner.spec.clone();
+            let genesis = backend.inner.genesis;
             let cache = backend.inner.cache.clone();
             tokio::task::spawn_blocking(move || {
                 // Failures are left for `submit_block` to report.
                 for tx in &block.txs {
-                    let _ = Mempool::precheck(&spec, &cache, tx);
+                    let _ = Mempool::precheck(&genesis, &cache, tx);
                 }
                 block
             })

@@ -41,7 +41,7 @@ impl InventoryKey {
 
     /// The 64-bit fingerprint of `item`: keyed SipHash-1-3 of its kind and
     /// hash.
-    fn fingerprint(&self, item: &InvItem) -> u64 {
+    pub fn fingerprint(&self, item: &InvItem) -> u64 {
         let kind: u8 = match item {
             InvItem::Tx(_) => 0,
             InvItem::Block(_) => 1,
@@ -102,16 +102,26 @@ impl KnownInventory {
 
     /// Returns true when the item was not known before.
     pub fn insert(&mut self, item: InvItem) -> bool {
-        let print = self.key.fingerprint(&item);
-        if !self.set.insert(print) {
+        self.insert_fingerprint(self.key.fingerprint(&item))
+    }
+
+    /// `insert` of an item whose fingerprint the caller computed with this
+    /// set's key (`InventoryKey::fingerprint`), as when one item goes to
+    /// every peer.
+    pub fn insert_fingerprint(&mut self, print: u64) -> bool {
+        if self.set.contains(&print) {
             return false;
         }
-        self.order.push_back(print);
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        // Room first, so neither the table nor the order ever holds more
+        // than `capacity` and neither grows past the size that needs.
+        while self.order.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => self.set.remove(&old),
+                None => break,
+            };
         }
+        self.set.insert(print);
+        self.order.push_back(print);
         true
     }
 

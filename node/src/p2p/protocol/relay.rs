@@ -105,12 +105,22 @@ impl<V: ChainView> NetworkState<V> {
         } else {
             Vec::new()
         };
+        // Each item's fingerprint once, not once per peer.
+        let key = self.inventory_key;
+        let blocks: Vec<(InvItem, u64)> = blocks
+            .into_iter()
+            .map(|item| (item, key.fingerprint(&item)))
+            .collect();
+        let txs: Vec<(InvItem, u64)> = txs
+            .into_iter()
+            .map(|item| (item, key.fingerprint(&item)))
+            .collect();
         for id in self.ready_conns() {
             if let Some(peer) = self.peer_mut(id).filter(|peer| peer.wants_compact) {
                 let fresh: Vec<BlockHash> = blocks
                     .iter()
-                    .filter(|item| peer.known.insert(**item))
-                    .map(|item| BlockHash(item.hash()))
+                    .filter(|(_, print)| peer.known.insert_fingerprint(*print))
+                    .map(|(item, _)| BlockHash(item.hash()))
                     .collect();
                 for hash in fresh {
                     self.push(Action::PushCompact { conn: id, hash });
@@ -120,8 +130,8 @@ impl<V: ChainView> NetworkState<V> {
                 let Some(peer) = self.peer_mut(id) else { break };
                 let fresh: Vec<InvItem> = batch
                     .iter()
-                    .copied()
-                    .filter(|item| peer.known.insert(*item))
+                    .filter(|(_, print)| peer.known.insert_fingerprint(*print))
+                    .map(|(item, _)| *item)
                     .collect();
                 for chunk in fresh.chunks(MAX_INV_ITEMS) {
                     self.send(id, Message::Inv(chunk.to_vec()));
