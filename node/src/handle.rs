@@ -580,11 +580,7 @@ impl Backend for NodeHandle {
         self.shared.verifier.precheck(block).await
     }
 
-    /// A relayed tx's signature is checked on the verifier threads, below
-    /// the priority of block relay and validation, so a flood of relayed
-    /// txs cannot delay a block; the mempool then finds it cached.
     async fn submit_tx(&self, tx: Transaction) -> TxVerdict {
-        let tx = self.shared.verifier.precheck_tx(tx).await;
         match NodeHandle::submit_tx(self, tx).await {
             Ok(_) => TxVerdict::Accepted,
             Err(error) => error.into(),

@@ -1,14 +1,12 @@
 //! The signature verifiers: a few background threads that check the
-//! signatures of synced blocks ahead of the chain writer, and of txs that
-//! peers relay, filling the shared signature cache so the writer and the
-//! mempool find them done. The writer is the one serial stage of a sync,
-//! and a gossiped block's rebuild and validation are what its propagation
-//! waits on; when the verifiers ran at their priority the scheduler shared
-//! the cores fairly among them and the block waited its turn: on Linux the
-//! verifiers therefore run at a lower priority (`VERIFIER_NICE`), so they
-//! use whatever CPU blocks, the network and sled leave over. Jobs are taken
-//! in submission order; a bad signature is not reported here (the writer or
-//! the mempool finds and reports it precisely).
+//! signatures of synced blocks ahead of the chain writer, filling the
+//! shared signature cache so the writer finds them done. The writer is the
+//! one serial stage of a sync, and when the verifiers ran at its priority
+//! the scheduler shared the cores fairly among them and the writer waited
+//! its turn: on Linux the verifiers therefore run at a lower priority
+//! (`VERIFIER_NICE`), so they use whatever CPU the writer, the network and
+//! sled leave over. Jobs are taken in submission order; a bad signature is
+//! not reported here (the writer finds and reports it precisely).
 
 use ledger::sigcache::SignatureCache;
 use ledger::{Block, BlockHash, Transaction, TxId};
@@ -23,16 +21,10 @@ use tokio::sync::oneshot;
 pub const VERIFIER_NICE: i32 = 10;
 
 struct Job {
-    // Field order matters: the work's share is dropped before `done`, so
+    // Field order matters: the block's share is dropped before `done`, so
     // when the requester hears back it holds the only reference.
-    work: Work,
+    block: Arc<Block>,
     done: oneshot::Sender<()>,
-}
-
-/// What a job checks.
-enum Work {
-    Block(Arc<Block>),
-    Tx(Arc<Transaction>),
 }
 
 /// A handle on the verifier threads; they stop once every handle is gone.
@@ -65,28 +57,19 @@ impl Verifier {
     /// back (also when the verifiers are gone, unchecked then).
     pub async fn precheck(&self, block: Block) -> Block {
         let block = Arc::new(block);
-        self.wait_for(Work::Block(Arc::clone(&block))).await;
+        let (done, checked) = oneshot::channel();
+        let job = Job {
+            block: Arc::clone(&block),
+            done,
+        };
+        if self.jobs.send(job).is_ok() {
+            // An error means the job was dropped unrun: same outcome.
+            let _ = checked.await;
+        }
         // The job is gone by now and took its share with it (`run` drops the
         // share before answering), so the block is ours alone; the copy is
         // only a fallback.
         Arc::try_unwrap(block).unwrap_or_else(|shared| (*shared).clone())
-    }
-
-    /// Checks a relayed tx's signature into the cache, then hands the tx
-    /// back (unchecked when the verifiers are gone): the mempool's own
-    /// check then finds it cached.
-    pub async fn precheck_tx(&self, tx: Transaction) -> Transaction {
-        let tx = Arc::new(tx);
-        self.wait_for(Work::Tx(Arc::clone(&tx))).await;
-        Arc::try_unwrap(tx).unwrap_or_else(|shared| (*shared).clone())
-    }
-
-    async fn wait_for(&self, work: Work) {
-        let (done, checked) = oneshot::channel();
-        if self.jobs.send(Job { work, done }).is_ok() {
-            // An error means the job was dropped unrun: same outcome.
-            let _ = checked.await;
-        }
     }
 }
 
@@ -98,14 +81,11 @@ fn run(queue: &Mutex<mpsc::Receiver<Job>>, genesis: &BlockHash, cache: &Signatur
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(Job { work, done }) = job else {
+        let Ok(Job { block, done }) = job else {
             return;
         };
-        match &work {
-            Work::Block(block) => check(&block.txs, genesis, cache),
-            Work::Tx(tx) => check(std::slice::from_ref(&**tx), genesis, cache),
-        }
-        drop(work);
+        check(&block.txs, genesis, cache);
+        drop(block);
         // The requester may have given up (shutdown): nothing to do then.
         let _ = done.send(());
     }
@@ -169,23 +149,6 @@ mod tests {
         // A bad signature is left for the chain writer to report: nothing of
         // that block is cached, not even its good txs.
         assert!(!bad.txs.iter().any(|tx| cache.contains(&tx.txid())));
-    }
-
-    #[tokio::test]
-    async fn checks_a_relayed_tx_into_the_cache_and_hands_it_back() {
-        let genesis = ChainSpec::builtin("regtest").unwrap().genesis_hash();
-        let cache = SignatureCache::new(100);
-        let verifier = Verifier::start(1, genesis, cache.clone()).expect("threads start");
-        let mut txs = block_of(2, 7, &genesis).txs;
-        let good = txs.remove(0);
-        let mut bad = txs.remove(0);
-        bad.amount = Amount::from_base_units(424_242);
-        let back = verifier.precheck_tx(good.clone()).await;
-        assert_eq!(back, good);
-        assert!(cache.contains(&good.txid()));
-        let back = verifier.precheck_tx(bad.clone()).await;
-        assert_eq!(back, bad);
-        assert!(!cache.contains(&bad.txid()));
     }
 
     #[cfg(target_os = "linux")]
