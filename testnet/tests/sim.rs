@@ -53,6 +53,36 @@ fn the_same_seed_gives_a_byte_identical_report_and_tip() {
 }
 
 #[test]
+fn announcement_rounds_are_reproducible_and_batch_the_invs() {
+    let rounds = |seed| SimOptions {
+        tx_trickle: Duration::from_secs(1),
+        ..small(seed)
+    };
+    let first = testnet::sim::run(rounds(7), None).expect("runs");
+    let second = testnet::sim::run(rounds(7), None).expect("runs");
+    assert_eq!(without_wall(&first.report), without_wall(&second.report));
+    assert_eq!(first.report.txs_lost, 0, "{}", first.report.table());
+    // The same network announcing at once sends more `Inv` messages for
+    // the same txs: rounds put several txs in one.
+    let at_once = testnet::sim::run(small(7), None).expect("runs");
+    let invs = |report: &testnet::sim::Report| {
+        let value = serde_json::to_value(report).expect("serializes");
+        let traffic = value["traffic"].as_array().expect("traffic by kind");
+        traffic
+            .iter()
+            .find(|kind| kind["kind"] == "inv")
+            .and_then(|kind| kind["messages"].as_f64())
+            .unwrap_or_else(|| panic!("no inv traffic: {traffic:?}"))
+    };
+    assert!(
+        invs(&first.report) * 2.0 < invs(&at_once.report),
+        "rounds {} against at once {}",
+        invs(&first.report),
+        invs(&at_once.report)
+    );
+}
+
+#[test]
 fn a_healed_partition_converges_and_loses_no_tx() {
     let options = SimOptions {
         duration: Duration::from_secs(600),

@@ -519,5 +519,10 @@ mod tests {
             ..SimOptions::default()
         };
         assert!(options.validate().unwrap_err().contains("--degree"));
+        let slow = SimOptions {
+            tx_trickle: Duration::from_secs(61),
+            ..SimOptions::default()
+        };
+        assert!(slow.validate().unwrap_err().contains("--tx-trickle"));
     }
 }
