@@ -7,6 +7,7 @@
 //! `p2p::protocol::tests::attacks`.
 
 use ledger::Height;
+use node::test_utils::headers::easy_headers;
 use node::test_utils::p2p_net;
 
 use ledger::{Hash256, TxId, Work, U256};
@@ -40,38 +41,6 @@ fn check_rss(attack: &str, before: u64) {
     );
 }
 
-/// Headers after `prev` (at `height`) with the easiest bits, each meeting
-/// its own target: what a liar can make up for free, and what the cheap
-/// header checks alone cannot tell from real ones.
-fn made_up_headers(prev: ledger::BlockHash, height: u64, n: usize) -> Vec<ledger::Header> {
-    use ledger::Target;
-    let easy = Target(U256::MAX.div_u64(2)).rounded().to_compact();
-    let mut headers: Vec<ledger::Header> = Vec::new();
-    let mut prev = prev;
-    for k in 1..=n as u64 {
-        let mut header = ledger::Header {
-            version: 1,
-            height: Height(height + k),
-            prev_hash: prev,
-            merkle_root: Hash256::ZERO,
-            timestamp: height + k,
-            bits: easy,
-            nonce: 0,
-            miner: ledger::Address([7; 20]),
-            reward: ledger::Amount::ZERO,
-        };
-        while !Target::from_compact(easy)
-            .expect("valid")
-            .is_met_by(&header.hash())
-        {
-            header.nonce += 1;
-        }
-        prev = header.hash();
-        headers.push(header);
-    }
-    headers
-}
-
 /// Attack 3: a peer claims the most work, answers `GetHeaders` with the
 /// honest chain's headers topped up with made-up ones to a full answer (so
 /// its headers never end and no claim check catches it), and drips one
@@ -102,10 +71,13 @@ async fn attack3_sync_takeover_by_claimed_best_work() {
         .collect();
     let mut headers: Vec<ledger::Header> = blocks.iter().map(|b| b.header.clone()).collect();
     let top = blocks.last().expect("20").hash();
-    headers.extend(made_up_headers(
+    // Made up with the easiest bits, each meeting its own target: what
+    // the cheap header checks alone cannot tell from real ones.
+    headers.extend(easy_headers(
         top,
         20,
         node::p2p::message::MAX_HEADERS - blocks.len(),
+        7,
     ));
     let spec = victim.backend.spec().clone();
     let before = resident_bytes();
