@@ -255,3 +255,54 @@ fn bad_headers_are_refused() {
         vec![A]
     );
 }
+
+#[test]
+fn a_repeated_answer_is_not_read_again_nor_asked_for_again() {
+    let headers = chain(MAX_HEADERS);
+    let mut sync = shown_by(&headers, [A]);
+    let shown = sync.peer(A).expect("known").checked_work;
+    assert_eq!(shown, times(MAX_HEADERS as u64));
+    // One of its blocks came from elsewhere: it has more, and fewer than
+    // an answer's worth of its headers are left, so it is asked again,
+    // from the last header it sent.
+    sync.block_held(&headers[0].hash());
+    assert!(sync.wants_headers(A));
+    let locator = sync.headers_requested(A, ms(1), vec![BlockHash::ZERO]);
+    assert_eq!(locator[0], headers[MAX_HEADERS - 1].hash());
+    // It answers with the same headers: nothing is looked up for them,
+    // nothing changes, and it is not asked again.
+    let lookups = std::cell::Cell::new(0);
+    let answer = sync.on_headers(
+        A,
+        &headers,
+        ms(2),
+        Work::ZERO,
+        |_| {
+            lookups.set(lookups.get() + 1);
+            None
+        },
+        |_| {
+            lookups.set(lookups.get() + 1);
+            false
+        },
+    );
+    assert_eq!(answer, Ok(HeadersAnswer::Repeated));
+    assert_eq!(lookups.get(), 0, "the repeat is not read");
+    assert!(!sync.expects_headers_from(A));
+    assert!(sync.headers_complete(A));
+    assert!(!sync.wants_headers(A));
+    assert_eq!(sync.peer(A).expect("known").checked_work, shown);
+    assert_eq!(sync.n_wanted(), MAX_HEADERS - 1);
+    // Once it shows something new, it is asked again, and an answer that
+    // goes on from its last header is read.
+    sync.reopen(A);
+    assert!(sync.wants_headers(A));
+    sync.headers_requested(A, ms(3), vec![]);
+    let more = easy_headers(headers[MAX_HEADERS - 1].hash(), MAX_HEADERS as u64, 5, 0);
+    let answer = sync.on_headers(A, &more, ms(4), Work::ZERO, |_| None, |_| false);
+    assert_eq!(answer, Ok(HeadersAnswer::Read));
+    assert_eq!(
+        sync.peer(A).expect("known").checked_work,
+        times(MAX_HEADERS as u64 + 5)
+    );
+}

@@ -39,10 +39,22 @@ enum Serving {
 }
 
 /// A scripted sync peer: the headers it answers every `GetHeaders` with,
-/// and how it serves the blocks it has (the honest ones).
+/// and how it serves the blocks it has (the honest ones); it counts the
+/// `GetHeaders` it was sent.
 struct Scripted {
     serving: Serving,
     headers: Vec<Header>,
+    asked_headers: std::cell::Cell<usize>,
+}
+
+impl Scripted {
+    fn new(serving: Serving, headers: Vec<Header>) -> Scripted {
+        Scripted {
+            serving,
+            headers,
+            asked_headers: std::cell::Cell::new(0),
+        }
+    }
 }
 
 /// Runs the late node against its peers until its tip has `target_work`
@@ -67,11 +79,14 @@ fn sync_until(
                         continue;
                     };
                     match message {
-                        Message::GetHeaders(_) => deliveries.push((
-                            now + 10,
-                            conn,
-                            Message::Headers(peer.headers.clone()),
-                        )),
+                        Message::GetHeaders(_) => {
+                            peer.asked_headers.set(peer.asked_headers.get() + 1);
+                            deliveries.push((
+                                now + 10,
+                                conn,
+                                Message::Headers(peer.headers.clone()),
+                            ));
+                        }
                         Message::GetData(items) => {
                             for item in items {
                                 let InvItem::Block(hash) = item else { continue };
@@ -191,17 +206,11 @@ fn attack3_sync_takeover_by_claimed_best_work() {
         let peers = BTreeMap::from([
             (
                 liar_conn,
-                Scripted {
-                    serving: Serving::Drip(drip_ms),
-                    headers: liar_headers,
-                },
+                Scripted::new(Serving::Drip(drip_ms), liar_headers),
             ),
             (
                 honest_conn,
-                Scripted {
-                    serving: Serving::AllAtOnce,
-                    headers: honest_headers.clone(),
-                },
+                Scripted::new(Serving::AllAtOnce, honest_headers.clone()),
             ),
         ]);
         // Both `GetHeaders` again through the loop (`join` drained them).
@@ -244,6 +253,13 @@ fn attack3_sync_takeover_by_claimed_best_work() {
         assert!(
             !core.sync.is_active(),
             "nothing is left wanted from the liar"
+        );
+        // Its answers repeat themselves: the repeat is not asked for
+        // again, however many rounds the liar stays.
+        let asked = peers[&liar_conn].asked_headers.get();
+        assert!(
+            asked <= 2,
+            "claim {liar_claim}: the liar was asked for headers {asked} times"
         );
     }
 }
@@ -405,19 +421,13 @@ fn attack5_address_book_eclipse() {
                 .map(|_| {
                     next += 1;
                     let b = next.to_be_bytes();
-                    PeerAddr {
-                        addr: SocketAddr::from(([150 + b[1] % 50, b[2], b[3], 1], 7000)),
-                        node_id: None,
-                        last_seen_ms: now.unix_ms,
-                        connected: false,
-                    }
+                    let ip = [150 + b[1] % 50, b[2], b[3], 1];
+                    relayed(SocketAddr::from((ip, 7000)), now.unix_ms)
                 })
-                .chain(std::iter::once(PeerAddr {
-                    addr: SocketAddr::from(([10, 0, 0, k], 7000)),
-                    node_id: None,
-                    last_seen_ms: now.unix_ms,
-                    connected: false,
-                }))
+                .chain(std::iter::once(relayed(
+                    SocketAddr::from(([10, 0, 0, k], 7000)),
+                    now.unix_ms,
+                )))
                 .collect();
             core.handle(
                 now,
@@ -439,12 +449,7 @@ fn attack5_address_book_eclipse() {
         let remote = remote_at("private-pusher", [47, 1, 0, 1], 9300);
         let now = at(2_000 + round * 100_000);
         let (conn, _) = remote.join(&mut core, now);
-        let private = PeerAddr {
-            addr: SocketAddr::from(([10, 1, 2, 3], 7000)),
-            node_id: None,
-            last_seen_ms: now.unix_ms,
-            connected: false,
-        };
+        let private = relayed(SocketAddr::from(([10, 1, 2, 3], 7000)), now.unix_ms);
         core.handle(
             now,
             Input::Frame {
@@ -498,6 +503,16 @@ fn attack5_address_book_eclipse() {
         .map(|addr| super::netgroup::NetGroup::of(addr.ip()))
         .collect();
     assert_eq!(groups.len(), dials.len(), "one dial per network group");
+}
+
+/// An address as a peer relays it, last seen at `last_seen_ms`.
+fn relayed(addr: SocketAddr, last_seen_ms: u64) -> PeerAddr {
+    PeerAddr {
+        addr,
+        node_id: None,
+        last_seen_ms,
+        connected: false,
+    }
 }
 
 fn counted_add(actions: &[Action], metric: &str, value: &str) -> usize {
