@@ -6,6 +6,7 @@
 //! The tests take turns (`ALONE`) because resident memory is the whole
 //! process's, which tests running beside them would blur.
 
+use node::test_utils::headers::{empty_block_on, empty_blocks_on};
 use node::test_utils::p2p_net;
 
 use ledger::TxId;
@@ -22,6 +23,50 @@ const RSS_BOUND: u64 = 48 * 1024 * 1024;
 /// Answers the node's pings and reads whatever it sends for `period`.
 async fn drain(peer: &mut FakePeer, period: Duration) {
     let _ = peer.recv_matching(period, |_| false).await;
+}
+
+/// The victim and its honest peer, after the victim mined `n` empty blocks
+/// and the honest peer has them too.
+async fn setup_with_blocks(n: usize) -> Setup {
+    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    for _ in 0..n {
+        setup.node.backend.mine(0);
+    }
+    honest_peer_synced(&setup).await;
+    setup
+}
+
+/// Waits until the honest peer has the victim's tip.
+async fn honest_peer_synced(setup: &Setup) {
+    let tip = setup.node.backend.tip_hash();
+    wait_for("honest peer synced", LONG, || {
+        setup.honest.backend.tip_hash() == tip
+    })
+    .await;
+}
+
+/// The honest peer mines a block; returns how long the victim took to
+/// have it.
+async fn honest_block_delay(setup: &Setup) -> Duration {
+    let started = Instant::now();
+    let hash = setup.honest.backend.mine(0);
+    wait_for("victim gets the honest block", LONG, || {
+        setup.node.backend.tip_hash() == hash
+    })
+    .await;
+    started.elapsed()
+}
+
+/// The end of a stale-branch attack: the attacker is not banned for it
+/// (a stale branch is no misbehaviour), and the victim still serves.
+async fn stale_branch_is_not_misbehaviour(setup: Setup, attacker: FakePeer) {
+    assert!(
+        !setup.node.p2p.is_node_banned(&attacker.key.public_key()),
+        "a stale branch is not misbehaviour"
+    );
+    drop(attacker);
+    setup.still_serves(0).await;
+    setup.stop().await;
 }
 
 /// Attack 1: a peer announces thousands of confirmed txids every 100 ms.
@@ -51,11 +96,7 @@ async fn freezing_the_network_task_with_known_txids() {
         setup.node.backend.mine(1_000);
     }
     assert_eq!(setup.node.backend.mempool_len(), 0, "all mined");
-    let tip = setup.node.backend.tip_hash();
-    wait_for("honest peer synced", LONG, || {
-        setup.honest.backend.tip_hash() == tip
-    })
-    .await;
+    honest_peer_synced(&setup).await;
 
     let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;
     attacker.handshake(&spec).await;
@@ -86,13 +127,7 @@ async fn freezing_the_network_task_with_known_txids() {
     let mut delays = Vec::new();
     for _ in 0..5 {
         pace(Duration::from_millis(300)).await;
-        let started = Instant::now();
-        let hash = setup.honest.backend.mine(0);
-        wait_for("victim gets the honest block", LONG, || {
-            setup.node.backend.tip_hash() == hash
-        })
-        .await;
-        delays.push(started.elapsed());
+        delays.push(honest_block_delay(&setup).await);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (attacker, announced) = flood.await.expect("flood task");
@@ -228,50 +263,14 @@ async fn free_mempool_space_from_transactions_that_can_never_be_mined() {
     setup.stop().await;
 }
 
-/// A solved, empty block on `parent`, `spacing_ms` after it.
-fn empty_block_on(
-    spec: &ledger::ChainSpec,
-    parent: &ledger::Header,
-    spacing_ms: u64,
-) -> ledger::Block {
-    let mut header = ledger::Header {
-        version: ledger::block::BLOCK_VERSION,
-        height: parent.height + 1,
-        prev_hash: parent.hash(),
-        merkle_root: ledger::block::merkle_root(&[]),
-        timestamp: parent.timestamp + spacing_ms,
-        bits: spec.initial_target.to_compact(),
-        nonce: 0,
-        miner: ledger::Address([9; 20]),
-        reward: spec.block_subsidy,
-    };
-    assert!(ledger::miner::solve(
-        &mut header,
-        &std::sync::atomic::AtomicBool::new(false),
-        1
-    ));
-    ledger::Block {
-        header,
-        txs: Vec::new(),
-    }
-}
-
 /// Attack 2: a peer pushes, unasked, a fork from genesis whose blocks have
 /// less work than the victim's chain. None is stored or indexed; the
 /// honest peer's blocks still arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_work_side_branches_filling_disk_and_memory() {
     let _alone = ALONE.lock().await;
-    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    let setup = setup_with_blocks(40).await;
     let spec = setup.node.backend.spec().clone();
-    for _ in 0..40 {
-        setup.node.backend.mine(0);
-    }
-    let tip = setup.node.backend.tip_hash();
-    wait_for("honest peer synced", LONG, || {
-        setup.honest.backend.tip_hash() == tip
-    })
-    .await;
     let reader = setup.node.backend.reader().clone();
     let stored_before = reader.stored_block_count();
     let index_before = setup.node.backend.index_len();
@@ -280,13 +279,7 @@ async fn low_work_side_branches_filling_disk_and_memory() {
     attacker.handshake(&spec).await;
     // Spread out timestamps, as a fork that eases its own target would
     // use; each block 30 s after its parent, all well in the past.
-    let mut parent = spec.genesis_block().header;
-    let mut fork = Vec::new();
-    for _ in 0..39 {
-        let block = empty_block_on(&spec, &parent, 30_000);
-        parent = block.header.clone();
-        fork.push(block);
-    }
+    let fork = empty_blocks_on(&spec, &spec.genesis_block().header, 39, 30_000);
     for block in &fork {
         assert!(attacker.send(&Message::Block(block.clone())).await);
     }
@@ -297,13 +290,7 @@ async fn low_work_side_branches_filling_disk_and_memory() {
             .counter("p2p_messages_received_total", &[("kind", "block")])
     };
     wait_for("victim read the fork", LONG, || blocks_received() >= 39).await;
-    let started = Instant::now();
-    let honest_block = setup.honest.backend.mine(0);
-    wait_for("victim gets the honest block", LONG, || {
-        setup.node.backend.tip_hash() == honest_block
-    })
-    .await;
-    let delay = started.elapsed();
+    let delay = honest_block_delay(&setup).await;
     drain(&mut attacker, Duration::from_millis(50)).await;
     let stored = reader.stored_block_count() - stored_before;
     let indexed = setup.node.backend.index_len() - index_before;
@@ -322,13 +309,7 @@ async fn low_work_side_branches_filling_disk_and_memory() {
     assert_eq!(stored, 1, "only the honest block was stored");
     assert_eq!(indexed, 1, "only the honest block was indexed");
     assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
-    assert!(
-        !setup.node.p2p.is_node_banned(&attacker.key.public_key()),
-        "a stale branch is not misbehaviour"
-    );
-    drop(attacker);
-    setup.still_serves(0).await;
-    setup.stop().await;
+    stale_branch_is_not_misbehaviour(setup, attacker).await;
 }
 
 /// Attack 2 through a sync: a peer's headers show a fork from genesis with
@@ -345,25 +326,11 @@ async fn low_work_side_branches_filling_disk_and_memory() {
 async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
     use ledger::chain::{MAX_ORPHANS, MAX_SIDE_BLOCKS};
     let _alone = ALONE.lock().await;
-    let setup = setup_with_honest_peer(NodeOptions::default()).await;
-    let spec = setup.node.backend.spec().clone();
     let length = MAX_SIDE_BLOCKS + 80;
-    for _ in 0..length {
-        setup.node.backend.mine(0);
-    }
-    let tip = setup.node.backend.tip_hash();
-    wait_for("honest peer synced", LONG, || {
-        setup.honest.backend.tip_hash() == tip
-    })
-    .await;
+    let setup = setup_with_blocks(length).await;
+    let spec = setup.node.backend.spec().clone();
     let fed = MAX_SIDE_BLOCKS + 64;
-    let mut parent = spec.genesis_block().header;
-    let mut fork = Vec::new();
-    for _ in 0..length + 10 {
-        let block = empty_block_on(&spec, &parent, 30_000);
-        parent = block.header.clone();
-        fork.push(block);
-    }
+    let fork = empty_blocks_on(&spec, &spec.genesis_block().header, length + 10, 30_000);
     let reader = setup.node.backend.reader().clone();
     let stored_before = reader.stored_block_count();
     let index_before = setup.node.backend.index_len();
@@ -424,13 +391,7 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
         setup.node.backend.process_times().len() >= judged_before + fed
     })
     .await;
-    let started = Instant::now();
-    let honest_block = setup.honest.backend.mine(0);
-    wait_for("victim gets the honest block", LONG, || {
-        setup.node.backend.tip_hash() == honest_block
-    })
-    .await;
-    let delay = started.elapsed();
+    let delay = honest_block_delay(&setup).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let attacker = feeder.await.expect("feeder");
     let stored = reader.stored_block_count() - stored_before;
@@ -455,13 +416,7 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
     assert!(stored <= MAX_SIDE_BLOCKS + 1, "store grew by {stored}");
     assert!(setup.node.backend.orphan_count() <= MAX_ORPHANS);
     assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
-    assert!(
-        !setup.node.p2p.is_node_banned(&attacker.key.public_key()),
-        "a stale branch is not misbehaviour"
-    );
-    drop(attacker);
-    setup.still_serves(0).await;
-    setup.stop().await;
+    stale_branch_is_not_misbehaviour(setup, attacker).await;
 }
 
 /// Attack 8 (orphans per peer): a peer sends 100 blocks whose parent it
@@ -473,23 +428,12 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
 async fn orphan_pool_limited_per_peer() {
     use ledger::chain::MAX_ORPHANS_PER_SOURCE;
     let _alone = ALONE.lock().await;
-    let setup = setup_with_honest_peer(NodeOptions::default()).await;
+    let setup = setup_with_blocks(1).await;
     let spec = setup.node.backend.spec().clone();
-    setup.node.backend.mine(0);
     let tip = setup.node.backend.tip_hash();
-    wait_for("honest peer synced", LONG, || {
-        setup.honest.backend.tip_hash() == tip
-    })
-    .await;
     // A withheld parent and 100 descendants, each an orphan on arrival.
     let withheld = empty_block_on(&spec, &spec.genesis_block().header, 30_000);
-    let mut parent = withheld.header.clone();
-    let mut orphans = Vec::new();
-    for _ in 0..100 {
-        let block = empty_block_on(&spec, &parent, 30_000);
-        parent = block.header.clone();
-        orphans.push(block);
-    }
+    let orphans = empty_blocks_on(&spec, &withheld.header, 100, 30_000);
     let judged_before = setup.node.backend.process_times().len();
     let rss_before = resident_bytes();
     let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;

@@ -1,11 +1,13 @@
 //! What the node's tests share, built only for tests (`cfg(test)` or the
 //! `test-utils` feature, which the node's own integration tests turn on):
 //! the chain and clock helpers every test needs (the chain ones from
-//! `ledger::testing`), and `p2p_net`, the P2P
-//! harness of real nodes, a test `Backend` that publishes what the real
-//! node publishes, and a hand-driven `FakePeer`. Waiting is always on a
-//! condition with a deadline, never a bare sleep.
+//! `ledger::testing`), `headers`, the made-up header chains and solved
+//! empty blocks the sync and attack tests feed a node, and `p2p_net`, the
+//! P2P harness of real nodes, a test `Backend` that publishes what the
+//! real node publishes, and a hand-driven `FakePeer`. Waiting is always on
+//! a condition with a deadline, never a bare sleep.
 
+pub mod headers;
 pub mod p2p_net;
 
 pub use ledger::testing::{dev_address, regtest, transfer, transfer_with_memo};

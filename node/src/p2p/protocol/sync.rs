@@ -50,6 +50,19 @@ pub enum HeadersError {
     BadProofOfWork,
 }
 
+/// What became of a `Headers` answer that passed the checks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadersAnswer {
+    /// Read and booked.
+    Read,
+    /// It ends at the header the peer's previous answer ended at, which
+    /// our locator named first: it shows nothing new (an honest peer
+    /// answers with what comes after that header), so it is not read
+    /// past its last header, and the peer is not asked again until it
+    /// shows us something new.
+    Repeated,
+}
+
 /// What one peer's headers have shown us, and how it serves blocks.
 #[derive(Clone, Debug, Default)]
 pub struct PeerSync {
@@ -211,7 +224,10 @@ impl BlockSync {
     /// being committed may have no work recorded yet). The peer's checked
     /// work is counted from the fork point: the work of the last header we
     /// hold, plus each header after it. Blocks we lack are wanted only if
-    /// that work beats our tip.
+    /// that work beats our tip. An answer that repeats where the peer's
+    /// last one ended costs one hash and is not read further (see
+    /// `HeadersAnswer::Repeated`), so a peer cannot make us redo the work
+    /// of its answer by sending it again.
     pub fn on_headers(
         &mut self,
         peer: ConnId,
@@ -220,8 +236,15 @@ impl BlockSync {
         our_work: Work,
         work_of: impl Fn(&BlockHash) -> Option<Work>,
         has_block: impl Fn(&BlockHash) -> bool,
-    ) -> Result<(), HeadersError> {
-        check_headers(headers)?;
+    ) -> Result<HeadersAnswer, HeadersError> {
+        if let (Some(last), Some(sync)) = (headers.last(), self.peers.get_mut(&peer)) {
+            if sync.best.is_some() && sync.best == Some(last.hash()) {
+                sync.headers_asked = None;
+                sync.more = false;
+                return Ok(HeadersAnswer::Repeated);
+            }
+        }
+        let hashes = check_headers(headers)?;
         let sync = self.peers.entry(peer).or_default();
         sync.headers_asked = None;
         sync.answered = true;
@@ -232,7 +255,7 @@ impl BlockSync {
             if sync.best.is_none() {
                 sync.checked_work = sync.checked_work.max(our_work);
             }
-            return Ok(());
+            return Ok(HeadersAnswer::Read);
         };
         let continues = sync.best == Some(first.prev_hash);
         let mut work = if continues {
@@ -241,8 +264,7 @@ impl BlockSync {
             work_of(&first.prev_hash).unwrap_or(our_work)
         };
         let mut lacking = Vec::new();
-        for header in headers {
-            let hash = header.hash();
+        for (header, &hash) in headers.iter().zip(&hashes) {
             match work_of(&hash) {
                 Some(held) => work = held,
                 None => {
@@ -256,7 +278,7 @@ impl BlockSync {
             }
         }
         let last = headers.last().expect("not empty");
-        sync.best = Some(last.hash());
+        sync.best = hashes.last().copied();
         sync.best_height = last.height;
         sync.checked_work = work;
         let worth_fetching = work > our_work;
@@ -284,7 +306,7 @@ impl BlockSync {
         if worth_fetching {
             self.started_at.get_or_insert(now);
         }
-        Ok(())
+        Ok(HeadersAnswer::Read)
     }
 
     /// Blocks to ask for now, with whom to ask: the lowest missing
@@ -540,13 +562,13 @@ impl BlockSync {
 
 /// Headers must chain, and each must meet its own target (cheap checks
 /// that keep a peer from sending us to fetch junk; full validation happens
-/// when the blocks arrive).
-pub fn check_headers(headers: &[Header]) -> Result<(), HeadersError> {
-    let mut previous: Option<BlockHash> = None;
+/// when the blocks arrive). Returns their hashes, so each is hashed once.
+pub fn check_headers(headers: &[Header]) -> Result<Vec<BlockHash>, HeadersError> {
+    let mut hashes: Vec<BlockHash> = Vec::with_capacity(headers.len());
     for header in headers {
         let hash = header.hash();
-        if let Some(previous) = previous {
-            if header.prev_hash != previous {
+        if let Some(previous) = hashes.last() {
+            if header.prev_hash != *previous {
                 return Err(HeadersError::Unconnected);
             }
         }
@@ -554,9 +576,9 @@ pub fn check_headers(headers: &[Header]) -> Result<(), HeadersError> {
             Ok(target) if target.is_met_by(&hash) => {}
             _ => return Err(HeadersError::BadProofOfWork),
         }
-        previous = Some(hash);
+        hashes.push(hash);
     }
-    Ok(())
+    Ok(hashes)
 }
 
 #[cfg(test)]

@@ -4,16 +4,18 @@
 //! (chaining and proof-of-work, with bans for either; unsolicited ones
 //! refused before any is hashed) and the work they show, counted from the
 //! fork point, replaces its claim: a peer whose headers, once complete,
-//! fall short of what it claimed is dropped (`unbacked_claim`), and one
-//! that leaves a `GetHeaders` unanswered for the stall timeout is dropped
-//! (`headers_timeout`). Blocks are fetched from every peer whose checked
+//! fall short of what it claimed is dropped (`unbacked_claim`), one that
+//! leaves a `GetHeaders` unanswered for the stall timeout is dropped
+//! (`headers_timeout`), and an answer that repeats the peer's last one is
+//! read no further than its last header and not asked for again
+//! (`repeated_headers`). Blocks are fetched from every peer whose checked
 //! headers named them, in `BlockSync`'s moving window; a block unanswered
 //! for the block timeout (a third of the stall timeout) goes to another
 //! peer, and a peer that lets blocks time out in `MAX_BLOCK_STALLS` rounds
 //! is dropped (`block_stalling`). A liar or a drip-feeder therefore never
 //! holds the sync: the honest peers' blocks come in beside its own.
 
-use super::sync::{HeadersError, MAX_BLOCK_STALLS};
+use super::sync::{HeadersAnswer, HeadersError, MAX_BLOCK_STALLS};
 use super::{ChainView, CloseReason, ConnId, NetworkState};
 use crate::p2p::message::{InvItem, Message};
 use ledger::{BlockHash, Header};
@@ -128,8 +130,20 @@ impl<V: ChainView> NetworkState<V> {
             |hash| view.block_work(hash),
             |hash| view.has_block(hash),
         ) {
-            Ok(()) if self.claim_unbacked(id) => {}
-            Ok(()) => self.sync_progress(),
+            Ok(HeadersAnswer::Repeated) => {
+                // Its last answer again, read no further than the last
+                // header; it is not asked again until it shows something
+                // new.
+                let remote = self.conns.get(&id).and_then(|conn| conn.remote);
+                tracing::debug!(peer = ?remote, conn = %id, rule = "repeated_headers", n = headers.len(), "headers repeating the last answer not read");
+                self.metric_inc("p2p_dropped_total", ("reason", "repeated_headers"));
+                self.add_score(id, 1, "repeated_headers");
+                if !self.claim_unbacked(id) {
+                    self.sync_progress();
+                }
+            }
+            Ok(HeadersAnswer::Read) if self.claim_unbacked(id) => {}
+            Ok(HeadersAnswer::Read) => self.sync_progress(),
             Err(HeadersError::BadProofOfWork) => {
                 self.ban_peer(id, "bad_pow", "header misses its target".into())
             }

@@ -3,53 +3,21 @@
 //! fork point.
 
 use super::*;
+use crate::test_utils::headers::{easiest_bits, easy_headers};
 use ledger::target::CompactTarget;
-use ledger::{Address, Amount, Hash256, U256};
-
-fn easy() -> CompactTarget {
-    Target(U256::MAX.div_u64(2)).rounded().to_compact()
-}
 
 /// The work of one easy header.
 fn unit() -> Work {
-    Target::from_compact(easy()).expect("valid").work()
+    Target::from_compact(easiest_bits()).expect("valid").work()
 }
 
 fn times(n: u64) -> Work {
     (0..n).fold(Work::ZERO, |work, _| work.saturating_add(&unit()))
 }
 
-/// `n` easy headers after `prev` (at `height`), mined by `miner` so that
-/// branches differ.
-fn chain_from(prev: BlockHash, height: u64, n: usize, miner: u8) -> Vec<Header> {
-    let mut headers: Vec<Header> = Vec::new();
-    let mut prev = prev;
-    for k in 1..=n as u64 {
-        let mut header = Header {
-            version: 1,
-            height: Height(height + k),
-            prev_hash: prev,
-            merkle_root: Hash256::ZERO,
-            timestamp: height + k,
-            bits: easy(),
-            nonce: 0,
-            miner: Address([miner; 20]),
-            reward: Amount::ZERO,
-        };
-        while !Target::from_compact(easy())
-            .expect("valid")
-            .is_met_by(&header.hash())
-        {
-            header.nonce += 1;
-        }
-        prev = header.hash();
-        headers.push(header);
-    }
-    headers
-}
-
+/// `n` easy headers from nothing.
 fn chain(n: usize) -> Vec<Header> {
-    chain_from(BlockHash::ZERO, 0, n, 0)
+    easy_headers(BlockHash::ZERO, 0, n, 0)
 }
 
 fn ms(n: u64) -> Mono {
@@ -58,6 +26,18 @@ fn ms(n: u64) -> Mono {
 
 const A: ConnId = ConnId(1);
 const B: ConnId = ConnId(2);
+
+/// Each of `peers` was asked for headers and answered with `headers`,
+/// from a node with nothing.
+fn shown_by(headers: &[Header], peers: impl IntoIterator<Item = ConnId>) -> BlockSync {
+    let mut sync = BlockSync::new();
+    for peer in peers {
+        sync.headers_requested(peer, ms(0), vec![]);
+        sync.on_headers(peer, headers, ms(0), Work::ZERO, |_| None, |_| false)
+            .expect("valid");
+    }
+    sync
+}
 
 /// Both peers showed the same `n` headers, from a node with nothing.
 fn two_holders(n: usize) -> (BlockSync, Vec<Header>) {
@@ -110,13 +90,7 @@ fn blocks_come_from_several_peers_at_once_lowest_heights_first() {
 #[test]
 fn the_window_is_bounded_ahead_of_the_lowest_missing_block() {
     let headers = chain(BLOCK_WINDOW + 50);
-    let mut sync = BlockSync::new();
-    let peers: Vec<ConnId> = (1..=100).map(ConnId).collect();
-    for peer in &peers {
-        sync.headers_requested(*peer, ms(0), vec![]);
-        sync.on_headers(*peer, &headers, ms(0), Work::ZERO, |_| None, |_| false)
-            .expect("valid");
-    }
+    let mut sync = shown_by(&headers, (1..=100).map(ConnId));
     let batch = sync.next_requests(ms(0), |_| true);
     assert_eq!(batch.len(), BLOCK_WINDOW);
     let highest = headers[BLOCK_WINDOW - 1].hash();
@@ -166,11 +140,7 @@ fn a_timed_out_block_goes_to_another_peer_and_a_staller_loses_its_share() {
 
 #[test]
 fn a_lone_holder_is_asked_again_and_a_departed_one_hands_its_blocks_back() {
-    let headers = chain(5);
-    let mut sync = BlockSync::new();
-    sync.headers_requested(A, ms(0), vec![]);
-    sync.on_headers(A, &headers, ms(0), Work::ZERO, |_| None, |_| false)
-        .expect("valid");
+    let mut sync = shown_by(&chain(5), [A]);
     let batch = sync.next_requests(ms(0), |_| true);
     assert_eq!(batch.len(), 5);
     sync.expire(ms(6_000), Duration::from_secs(5));
@@ -185,14 +155,7 @@ fn a_lone_holder_is_asked_again_and_a_departed_one_hands_its_blocks_back() {
 
 #[test]
 fn an_early_block_stays_in_the_window_until_it_is_ours() {
-    let headers = chain(BLOCK_WINDOW + 10);
-    let mut sync = BlockSync::new();
-    let peers: Vec<ConnId> = (1..=20).map(ConnId).collect();
-    for peer in &peers {
-        sync.headers_requested(*peer, ms(0), vec![]);
-        sync.on_headers(*peer, &headers, ms(0), Work::ZERO, |_| None, |_| false)
-            .expect("valid");
-    }
+    let mut sync = shown_by(&chain(BLOCK_WINDOW + 10), (1..=20).map(ConnId));
     let batch = sync.next_requests(ms(0), |_| true);
     assert_eq!(batch.len(), BLOCK_WINDOW);
     // All but the first arrive, and wait for it as orphans: the window
@@ -232,7 +195,7 @@ fn checked_work_counts_from_the_fork_point() {
     let work_of = |hash: &BlockHash| held.get(hash).copied();
     let our_work = times(10);
     let mut branch: Vec<Header> = ours[..4].to_vec();
-    branch.extend(chain_from(ours[3].hash(), 4, 3, 9));
+    branch.extend(easy_headers(ours[3].hash(), 4, 3, 9));
     let mut sync = BlockSync::new();
     sync.headers_requested(A, ms(0), vec![]);
     sync.on_headers(A, &branch, ms(0), our_work, work_of, |hash| {
@@ -243,7 +206,7 @@ fn checked_work_counts_from_the_fork_point() {
     assert_eq!(sync.n_wanted(), 0, "a branch with less work is not fetched");
     // Counted from our tip instead, it would have seemed worth 13.
     // Its continuation is counted on top of what it showed.
-    let longer = chain_from(branch[6].hash(), 7, 4, 9);
+    let longer = easy_headers(branch[6].hash(), 7, 4, 9);
     sync.headers_requested(A, ms(1), vec![]);
     sync.on_headers(A, &longer, ms(1), our_work, work_of, |hash| {
         work_of(hash).is_some()
@@ -260,7 +223,7 @@ fn headers_are_asked_only_while_there_is_room() {
     let mut height = 0;
     while sync.wants_headers(A) || sync.peer(A).is_none() {
         sync.headers_requested(A, ms(0), vec![]);
-        let headers = chain_from(prev, height, MAX_HEADERS, 0);
+        let headers = easy_headers(prev, height, MAX_HEADERS, 0);
         prev = headers.last().expect("full").hash();
         height += MAX_HEADERS as u64;
         sync.on_headers(A, &headers, ms(0), Work::ZERO, |_| None, |_| false)
@@ -290,5 +253,56 @@ fn bad_headers_are_refused() {
     assert_eq!(
         sync.headers_overdue(ms(15_001), Duration::from_secs(15)),
         vec![A]
+    );
+}
+
+#[test]
+fn a_repeated_answer_is_not_read_again_nor_asked_for_again() {
+    let headers = chain(MAX_HEADERS);
+    let mut sync = shown_by(&headers, [A]);
+    let shown = sync.peer(A).expect("known").checked_work;
+    assert_eq!(shown, times(MAX_HEADERS as u64));
+    // One of its blocks came from elsewhere: it has more, and fewer than
+    // an answer's worth of its headers are left, so it is asked again,
+    // from the last header it sent.
+    sync.block_held(&headers[0].hash());
+    assert!(sync.wants_headers(A));
+    let locator = sync.headers_requested(A, ms(1), vec![BlockHash::ZERO]);
+    assert_eq!(locator[0], headers[MAX_HEADERS - 1].hash());
+    // It answers with the same headers: nothing is looked up for them,
+    // nothing changes, and it is not asked again.
+    let lookups = std::cell::Cell::new(0);
+    let answer = sync.on_headers(
+        A,
+        &headers,
+        ms(2),
+        Work::ZERO,
+        |_| {
+            lookups.set(lookups.get() + 1);
+            None
+        },
+        |_| {
+            lookups.set(lookups.get() + 1);
+            false
+        },
+    );
+    assert_eq!(answer, Ok(HeadersAnswer::Repeated));
+    assert_eq!(lookups.get(), 0, "the repeat is not read");
+    assert!(!sync.expects_headers_from(A));
+    assert!(sync.headers_complete(A));
+    assert!(!sync.wants_headers(A));
+    assert_eq!(sync.peer(A).expect("known").checked_work, shown);
+    assert_eq!(sync.n_wanted(), MAX_HEADERS - 1);
+    // Once it shows something new, it is asked again, and an answer that
+    // goes on from its last header is read.
+    sync.reopen(A);
+    assert!(sync.wants_headers(A));
+    sync.headers_requested(A, ms(3), vec![]);
+    let more = easy_headers(headers[MAX_HEADERS - 1].hash(), MAX_HEADERS as u64, 5, 0);
+    let answer = sync.on_headers(A, &more, ms(4), Work::ZERO, |_| None, |_| false);
+    assert_eq!(answer, Ok(HeadersAnswer::Read));
+    assert_eq!(
+        sync.peer(A).expect("known").checked_work,
+        times(MAX_HEADERS as u64 + 5)
     );
 }

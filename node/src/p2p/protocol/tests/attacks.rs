@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::p2p::message::MAX_HEADERS;
+use crate::test_utils::headers::{easy_blocks, easy_headers};
 use ledger::Height;
-use ledger::Target;
 
 /// An inbound peer from a given IP.
 fn remote_at(name: &str, ip: [u8; 4], port: u16) -> Remote {
@@ -18,48 +18,17 @@ fn closed(actions: &[Action], conn: ConnId) -> bool {
     disconnect_reason(actions, conn).is_some()
 }
 
-fn fake_tx_item(n: u64) -> InvItem {
-    InvItem::Tx(TxId(Hash256::digest(&n.to_le_bytes())))
+/// `n` announcements of txs nobody has, numbered on from `*next`.
+fn fake_tx_items(next: &mut u64, n: usize) -> Vec<InvItem> {
+    (0..n)
+        .map(|_| {
+            *next += 1;
+            InvItem::Tx(TxId(Hash256::digest(&next.to_le_bytes())))
+        })
+        .collect()
 }
 
 // ------------------------------------------- 3: sync takeover by a claim
-
-/// A chain of `n` easy headers on top of genesis (each worth 2).
-fn easy_chain(n: u64) -> Vec<Block> {
-    easy_chain_from(genesis(), 0, n, 0)
-}
-
-/// `n` easy blocks after `prev` (at `height`), mined by `miner`.
-fn easy_chain_from(prev: BlockHash, height: u64, n: u64, miner: u8) -> Vec<Block> {
-    let easy = Target(U256::MAX.div_u64(2)).rounded().to_compact();
-    let mut blocks: Vec<Block> = Vec::new();
-    let mut prev = prev;
-    for k in 1..=n {
-        let mut header = Header {
-            version: 1,
-            height: Height(height + k),
-            prev_hash: prev,
-            merkle_root: Hash256::ZERO,
-            timestamp: height + k,
-            bits: easy,
-            nonce: 0,
-            miner: Address([miner; 20]),
-            reward: Amount::ZERO,
-        };
-        while !Target::from_compact(easy)
-            .expect("valid")
-            .is_met_by(&header.hash())
-        {
-            header.nonce += 1;
-        }
-        prev = header.hash();
-        blocks.push(Block {
-            header,
-            txs: Vec::new(),
-        });
-    }
-    blocks
-}
 
 /// How a scripted sync peer serves blocks.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -70,10 +39,22 @@ enum Serving {
 }
 
 /// A scripted sync peer: the headers it answers every `GetHeaders` with,
-/// and how it serves the blocks it has (the honest ones).
+/// and how it serves the blocks it has (the honest ones); it counts the
+/// `GetHeaders` it was sent.
 struct Scripted {
     serving: Serving,
     headers: Vec<Header>,
+    asked_headers: std::cell::Cell<usize>,
+}
+
+impl Scripted {
+    fn new(serving: Serving, headers: Vec<Header>) -> Scripted {
+        Scripted {
+            serving,
+            headers,
+            asked_headers: std::cell::Cell::new(0),
+        }
+    }
 }
 
 /// Runs the late node against its peers until its tip has `target_work`
@@ -98,11 +79,14 @@ fn sync_until(
                         continue;
                     };
                     match message {
-                        Message::GetHeaders(_) => deliveries.push((
-                            now + 10,
-                            conn,
-                            Message::Headers(peer.headers.clone()),
-                        )),
+                        Message::GetHeaders(_) => {
+                            peer.asked_headers.set(peer.asked_headers.get() + 1);
+                            deliveries.push((
+                                now + 10,
+                                conn,
+                                Message::Headers(peer.headers.clone()),
+                            ));
+                        }
                         Message::GetData(items) => {
                             for item in items {
                                 let InvItem::Block(hash) = item else { continue };
@@ -181,7 +165,8 @@ const SYNC_BOUND_MS: u64 = 7_000;
 
 #[test]
 fn attack3_sync_takeover_by_claimed_best_work() {
-    let blocks = easy_chain(30);
+    // Easy blocks on genesis, each worth 2.
+    let blocks = easy_blocks(genesis(), 0, 30, 0);
     let honest_work = 2 * blocks.len() as u64;
     let honest_headers: Vec<Header> = blocks.iter().map(|b| b.header.clone()).collect();
     // Honest headers and then made-up ones with the easiest bits (each
@@ -189,11 +174,7 @@ fn attack3_sync_takeover_by_claimed_best_work() {
     // no claim check can catch it; only its blocks' timeouts can.
     let mut endless = honest_headers.clone();
     let last = blocks.last().expect("30").hash();
-    endless.extend(
-        easy_chain_from(last, 30, (MAX_HEADERS - blocks.len()) as u64, 7)
-            .into_iter()
-            .map(|b| b.header),
-    );
+    endless.extend(easy_headers(last, 30, MAX_HEADERS - blocks.len(), 7));
     // The liar claims far more work than it shows and drips a block every
     // 14 s (inside the 15 s stall timeout); or claims the honest work,
     // sends endless headers, and drips one every 4.5 s (inside the 5 s
@@ -225,17 +206,11 @@ fn attack3_sync_takeover_by_claimed_best_work() {
         let peers = BTreeMap::from([
             (
                 liar_conn,
-                Scripted {
-                    serving: Serving::Drip(drip_ms),
-                    headers: liar_headers,
-                },
+                Scripted::new(Serving::Drip(drip_ms), liar_headers),
             ),
             (
                 honest_conn,
-                Scripted {
-                    serving: Serving::AllAtOnce,
-                    headers: honest_headers.clone(),
-                },
+                Scripted::new(Serving::AllAtOnce, honest_headers.clone()),
             ),
         ]);
         // Both `GetHeaders` again through the loop (`join` drained them).
@@ -279,6 +254,13 @@ fn attack3_sync_takeover_by_claimed_best_work() {
             !core.sync.is_active(),
             "nothing is left wanted from the liar"
         );
+        // Its answers repeat themselves: the repeat is not asked for
+        // again, however many rounds the liar stays.
+        let asked = peers[&liar_conn].asked_headers.get();
+        assert!(
+            asked <= 2,
+            "claim {liar_claim}: the liar was asked for headers {asked} times"
+        );
     }
 }
 
@@ -298,12 +280,7 @@ fn attack4_request_table_flood_does_not_blind_gossip() {
     // Each floods 2,000 hashes it will never deliver.
     let mut n = 0u64;
     for conn in &flooders {
-        let items: Vec<InvItem> = (0..2_000)
-            .map(|_| {
-                n += 1;
-                fake_tx_item(n)
-            })
-            .collect();
+        let items = fake_tx_items(&mut n, 2_000);
         core.handle(
             at(100),
             Input::Frame {
@@ -386,12 +363,7 @@ fn attack4_request_table_flood_does_not_blind_gossip() {
     let mut gone = BTreeSet::new();
     for second in 1..=30u64 {
         for conn in &flooders {
-            let items: Vec<InvItem> = (0..500)
-                .map(|_| {
-                    n += 1;
-                    fake_tx_item(n)
-                })
-                .collect();
+            let items = fake_tx_items(&mut n, 500);
             core.handle(
                 at(second * 1_000),
                 Input::Frame {
@@ -449,19 +421,13 @@ fn attack5_address_book_eclipse() {
                 .map(|_| {
                     next += 1;
                     let b = next.to_be_bytes();
-                    PeerAddr {
-                        addr: SocketAddr::from(([150 + b[1] % 50, b[2], b[3], 1], 7000)),
-                        node_id: None,
-                        last_seen_ms: now.unix_ms,
-                        connected: false,
-                    }
+                    let ip = [150 + b[1] % 50, b[2], b[3], 1];
+                    relayed(SocketAddr::from((ip, 7000)), now.unix_ms)
                 })
-                .chain(std::iter::once(PeerAddr {
-                    addr: SocketAddr::from(([10, 0, 0, k], 7000)),
-                    node_id: None,
-                    last_seen_ms: now.unix_ms,
-                    connected: false,
-                }))
+                .chain(std::iter::once(relayed(
+                    SocketAddr::from(([10, 0, 0, k], 7000)),
+                    now.unix_ms,
+                )))
                 .collect();
             core.handle(
                 now,
@@ -483,12 +449,7 @@ fn attack5_address_book_eclipse() {
         let remote = remote_at("private-pusher", [47, 1, 0, 1], 9300);
         let now = at(2_000 + round * 100_000);
         let (conn, _) = remote.join(&mut core, now);
-        let private = PeerAddr {
-            addr: SocketAddr::from(([10, 1, 2, 3], 7000)),
-            node_id: None,
-            last_seen_ms: now.unix_ms,
-            connected: false,
-        };
+        let private = relayed(SocketAddr::from(([10, 1, 2, 3], 7000)), now.unix_ms);
         core.handle(
             now,
             Input::Frame {
@@ -542,6 +503,16 @@ fn attack5_address_book_eclipse() {
         .map(|addr| super::netgroup::NetGroup::of(addr.ip()))
         .collect();
     assert_eq!(groups.len(), dials.len(), "one dial per network group");
+}
+
+/// An address as a peer relays it, last seen at `last_seen_ms`.
+fn relayed(addr: SocketAddr, last_seen_ms: u64) -> PeerAddr {
+    PeerAddr {
+        addr,
+        node_id: None,
+        last_seen_ms,
+        connected: false,
+    }
 }
 
 fn counted_add(actions: &[Action], metric: &str, value: &str) -> usize {
