@@ -20,6 +20,15 @@ static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Growth of the victim's resident memory any one attack may cause.
 const RSS_BOUND: u64 = 48 * 1024 * 1024;
 
+/// The same through a sync, which stores up to `MAX_SIDE_BLOCKS` fork
+/// blocks on purpose: run alone, the process grows 55-66 MiB (the store's
+/// cache filling, the fork held by the fake peer), about as much with the
+/// side-block cap switched off, so memory does not tell the defence from
+/// its absence here; the store and index counts below do. The bound
+/// still catches a victim that keeps what it should not by the hundreds
+/// of megabytes.
+const SYNC_RSS_BOUND: u64 = 96 * 1024 * 1024;
+
 /// Answers the node's pings and reads whatever it sends for `period`.
 async fn drain(peer: &mut FakePeer, period: Duration) {
     let _ = peer.recv_matching(period, |_| false).await;
@@ -415,7 +424,10 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
     assert!(indexed <= MAX_SIDE_BLOCKS + 1, "index grew by {indexed}");
     assert!(stored <= MAX_SIDE_BLOCKS + 1, "store grew by {stored}");
     assert!(setup.node.backend.orphan_count() <= MAX_ORPHANS);
-    assert!(rss_growth < RSS_BOUND, "RSS grew by {rss_growth} bytes");
+    assert!(
+        rss_growth < SYNC_RSS_BOUND,
+        "RSS grew by {rss_growth} bytes"
+    );
     stale_branch_is_not_misbehaviour(setup, attacker).await;
 }
 
