@@ -103,6 +103,7 @@ impl<V: ChainView> NetworkState<V> {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.session = Some(session);
         }
+        self.refresh_session_timer();
         self.send(id, hello);
     }
 
@@ -403,6 +404,7 @@ impl<V: ChainView> NetworkState<V> {
             wants_compact: false,
             behaviour: super::ratelimit::PeerBehaviour::new(now),
         });
+        self.refresh_session_timer();
         tracing::info!(
             peer = %remote,
             node_id = %hex::encode(node_id.as_bytes()),
@@ -455,6 +457,7 @@ impl<V: ChainView> NetworkState<V> {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        self.refresh_session_timer();
         let now = self.now.mono;
         let was_ready = conn.peer.is_some();
         self.push(Action::Disconnect {
