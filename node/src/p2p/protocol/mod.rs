@@ -18,6 +18,7 @@ pub mod gossip;
 mod interface;
 pub mod netgroup;
 mod peers;
+mod printset;
 mod ratelimit;
 mod relay;
 mod seeds;
