@@ -13,6 +13,7 @@
 pub mod addrbook;
 mod addrbuckets;
 mod compact;
+mod connmap;
 mod eviction;
 pub mod gossip;
 mod interface;
@@ -33,6 +34,7 @@ mod tests;
 use crate::p2p::message::{Message, NetworkMagic};
 use crate::p2p::{P2pTiming, TipSummary};
 use addrbook::{AddrBook, AddrEntry, BanKey, BanList};
+use connmap::ConnMap;
 use core::net::SocketAddr;
 use gossip::{InventoryKey, KnownInventory, Requests};
 pub use interface::{
@@ -213,7 +215,7 @@ pub struct NetworkState<V: ChainView> {
     now: Time,
     actions: VecDeque<Action>,
     next_conn: u64,
-    conns: BTreeMap<ConnId, Conn>,
+    conns: ConnMap<Conn>,
     targets: Vec<PersistentTarget>,
     book: AddrBook,
     bans: BanList,
@@ -300,7 +302,7 @@ impl<V: ChainView> NetworkState<V> {
             now,
             actions: VecDeque::new(),
             next_conn: 1,
-            conns: BTreeMap::new(),
+            conns: ConnMap::default(),
             targets,
             book: AddrBook::restore(restored.addresses, bucket_key(seed)),
             bans,

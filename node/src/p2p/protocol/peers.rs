@@ -9,6 +9,7 @@
 use super::addrbook::{backoff, is_dialable, BanKey, Learned};
 use super::netgroup::NetGroup;
 use super::ratelimit::Costly;
+use super::connmap::ConnMap;
 use super::session::{HandshakeStep, Session};
 use super::{
     Action, ChainView, CloseReason, Conn, ConnId, DialKind, KnownInventory, NetworkState,
@@ -44,7 +45,7 @@ pub(super) struct DialFilter<'a> {
 
 impl<'a> DialFilter<'a> {
     fn new(
-        conns: &BTreeMap<ConnId, Conn>,
+        conns: &ConnMap<Conn>,
         self_addrs: &'a BTreeSet<SocketAddr>,
         bans: &'a super::addrbook::BanList,
         ours: [Option<SocketAddr>; 2],
