@@ -3,18 +3,19 @@
 //! the order they were scheduled and a run never depends on the wall clock
 //! or on hash order.
 //!
-//! The queue is a calendar: keys (time, sequence, slot) wait unsorted in
-//! a ring of buckets about a millisecond wide, and only the bucket the
-//! clock is in is a heap, of the hundred or so keys due in it; keys
-//! beyond the ring's second or so wait in a heap of their own until
-//! their bucket comes up. Every key of the current bucket (or an earlier
-//! one) is in its heap and every other key is in a later bucket, so the
-//! heap's first is the queue's first: the same order as one heap over
-//! everything, at a fraction of the sifting. The events themselves wait
-//! in a slab and never move. Events queued for the current instant skip
-//! the queue: each is later in the order than everything already queued
-//! for that instant, so a FIFO behind the queue's entries for now keeps
-//! the (time, sequence) order exactly.
+//! The queue is a calendar: events wait unsorted, next to their keys
+//! (time, sequence), in a ring of buckets about a millisecond wide; those
+//! beyond the ring's second or so wait in a heap of their own until their
+//! bucket comes up. When the clock reaches a bucket, its keys (about a
+//! hundred at 1,000 nodes) are sorted once, which also brings its events,
+//! written side by side, into the cache. Every event of the current bucket
+//! (or an earlier one) is in that sorted list and every other event is in
+//! a later bucket, so the list's first is the queue's first: the same
+//! order as one heap over everything, without sifting a large heap or
+//! fetching each event from a slab. Events queued for the current instant
+//! skip the queue: each is later in the order than everything already
+//! queued for that instant, so a FIFO behind the queue's entries for now
+//! keeps the (time, sequence) order exactly.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -26,33 +27,42 @@ pub type SimTime = u64;
 pub const SECOND: SimTime = 1_000_000_000;
 pub const MILLISECOND: SimTime = 1_000_000;
 
-#[derive(Clone, Copy)]
-struct Key {
+/// A queued event and its place in the order.
+struct Entry<E> {
     at: SimTime,
     seq: u64,
-    slot: u32,
+    /// Taken when the event runs.
+    event: Option<E>,
 }
 
-impl PartialEq for Key {
+impl<E> PartialEq for Entry<E> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
 
-impl Eq for Key {}
+impl<E> Eq for Entry<E> {}
 
-impl PartialOrd for Key {
+impl<E> PartialOrd for Entry<E> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Key {
+impl<E> Ord for Entry<E> {
     /// Reversed: `BinaryHeap` is a max-heap and the earliest must come
     /// out first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.seq).cmp(&(self.at, self.seq))
     }
+}
+
+/// The key of an entry of the current bucket: where it is in `soon`.
+#[derive(Clone, Copy)]
+struct SoonKey {
+    at: SimTime,
+    seq: u64,
+    index: u32,
 }
 
 /// A bucket is `1 << BUCKET_SHIFT` ns (about 1 ms) of virtual time.
@@ -70,18 +80,18 @@ pub struct Scheduler<E> {
     next_seq: u64,
     /// The bucket `soon` holds.
     bucket: u64,
-    /// A min-heap of the keys of `bucket` and any earlier bucket.
-    soon: BinaryHeap<Key>,
-    /// Keys of the buckets after `bucket` and within `RING` of it, by
+    /// The entries of `bucket` and of any earlier bucket, in the order
+    /// they came, and their keys sorted latest first (the next to run is
+    /// the last).
+    soon: Vec<Entry<E>>,
+    soon_keys: Vec<SoonKey>,
+    /// Entries of the buckets after `bucket` and within `RING` of it, by
     /// bucket modulo `RING`, unsorted; `ring_len` counts them.
-    ring: Vec<Vec<Key>>,
+    ring: Vec<Vec<Entry<E>>>,
     ring_len: usize,
-    /// Keys of buckets at least `RING` after `bucket` when queued: moved
-    /// to `soon` when their bucket comes up.
-    later: BinaryHeap<Key>,
-    /// The events of the queue, by slot; `free` lists empty slots.
-    slots: Vec<Option<E>>,
-    free: Vec<u32>,
+    /// Entries of buckets at least `RING` after `bucket` when queued:
+    /// moved to `soon` when their bucket comes up.
+    later: BinaryHeap<Entry<E>>,
     /// Events queued for `now` after the clock reached it, in order.
     current: VecDeque<E>,
     processed: u64,
@@ -93,12 +103,11 @@ impl<E> Default for Scheduler<E> {
             now: 0,
             next_seq: 0,
             bucket: 0,
-            soon: BinaryHeap::new(),
+            soon: Vec::new(),
+            soon_keys: Vec::new(),
             ring: (0..RING).map(|_| Vec::new()).collect(),
             ring_len: 0,
             later: BinaryHeap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
             current: VecDeque::new(),
             processed: 0,
         }
@@ -118,25 +127,28 @@ impl<E> Scheduler<E> {
             self.current.push_back(event);
             return;
         }
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = Some(event);
-                slot
-            }
-            None => {
-                self.slots.push(Some(event));
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 queued events")
-            }
+        let entry = Entry {
+            at,
+            seq,
+            event: Some(event),
         };
-        let key = Key { at, seq, slot };
         let bucket = bucket_of(at);
         if bucket <= self.bucket {
-            self.soon.push(key);
+            let key = SoonKey {
+                at,
+                seq,
+                index: u32::try_from(self.soon.len()).expect("fewer than 2^32 events a bucket"),
+            };
+            self.soon.push(entry);
+            let place = self
+                .soon_keys
+                .partition_point(|other| (other.at, other.seq) > (at, seq));
+            self.soon_keys.insert(place, key);
         } else if bucket < self.bucket + RING {
-            self.ring[(bucket % RING) as usize].push(key);
+            self.ring[(bucket % RING) as usize].push(entry);
             self.ring_len += 1;
         } else {
-            self.later.push(key);
+            self.later.push(entry);
         }
     }
 
@@ -147,29 +159,40 @@ impl<E> Scheduler<E> {
 
     /// The queue's first key, moving to the next bucket holding any when
     /// the current one is done.
-    fn first(&mut self) -> Option<Key> {
-        while self.soon.is_empty() {
+    fn first(&mut self) -> Option<SoonKey> {
+        while self.soon_keys.is_empty() {
+            // Every event of `soon` ran: its list goes back to the ring
+            // for its capacity, and the next bucket's comes out.
+            self.soon.clear();
             if self.ring_len == 0 {
-                // Nothing within the ring: straight to the next key's
+                // Nothing within the ring: straight to the next entry's
                 // bucket (the ring's buckets up to it are all empty).
                 let next = self.later.peek()?;
                 self.bucket = self.bucket.max(bucket_of(next.at));
             } else {
                 self.bucket += 1;
-                let keys = &mut self.ring[(self.bucket % RING) as usize];
-                self.ring_len -= keys.len();
-                self.soon.extend(keys.drain(..));
+                let slot = (self.bucket % RING) as usize;
+                std::mem::swap(&mut self.soon, &mut self.ring[slot]);
+                self.ring_len -= self.soon.len();
             }
             while self
                 .later
                 .peek()
-                .is_some_and(|key| bucket_of(key.at) <= self.bucket)
+                .is_some_and(|entry| bucket_of(entry.at) <= self.bucket)
             {
-                let key = self.later.pop().expect("peeked");
-                self.soon.push(key);
+                let entry = self.later.pop().expect("peeked");
+                self.soon.push(entry);
             }
+            let keys = self.soon.iter().enumerate().map(|(index, entry)| SoonKey {
+                at: entry.at,
+                seq: entry.seq,
+                index: u32::try_from(index).expect("fewer than 2^32 events a bucket"),
+            });
+            self.soon_keys.extend(keys);
+            self.soon_keys
+                .sort_unstable_by(|a, b| (b.at, b.seq).cmp(&(a.at, a.seq)));
         }
-        self.soon.peek().copied()
+        self.soon_keys.last().copied()
     }
 
     /// The next event up to `until`, advancing the clock to it.
@@ -190,11 +213,10 @@ impl<E> Scheduler<E> {
                 return None;
             }
         }
-        let key = self.soon.pop()?;
+        let key = self.soon_keys.pop()?;
         self.now = key.at;
         self.processed += 1;
-        self.free.push(key.slot);
-        self.slots[key.slot as usize].take()
+        self.soon[key.index as usize].event.take()
     }
 
     /// When the next queued event is due.
@@ -221,7 +243,7 @@ impl<E> Scheduler<E> {
 
     /// Events waiting.
     pub fn pending(&self) -> usize {
-        self.soon.len() + self.ring_len + self.later.len() + self.current.len()
+        self.soon_keys.len() + self.ring_len + self.later.len() + self.current.len()
     }
 
     /// Moves the clock to `to` (the end of a run) when nothing is due
