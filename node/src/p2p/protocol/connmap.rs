@@ -79,6 +79,10 @@ impl<V> ConnMap<V> {
     pub fn iter(&self) -> impl Iterator<Item = (&ConnId, &V)> + '_ {
         self.ids.iter().zip(self.values.iter())
     }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&ConnId, &mut V)> + '_ {
+        self.ids.iter().zip(self.values.iter_mut())
+    }
 }
 
 impl<'a, V> IntoIterator for &'a ConnMap<V> {
