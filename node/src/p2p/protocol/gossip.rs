@@ -100,7 +100,7 @@ impl KnownInventory {
         if self.order.len() < self.capacity {
             if self.order.len() == self.order.capacity() {
                 // Grown in steps, never past `capacity` entries.
-                let want = (self.order.len() * 2).clamp(16, self.capacity);
+                let want = (self.order.len() * 2).max(16).min(self.capacity);
                 self.order.reserve_exact(want - self.order.len());
             }
             self.order.push(print);

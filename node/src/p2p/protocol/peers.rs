@@ -7,9 +7,9 @@
 //! requests and sync to others.
 
 use super::addrbook::{backoff, is_dialable, BanKey, Learned};
+use super::connmap::ConnMap;
 use super::netgroup::NetGroup;
 use super::ratelimit::Costly;
-use super::connmap::ConnMap;
 use super::session::{HandshakeStep, Session};
 use super::{
     Action, ChainView, CloseReason, Conn, ConnId, DialKind, KnownInventory, NetworkState,
