@@ -190,7 +190,7 @@ impl<E> Scheduler<E> {
             });
             self.soon_keys.extend(keys);
             self.soon_keys
-                .sort_unstable_by(|a, b| (b.at, b.seq).cmp(&(a.at, a.seq)));
+                .sort_unstable_by_key(|key| std::cmp::Reverse((key.at, key.seq)));
         }
         self.soon_keys.last().copied()
     }
@@ -306,7 +306,6 @@ mod tests {
         use std::collections::BTreeSet;
         let mut scheduler = Scheduler::default();
         let mut model: BTreeSet<(SimTime, u64)> = BTreeSet::new();
-        let mut seq = 0u64;
         let mut state = 7u64;
         let mut draw = move || {
             state = state
@@ -325,10 +324,10 @@ mod tests {
                 _ => draw() % (30 * SECOND),
             };
             let at = now + delay;
-            scheduler.at(at, seq);
+            // One event a step: the step is its sequence number.
+            scheduler.at(at, step);
             // The FIFO's events count as queued at now.
-            model.insert((at.max(now), seq));
-            seq += 1;
+            model.insert((at.max(now), step));
             if step % 97 == 0 {
                 // A timer outside the queue moves the clock, never past
                 // the next event.

@@ -118,7 +118,7 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             let id = ConnId((state >> 33) % 64);
             let value = state >> 50;
-            if state % 3 == 0 {
+            if state.is_multiple_of(3) {
                 assert_eq!(map.remove(&id), model.remove(&id));
             } else {
                 assert_eq!(map.insert(id, value), model.insert(id, value));
