@@ -13,11 +13,13 @@
 pub mod addrbook;
 mod addrbuckets;
 mod compact;
+mod connmap;
 mod eviction;
 pub mod gossip;
 mod interface;
 pub mod netgroup;
 mod peers;
+mod printset;
 mod ratelimit;
 mod relay;
 mod seeds;
@@ -32,6 +34,7 @@ mod tests;
 use crate::p2p::message::{Message, NetworkMagic};
 use crate::p2p::{P2pTiming, TipSummary};
 use addrbook::{AddrBook, AddrEntry, BanKey, BanList};
+use connmap::ConnMap;
 use core::net::SocketAddr;
 use gossip::{InventoryKey, KnownInventory, Requests};
 pub use interface::{
@@ -212,7 +215,7 @@ pub struct NetworkState<V: ChainView> {
     now: Time,
     actions: VecDeque<Action>,
     next_conn: u64,
-    conns: BTreeMap<ConnId, Conn>,
+    conns: ConnMap<Conn>,
     targets: Vec<PersistentTarget>,
     book: AddrBook,
     bans: BanList,
@@ -248,6 +251,11 @@ pub struct NetworkState<V: ChainView> {
     /// unless `set_known_inventory_capacity` changed it).
     known_inventory_capacity: usize,
     inventory_key: InventoryKey,
+    /// The earliest of the sessions' timers (`None`: no session), kept up
+    /// to date where one changes (`refresh_session_timer`): `next_timer`
+    /// runs after every input, and walking every connection each time was
+    /// a measurable share of a large simulation.
+    earliest_session_timer: Option<Mono>,
 }
 
 impl<V: ChainView> NetworkState<V> {
@@ -294,7 +302,7 @@ impl<V: ChainView> NetworkState<V> {
             now,
             actions: VecDeque::new(),
             next_conn: 1,
-            conns: BTreeMap::new(),
+            conns: ConnMap::default(),
             targets,
             book: AddrBook::restore(restored.addresses, bucket_key(seed)),
             bans,
@@ -320,6 +328,7 @@ impl<V: ChainView> NetworkState<V> {
             published: None,
             known_inventory_capacity: gossip::KNOWN_INVENTORY_CAPACITY,
             inventory_key: inventory_key(seed),
+            earliest_session_timer: None,
             config,
         };
         state.take_book_changes();
@@ -406,12 +415,29 @@ impl<V: ChainView> NetworkState<V> {
         if let Some(at) = self.tx_round_at {
             next = next.min(at);
         }
-        for conn in self.conns.values() {
-            if let Some(session) = &conn.session {
-                next = next.min(session.next_timer());
-            }
+        debug_assert_eq!(
+            self.earliest_session_timer,
+            self.walk_session_timers(),
+            "a session's timer changed without refresh_session_timer"
+        );
+        if let Some(at) = self.earliest_session_timer {
+            next = next.min(at);
         }
         next
+    }
+
+    /// The earliest session timer, by a walk over every connection.
+    fn walk_session_timers(&self) -> Option<Mono> {
+        self.conns
+            .values()
+            .filter_map(|conn| conn.session.as_ref().map(Session::next_timer))
+            .min()
+    }
+
+    /// Called wherever a session starts, ends, or moves its timer (its
+    /// start, its handshake's end, a tick): the only places one changes.
+    fn refresh_session_timer(&mut self) {
+        self.earliest_session_timer = self.walk_session_timers();
     }
 
     /// Whether announcements are waiting to be batched out (the driver
@@ -519,6 +545,7 @@ impl<V: ChainView> NetworkState<V> {
                 session::PingStep::Dead => self.close(id, CloseReason::Dead),
             }
         }
+        self.refresh_session_timer();
         if now >= self.next_maintenance {
             self.next_maintenance = now + self.config.timing.maintenance_interval;
             self.maintain();

@@ -7,6 +7,7 @@
 //! requests and sync to others.
 
 use super::addrbook::{backoff, is_dialable, BanKey, Learned};
+use super::connmap::ConnMap;
 use super::netgroup::NetGroup;
 use super::ratelimit::Costly;
 use super::session::{HandshakeStep, Session};
@@ -44,7 +45,7 @@ pub(super) struct DialFilter<'a> {
 
 impl<'a> DialFilter<'a> {
     fn new(
-        conns: &BTreeMap<ConnId, Conn>,
+        conns: &ConnMap<Conn>,
         self_addrs: &'a BTreeSet<SocketAddr>,
         bans: &'a super::addrbook::BanList,
         ours: [Option<SocketAddr>; 2],
@@ -103,6 +104,7 @@ impl<V: ChainView> NetworkState<V> {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.session = Some(session);
         }
+        self.refresh_session_timer();
         self.send(id, hello);
     }
 
@@ -403,6 +405,7 @@ impl<V: ChainView> NetworkState<V> {
             wants_compact: false,
             behaviour: super::ratelimit::PeerBehaviour::new(now),
         });
+        self.refresh_session_timer();
         tracing::info!(
             peer = %remote,
             node_id = %hex::encode(node_id.as_bytes()),
@@ -455,6 +458,7 @@ impl<V: ChainView> NetworkState<V> {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        self.refresh_session_timer();
         let now = self.now.mono;
         let was_ready = conn.peer.is_some();
         self.push(Action::Disconnect {

@@ -43,6 +43,17 @@ const KNOWN_TXS_WORTH_LOGGING: u64 = 1_000;
 /// The longest wait for a tx announcement round, in mean intervals.
 const TX_ROUND_MAX_FACTOR: f64 = 8.0;
 
+/// How `flush_announcements` announces an item to a peer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// A block pushed as a `CompactBlock`.
+    Compact,
+    /// A block in an `Inv`.
+    Inv,
+    /// A tx in an `Inv` (after the blocks').
+    TxInv,
+}
+
 /// Nonces of one sender asked of a peer.
 pub(super) struct GapRequest {
     peer: ConnId,
@@ -115,26 +126,50 @@ impl<V: ChainView> NetworkState<V> {
             .into_iter()
             .map(|item| (item, key.fingerprint(&item)))
             .collect();
-        for id in self.ready_conns() {
-            if let Some(peer) = self.peer_mut(id).filter(|peer| peer.wants_compact) {
-                let fresh: Vec<BlockHash> = blocks
-                    .iter()
-                    .filter(|(_, print)| peer.known.insert_fingerprint(*print))
-                    .map(|(item, _)| BlockHash(item.hash()))
-                    .collect();
-                for hash in fresh {
-                    self.push(Action::PushCompact { conn: id, hash });
+        // Every peer's set first, in one pass that does nothing else (the
+        // sets are far apart in memory, and a tight pass lets the
+        // processor fetch several at once), then the actions, in the same
+        // order as before: per peer in `ConnId` order, compact blocks to
+        // the peers that asked for them, then the `Inv` of blocks, then
+        // that of txs.
+        let mut fresh: Vec<(ConnId, Fresh, InvItem)> = Vec::new();
+        for (id, conn) in self.conns.iter_mut() {
+            let Some(peer) = conn.peer.as_mut() else {
+                continue;
+            };
+            let kinds = [
+                (Fresh::Compact, &blocks, peer.wants_compact),
+                (Fresh::Inv, &blocks, true),
+                (Fresh::TxInv, &txs, true),
+            ];
+            for (kind, batch, wanted) in kinds {
+                if !wanted {
+                    continue;
+                }
+                for (item, print) in batch {
+                    if peer.known.insert_fingerprint(*print) {
+                        fresh.push((*id, kind, *item));
+                    }
                 }
             }
-            for batch in [&blocks, &txs] {
-                let Some(peer) = self.peer_mut(id) else { break };
-                let fresh: Vec<InvItem> = batch
-                    .iter()
-                    .filter(|(_, print)| peer.known.insert_fingerprint(*print))
-                    .map(|(item, _)| *item)
-                    .collect();
-                for chunk in fresh.chunks(MAX_INV_ITEMS) {
-                    self.send(id, Message::Inv(chunk.to_vec()));
+        }
+        let mut rest = &fresh[..];
+        while let Some(&(id, kind, _)) = rest.first() {
+            let run = rest
+                .iter()
+                .take_while(|(other, other_kind, _)| *other == id && *other_kind == kind)
+                .count();
+            let (group, tail) = rest.split_at(run);
+            rest = tail;
+            if kind == Fresh::Compact {
+                for (_, _, item) in group {
+                    let hash = BlockHash(item.hash());
+                    self.push(Action::PushCompact { conn: id, hash });
+                }
+            } else {
+                for chunk in group.chunks(MAX_INV_ITEMS) {
+                    let items = chunk.iter().map(|(_, _, item)| *item).collect();
+                    self.send(id, Message::Inv(items));
                 }
             }
         }
@@ -253,10 +288,14 @@ impl<V: ChainView> NetworkState<V> {
         let mut over_cap: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut room = self.fetch_room(id);
         let mut known_txs = 0u64;
-        for item in items {
-            if let Some(peer) = self.peer_mut(id) {
-                peer.known.insert(item);
+        // Every item counts as known to the peer; nothing below reads
+        // that, so it is done first, in one pass over the peer's set.
+        if let Some(peer) = self.peer_mut(id) {
+            for item in &items {
+                peer.known.insert(*item);
             }
+        }
+        for item in items {
             let have = match item {
                 InvItem::Tx(txid) => self.view.has_tx(&txid),
                 InvItem::Block(hash) => self.view.has_block(&hash),
