@@ -40,9 +40,9 @@ fn check_format_and_signature(
 }
 impl Mempool {
     /// The checks that need no pool state: format and the signature (for
-    /// the chain whose genesis hash is `genesis`). Meant to run before taking the pool's lock. A verified
-    /// txid goes into `cache`, so neither [`Mempool::add`] nor block
-    /// validation verifies it again.
+    /// the chain whose genesis hash is `genesis`). Meant to run before
+    /// taking the pool's lock. A verified txid goes into `cache`, so
+    /// neither [`Mempool::add`] nor block validation verifies it again.
     pub fn precheck(
         genesis: &BlockHash,
         cache: &SignatureCache,
