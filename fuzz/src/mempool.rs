@@ -287,6 +287,7 @@ pub fn ops(data: &[u8]) {
         max_dropped_records: 32,
         max_future_txs: 4,
         max_future_per_sender: 2,
+        recent_confirmed: 64,
     };
     let pool = Mempool::new(spec.clone(), config, SignatureCache::new(SIGNATURE_CACHE));
     let mut model = Model {

@@ -732,6 +732,74 @@ fn a_block_that_drains_a_balance_drops_the_unaffordable_tail() {
     assert_eq!((tx.txid(), reason.code()), (pending[2], "unaffordable"));
 }
 
+/// A block of `txs` on top of `parent` at `height`, and the accounts after it.
+fn connect(
+    fixture: &Fixture,
+    height: u64,
+    parent: BlockHash,
+    txs: Vec<Transaction>,
+    state: &BTreeMap<Address, Account>,
+) -> (Block, BTreeMap<Address, Account>) {
+    let block = miner::assemble_block(
+        &fixture.spec,
+        Height(height),
+        parent,
+        fixture.spec.initial_target,
+        NOW,
+        recipient(),
+        txs,
+    );
+    let change = state::apply_block(&block, &fixture.spec, state).unwrap();
+    let mut after = state.clone();
+    state::write_accounts(&mut after, &change.updates);
+    (block, after)
+}
+
+#[test]
+fn relay_knows_the_txs_of_recent_blocks_boundedly_and_forgets_them_on_a_reorg() {
+    let config = MempoolConfig {
+        recent_confirmed: 2,
+        ..MempoolConfig::default()
+    };
+    let mut fixture = Fixture::with_config(config);
+    let alice = key(1);
+    fixture.fund(&alice, 10 * COIN, 0);
+    let txs: Vec<Transaction> = (0..3)
+        .map(|nonce| fixture.tx(&alice, nonce, MIN_FEE, 5))
+        .collect();
+    let first = fixture.submit(txs[0].clone()).unwrap();
+    assert!(fixture.pool.knows(&first), "pending");
+    let mut state: BTreeMap<Address, Account> =
+        fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
+    let mut parent = fixture.genesis;
+    let mut blocks = Vec::new();
+    for (height, tx) in (1..).zip(&txs) {
+        let (block, after) = connect(&fixture, height, parent, vec![tx.clone()], &state);
+        fixture.pool.block_connected(&block, &after);
+        parent = block.hash();
+        state = after;
+        blocks.push(std::sync::Arc::new(block));
+        // Confirmed: out of the pool, still known without a storage read.
+        assert!(!fixture.pool.contains(&tx.txid()));
+        assert!(fixture.pool.knows(&tx.txid()));
+    }
+    // Two remembered: the oldest confirmation aged out.
+    assert!(!fixture.pool.knows(&first));
+    assert!(fixture.pool.knows(&txs[1].txid()));
+    // A reorg forgets them all (the disconnected tx is not readmitted: its
+    // nonce is below the state this test hands over).
+    let update = ledger::chain::ChainUpdate {
+        old_tip: parent,
+        new_tip: blocks[1].hash(),
+        fork_height: Height(2),
+        disconnected: vec![blocks[2].clone()],
+        connected: Vec::new(),
+    };
+    fixture.pool.apply_update(&update, &state, NOW);
+    assert!(!fixture.pool.knows(&txs[1].txid()));
+    assert!(!fixture.pool.knows(&txs[2].txid()));
+}
+
 #[test]
 fn every_tx_let_go_is_reported_with_its_reason_and_remembered_boundedly() {
     let config = MempoolConfig {

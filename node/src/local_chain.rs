@@ -103,11 +103,16 @@ impl<T: HasLocalChain> ChainView for T {
         lock(self.local_chain().mempool).txids_newest_first(limit)
     }
 
-    /// Key lookups only (mempool, then the tx index): peers may announce
-    /// any number of confirmed txids, and answering must not read blocks.
+    /// From memory only (the pool and the txids of recent blocks): peers
+    /// may announce any number of txids, and each answer used to cost a
+    /// read of the stored tx index when the tx was not pending.
     fn has_tx(&self, txid: &TxId) -> bool {
-        let chain = self.local_chain();
-        lock(chain.mempool).contains(txid) || chain.reader.has_tx(txid)
+        lock(self.local_chain().mempool).knows(txid)
+    }
+
+    fn has_txs(&self, txids: &[TxId]) -> Vec<bool> {
+        let mempool = lock(self.local_chain().mempool);
+        txids.iter().map(|txid| mempool.knows(txid)).collect()
     }
 
     fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId> {

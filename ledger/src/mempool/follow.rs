@@ -1,7 +1,8 @@
 //! Following the chain: a connected block takes its transactions out and
 //! re-syncs its senders' queues with their confirmed accounts (nonces used,
 //! balances that no longer cover the queue); a reorg also re-admits the
-//! disconnected blocks' transactions; and pending txs expire.
+//! disconnected blocks' transactions; and pending txs expire. Connected
+//! blocks' txids are remembered (`recent`) until a reorg.
 
 use super::drops::DropReason;
 use super::queue::{PoolIndex, PoolTx, SenderQueue};
@@ -101,9 +102,11 @@ impl Mempool {
         let mut senders = HashSet::new();
         let mut included = 0usize;
         for tx in &block.txs {
-            if self.remove_txid(&tx.txid()).is_some() {
+            let txid = tx.txid();
+            if self.remove_txid(&txid).is_some() {
                 included += 1;
             }
+            self.confirmed.insert(&txid);
             senders.insert(tx.sender());
         }
         let mut invalidated = 0usize;
@@ -165,11 +168,15 @@ impl Mempool {
     ) {
         let mut touched: HashSet<Address> = HashSet::new();
         let mut connected_txids: HashSet<TxId> = HashSet::new();
+        if !update.disconnected.is_empty() {
+            self.confirmed.clear();
+        }
         for block in &update.connected {
             touched.insert(block.header.miner);
             for tx in &block.txs {
                 let txid = tx.txid();
                 self.remove_txid(&txid);
+                self.confirmed.insert(&txid);
                 connected_txids.insert(txid);
                 touched.insert(tx.sender());
                 touched.insert(tx.to);

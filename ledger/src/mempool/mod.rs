@@ -17,13 +17,14 @@
 //! One concept a file: `queue` (a sender's nonce-ordered queue and the
 //! indexes over all queues), `admit` (the checks and caps of admission,
 //! eviction included), `follow` (following blocks, reorgs and expiry),
-//! `template` (choosing a block's transactions) and `drops` (what the pool
-//! let go, and why).
+//! `template` (choosing a block's transactions), `drops` (what the pool
+//! let go, and why) and `recent` (the txids recent blocks confirmed).
 
 mod admit;
 mod drops;
 mod follow;
 mod queue;
+mod recent;
 mod template;
 
 use crate::address::Address;
@@ -35,6 +36,8 @@ use crate::tx::Transaction;
 use drops::DropLog;
 pub use drops::DropReason;
 use queue::{PoolIndex, SenderQueue};
+use recent::RecentlyConfirmed;
+pub use recent::DEFAULT_RECENT_CONFIRMED;
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
@@ -75,6 +78,9 @@ pub struct MempoolConfig {
     pub max_future_txs: usize,
     /// ...and per sender.
     pub max_future_per_sender: usize,
+    /// How many txids of recent blocks are remembered for
+    /// [`Mempool::knows`] (relay's "do we have it?").
+    pub recent_confirmed: usize,
 }
 
 impl Default for MempoolConfig {
@@ -87,6 +93,7 @@ impl Default for MempoolConfig {
             max_dropped_records: DEFAULT_MAX_DROPPED_RECORDS,
             max_future_txs: DEFAULT_MAX_FUTURE_TXS,
             max_future_per_sender: DEFAULT_MAX_FUTURE_PER_SENDER,
+            recent_confirmed: DEFAULT_RECENT_CONFIRMED,
         }
     }
 }
@@ -144,6 +151,7 @@ pub struct Mempool {
     senders: HashMap<Address, SenderQueue>,
     index: PoolIndex,
     dropped: DropLog,
+    confirmed: RecentlyConfirmed,
 }
 
 impl Mempool {
@@ -152,11 +160,12 @@ impl Mempool {
         Mempool {
             spec,
             genesis,
-            config,
             cache,
             senders: HashMap::new(),
             index: PoolIndex::default(),
             dropped: DropLog::default(),
+            confirmed: RecentlyConfirmed::new(config.recent_confirmed),
+            config,
         }
     }
 
@@ -221,6 +230,15 @@ impl Mempool {
 
     pub fn contains(&self, txid: &TxId) -> bool {
         self.index.by_txid.contains_key(txid)
+    }
+
+    /// Whether `txid` is pending, or was confirmed by one of the blocks
+    /// that recently took txs out of the pool (the last
+    /// `MempoolConfig::recent_confirmed` txids; forgotten on a reorg). An
+    /// answer from memory for relay, which asks for every txid a peer
+    /// announces: a tx confirmed earlier than that is not known here.
+    pub fn knows(&self, txid: &TxId) -> bool {
+        self.contains(txid) || self.confirmed.contains(txid)
     }
 
     pub fn len(&self) -> usize {

@@ -90,8 +90,16 @@ pub trait ChainView {
     }
     /// Up to `limit` txids of the mempool, newest first.
     fn mempool_txids(&self, limit: usize) -> Vec<TxId>;
-    /// Whether a tx is in the mempool or confirmed on the best chain.
+    /// Whether a tx is in the mempool or was confirmed by a recent block
+    /// (`Mempool::knows`): answered from memory, as it is asked for every
+    /// txid a peer announces. A tx confirmed long ago reads as unknown; if
+    /// a peer announces one, it is fetched and refused by its nonce.
     fn has_tx(&self, txid: &TxId) -> bool;
+    /// `has_tx` for each of `txids`, in order (an `Inv` carries up to
+    /// thousands); a backend with a lock takes it once.
+    fn has_txs(&self, txids: &[TxId]) -> Vec<bool> {
+        txids.iter().map(|txid| self.has_tx(txid)).collect()
+    }
     /// Up to `limit` txids of the mempool, the longest pending first.
     fn oldest_pending_txids(&self, limit: usize) -> Vec<TxId>;
     /// The nonce `sender`'s next tx needs: its confirmed nonce plus its

@@ -295,9 +295,17 @@ impl<V: ChainView> NetworkState<V> {
                 peer.known.insert(*item);
             }
         }
+        let txids: Vec<TxId> = items
+            .iter()
+            .filter_map(|item| match item {
+                InvItem::Tx(txid) => Some(*txid),
+                _ => None,
+            })
+            .collect();
+        let mut have_txs = self.view.has_txs(&txids).into_iter();
         for item in items {
             let have = match item {
-                InvItem::Tx(txid) => self.view.has_tx(&txid),
+                InvItem::Tx(_) => have_txs.next().unwrap_or(false),
                 InvItem::Block(hash) => self.view.has_block(&hash),
                 // Only ever asked for, never announced.
                 InvItem::CompactBlock(_) => continue,
@@ -336,8 +344,8 @@ impl<V: ChainView> NetworkState<V> {
             }
         }
         if known_txs > 0 {
-            // Legal, and answered by key lookups only (`ChainView::has_tx`
-            // reads no block), so a flood of known txids costs little.
+            // Legal, and answered from memory (`ChainView::has_tx`), so a
+            // flood of known txids costs little.
             self.metric_add("p2p_announcements_known_total", ("kind", "tx"), known_txs);
             if known_txs >= KNOWN_TXS_WORTH_LOGGING {
                 tracing::debug!(
