@@ -389,40 +389,68 @@ impl NodeHandle {
 
     /// `submit_tx` for callers already on a blocking thread.
     pub fn submit_tx_blocking(&self, tx: Transaction) -> Result<TxId, MempoolError> {
+        let mut results = self.submit_txs_blocking(vec![tx]);
+        results.pop().unwrap_or_else(|| {
+            Err(MempoolError::Malformed(
+                "internal error while checking the transaction".into(),
+            ))
+        })
+    }
+
+    /// Several txs in order: each signature checked before the mempool's
+    /// lock, then all admitted under one hold of it. One result each.
+    pub fn submit_txs_blocking(&self, txs: Vec<Transaction>) -> Vec<Result<TxId, MempoolError>> {
         let shared = &self.shared;
-        let result = Mempool::precheck(&shared.genesis_hash, &shared.signature_cache, &tx)
-            .and_then(|_| {
-                let mut mempool = self.mempool();
-                let added = mempool.add(tx.clone(), &shared.reader, now_ms());
-                // Published (and so relayed) only once it can execute: a held
-                // tx goes out when its gap fills, from `report_drops`.
-                let held = added.as_ref().is_ok_and(|txid| mempool.is_held(txid));
-                if added.is_ok() && !held {
-                    let _ = shared.events.send(NodeEvent::TxAccepted {
-                        tx: Arc::new(tx.clone()),
-                    });
+        let checked: Vec<(Transaction, Result<TxId, MempoolError>)> = txs
+            .into_iter()
+            .map(|tx| {
+                let verdict = Mempool::precheck(&shared.genesis_hash, &shared.signature_cache, &tx);
+                (tx, verdict)
+            })
+            .collect();
+        let results: Vec<Result<TxId, MempoolError>> = if checked.iter().any(|(_, v)| v.is_ok()) {
+            let mut mempool = self.mempool();
+            let results = checked
+                .into_iter()
+                .map(|(tx, verdict)| {
+                    verdict?;
+                    let added = mempool.add(tx.clone(), &shared.reader, now_ms());
+                    // Published (and so relayed) only once it can execute: a
+                    // held tx goes out when its gap fills, from
+                    // `report_drops`.
+                    let held = added.as_ref().is_ok_and(|txid| mempool.is_held(txid));
+                    if added.is_ok() && !held {
+                        let _ = shared
+                            .events
+                            .send(NodeEvent::TxAccepted { tx: Arc::new(tx) });
+                    }
+                    // Admission may evict, replace or release others: say
+                    // so either way.
+                    report_drops(&mut mempool, &shared.events, &shared.metrics);
+                    added
+                })
+                .collect();
+            shared.metrics.set(
+                "mempool_size",
+                &[],
+                i64::try_from(mempool.len()).unwrap_or(i64::MAX),
+            );
+            results
+        } else {
+            checked.into_iter().map(|(_, verdict)| verdict).collect()
+        };
+        for result in &results {
+            match result {
+                Ok(_) => {
+                    shared.metrics.inc("txs_accepted_total", &[]);
+                    shared.generation.fetch_add(1, Ordering::Relaxed);
                 }
-                // Admission may evict, replace or release others: say so
-                // either way.
-                report_drops(&mut mempool, &shared.events, &shared.metrics);
-                let txid = added?;
-                shared.metrics.set(
-                    "mempool_size",
-                    &[],
-                    i64::try_from(mempool.len()).unwrap_or(i64::MAX),
-                );
-                Ok(txid)
-            });
-        match &result {
-            Ok(_) => {
-                shared.metrics.inc("txs_accepted_total", &[]);
-                shared.generation.fetch_add(1, Ordering::Relaxed);
+                Err(error) => shared
+                    .metrics
+                    .inc("txs_rejected_total", &[("reason", error.code())]),
             }
-            Err(error) => shared
-                .metrics
-                .inc("txs_rejected_total", &[("reason", error.code())]),
         }
-        result
+        results
     }
 
     /// Submits a block to the chain writer.
@@ -584,6 +612,27 @@ impl Backend for NodeHandle {
         match NodeHandle::submit_tx(self, tx).await {
             Ok(_) => TxVerdict::Accepted,
             Err(error) => error.into(),
+        }
+    }
+
+    async fn submit_txs(&self, txs: Vec<Transaction>) -> Vec<TxVerdict> {
+        let count = txs.len();
+        let node = self.clone();
+        match tokio::task::spawn_blocking(move || node.submit_txs_blocking(txs)).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|result| match result {
+                    Ok(_) => TxVerdict::Accepted,
+                    Err(error) => error.into(),
+                })
+                .collect(),
+            // Only a panic in the mempool gets here.
+            Err(_) => (0..count)
+                .map(|_| TxVerdict::Rejected {
+                    reason: "internal error while checking the transaction".into(),
+                    misbehaving: false,
+                })
+                .collect(),
         }
     }
 

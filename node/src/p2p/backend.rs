@@ -114,5 +114,16 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
         async move { block }
     }
     fn submit_tx(&self, tx: Transaction) -> impl Future<Output = TxVerdict> + Send;
+    /// `submit_tx` for several txs, in order, one verdict each; a node
+    /// admits them in one trip to a blocking thread and under one lock.
+    fn submit_txs(&self, txs: Vec<Transaction>) -> impl Future<Output = Vec<TxVerdict>> + Send {
+        async move {
+            let mut verdicts = Vec::with_capacity(txs.len());
+            for tx in txs {
+                verdicts.push(self.submit_tx(tx).await);
+            }
+            verdicts
+        }
+    }
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
 }

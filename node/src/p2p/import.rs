@@ -3,7 +3,8 @@
 //! in arrival order (a sync delivers parents before children), with the
 //! signatures of synced blocks checked up to 32 blocks ahead; txs go to a
 //! few workers, each sender's always to the same one, so its nonces arrive
-//! in order. Every verdict comes back to the driver as an `Input`.
+//! in order, and each worker submits what has queued up as one batch.
+//! Every verdict comes back to the driver as an `Input`.
 
 use super::protocol::{ConnId, Input};
 use super::{Backend, BlockVerdict, TxVerdict};
@@ -15,6 +16,11 @@ use tokio_util::task::TaskTracker;
 
 /// Parallel tx importers.
 const TX_IMPORTERS: usize = 4;
+/// Txs one importer submits at once: those queued while the last batch
+/// was checked, so a busy node makes one trip to a blocking thread and
+/// takes the mempool's lock once for many, and an idle one still admits
+/// each tx as it comes.
+const TX_BATCH: usize = 64;
 /// Synced blocks whose signatures are checked ahead of the chain.
 const PRECHECK_AHEAD: usize = 32;
 
@@ -197,37 +203,44 @@ async fn import_blocks<B: Backend>(
     }
 }
 
-/// Validates txs in arrival order for the senders routed to this importer.
+/// Validates txs in arrival order for the senders routed to this importer,
+/// taking whatever has queued up (at most `TX_BATCH`) in one submission.
 async fn import_txs<B: Backend>(
     backend: B,
     mut queue: mpsc::UnboundedReceiver<(ConnId, Transaction)>,
     verdicts: mpsc::UnboundedSender<Input>,
     cancel: CancellationToken,
 ) {
+    let mut batch = Vec::with_capacity(TX_BATCH);
     loop {
-        let (from, tx) = tokio::select! {
+        let received = tokio::select! {
             _ = cancel.cancelled() => break,
-            next = queue.recv() => match next {
-                Some(next) => next,
-                None => break,
-            },
+            received = queue.recv_many(&mut batch, TX_BATCH) => received,
         };
-        let (txid, sender, nonce) = (tx.txid(), tx.sender(), tx.nonce);
-        let verdict = tokio::select! {
+        if received == 0 {
+            break;
+        }
+        let mut origins = Vec::with_capacity(batch.len());
+        let mut txs = Vec::with_capacity(batch.len());
+        for (from, tx) in batch.drain(..) {
+            origins.push((from, tx.txid(), tx.sender(), tx.nonce));
+            txs.push(tx);
+        }
+        let results = tokio::select! {
             _ = cancel.cancelled() => break,
-            verdict = backend.submit_tx(tx) => verdict,
+            results = backend.submit_txs(txs) => results,
         };
-        if verdicts
-            .send(Input::TxVerdict {
+        for ((from, txid, sender, nonce), verdict) in origins.into_iter().zip(results) {
+            let input = Input::TxVerdict {
                 from,
                 txid,
                 sender,
                 nonce,
                 verdict,
-            })
-            .is_err()
-        {
-            break;
+            };
+            if verdicts.send(input).is_err() {
+                return;
+            }
         }
     }
 }
