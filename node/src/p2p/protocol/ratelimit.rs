@@ -210,11 +210,19 @@ impl<V: ChainView> NetworkState<V> {
         if conn.direction == Direction::Outbound {
             return own;
         }
+        // Summed over the peers with requests outstanding (a few), not
+        // over every connection: reading each connection's direction cost
+        // a cache miss per connection on every announcement an inbound
+        // peer made.
         let inbound_total: usize = self
-            .conns
-            .iter()
-            .filter(|(_, conn)| conn.direction == Direction::Inbound)
-            .map(|(other, _)| self.requests.outstanding_for(*other))
+            .requests
+            .outstanding_by_peer()
+            .filter(|(other, _)| {
+                self.conns
+                    .get(other)
+                    .is_some_and(|conn| conn.direction == Direction::Inbound)
+            })
+            .map(|(_, count)| count)
             .sum();
         own.min(INBOUND_FETCH_TOTAL.saturating_sub(inbound_total))
     }

@@ -404,7 +404,7 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
-    pub(super) fn on_tx(&mut self, id: ConnId, tx: Transaction) {
+    pub(super) fn on_tx(&mut self, id: ConnId, tx: Box<Transaction>) {
         let now = self.now.mono;
         let txid = tx.txid();
         let item = InvItem::Tx(txid);
@@ -425,13 +425,10 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         self.tx_backlog += 1;
-        self.push(Action::ImportTx {
-            from: id,
-            tx: Box::new(tx),
-        });
+        self.push(Action::ImportTx { from: id, tx });
     }
 
-    pub(super) fn on_block(&mut self, id: ConnId, block: Block) {
+    pub(super) fn on_block(&mut self, id: ConnId, block: Box<Block>) {
         let now = self.now.mono;
         let hash = block.hash();
         let item = InvItem::Block(hash);
@@ -470,7 +467,7 @@ impl<V: ChainView> NetworkState<V> {
         self.compact.importing.insert(hash);
         self.push(Action::ImportBlock {
             from: Some(id),
-            block: Box::new(block),
+            block,
             size,
             from_sync,
         });
@@ -577,7 +574,7 @@ impl<V: ChainView> NetworkState<V> {
             .view
             .sender_txs(&sender, first_nonce, limit)
             .into_iter()
-            .map(|tx| Outgoing::Message(Message::Tx(tx)))
+            .map(|tx| Outgoing::Message(Message::Tx(Box::new(tx))))
             .collect();
         if !items.is_empty() {
             self.push(Action::Answer { conn: id, items });

@@ -47,7 +47,7 @@ fn each_misbehaviour_bans_with_its_reason() {
             "protocol_violation",
             Box::new(|conn| Input::Frame {
                 conn,
-                message: Message::Hello(Remote::new("p", 1).hello()),
+                message: Message::Hello(Box::new(Remote::new("p", 1).hello())),
             }),
         ),
     ];
@@ -411,7 +411,7 @@ fn external_address_is_announced_and_offered_first() {
     let mut hello_port = None;
     while let Some(action) = core.poll_action() {
         if let Action::Send {
-            message: Message::Hello(hello),
+            message: Message::Hello(Box::new(hello)),
             ..
         } = action
         {
