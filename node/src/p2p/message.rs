@@ -492,6 +492,13 @@ mod tests {
     }
 
     #[test]
+    fn a_message_is_small_to_move() {
+        // Every input and action holding a message moves it; the large
+        // variants are boxed so that this stays true.
+        assert!(std::mem::size_of::<Message>() <= 64);
+    }
+
+    #[test]
     fn short_ids_are_siphash_2_4_keyed_by_the_block() {
         // The reference vector of the SipHash paper (key 00..0f, message
         // 00..0e), so the hash behind short ids cannot silently change.

@@ -286,7 +286,10 @@ impl<V: ChainView> NetworkState<V> {
         let mut fetch = Vec::new();
         let mut new_block = false;
         let mut over_cap: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut room = self.fetch_room(id);
+        // This peer's fetch room, worked out when the first item we lack
+        // needs it: most announcements name only what we hold, and nothing
+        // before that item changes what it would be.
+        let mut room: Option<usize> = None;
         let mut known_txs = 0u64;
         // Every item counts as known to the peer; nothing below reads
         // that, so it is done first, in one pass over the peer's set.
@@ -318,14 +321,18 @@ impl<V: ChainView> NetworkState<V> {
                 continue;
             }
             new_block |= item.is_block();
-            if room == 0 && !self.requests.is_tracked(&item) {
+            let left = match room {
+                Some(left) => left,
+                None => *room.insert(self.fetch_room(id)),
+            };
+            if left == 0 && !self.requests.is_tracked(&item) {
                 // Over this peer's share (see `ratelimit::fetch_room`).
                 *over_cap.entry("peer_share").or_default() += 1;
                 continue;
             }
             match self.requests.announced(item, id, now) {
                 Announced::Fetch => {
-                    room -= 1;
+                    room = Some(left - 1);
                     fetch.push(item)
                 }
                 other => {
