@@ -411,7 +411,7 @@ fn external_address_is_announced_and_offered_first() {
     let mut hello_port = None;
     while let Some(action) = core.poll_action() {
         if let Action::Send {
-            message: Message::Hello(Box::new(hello)),
+            message: Message::Hello(hello),
             ..
         } = action
         {
