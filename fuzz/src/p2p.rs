@@ -321,7 +321,7 @@ impl Small {
             ),
             Small::GetData(items) => Message::GetData(inv(items)),
             Small::NotFound(items) => Message::NotFound(inv(items)),
-            Small::Tx { sender, nonce, fee } => Message::Tx(dev_tx(sender, nonce, fee)),
+            Small::Tx { sender, nonce, fee } => Message::Tx(Box::new(dev_tx(sender, nonce, fee))),
             Small::GetHeaders(byte) => {
                 Message::GetHeaders(vec![BlockHash(small_hash(byte)), genesis.hash()])
             }
@@ -561,7 +561,7 @@ pub fn session(data: &[u8]) {
                     };
                     Input::Frame {
                         conn,
-                        message: Message::Hello(Hello {
+                        message: Message::Hello(Box::new(Hello {
                             magic: if flaws & 1 != 0 {
                                 NetworkMagic([1; 4])
                             } else {
@@ -577,7 +577,7 @@ pub fn session(data: &[u8]) {
                             best_height: Height(u64::from(height)),
                             best_work: Work(U256::from_u64(u64::from(work))),
                             listen_port: port,
-                        }),
+                        })),
                     }
                 }),
             Op::HelloAck { conn } => book

@@ -54,7 +54,7 @@ async fn write_seed_corpora() {
     let mut peer = FakePeer::connect(node.socket_addr()).await;
     let mut received = Vec::new();
     let hello = peer.handshake(&spec).await;
-    received.push(Message::Hello(hello));
+    received.push(Message::Hello(Box::new(hello)));
     let asks = [
         Message::GetHeaders(vec![genesis]),
         Message::GetAddr,
@@ -77,7 +77,7 @@ async fn write_seed_corpora() {
             assert!(peer.send(&Message::GetData(items)).await);
         }
         if let Message::Block(block) = &message {
-            blocks.push(block.clone());
+            blocks.push((**block).clone());
         }
         received.push(message);
     }

@@ -48,7 +48,7 @@ impl RelayCache {
         self.insert_entry(Entry {
             hash,
             block: block_payload(&encoding::encode(block)),
-            compact: encode_message(&Message::CompactBlock(compact)),
+            compact: encode_message(&Message::CompactBlock(Box::new(compact))),
             push_whole,
         });
     }

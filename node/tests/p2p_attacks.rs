@@ -121,7 +121,7 @@ async fn attack3_sync_takeover_by_claimed_best_work() {
             }
             if Instant::now() >= next_drip {
                 if let Some(block) = owed.pop_front() {
-                    liar.send(&Message::Block(block)).await;
+                    liar.send(&Message::Block(Box::new(block))).await;
                 }
                 next_drip = Instant::now() + drip;
             }

@@ -214,7 +214,7 @@ async fn free_mempool_space_from_transactions_that_can_never_be_mined() {
     for sender in 0..9 {
         for nonce in 1..=64 {
             let tx = paying(&genesis, sender, nonce, 10 * spec.min_fee.base_units());
-            assert!(attacker.send(&Message::Tx(tx)).await);
+            assert!(attacker.send(&Message::Tx(Box::new(tx))).await);
         }
         drain(&mut attacker, Duration::from_millis(1)).await;
     }
@@ -290,7 +290,11 @@ async fn low_work_side_branches_filling_disk_and_memory() {
     // use; each block 30 s after its parent, all well in the past.
     let fork = empty_blocks_on(&spec, &spec.genesis_block().header, 39, 30_000);
     for block in &fork {
-        assert!(attacker.send(&Message::Block(block.clone())).await);
+        assert!(
+            attacker
+                .send(&Message::Block(Box::new(block.clone())))
+                .await
+        );
     }
     let blocks_received = || {
         setup
@@ -375,7 +379,9 @@ async fn low_work_side_branches_filling_disk_and_memory_through_a_sync() {
                             if let Some(block) =
                                 fork[..fed].iter().find(|block| block.hash() == hash)
                             {
-                                attacker.send(&Message::Block(block.clone())).await;
+                                attacker
+                                    .send(&Message::Block(Box::new(block.clone())))
+                                    .await;
                                 served_in_task.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
@@ -451,7 +457,11 @@ async fn orphan_pool_limited_per_peer() {
     let mut attacker = FakePeer::connect(setup.node.socket_addr()).await;
     attacker.handshake(&spec).await;
     for block in &orphans {
-        assert!(attacker.send(&Message::Block(block.clone())).await);
+        assert!(
+            attacker
+                .send(&Message::Block(Box::new(block.clone())))
+                .await
+        );
     }
     wait_for("victim judged the orphans", LONG, || {
         setup.node.backend.process_times().len() >= judged_before + orphans.len()
@@ -470,12 +480,12 @@ async fn orphan_pool_limited_per_peer() {
         .expect("tip header");
     let first = empty_block_on(&spec, &tip_header, 1_000);
     let second = empty_block_on(&spec, &first.header, 1_000);
-    assert!(other.send(&Message::Block(second.clone())).await);
+    assert!(other.send(&Message::Block(Box::new(second.clone()))).await);
     wait_for("the other peer's orphan is held", LONG, || {
         setup.node.backend.orphan_count() > held
     })
     .await;
-    assert!(other.send(&Message::Block(first)).await);
+    assert!(other.send(&Message::Block(Box::new(first))).await);
     wait_for("the other peer's orphan connected", LONG, || {
         setup.node.backend.tip_hash() == second.hash()
     })

@@ -35,7 +35,7 @@ async fn wrong_magic_is_banned() {
     let setup = setup_with_honest_peer(NodeOptions::default()).await;
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
     let hello = bad.hello(*b"nope", setup.node.backend.genesis());
-    bad.send(&Message::Hello(hello)).await;
+    bad.send(&Message::Hello(Box::new(hello))).await;
     assert!(bad.closed_within(LONG).await, "offender disconnected");
     wait_for("ban recorded", LONG, || setup.node.bans("wrong_magic") == 1).await;
     assert!(setup.node.p2p.is_banned(bad.local_addr));
@@ -49,7 +49,7 @@ async fn wrong_genesis_is_banned() {
     let mut bad = FakePeer::connect(setup.node.socket_addr()).await;
     let magic = setup.node.backend.spec().network_magic();
     let hello = bad.hello(magic, BlockHash(Hash256::digest(b"another chain")));
-    bad.send(&Message::Hello(hello)).await;
+    bad.send(&Message::Hello(Box::new(hello))).await;
     assert!(bad.closed_within(LONG).await, "offender disconnected");
     wait_for("ban recorded", LONG, || {
         setup.node.bans("wrong_genesis") == 1
@@ -160,8 +160,10 @@ async fn block_with_bad_proof_of_work_is_banned_across_restarts() {
         asked,
         Some(Message::GetData(vec![InvItem::CompactBlock(hash)]))
     );
-    bad.send(&Message::CompactBlock(CompactBlock::from_block(&block)))
-        .await;
+    bad.send(&Message::CompactBlock(Box::new(CompactBlock::from_block(
+        &block,
+    ))))
+    .await;
     assert!(bad.closed_within(LONG).await, "offender disconnected");
     wait_for("ban recorded", LONG, || setup.node.bans("bad_block") == 1).await;
     assert!(setup.node.p2p.is_node_banned(&bad.key.public_key()));
@@ -188,7 +190,7 @@ async fn tx_with_bad_signature_is_banned() {
         .recv_matching(LONG, |message| matches!(message, Message::GetData(_)))
         .await;
     assert_eq!(asked, Some(Message::GetData(vec![InvItem::Tx(txid)])));
-    bad.send(&Message::Tx(tx)).await;
+    bad.send(&Message::Tx(Box::new(tx))).await;
     assert!(bad.closed_within(LONG).await, "offender disconnected");
     wait_for("ban recorded", LONG, || setup.node.bans("bad_tx") == 1).await;
     assert!(setup.node.p2p.is_node_banned(&bad.key.public_key()));
@@ -210,7 +212,7 @@ async fn tx_with_bad_signature_is_banned() {
     poor.recv_matching(LONG, |message| matches!(message, Message::GetData(_)))
         .await
         .expect("asked for it");
-    poor.send(&Message::Tx(unaffordable)).await;
+    poor.send(&Message::Tx(Box::new(unaffordable))).await;
     setup.still_serves(0).await;
     assert!(
         !poor.closed_within(Duration::from_millis(300)).await,

@@ -75,6 +75,18 @@ impl ChainReader {
         logged(self.store.block(hash))
     }
 
+    /// Whether a block's body is stored (on any branch): `block` would
+    /// find it, without reading it.
+    pub fn has_block_data(&self, hash: &BlockHash) -> bool {
+        match self.store.has_block_data(hash) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(%error, "chain storage read failed");
+                false
+            }
+        }
+    }
+
     /// A stored block's canonical encoding, as stored: a node serving peers
     /// forwards it without decoding and encoding it again.
     pub fn block_bytes(&self, hash: &BlockHash) -> Option<Vec<u8>> {

@@ -64,8 +64,9 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
     /// `GetData`. The default encodes `block`; a node forwards the stored
     /// bytes, or the payload it encoded once when it validated the block.
     fn block_payload(&self, hash: &BlockHash) -> Option<Bytes> {
-        self.block(hash)
-            .map(|block| super::codec::encode_message(&super::message::Message::Block(block)))
+        self.block(hash).map(|block| {
+            super::codec::encode_message(&super::message::Message::Block(Box::new(block)))
+        })
     }
     /// The `Message::CompactBlock` payload for a stored block. The default
     /// builds it from `block`; a node keeps the one it encoded when it

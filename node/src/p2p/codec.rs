@@ -81,11 +81,18 @@ pub fn block_payload(encoded_block: &[u8]) -> Bytes {
     payload.freeze()
 }
 
+/// The payload of `Message::Tx` for `tx`: exactly
+/// `encode_message(&Message::Tx(..))` of it, without copying the tx into a
+/// message first (every `GetData` for a tx is answered this way).
+pub fn tx_payload(tx: &ledger::Transaction) -> Bytes {
+    Bytes::from(encoding::encode(&(Message::TX_KIND_INDEX as u32, tx)))
+}
+
 /// The payload of `Message::CompactBlock` for `block`, no tx prefilled.
 pub fn compact_payload(block: &ledger::Block) -> Bytes {
-    encode_message(&Message::CompactBlock(
+    encode_message(&Message::CompactBlock(Box::new(
         super::message::CompactBlock::from_block(block),
-    ))
+    )))
 }
 
 /// Decodes one frame payload into a message, enforcing the per-kind caps.
@@ -242,10 +249,33 @@ mod tests {
         let spec = ledger::ChainSpec::builtin("regtest").expect("built-in");
         let block = spec.genesis_block();
         let payload = block_payload(&encoding::encode(&block));
-        assert_eq!(payload, encode_message(&Message::Block(block.clone())));
+        assert_eq!(
+            payload,
+            encode_message(&Message::Block(Box::new(block.clone())))
+        );
         assert_eq!(
             decode_message(&payload, MAX_FRAME_BYTES).expect("decodes"),
-            Message::Block(block)
+            Message::Block(Box::new(block))
+        );
+    }
+
+    #[test]
+    fn tx_payload_equals_encoding_the_message() {
+        let key = ledger::SecretKey::from_seed("tx payload");
+        let tx = ledger::Transaction::new_signed(
+            &key,
+            &ledger::BlockHash(ledger::Hash256::digest(b"genesis")),
+            ledger::Address([7; 20]),
+            ledger::Amount::from_base_units(3),
+            ledger::Amount::from_base_units(1_000),
+            9,
+            "memo".into(),
+        );
+        let payload = tx_payload(&tx);
+        assert_eq!(payload, encode_message(&Message::Tx(Box::new(tx.clone()))));
+        assert_eq!(
+            decode_message(&payload, MAX_FRAME_BYTES).expect("decodes"),
+            Message::Tx(Box::new(tx))
         );
     }
 

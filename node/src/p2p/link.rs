@@ -23,7 +23,7 @@
 //! flooding peer's frames never stand in front of another peer's by more
 //! than that many.
 
-use super::codec::{encode_message, CodecError};
+use super::codec::{encode_message, tx_payload, CodecError};
 use super::compact;
 use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
 use super::message::{InvItem, Message};
@@ -641,7 +641,7 @@ async fn serve_answers<B: Backend>(
                     }
                 },
                 Outgoing::Tx(txid) => match backend.mempool_tx(&txid) {
-                    Some(tx) => ("tx", encode_message(&Message::Tx(tx))),
+                    Some(tx) => ("tx", tx_payload(&tx)),
                     None => {
                         gone.push(InvItem::Tx(txid));
                         continue;

@@ -215,10 +215,13 @@ pub struct PeerAddr {
     pub connected: bool,
 }
 
-/// Every message of the protocol.
+/// Every message of the protocol. The variants that carry a large value
+/// box it (a box encodes as its contents), so a `Message`, and every
+/// input and action holding one, stays small to move: a node moves one
+/// for every frame, most of them a one-item `Inv`.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Message {
-    Hello(Hello),
+    Hello(Box<Hello>),
     HelloAck(HelloAck),
     Ping(u64),
     Pong(u64),
@@ -229,8 +232,8 @@ pub enum Message {
     GetData(Vec<InvItem>),
     /// Answer to `GetData` for items the sender does not have (any more).
     NotFound(Vec<InvItem>),
-    Tx(Transaction),
-    Block(Block),
+    Tx(Box<Transaction>),
+    Block(Box<Block>),
     /// Block locator of the sender's best chain.
     GetHeaders(Vec<BlockHash>),
     Headers(Vec<Header>),
@@ -249,7 +252,7 @@ pub enum Message {
     SendCompact {
         high_bandwidth: bool,
     },
-    CompactBlock(CompactBlock),
+    CompactBlock(Box<CompactBlock>),
     /// "Send me the txs at these indexes of this block" (ascending), to
     /// finish rebuilding it from a `CompactBlock`.
     GetBlockTxs {
@@ -349,8 +352,12 @@ pub fn max_frame_for(spec: &ledger::ChainSpec) -> usize {
 
 impl Message {
     /// Index of the variant, as on the wire.
+    /// `kind_index` of `Message::Tx`.
+    pub const TX_KIND_INDEX: usize = 9;
     /// `kind_index` of `Message::Block`.
     pub const BLOCK_KIND_INDEX: usize = 10;
+    /// `kind_index` of `Message::CompactBlock`.
+    pub const COMPACT_BLOCK_KIND_INDEX: usize = 15;
 
     pub fn kind_index(&self) -> usize {
         match self {
@@ -363,13 +370,13 @@ impl Message {
             Message::Inv(_) => 6,
             Message::GetData(_) => 7,
             Message::NotFound(_) => 8,
-            Message::Tx(_) => 9,
+            Message::Tx(_) => Message::TX_KIND_INDEX,
             Message::Block(_) => Message::BLOCK_KIND_INDEX,
             Message::GetHeaders(_) => 11,
             Message::Headers(_) => 12,
             Message::GetSenderTxs { .. } => 13,
             Message::SendCompact { .. } => 14,
-            Message::CompactBlock(_) => 15,
+            Message::CompactBlock(_) => Message::COMPACT_BLOCK_KIND_INDEX,
             Message::GetBlockTxs { .. } => 16,
             Message::BlockTxs { .. } => 17,
         }
@@ -452,7 +459,7 @@ mod tests {
             "memo".into(),
         );
         vec![
-            Message::Hello(Hello {
+            Message::Hello(Box::new(Hello {
                 magic: NetworkMagic(*b"gl00"),
                 protocol_version: PROTOCOL_VERSION,
                 genesis_hash: genesis,
@@ -460,7 +467,7 @@ mod tests {
                 best_height: Height(u64::MAX),
                 best_work: Work(ledger::U256::MAX),
                 listen_port: 7070,
-            }),
+            })),
             Message::HelloAck(HelloAck {}),
             Message::Ping(1),
             Message::Pong(u64::MAX),
@@ -474,7 +481,7 @@ mod tests {
             Message::Inv(vec![InvItem::Tx(tx.txid()), InvItem::Block(genesis)]),
             Message::GetData(vec![InvItem::Block(genesis)]),
             Message::NotFound(vec![InvItem::Tx(tx.txid())]),
-            Message::Tx(tx),
+            Message::Tx(Box::new(tx)),
             Message::GetHeaders(vec![genesis; 3]),
             Message::GetSenderTxs {
                 sender: Address([9; 20]),
@@ -482,6 +489,13 @@ mod tests {
                 count: MAX_SENDER_TXS,
             },
         ]
+    }
+
+    #[test]
+    fn a_message_is_small_to_move() {
+        // Every input and action holding a message moves it; the large
+        // variants are boxed so that this stays true.
+        assert!(std::mem::size_of::<Message>() <= 64);
     }
 
     #[test]

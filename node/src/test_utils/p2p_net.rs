@@ -707,9 +707,9 @@ impl FakePeer {
         let mut ours = self.hello(magic, genesis);
         ours.best_work = best_work;
         ours.best_height = Height(1_000_000);
-        assert!(self.send(&Message::Hello(ours.clone())).await);
+        assert!(self.send(&Message::Hello(Box::new(ours.clone()))).await);
         let theirs = match self.recv(Duration::from_secs(5)).await {
-            Some(Message::Hello(hello)) => hello,
+            Some(Message::Hello(hello)) => *hello,
             other => panic!("expected hello, got {other:?}"),
         };
         assert_eq!(

@@ -15,7 +15,8 @@
 //! - `scheduler`: the event queue ordered by (time, sequence).
 //! - `network`: addresses, topology, connections, latency, bandwidth, loss,
 //!   partitions; `regions`: the per-region latency matrix.
-//! - `node`: one node, wired as the daemon wires it, but synchronously.
+//! - `node`: one node, wired as the daemon wires it, but synchronously;
+//!   `payloads`: the compact blocks every node sends, encoded once.
 //! - `mining`: the simulated chain spec and the wallets.
 //! - `world`: the event loop that ties them together.
 //! - `report`: the statistics and the report; `plot`: the SVG; `trace`:
@@ -25,6 +26,7 @@ pub mod mining;
 pub mod network;
 pub mod node;
 pub mod options;
+pub mod payloads;
 pub mod plot;
 pub mod regions;
 pub mod report;

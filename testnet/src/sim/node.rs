@@ -11,8 +11,8 @@ use ledger::mempool::{Mempool, MempoolConfig, MempoolError};
 use ledger::sigcache::SignatureCache;
 use ledger::{Address, Block, BlockHash, ChainSpec, Header, Transaction, TxId};
 use node::events::NodeEvent;
-use node::p2p::codec::{block_payload, encode_message};
-use node::p2p::message::{CompactBlock, InvItem, Message};
+use node::p2p::codec::{block_payload, encode_message, tx_payload};
+use node::p2p::message::{InvItem, Message};
 use node::p2p::protocol::{
     Action, ConnId, Input, Mono, NetworkState, Outgoing, ProtocolConfig, Restored, Time,
 };
@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::bytes::Bytes;
 
+use super::payloads::CompactPayloads;
 use super::scheduler::SimTime;
 
 /// What the node asks of the network.
@@ -181,6 +182,10 @@ pub struct SimNode {
     pub observed: Vec<Observed>,
     /// `feed`'s work list, kept between calls for its allocation.
     inputs: Vec<Input>,
+    /// Every node's, shared.
+    compact_payloads: Rc<RefCell<CompactPayloads>>,
+    /// The items of the last `Inv` sent, and its payload.
+    last_inv: Option<(Vec<InvItem>, Bytes)>,
 }
 
 /// The core's clock at virtual time `now`.
@@ -198,6 +203,7 @@ impl SimNode {
         config: ProtocolConfig,
         seed: u64,
         store: (&MemoryArena, &str),
+        compact_payloads: Rc<RefCell<CompactPayloads>>,
     ) -> Result<SimNode, String> {
         let mut chain = Chain::open_in_memory((*spec).clone(), store.0, store.1)
             .map_err(|error| format!("cannot open an in-memory chain store: {error}"))?;
@@ -230,6 +236,8 @@ impl SimNode {
             outbound: Vec::new(),
             observed: Vec::new(),
             inputs: Vec::new(),
+            compact_payloads,
+            last_inv: None,
         })
     }
 
@@ -290,13 +298,11 @@ impl SimNode {
             Action::Admit { conn, remote } => self.outbound.push(Outbound::Admit { conn, remote }),
             Action::Refuse { remote } => self.outbound.push(Outbound::Refuse { remote }),
             Action::Send { conn, message } => self.send(conn, &message),
-            Action::PushCompact { conn, hash } => match self.view.reader.block(&hash) {
-                Some(block) => self.send(
-                    conn,
-                    &Message::CompactBlock(CompactBlock::from_block(&block)),
-                ),
-                None => self.send(conn, &Message::Inv(vec![InvItem::Block(hash)])),
-            },
+            Action::PushCompact { conn, hash } => {
+                if !self.send_compact(conn, &hash) {
+                    self.send(conn, &Message::Inv(vec![InvItem::Block(hash)]));
+                }
+            }
             Action::Rebuild { from, job } => {
                 // Run on the spot against this node's mempool, as the
                 // driver's blocking task would.
@@ -366,11 +372,54 @@ impl SimNode {
     }
 
     fn send(&mut self, conn: ConnId, message: &Message) {
+        let payload = match message {
+            // A flush announces the same items to peer after peer: the
+            // payload is encoded once and shared.
+            Message::Inv(items) => match &self.last_inv {
+                Some((last, payload)) if last == items => payload.clone(),
+                _ => {
+                    let payload = encode_message(message);
+                    let mut last = self
+                        .last_inv
+                        .take()
+                        .map(|(last, _)| last)
+                        .unwrap_or_default();
+                    last.clear();
+                    last.extend_from_slice(items);
+                    self.last_inv = Some((last, payload.clone()));
+                    payload
+                }
+            },
+            _ => encode_message(message),
+        };
         self.outbound.push(Outbound::Frame {
             conn,
             kind: message.kind_index(),
-            payload: encode_message(message),
+            payload,
         });
+    }
+
+    /// Sends the stored block `hash` as a `CompactBlock` (no tx
+    /// prefilled), its payload shared with every node that sends it;
+    /// false when this node's store does not hold the block.
+    fn send_compact(&mut self, conn: ConnId, hash: &BlockHash) -> bool {
+        if !self.view.reader.has_block_data(hash) {
+            return false;
+        }
+        let reader = &self.view.reader;
+        let payload = self
+            .compact_payloads
+            .borrow_mut()
+            .get_or_build(hash, || reader.block(hash));
+        let Some(payload) = payload else {
+            return false;
+        };
+        self.outbound.push(Outbound::Frame {
+            conn,
+            kind: Message::COMPACT_BLOCK_KIND_INDEX,
+            payload,
+        });
+        true
     }
 
     /// An answer, item by item, as the link task sends it: stored blocks
@@ -391,19 +440,23 @@ impl SimNode {
                     }
                 }
                 Outgoing::Tx(txid) => {
-                    let tx = self.view.mempool.borrow().get(&txid).cloned();
-                    match tx {
-                        Some(tx) => self.send(conn, &Message::Tx(tx)),
+                    // Encoded from the mempool's copy, as the link task
+                    // does with the one it looks up.
+                    let payload = self.view.mempool.borrow().get(&txid).map(tx_payload);
+                    match payload {
+                        Some(payload) => self.outbound.push(Outbound::Frame {
+                            conn,
+                            kind: Message::TX_KIND_INDEX,
+                            payload,
+                        }),
                         None => gone.push(InvItem::Tx(txid)),
                     }
                 }
-                Outgoing::CompactBlock(hash) => match self.view.reader.block(&hash) {
-                    Some(block) => self.send(
-                        conn,
-                        &Message::CompactBlock(CompactBlock::from_block(&block)),
-                    ),
-                    None => gone.push(InvItem::Block(hash)),
-                },
+                Outgoing::CompactBlock(hash) => {
+                    if !self.send_compact(conn, &hash) {
+                        gone.push(InvItem::Block(hash));
+                    }
+                }
                 Outgoing::BlockTxs { block, indexes } => {
                     let txs = self
                         .view

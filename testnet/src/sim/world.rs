@@ -8,6 +8,7 @@ use super::mining::{sim_chain_spec, Wallets};
 use super::network::{dial_targets, node_addr, Network};
 use super::node::{Observed, Outbound, SimNode};
 use super::options::SimOptions;
+use super::payloads::CompactPayloads;
 use super::report::{Report, Stats};
 use super::scheduler::{Scheduler, SimTime, SECOND};
 use super::trace::Trace;
@@ -20,9 +21,11 @@ use node::p2p::protocol::{CloseCause, ConnId, Input, ProtocolConfig};
 use node::p2p::P2pTiming;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::bytes::Bytes;
@@ -136,6 +139,7 @@ impl World {
         // holds a block (and every index entry and account value nodes
         // agree on) once for the whole network.
         let arena = MemoryArena::new();
+        let compact_payloads = Rc::new(RefCell::new(CompactPayloads::default()));
         let mut nodes = Vec::with_capacity(n);
         for (index, targets) in targets.iter().enumerate() {
             let config = ProtocolConfig {
@@ -166,6 +170,7 @@ impl World {
                 config,
                 seed,
                 (&arena, &format!("node{index}")),
+                Rc::clone(&compact_payloads),
             )?);
         }
         let miners = options.miners.len();

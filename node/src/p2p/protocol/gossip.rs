@@ -195,6 +195,12 @@ impl Requests {
         self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
+    /// Every peer with requests outstanding, and how many: the few that
+    /// count towards a total, without a lookup for every connection.
+    pub fn outstanding_by_peer(&self) -> impl Iterator<Item = (ConnId, usize)> + '_ {
+        self.per_peer.iter().map(|(peer, count)| (*peer, *count))
+    }
+
     fn add_to_peer(&mut self, peer: ConnId) {
         *self.per_peer.entry(peer).or_default() += 1;
     }

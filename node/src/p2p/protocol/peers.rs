@@ -302,7 +302,7 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
             Message::SendCompact { high_bandwidth } => self.on_send_compact(id, high_bandwidth),
-            Message::CompactBlock(compact) => self.on_compact_block(id, compact),
+            Message::CompactBlock(compact) => self.on_compact_block(id, *compact),
             Message::GetBlockTxs { block, indexes } => {
                 if self.allow(id, Costly::SenderTxs, 1) {
                     self.on_get_block_txs(id, block, indexes)

@@ -147,7 +147,6 @@ impl<V: ChainView> NetworkState<V> {
     /// peer at `MAX_SCORE`; the caller then drops the message unread.
     pub(super) fn allow(&mut self, id: ConnId, kind: Costly, cost: usize) -> bool {
         let now = self.now.mono;
-        let remote = self.conns.get(&id).and_then(|conn| conn.remote);
         let Some(peer) = self.peer_mut(id) else {
             return false;
         };
@@ -164,6 +163,9 @@ impl<V: ChainView> NetworkState<V> {
         peer.behaviour.throttled_at = now;
         self.metric_inc("p2p_rate_limited_total", ("kind", kind.label()));
         if first {
+            // Read only for the log: an allowed message (nearly every
+            // one) needs nothing of the connection but the peer's bucket.
+            let remote = self.conns.get(&id).and_then(|conn| conn.remote);
             tracing::info!(peer = ?remote, conn = %id, rule = kind.label(), "peer rate-limited: message dropped unread");
         }
         self.add_score(id, 1, kind.label());
@@ -210,11 +212,19 @@ impl<V: ChainView> NetworkState<V> {
         if conn.direction == Direction::Outbound {
             return own;
         }
+        // Summed over the peers with requests outstanding (a few), not
+        // over every connection: reading each connection's direction cost
+        // a cache miss per connection on every announcement an inbound
+        // peer made.
         let inbound_total: usize = self
-            .conns
-            .iter()
-            .filter(|(_, conn)| conn.direction == Direction::Inbound)
-            .map(|(other, _)| self.requests.outstanding_for(*other))
+            .requests
+            .outstanding_by_peer()
+            .filter(|(other, _)| {
+                self.conns
+                    .get(other)
+                    .is_some_and(|conn| conn.direction == Direction::Inbound)
+            })
+            .map(|(_, count)| count)
             .sum();
         own.min(INBOUND_FETCH_TOTAL.saturating_sub(inbound_total))
     }

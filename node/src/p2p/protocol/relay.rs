@@ -286,7 +286,10 @@ impl<V: ChainView> NetworkState<V> {
         let mut fetch = Vec::new();
         let mut new_block = false;
         let mut over_cap: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut room = self.fetch_room(id);
+        // This peer's fetch room, worked out when the first item we lack
+        // needs it: most announcements name only what we hold, and nothing
+        // before that item changes what it would be.
+        let mut room: Option<usize> = None;
         let mut known_txs = 0u64;
         // Every item counts as known to the peer; nothing below reads
         // that, so it is done first, in one pass over the peer's set.
@@ -326,14 +329,18 @@ impl<V: ChainView> NetworkState<V> {
                 continue;
             }
             new_block |= item.is_block();
-            if room == 0 && !self.requests.is_tracked(&item) {
+            let left = match room {
+                Some(left) => left,
+                None => *room.insert(self.fetch_room(id)),
+            };
+            if left == 0 && !self.requests.is_tracked(&item) {
                 // Over this peer's share (see `ratelimit::fetch_room`).
                 *over_cap.entry("peer_share").or_default() += 1;
                 continue;
             }
             match self.requests.announced(item, id, now) {
                 Announced::Fetch => {
-                    room -= 1;
+                    room = Some(left - 1);
                     fetch.push(item)
                 }
                 other => {
@@ -412,7 +419,7 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
-    pub(super) fn on_tx(&mut self, id: ConnId, tx: Transaction) {
+    pub(super) fn on_tx(&mut self, id: ConnId, tx: Box<Transaction>) {
         let now = self.now.mono;
         let txid = tx.txid();
         let item = InvItem::Tx(txid);
@@ -433,13 +440,10 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         self.tx_backlog += 1;
-        self.push(Action::ImportTx {
-            from: id,
-            tx: Box::new(tx),
-        });
+        self.push(Action::ImportTx { from: id, tx });
     }
 
-    pub(super) fn on_block(&mut self, id: ConnId, block: Block) {
+    pub(super) fn on_block(&mut self, id: ConnId, block: Box<Block>) {
         let now = self.now.mono;
         let hash = block.hash();
         let item = InvItem::Block(hash);
@@ -478,7 +482,7 @@ impl<V: ChainView> NetworkState<V> {
         self.compact.importing.insert(hash);
         self.push(Action::ImportBlock {
             from: Some(id),
-            block: Box::new(block),
+            block,
             size,
             from_sync,
         });
@@ -585,7 +589,7 @@ impl<V: ChainView> NetworkState<V> {
             .view
             .sender_txs(&sender, first_nonce, limit)
             .into_iter()
-            .map(|tx| Outgoing::Message(Message::Tx(tx)))
+            .map(|tx| Outgoing::Message(Message::Tx(Box::new(tx))))
             .collect();
         if !items.is_empty() {
             self.push(Action::Answer { conn: id, items });

@@ -100,7 +100,7 @@ impl Session {
             handshake_deadline: now + timing.handshake_timeout,
             liveness: None,
         };
-        (session, Message::Hello(hello))
+        (session, Message::Hello(Box::new(hello)))
     }
 
     /// The transport proved the peer holds `node_id`'s key.
@@ -150,7 +150,7 @@ impl Session {
                     });
                 }
                 check_hello(identity, &theirs)?;
-                self.phase = Phase::AwaitAck(Box::new(theirs));
+                self.phase = Phase::AwaitAck(theirs);
                 Ok(HandshakeStep::Reply(Message::HelloAck(HelloAck {})))
             }
             (Phase::AwaitAck(_), Message::HelloAck(HelloAck {})) => {

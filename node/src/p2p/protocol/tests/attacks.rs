@@ -101,7 +101,11 @@ fn sync_until(
                                         *next
                                     }
                                 };
-                                deliveries.push((at_ms, conn, Message::Block(block.clone())));
+                                deliveries.push((
+                                    at_ms,
+                                    conn,
+                                    Message::Block(Box::new(block.clone())),
+                                ));
                             }
                         }
                         _ => {}
@@ -312,7 +316,7 @@ fn attack4_request_table_flood_does_not_blind_gossip() {
         at(250),
         Input::Frame {
             conn: honest_conn,
-            message: Message::Tx(fresh.clone()),
+            message: Message::Tx(Box::new(fresh.clone())),
         },
     );
     let actions = drain(&mut core);
@@ -650,7 +654,7 @@ fn the_import_backlog_is_bounded_in_bytes() {
             },
             txs: vec![big.clone()],
         };
-        let message = Message::Block(block);
+        let message = Message::Block(Box::new(block));
         core.handle(at(1 + nonce), Input::Frame { conn, message });
         let actions = drain(&mut core);
         dropped += counted(&actions, "p2p_dropped_total", "block_backlog_bytes");

@@ -102,7 +102,7 @@ fn a_new_block_is_fetched_compact_and_rebuilt_asking_only_for_what_the_mempool_l
         &mut core,
         20,
         peer,
-        Message::CompactBlock(CompactBlock::from_block(&block)),
+        Message::CompactBlock(Box::new(CompactBlock::from_block(&block))),
     );
     let actions = rebuild(&mut core, &chain, 30, &actions);
     assert_eq!(
@@ -166,7 +166,7 @@ fn compact_from(
         core,
         ms + 1,
         peer,
-        Message::CompactBlock(CompactBlock::from_block(block)),
+        Message::CompactBlock(Box::new(CompactBlock::from_block(block))),
     )
 }
 
@@ -271,7 +271,7 @@ fn a_block_whose_txs_are_all_pooled_needs_no_round_trip() {
         &mut core,
         10,
         peer,
-        Message::CompactBlock(CompactBlock::from_block(&block)),
+        Message::CompactBlock(Box::new(CompactBlock::from_block(&block))),
     );
     assert_eq!(
         sent_to(&actions, peer),
@@ -285,7 +285,7 @@ fn a_block_whose_txs_are_all_pooled_needs_no_round_trip() {
         &mut core,
         20,
         peer,
-        Message::CompactBlock(CompactBlock::from_block(&block)),
+        Message::CompactBlock(Box::new(CompactBlock::from_block(&block))),
     );
     let actions = rebuild(&mut core, &chain, 30, &actions);
     assert!(sent_to(&actions, peer).is_empty(), "nothing to ask for");
@@ -310,7 +310,7 @@ fn a_compact_block_that_cannot_be_rebuilt_or_finished_is_fetched_whole() {
         &mut core,
         20,
         peer,
-        Message::CompactBlock(CompactBlock::from_block(&block)),
+        Message::CompactBlock(Box::new(CompactBlock::from_block(&block))),
     );
     assert!(matches!(
         actions.iter().find(|a| matches!(a, Action::Rebuild { .. })),
@@ -343,7 +343,7 @@ fn a_compact_block_that_cannot_be_rebuilt_or_finished_is_fetched_whole() {
         &mut core,
         110,
         peer,
-        Message::CompactBlock(CompactBlock::from_block(&other)),
+        Message::CompactBlock(Box::new(CompactBlock::from_block(&other))),
     );
     let actions = rebuild(&mut core, &chain, 120, &actions);
     assert!(matches!(
@@ -409,7 +409,7 @@ fn a_block_pushed_whole_by_a_high_bandwidth_peer_is_imported_at_once() {
     );
     drain(&mut core);
     let block = block_of((0..3).map(tx).collect());
-    let actions = frame(&mut core, 10, peer, Message::Block(block.clone()));
+    let actions = frame(&mut core, 10, peer, Message::Block(Box::new(block.clone())));
     assert_eq!(imported(&actions), Some(block));
     assert!(sent_to(&actions, peer).is_empty(), "no round trip");
     assert_eq!(

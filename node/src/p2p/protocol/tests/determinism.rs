@@ -38,7 +38,7 @@ fn scripted_inputs(seed: u64) -> Vec<(Time, Input)> {
             now,
             Input::Frame {
                 conn,
-                message: Message::Hello(remote.hello()),
+                message: Message::Hello(Box::new(remote.hello())),
             },
         );
         feed(

@@ -14,7 +14,7 @@ fn handshake_with_a_good_peer_authenticates_it() {
         at(1),
         Input::Frame {
             conn,
-            message: Message::Hello(remote.hello()),
+            message: Message::Hello(Box::new(remote.hello())),
         },
     );
     let actions = drain(&mut core);
@@ -46,7 +46,7 @@ fn handshake_refusal(tamper: impl FnOnce(&mut Hello)) -> Vec<Action> {
         at(1),
         Input::Frame {
             conn,
-            message: Message::Hello(hello),
+            message: Message::Hello(Box::new(hello)),
         },
     );
     let mut actions = drain(&mut core);
@@ -103,7 +103,7 @@ fn a_hello_before_the_transport_proved_the_peer_is_a_violation() {
         at(1),
         Input::Frame {
             conn: ConnId(1),
-            message: Message::Hello(remote.hello()),
+            message: Message::Hello(Box::new(remote.hello())),
         },
     );
     let actions = drain(&mut core);

@@ -264,14 +264,14 @@ impl Remote {
         };
         core.handle(now, self.secured(conn));
         assert!(drain(core).is_empty(), "secured alone sends nothing");
-        (conn, ours)
+        (conn, *ours)
     }
 
     /// Connects inbound and completes the handshake; returns the conn and
     /// the actions of the last step.
     fn join(&self, core: &mut NetworkState<FakeChain>, now: Time) -> (ConnId, Vec<Action>) {
         let (conn, _) = self.connect(core, now);
-        let message = Message::Hello(self.hello());
+        let message = Message::Hello(Box::new(self.hello()));
         core.handle(now, Input::Frame { conn, message });
         drain(core);
         let message = Message::HelloAck(HelloAck {});

@@ -47,7 +47,7 @@ fn each_misbehaviour_bans_with_its_reason() {
             "protocol_violation",
             Box::new(|conn| Input::Frame {
                 conn,
-                message: Message::Hello(Remote::new("p", 1).hello()),
+                message: Message::Hello(Box::new(Remote::new("p", 1).hello())),
             }),
         ),
     ];

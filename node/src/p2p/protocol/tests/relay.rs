@@ -53,7 +53,7 @@ fn accepted_tx_is_announced_once_to_each_peer_that_lacks_it() {
         at(10),
         Input::Frame {
             conn: first,
-            message: Message::Tx(accepted.clone()),
+            message: Message::Tx(Box::new(accepted.clone())),
         },
     );
     let actions = drain(&mut core);
@@ -185,7 +185,7 @@ fn a_gap_in_a_senders_nonces_is_asked_of_the_peer_that_sent_a_later_one() {
         at(30),
         Input::Frame {
             conn,
-            message: Message::Tx(tx(0)),
+            message: Message::Tx(Box::new(tx(0))),
         },
     );
     assert!(drain(&mut core)
@@ -237,7 +237,7 @@ fn get_sender_txs_is_answered_in_nonce_order_within_the_cap() {
     core.handle(at(1), Input::Frame { conn, message });
     assert_eq!(
         sent_to(&drain(&mut core), conn),
-        vec![Message::Tx(tx(3)), Message::Tx(tx(4))]
+        vec![Message::Tx(Box::new(tx(3))), Message::Tx(Box::new(tx(4)))]
     );
 }
 
