@@ -657,20 +657,9 @@ fn connected_block_drops_included_and_invalidated_txs() {
     let bob_other = fixture.tx(&bob, 0, 7_000, 9);
     let carol_other = fixture.tx(&carol, 0, 3_000, 2 * COIN);
     let txs = vec![a[0].clone(), a[1].clone(), bob_other, carol_other];
-    let block = miner::assemble_block(
-        &fixture.spec,
-        Height(1),
-        fixture.genesis,
-        fixture.spec.initial_target,
-        NOW,
-        recipient(),
-        txs,
-    );
     let state: BTreeMap<Address, Account> =
         fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
-    let change = state::apply_block(&block, &fixture.spec, &state).unwrap();
-    let mut after = state.clone();
-    state::write_accounts(&mut after, &change.updates);
+    let (block, after) = connect(&fixture, 1, fixture.genesis, txs, &state);
 
     fixture.pool.block_connected(&block, &after);
     assert_eq!(fixture.pool.len(), 1);
@@ -707,20 +696,9 @@ fn a_block_that_drains_a_balance_drops_the_unaffordable_tail() {
     // Nonce 0, mined elsewhere, spends 5 coins: 5 left covers two of the
     // three pending transfers of 2 coins.
     let spend = fixture.tx(&alice, 0, MIN_FEE, 5 * COIN);
-    let block = miner::assemble_block(
-        &fixture.spec,
-        Height(1),
-        fixture.genesis,
-        fixture.spec.initial_target,
-        NOW,
-        recipient(),
-        vec![spend],
-    );
     let state: BTreeMap<Address, Account> =
         fixture.accounts.iter().map(|(a, b)| (*a, *b)).collect();
-    let change = state::apply_block(&block, &fixture.spec, &state).unwrap();
-    let mut after = state.clone();
-    state::write_accounts(&mut after, &change.updates);
+    let (block, after) = connect(&fixture, 1, fixture.genesis, vec![spend], &state);
     fixture.pool.block_connected(&block, &after);
     assert!(fixture.pool.contains(&pending[0]) && fixture.pool.contains(&pending[1]));
     assert!(!fixture.pool.contains(&pending[2]));
