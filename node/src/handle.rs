@@ -707,3 +707,47 @@ fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::NodeConfig;
+    use crate::Node;
+    use ledger::mempool::MempoolError;
+    use ledger::testing::transfer;
+    use ledger::{Address, ChainSpec};
+
+    /// A batch (as the gossip importers submit) gets one verdict per tx, in
+    /// order, exactly as one-by-one submissions would: a bad signature in
+    /// the middle refuses only its own tx, and a later nonce of the same
+    /// sender still lands behind the earlier one.
+    #[tokio::test]
+    async fn a_batch_is_admitted_in_order_with_one_verdict_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ChainSpec::builtin("regtest").unwrap();
+        let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
+            .await
+            .unwrap();
+        let genesis = spec.genesis_hash();
+        let to = Address([9; 20]);
+        let first = transfer(&genesis, 0, to, 5, 1_000, 0);
+        let mut forged = transfer(&genesis, 1, to, 5, 1_000, 0);
+        forged.amount = ledger::Amount::from_base_units(6);
+        let second = transfer(&genesis, 0, to, 5, 1_000, 1);
+        let handle = node.handle.clone();
+        let batch = vec![first.clone(), forged, second.clone(), first.clone()];
+        let results = tokio::task::spawn_blocking(move || handle.submit_txs_blocking(batch))
+            .await
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![
+                Ok(first.txid()),
+                Err(MempoolError::BadSignature),
+                Ok(second.txid()),
+                Err(MempoolError::Duplicate),
+            ]
+        );
+        assert_eq!(node.handle.mempool().len(), 2);
+        node.shutdown().await;
+    }
+}
