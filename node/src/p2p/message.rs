@@ -351,7 +351,6 @@ pub fn max_frame_for(spec: &ledger::ChainSpec) -> usize {
 }
 
 impl Message {
-    /// Index of the variant, as on the wire.
     /// `kind_index` of `Message::Tx`.
     pub const TX_KIND_INDEX: usize = 9;
     /// `kind_index` of `Message::Block`.
@@ -359,6 +358,7 @@ impl Message {
     /// `kind_index` of `Message::CompactBlock`.
     pub const COMPACT_BLOCK_KIND_INDEX: usize = 15;
 
+    /// Index of the variant, as on the wire.
     pub fn kind_index(&self) -> usize {
         match self {
             Message::Hello(_) => 0,
