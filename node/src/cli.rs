@@ -199,6 +199,18 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
+/// The node's async runtime: its threads (workers and blocking threads
+/// alike) run `priority::ASYNC_NICE` below the chain writer.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(|| {
+            crate::priority::lower_current_thread(crate::priority::ASYNC_NICE, "async runtime")
+        })
+        .max_blocking_threads(max_blocking_threads())
+        .build()
+}
+
 /// Runs a node with already-parsed arguments until SIGINT or SIGTERM.
 pub fn run(args: NodeArgs) -> ExitCode {
     disable_transparent_huge_pages();
@@ -213,11 +225,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         eprintln!("ledger-node: error: {error}");
         return ExitCode::FAILURE;
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder
-        .enable_all()
-        .max_blocking_threads(max_blocking_threads());
-    let runtime = match builder.build() {
+    let runtime = match build_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ledger-node: error: cannot start the async runtime: {error}");
@@ -359,6 +367,26 @@ fn ready_status(url: &str) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both kinds of the runtime's threads, workers and blocking ones, run
+    /// below the thread that built it (where the chain writer starts).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_runtime_runs_below_the_chain_writer() {
+        use crate::priority::{current_thread_nice, ASYNC_NICE};
+        let own = current_thread_nice();
+        let expected = (own + i64::from(ASYNC_NICE)).min(19);
+        let runtime = build_runtime().unwrap();
+        let (worker, blocking) = runtime.block_on(async {
+            let worker = tokio::spawn(async { current_thread_nice() }).await.unwrap();
+            let blocking = tokio::task::spawn_blocking(current_thread_nice)
+                .await
+                .unwrap();
+            (worker, blocking)
+        });
+        assert_eq!((worker, blocking), (expected, expected));
+        assert_eq!(current_thread_nice(), own, "the caller keeps its priority");
+    }
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("ledger-node").chain(args.iter().copied())).unwrap()

@@ -604,6 +604,10 @@ impl Backend for NodeHandle {
     /// Verifies the block's signatures into the shared signature cache on
     /// the verifier threads (`verifier`), so the chain writer finds them
     /// checked.
+    fn run_urgent(&self, job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+        self.shared.writer.run_urgent(job)
+    }
+
     async fn precheck_block(&self, block: Block) -> Block {
         self.shared.verifier.precheck(block).await
     }

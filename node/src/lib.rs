@@ -12,6 +12,9 @@
 //! - the **HTTP API** (`rpc`), an axum server on tokio;
 //! - with `--mine`, the **miner** (`mining`): a solver thread and a watcher.
 //!
+//! The chain writer runs at the process's priority and everything else
+//! lower (`priority`), so a new block never waits behind tx work.
+//!
 //! Everything shares one `NodeHandle` (`handle`). Entry points:
 //! `cli::main_with_args` (the binary), `Node::start` (in-process).
 //! Invariants: only the chain writer writes the chain; reads never wait on
@@ -36,6 +39,7 @@ pub mod metrics;
 pub mod mining;
 pub mod node_key;
 pub mod p2p;
+pub mod priority;
 pub mod relay_cache;
 pub mod rpc;
 pub mod shutdown;

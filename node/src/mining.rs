@@ -107,7 +107,12 @@ impl BackgroundMiner {
                 (node.clone(), stop.clone(), cancel.clone(), template.clone());
             std::thread::Builder::new()
                 .name("miner".into())
-                .spawn(move || mine_loop(&node, miner, &stop, &cancel, &template))?
+                .spawn(move || {
+                    // Below the chain writer, with the async runtime: a
+                    // solver burning CPU must not slow the block path.
+                    crate::priority::lower_current_thread(crate::priority::ASYNC_NICE, "miner");
+                    mine_loop(&node, miner, &stop, &cancel, &template)
+                })?
         };
         let watcher = {
             let (stop, cancel) = (stop.clone(), cancel.clone());
@@ -191,7 +196,7 @@ fn mine_loop(
         }
         let hash = block.hash();
         let txs = block.txs.len();
-        match writer.submit_block_blocking(block) {
+        match writer.submit_mined_block_blocking(block) {
             Ok(BlockOutcome::Connected { height, .. }) => {
                 node.metrics().inc("blocks_mined_total", &[]);
                 tracing::info!(block = %hash, height = height.0, txs, "mined a block");

@@ -14,11 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// How much lower than the rest of the node the verifiers run (a nice
-/// increment: CFS then gives a runnable writer about nine times the share
-/// of each verifier). Threads a verifier starts (`verify_many` on a large
-/// block) inherit it.
-pub const VERIFIER_NICE: i32 = 10;
+pub use crate::priority::VERIFIER_NICE;
 
 struct Job {
     // Field order matters: the block's share is dropped before `done`, so
@@ -74,7 +70,7 @@ impl Verifier {
 }
 
 fn run(queue: &Mutex<mpsc::Receiver<Job>>, genesis: &BlockHash, cache: &SignatureCache) {
-    lower_priority();
+    crate::priority::lower_current_thread(VERIFIER_NICE, "signature verifier");
     loop {
         // The lock is held while waiting for a job, never while checking.
         let job = match queue.lock() {
@@ -99,13 +95,6 @@ fn check(txs: &[Transaction], genesis: &BlockHash, cache: &SignatureCache) {
 /// Lowers the calling thread's priority. On Linux the nice value belongs to
 /// the thread, so this leaves the rest of the node alone; elsewhere it
 /// would renice the whole process, so it is not done.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(error) = rustix::process::nice(VERIFIER_NICE) {
-        tracing::debug!(%error, "could not lower the signature verifiers' priority");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,15 +143,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn verifiers_run_below_the_callers_priority() {
-        fn nice_of(stat: &str) -> i64 {
-            // Fields after the parenthesised name; nice is the 19th field.
-            let rest = &stat[stat.rfind(')').expect("stat has a name") + 2..];
-            rest.split(' ')
-                .nth(16)
-                .expect("nice field")
-                .parse()
-                .unwrap()
-        }
+        use crate::priority::nice_in_stat as nice_of;
         let genesis = ChainSpec::builtin("regtest").unwrap().genesis_hash();
         let verifier = Verifier::start(2, genesis, SignatureCache::new(10)).unwrap();
         // After one job every thread has at least started.

@@ -127,4 +127,10 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
         }
     }
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
+    /// Optional: runs `job` (a large compact block's rebuild) where the
+    /// node's block path runs, ahead of its tx work; or hands it back for
+    /// a blocking thread. The default hands it back.
+    fn run_urgent(&self, job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+        Err(job)
+    }
 }

@@ -517,8 +517,9 @@ impl<B: Backend> Driver<B> {
             }
             Action::Rebuild { from, job } => {
                 // A small rebuild runs here; matching the short ids of a
-                // large mempool goes to a blocking thread, off the
-                // driver's task.
+                // large mempool goes where the backend runs its block path
+                // (a node's chain writer, ahead of its tx work), or else to
+                // a blocking thread, off the driver's task.
                 let job = match job.run_if_small(&self.backend) {
                     Ok((compact, rebuilt)) => {
                         return Some(Input::Rebuilt {
@@ -531,7 +532,7 @@ impl<B: Backend> Driver<B> {
                 };
                 let backend = self.backend.clone();
                 let rebuilt_tx = self.rebuilt_tx.clone();
-                self.tracker.spawn_blocking(move || {
+                let work: Box<dyn FnOnce() + Send> = Box::new(move || {
                     let (compact, rebuilt) = job.run(&backend);
                     let _ = rebuilt_tx.send(Input::Rebuilt {
                         from,
@@ -539,6 +540,9 @@ impl<B: Backend> Driver<B> {
                         rebuilt,
                     });
                 });
+                if let Err(work) = self.backend.run_urgent(work) {
+                    self.tracker.spawn_blocking(work);
+                }
             }
             Action::Answer { conn, items } => {
                 if let Some(link) = self.links.get(&conn) {

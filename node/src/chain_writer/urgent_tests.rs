@@ -1,0 +1,64 @@
+//! The writer's urgent jobs and deferred bookkeeping, on a running node.
+
+use crate::config::NodeConfig;
+use crate::Node;
+use futures::FutureExt;
+use ledger::testing::transfer;
+use ledger::{Address, ChainSpec};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// A peer's block is the tip as soon as it is processed, while its tx
+/// still reads as pending: an urgent job queued behind the block runs on
+/// the writer's thread before the block's bookkeeping. Once idle, the
+/// writer settles the block: the tx is indexed and out of the mempool.
+#[tokio::test]
+async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ChainSpec::builtin("regtest").unwrap();
+    let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
+        .await
+        .unwrap();
+    let genesis = spec.genesis_hash();
+    let tx = transfer(&genesis, 0, Address([9; 20]), 5, 1_000, 0);
+    let txid = node.handle.submit_tx(tx.clone()).await.unwrap();
+    let writer = node.handle.writer().clone();
+    let context = writer.next_block_context().await.unwrap();
+    let mut block = ledger::miner::build_block(&spec, &context, Address([7; 20]), vec![tx]);
+    assert!(ledger::miner::solve(
+        &mut block.header,
+        &AtomicBool::new(false),
+        1
+    ));
+    let hash = block.hash();
+
+    // Hold the writer on a first job, so the block and the second job are
+    // both queued when it goes on: nothing here depends on timing.
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    let held = writer.run_urgent(Box::new(move || {
+        let _ = gate.recv();
+    }));
+    assert!(held.is_ok(), "the writer is running");
+    assert!(writer.submit_peer_block(block).now_or_never().is_none());
+    let reader = node.handle.reader().clone();
+    let (seen, look) = std::sync::mpsc::channel();
+    let queued = writer.run_urgent(Box::new(move || {
+        let name = std::thread::current().name().map(str::to_owned);
+        let _ = seen.send((name, reader.tip().hash, reader.tx(&txid).is_some()));
+    }));
+    assert!(queued.is_ok(), "the writer is running");
+    open.send(()).unwrap();
+    let (name, tip, indexed) = tokio::task::spawn_blocking(move || look.recv().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("chain-writer"));
+    assert_eq!(tip, hash, "the block was processed first");
+    assert!(!indexed, "its bookkeeping waits for an idle writer");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.handle.reader().tx(&txid).is_none() || node.handle.mempool().contains(&txid) {
+        assert!(Instant::now() < deadline, "the block was never settled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.shutdown().await;
+}
