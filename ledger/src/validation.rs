@@ -352,9 +352,7 @@ pub fn check_signatures(
     genesis: &BlockHash,
     cache: &SignatureCache,
 ) -> Result<(), BlockError> {
-    let pending: Vec<usize> = (0..txs.len())
-        .filter(|&index| !cache.contains(&txids[index]))
-        .collect();
+    let pending = cache.unchecked(txids);
     if pending.is_empty() {
         return Ok(());
     }
