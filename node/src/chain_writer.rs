@@ -170,7 +170,11 @@ impl ChainWriter {
         let mempool = Arc::clone(&context.mempool);
         chain.set_defer_indexing(true);
         chain.set_validated_hook(Box::new(move |hash, block, txids| {
-            let compact = compact_for_relay(block, txids, &mempool, now_ms());
+            // A block rebuilt from a peer's compact form is relayed in that
+            // form; one mined here or fetched whole gets its own.
+            let compact = relay_cache
+                .take_received(hash)
+                .unwrap_or_else(|| compact_for_relay(block, txids, &mempool, now_ms()));
             relay_cache.insert_block_with(*hash, block, compact);
             let _ = events.send(NodeEvent::BlockValidated {
                 hash: *hash,

@@ -604,6 +604,10 @@ impl Backend for NodeHandle {
     /// Verifies the block's signatures into the shared signature cache on
     /// the verifier threads (`verifier`), so the chain writer finds them
     /// checked.
+    fn rebuilt_from(&self, compact: &crate::p2p::message::CompactBlock) {
+        self.shared.relay_cache.note_received(compact);
+    }
+
     fn run_urgent(&self, job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
         self.shared.writer.run_urgent(job)
     }

@@ -29,9 +29,36 @@ struct Entry {
 #[derive(Default)]
 pub struct RelayCache {
     entries: Mutex<VecDeque<Entry>>,
+    /// Compact blocks as peers sent them, for blocks rebuilt from them in
+    /// full and not yet validated (see `note_received`).
+    received: Mutex<VecDeque<(BlockHash, CompactBlock)>>,
 }
 
 impl RelayCache {
+    /// Remembers the compact form a peer sent for a block we rebuilt from
+    /// it in full, so that validating the block relays that same form
+    /// (`take_received`): its short ids are the same for everyone, and the
+    /// txs its sender prefilled are the ones our peers most likely lack
+    /// too. Only the last few are kept.
+    pub fn note_received(&self, compact: &CompactBlock) {
+        let hash = compact.header.hash();
+        let mut received = ledger::sync::lock(&self.received);
+        if received.iter().any(|(known, _)| *known == hash) {
+            return;
+        }
+        if received.len() >= RELAY_CACHE_BLOCKS {
+            received.pop_front();
+        }
+        received.push_back((hash, compact.clone()));
+    }
+
+    /// The compact form `note_received` kept for `hash`, taken out.
+    pub fn take_received(&self, hash: &BlockHash) -> Option<CompactBlock> {
+        let mut received = ledger::sync::lock(&self.received);
+        let position = received.iter().position(|(known, _)| known == hash)?;
+        received.remove(position).map(|(_, compact)| compact)
+    }
+
     /// Encodes both payloads of a block that just passed its checks.
     pub fn insert_block(&self, hash: BlockHash, block: &Block) {
         self.insert(
@@ -129,6 +156,36 @@ mod tests {
 
     fn hash(n: u8) -> BlockHash {
         BlockHash(Hash256([n; 32]))
+    }
+
+    #[test]
+    fn a_received_compact_form_is_taken_once_and_only_the_newest_are_kept() {
+        let cache = RelayCache::default();
+        let genesis = ledger::testing::regtest().genesis_block();
+        let mut forms = Vec::new();
+        for n in 0..=RELAY_CACHE_BLOCKS as u64 {
+            let mut block = genesis.clone();
+            block.txs.clear();
+            block.header.timestamp += n;
+            let form = CompactBlock::prefilling(&block, &[], |_| false);
+            cache.note_received(&form);
+            forms.push(form);
+        }
+        assert_eq!(
+            cache.take_received(&forms[0].header.hash()),
+            None,
+            "the oldest was dropped"
+        );
+        let newest = forms.last().unwrap();
+        assert_eq!(
+            cache.take_received(&newest.header.hash()).as_ref(),
+            Some(newest)
+        );
+        assert_eq!(
+            cache.take_received(&newest.header.hash()),
+            None,
+            "taken once"
+        );
     }
 
     #[test]

@@ -254,12 +254,13 @@ async fn attack4_request_table_flood_does_not_blind_gossip() {
 /// driver takes ahead of tx traffic), written in batches as fast as its
 /// socket takes them. Once the victim has read 10,000 of them, the honest
 /// peer's new tx and block still arrive within 2 s, and the flooder's
-/// reader waited for its share of the driver's channels (counted in
-/// `p2p_event_share_waits_total`) instead of filling them. With the share
+/// reader waited for its share of the driver's channels (a pong is a
+/// connection frame: counted in `p2p_event_share_waits_total` under
+/// `urgent_share`) instead of filling them. With the share
 /// switched off the honest delays stay as short (on loopback the victim's
 /// reader decrypts a frame more slowly than the driver takes one, so the
 /// channel never fills) and only the waits tell that the share is there;
-/// `link::tests::a_flooding_connection_holds_at_most_its_share_of_the_drivers_queue`
+/// `inbound::tests::a_flooding_connection_holds_at_most_its_share_of_the_drivers_queue`
 /// proves its bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack4_one_flooding_peer_does_not_delay_everyone_through_the_event_channel() {
@@ -272,7 +273,7 @@ async fn attack4_one_flooding_peer_does_not_delay_everyone_through_the_event_cha
         setup
             .node
             .metrics
-            .counter("p2p_event_share_waits_total", &[("rule", "event_share")])
+            .counter("p2p_event_share_waits_total", &[("rule", "urgent_share")])
     };
     let waits_before = waits();
     let pongs_before = setup.node.received("pong");

@@ -1,6 +1,8 @@
 //! The writer's urgent jobs and deferred bookkeeping, on a running node.
 
 use crate::config::NodeConfig;
+use crate::p2p::codec::encode_message;
+use crate::p2p::message::{CompactBlock, Message};
 use crate::Node;
 use futures::FutureExt;
 use ledger::testing::transfer;
@@ -10,8 +12,10 @@ use std::time::{Duration, Instant};
 
 /// A peer's block is the tip as soon as it is processed, while its tx
 /// still reads as pending: an urgent job queued behind the block runs on
-/// the writer's thread before the block's bookkeeping. Once idle, the
-/// writer settles the block: the tx is indexed and out of the mempool.
+/// the writer's thread before the block's bookkeeping. The block is relayed
+/// in the compact form it was rebuilt from, not one of the writer's own.
+/// Once idle, the writer settles the block: the tx is indexed and out of
+/// the mempool.
 #[tokio::test]
 async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,6 +35,11 @@ async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
         1
     ));
     let hash = block.hash();
+    // As the peer sent it: everything prefilled (the writer's own choice
+    // would send the tx, long in our mempool, as a short id).
+    let txids: Vec<ledger::TxId> = block.txs.iter().map(|tx| tx.txid()).collect();
+    let received = CompactBlock::prefilling(&block, &txids, |_| true);
+    node.handle.shared.relay_cache.note_received(&received);
 
     // Hold the writer on a first job, so the block and the second job are
     // both queued when it goes on: nothing here depends on timing.
@@ -54,6 +63,11 @@ async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
     assert_eq!(name.as_deref(), Some("chain-writer"));
     assert_eq!(tip, hash, "the block was processed first");
     assert!(!indexed, "its bookkeeping waits for an idle writer");
+    assert_eq!(
+        node.handle.shared.relay_cache.compact(&hash),
+        Some(encode_message(&Message::CompactBlock(Box::new(received)))),
+        "relayed as received"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(20);
     while node.handle.reader().tx(&txid).is_none() || node.handle.mempool().contains(&txid) {

@@ -127,6 +127,12 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
         }
     }
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
+    /// Optional: a block was rebuilt in full from `compact`, as a peer
+    /// sent it. A node may relay that same compact form once the block is
+    /// valid instead of working out its own. The default does nothing.
+    fn rebuilt_from(&self, compact: &super::message::CompactBlock) {
+        let _ = compact;
+    }
     /// Optional: runs `job` (a large compact block's rebuild) where the
     /// node's block path runs, ahead of its tx work; or hands it back for
     /// a blocking thread. The default hands it back.

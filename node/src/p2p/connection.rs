@@ -66,6 +66,11 @@ impl<T: Transport> ConnectionReader<T> {
     /// The next message; `Ok(None)` when the peer closed the stream. Cancel
     /// safe: a message is either returned whole or stays buffered.
     pub async fn read_message(&mut self) -> Result<Option<Message>, CodecError> {
+        Ok(self.read_sized().await?.map(|(message, _)| message))
+    }
+
+    /// `read_message` with the frame's encoded size. Cancel safe too.
+    pub async fn read_sized(&mut self) -> Result<Option<(Message, usize)>, CodecError> {
         match self.frames.next().await {
             None => Ok(None),
             Some(Err(error)) => Err(error),
@@ -73,7 +78,7 @@ impl<T: Transport> ConnectionReader<T> {
                 let kind = [("kind", message.kind())];
                 self.metrics.inc(RECEIVED_METRIC, &kind);
                 self.metrics.add(RECEIVED_BYTES_METRIC, &kind, len as u64);
-                Ok(Some(message))
+                Ok(Some((message, len)))
             }
         }
     }

@@ -7,6 +7,7 @@
 //! snapshot the `P2pHandle` reads.
 
 use super::codec::encode_message;
+use super::compact::Rebuilt;
 use super::import::{ImportItem, Importers};
 use super::link::{self, Lane, Link, LinkEvents, LinkTasks};
 use super::message::{InvItem, Message};
@@ -258,7 +259,7 @@ impl<B: Backend> Driver<B> {
             ),
             (
                 "p2p_event_share_waits_total",
-                "Times a peer's reader waited because it had its share of frames queued for the driver.",
+                "Times a peer's frames waited, by rule: event_share (its tx frames held back while it had its share queued for the driver), urgent_share (its reader waited for room for a block or connection frame), held_full (its reader stopped reading with its hold of tx frames full).",
             ),
             (
                 "p2p_side_blocks_pruned_total",
@@ -407,8 +408,8 @@ impl<B: Backend> Driver<B> {
             self.links.remove(&conn).is_some()
         } else {
             let link = self.links.get(&conn);
-            if let (Some(link), Input::Frame { .. }) = (link, &input) {
-                link.frame_taken();
+            if let (Some(link), Input::Frame { message, .. }) = (link, &input) {
+                link.frame_taken(message.is_urgent());
             }
             link.is_some()
         };
@@ -522,11 +523,14 @@ impl<B: Backend> Driver<B> {
                 // a blocking thread, off the driver's task.
                 let job = match job.run_if_small(&self.backend) {
                     Ok((compact, rebuilt)) => {
+                        if matches!(rebuilt, Rebuilt::Complete(_)) {
+                            self.backend.rebuilt_from(&compact);
+                        }
                         return Some(Input::Rebuilt {
                             from,
                             compact: Box::new(compact),
                             rebuilt,
-                        })
+                        });
                     }
                     Err(job) => *job,
                 };
@@ -534,6 +538,9 @@ impl<B: Backend> Driver<B> {
                 let rebuilt_tx = self.rebuilt_tx.clone();
                 let work: Box<dyn FnOnce() + Send> = Box::new(move || {
                     let (compact, rebuilt) = job.run(&backend);
+                    if matches!(rebuilt, Rebuilt::Complete(_)) {
+                        backend.rebuilt_from(&compact);
+                    }
                     let _ = rebuilt_tx.send(Input::Rebuilt {
                         from,
                         compact: Box::new(compact),

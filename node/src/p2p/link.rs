@@ -17,15 +17,18 @@
 //! drops the peer as too slow.
 //!
 //! One rule keeps a connection from crowding out the others: it may have
-//! at most `MAX_QUEUED_FRAMES_PER_LINK` frames waiting in the driver's
-//! shared event channels (its `EventShare`); past that its reader waits
-//! (and stops reading its socket) until the driver has taken one, so a
-//! flooding peer's frames never stand in front of another peer's by more
-//! than that many.
+//! at most `MAX_QUEUED_FRAMES_PER_LINK` tx frames and
+//! `MAX_QUEUED_URGENT_FRAMES_PER_LINK` others waiting in the driver's
+//! shared event channels (its `EventShares`); past that its reader holds a
+//! bounded number of tx frames and then stops reading its socket until the
+//! driver has taken one, so a flooding peer's frames never stand in front
+//! of another peer's by more than that many (`inbound`).
 
 use super::codec::{encode_message, tx_payload, CodecError};
 use super::compact;
-use super::connection::{self, ConnectionReader, ConnectionWriter, Transport};
+use super::connection::{self, ConnectionWriter, Transport};
+use super::inbound::{read_loop, EventShares, ReaderShare};
+pub use super::inbound::{MAX_QUEUED_FRAMES_PER_LINK, MAX_QUEUED_URGENT_FRAMES_PER_LINK};
 use super::message::{InvItem, Message};
 use super::noise::{self, LocalIdentity, Role, TransportError};
 use super::protocol::{CloseCause, ConnId, Input, Outgoing};
@@ -41,17 +44,6 @@ use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Frames one connection may have waiting in the driver's event channels
-/// at once. The channels hold 4,096 each, so it takes 128 flooding
-/// connections to fill one, and an honest peer's frame waits behind at
-/// most this many of each flooder's.
-pub const MAX_QUEUED_FRAMES_PER_LINK: usize = 32;
-
-/// A connection's share of the driver's event channels: the reader takes
-/// a permit per frame it hands on, and the driver gives it back when it
-/// takes the frame (`Link::frame_taken`).
-type EventShare = Arc<Semaphore>;
-
 /// Frames before the handshake completes are capped far below the normal
 /// limit: an unauthenticated stranger may make us buffer only this much.
 pub const HANDSHAKE_MAX_FRAME: usize = 1024;
@@ -60,7 +52,7 @@ pub const HANDSHAKE_MAX_FRAME: usize = 1024;
 const MIN_MESSAGE_CHARGE: usize = 64;
 /// Answer batches (one per `GetData` or `GetHeaders`) queued for a peer
 /// before its reader waits for them to go out.
-const MAX_PENDING_ANSWERS: usize = 4;
+pub(super) const MAX_PENDING_ANSWERS: usize = 4;
 
 struct Queued {
     kind: &'static str,
@@ -226,9 +218,9 @@ impl PeerSender {
 
 /// Answer batches queued and not yet sent, which the reader waits on.
 #[derive(Default)]
-struct AnswerBacklog {
-    pending: AtomicUsize,
-    drained: Notify,
+pub(super) struct AnswerBacklog {
+    pub(super) pending: AtomicUsize,
+    pub(super) drained: Notify,
 }
 
 /// The driver's end of one connection.
@@ -238,7 +230,7 @@ pub struct Link {
     answers: AnswerSenders,
     backlog: Arc<AnswerBacklog>,
     authenticated: Option<oneshot::Sender<()>>,
-    event_share: EventShare,
+    event_shares: EventShares,
 }
 
 /// The driver's end of a link's two answer queues (see `Lane`).
@@ -248,10 +240,10 @@ struct AnswerSenders {
 }
 
 impl Link {
-    /// The driver took one of this connection's frames off its channels:
-    /// the reader may hand on one more.
-    pub fn frame_taken(&self) {
-        self.event_share.add_permits(1);
+    /// The driver took one of this connection's frames off its channels
+    /// (`urgent`: `Message::is_urgent`): the reader may hand on one more.
+    pub fn frame_taken(&self, urgent: bool) {
+        self.event_shares.give_back(urgent);
     }
 
     /// Queues the answers to one request of the peer's: blocks and
@@ -293,7 +285,7 @@ pub struct LinkTasks<B: Backend> {
     /// The frame cap after the handshake (`message::max_frame_for`).
     max_frame: usize,
     noise_identity: Arc<LocalIdentity>,
-    event_share: EventShare,
+    event_shares: EventShares,
 }
 
 /// How a connection runs: its memory bounds and our Noise identity.
@@ -324,7 +316,7 @@ pub fn new_link<B: Backend>(
     let (bulk_answers, bulk_answers_rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(AnswerBacklog::default());
     let (authenticated_tx, authenticated) = oneshot::channel();
-    let event_share = Arc::new(Semaphore::new(MAX_QUEUED_FRAMES_PER_LINK));
+    let event_shares = EventShares::new();
     (
         Link {
             cancel: cancel.clone(),
@@ -335,7 +327,7 @@ pub fn new_link<B: Backend>(
             },
             backlog: backlog.clone(),
             authenticated: Some(authenticated_tx),
-            event_share: event_share.clone(),
+            event_shares: event_shares.clone(),
         },
         LinkTasks {
             conn,
@@ -351,7 +343,7 @@ pub fn new_link<B: Backend>(
             authenticated,
             max_frame: config.max_frame,
             noise_identity: config.noise_identity,
-            event_share,
+            event_shares,
         },
     )
 }
@@ -413,7 +405,7 @@ fn insecure(error: &TransportError) -> CloseCause {
     }
 }
 
-fn close_cause(error: CodecError) -> CloseCause {
+pub(super) fn close_cause(error: CodecError) -> CloseCause {
     if let CodecError::Io(io_error) = &error {
         if let Some(transport) = TransportError::from_io(io_error) {
             return insecure(transport);
@@ -462,7 +454,7 @@ async fn run_secured<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     let max_frame = tasks.max_frame;
     let share = ReaderShare {
         conn,
-        share: tasks.event_share,
+        shares: tasks.event_shares,
         metrics: tasks.metrics.clone(),
     };
     let (mut reader, writer) = connection::split(stream, max_frame, tasks.metrics);
@@ -488,86 +480,6 @@ async fn run_secured<B: Backend, T: Transport>(tasks: LinkTasks<B>, stream: T) {
     cancel.cancel();
     if let Some(cause) = cause {
         let _ = events.urgent.send(Input::Closed { conn, cause }).await;
-    }
-}
-
-/// The reader's side of a connection's `EventShare`.
-struct ReaderShare {
-    conn: ConnId,
-    share: EventShare,
-    metrics: Metrics,
-}
-
-impl ReaderShare {
-    /// Waits until the connection has room in the driver's channels for
-    /// one more frame; `None` when the share is gone. Waiting is counted,
-    /// and logged once per connection.
-    async fn take(&self, logged: &mut bool) -> Option<()> {
-        let permit = match self.share.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => {
-                self.metrics
-                    .inc("p2p_event_share_waits_total", &[("rule", "event_share")]);
-                if !*logged {
-                    *logged = true;
-                    tracing::debug!(
-                        peer = %self.conn,
-                        rule = "event_share",
-                        queued = MAX_QUEUED_FRAMES_PER_LINK,
-                        "peer's frames wait for its share of the driver's queue"
-                    );
-                }
-                self.share.acquire().await.ok()?
-            }
-        };
-        // Given back by the driver when it takes the frame.
-        permit.forget();
-        Some(())
-    }
-}
-
-/// Reads frames and hands them on; `None` when the driver went away.
-async fn read_loop<T: Transport>(
-    share: &ReaderShare,
-    reader: &mut ConnectionReader<T>,
-    events: &LinkEvents,
-    backlog: &AnswerBacklog,
-    authenticated: oneshot::Receiver<()>,
-    max_frame: usize,
-) -> Option<CloseCause> {
-    let conn = share.conn;
-    let mut authenticated = Some(authenticated);
-    let mut logged = false;
-    loop {
-        loop {
-            let drained = backlog.drained.notified();
-            if backlog.pending.load(Ordering::SeqCst) < MAX_PENDING_ANSWERS {
-                break;
-            }
-            drained.await;
-        }
-        let message = match reader.read_message().await {
-            Err(error) => return Some(close_cause(error)),
-            Ok(None) => return Some(CloseCause::Disconnected("closed by peer".into())),
-            Ok(Some(message)) => message,
-        };
-        let ends_handshake = authenticated.is_some() && matches!(message, Message::HelloAck(_));
-        let channel = if message.is_urgent() {
-            &events.urgent
-        } else {
-            &events.bulk
-        };
-        share.take(&mut logged).await?;
-        if channel.send(Input::Frame { conn, message }).await.is_err() {
-            return None;
-        }
-        if ends_handshake {
-            // The core judges the handshake before anything larger than a
-            // handshake frame is read from this peer.
-            let signal = authenticated.take()?;
-            signal.await.ok()?;
-            reader.set_max_frame(max_frame);
-        }
     }
 }
 
@@ -690,115 +602,5 @@ async fn serve_answers<B: Backend>(
         }
         backlog.pending.fetch_sub(1, Ordering::SeqCst);
         backlog.drained.notify_waiters();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::p2p::connection::ConnectionWriter;
-    use std::time::Instant;
-
-    /// A reader for connection `id` on one end of an in-memory stream,
-    /// handing frames to `events`; returns the other end's writer.
-    fn spawn_reader(
-        id: u64,
-        events: &LinkEvents,
-        keep: &mut Vec<oneshot::Sender<()>>,
-    ) -> ConnectionWriter<tokio::io::DuplexStream> {
-        let (ours, theirs) = tokio::io::duplex(1 << 20);
-        let metrics = Metrics::new();
-        let (mut reader, _) = connection::split(ours, HANDSHAKE_MAX_FRAME, metrics.clone());
-        let (_, writer) = connection::split(theirs, HANDSHAKE_MAX_FRAME, metrics.clone());
-        let (authenticated_tx, authenticated) = oneshot::channel();
-        keep.push(authenticated_tx);
-        let share = ReaderShare {
-            conn: ConnId(id),
-            share: Arc::new(Semaphore::new(MAX_QUEUED_FRAMES_PER_LINK)),
-            metrics,
-        };
-        let events = events.clone();
-        tokio::spawn(async move {
-            let backlog = AnswerBacklog::default();
-            read_loop(
-                &share,
-                &mut reader,
-                &events,
-                &backlog,
-                authenticated,
-                HANDSHAKE_MAX_FRAME,
-            )
-            .await
-        });
-        writer
-    }
-
-    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    /// Attack 4's shared channel: a peer that floods frames while the
-    /// driver is busy holds at most its share of the channel, so an honest
-    /// peer's frame stands behind at most that many of the flooder's (with
-    /// one channel for all, it stood behind all 2,000).
-    #[tokio::test]
-    async fn a_flooding_connection_holds_at_most_its_share_of_the_drivers_queue() {
-        let (urgent, mut urgent_rx) = mpsc::channel(4_096);
-        let (bulk, mut bulk_rx) = mpsc::channel(4_096);
-        let events = LinkEvents { urgent, bulk };
-        let mut keep = Vec::new();
-        let mut flooder = spawn_reader(1, &events, &mut keep);
-        let mut honest = spawn_reader(2, &events, &mut keep);
-        for _ in 0..2_000 {
-            flooder
-                .feed("ping", encode_message(&Message::Ping(7)))
-                .await
-                .expect("in memory");
-        }
-        flooder.flush().await.expect("in memory");
-        wait_for("the flooder's share", || {
-            urgent_rx.len() + bulk_rx.len() >= MAX_QUEUED_FRAMES_PER_LINK
-        })
-        .await;
-        honest
-            .write_message(&Message::Ping(8))
-            .await
-            .expect("in memory");
-        wait_for("the honest frame", || {
-            urgent_rx.len() + bulk_rx.len() > MAX_QUEUED_FRAMES_PER_LINK
-        })
-        .await;
-
-        // The driver, busy until now, reads: the honest frame comes within
-        // the first share's worth plus one.
-        let mut position = None;
-        for taken in 0..=MAX_QUEUED_FRAMES_PER_LINK {
-            let input = tokio::select! {
-                biased;
-                Some(input) = urgent_rx.recv() => input,
-                Some(input) = bulk_rx.recv() => input,
-            };
-            if matches!(
-                input,
-                Input::Frame {
-                    conn: ConnId(2),
-                    ..
-                }
-            ) {
-                position = Some(taken);
-                break;
-            }
-        }
-        assert_eq!(position, Some(MAX_QUEUED_FRAMES_PER_LINK));
-        assert_eq!(
-            urgent_rx.len() + bulk_rx.len(),
-            0,
-            "the flooder waits for room"
-        );
     }
 }

@@ -38,6 +38,7 @@ pub mod compact;
 pub mod connection;
 mod driver;
 mod import;
+mod inbound;
 pub mod link;
 pub mod message;
 pub mod noise;
