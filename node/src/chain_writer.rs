@@ -108,8 +108,9 @@ enum Settle {
     /// once the call returns (`POST /v1/dev/mine`).
     Now,
     /// After the writer has been idle for `SETTLE_DELAY` (or before its
-    /// next command): blocks from peers and the background miner's. While a block crosses a network
-    /// every node validates it in turn on shared cores, and this keeps
+    /// next command): blocks from peers and the background miner's. While
+    /// a block crosses a network every node validates it in turn on shared
+    /// cores, and this keeps
     /// each node's index writes (most of a block's cost) from competing
     /// with the next node's checks. Meanwhile the block's txs read as
     /// still pending.
@@ -385,7 +386,7 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
         };
         let command = match command {
             Command::Urgent(job) => {
-                job();
+                run_job(job);
                 continue;
             }
             command => command,
@@ -460,7 +461,7 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
                 let _ = reply.send(chain.flush());
                 return;
             }
-            Command::Urgent(job) => job(),
+            Command::Urgent(job) => run_job(job),
         }
     }
     release(&mut chain, &context, &mut held, &mut unsettled);
@@ -468,6 +469,15 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
     // Every handle is gone: flush what sled still buffers and end.
     if let Err(error) = chain.flush() {
         tracing::error!(%error, "flushing storage failed");
+    }
+}
+
+/// Runs an urgent job. A job works on what peers sent (a compact block),
+/// so a bug it hits must cost that job, never the writer: a panic is
+/// caught and logged.
+fn run_job(job: Box<dyn FnOnce() + Send>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+        tracing::error!("an urgent job on the chain writer panicked; it was dropped");
     }
 }
 

@@ -601,17 +601,19 @@ impl Backend for NodeHandle {
         block_verdict(self.shared.writer.submit_synced_block(block).await)
     }
 
-    /// Verifies the block's signatures into the shared signature cache on
-    /// the verifier threads (`verifier`), so the chain writer finds them
-    /// checked.
+    /// Kept for the chain writer's validated hook, which relays this form.
     fn rebuilt_from(&self, compact: &crate::p2p::message::CompactBlock) {
         self.shared.relay_cache.note_received(compact);
     }
 
+    /// On the chain writer's thread, which runs at the node's priority.
     fn run_urgent(&self, job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
         self.shared.writer.run_urgent(job)
     }
 
+    /// Verifies the block's signatures into the shared signature cache on
+    /// the verifier threads (`verifier`), so the chain writer finds them
+    /// checked.
     async fn precheck_block(&self, block: Block) -> Block {
         self.shared.verifier.precheck(block).await
     }

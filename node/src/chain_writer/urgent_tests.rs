@@ -76,3 +76,28 @@ async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
     }
     node.shutdown().await;
 }
+
+/// A job that panics (a bug hit by what a peer sent) costs that job only:
+/// the writer runs the next one and still takes blocks.
+#[tokio::test]
+async fn a_panicking_urgent_job_leaves_the_writer_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ChainSpec::builtin("regtest").unwrap();
+    let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
+        .await
+        .unwrap();
+    let writer = node.handle.writer().clone();
+    let queued = writer.run_urgent(Box::new(|| panic!("a bug in a rebuild")));
+    assert!(queued.is_ok(), "the writer is running");
+    let (done, ran) = std::sync::mpsc::channel();
+    let queued = writer.run_urgent(Box::new(move || {
+        let _ = done.send(());
+    }));
+    assert!(queued.is_ok(), "the writer is still running");
+    tokio::task::spawn_blocking(move || ran.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the next job ran");
+    assert!(writer.next_block_context().await.is_ok());
+    node.shutdown().await;
+}
