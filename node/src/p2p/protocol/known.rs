@@ -189,6 +189,7 @@ impl KnownInventory {
         true
     }
 
+    #[cfg(test)]
     /// Stops assuming the peer has `item` (its entry in the peer's order
     /// stays until it ages out).
     pub fn forget(&mut self, slot: KnownSlot, item: &InvItem) {
