@@ -91,11 +91,7 @@ impl<V: ChainView> NetworkState<V> {
                 // arrived (a partition drops messages without closing the
                 // connection), so no peer is assumed to know it any more.
                 let item = InvItem::Tx(tx.txid());
-                for conn in self.conns.values_mut() {
-                    if let Some(peer) = conn.peer.as_mut() {
-                        peer.known.forget(&item);
-                    }
-                }
+                self.known.forget_everywhere(&item);
                 self.pending_txs.push(item);
                 self.arm_tx_announcement();
             }
@@ -117,7 +113,7 @@ impl<V: ChainView> NetworkState<V> {
             Vec::new()
         };
         // Each item's fingerprint once, not once per peer.
-        let key = self.inventory_key;
+        let key = self.known.key();
         let blocks: Vec<(InvItem, u64)> = blocks
             .into_iter()
             .map(|item| (item, key.fingerprint(&item)))
@@ -133,8 +129,8 @@ impl<V: ChainView> NetworkState<V> {
         // the peers that asked for them, then the `Inv` of blocks, then
         // that of txs.
         let mut fresh: Vec<(ConnId, Fresh, InvItem)> = Vec::new();
-        for (id, conn) in self.conns.iter_mut() {
-            let Some(peer) = conn.peer.as_mut() else {
+        for (id, conn) in self.conns.iter() {
+            let Some(peer) = conn.peer.as_ref() else {
                 continue;
             };
             let kinds = [
@@ -147,7 +143,7 @@ impl<V: ChainView> NetworkState<V> {
                     continue;
                 }
                 for (item, print) in batch {
-                    if peer.known.insert_fingerprint(*print) {
+                    if self.known.insert_fingerprint(peer.known, *print) {
                         fresh.push((*id, kind, *item));
                     }
                 }
@@ -188,12 +184,8 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         let items: Vec<InvItem> = stale.into_iter().map(InvItem::Tx).collect();
-        for conn in self.conns.values_mut() {
-            if let Some(peer) = conn.peer.as_mut() {
-                for item in &items {
-                    peer.known.forget(item);
-                }
-            }
+        for item in &items {
+            self.known.forget_everywhere(item);
         }
         self.metric_add("p2p_reannounced_total", ("kind", "tx"), items.len() as u64);
         self.pending_txs.extend(items);
@@ -227,13 +219,13 @@ impl<V: ChainView> NetworkState<V> {
     pub(super) fn announce_mempool(&mut self, id: ConnId) {
         let mut pending = self.view.mempool_txids(MEMPOOL_ANNOUNCE_LIMIT);
         pending.reverse();
-        let Some(peer) = self.peer_mut(id) else {
+        let Some(slot) = self.peer_mut(id).map(|peer| peer.known) else {
             return;
         };
         let fresh: Vec<InvItem> = pending
             .into_iter()
             .map(InvItem::Tx)
-            .filter(|item| peer.known.insert(*item))
+            .filter(|item| self.known.insert(slot, item))
             .collect();
         for chunk in fresh.chunks(MAX_INV_ITEMS) {
             self.send(id, Message::Inv(chunk.to_vec()));
@@ -293,9 +285,9 @@ impl<V: ChainView> NetworkState<V> {
         let mut known_txs = 0u64;
         // Every item counts as known to the peer; nothing below reads
         // that, so it is done first, in one pass over the peer's set.
-        if let Some(peer) = self.peer_mut(id) {
+        if let Some(slot) = self.peer_mut(id).map(|peer| peer.known) {
             for item in &items {
-                peer.known.insert(*item);
+                self.known.insert(slot, item);
             }
         }
         let txids: Vec<TxId> = items
@@ -423,8 +415,8 @@ impl<V: ChainView> NetworkState<V> {
         let now = self.now.mono;
         let txid = tx.txid();
         let item = InvItem::Tx(txid);
-        if let Some(peer) = self.peer_mut(id) {
-            peer.known.insert(item);
+        if let Some(slot) = self.peer_mut(id).map(|peer| peer.known) {
+            self.known.insert(slot, &item);
         }
         let asked = self.requests.received(&item, now);
         if asked {
@@ -449,8 +441,9 @@ impl<V: ChainView> NetworkState<V> {
         let item = InvItem::Block(hash);
         let size = block.encoded_len();
         if let Some(peer) = self.peer_mut(id) {
-            peer.known.insert(item);
             peer.best_height = peer.best_height.max(block.header.height);
+            let slot = peer.known;
+            self.known.insert(slot, &item);
         }
         let requested = self.requests.received(&item, now);
         if requested {
