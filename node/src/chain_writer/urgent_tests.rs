@@ -3,12 +3,22 @@
 use crate::config::NodeConfig;
 use crate::p2p::codec::encode_message;
 use crate::p2p::message::{CompactBlock, Message};
-use crate::Node;
+use crate::{Node, RunningNode};
 use futures::FutureExt;
 use ledger::testing::transfer;
 use ledger::{Address, ChainSpec};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
+
+/// A regtest node in a fresh directory (kept while the node runs).
+async fn regtest_node() -> (tempfile::TempDir, ChainSpec, RunningNode) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ChainSpec::builtin("regtest").unwrap();
+    let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
+        .await
+        .unwrap();
+    (dir, spec, node)
+}
 
 /// A peer's block is the tip as soon as it is processed, while its tx
 /// still reads as pending: an urgent job queued behind the block runs on
@@ -18,11 +28,7 @@ use std::time::{Duration, Instant};
 /// the mempool.
 #[tokio::test]
 async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = ChainSpec::builtin("regtest").unwrap();
-    let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
-        .await
-        .unwrap();
+    let (_dir, spec, node) = regtest_node().await;
     let genesis = spec.genesis_hash();
     let tx = transfer(&genesis, 0, Address([9; 20]), 5, 1_000, 0);
     let txid = node.handle.submit_tx(tx.clone()).await.unwrap();
@@ -81,11 +87,7 @@ async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
 /// the writer runs the next one and still takes blocks.
 #[tokio::test]
 async fn a_panicking_urgent_job_leaves_the_writer_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = ChainSpec::builtin("regtest").unwrap();
-    let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
-        .await
-        .unwrap();
+    let (_dir, _, node) = regtest_node().await;
     let writer = node.handle.writer().clone();
     let queued = writer.run_urgent(Box::new(|| panic!("a bug in a rebuild")));
     assert!(queued.is_ok(), "the writer is running");
