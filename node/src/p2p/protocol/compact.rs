@@ -156,9 +156,8 @@ impl<V: ChainView> NetworkState<V> {
         let hash = compact.header.hash();
         let item = InvItem::Block(hash);
         if let Some(peer) = self.peer_mut(id) {
+            peer.known.insert(item);
             peer.best_height = peer.best_height.max(compact.header.height);
-            let slot = peer.known;
-            self.known.insert(slot, &item);
         }
         if self.view.has_block(&hash) {
             self.requests.done(&item);

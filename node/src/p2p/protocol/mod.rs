@@ -17,9 +17,9 @@ mod connmap;
 mod eviction;
 pub mod gossip;
 mod interface;
-mod known;
 pub mod netgroup;
 mod peers;
+mod printset;
 mod ratelimit;
 mod relay;
 mod seeds;
@@ -36,12 +36,11 @@ use crate::p2p::{P2pTiming, TipSummary};
 use addrbook::{AddrBook, AddrEntry, BanKey, BanList};
 use connmap::ConnMap;
 use core::net::SocketAddr;
-use gossip::Requests;
+use gossip::{InventoryKey, KnownInventory, Requests};
 pub use interface::{
     Action, CloseCause, CloseReason, Command, Input, KnownView, MetricUpdate, Outgoing, PeerView,
     Snapshot,
 };
-use known::{InventoryKey, KnownInventory, KnownSlot};
 use ledger::json::Direction;
 use ledger::{Address, BlockHash, Header, Height, PublicKey, SecretKey, Transaction, TxId, Work};
 use rand::SeedableRng;
@@ -195,8 +194,7 @@ struct ReadyPeer {
     caught_up: bool,
     connected_at: Mono,
     ping_ms: Option<u64>,
-    /// Its slot in the node's `KnownInventory`.
-    known: KnownSlot,
+    known: KnownInventory,
     addr_tokens: f64,
     addr_tokens_at: Mono,
     last_getaddr_answered: Option<Mono>,
@@ -260,8 +258,7 @@ pub struct NetworkState<V: ChainView> {
     /// Items remembered per peer (`gossip::KNOWN_INVENTORY_CAPACITY`
     /// unless `set_known_inventory_capacity` changed it).
     known_inventory_capacity: usize,
-    /// Which inventory each peer is known to have.
-    known: KnownInventory,
+    inventory_key: InventoryKey,
     /// The earliest of the sessions' timers (`None`: no session), kept up
     /// to date where one changes (`refresh_session_timer`): `next_timer`
     /// runs after every input, and walking every connection each time was
@@ -338,7 +335,7 @@ impl<V: ChainView> NetworkState<V> {
             last_housekeeping: now.mono,
             published: None,
             known_inventory_capacity: gossip::KNOWN_INVENTORY_CAPACITY,
-            known: KnownInventory::new(inventory_key(seed)),
+            inventory_key: inventory_key(seed),
             earliest_session_timer: None,
             config,
         };

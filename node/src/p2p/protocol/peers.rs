@@ -12,8 +12,8 @@ use super::netgroup::NetGroup;
 use super::ratelimit::Costly;
 use super::session::{HandshakeStep, Session};
 use super::{
-    Action, ChainView, CloseReason, Conn, ConnId, DialKind, NetworkState, PersistentTarget,
-    ReadyPeer,
+    Action, ChainView, CloseReason, Conn, ConnId, DialKind, KnownInventory, NetworkState,
+    PersistentTarget, ReadyPeer,
 };
 use crate::p2p::message::{Hello, Message, PeerAddr, MAX_ADDRS};
 use core::net::SocketAddr;
@@ -389,9 +389,6 @@ impl<V: ChainView> NetworkState<V> {
         if let Some(session) = conn.session.as_mut() {
             session.authenticated(now, &timing);
         }
-        if let Some(old) = conn.peer.take() {
-            self.known.close(old.known);
-        }
         conn.peer = Some(ReadyPeer {
             node_id,
             listen_addr,
@@ -400,7 +397,7 @@ impl<V: ChainView> NetworkState<V> {
             caught_up: false,
             connected_at: now,
             ping_ms: None,
-            known: self.known.open(known_capacity),
+            known: KnownInventory::new(known_capacity, self.inventory_key),
             addr_tokens: MAX_ADDRS as f64,
             addr_tokens_at: now,
             last_getaddr_answered: None,
@@ -461,9 +458,6 @@ impl<V: ChainView> NetworkState<V> {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
-        if let Some(peer) = &conn.peer {
-            self.known.close(peer.known);
-        }
         self.refresh_session_timer();
         let now = self.now.mono;
         let was_ready = conn.peer.is_some();

@@ -91,7 +91,11 @@ impl<V: ChainView> NetworkState<V> {
                 // arrived (a partition drops messages without closing the
                 // connection), so no peer is assumed to know it any more.
                 let item = InvItem::Tx(tx.txid());
-                self.known.forget_everywhere(&item);
+                for conn in self.conns.values_mut() {
+                    if let Some(peer) = conn.peer.as_mut() {
+                        peer.known.forget(&item);
+                    }
+                }
                 self.pending_txs.push(item);
                 self.arm_tx_announcement();
             }
@@ -113,7 +117,7 @@ impl<V: ChainView> NetworkState<V> {
             Vec::new()
         };
         // Each item's fingerprint once, not once per peer.
-        let key = self.known.key();
+        let key = self.inventory_key;
         let blocks: Vec<(InvItem, u64)> = blocks
             .into_iter()
             .map(|item| (item, key.fingerprint(&item)))
@@ -129,8 +133,8 @@ impl<V: ChainView> NetworkState<V> {
         // the peers that asked for them, then the `Inv` of blocks, then
         // that of txs.
         let mut fresh: Vec<(ConnId, Fresh, InvItem)> = Vec::new();
-        for (id, conn) in self.conns.iter() {
-            let Some(peer) = conn.peer.as_ref() else {
+        for (id, conn) in self.conns.iter_mut() {
+            let Some(peer) = conn.peer.as_mut() else {
                 continue;
             };
             let kinds = [
@@ -143,7 +147,7 @@ impl<V: ChainView> NetworkState<V> {
                     continue;
                 }
                 for (item, print) in batch {
-                    if self.known.insert_fingerprint(peer.known, *print) {
+                    if peer.known.insert_fingerprint(*print) {
                         fresh.push((*id, kind, *item));
                     }
                 }
@@ -184,8 +188,12 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         let items: Vec<InvItem> = stale.into_iter().map(InvItem::Tx).collect();
-        for item in &items {
-            self.known.forget_everywhere(item);
+        for conn in self.conns.values_mut() {
+            if let Some(peer) = conn.peer.as_mut() {
+                for item in &items {
+                    peer.known.forget(item);
+                }
+            }
         }
         self.metric_add("p2p_reannounced_total", ("kind", "tx"), items.len() as u64);
         self.pending_txs.extend(items);
@@ -219,13 +227,13 @@ impl<V: ChainView> NetworkState<V> {
     pub(super) fn announce_mempool(&mut self, id: ConnId) {
         let mut pending = self.view.mempool_txids(MEMPOOL_ANNOUNCE_LIMIT);
         pending.reverse();
-        let Some(slot) = self.peer_mut(id).map(|peer| peer.known) else {
+        let Some(peer) = self.peer_mut(id) else {
             return;
         };
         let fresh: Vec<InvItem> = pending
             .into_iter()
             .map(InvItem::Tx)
-            .filter(|item| self.known.insert(slot, item))
+            .filter(|item| peer.known.insert(*item))
             .collect();
         for chunk in fresh.chunks(MAX_INV_ITEMS) {
             self.send(id, Message::Inv(chunk.to_vec()));
@@ -285,9 +293,9 @@ impl<V: ChainView> NetworkState<V> {
         let mut known_txs = 0u64;
         // Every item counts as known to the peer; nothing below reads
         // that, so it is done first, in one pass over the peer's set.
-        if let Some(slot) = self.peer_mut(id).map(|peer| peer.known) {
+        if let Some(peer) = self.peer_mut(id) {
             for item in &items {
-                self.known.insert(slot, item);
+                peer.known.insert(*item);
             }
         }
         let txids: Vec<TxId> = items
@@ -415,8 +423,8 @@ impl<V: ChainView> NetworkState<V> {
         let now = self.now.mono;
         let txid = tx.txid();
         let item = InvItem::Tx(txid);
-        if let Some(slot) = self.peer_mut(id).map(|peer| peer.known) {
-            self.known.insert(slot, &item);
+        if let Some(peer) = self.peer_mut(id) {
+            peer.known.insert(item);
         }
         let asked = self.requests.received(&item, now);
         if asked {
@@ -441,9 +449,8 @@ impl<V: ChainView> NetworkState<V> {
         let item = InvItem::Block(hash);
         let size = block.encoded_len();
         if let Some(peer) = self.peer_mut(id) {
+            peer.known.insert(item);
             peer.best_height = peer.best_height.max(block.header.height);
-            let slot = peer.known;
-            self.known.insert(slot, &item);
         }
         let requested = self.requests.received(&item, now);
         if requested {
