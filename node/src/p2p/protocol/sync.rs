@@ -81,6 +81,13 @@ pub struct PeerSync {
     in_flight: usize,
     /// Wanted blocks its headers named.
     held: usize,
+    /// Blocks we lack that its headers named while its chain had no more
+    /// work than our tip, so they were not wanted then (at most
+    /// `MAX_HEADERS`, the lowest first). An answer that goes on from its
+    /// last header starts after them, so when such an answer makes its
+    /// chain beat our tip they are wanted with the answer's own: without
+    /// them its new blocks could never connect.
+    unbooked: Vec<(Height, BlockHash)>,
     /// Rounds in which one of its blocks timed out (see `MAX_BLOCK_STALLS`).
     pub stalls: u32,
     /// Blocks delivered in time since its last stall; a full share of
@@ -258,6 +265,11 @@ impl BlockSync {
             return Ok(HeadersAnswer::Read);
         };
         let continues = sync.best == Some(first.prev_hash);
+        if !continues {
+            // Read from a block we hold: this answer names every block of
+            // its branch we lack, up to a full answer.
+            sync.unbooked.clear();
+        }
         let mut work = if continues {
             sync.checked_work
         } else {
@@ -282,6 +294,17 @@ impl BlockSync {
         sync.best_height = last.height;
         sync.checked_work = work;
         let worth_fetching = work > our_work;
+        if worth_fetching {
+            // What earlier answers of this chain named comes first; some
+            // of it may have reached us another way since.
+            let mut earlier = std::mem::take(&mut sync.unbooked);
+            earlier.retain(|(_, hash)| !has_block(hash));
+            earlier.extend(lacking);
+            lacking = earlier;
+        } else {
+            let room = MAX_HEADERS.saturating_sub(sync.unbooked.len());
+            sync.unbooked.extend(lacking.iter().copied().take(room));
+        }
         let mut named = 0;
         for (height, hash) in lacking {
             if let Some(wanted) = self.wanted.get_mut(&hash) {

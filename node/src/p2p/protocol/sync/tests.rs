@@ -213,7 +213,95 @@ fn checked_work_counts_from_the_fork_point() {
     })
     .expect("valid");
     assert_eq!(sync.peer(A).expect("known").checked_work, times(11));
-    assert_eq!(sync.n_wanted(), 4, "now it beats our tip");
+    assert_eq!(
+        sync.n_wanted(),
+        7,
+        "now it beats our tip: its whole branch, from the fork point"
+    );
+}
+
+#[test]
+fn a_branch_that_overtakes_ours_later_is_fetched_from_the_fork_point() {
+    // A partition healed: we hold 12 blocks, the peer's branch leaves ours
+    // after block 10 with 2 blocks of its own (12 blocks of work, no more
+    // than ours), so they are not fetched. Then it mines one more and
+    // shows it (a block whose parent we lack): its answer goes on from
+    // the last header it sent, and its chain now beats ours. Every block
+    // of its branch must be wanted, not only the new one, or the new one
+    // waits for a parent nobody asks for.
+    let ours = chain(12);
+    let held: BTreeMap<BlockHash, Work> = ours
+        .iter()
+        .enumerate()
+        .map(|(k, header)| (header.hash(), times(k as u64 + 1)))
+        .collect();
+    let work_of = |hash: &BlockHash| held.get(hash).copied();
+    let has_block = |hash: &BlockHash| held.contains_key(hash);
+    let our_work = times(12);
+    let branch = easy_headers(ours[9].hash(), 10, 2, 7);
+    let mut sync = BlockSync::new();
+    sync.headers_requested(A, ms(0), vec![ours[11].hash()]);
+    sync.on_headers(A, &branch, ms(0), our_work, work_of, has_block)
+        .expect("valid");
+    assert_eq!(sync.peer(A).expect("known").checked_work, times(12));
+    assert_eq!(sync.n_wanted(), 0, "no more work than ours: not fetched");
+    assert!(sync.peer_done(A));
+    let newest = easy_headers(branch[1].hash(), 12, 1, 7);
+    sync.reopen(A);
+    assert!(sync.wants_headers(A));
+    let locator = sync.headers_requested(A, ms(1_000), vec![ours[11].hash()]);
+    assert_eq!(locator[0], branch[1].hash(), "it goes on from its last");
+    sync.on_headers(A, &newest, ms(1_000), our_work, work_of, has_block)
+        .expect("valid");
+    assert_eq!(sync.peer(A).expect("known").checked_work, times(13));
+    let asked: BTreeSet<BlockHash> = sync
+        .next_requests(ms(1_000), |_| true)
+        .into_iter()
+        .map(|(_, hash)| hash)
+        .collect();
+    let branch_hashes: BTreeSet<BlockHash> =
+        branch.iter().chain(&newest).map(Header::hash).collect();
+    assert_eq!(
+        asked, branch_hashes,
+        "the whole branch, from the fork point"
+    );
+    assert!(!sync.peer_done(A));
+}
+
+#[test]
+fn blocks_of_a_lighter_branch_that_came_another_way_are_not_wanted_again() {
+    let ours = chain(12);
+    let mut held: BTreeMap<BlockHash, Work> = ours
+        .iter()
+        .enumerate()
+        .map(|(k, header)| (header.hash(), times(k as u64 + 1)))
+        .collect();
+    let branch = easy_headers(ours[9].hash(), 10, 2, 7);
+    let mut sync = BlockSync::new();
+    sync.headers_requested(A, ms(0), vec![]);
+    sync.on_headers(
+        A,
+        &branch,
+        ms(0),
+        times(12),
+        |hash| held.get(hash).copied(),
+        |hash| held.contains_key(hash),
+    )
+    .expect("valid");
+    // Its first block reached us through another peer meanwhile.
+    held.insert(branch[0].hash(), times(11));
+    let newest = easy_headers(branch[1].hash(), 12, 1, 7);
+    sync.headers_requested(A, ms(1), vec![]);
+    sync.on_headers(
+        A,
+        &newest,
+        ms(1),
+        times(12),
+        |hash| held.get(hash).copied(),
+        |hash| held.contains_key(hash),
+    )
+    .expect("valid");
+    assert_eq!(sync.n_wanted(), 2, "its second block and the newest");
 }
 
 #[test]

@@ -349,3 +349,95 @@ fn headers_that_miss_their_target_get_the_peer_banned() {
     assert_eq!(counted(&actions, "p2p_bans_total", "bad_pow"), 1);
     assert_eq!(disconnect_reason(&actions, conn), Some("misbehaved"));
 }
+
+/// A partition healed with a peer whose branch had no more work than our
+/// chain when we first read its headers; then it mined one more block. The
+/// answer to our next `GetHeaders` goes on from the last header it sent,
+/// and its chain now beats ours: every block of its branch is asked for,
+/// not only the new one (whose parent nobody would ever ask for, so the
+/// two sides would never converge).
+#[test]
+fn a_peer_branch_that_overtakes_ours_is_fetched_whole_after_a_partition() {
+    use crate::test_utils::headers::{easiest_bits, easy_headers};
+    let (mut core, chain) = core("a");
+    let unit = ledger::Target::from_compact(easiest_bits())
+        .expect("valid")
+        .work();
+    let unit = (1..64)
+        .find(|k| Work(U256::from_u64(*k)) == unit)
+        .expect("a small unit of work");
+    // Our chain: two easy blocks' worth.
+    chain.0.borrow_mut().tip_work = 2 * unit;
+    let peer = Remote::new("p1", 9001);
+    let (conn, _) = peer.join(&mut core, at(0));
+    let branch = easy_headers(genesis(), 0, 3, 7);
+    let block = |k: usize| Block {
+        header: branch[k].clone(),
+        txs: Vec::new(),
+    };
+    // It shows a block whose parent we lack: an orphan, so its headers are
+    // asked for.
+    let orphan = |core: &mut NetworkState<FakeChain>, ms: u64, k: usize| {
+        let message = Message::Block(Box::new(block(k)));
+        core.handle(at(ms), Input::Frame { conn, message });
+        let size = drain(core)
+            .iter()
+            .find_map(|action| match action {
+                Action::ImportBlock { size, .. } => Some(*size),
+                _ => None,
+            })
+            .expect("handed to validation");
+        core.handle(
+            at(ms),
+            Input::BlockVerdict {
+                from: Some(conn),
+                hash: branch[k].hash(),
+                size,
+                verdict: BlockVerdict::Orphan,
+            },
+        );
+        sent_to(&drain(core), conn)
+            .into_iter()
+            .find_map(|message| match message {
+                Message::GetHeaders(locator) => Some(locator),
+                _ => None,
+            })
+            .expect("its headers are asked for")
+    };
+    orphan(&mut core, 10, 1);
+    let headers = Message::Headers(branch[..2].to_vec());
+    core.handle(
+        at(20),
+        Input::Frame {
+            conn,
+            message: headers,
+        },
+    );
+    let asked = sent_to(&drain(&mut core), conn);
+    assert!(
+        !asked.iter().any(|m| matches!(m, Message::GetData(_))),
+        "no more work than ours: nothing fetched, got {asked:?}"
+    );
+    // It mined one more: its chain now has more work than ours.
+    let locator = orphan(&mut core, 4_000, 2);
+    assert_eq!(locator[0], branch[1].hash(), "asked from its last header");
+    let headers = Message::Headers(branch[2..].to_vec());
+    core.handle(
+        at(4_010),
+        Input::Frame {
+            conn,
+            message: headers,
+        },
+    );
+    let fetched: BTreeSet<BlockHash> = sent_to(&drain(&mut core), conn)
+        .into_iter()
+        .filter_map(|message| match message {
+            Message::GetData(items) => Some(items),
+            _ => None,
+        })
+        .flatten()
+        .map(|item| BlockHash(item.hash()))
+        .collect();
+    let whole: BTreeSet<BlockHash> = branch.iter().map(Header::hash).collect();
+    assert_eq!(fetched, whole, "its whole branch, from the fork point");
+}
