@@ -4,8 +4,10 @@
 //! checked best header and the work of its chain counted from where it
 //! forks from ours. That checked work, never a `Hello` claim, decides which
 //! blocks we fetch and from whom: a block is wanted once a peer whose chain
-//! has more work than our tip showed its header, and it may be asked of any
-//! peer whose headers named it. Blocks are fetched in a moving window (the
+//! has more work than our tip showed its header (headers it showed before
+//! its chain overtook ours count too: a partition's lighter side may turn
+//! heavier one block later), and it may be asked of any peer whose headers
+//! named it. Blocks are fetched in a moving window (the
 //! lowest missing heights first, at most `BLOCK_WINDOW` of them, at most
 //! `MAX_BLOCKS_IN_FLIGHT_PER_PEER` from one peer), each with its own
 //! timeout: a block that times out goes to another peer that has it, and
