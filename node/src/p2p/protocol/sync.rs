@@ -129,6 +129,9 @@ pub struct BlockSync {
     /// When the current round of catching up began.
     started_at: Option<Mono>,
     pub blocks_imported: u64,
+    /// Blocks wanted from headers shown before their branch overtook our
+    /// tip, since the caller last took the count (for its log).
+    earlier_wanted: usize,
 }
 
 /// What a block timeout round found, per peer: how many of its blocks
@@ -301,6 +304,7 @@ impl BlockSync {
             // of it may have reached us another way since.
             let mut earlier = std::mem::take(&mut sync.unbooked);
             earlier.retain(|(_, hash)| !has_block(hash));
+            self.earlier_wanted += earlier.len();
             earlier.extend(lacking);
             lacking = earlier;
         } else {
@@ -569,6 +573,12 @@ impl BlockSync {
         let started = self.started_at.take()?;
         let imported = std::mem::take(&mut self.blocks_imported);
         Some((started, imported))
+    }
+
+    /// How many blocks were wanted from headers shown before their branch
+    /// overtook our tip since the last call.
+    pub fn take_earlier_wanted(&mut self) -> usize {
+        std::mem::take(&mut self.earlier_wanted)
     }
 
     /// Blocks being asked (for tests and the published state).

@@ -122,14 +122,16 @@ impl<V: ChainView> NetworkState<V> {
         }
         let our_work = self.view.tip().total_work;
         let view = &self.view;
-        match self.sync.on_headers(
+        let answer = self.sync.on_headers(
             id,
             &headers,
             now,
             our_work,
             |hash| view.block_work(hash),
             |hash| view.has_block(hash),
-        ) {
+        );
+        let earlier = self.sync.take_earlier_wanted();
+        match answer {
             Ok(HeadersAnswer::Repeated) => {
                 // Its last answer again, read no further than the last
                 // header; it is not asked again until it shows something
@@ -143,7 +145,14 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
             Ok(HeadersAnswer::Read) if self.claim_unbacked(id) => {}
-            Ok(HeadersAnswer::Read) => self.sync_progress(),
+            Ok(HeadersAnswer::Read) => {
+                if earlier > 0 {
+                    // Its branch had no more work than ours when it showed
+                    // them (after a partition, typically): now it has.
+                    tracing::info!(peer = %id, blocks = earlier, rule = "branch_overtook_ours", "peer's branch now beats our tip: the blocks its earlier headers named are wanted too");
+                }
+                self.sync_progress();
+            }
             Err(HeadersError::BadProofOfWork) => {
                 self.ban_peer(id, "bad_pow", "header misses its target".into())
             }

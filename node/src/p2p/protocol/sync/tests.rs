@@ -254,6 +254,7 @@ fn a_branch_that_overtakes_ours_later_is_fetched_from_the_fork_point() {
     sync.on_headers(A, &newest, ms(1_000), our_work, work_of, has_block)
         .expect("valid");
     assert_eq!(sync.peer(A).expect("known").checked_work, times(13));
+    assert_eq!(sync.take_earlier_wanted(), 2, "counted for the log");
     let asked: BTreeSet<BlockHash> = sync
         .next_requests(ms(1_000), |_| true)
         .into_iter()
