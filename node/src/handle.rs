@@ -607,7 +607,7 @@ impl Backend for NodeHandle {
     }
 
     /// On the chain writer's thread, which runs at the node's priority.
-    fn run_urgent(&self, job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+    fn run_urgent(&self, job: crate::p2p::UrgentJob) -> Result<(), crate::p2p::UrgentJob> {
         self.shared.writer.run_urgent(job)
     }
 
@@ -699,7 +699,7 @@ impl From<ProcessError> for BlockVerdict {
 pub const LOW_WORK_REASON: &str = "low_work: its chain has less work than our tip; not stored";
 
 /// The P2P layer's view of the chain writer's answer.
-fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
+pub(crate) fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
     match result {
         Ok(BlockOutcome::Connected { .. }) => BlockVerdict::Accepted,
         Ok(BlockOutcome::SideChain) => BlockVerdict::SideBranch,

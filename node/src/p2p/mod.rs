@@ -44,7 +44,7 @@ pub mod message;
 pub mod noise;
 pub mod protocol;
 
-pub use backend::{Backend, BlockVerdict, TipSummary, TxVerdict};
+pub use backend::{Backend, BlockVerdict, JudgeNow, TipSummary, TxVerdict, UrgentJob};
 pub use driver::unix_ms;
 pub use protocol::{addrbook, gossip, sync, ChainView, ConnId};
 
