@@ -443,6 +443,9 @@ impl<B: Backend> Driver<B> {
                 }
             }
         }
+        self.shared
+            .tx_backlog
+            .store(self.state.tx_backlog(), Ordering::Relaxed);
     }
 
     fn new_link(&mut self, conn: ConnId) -> LinkTasks<B> {
