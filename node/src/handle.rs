@@ -86,7 +86,7 @@ pub(crate) const LOCAL_BACKLOG_BLOCKS: usize = 4;
 /// gap (its compact blocks would need round trips, its peers' txs would
 /// be dropped at the core's limit for unrequested ones), so its share of
 /// the cores goes to catching up first.
-pub(crate) const RELAY_BACKLOG_BUSY: usize = 512;
+pub(crate) const RELAY_BACKLOG_BUSY: usize = 768;
 /// The size of a transfer with a short memo, to count how many fit a block.
 const SMALL_TX_BYTES: usize = 160;
 /// Pending txs one sender may have before the API asks it to wait for a
