@@ -303,6 +303,19 @@ fn meets_target(header: &Header, target: &Target) -> bool {
 /// proof-of-work, transaction formats, merkle root and duplicates. Returns
 /// the txids in block order.
 pub fn check_block_structure(block: &Block, spec: &ChainSpec) -> Result<Vec<TxId>, BlockError> {
+    check_block_structure_with(block, spec, None)
+}
+
+/// [`check_block_structure`] with the txids already worked out by the
+/// caller from these very txs (a block rebuilt from the mempool, whose
+/// txids were computed when each tx was admitted): they are not hashed
+/// again, but the merkle root and duplicates are still checked against
+/// them. A list of the wrong length is ignored and the txids computed.
+pub fn check_block_structure_with(
+    block: &Block,
+    spec: &ChainSpec,
+    known_txids: Option<Vec<TxId>>,
+) -> Result<Vec<TxId>, BlockError> {
     let size = block.encoded_len();
     if size as u64 > spec.max_block_bytes {
         return Err(BlockError::TooBig {
@@ -317,7 +330,10 @@ pub fn check_block_structure(block: &Block, spec: &ChainSpec) -> Result<Vec<TxId
             error: error.into(),
         })?;
     }
-    let txids = block.txids();
+    let txids = match known_txids {
+        Some(txids) if txids.len() == block.txs.len() => txids,
+        _ => block.txids(),
+    };
     if merkle_root(&txids) != block.header.merkle_root {
         return Err(BlockError::BadMerkleRoot);
     }
@@ -339,7 +355,19 @@ pub fn check_block_stateless(
     genesis: &BlockHash,
     cache: &SignatureCache,
 ) -> Result<Vec<TxId>, BlockError> {
-    let txids = check_block_structure(block, spec)?;
+    check_block_stateless_with(block, spec, genesis, cache, None)
+}
+
+/// [`check_block_stateless`] with txids the caller already knows (see
+/// [`check_block_structure_with`]).
+pub fn check_block_stateless_with(
+    block: &Block,
+    spec: &ChainSpec,
+    genesis: &BlockHash,
+    cache: &SignatureCache,
+    known_txids: Option<Vec<TxId>>,
+) -> Result<Vec<TxId>, BlockError> {
+    let txids = check_block_structure_with(block, spec, known_txids)?;
     check_signatures(&block.txs, &txids, genesis, cache)?;
     Ok(txids)
 }

@@ -26,6 +26,7 @@
 use crate::events::NodeEvent;
 use crate::metrics::Metrics;
 use crate::p2p::message::CompactBlock;
+use crate::p2p::{JudgeNow, UrgentJob};
 use crate::relay_cache::RelayCache;
 use ledger::chain::{
     Chain, ChainError, ChainReader, ChainUpdate, NextBlockContext, OrphanSource, ProcessError,
@@ -92,8 +93,9 @@ enum Command {
     },
     /// Work on a new block's path that must not wait behind the node's
     /// other work (rebuilding a large compact block): run at once, on this
-    /// thread, without settling first.
-    Urgent(Box<dyn FnOnce() + Send>),
+    /// thread, without settling first; a block it rebuilt is judged right
+    /// after it, here.
+    Urgent(UrgentJob),
     /// Flush storage and end the thread.
     Shutdown {
         reply: oneshot::Sender<Result<(), ChainError>>,
@@ -243,10 +245,7 @@ impl ChainWriter {
 
     /// Runs `job` on the writer's thread, ahead of any bookkeeping it has
     /// left to do; hands it back when the writer has stopped.
-    pub fn run_urgent(
-        &self,
-        job: Box<dyn FnOnce() + Send>,
-    ) -> Result<(), Box<dyn FnOnce() + Send>> {
+    pub fn run_urgent(&self, job: UrgentJob) -> Result<(), UrgentJob> {
         self.commands
             .send(Command::Urgent(job))
             .map_err(|mpsc::SendError(command)| match command {
@@ -386,7 +385,9 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
         };
         let command = match command {
             Command::Urgent(job) => {
-                run_job(job);
+                if let Some(judge) = run_job(job) {
+                    judge_now(&mut chain, &context, &mut held, &mut unsettled, judge);
+                }
                 continue;
             }
             command => command,
@@ -412,7 +413,7 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
                 reply,
                 ..
             } => {
-                let result = process(&mut chain, &context, block, true, false, None);
+                let result = process(&mut chain, &context, block, true, false, None, None);
                 let result = result.map(|(outcome, update)| {
                     held.extend(update);
                     outcome
@@ -436,6 +437,7 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
                 false,
                 when == Settle::Later,
                 source,
+                None,
             ) {
                 Ok((outcome, Some(update))) => {
                     publish(&context, &update);
@@ -461,7 +463,11 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
                 let _ = reply.send(chain.flush());
                 return;
             }
-            Command::Urgent(job) => run_job(job),
+            Command::Urgent(job) => {
+                if let Some(judge) = run_job(job) {
+                    judge_now(&mut chain, &context, &mut held, &mut unsettled, judge);
+                }
+            }
         }
     }
     release(&mut chain, &context, &mut held, &mut unsettled);
@@ -475,10 +481,60 @@ fn run(mut chain: Chain, context: WriterContext, commands: mpsc::Receiver<Comman
 /// Runs an urgent job. A job works on what peers sent (a compact block),
 /// so a bug it hits must cost that job, never the writer: a panic is
 /// caught and logged.
-fn run_job(job: Box<dyn FnOnce() + Send>) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-        tracing::error!("an urgent job on the chain writer panicked; it was dropped");
+fn run_job(job: UrgentJob) -> Option<JudgeNow> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+        Ok(judge) => judge,
+        Err(_) => {
+            tracing::error!("an urgent job on the chain writer panicked; it was dropped");
+            None
+        }
     }
+}
+
+/// Judges a block an urgent job rebuilt, as a peer's block submitted with
+/// `submit_peer_block_from` would be (held synced connects committed and
+/// earlier tips settled first, then `Settle::Later`), sparing it the trip
+/// through the P2P driver and the importer back to this thread. One whose
+/// parent is not in the chain goes back to its caller, whose core knows
+/// whether that parent is on its way.
+fn judge_now(
+    chain: &mut Chain,
+    context: &WriterContext,
+    held: &mut Vec<ChainUpdate>,
+    unsettled: &mut Vec<ChainUpdate>,
+    judge: JudgeNow,
+) {
+    if !chain.has_block(&judge.block.header.prev_hash) {
+        judge.decline();
+        return;
+    }
+    release(chain, context, held, unsettled);
+    settle_all(chain, context, unsettled);
+    let JudgeNow {
+        from,
+        block,
+        txids,
+        then,
+    } = judge;
+    let source = OrphanSource(from.0);
+    let result = match process(
+        chain,
+        context,
+        block,
+        false,
+        true,
+        Some(source),
+        Some(txids),
+    ) {
+        Ok((outcome, Some(update))) => {
+            publish(context, &update);
+            unsettled.push(update);
+            Ok(outcome)
+        }
+        Ok((outcome, None)) => Ok(outcome),
+        Err(error) => Err(WriterError::from(error)),
+    };
+    then(Ok(crate::handle::block_verdict(result)));
 }
 
 /// Commits the connects the chain holds and publishes their updates, which
@@ -522,6 +578,7 @@ fn process(
     synced: bool,
     unrequested: bool,
     source: Option<OrphanSource>,
+    known_txids: Option<Vec<TxId>>,
 ) -> Result<(BlockOutcome, Option<ChainUpdate>), ProcessError> {
     let hash = block.hash();
     let started = Instant::now();
@@ -532,6 +589,8 @@ fn process(
     let pruned_before = chain.pruned_side_blocks();
     let result = if synced {
         chain.process_block_held(block, now_ms(), HELD_CONNECTS)
+    } else if let Some(txids) = known_txids.filter(|_| unrequested) {
+        chain.process_block_with_txids(block, txids, now_ms(), source)
     } else if unrequested {
         chain.process_block_from(block, now_ms(), source)
     } else {

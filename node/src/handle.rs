@@ -80,6 +80,13 @@ pub(crate) const LOCAL_ADMISSION_PERCENT: usize = 60;
 /// The API takes new txs only while less than this many full blocks' worth
 /// of txs are pending.
 pub(crate) const LOCAL_BACKLOG_BLOCKS: usize = 4;
+/// The API takes new txs only while fewer than this many txs from peers
+/// wait for validation here. More means this node's mempool is falling
+/// behind what the network has accepted: taking new txs would widen the
+/// gap (its compact blocks would need round trips, its peers' txs would
+/// be dropped at the core's limit for unrequested ones), so its share of
+/// the cores goes to catching up first.
+pub(crate) const RELAY_BACKLOG_BUSY: usize = 768;
 /// The size of a transfer with a short memo, to count how many fit a block.
 const SMALL_TX_BYTES: usize = 160;
 /// Pending txs one sender may have before the API asks it to wait for a
@@ -345,6 +352,12 @@ impl NodeHandle {
         let Ok(_permit) = self.shared.admissions.clone().try_acquire_owned() else {
             return Err(self.busy("queue"));
         };
+        if self
+            .network()
+            .is_some_and(|network| network.tx_backlog() >= RELAY_BACKLOG_BUSY)
+        {
+            return Err(self.busy("relay_backlog"));
+        }
         {
             let mempool = self.mempool();
             let config = mempool.config();
@@ -607,7 +620,7 @@ impl Backend for NodeHandle {
     }
 
     /// On the chain writer's thread, which runs at the node's priority.
-    fn run_urgent(&self, job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+    fn run_urgent(&self, job: crate::p2p::UrgentJob) -> Result<(), crate::p2p::UrgentJob> {
         self.shared.writer.run_urgent(job)
     }
 
@@ -699,7 +712,7 @@ impl From<ProcessError> for BlockVerdict {
 pub const LOW_WORK_REASON: &str = "low_work: its chain has less work than our tip; not stored";
 
 /// The P2P layer's view of the chain writer's answer.
-fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
+pub(crate) fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
     match result {
         Ok(BlockOutcome::Connected { .. }) => BlockVerdict::Accepted,
         Ok(BlockOutcome::SideChain) => BlockVerdict::SideBranch,
@@ -722,6 +735,7 @@ fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockVerdict {
 mod tests {
     use crate::config::NodeConfig;
     use crate::Node;
+    use futures::FutureExt;
     use ledger::mempool::MempoolError;
     use ledger::testing::transfer;
     use ledger::{Address, ChainSpec};
@@ -758,6 +772,40 @@ mod tests {
             ]
         );
         assert_eq!(node.handle.mempool().len(), 2);
+        node.shutdown().await;
+    }
+
+    /// While txs from peers queue for validation past the limit, the API
+    /// refuses new ones (`busy`, reason `relay_backlog`), never answering
+    /// 202 for what would widen the gap; below it the tx is taken. (The
+    /// driver sets the backlog after each input, so the test sets it again
+    /// until a submission sees it.)
+    #[tokio::test]
+    async fn the_api_refuses_new_txs_while_peers_txs_wait_for_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ChainSpec::builtin("regtest").unwrap();
+        let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
+            .await
+            .unwrap();
+        let network = node.handle.network().expect("P2P is running").clone();
+        let tx = transfer(&spec.genesis_hash(), 0, Address([9; 20]), 5, 1_000, 0);
+        let refused = (0..100).any(|_| {
+            network.set_tx_backlog_for_tests(super::RELAY_BACKLOG_BUSY);
+            matches!(
+                node.handle.submit_local_tx(tx.clone()).now_or_never(),
+                Some(Err(super::SubmitError::Busy {
+                    why: "relay_backlog",
+                    ..
+                }))
+            )
+        });
+        assert!(refused, "refused while the backlog is at the limit");
+        network.set_tx_backlog_for_tests(super::RELAY_BACKLOG_BUSY - 1);
+        let other = transfer(&spec.genesis_hash(), 1, Address([9; 20]), 5, 1_000, 0);
+        assert_eq!(
+            node.handle.submit_local_tx(other.clone()).await.ok(),
+            Some(other.txid())
+        );
         node.shutdown().await;
     }
 }

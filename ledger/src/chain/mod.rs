@@ -243,6 +243,9 @@ pub struct Chain {
     recent_blocks: RecentBlocks,
     cache: SignatureCache,
     validated_hook: Option<ValidatedHook>,
+    /// The txids of the block the current `process_block_with_txids` call
+    /// hands in, taken by its checks.
+    known_txids: Option<(BlockHash, Vec<TxId>)>,
     /// Best-chain blocks connected but not yet in the tx and address
     /// indexes, in connect order (see `write_indexes`).
     unindexed: Vec<(BlockHash, Arc<CachedBlock>)>,
@@ -341,6 +344,12 @@ impl Chain {
     /// Whether the block is stored (any branch, any status) or is an orphan.
     pub fn contains(&self, hash: &BlockHash) -> bool {
         self.nodes.contains_key(hash) || self.orphans.contains(hash)
+    }
+
+    /// Whether the block is in the block index (any branch, any status;
+    /// orphans are not).
+    pub fn has_block(&self, hash: &BlockHash) -> bool {
+        self.nodes.contains_key(hash)
     }
 
     /// Whether the block is known to be invalid.

@@ -166,6 +166,7 @@ impl Chain {
             recent_blocks: RecentBlocks::default(),
             cache: SignatureCache::default(),
             validated_hook: None,
+            known_txids: None,
             unindexed: Vec::new(),
             defer_indexing: false,
             unstored: Vec::new(),

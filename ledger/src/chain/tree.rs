@@ -10,7 +10,7 @@ use super::cache::CachedBlock;
 use super::{missing, Chain, ChainUpdate, Node, OrphanSource, ProcessError, ProcessOutcome};
 use crate::block::Block;
 use crate::difficulty::{self, BlockTiming, RETARGET_WINDOW};
-use crate::hash::BlockHash;
+use crate::hash::{BlockHash, TxId};
 use crate::storage::{BlockStatus, StorageError};
 use crate::target::Target;
 use crate::validation::{self, BlockError};
@@ -94,6 +94,23 @@ impl Chain {
             }
         }
         self.process_block_sourced(block, now_ms, source)
+    }
+
+    /// `process_block_from` for a block whose txids the caller has already
+    /// worked out from its txs (a block rebuilt from the mempool): its
+    /// checks use them instead of hashing every tx again (the merkle root
+    /// and duplicates are still checked against them).
+    pub fn process_block_with_txids(
+        &mut self,
+        block: Block,
+        txids: Vec<TxId>,
+        now_ms: u64,
+        source: Option<OrphanSource>,
+    ) -> Result<ProcessOutcome, ProcessError> {
+        self.known_txids = Some((block.hash(), txids));
+        let result = self.process_block_from(block, now_ms, source);
+        self.known_txids = None;
+        result
     }
 
     pub(super) fn process_block_inner(
@@ -266,8 +283,17 @@ impl Chain {
             &self.spec,
             now_ms,
         )?;
-        let txids =
-            validation::check_block_stateless(&block, &self.spec, &self.genesis, &self.cache)?;
+        let known = self
+            .known_txids
+            .take_if(|(known, _)| *known == hash)
+            .map(|(_, txids)| txids);
+        let txids = validation::check_block_stateless_with(
+            &block,
+            &self.spec,
+            &self.genesis,
+            &self.cache,
+            known,
+        )?;
         let target = Target::from_compact(block.header.bits)
             .map_err(|_| BlockError::BadCompactTarget(block.header.bits.0))?;
         let node = Node {
@@ -592,6 +618,46 @@ mod tests {
             Some(&BlockError::InvalidAncestor)
         );
         assert_eq!(chain.orphan_count(), 0);
+    }
+
+    /// Txids handed in with a block are what its checks use (wrong ones
+    /// fail its merkle root, so they were not ignored); the right ones
+    /// connect it.
+    #[test]
+    fn known_txids_are_used_by_the_checks_and_held_to_the_merkle_root() {
+        let (_arena, mut chain) = regtest_chain();
+        let now = now_ms(&chain);
+        let spec = chain.spec().clone();
+        let parent = spec.genesis_block().header;
+        let genesis = chain.genesis_hash();
+        let tx = crate::testing::transfer(&genesis, 0, crate::Address([9; 20]), 5, 1_000, 0);
+        let mut block = crate::miner::assemble_block(
+            &spec,
+            parent.height + 1,
+            parent.hash(),
+            spec.initial_target,
+            parent.timestamp + 1_000,
+            crate::Address([1; 20]),
+            vec![tx],
+        );
+        assert!(crate::miner::solve(
+            &mut block.header,
+            &std::sync::atomic::AtomicBool::new(false),
+            1
+        ));
+        let txids = block.txids();
+        let wrong = vec![TxId(crate::Hash256([5; 32])); txids.len()];
+
+        let refused = chain
+            .process_block_with_txids(block.clone(), wrong, now, None)
+            .unwrap_err();
+        assert_eq!(refused.invalid(), Some(&BlockError::BadMerkleRoot));
+        let hash = block.hash();
+        let outcome = chain
+            .process_block_with_txids(block, txids, now, None)
+            .expect("valid");
+        assert!(matches!(outcome, ProcessOutcome::Connected(_)));
+        assert_eq!(chain.tip().hash, hash);
     }
 
     #[test]

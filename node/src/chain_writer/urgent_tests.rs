@@ -3,6 +3,7 @@
 use crate::config::NodeConfig;
 use crate::p2p::codec::encode_message;
 use crate::p2p::message::{CompactBlock, Message};
+use crate::p2p::{BlockVerdict, ConnId, JudgeNow};
 use crate::{Node, RunningNode};
 use futures::FutureExt;
 use ledger::testing::transfer;
@@ -52,6 +53,7 @@ async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
     let (open, gate) = std::sync::mpsc::channel::<()>();
     let held = writer.run_urgent(Box::new(move || {
         let _ = gate.recv();
+        None
     }));
     assert!(held.is_ok(), "the writer is running");
     assert!(writer.submit_peer_block(block).now_or_never().is_none());
@@ -60,6 +62,7 @@ async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
     let queued = writer.run_urgent(Box::new(move || {
         let name = std::thread::current().name().map(str::to_owned);
         let _ = seen.send((name, reader.tip().hash, reader.tx(&txid).is_some()));
+        None
     }));
     assert!(queued.is_ok(), "the writer is running");
     open.send(()).unwrap();
@@ -94,6 +97,7 @@ async fn a_panicking_urgent_job_leaves_the_writer_running() {
     let (done, ran) = std::sync::mpsc::channel();
     let queued = writer.run_urgent(Box::new(move || {
         let _ = done.send(());
+        None
     }));
     assert!(queued.is_ok(), "the writer is still running");
     tokio::task::spawn_blocking(move || ran.recv_timeout(Duration::from_secs(20)))
@@ -101,5 +105,61 @@ async fn a_panicking_urgent_job_leaves_the_writer_running() {
         .unwrap()
         .expect("the next job ran");
     assert!(writer.next_block_context().await.is_ok());
+    node.shutdown().await;
+}
+
+/// A block an urgent job rebuilt is judged on the writer's thread right
+/// after the job, as a peer's block would be: it is the tip when the
+/// verdict comes, and the job's txids spared hashing its txs again. One
+/// whose parent the chain lacks comes back to the caller unjudged.
+#[tokio::test]
+async fn a_block_an_urgent_job_rebuilt_is_judged_on_the_writer_at_once() {
+    let (_dir, spec, node) = regtest_node().await;
+    let genesis = spec.genesis_hash();
+    let tx = transfer(&genesis, 0, Address([9; 20]), 5, 1_000, 0);
+    node.handle.submit_tx(tx.clone()).await.unwrap();
+    let writer = node.handle.writer().clone();
+    let context = writer.next_block_context().await.unwrap();
+    let mut block = ledger::miner::build_block(&spec, &context, Address([7; 20]), vec![tx]);
+    assert!(ledger::miner::solve(
+        &mut block.header,
+        &AtomicBool::new(false),
+        1
+    ));
+    let hash = block.hash();
+    let mut orphan = block.clone();
+    orphan.header.prev_hash = ledger::BlockHash(ledger::Hash256([3; 32]));
+
+    let judged = |block: ledger::Block| {
+        let (tell, told) = std::sync::mpsc::channel();
+        let txids = block.txids();
+        let queued = writer.run_urgent(Box::new(move || {
+            Some(JudgeNow {
+                from: ConnId(7),
+                block,
+                txids,
+                then: Box::new(move |outcome| {
+                    let name = std::thread::current().name().map(str::to_owned);
+                    let _ = tell.send((name, outcome));
+                }),
+            })
+        }));
+        assert!(queued.is_ok(), "the writer is running");
+        told
+    };
+    let told = judged(orphan.clone());
+    let (name, outcome) = tokio::task::spawn_blocking(move || told.recv().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("chain-writer"));
+    assert_eq!(outcome, Err(orphan), "an orphan goes back unjudged");
+
+    let told = judged(block);
+    let (name, outcome) = tokio::task::spawn_blocking(move || told.recv().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("chain-writer"));
+    assert_eq!(outcome, Ok(BlockVerdict::Accepted));
+    assert_eq!(node.handle.reader().tip().hash, hash);
     node.shutdown().await;
 }

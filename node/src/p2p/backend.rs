@@ -7,7 +7,7 @@
 
 use super::protocol::{ChainView, ConnId};
 use crate::events::NodeEvent;
-use ledger::{Block, BlockHash, Height, Transaction, Work};
+use ledger::{Block, BlockHash, Height, Transaction, TxId, Work};
 use std::future::Future;
 use tokio::sync::broadcast;
 use tokio_util::bytes::Bytes;
@@ -50,6 +50,32 @@ pub enum TxVerdict {
     /// (bad signature, wrong chain, malformed); an unaffordable or late tx
     /// is not misbehaviour.
     Rejected { reason: String, misbehaving: bool },
+}
+
+/// Work on a new block's path (a large compact block's rebuild) for
+/// `Backend::run_urgent`. It may end with a block to judge at once, on
+/// the same thread (see `JudgeNow`).
+pub type UrgentJob = Box<dyn FnOnce() -> Option<JudgeNow> + Send>;
+
+/// A block an urgent job rebuilt in full, to be judged where the job ran
+/// (the node's chain writer) as `submit_block_from(from, block)` would,
+/// without going through the driver and the importer first. `then` gets
+/// the verdict, or the block back where nothing can judge it there (the
+/// job ran on a blocking thread, or the block's parent is not in the
+/// chain yet): the caller then sends it the usual way.
+pub struct JudgeNow {
+    pub from: ConnId,
+    pub block: Block,
+    /// The block's txids, worked out by the rebuild from these very txs.
+    pub txids: Vec<TxId>,
+    pub then: Box<dyn FnOnce(Result<BlockVerdict, Block>) + Send>,
+}
+
+impl JudgeNow {
+    /// Nothing here can judge the block: hand it back to `then`.
+    pub fn decline(self) {
+        (self.then)(Err(self.block));
+    }
 }
 
 /// The node as the P2P layer sees it. Reads are cheap and synchronous;
@@ -134,9 +160,10 @@ pub trait Backend: ChainView + Clone + Send + Sync + 'static {
         let _ = compact;
     }
     /// Optional: runs `job` (a large compact block's rebuild) where the
-    /// node's block path runs, ahead of its tx work; or hands it back for
-    /// a blocking thread. The default hands it back.
-    fn run_urgent(&self, job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+    /// node's block path runs, ahead of its tx work, and judges the block
+    /// it may end with there (`JudgeNow`); or hands it back for a blocking
+    /// thread. The default hands it back.
+    fn run_urgent(&self, job: UrgentJob) -> Result<(), UrgentJob> {
         Err(job)
     }
 }

@@ -70,13 +70,24 @@ impl RebuildJob {
     /// Runs the job against the node's mempool; hands the compact block
     /// back with the outcome.
     pub fn run(self, view: &impl ChainView) -> (CompactBlock, Rebuilt) {
-        let rebuilt = match self.found {
-            None => rebuild_from_mempool(&self.compact, &view.mempool_txids(usize::MAX), |ids| {
+        let (compact, rebuilt, _) = self.run_keeping_txids(view);
+        (compact, rebuilt)
+    }
+
+    /// `run`, also handing back the txids of a complete block (worked out
+    /// for its merkle root), so that its validation need not hash every tx
+    /// again.
+    pub fn run_keeping_txids(
+        self,
+        view: &impl ChainView,
+    ) -> (CompactBlock, Rebuilt, Option<Vec<TxId>>) {
+        let (rebuilt, txids) = match self.found {
+            None => rebuild_keeping_txids(&self.compact, &view.mempool_txids(usize::MAX), |ids| {
                 view.mempool_txs(ids)
             }),
-            Some(found) => finish(&self.compact, found, self.fill),
+            Some(found) => finish_keeping_txids(&self.compact, found, self.fill),
         };
-        (self.compact, rebuilt)
+        (self.compact, rebuilt, txids)
     }
 }
 
@@ -87,6 +98,15 @@ pub fn rebuild_from_mempool(
     mempool_txids: &[TxId],
     get: impl FnOnce(&[TxId]) -> Vec<Option<Transaction>>,
 ) -> Rebuilt {
+    rebuild_keeping_txids(compact, mempool_txids, get).0
+}
+
+/// `rebuild_from_mempool`, with the txids of a complete block.
+fn rebuild_keeping_txids(
+    compact: &CompactBlock,
+    mempool_txids: &[TxId],
+    get: impl FnOnce(&[TxId]) -> Vec<Option<Transaction>>,
+) -> (Rebuilt, Option<Vec<TxId>>) {
     let key = ShortIdKey::for_block(&compact.header.hash());
     let count = compact.tx_count();
     let mut slots: Vec<Option<Transaction>> = vec![None; count];
@@ -95,7 +115,7 @@ pub fn rebuild_from_mempool(
     for prefilled in &compact.prefilled {
         let index = prefilled.index as usize;
         if index >= count || last.is_some_and(|last| prefilled.index <= last) {
-            return Rebuilt::Failed("bad_prefilled_index");
+            return (Rebuilt::Failed("bad_prefilled_index"), None);
         }
         last = Some(prefilled.index);
         slots[index] = Some(prefilled.tx.clone());
@@ -107,10 +127,10 @@ pub fn rebuild_from_mempool(
     let mut positions = (0..count).filter(|index| !prefilled_at[*index]);
     for short_id in &compact.short_ids {
         let Some(position) = positions.next() else {
-            return Rebuilt::Failed("bad_prefilled_index");
+            return (Rebuilt::Failed("bad_prefilled_index"), None);
         };
         if wanted.insert(*short_id, position).is_some() {
-            return Rebuilt::Failed("duplicate_short_id");
+            return (Rebuilt::Failed("duplicate_short_id"), None);
         }
     }
     // A mempool tx whose short id matches two of ours is ambiguous: leave
@@ -153,22 +173,34 @@ pub fn rebuild_from_mempool(
             .collect();
         assemble(compact, txs, txids)
     } else {
-        Rebuilt::Missing {
-            found: slots,
-            missing,
-        }
+        (
+            Rebuilt::Missing {
+                found: slots,
+                missing,
+            },
+            None,
+        )
     }
 }
 
 /// Fills the empty slots of `found`, in order, with `fill`.
 pub fn finish(
     compact: &CompactBlock,
-    mut found: Vec<Option<Transaction>>,
+    found: Vec<Option<Transaction>>,
     fill: Vec<Transaction>,
 ) -> Rebuilt {
+    finish_keeping_txids(compact, found, fill).0
+}
+
+/// `finish`, with the txids of a complete block.
+fn finish_keeping_txids(
+    compact: &CompactBlock,
+    mut found: Vec<Option<Transaction>>,
+    fill: Vec<Transaction>,
+) -> (Rebuilt, Option<Vec<TxId>>) {
     let empty = found.iter().filter(|slot| slot.is_none()).count();
     if empty != fill.len() {
-        return Rebuilt::Failed("wrong_tx_count");
+        return (Rebuilt::Failed("wrong_tx_count"), None);
     }
     let mut fill = fill.into_iter();
     for slot in found.iter_mut().filter(|slot| slot.is_none()) {
@@ -180,15 +212,20 @@ pub fn finish(
 }
 
 /// The block, if its txs (whose txids are `txids`) match the header's
-/// merkle root.
-fn assemble(compact: &CompactBlock, txs: Vec<Transaction>, txids: Vec<TxId>) -> Rebuilt {
+/// merkle root, with those txids.
+fn assemble(
+    compact: &CompactBlock,
+    txs: Vec<Transaction>,
+    txids: Vec<TxId>,
+) -> (Rebuilt, Option<Vec<TxId>>) {
     if merkle_root(&txids) != compact.header.merkle_root {
-        return Rebuilt::Failed("merkle_mismatch");
+        return (Rebuilt::Failed("merkle_mismatch"), None);
     }
-    Rebuilt::Complete(Block {
+    let block = Block {
         header: compact.header.clone(),
         txs,
-    })
+    };
+    (Rebuilt::Complete(block), Some(txids))
 }
 
 /// The txs at `indexes` of `block`, or `None` if any index is out of range

@@ -17,10 +17,11 @@ use super::protocol::{
     Action, CloseCause, Command, ConnId, Input, MetricUpdate, Mono, NetworkState, ProtocolConfig,
     Restored, Time,
 };
-use super::{lock, Backend, Shared};
+use super::{lock, Backend, BlockVerdict, JudgeNow, Shared, UrgentJob};
 use crate::metrics::Metrics;
 use ledger::chain::AuxTree;
 use ledger::encoding;
+use ledger::Block;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -442,6 +443,9 @@ impl<B: Backend> Driver<B> {
                 }
             }
         }
+        self.shared
+            .tx_backlog
+            .store(self.state.tx_backlog(), Ordering::Relaxed);
     }
 
     fn new_link(&mut self, conn: ConnId) -> LinkTasks<B> {
@@ -534,21 +538,55 @@ impl<B: Backend> Driver<B> {
                     }
                     Err(job) => *job,
                 };
+                // A block rebuilt in full is judged where it was rebuilt
+                // (`JudgeNow`), and the core hears the verdict; one that
+                // cannot be judged there comes back to the core as rebuilt.
                 let backend = self.backend.clone();
                 let rebuilt_tx = self.rebuilt_tx.clone();
-                let work: Box<dyn FnOnce() + Send> = Box::new(move || {
-                    let (compact, rebuilt) = job.run(&backend);
-                    if matches!(rebuilt, Rebuilt::Complete(_)) {
-                        backend.rebuilt_from(&compact);
-                    }
-                    let _ = rebuilt_tx.send(Input::Rebuilt {
-                        from,
-                        compact: Box::new(compact),
-                        rebuilt,
+                let work: UrgentJob = Box::new(move || {
+                    let (compact, rebuilt, txids) = job.run_keeping_txids(&backend);
+                    let block = match rebuilt {
+                        Rebuilt::Complete(block) => block,
+                        rebuilt => {
+                            let _ = rebuilt_tx.send(Input::Rebuilt {
+                                from,
+                                compact: Box::new(compact),
+                                rebuilt,
+                            });
+                            return None;
+                        }
+                    };
+                    backend.rebuilt_from(&compact);
+                    let rebuilt_at = Instant::now();
+                    let then = Box::new(move |outcome: Result<BlockVerdict, Block>| {
+                        let input = match outcome {
+                            Ok(verdict) => Input::RebuiltJudged {
+                                from,
+                                compact: Box::new(compact),
+                                verdict,
+                                judging: rebuilt_at.elapsed(),
+                            },
+                            Err(block) => Input::Rebuilt {
+                                from,
+                                compact: Box::new(compact),
+                                rebuilt: Rebuilt::Complete(block),
+                            },
+                        };
+                        let _ = rebuilt_tx.send(input);
                     });
+                    Some(JudgeNow {
+                        from,
+                        block,
+                        txids: txids.unwrap_or_default(),
+                        then,
+                    })
                 });
                 if let Err(work) = self.backend.run_urgent(work) {
-                    self.tracker.spawn_blocking(work);
+                    self.tracker.spawn_blocking(move || {
+                        if let Some(judge) = work() {
+                            judge.decline();
+                        }
+                    });
                 }
             }
             Action::Answer { conn, items } => {

@@ -44,7 +44,7 @@ pub mod message;
 pub mod noise;
 pub mod protocol;
 
-pub use backend::{Backend, BlockVerdict, TipSummary, TxVerdict};
+pub use backend::{Backend, BlockVerdict, JudgeNow, TipSummary, TxVerdict, UrgentJob};
 pub use driver::unix_ms;
 pub use protocol::{addrbook, gossip, sync, ChainView, ConnId};
 
@@ -59,7 +59,7 @@ pub use protocol::ProtocolConfig;
 use protocol::{Command, Mono, Snapshot};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -250,6 +250,8 @@ pub(crate) struct Shared {
     /// Bans in force, until an instant on the driver's clock.
     pub bans: Mutex<BTreeMap<BanKey, Mono>>,
     pub syncing: AtomicBool,
+    /// The core's `tx_backlog` after its last input.
+    pub tx_backlog: AtomicUsize,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -334,6 +336,20 @@ impl P2pHandle {
     /// True while blocks are being fetched from a peer with more work.
     pub fn is_syncing(&self) -> bool {
         self.inner.shared.syncing.load(Ordering::Relaxed)
+    }
+
+    /// Txs peers sent that wait for validation: how far this node's
+    /// mempool lags what its peers relay.
+    pub fn tx_backlog(&self) -> usize {
+        self.inner.shared.tx_backlog.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_tx_backlog_for_tests(&self, backlog: usize) {
+        self.inner
+            .shared
+            .tx_backlog
+            .store(backlog, Ordering::Relaxed);
     }
 
     /// Whether connections from `addr` are refused by a ban now.

@@ -8,9 +8,10 @@
 //! the bookkeeping: which blocks are being rebuilt, what was asked, and
 //! when to give up and fetch the block whole.
 
-use super::{Action, ChainView, ConnId, NetworkState};
+use super::{Action, ChainView, ConnId, MetricUpdate, NetworkState};
 use crate::p2p::compact::{RebuildJob, Rebuilt};
 use crate::p2p::message::{CompactBlock, InvItem, Message, MAX_HIGH_BANDWIDTH_PEERS};
+use crate::p2p::BlockVerdict;
 use ledger::{Block, BlockHash, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -249,6 +250,39 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
+    /// The driver's answer to `Action::Rebuild` when the block was rebuilt
+    /// in full and judged where it was rebuilt: counted as a rebuild, then
+    /// as the verdict of an import (credit, sync, children waiting for it).
+    pub(super) fn on_rebuilt_judged(
+        &mut self,
+        from: ConnId,
+        compact: &CompactBlock,
+        verdict: BlockVerdict,
+        judging: Duration,
+    ) {
+        let hash = compact.header.hash();
+        let (filled, received_at) = match self.compact.rebuilding.remove(&hash) {
+            Some((_, filled, received_at)) => (filled, received_at),
+            None => (false, self.now.mono),
+        };
+        let label = if filled { "filled" } else { "rebuilt" };
+        self.metric_inc("p2p_compact_blocks_total", ("result", label));
+        let rebuilding = self
+            .now
+            .mono
+            .saturating_duration_since(received_at)
+            .saturating_sub(judging);
+        self.push(Action::Metric(MetricUpdate::Observe {
+            name: "p2p_compact_rebuild_seconds",
+            micros: u64::try_from(rebuilding.as_micros()).unwrap_or(u64::MAX),
+        }));
+        // Counted as `hand_to_validation` counts an import, for the
+        // verdict to take back (it never waited, so no bytes).
+        self.block_backlog += 1;
+        self.compact.importing.insert(hash);
+        self.on_block_verdict(Some(from), hash, 0, verdict);
+    }
+
     pub(super) fn on_block_txs(&mut self, id: ConnId, hash: BlockHash, txs: Vec<Transaction>) {
         let Some(partial) = self.compact.partial.remove(&hash) else {
             self.metric_inc("p2p_dropped_total", ("reason", "unsolicited_block_txs"));
@@ -368,6 +402,8 @@ impl<V: ChainView> NetworkState<V> {
     fn hand_to_validation(&mut self, from: ConnId, hash: BlockHash, block: Block) {
         let size = block.encoded_len();
         self.block_backlog += 1;
+        // Taken back by the verdict, as for any other imported block.
+        self.block_backlog_bytes = self.block_backlog_bytes.saturating_add(size);
         self.compact.importing.insert(hash);
         self.push(Action::ImportBlock {
             from: Some(from),

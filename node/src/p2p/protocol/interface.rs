@@ -13,6 +13,7 @@ use crate::p2p::{BlockVerdict, TxVerdict};
 use core::net::SocketAddr;
 use ledger::json::Direction;
 use ledger::{Address, Block, BlockHash, Height, PublicKey, Transaction, TxId};
+use std::time::Duration;
 
 /// A command from `P2pHandle`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +113,17 @@ pub enum Input {
         from: ConnId,
         compact: Box<CompactBlock>,
         rebuilt: Rebuilt,
+    },
+    /// The driver ran a `Rebuild` of a compact block from `from`, rebuilt
+    /// it in full and had it judged at once where the rebuild ran (the
+    /// node's chain writer), without an `ImportBlock`: `verdict` is what
+    /// that import would have answered; `judging` is how long judging it
+    /// took (not part of its rebuild time).
+    RebuiltJudged {
+        from: ConnId,
+        compact: Box<CompactBlock>,
+        verdict: BlockVerdict,
+        judging: Duration,
     },
 }
 

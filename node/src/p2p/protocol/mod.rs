@@ -398,6 +398,12 @@ impl<V: ChainView> NetworkState<V> {
                 compact,
                 rebuilt,
             } => self.on_rebuilt(from, *compact, rebuilt),
+            Input::RebuiltJudged {
+                from,
+                compact,
+                verdict,
+                judging,
+            } => self.on_rebuilt_judged(from, &compact, verdict, judging),
         }
         if self.pending_since.is_some_and(|since| {
             self.now.mono.saturating_duration_since(since) >= MAX_ANNOUNCE_DELAY

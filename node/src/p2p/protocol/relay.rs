@@ -419,6 +419,11 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
+    /// Txs received from peers and handed to validation, not yet judged.
+    pub fn tx_backlog(&self) -> usize {
+        self.tx_backlog
+    }
+
     pub(super) fn on_tx(&mut self, id: ConnId, tx: Box<Transaction>) {
         let now = self.now.mono;
         let txid = tx.txid();

@@ -455,3 +455,55 @@ fn the_peers_that_last_brought_a_new_block_first_are_asked_for_compact_pushes() 
     assert_eq!(sent_to(&actions, peers[1]), vec![hb(false)]);
     assert!(sent_to(&actions, peers[2]).is_empty());
 }
+
+/// A block the driver rebuilt in full and had judged where it rebuilt it
+/// (`Input::RebuiltJudged`) is not imported again: it is counted as a
+/// rebuild, and its verdict earns the peer that brought it what an
+/// import's would (here a place among the high-bandwidth peers).
+#[test]
+fn a_block_judged_where_it_was_rebuilt_is_not_imported_again_and_its_verdict_counts() {
+    let (mut core, chain) = core("a");
+    let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let block = block_of((0..3).map(tx).collect());
+    for n in 0..3 {
+        chain.add_tx(tx(n));
+    }
+    let actions = compact_from(&mut core, 10, peer, &block);
+    let (from, job) = actions
+        .iter()
+        .find_map(|action| match action {
+            Action::Rebuild { from, job } => Some((*from, job.clone())),
+            _ => None,
+        })
+        .expect("a rebuild is asked for");
+    let (compact, rebuilt, txids) = job.run_keeping_txids(&chain);
+    assert_eq!(rebuilt, Rebuilt::Complete(block.clone()));
+    assert_eq!(txids, Some(block.txids()), "the rebuild's txids come along");
+    core.handle(
+        at(25),
+        Input::RebuiltJudged {
+            from,
+            compact: Box::new(compact),
+            verdict: BlockVerdict::Accepted,
+            judging: Duration::from_millis(4),
+        },
+    );
+    let actions = drain(&mut core);
+    assert_eq!(imported(&actions), None, "judged already");
+    // Its rebuild took 10 ms of the 14 since it was received; 4 went on
+    // judging it.
+    assert!(actions.iter().any(|action| matches!(
+        action,
+        Action::Metric(MetricUpdate::Observe {
+            name: "p2p_compact_rebuild_seconds",
+            micros: 9_000..=11_000
+        })
+    )));
+    assert_eq!(counted(&actions, "p2p_compact_blocks_total", "rebuilt"), 1);
+    assert_eq!(
+        sent_to(&actions, peer),
+        vec![Message::SendCompact {
+            high_bandwidth: true
+        }]
+    );
+}
