@@ -740,17 +740,23 @@ mod tests {
     use ledger::testing::transfer;
     use ledger::{Address, ChainSpec};
 
+    /// A regtest node in a fresh directory (kept while the node runs).
+    async fn regtest_node() -> (tempfile::TempDir, ChainSpec, crate::RunningNode) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ChainSpec::builtin("regtest").unwrap();
+        let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
+            .await
+            .unwrap();
+        (dir, spec, node)
+    }
+
     /// A batch (as the gossip importers submit) gets one verdict per tx, in
     /// order, exactly as one-by-one submissions would: a bad signature in
     /// the middle refuses only its own tx, and a later nonce of the same
     /// sender still lands behind the earlier one.
     #[tokio::test]
     async fn a_batch_is_admitted_in_order_with_one_verdict_each() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = ChainSpec::builtin("regtest").unwrap();
-        let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
-            .await
-            .unwrap();
+        let (_dir, spec, node) = regtest_node().await;
         let genesis = spec.genesis_hash();
         let to = Address([9; 20]);
         let first = transfer(&genesis, 0, to, 5, 1_000, 0);
@@ -782,11 +788,7 @@ mod tests {
     /// until a submission sees it.)
     #[tokio::test]
     async fn the_api_refuses_new_txs_while_peers_txs_wait_for_validation() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = ChainSpec::builtin("regtest").unwrap();
-        let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
-            .await
-            .unwrap();
+        let (_dir, spec, node) = regtest_node().await;
         let network = node.handle.network().expect("P2P is running").clone();
         let tx = transfer(&spec.genesis_hash(), 0, Address([9; 20]), 5, 1_000, 0);
         let refused = (0..100).any(|_| {

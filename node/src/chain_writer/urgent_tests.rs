@@ -21,6 +21,22 @@ async fn regtest_node() -> (tempfile::TempDir, ChainSpec, RunningNode) {
     (dir, spec, node)
 }
 
+/// A solved block of `txs` on the writer's tip.
+async fn solved_block(
+    spec: &ChainSpec,
+    writer: &crate::chain_writer::ChainWriter,
+    txs: Vec<ledger::Transaction>,
+) -> ledger::Block {
+    let context = writer.next_block_context().await.unwrap();
+    let mut block = ledger::miner::build_block(spec, &context, Address([7; 20]), txs);
+    assert!(ledger::miner::solve(
+        &mut block.header,
+        &AtomicBool::new(false),
+        1
+    ));
+    block
+}
+
 /// A peer's block is the tip as soon as it is processed, while its tx
 /// still reads as pending: an urgent job queued behind the block runs on
 /// the writer's thread before the block's bookkeeping. The block is relayed
@@ -34,13 +50,7 @@ async fn an_urgent_job_runs_on_the_writer_before_a_blocks_bookkeeping() {
     let tx = transfer(&genesis, 0, Address([9; 20]), 5, 1_000, 0);
     let txid = node.handle.submit_tx(tx.clone()).await.unwrap();
     let writer = node.handle.writer().clone();
-    let context = writer.next_block_context().await.unwrap();
-    let mut block = ledger::miner::build_block(&spec, &context, Address([7; 20]), vec![tx]);
-    assert!(ledger::miner::solve(
-        &mut block.header,
-        &AtomicBool::new(false),
-        1
-    ));
+    let block = solved_block(&spec, &writer, vec![tx]).await;
     let hash = block.hash();
     // As the peer sent it: everything prefilled (the writer's own choice
     // would send the tx, long in our mempool, as a short id).
@@ -119,13 +129,7 @@ async fn a_block_an_urgent_job_rebuilt_is_judged_on_the_writer_at_once() {
     let tx = transfer(&genesis, 0, Address([9; 20]), 5, 1_000, 0);
     node.handle.submit_tx(tx.clone()).await.unwrap();
     let writer = node.handle.writer().clone();
-    let context = writer.next_block_context().await.unwrap();
-    let mut block = ledger::miner::build_block(&spec, &context, Address([7; 20]), vec![tx]);
-    assert!(ledger::miner::solve(
-        &mut block.header,
-        &AtomicBool::new(false),
-        1
-    ));
+    let block = solved_block(&spec, &writer, vec![tx]).await;
     let hash = block.hash();
     let mut orphan = block.clone();
     orphan.header.prev_hash = ledger::BlockHash(ledger::Hash256([3; 32]));

@@ -20,6 +20,15 @@ fn chain(n: usize) -> Vec<Header> {
     easy_headers(BlockHash::ZERO, 0, n, 0)
 }
 
+/// Each block of `ours` with the work of the chain up to it (one unit a
+/// block), as our chain would count it.
+fn work_by_hash(ours: &[Header]) -> BTreeMap<BlockHash, Work> {
+    ours.iter()
+        .enumerate()
+        .map(|(k, header)| (header.hash(), times(k as u64 + 1)))
+        .collect()
+}
+
 fn ms(n: u64) -> Mono {
     Mono(Duration::from_millis(n))
 }
@@ -187,11 +196,7 @@ fn checked_work_counts_from_the_fork_point() {
     // We hold 10 blocks; the peer's branch leaves ours after block 4 and
     // has 3 blocks of its own: 7 blocks of work, less than our 10.
     let ours = chain(10);
-    let held: BTreeMap<BlockHash, Work> = ours
-        .iter()
-        .enumerate()
-        .map(|(k, header)| (header.hash(), times(k as u64 + 1)))
-        .collect();
+    let held = work_by_hash(&ours);
     let work_of = |hash: &BlockHash| held.get(hash).copied();
     let our_work = times(10);
     let mut branch: Vec<Header> = ours[..4].to_vec();
@@ -230,11 +235,7 @@ fn a_branch_that_overtakes_ours_later_is_fetched_from_the_fork_point() {
     // of its branch must be wanted, not only the new one, or the new one
     // waits for a parent nobody asks for.
     let ours = chain(12);
-    let held: BTreeMap<BlockHash, Work> = ours
-        .iter()
-        .enumerate()
-        .map(|(k, header)| (header.hash(), times(k as u64 + 1)))
-        .collect();
+    let held = work_by_hash(&ours);
     let work_of = |hash: &BlockHash| held.get(hash).copied();
     let has_block = |hash: &BlockHash| held.contains_key(hash);
     let our_work = times(12);

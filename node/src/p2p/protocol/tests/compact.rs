@@ -2,7 +2,7 @@
 //! who gets them, and the fall-backs to the whole block.
 
 use super::*;
-use crate::p2p::compact::Rebuilt;
+use crate::p2p::compact::{RebuildJob, Rebuilt};
 use crate::p2p::message::CompactBlock;
 use ledger::block::merkle_root;
 use ledger::Height;
@@ -36,6 +36,17 @@ fn frame(
     drain(core)
 }
 
+/// The connection and job of the `Rebuild` among `actions`.
+fn rebuild_asked(actions: &[Action]) -> (ConnId, RebuildJob) {
+    actions
+        .iter()
+        .find_map(|action| match action {
+            Action::Rebuild { from, job } => Some((*from, (**job).clone())),
+            _ => None,
+        })
+        .expect("a rebuild is asked for")
+}
+
 /// Runs the core's `Rebuild` against `chain` and feeds the outcome back.
 fn rebuild(
     core: &mut NetworkState<FakeChain>,
@@ -43,13 +54,7 @@ fn rebuild(
     ms: u64,
     actions: &[Action],
 ) -> Vec<Action> {
-    let (from, job) = actions
-        .iter()
-        .find_map(|action| match action {
-            Action::Rebuild { from, job } => Some((*from, job.clone())),
-            _ => None,
-        })
-        .expect("a rebuild is asked for");
+    let (from, job) = rebuild_asked(actions);
     let (compact, rebuilt) = job.run(chain);
     core.handle(
         at(ms),
@@ -469,13 +474,7 @@ fn a_block_judged_where_it_was_rebuilt_is_not_imported_again_and_its_verdict_cou
         chain.add_tx(tx(n));
     }
     let actions = compact_from(&mut core, 10, peer, &block);
-    let (from, job) = actions
-        .iter()
-        .find_map(|action| match action {
-            Action::Rebuild { from, job } => Some((*from, job.clone())),
-            _ => None,
-        })
-        .expect("a rebuild is asked for");
+    let (from, job) = rebuild_asked(&actions);
     let (compact, rebuilt, txids) = job.run_keeping_txids(&chain);
     assert_eq!(rebuilt, Rebuilt::Complete(block.clone()));
     assert_eq!(txids, Some(block.txids()), "the rebuild's txids come along");
