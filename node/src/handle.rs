@@ -81,7 +81,8 @@ pub(crate) const LOCAL_ADMISSION_PERCENT: usize = 60;
 /// of txs are pending.
 pub(crate) const LOCAL_BACKLOG_BLOCKS: usize = 4;
 /// The API takes new txs only while fewer than this many txs from peers
-/// wait for validation here. More means this node's mempool is falling
+/// wait for validation here (leaving out the peer with the most, so no
+/// single peer can trip it). More means this node's mempool is falling
 /// behind what the network has accepted: taking new txs would widen the
 /// gap (its compact blocks would need round trips, its peers' txs would
 /// be dropped at the core's limit for unrequested ones), so its share of
@@ -354,7 +355,7 @@ impl NodeHandle {
         };
         if self
             .network()
-            .is_some_and(|network| network.tx_backlog() >= RELAY_BACKLOG_BUSY)
+            .is_some_and(|network| network.relay_backlog() >= RELAY_BACKLOG_BUSY)
         {
             return Err(self.busy("relay_backlog"));
         }
@@ -792,7 +793,7 @@ mod tests {
         let network = node.handle.network().expect("P2P is running").clone();
         let tx = transfer(&spec.genesis_hash(), 0, Address([9; 20]), 5, 1_000, 0);
         let refused = (0..100).any(|_| {
-            network.set_tx_backlog_for_tests(super::RELAY_BACKLOG_BUSY);
+            network.set_relay_backlog_for_tests(super::RELAY_BACKLOG_BUSY);
             matches!(
                 node.handle.submit_local_tx(tx.clone()).now_or_never(),
                 Some(Err(super::SubmitError::Busy {
@@ -802,7 +803,7 @@ mod tests {
             )
         });
         assert!(refused, "refused while the backlog is at the limit");
-        network.set_tx_backlog_for_tests(super::RELAY_BACKLOG_BUSY - 1);
+        network.set_relay_backlog_for_tests(super::RELAY_BACKLOG_BUSY - 1);
         let other = transfer(&spec.genesis_hash(), 1, Address([9; 20]), 5, 1_000, 0);
         assert_eq!(
             node.handle.submit_local_tx(other.clone()).await.ok(),

@@ -444,8 +444,8 @@ impl<B: Backend> Driver<B> {
             }
         }
         self.shared
-            .tx_backlog
-            .store(self.state.tx_backlog(), Ordering::Relaxed);
+            .relay_backlog
+            .store(self.state.relay_backlog(), Ordering::Relaxed);
     }
 
     fn new_link(&mut self, conn: ConnId) -> LinkTasks<B> {

@@ -250,8 +250,8 @@ pub(crate) struct Shared {
     /// Bans in force, until an instant on the driver's clock.
     pub bans: Mutex<BTreeMap<BanKey, Mono>>,
     pub syncing: AtomicBool,
-    /// The core's `tx_backlog` after its last input.
-    pub tx_backlog: AtomicUsize,
+    /// The core's `relay_backlog` after its last input.
+    pub relay_backlog: AtomicUsize,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -338,17 +338,18 @@ impl P2pHandle {
         self.inner.shared.syncing.load(Ordering::Relaxed)
     }
 
-    /// Txs peers sent that wait for validation: how far this node's
-    /// mempool lags what its peers relay.
-    pub fn tx_backlog(&self) -> usize {
-        self.inner.shared.tx_backlog.load(Ordering::Relaxed)
+    /// Txs peers sent that wait for validation, the share of the peer
+    /// with the most left out: how far this node's mempool lags what its
+    /// peers relay.
+    pub fn relay_backlog(&self) -> usize {
+        self.inner.shared.relay_backlog.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
-    pub(crate) fn set_tx_backlog_for_tests(&self, backlog: usize) {
+    pub(crate) fn set_relay_backlog_for_tests(&self, backlog: usize) {
         self.inner
             .shared
-            .tx_backlog
+            .relay_backlog
             .store(backlog, Ordering::Relaxed);
     }
 

@@ -202,6 +202,8 @@ struct ReadyPeer {
     /// It asked us to push new blocks as compact blocks (`SendCompact`).
     wants_compact: bool,
     behaviour: ratelimit::PeerBehaviour,
+    /// Its txs handed to validation and not yet judged.
+    tx_backlog: usize,
 }
 
 /// Any connection, from dialing to close.

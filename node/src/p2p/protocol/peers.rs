@@ -404,6 +404,7 @@ impl<V: ChainView> NetworkState<V> {
             reported_peers: Vec::new(),
             wants_compact: false,
             behaviour: super::ratelimit::PeerBehaviour::new(now),
+            tx_backlog: 0,
         });
         self.refresh_session_timer();
         tracing::info!(

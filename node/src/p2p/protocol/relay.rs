@@ -419,9 +419,20 @@ impl<V: ChainView> NetworkState<V> {
         }
     }
 
-    /// Txs received from peers and handed to validation, not yet judged.
-    pub fn tx_backlog(&self) -> usize {
-        self.tx_backlog
+    /// Txs received from peers and handed to validation, not yet judged,
+    /// leaving out the share of the peer with the most: how far this
+    /// node's mempool lags what the network relays, which no single peer
+    /// can inflate by streaming txs at us (the API refuses new txs while
+    /// it is high, `relay_backlog`).
+    pub fn relay_backlog(&self) -> usize {
+        let largest = self
+            .conns
+            .values()
+            .filter_map(|conn| conn.peer.as_ref())
+            .map(|peer| peer.tx_backlog)
+            .max()
+            .unwrap_or(0);
+        self.tx_backlog.saturating_sub(largest)
     }
 
     pub(super) fn on_tx(&mut self, id: ConnId, tx: Box<Transaction>) {
@@ -445,6 +456,9 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         self.tx_backlog += 1;
+        if let Some(peer) = self.peer_mut(id) {
+            peer.tx_backlog += 1;
+        }
         self.push(Action::ImportTx { from: id, tx });
     }
 
@@ -502,6 +516,9 @@ impl<V: ChainView> NetworkState<V> {
         verdict: TxVerdict,
     ) {
         self.tx_backlog = self.tx_backlog.saturating_sub(1);
+        if let Some(peer) = self.peer_mut(from) {
+            peer.tx_backlog = peer.tx_backlog.saturating_sub(1);
+        }
         self.requests.done(&InvItem::Tx(txid));
         match verdict {
             TxVerdict::Accepted => {

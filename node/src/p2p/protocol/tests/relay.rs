@@ -441,3 +441,50 @@ fn a_peer_branch_that_overtakes_ours_is_fetched_whole_after_a_partition() {
     let whole: BTreeSet<BlockHash> = branch.iter().map(Header::hash).collect();
     assert_eq!(fetched, whole, "its whole branch, from the fork point");
 }
+
+/// The relay backlog (txs from peers waiting for validation, which makes
+/// the API refuse new txs when high) leaves out the peer with the most:
+/// one peer streaming txs at us cannot trip it alone, while what several
+/// peers relay counts, until it is judged.
+#[test]
+fn the_relay_backlog_leaves_out_the_peer_with_the_most_waiting() {
+    let (mut core, _) = core("a");
+    let (flooder, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    let (other, _) = Remote::new("p2", 9002).join(&mut core, at(0));
+    let send = |core: &mut NetworkState<FakeChain>, conn: ConnId, n: u64| {
+        core.handle(
+            at(1),
+            Input::Frame {
+                conn,
+                message: Message::Tx(Box::new(tx(n))),
+            },
+        );
+        drain(core);
+    };
+    for n in 0..5 {
+        send(&mut core, flooder, n);
+    }
+    assert_eq!(core.relay_backlog(), 0, "one peer alone");
+    for n in 10..12 {
+        send(&mut core, other, n);
+    }
+    assert_eq!(
+        core.relay_backlog(),
+        2,
+        "7 waiting, 5 of them the flooder's"
+    );
+    for n in 0..4 {
+        core.handle(
+            at(2),
+            Input::TxVerdict {
+                from: flooder,
+                txid: tx(n).txid(),
+                sender: tx(n).sender(),
+                nonce: tx(n).nonce,
+                verdict: TxVerdict::Accepted,
+            },
+        );
+    }
+    drain(&mut core);
+    assert_eq!(core.relay_backlog(), 1, "3 waiting, 2 of them the other's");
+}
