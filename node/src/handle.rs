@@ -86,8 +86,11 @@ pub(crate) const LOCAL_BACKLOG_BLOCKS: usize = 4;
 /// behind what the network has accepted: taking new txs would widen the
 /// gap (its compact blocks would need round trips, its peers' txs would
 /// be dropped at the core's limit for unrequested ones), so its share of
-/// the cores goes to catching up first.
-pub(crate) const RELAY_BACKLOG_BUSY: usize = 768;
+/// the cores goes to catching up first. On the 4-node testnet, where a
+/// node's three peers relay about evenly, 512 without the largest share
+/// is about 768 in all, the limit measured best under overload
+/// (BENCHMARKS.md, "Session 16").
+pub(crate) const RELAY_BACKLOG_BUSY: usize = 512;
 /// The size of a transfer with a short memo, to count how many fit a block.
 const SMALL_TX_BYTES: usize = 160;
 /// Pending txs one sender may have before the API asks it to wait for a
