@@ -737,22 +737,11 @@ pub(crate) fn block_verdict(result: Result<BlockOutcome, WriterError>) -> BlockV
 
 #[cfg(test)]
 mod tests {
-    use crate::config::NodeConfig;
-    use crate::Node;
+    use crate::test_utils::regtest_node;
     use futures::FutureExt;
     use ledger::mempool::MempoolError;
     use ledger::testing::transfer;
-    use ledger::{Address, ChainSpec};
-
-    /// A regtest node in a fresh directory (kept while the node runs).
-    async fn regtest_node() -> (tempfile::TempDir, ChainSpec, crate::RunningNode) {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = ChainSpec::builtin("regtest").unwrap();
-        let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
-            .await
-            .unwrap();
-        (dir, spec, node)
-    }
+    use ledger::Address;
 
     /// A batch (as the gossip importers submit) gets one verdict per tx, in
     /// order, exactly as one-by-one submissions would: a bad signature in

@@ -1,25 +1,14 @@
 //! The writer's urgent jobs and deferred bookkeeping, on a running node.
 
-use crate::config::NodeConfig;
 use crate::p2p::codec::encode_message;
 use crate::p2p::message::{CompactBlock, Message};
 use crate::p2p::{BlockVerdict, ConnId, JudgeNow};
-use crate::{Node, RunningNode};
+use crate::test_utils::regtest_node;
 use futures::FutureExt;
 use ledger::testing::transfer;
 use ledger::{Address, ChainSpec};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-
-/// A regtest node in a fresh directory (kept while the node runs).
-async fn regtest_node() -> (tempfile::TempDir, ChainSpec, RunningNode) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = ChainSpec::builtin("regtest").unwrap();
-    let node = Node::start(NodeConfig::for_tests(spec.clone(), dir.path()))
-        .await
-        .unwrap();
-    (dir, spec, node)
-}
 
 /// A solved block of `txs` on the writer's tip.
 async fn solved_block(

@@ -81,3 +81,17 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A regtest node started in a fresh directory, which is kept (and the
+/// spec handed back) while the node runs.
+pub async fn regtest_node() -> (tempfile::TempDir, ledger::ChainSpec, crate::RunningNode) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = ledger::ChainSpec::builtin("regtest").expect("built-in");
+    let node = crate::Node::start(crate::config::NodeConfig::for_tests(
+        spec.clone(),
+        dir.path(),
+    ))
+    .await
+    .expect("the node starts");
+    (dir, spec, node)
+}
