@@ -51,15 +51,13 @@ pub enum Outbound {
     },
 }
 
-/// Items each peer's known-inventory set remembers (the node keeps
-/// 16,384). A set fills with every tx the network relays, and a thousand
-/// nodes hold some 16,000 of them: at the node's figure (a table of 64-bit
-/// fingerprints and their order, about 20 bytes an item) 5 GB. The set only
-/// stops us announcing an item back to a peer that has it, which matters
-/// in the seconds an item takes to spread; 896 items are 90 s of 10 tx/s,
-/// 18 s of 50 tx/s, and fill a 1,024-slot table to its load limit (one
-/// more would double it).
-const KNOWN_INVENTORY_CAPACITY: usize = 896;
+/// Items each node's known-inventory table remembers (the node keeps
+/// 16,384, about 640 KB with its peers' bits): a thousand such tables
+/// would be 640 MB. The table only stops us announcing an item back to a
+/// peer that has it, which matters in the seconds an item takes to spread;
+/// 2,048 items are 200 s of 10 tx/s and 40 s of 50 tx/s, in 4,096 cells
+/// of 16 bytes (64 KB a node).
+const KNOWN_INVENTORY_CAPACITY: usize = 2_048;
 
 /// Confirmed txids each mempool remembers for relay's "do we have it?"
 /// (the node keeps 65,536, nine full blocks; here a thousand copies of that

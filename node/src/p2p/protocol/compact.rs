@@ -156,8 +156,8 @@ impl<V: ChainView> NetworkState<V> {
         let now = self.now.mono;
         let hash = compact.header.hash();
         let item = InvItem::Block(hash);
+        self.mark_known(id, &item);
         if let Some(peer) = self.peer_mut(id) {
-            peer.known.insert(item);
             peer.best_height = peer.best_height.max(compact.header.height);
         }
         if self.view.has_block(&hash) {

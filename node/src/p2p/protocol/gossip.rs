@@ -1,13 +1,11 @@
-//! Announce-then-fetch gossip bookkeeping: which inventory each peer is
-//! known to have (bounded, oldest forgotten first), and which objects we
+//! Announce-then-fetch gossip bookkeeping: the keyed fingerprints that
+//! name items in the known-inventory table (`known`), and which objects we
 //! have asked for, from whom, since when, and who else offered them, so a
 //! request that times out or comes back `NotFound` is asked again from
 //! another peer, and no object is ever fetched from two peers at once.
-//! `NetworkState` owns one `Requests` and one `KnownInventory` per peer.
-//! Requests are kept in ordered maps, so expiring them walks the same order
-//! for the same inputs.
+//! `NetworkState` owns one `Requests`. Requests are kept in ordered maps,
+//! so expiring them walks the same order for the same inputs.
 
-use super::printset::PrintSet;
 use super::time::Mono;
 use super::ConnId;
 use crate::p2p::message::InvItem;
@@ -15,8 +13,9 @@ use siphasher::sip::SipHasher13;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Inventory remembered per peer: about 384 KB per peer when full (a
-/// 32,768-slot table and the order).
+/// Items the known-inventory table remembers, with which peers have each:
+/// about 640 KB per node when full (32,768 cells of a fingerprint and a
+/// mask of 64 peers, and the order), 256 KB more per further 64 peers.
 pub const KNOWN_INVENTORY_CAPACITY: usize = 16_384;
 /// Most outstanding requests to one peer; further announcements from it are
 /// ignored until it answers (an announcer cannot make us queue unboundedly).
@@ -27,7 +26,7 @@ pub const MAX_REQUESTS: usize = 50_000;
 const MAX_ALTERNATES: usize = 8;
 
 /// The secret key of a node's inventory fingerprints (see
-/// `KnownInventory`): drawn once per core, so no peer can make two items
+/// `known::KnownByPeers`): drawn once per core, so no peer can make two items
 /// share a fingerprint.
 #[derive(Clone, Copy, Debug)]
 pub struct InventoryKey {
@@ -52,84 +51,6 @@ impl InventoryKey {
         bytes[0] = kind;
         bytes[1..].copy_from_slice(&item.hash().0);
         SipHasher13::new_with_keys(self.k0, self.k1).hash(&bytes)
-    }
-}
-
-/// A bounded set: inserting beyond capacity forgets the oldest entry.
-/// Items are kept as 64-bit keyed fingerprints, about 24 bytes an item
-/// with the eviction order instead of about 100 for the items themselves:
-/// a node keeps one set per peer, a simulation one per connection end.
-/// Two items share a fingerprint with odds of 2^-64, and the key is the
-/// node's secret, so a peer cannot aim for a collision (which would at
-/// worst keep one announcement from that peer).
-pub struct KnownInventory {
-    set: PrintSet,
-    /// Insertion order, oldest at `head` once it holds `capacity`
-    /// entries (a ring from then on); before that, oldest first.
-    order: Vec<u64>,
-    head: usize,
-    capacity: usize,
-    key: InventoryKey,
-}
-
-impl KnownInventory {
-    /// A set of at most `capacity` items (at least one).
-    pub fn new(capacity: usize, key: InventoryKey) -> KnownInventory {
-        KnownInventory {
-            set: PrintSet::default(),
-            order: Vec::new(),
-            head: 0,
-            capacity: capacity.max(1),
-            key,
-        }
-    }
-
-    /// Returns true when the item was not known before.
-    pub fn insert(&mut self, item: InvItem) -> bool {
-        self.insert_fingerprint(self.key.fingerprint(&item))
-    }
-
-    /// `insert` of an item whose fingerprint the caller computed with this
-    /// set's key (`InventoryKey::fingerprint`), as when one item goes to
-    /// every peer.
-    pub fn insert_fingerprint(&mut self, print: u64) -> bool {
-        if self.set.contains(print) {
-            return false;
-        }
-        // Room first, so the set never holds more than `capacity`.
-        if self.order.len() < self.capacity {
-            if self.order.len() == self.order.capacity() {
-                // Grown in steps, never past `capacity` entries.
-                let want = (self.order.len() * 2).max(16).min(self.capacity);
-                self.order.reserve_exact(want - self.order.len());
-            }
-            self.order.push(print);
-        } else {
-            let old = std::mem::replace(&mut self.order[self.head], print);
-            self.set.remove(old);
-            self.head = (self.head + 1) % self.capacity;
-        }
-        self.set.insert(print);
-        true
-    }
-
-    pub fn contains(&self, item: &InvItem) -> bool {
-        self.set.contains(self.key.fingerprint(item))
-    }
-
-    /// Stops assuming the peer has `item`. Its slot in the eviction order
-    /// stays until it ages out; a later re-insert may then be forgotten a
-    /// little early, which at worst costs one repeated announcement.
-    pub fn forget(&mut self, item: &InvItem) {
-        self.set.remove(self.key.fingerprint(item));
-    }
-
-    pub fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.len() == 0
     }
 }
 
@@ -467,81 +388,6 @@ mod tests {
 
     fn tx(n: u8) -> InvItem {
         InvItem::Tx(TxId(Hash256::digest(&[n])))
-    }
-
-    #[test]
-    fn known_inventory_forgets_the_oldest() {
-        let mut known = KnownInventory::new(2, InventoryKey::new(1, 2));
-        assert!(known.insert(tx(1)));
-        assert!(!known.insert(tx(1)));
-        known.insert(tx(2));
-        known.insert(tx(3));
-        assert!(!known.contains(&tx(1)));
-        assert!(known.contains(&tx(3)));
-        assert_eq!(known.len(), 2);
-    }
-
-    /// The bounded set as a hash set and a queue of insertions, which is
-    /// what `KnownInventory` must behave exactly like (a forgotten item's
-    /// old place in the queue included).
-    struct Model {
-        set: std::collections::HashSet<u64>,
-        order: std::collections::VecDeque<u64>,
-        capacity: usize,
-    }
-
-    impl Model {
-        fn insert(&mut self, print: u64) -> bool {
-            if self.set.contains(&print) {
-                return false;
-            }
-            while self.order.len() >= self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-            self.set.insert(print);
-            self.order.push_back(print);
-            true
-        }
-    }
-
-    #[test]
-    fn known_inventory_keeps_the_insertion_order_rules() {
-        let key = InventoryKey::new(3, 4);
-        for capacity in [1, 2, 5, 16, 40] {
-            let mut known = KnownInventory::new(capacity, key);
-            let mut model = Model {
-                set: Default::default(),
-                order: Default::default(),
-                capacity,
-            };
-            let mut state = capacity as u64;
-            for step in 0..4_000u32 {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                // Few distinct items, so they come back after being
-                // forgotten or evicted.
-                let item = tx((state >> 59) as u8 + if step % 2 == 0 { 0 } else { 32 });
-                let print = key.fingerprint(&item);
-                if step % 7 == 3 {
-                    known.forget(&item);
-                    model.set.remove(&print);
-                } else {
-                    assert_eq!(known.insert(item), model.insert(print));
-                }
-                assert_eq!(known.len(), model.set.len());
-                assert!(known.len() <= capacity);
-                for other in 0..64u8 {
-                    let other = tx(other);
-                    assert_eq!(
-                        known.contains(&other),
-                        model.set.contains(&key.fingerprint(&other))
-                    );
-                }
-            }
-        }
     }
 
     #[test]

@@ -17,9 +17,9 @@ mod connmap;
 mod eviction;
 pub mod gossip;
 mod interface;
+mod known;
 pub mod netgroup;
 mod peers;
-mod printset;
 mod ratelimit;
 mod relay;
 mod seeds;
@@ -36,11 +36,12 @@ use crate::p2p::{P2pTiming, TipSummary};
 use addrbook::{AddrBook, AddrEntry, BanKey, BanList};
 use connmap::ConnMap;
 use core::net::SocketAddr;
-use gossip::{InventoryKey, KnownInventory, Requests};
+use gossip::{InventoryKey, Requests};
 pub use interface::{
     Action, CloseCause, CloseReason, Command, Input, KnownView, MetricUpdate, Outgoing, PeerView,
     Snapshot,
 };
+use known::{KnownByPeers, PeerSlot};
 use ledger::json::Direction;
 use ledger::{Address, BlockHash, Header, Height, PublicKey, SecretKey, Transaction, TxId, Work};
 use rand::SeedableRng;
@@ -194,7 +195,8 @@ struct ReadyPeer {
     caught_up: bool,
     connected_at: Mono,
     ping_ms: Option<u64>,
-    known: KnownInventory,
+    /// Its bit in `NetworkState::known`.
+    known: PeerSlot,
     addr_tokens: f64,
     addr_tokens_at: Mono,
     last_getaddr_answered: Option<Mono>,
@@ -257,10 +259,10 @@ pub struct NetworkState<V: ChainView> {
     addr_refresh_turn: usize,
     last_housekeeping: Mono,
     published: Option<Snapshot>,
-    /// Items remembered per peer (`gossip::KNOWN_INVENTORY_CAPACITY`
-    /// unless `set_known_inventory_capacity` changed it).
-    known_inventory_capacity: usize,
-    inventory_key: InventoryKey,
+    /// Which peers are known to have each recent item
+    /// (`gossip::KNOWN_INVENTORY_CAPACITY` items unless
+    /// `set_known_inventory_capacity` changed it).
+    known: KnownByPeers,
     /// The earliest of the sessions' timers (`None`: no session), kept up
     /// to date where one changes (`refresh_session_timer`): `next_timer`
     /// runs after every input, and walking every connection each time was
@@ -336,8 +338,7 @@ impl<V: ChainView> NetworkState<V> {
             addr_refresh_turn: 0,
             last_housekeeping: now.mono,
             published: None,
-            known_inventory_capacity: gossip::KNOWN_INVENTORY_CAPACITY,
-            inventory_key: inventory_key(seed),
+            known: KnownByPeers::new(gossip::KNOWN_INVENTORY_CAPACITY, inventory_key(seed)),
             earliest_session_timer: None,
             config,
         };
@@ -462,11 +463,25 @@ impl<V: ChainView> NetworkState<V> {
         self.pending_since.is_some()
     }
 
-    /// How many items each peer's known-inventory set remembers from
-    /// now on (peers already connected keep theirs). The simulator lowers
-    /// it: a thousand nodes' sets at the default would not fit in memory.
+    /// How many items the known-inventory table remembers (the newest
+    /// are kept). The simulator lowers it: a thousand nodes' tables at the
+    /// default would hold far more than its runs need.
     pub fn set_known_inventory_capacity(&mut self, capacity: usize) {
-        self.known_inventory_capacity = capacity.max(1);
+        self.known.set_capacity(capacity);
+    }
+
+    /// The bit of ready peer `id` in the known-inventory table.
+    fn known_slot(&self, id: ConnId) -> Option<PeerSlot> {
+        self.conns.get(&id)?.peer.as_ref().map(|peer| peer.known)
+    }
+
+    /// Records that ready peer `id` has `item`; true when that was not
+    /// known (false too when `id` is not a ready peer).
+    fn mark_known(&mut self, id: ConnId, item: &crate::p2p::message::InvItem) -> bool {
+        match self.known_slot(id) {
+            Some(slot) => self.known.mark(slot, item),
+            None => false,
+        }
     }
 
     /// Our node id.

@@ -12,8 +12,8 @@ use super::netgroup::NetGroup;
 use super::ratelimit::Costly;
 use super::session::{HandshakeStep, Session};
 use super::{
-    Action, ChainView, CloseReason, Conn, ConnId, DialKind, KnownInventory, NetworkState,
-    PersistentTarget, ReadyPeer,
+    Action, ChainView, CloseReason, Conn, ConnId, DialKind, NetworkState, PersistentTarget,
+    ReadyPeer,
 };
 use crate::p2p::message::{Hello, Message, PeerAddr, MAX_ADDRS};
 use core::net::SocketAddr;
@@ -382,13 +382,16 @@ impl<V: ChainView> NetworkState<V> {
             }
         };
         let timing = self.config.timing.clone();
-        let known_capacity = self.known_inventory_capacity;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
         if let Some(session) = conn.session.as_mut() {
             session.authenticated(now, &timing);
         }
+        let known = match &conn.peer {
+            Some(peer) => peer.known,
+            None => self.known.add_peer(),
+        };
         conn.peer = Some(ReadyPeer {
             node_id,
             listen_addr,
@@ -397,7 +400,7 @@ impl<V: ChainView> NetworkState<V> {
             caught_up: false,
             connected_at: now,
             ping_ms: None,
-            known: KnownInventory::new(known_capacity, self.inventory_key),
+            known,
             addr_tokens: MAX_ADDRS as f64,
             addr_tokens_at: now,
             last_getaddr_answered: None,
@@ -459,6 +462,9 @@ impl<V: ChainView> NetworkState<V> {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        if let Some(peer) = &conn.peer {
+            self.known.remove_peer(peer.known);
+        }
         self.refresh_session_timer();
         let now = self.now.mono;
         let was_ready = conn.peer.is_some();

@@ -8,6 +8,7 @@
 //! known get them banned.
 
 use super::gossip::Announced;
+use super::known::PeerSlot;
 use super::time::Mono;
 use super::{Action, ChainView, ConnId, NetworkState, Outgoing};
 use crate::events::NodeEvent;
@@ -43,8 +44,9 @@ const KNOWN_TXS_WORTH_LOGGING: u64 = 1_000;
 /// The longest wait for a tx announcement round, in mean intervals.
 const TX_ROUND_MAX_FACTOR: f64 = 8.0;
 
-/// How `flush_announcements` announces an item to a peer.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// How `flush_announcements` announces an item to a peer, in the order
+/// each peer gets them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fresh {
     /// A block pushed as a `CompactBlock`.
     Compact,
@@ -91,11 +93,7 @@ impl<V: ChainView> NetworkState<V> {
                 // arrived (a partition drops messages without closing the
                 // connection), so no peer is assumed to know it any more.
                 let item = InvItem::Tx(tx.txid());
-                for conn in self.conns.values_mut() {
-                    if let Some(peer) = conn.peer.as_mut() {
-                        peer.known.forget(&item);
-                    }
-                }
+                self.known.forget_all(&item);
                 self.pending_txs.push(item);
                 self.arm_tx_announcement();
             }
@@ -116,43 +114,45 @@ impl<V: ChainView> NetworkState<V> {
         } else {
             Vec::new()
         };
-        // Each item's fingerprint once, not once per peer.
-        let key = self.inventory_key;
-        let blocks: Vec<(InvItem, u64)> = blocks
-            .into_iter()
-            .map(|item| (item, key.fingerprint(&item)))
+        // The peers in `ConnId` order: their bits, and whether they take
+        // new blocks as compact blocks.
+        let peers: Vec<(ConnId, PeerSlot, bool)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, conn)| {
+                let peer = conn.peer.as_ref()?;
+                Some((*id, peer.known, peer.wants_compact))
+            })
             .collect();
-        let txs: Vec<(InvItem, u64)> = txs
-            .into_iter()
-            .map(|item| (item, key.fingerprint(&item)))
-            .collect();
-        // Every peer's set first, in one pass that does nothing else (the
-        // sets are far apart in memory, and a tight pass lets the
-        // processor fetch several at once), then the actions, in the same
-        // order as before: per peer in `ConnId` order, compact blocks to
-        // the peers that asked for them, then the `Inv` of blocks, then
-        // that of txs.
-        let mut fresh: Vec<(ConnId, Fresh, InvItem)> = Vec::new();
-        for (id, conn) in self.conns.iter_mut() {
-            let Some(peer) = conn.peer.as_mut() else {
-                continue;
-            };
-            let kinds = [
-                (Fresh::Compact, &blocks, peer.wants_compact),
-                (Fresh::Inv, &blocks, true),
-                (Fresh::TxInv, &txs, true),
-            ];
-            for (kind, batch, wanted) in kinds {
-                if !wanted {
-                    continue;
-                }
-                for (item, print) in batch {
-                    if peer.known.insert_fingerprint(*print) {
-                        fresh.push((*id, kind, *item));
-                    }
+        // Each item's entry once (one table for every peer), then each
+        // peer's bit in it: a block goes compact to the peers that asked
+        // for that, as an `Inv` to the rest, a tx as an `Inv`.
+        let mut fresh: Vec<(usize, Fresh, InvItem)> = Vec::new();
+        for (item, is_block) in blocks
+            .iter()
+            .map(|item| (item, true))
+            .chain(txs.iter().map(|item| (item, false)))
+        {
+            let cell = self.known.entry(self.known.fingerprint(item));
+            for (position, (_, slot, wants_compact)) in peers.iter().enumerate() {
+                if self.known.test_and_set(cell, *slot) {
+                    let kind = match (is_block, wants_compact) {
+                        (true, true) => Fresh::Compact,
+                        (true, false) => Fresh::Inv,
+                        (false, _) => Fresh::TxInv,
+                    };
+                    fresh.push((position, kind, *item));
                 }
             }
         }
+        // Sent per peer in `ConnId` order: compact blocks, then the `Inv`
+        // of blocks, then that of txs, each in the order queued (the sort
+        // is stable).
+        fresh.sort_by_key(|(position, kind, _)| (*position, *kind));
+        let fresh: Vec<(ConnId, Fresh, InvItem)> = fresh
+            .into_iter()
+            .map(|(position, kind, item)| (peers[position].0, kind, item))
+            .collect();
         let mut rest = &fresh[..];
         while let Some(&(id, kind, _)) = rest.first() {
             let run = rest
@@ -188,12 +188,8 @@ impl<V: ChainView> NetworkState<V> {
             return;
         }
         let items: Vec<InvItem> = stale.into_iter().map(InvItem::Tx).collect();
-        for conn in self.conns.values_mut() {
-            if let Some(peer) = conn.peer.as_mut() {
-                for item in &items {
-                    peer.known.forget(item);
-                }
-            }
+        for item in &items {
+            self.known.forget_all(item);
         }
         self.metric_add("p2p_reannounced_total", ("kind", "tx"), items.len() as u64);
         self.pending_txs.extend(items);
@@ -227,13 +223,13 @@ impl<V: ChainView> NetworkState<V> {
     pub(super) fn announce_mempool(&mut self, id: ConnId) {
         let mut pending = self.view.mempool_txids(MEMPOOL_ANNOUNCE_LIMIT);
         pending.reverse();
-        let Some(peer) = self.peer_mut(id) else {
+        let Some(slot) = self.known_slot(id) else {
             return;
         };
         let fresh: Vec<InvItem> = pending
             .into_iter()
             .map(InvItem::Tx)
-            .filter(|item| peer.known.insert(*item))
+            .filter(|item| self.known.mark(slot, item))
             .collect();
         for chunk in fresh.chunks(MAX_INV_ITEMS) {
             self.send(id, Message::Inv(chunk.to_vec()));
@@ -293,9 +289,9 @@ impl<V: ChainView> NetworkState<V> {
         let mut known_txs = 0u64;
         // Every item counts as known to the peer; nothing below reads
         // that, so it is done first, in one pass over the peer's set.
-        if let Some(peer) = self.peer_mut(id) {
+        if let Some(slot) = self.known_slot(id) {
             for item in &items {
-                peer.known.insert(*item);
+                self.known.mark(slot, item);
             }
         }
         let txids: Vec<TxId> = items
@@ -439,9 +435,7 @@ impl<V: ChainView> NetworkState<V> {
         let now = self.now.mono;
         let txid = tx.txid();
         let item = InvItem::Tx(txid);
-        if let Some(peer) = self.peer_mut(id) {
-            peer.known.insert(item);
-        }
+        self.mark_known(id, &item);
         let asked = self.requests.received(&item, now);
         if asked {
             self.delivered(id);
@@ -467,8 +461,8 @@ impl<V: ChainView> NetworkState<V> {
         let hash = block.hash();
         let item = InvItem::Block(hash);
         let size = block.encoded_len();
+        self.mark_known(id, &item);
         if let Some(peer) = self.peer_mut(id) {
-            peer.known.insert(item);
             peer.best_height = peer.best_height.max(block.header.height);
         }
         let requested = self.requests.received(&item, now);
