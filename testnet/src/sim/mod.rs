@@ -12,7 +12,8 @@
 //! byte, apart from the `wall_*` keys.
 //!
 //! - `options`: the validated settings and their parsers.
-//! - `scheduler`: the event queue ordered by (time, sequence).
+//! - `scheduler`: the event queue ordered by (time, sequence); `timers`:
+//!   each node's next core timer.
 //! - `network`: addresses, topology, connections, latency, bandwidth, loss,
 //!   partitions; `regions`: the per-region latency matrix.
 //! - `node`: one node, wired as the daemon wires it, but synchronously;
@@ -31,6 +32,7 @@ pub mod plot;
 pub mod regions;
 pub mod report;
 pub mod scheduler;
+pub mod timers;
 pub mod trace;
 pub mod world;
 

@@ -11,6 +11,7 @@ use super::options::SimOptions;
 use super::payloads::CompactPayloads;
 use super::report::{Report, Stats};
 use super::scheduler::{Scheduler, SimTime, SECOND};
+use super::timers::Timers;
 use super::trace::Trace;
 use ledger::chain::MemoryArena;
 use ledger::sigcache::SignatureCache;
@@ -22,7 +23,6 @@ use node::p2p::P2pTiming;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -92,12 +92,10 @@ pub struct World {
     scheduler: Scheduler<Event>,
     network: Network,
     nodes: Vec<SimNode>,
-    /// Each node's next core timer (`SimTime::MAX`: none), and the same
-    /// as an ordered set of (time, node). Timers live here and not in the
+    /// Each node's next core timer. Timers live here and not in the
     /// event queue: a node's timer moves after nearly every input, and
     /// each move would leave a stale event in the queue.
-    timer_at: Vec<SimTime>,
-    timers: BTreeSet<(SimTime, usize)>,
+    timers: Timers,
     idle_queued: Vec<bool>,
     /// Empty lists with capacity, swapped with a node's after each input.
     spare_outbound: Vec<Outbound>,
@@ -185,8 +183,7 @@ impl World {
         Ok(World {
             network: Network::new(&options),
             scheduler: Scheduler::default(),
-            timer_at: vec![SimTime::MAX; n],
-            timers: BTreeSet::new(),
+            timers: Timers::new(n),
             idle_queued: vec![false; n],
             spare_outbound: Vec::new(),
             spare_observed: Vec::new(),
@@ -243,12 +240,11 @@ impl World {
         self.scheduler.at(SECOND, Event::Sample);
         loop {
             // A timer due no later than the next event runs first.
-            let timer = self.timers.first().copied().filter(|(at, _)| *at <= end);
+            let timer = self.timers.first().filter(|(at, _)| *at <= end);
             let event_at = self.scheduler.next_at().filter(|at| *at <= end);
             match (timer, event_at) {
                 (Some((at, node)), event_at) if event_at.is_none_or(|event_at| at <= event_at) => {
-                    self.timers.remove(&(at, node));
-                    self.timer_at[node] = SimTime::MAX;
+                    self.timers.set(node, SimTime::MAX);
                     self.scheduler.run_at(at);
                     self.trace
                         .line(at, "timer", format_args!("\"node\":{node}"));
@@ -456,11 +452,7 @@ impl World {
         }
         self.spare_observed = observed;
         let wake = self.nodes[node].next_timer().max(now);
-        if wake != self.timer_at[node] {
-            self.timers.remove(&(self.timer_at[node], node));
-            self.timer_at[node] = wake;
-            self.timers.insert((wake, node));
-        }
+        self.timers.set(node, wake);
         if !self.idle_queued[node] && self.nodes[node].has_pending_announcements() {
             self.idle_queued[node] = true;
             self.scheduler.at(now, Event::Idle { node });
