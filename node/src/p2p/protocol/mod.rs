@@ -475,12 +475,10 @@ impl<V: ChainView> NetworkState<V> {
         self.conns.get(&id)?.peer.as_ref().map(|peer| peer.known)
     }
 
-    /// Records that ready peer `id` has `item`; true when that was not
-    /// known (false too when `id` is not a ready peer).
-    fn mark_known(&mut self, id: ConnId, item: &crate::p2p::message::InvItem) -> bool {
-        match self.known_slot(id) {
-            Some(slot) => self.known.mark(slot, item),
-            None => false,
+    /// Records that ready peer `id` has `item`.
+    fn mark_known(&mut self, id: ConnId, item: &crate::p2p::message::InvItem) {
+        if let Some(slot) = self.known_slot(id) {
+            self.known.mark(slot, item);
         }
     }
 

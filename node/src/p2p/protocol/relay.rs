@@ -124,35 +124,34 @@ impl<V: ChainView> NetworkState<V> {
                 Some((*id, peer.known, peer.wants_compact))
             })
             .collect();
+        if peers.is_empty() {
+            return;
+        }
         // Each item's entry once (one table for every peer), then each
         // peer's bit in it: a block goes compact to the peers that asked
         // for that, as an `Inv` to the rest, a tx as an `Inv`.
-        let mut fresh: Vec<(usize, Fresh, InvItem)> = Vec::new();
+        let mut fresh: Vec<(ConnId, Fresh, InvItem)> = Vec::new();
         for (item, is_block) in blocks
             .iter()
             .map(|item| (item, true))
             .chain(txs.iter().map(|item| (item, false)))
         {
             let cell = self.known.entry(self.known.fingerprint(item));
-            for (position, (_, slot, wants_compact)) in peers.iter().enumerate() {
+            for (id, slot, wants_compact) in &peers {
                 if self.known.test_and_set(cell, *slot) {
                     let kind = match (is_block, wants_compact) {
                         (true, true) => Fresh::Compact,
                         (true, false) => Fresh::Inv,
                         (false, _) => Fresh::TxInv,
                     };
-                    fresh.push((position, kind, *item));
+                    fresh.push((*id, kind, *item));
                 }
             }
         }
         // Sent per peer in `ConnId` order: compact blocks, then the `Inv`
         // of blocks, then that of txs, each in the order queued (the sort
         // is stable).
-        fresh.sort_by_key(|(position, kind, _)| (*position, *kind));
-        let fresh: Vec<(ConnId, Fresh, InvItem)> = fresh
-            .into_iter()
-            .map(|(position, kind, item)| (peers[position].0, kind, item))
-            .collect();
+        fresh.sort_by_key(|(id, kind, _)| (*id, *kind));
         let mut rest = &fresh[..];
         while let Some(&(id, kind, _)) = rest.first() {
             let run = rest
