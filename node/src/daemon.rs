@@ -99,6 +99,10 @@ fn describe_metrics(metrics: &Metrics) {
         "p2p_announcements_known_total",
         "Announced items we already held, answered by index lookups alone.",
     );
+    metrics.describe(
+        "p2p_known_inventory_forgotten_total",
+        "Items the known-inventory table forgot to make room: which peers had them is no longer remembered.",
+    );
 }
 
 impl Node {

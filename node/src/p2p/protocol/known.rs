@@ -38,6 +38,8 @@ pub struct KnownByPeers {
     head: usize,
     /// Which peer bits are handed out.
     in_use: Vec<bool>,
+    /// Items forgotten to make room since `take_forgotten` last ran.
+    forgotten: u64,
 }
 
 impl KnownByPeers {
@@ -53,7 +55,13 @@ impl KnownByPeers {
             order: Vec::new(),
             head: 0,
             in_use: Vec::new(),
+            forgotten: 0,
         }
+    }
+
+    /// How many items were forgotten to make room since the last call.
+    pub fn take_forgotten(&mut self) -> u64 {
+        std::mem::take(&mut self.forgotten)
     }
 
     pub fn fingerprint(&self, item: &InvItem) -> u64 {
@@ -120,6 +128,7 @@ impl KnownByPeers {
             let old = std::mem::replace(&mut self.order[self.head], print);
             self.head = (self.head + 1) % self.capacity;
             self.remove(old);
+            self.forgotten += 1;
         }
         let cell = match self.find(print) {
             Ok(cell) | Err(cell) => cell,
@@ -217,8 +226,8 @@ impl KnownByPeers {
         let mut ordered: Vec<u64> = Vec::with_capacity(self.order.len());
         ordered.extend_from_slice(&self.order[self.head..]);
         ordered.extend_from_slice(&self.order[..self.head]);
-        let keep = ordered.len().saturating_sub(capacity);
-        let ordered = &ordered[keep..];
+        let dropped = ordered.len().saturating_sub(capacity);
+        let ordered = &ordered[dropped..];
         let cells = (capacity * 2).next_power_of_two();
         let mut table = KnownByPeers {
             key: self.key,
@@ -229,6 +238,7 @@ impl KnownByPeers {
             order: Vec::with_capacity(ordered.len()),
             head: 0,
             in_use: std::mem::take(&mut self.in_use),
+            forgotten: self.forgotten + dropped as u64,
         };
         let words = self.stride.min(stride) - 1;
         for print in ordered {
@@ -266,6 +276,8 @@ mod tests {
         assert!(!known.knows(a, &tx(1)) && !known.knows(b, &tx(1)));
         assert!(known.knows(a, &tx(2)) && known.knows(a, &tx(3)));
         assert_eq!(known.len(), 2);
+        assert_eq!(known.take_forgotten(), 1);
+        assert_eq!(known.take_forgotten(), 0, "counted once");
         known.forget_all(&tx(3));
         assert!(!known.knows(a, &tx(3)));
         assert!(known.mark(a, &tx(3)));

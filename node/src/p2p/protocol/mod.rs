@@ -599,6 +599,12 @@ impl<V: ChainView> NetworkState<V> {
             self.refresh_addresses();
         }
         self.forget_old_gap_requests();
+        let forgotten = self.known.take_forgotten();
+        self.metric_add(
+            "p2p_known_inventory_forgotten_total",
+            ("reason", "capacity"),
+            forgotten,
+        );
         if now.saturating_duration_since(self.last_housekeeping) >= Duration::from_secs(60) {
             self.last_housekeeping = now;
             let forgotten = self.book.age_out(self.now.unix_ms);
