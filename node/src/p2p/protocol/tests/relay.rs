@@ -488,3 +488,40 @@ fn the_relay_backlog_leaves_out_the_peer_with_the_most_waiting() {
     drain(&mut core);
     assert_eq!(core.relay_backlog(), 1, "3 waiting, 2 of them the other's");
 }
+
+#[test]
+fn the_known_inventory_table_forgets_the_oldest_item_and_counts_it() {
+    let (mut core, _) = core("a");
+    core.set_known_inventory_capacity(2);
+    let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    // Three announced items in a table of two: the first is forgotten.
+    for n in 0..3 {
+        core.handle(
+            at(10 + n),
+            Input::Frame {
+                conn: peer,
+                message: Message::Inv(vec![InvItem::Tx(tx(n).txid())]),
+            },
+        );
+    }
+    drain(&mut core);
+    // The maintenance round reports it once.
+    core.handle(at(1_000), Input::Tick);
+    let forgotten: u64 = drain(&mut core)
+        .iter()
+        .filter_map(|action| match action {
+            Action::Metric(MetricUpdate::Add { name, value, .. })
+                if *name == "p2p_known_inventory_forgotten_total" =>
+            {
+                Some(*value)
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(forgotten, 1);
+    core.handle(at(2_000), Input::Tick);
+    assert!(!drain(&mut core).iter().any(|action| matches!(
+        action,
+        Action::Metric(MetricUpdate::Add { name, .. }) if *name == "p2p_known_inventory_forgotten_total"
+    )));
+}
