@@ -13,6 +13,7 @@ use crate::p2p::{BlockVerdict, TxVerdict};
 use core::net::SocketAddr;
 use ledger::json::Direction;
 use ledger::{Address, Block, BlockHash, Height, PublicKey, Transaction, TxId};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A command from `P2pHandle`.
@@ -190,7 +191,7 @@ pub struct PeerView {
 pub struct KnownView {
     pub node_id: PublicKey,
     pub addr: SocketAddr,
-    pub peers: Vec<PublicKey>,
+    pub peers: Arc<[PublicKey]>,
 }
 
 /// What the core publishes for synchronous reads through the handle.

@@ -49,6 +49,7 @@ use rand_chacha::ChaCha8Rng;
 use session::{Identity, Session};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 use sync::BlockSync;
 pub use time::{Mono, Time};
@@ -200,7 +201,10 @@ struct ReadyPeer {
     addr_tokens: f64,
     addr_tokens_at: Mono,
     last_getaddr_answered: Option<Mono>,
-    reported_peers: Vec<PublicKey>,
+    /// Shared with the published snapshot, which the maintenance round
+    /// rebuilds and compares every 500 ms: a reference count to copy, and
+    /// the same allocation compares equal without reading the list.
+    reported_peers: Arc<[PublicKey]>,
     /// It asked us to push new blocks as compact blocks (`SendCompact`).
     wants_compact: bool,
     behaviour: ratelimit::PeerBehaviour,
@@ -671,7 +675,7 @@ impl<V: ChainView> NetworkState<V> {
                 known.push(KnownView {
                     node_id: peer.node_id,
                     addr,
-                    peers: peer.reported_peers.clone(),
+                    peers: Arc::clone(&peer.reported_peers),
                 });
             }
         }

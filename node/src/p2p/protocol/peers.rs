@@ -20,6 +20,7 @@ use core::net::SocketAddr;
 use ledger::json::Direction;
 use ledger::PublicKey;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `GetAddr` is answered at most this often per peer.
@@ -404,7 +405,7 @@ impl<V: ChainView> NetworkState<V> {
             addr_tokens: MAX_ADDRS as f64,
             addr_tokens_at: now,
             last_getaddr_answered: None,
-            reported_peers: Vec::new(),
+            reported_peers: Arc::from([]),
             wants_compact: false,
             behaviour: super::ratelimit::PeerBehaviour::new(now),
             tx_backlog: 0,
