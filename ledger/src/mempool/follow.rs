@@ -106,7 +106,7 @@ impl Mempool {
             if self.remove_txid(&txid).is_some() {
                 included += 1;
             }
-            self.confirmed.insert(&txid);
+            self.index.known.confirmed(&txid);
             senders.insert(tx.sender());
         }
         let mut invalidated = 0usize;
@@ -169,14 +169,14 @@ impl Mempool {
         let mut touched: HashSet<Address> = HashSet::new();
         let mut connected_txids: HashSet<TxId> = HashSet::new();
         if !update.disconnected.is_empty() {
-            self.confirmed.clear();
+            self.index.known.forget_confirmed();
         }
         for block in &update.connected {
             touched.insert(block.header.miner);
             for tx in &block.txs {
                 let txid = tx.txid();
                 self.remove_txid(&txid);
-                self.confirmed.insert(&txid);
+                self.index.known.confirmed(&txid);
                 connected_txids.insert(txid);
                 touched.insert(tx.sender());
                 touched.insert(tx.to);

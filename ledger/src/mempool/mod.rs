@@ -18,13 +18,14 @@
 //! indexes over all queues), `admit` (the checks and caps of admission,
 //! eviction included), `follow` (following blocks, reorgs and expiry),
 //! `template` (choosing a block's transactions), `drops` (what the pool
-//! let go, and why) and `recent` (the txids recent blocks confirmed).
+//! let go, and why) and `known` (the txids relay counts as known: pending
+//! or recently confirmed).
 
 mod admit;
 mod drops;
 mod follow;
+mod known;
 mod queue;
-mod recent;
 mod template;
 
 use crate::address::Address;
@@ -35,9 +36,8 @@ use crate::state::AccountSource;
 use crate::tx::Transaction;
 use drops::DropLog;
 pub use drops::DropReason;
+pub use known::DEFAULT_RECENT_CONFIRMED;
 use queue::{PoolIndex, SenderQueue};
-use recent::RecentlyConfirmed;
-pub use recent::DEFAULT_RECENT_CONFIRMED;
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
@@ -151,7 +151,6 @@ pub struct Mempool {
     senders: HashMap<Address, SenderQueue>,
     index: PoolIndex,
     dropped: DropLog,
-    confirmed: RecentlyConfirmed,
 }
 
 impl Mempool {
@@ -162,9 +161,8 @@ impl Mempool {
             genesis,
             cache,
             senders: HashMap::new(),
-            index: PoolIndex::default(),
+            index: PoolIndex::new(config.recent_confirmed),
             dropped: DropLog::default(),
-            confirmed: RecentlyConfirmed::new(config.recent_confirmed),
             config,
         }
     }
@@ -237,8 +235,9 @@ impl Mempool {
     /// `MempoolConfig::recent_confirmed` txids; forgotten on a reorg). An
     /// answer from memory for relay, which asks for every txid a peer
     /// announces: a tx confirmed earlier than that is not known here.
+    /// Answered from keyed fingerprints (see `known`), in one probe.
     pub fn knows(&self, txid: &TxId) -> bool {
-        self.contains(txid) || self.confirmed.contains(txid)
+        self.index.known.contains(txid)
     }
 
     pub fn len(&self) -> usize {
@@ -393,6 +392,7 @@ mod tests {
                     assert_eq!(self.index.by_seq.get(&entry.seq), Some(&entry.txid));
                     assert!(self.index.by_age.contains(&(entry.added_ms, entry.seq)));
                     assert!(self.index.by_recipient.contains(&(entry.tx.to, entry.seq)));
+                    assert!(self.knows(&entry.txid), "a pending tx is not known");
                     count += 1;
                     bytes += entry.size;
                 }

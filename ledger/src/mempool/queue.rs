@@ -5,6 +5,7 @@
 //! `remove` keep all of them and the queue in step, so nothing else edits
 //! a queue's transactions.
 
+use super::known::KnownTxids;
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::hash::TxId;
@@ -81,6 +82,9 @@ pub(super) fn cost_of(tx: &Transaction) -> u128 {
 #[derive(Default)]
 pub(super) struct PoolIndex {
     pub(super) by_txid: HashMap<TxId, (Address, u64)>,
+    /// The pending txids again, with the recently confirmed ones, for
+    /// relay's one-probe answers.
+    pub(super) known: KnownTxids,
     /// Admission order, oldest first.
     pub(super) by_seq: BTreeMap<u64, TxId>,
     /// (admitted at, seq), oldest first, for expiry.
@@ -99,6 +103,15 @@ pub(super) struct PoolIndex {
 }
 
 impl PoolIndex {
+    /// An empty index that remembers up to `recent_confirmed` confirmed
+    /// txids.
+    pub(super) fn new(recent_confirmed: usize) -> PoolIndex {
+        PoolIndex {
+            known: KnownTxids::new(recent_confirmed),
+            ..PoolIndex::default()
+        }
+    }
+
     pub(super) fn tail_key(queue: &SenderQueue, sender: Address) -> Option<TailKey> {
         queue
             .txs
@@ -131,6 +144,7 @@ impl PoolIndex {
             self.held += 1;
         }
         self.by_txid.insert(entry.txid, (sender, nonce));
+        self.known.pending_added(&entry.txid);
         self.by_seq.insert(entry.seq, entry.txid);
         self.by_age.insert((entry.added_ms, entry.seq));
         self.by_recipient.insert((entry.tx.to, entry.seq));
@@ -178,6 +192,7 @@ impl PoolIndex {
             self.tails.remove(&old_tail);
         }
         self.by_txid.remove(&entry.txid);
+        self.known.pending_removed(&entry.txid);
         self.by_seq.remove(&entry.seq);
         self.by_age.remove(&(entry.added_ms, entry.seq));
         self.by_recipient.remove(&(entry.tx.to, entry.seq));
