@@ -293,17 +293,28 @@ impl<V: ChainView> NetworkState<V> {
                 self.known.mark(slot, item);
             }
         }
-        let txids: Vec<TxId> = items
-            .iter()
-            .filter_map(|item| match item {
-                InvItem::Tx(txid) => Some(*txid),
-                _ => None,
-            })
-            .collect();
-        let mut have_txs = self.view.has_txs(&txids).into_iter();
+        // Gossip announces most txs one at a time: such an `Inv` is
+        // answered without building lists.
+        let single = match items.as_slice() {
+            [InvItem::Tx(txid)] => Some(self.view.has_tx(txid)),
+            _ => None,
+        };
+        let mut have_txs = if single.is_some() {
+            Vec::new()
+        } else {
+            let txids: Vec<TxId> = items
+                .iter()
+                .filter_map(|item| match item {
+                    InvItem::Tx(txid) => Some(*txid),
+                    _ => None,
+                })
+                .collect();
+            self.view.has_txs(&txids)
+        }
+        .into_iter();
         for item in items {
             let have = match item {
-                InvItem::Tx(_) => have_txs.next().unwrap_or(false),
+                InvItem::Tx(_) => single.or_else(|| have_txs.next()).unwrap_or(false),
                 InvItem::Block(hash) => self.view.has_block(&hash),
                 // Only ever asked for, never announced.
                 InvItem::CompactBlock(_) => continue,
