@@ -647,10 +647,12 @@ impl<V: ChainView> NetworkState<V> {
         self.send(id, Message::GetAddr);
     }
 
-    /// Publishes the peer list and sync state when they changed.
+    /// Publishes the peer list and sync state when they changed. Each
+    /// peer's reported peers are compared by pointer with the published
+    /// ones before anything is copied: this runs on every maintenance
+    /// round, and most rounds change nothing.
     fn publish(&mut self) {
         let mut peers = Vec::new();
-        let mut known = Vec::new();
         let (mut inbound, mut outbound) = (0i64, 0i64);
         for conn in self.conns.values() {
             let Some(peer) = &conn.peer else { continue };
@@ -671,19 +673,43 @@ impl<V: ChainView> NetworkState<V> {
                 score: peer.behaviour.score,
                 throttled: peer.behaviour.throttled,
             });
-            if !peer.reported_peers.is_empty() {
-                known.push(KnownView {
-                    node_id: peer.node_id,
-                    addr,
-                    peers: Arc::clone(&peer.reported_peers),
-                });
-            }
         }
         peers.sort_by_key(|peer| peer.connected_at);
+        let syncing = self.sync.is_active();
+        // The peers' reported lists, in the order `known` lists them.
+        let reported = || {
+            self.conns.values().filter_map(|conn| {
+                let peer = conn.peer.as_ref()?;
+                let addr = peer.listen_addr.or(conn.remote)?;
+                (!peer.reported_peers.is_empty()).then_some((peer, addr))
+            })
+        };
+        if let Some(published) = &self.published {
+            let known_same = published.known.len() == reported().count()
+                && published
+                    .known
+                    .iter()
+                    .zip(reported())
+                    .all(|(view, (peer, addr))| {
+                        view.node_id == peer.node_id
+                            && view.addr == addr
+                            && Arc::ptr_eq(&view.peers, &peer.reported_peers)
+                    });
+            if known_same && published.syncing == syncing && published.peers == peers {
+                return;
+            }
+        }
+        let known = reported()
+            .map(|(peer, addr)| KnownView {
+                node_id: peer.node_id,
+                addr,
+                peers: Arc::clone(&peer.reported_peers),
+            })
+            .collect();
         let snapshot = Snapshot {
             peers,
             known,
-            syncing: self.sync.is_active(),
+            syncing,
         };
         if self.published.as_ref() == Some(&snapshot) {
             return;
