@@ -865,6 +865,35 @@ fn old_txs_expire() {
 }
 
 #[test]
+fn a_clock_stepping_back_never_makes_txs_expire_early_or_out_of_order() {
+    let config = MempoolConfig {
+        expiry_ms: 1_000,
+        ..MempoolConfig::default()
+    };
+    let mut fixture = Fixture::with_config(config);
+    let (alice, bob) = (key(1), key(2));
+    fixture.fund(&alice, 10 * COIN, 0);
+    fixture.fund(&bob, 10 * COIN, 0);
+    let first = fixture.tx(&alice, 0, MIN_FEE, 5);
+    let second = fixture.tx(&bob, 0, MIN_FEE, 5);
+    fixture
+        .pool
+        .add(first.clone(), &fixture.accounts, NOW + 500)
+        .unwrap();
+    // The wall clock steps back half a second before the next admission:
+    // the newcomer counts as admitted at the latest time seen.
+    fixture
+        .pool
+        .add(second.clone(), &fixture.accounts, NOW)
+        .unwrap();
+    assert_eq!(fixture.pool.added_ms(&second.txid()), Some(NOW + 500));
+    assert_eq!(fixture.pool.expire(NOW + 1_499), 0);
+    assert_eq!(fixture.pool.expire(NOW + 1_500), 2);
+    assert!(fixture.pool.is_empty());
+    assert_eq!(fixture.pool.bytes(), 0);
+}
+
+#[test]
 fn default_config_matches_the_issue() {
     let config = MempoolConfig::default();
     assert_eq!(config.max_txs, 50_000);

@@ -771,11 +771,13 @@ mod tests {
         mempool
             .add(old.clone(), &reader, now - 2_000)
             .expect("admitted");
-        mempool
-            .add(young.clone(), &reader, now - PREFILL_WINDOW_MS + 1)
-            .expect("admitted");
+        // Admitted in time order (the pool's admission times never go
+        // back).
         mempool
             .add(edge.clone(), &reader, now - PREFILL_WINDOW_MS)
+            .expect("admitted");
+        mempool
+            .add(young.clone(), &reader, now - PREFILL_WINDOW_MS + 1)
             .expect("admitted");
         let txs = vec![old, young, edge, unknown];
         let txids: Vec<TxId> = txs.iter().map(Transaction::txid).collect();

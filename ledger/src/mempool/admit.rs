@@ -14,6 +14,7 @@ use crate::state::{Account, AccountSource};
 use crate::tx::Transaction;
 use crate::validation::{self, TxError};
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 /// Format and signature checks against the chain with `genesis`.
 fn check_format_and_signature(
@@ -136,9 +137,9 @@ impl Mempool {
         let nonce = tx.nonce;
         let entry = PoolTx {
             size: tx.encoded_len(),
-            tx,
+            tx: Arc::new(tx),
             txid,
-            added_ms: now_ms,
+            added_ms: self.index.admitted_at(now_ms),
             seq: self.index.next_seq,
             held: newcomer_held,
         };

@@ -7,6 +7,7 @@ use super::Mempool;
 use crate::hash::TxId;
 use crate::tx::Transaction;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Why the mempool let go of a transaction it had admitted (or that was in
 /// a block a reorg disconnected) without it being confirmed.
@@ -80,7 +81,9 @@ impl DropLog {
 impl Mempool {
     pub(super) fn record_drop(&mut self, entry: PoolTx, reason: DropReason) {
         let capacity = self.config.max_dropped_records;
-        self.dropped.record(entry.txid, entry.tx, reason, capacity);
+        // The txid index let go of its share when the entry was removed.
+        let tx = Arc::unwrap_or_clone(entry.tx);
+        self.dropped.record(entry.txid, tx, reason, capacity);
     }
 
     /// A transaction this pool let go lately, and why.

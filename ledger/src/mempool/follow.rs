@@ -87,7 +87,8 @@ impl Mempool {
 
     /// Removes one pending tx by txid.
     pub(super) fn remove_txid(&mut self, txid: &TxId) -> Option<PoolTx> {
-        let (sender, nonce) = *self.index.by_txid.get(txid)?;
+        let slot = self.index.by_txid.get(txid)?;
+        let (sender, nonce) = (slot.sender, slot.nonce);
         let queue = self.senders.get_mut(&sender)?;
         let entry = self.index.remove(queue, sender, nonce);
         self.drop_queue_if_empty(&sender);
@@ -128,16 +129,16 @@ impl Mempool {
     /// Later nonces of the same sender stay, in its future queue.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let mut expired = 0;
-        while let Some(&(added_ms, seq)) = self.index.by_age.first() {
+        while let Some((&seq, &(txid, added_ms))) = self.index.by_seq.first_key_value() {
             if added_ms.saturating_add(self.config.expiry_ms) > now_ms {
                 break;
             }
-            let Some(txid) = self.index.by_seq.get(&seq).copied() else {
-                self.index.by_age.remove(&(added_ms, seq));
-                continue;
-            };
-            if let Some(entry) = self.remove_txid(&txid) {
-                self.record_drop(entry, DropReason::Expired);
+            match self.remove_txid(&txid) {
+                Some(entry) => self.record_drop(entry, DropReason::Expired),
+                // Cannot happen (the indexes move together); never loop.
+                None => {
+                    self.index.by_seq.remove(&seq);
+                }
             }
             expired += 1;
         }

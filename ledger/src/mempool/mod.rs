@@ -180,12 +180,12 @@ impl Mempool {
     /// Whether a pending tx was admitted behind a nonce gap and is still
     /// waiting for it (held: not to be relayed yet).
     pub fn is_held(&self, txid: &TxId) -> bool {
-        let Some((sender, nonce)) = self.index.by_txid.get(txid) else {
+        let Some(slot) = self.index.by_txid.get(txid) else {
             return false;
         };
         self.senders
-            .get(sender)
-            .and_then(|queue| queue.txs.get(nonce))
+            .get(&slot.sender)
+            .and_then(|queue| queue.txs.get(&slot.nonce))
             .is_some_and(|entry| entry.held)
     }
 
@@ -208,21 +208,16 @@ impl Mempool {
     }
 
     pub fn get(&self, txid: &TxId) -> Option<&Transaction> {
-        let (sender, nonce) = self.index.by_txid.get(txid)?;
-        self.senders
-            .get(sender)?
-            .txs
-            .get(nonce)
-            .map(|entry| &entry.tx)
+        self.index.by_txid.get(txid).map(|slot| &*slot.tx)
     }
 
     /// When a pending tx was admitted (wall-clock ms).
     pub fn added_ms(&self, txid: &TxId) -> Option<u64> {
-        let (sender, nonce) = self.index.by_txid.get(txid)?;
+        let slot = self.index.by_txid.get(txid)?;
         self.senders
-            .get(sender)?
+            .get(&slot.sender)?
             .txs
-            .get(nonce)
+            .get(&slot.nonce)
             .map(|entry| entry.added_ms)
     }
 
@@ -255,7 +250,12 @@ impl Mempool {
 
     /// Up to `limit` txids, the longest pending first.
     pub fn txids_oldest_first(&self, limit: usize) -> Vec<TxId> {
-        self.index.by_seq.values().take(limit).copied().collect()
+        self.index
+            .by_seq
+            .values()
+            .take(limit)
+            .map(|(txid, _)| *txid)
+            .collect()
     }
 
     /// `sender`'s pending txs with nonces from `first_nonce`, in nonce
@@ -273,7 +273,7 @@ impl Mempool {
                     .txs
                     .range(first_nonce..)
                     .take(limit)
-                    .map(|(_, entry)| &entry.tx)
+                    .map(|(_, entry)| &*entry.tx)
                     .collect()
             })
             .unwrap_or_default()
@@ -285,7 +285,7 @@ impl Mempool {
             .values()
             .rev()
             .take(limit)
-            .copied()
+            .map(|(txid, _)| *txid)
             .collect()
     }
 
@@ -314,14 +314,14 @@ impl Mempool {
     pub fn pending_for(&self, address: &Address) -> Vec<&Transaction> {
         let mut seqs: Vec<(u64, &Transaction)> = Vec::new();
         if let Some(queue) = self.senders.get(address) {
-            seqs.extend(queue.txs.values().map(|entry| (entry.seq, &entry.tx)));
+            seqs.extend(queue.txs.values().map(|entry| (entry.seq, &*entry.tx)));
         }
         for (_, seq) in self
             .index
             .by_recipient
             .range((*address, 0)..=(*address, u64::MAX))
         {
-            let Some(txid) = self.index.by_seq.get(seq) else {
+            let Some((txid, _)) = self.index.by_seq.get(seq) else {
                 continue;
             };
             let Some(tx) = self.get(txid) else {
@@ -385,12 +385,16 @@ mod tests {
                 let cost: u128 = queue.txs.values().map(|entry| cost_of(&entry.tx)).sum();
                 assert_eq!(queue.total_cost, cost);
                 for (nonce, entry) in &queue.txs {
-                    assert_eq!(
-                        self.index.by_txid.get(&entry.txid),
-                        Some(&(*sender, *nonce))
+                    let slot = self.index.by_txid.get(&entry.txid).expect("indexed");
+                    assert_eq!((slot.sender, slot.nonce), (*sender, *nonce));
+                    assert!(
+                        std::sync::Arc::ptr_eq(&slot.tx, &entry.tx),
+                        "the index shares the entry's tx"
                     );
-                    assert_eq!(self.index.by_seq.get(&entry.seq), Some(&entry.txid));
-                    assert!(self.index.by_age.contains(&(entry.added_ms, entry.seq)));
+                    assert_eq!(
+                        self.index.by_seq.get(&entry.seq),
+                        Some(&(entry.txid, entry.added_ms))
+                    );
                     assert!(self.index.by_recipient.contains(&(entry.tx.to, entry.seq)));
                     assert!(self.knows(&entry.txid), "a pending tx is not known");
                     count += 1;
@@ -415,7 +419,13 @@ mod tests {
             assert!(held_total <= self.config.max_future_txs);
             assert_eq!(self.index.by_txid.len(), count);
             assert_eq!(self.index.by_seq.len(), count);
-            assert_eq!(self.index.by_age.len(), count);
+            // Admission order is age order: expiry walks `by_seq`.
+            assert!(self
+                .index
+                .by_seq
+                .values()
+                .zip(self.index.by_seq.values().skip(1))
+                .all(|((_, earlier), (_, later))| earlier <= later));
             assert_eq!(self.index.by_recipient.len(), count);
             assert_eq!(self.index.bytes, bytes);
             assert_eq!(self.index.tails, tails);

@@ -12,11 +12,13 @@ use crate::hash::TxId;
 use crate::tx::Transaction;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// One pending transaction and what the pool needs to know about it.
 #[derive(Clone, Debug)]
 pub(super) struct PoolTx {
-    pub(super) tx: Transaction,
+    /// Shared with the pool's txid index, which answers `Mempool::get`.
+    pub(super) tx: Arc<Transaction>,
     pub(super) txid: TxId,
     pub(super) size: usize,
     pub(super) added_ms: u64,
@@ -77,22 +79,34 @@ pub(super) fn cost_of(tx: &Transaction) -> u128 {
     u128::from(tx.amount.base_units()) + u128::from(tx.fee.base_units())
 }
 
+/// A pending tx as the txid index holds it: where its queue entry is,
+/// and the tx itself, so a lookup by txid (relay's answers, block
+/// rebuilds) is one probe instead of a walk through the sender's queue.
+#[derive(Debug)]
+pub(super) struct TxSlot {
+    pub(super) sender: Address,
+    pub(super) nonce: u64,
+    pub(super) tx: Arc<Transaction>,
+}
+
 /// Every index over the pool besides the sender queues, kept apart so the
 /// two can be borrowed mutably at once.
 #[derive(Default)]
 pub(super) struct PoolIndex {
-    pub(super) by_txid: HashMap<TxId, (Address, u64)>,
+    pub(super) by_txid: HashMap<TxId, TxSlot>,
     /// The pending txids again, with the recently confirmed ones, for
     /// relay's one-probe answers.
     pub(super) known: KnownTxids,
-    /// Admission order, oldest first.
-    pub(super) by_seq: BTreeMap<u64, TxId>,
-    /// (admitted at, seq), oldest first, for expiry.
-    pub(super) by_age: BTreeSet<(u64, u64)>,
+    /// Admission order, oldest first, with each tx's admission time:
+    /// admission times never go back (see `admitted_at`), so this is
+    /// also the order in which txs expire.
+    pub(super) by_seq: BTreeMap<u64, (TxId, u64)>,
     pub(super) by_recipient: BTreeSet<(Address, u64)>,
     pub(super) tails: BTreeSet<TailKey>,
     pub(super) bytes: usize,
     pub(super) next_seq: u64,
+    /// The latest admission time given out.
+    pub(super) last_added_ms: u64,
     /// Held transactions in all queues (the side pool's size).
     pub(super) held: usize,
     /// Held txs that became executable since the last `take_promoted`.
@@ -110,6 +124,15 @@ impl PoolIndex {
             known: KnownTxids::new(recent_confirmed),
             ..PoolIndex::default()
         }
+    }
+
+    /// The admission time of a tx admitted at wall-clock `now_ms`: never
+    /// before the last one given out, so that admission order is also age
+    /// order (after the clock steps back, newcomers count as admitted at
+    /// the latest time seen, and expire a little later, never earlier).
+    pub(super) fn admitted_at(&mut self, now_ms: u64) -> u64 {
+        self.last_added_ms = self.last_added_ms.max(now_ms);
+        self.last_added_ms
     }
 
     pub(super) fn tail_key(queue: &SenderQueue, sender: Address) -> Option<TailKey> {
@@ -143,10 +166,16 @@ impl PoolIndex {
             queue.held += 1;
             self.held += 1;
         }
-        self.by_txid.insert(entry.txid, (sender, nonce));
+        self.by_txid.insert(
+            entry.txid,
+            TxSlot {
+                sender,
+                nonce,
+                tx: Arc::clone(&entry.tx),
+            },
+        );
         self.known.pending_added(&entry.txid);
-        self.by_seq.insert(entry.seq, entry.txid);
-        self.by_age.insert((entry.added_ms, entry.seq));
+        self.by_seq.insert(entry.seq, (entry.txid, entry.added_ms));
         self.by_recipient.insert((entry.tx.to, entry.seq));
         self.bytes += entry.size;
         queue.total_cost += cost_of(&entry.tx);
@@ -194,7 +223,6 @@ impl PoolIndex {
         self.by_txid.remove(&entry.txid);
         self.known.pending_removed(&entry.txid);
         self.by_seq.remove(&entry.seq);
-        self.by_age.remove(&(entry.added_ms, entry.seq));
         self.by_recipient.remove(&(entry.tx.to, entry.seq));
         self.bytes -= entry.size;
         queue.total_cost -= cost_of(&entry.tx);

@@ -127,7 +127,7 @@ impl Mempool {
             );
             reward = new_reward;
             used += entry.size;
-            selected.push(entry.tx.clone());
+            selected.push(Transaction::clone(&entry.tx));
             if let Some(next) = queue.txs.get(&nonce_after) {
                 heap.push(Candidate {
                     fee: next.tx.fee,
