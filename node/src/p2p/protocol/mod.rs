@@ -267,6 +267,11 @@ pub struct NetworkState<V: ChainView> {
     /// (`gossip::KNOWN_INVENTORY_CAPACITY` items unless
     /// `set_known_inventory_capacity` changed it).
     known: KnownByPeers,
+    /// Announced txs we already held, counted since the last maintenance
+    /// round, which adds them to `p2p_announcements_known_total`: most
+    /// announcements are of such txs, and one metric update each was as
+    /// many actions as announcements.
+    known_tx_announcements: u64,
     /// The earliest of the sessions' timers (`None`: no session), kept up
     /// to date where one changes (`refresh_session_timer`): `next_timer`
     /// runs after every input, and walking every connection each time was
@@ -343,6 +348,7 @@ impl<V: ChainView> NetworkState<V> {
             last_housekeeping: now.mono,
             published: None,
             known: KnownByPeers::new(gossip::KNOWN_INVENTORY_CAPACITY, inventory_key(seed)),
+            known_tx_announcements: 0,
             earliest_session_timer: None,
             config,
         };
@@ -609,6 +615,8 @@ impl<V: ChainView> NetworkState<V> {
             ("reason", "capacity"),
             forgotten,
         );
+        let known_txs = std::mem::take(&mut self.known_tx_announcements);
+        self.metric_add("p2p_announcements_known_total", ("kind", "tx"), known_txs);
         if now.saturating_duration_since(self.last_housekeeping) >= Duration::from_secs(60) {
             self.last_housekeeping = now;
             let forgotten = self.book.age_out(self.now.unix_ms);

@@ -358,8 +358,9 @@ impl<V: ChainView> NetworkState<V> {
         }
         if known_txs > 0 {
             // Legal, and answered from memory (`ChainView::has_tx`), so a
-            // flood of known txids costs little.
-            self.metric_add("p2p_announcements_known_total", ("kind", "tx"), known_txs);
+            // flood of known txids costs little. Counted in the metric at
+            // the next maintenance round.
+            self.known_tx_announcements = self.known_tx_announcements.saturating_add(known_txs);
             if known_txs >= KNOWN_TXS_WORTH_LOGGING {
                 tracing::debug!(
                     peer = %id,

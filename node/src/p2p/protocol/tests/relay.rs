@@ -490,6 +490,44 @@ fn the_relay_backlog_leaves_out_the_peer_with_the_most_waiting() {
 }
 
 #[test]
+fn announcements_of_held_txs_are_counted_once_at_the_maintenance_round() {
+    let (mut core, chain) = core("a");
+    let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
+    chain.add_tx(tx(1));
+    let counted = |actions: &[Action]| -> u64 {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Metric(MetricUpdate::Add { name, value, .. })
+                    if *name == "p2p_announcements_known_total" =>
+                {
+                    Some(*value)
+                }
+                _ => None,
+            })
+            .sum()
+    };
+    drain(&mut core);
+    // Three announcements of a tx we hold, one of a tx we lack: no
+    // metric update per announcement...
+    for (n, item) in [1, 1, 2, 1].into_iter().enumerate() {
+        core.handle(
+            at(10 + n as u64),
+            Input::Frame {
+                conn: peer,
+                message: Message::Inv(vec![InvItem::Tx(tx(item).txid())]),
+            },
+        );
+        assert_eq!(counted(&drain(&mut core)), 0);
+    }
+    // ...but the three in one at the next round, and nothing after.
+    core.handle(at(1_000), Input::Tick);
+    assert_eq!(counted(&drain(&mut core)), 3);
+    core.handle(at(2_000), Input::Tick);
+    assert_eq!(counted(&drain(&mut core)), 0);
+}
+
+#[test]
 fn the_known_inventory_table_forgets_the_oldest_item_and_counts_it() {
     let (mut core, _) = core("a");
     core.set_known_inventory_capacity(2);
