@@ -97,7 +97,7 @@ fn describe_metrics(metrics: &Metrics) {
     );
     metrics.describe(
         "p2p_announcements_known_total",
-        "Announced items we already held, answered by index lookups alone.",
+        "Announced txs we already held, answered from memory; added at each maintenance round.",
     );
     metrics.describe(
         "p2p_known_inventory_forgotten_total",
