@@ -489,24 +489,25 @@ fn the_relay_backlog_leaves_out_the_peer_with_the_most_waiting() {
     assert_eq!(core.relay_backlog(), 1, "3 waiting, 2 of them the other's");
 }
 
+/// What `actions` add to the counter `metric`.
+fn added(actions: &[Action], metric: &str) -> u64 {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Metric(MetricUpdate::Add { name, value, .. }) if *name == metric => {
+                Some(*value)
+            }
+            _ => None,
+        })
+        .sum()
+}
+
 #[test]
 fn announcements_of_held_txs_are_counted_once_at_the_maintenance_round() {
     let (mut core, chain) = core("a");
     let (peer, _) = Remote::new("p1", 9001).join(&mut core, at(0));
     chain.add_tx(tx(1));
-    let counted = |actions: &[Action]| -> u64 {
-        actions
-            .iter()
-            .filter_map(|action| match action {
-                Action::Metric(MetricUpdate::Add { name, value, .. })
-                    if *name == "p2p_announcements_known_total" =>
-                {
-                    Some(*value)
-                }
-                _ => None,
-            })
-            .sum()
-    };
+    let counted = |actions: &[Action]| added(actions, "p2p_announcements_known_total");
     drain(&mut core);
     // Three announcements of a tx we hold, one of a tx we lack: no
     // metric update per announcement...
@@ -545,17 +546,7 @@ fn the_known_inventory_table_forgets_the_oldest_item_and_counts_it() {
     drain(&mut core);
     // The maintenance round reports it once.
     core.handle(at(1_000), Input::Tick);
-    let forgotten: u64 = drain(&mut core)
-        .iter()
-        .filter_map(|action| match action {
-            Action::Metric(MetricUpdate::Add { name, value, .. })
-                if *name == "p2p_known_inventory_forgotten_total" =>
-            {
-                Some(*value)
-            }
-            _ => None,
-        })
-        .sum();
+    let forgotten = added(&drain(&mut core), "p2p_known_inventory_forgotten_total");
     assert_eq!(forgotten, 1);
     core.handle(at(2_000), Input::Tick);
     assert!(!drain(&mut core).iter().any(|action| matches!(
