@@ -661,6 +661,8 @@ impl<V: ChainView> NetworkState<V> {
     /// round, and most rounds change nothing.
     fn publish(&mut self) {
         let mut peers = Vec::new();
+        // Each peer's reported list, borrowed: copied only if published.
+        let mut reported = Vec::new();
         let (mut inbound, mut outbound) = (0i64, 0i64);
         for conn in self.conns.values() {
             let Some(peer) = &conn.peer else { continue };
@@ -681,37 +683,32 @@ impl<V: ChainView> NetworkState<V> {
                 score: peer.behaviour.score,
                 throttled: peer.behaviour.throttled,
             });
+            if !peer.reported_peers.is_empty() {
+                reported.push((peer.node_id, addr, &peer.reported_peers));
+            }
         }
         peers.sort_by_key(|peer| peer.connected_at);
         let syncing = self.sync.is_active();
-        // The peers' reported lists, in the order `known` lists them.
-        let reported = || {
-            self.conns.values().filter_map(|conn| {
-                let peer = conn.peer.as_ref()?;
-                let addr = peer.listen_addr.or(conn.remote)?;
-                (!peer.reported_peers.is_empty()).then_some((peer, addr))
-            })
-        };
         if let Some(published) = &self.published {
-            let known_same = published.known.len() == reported().count()
-                && published
-                    .known
-                    .iter()
-                    .zip(reported())
-                    .all(|(view, (peer, addr))| {
-                        view.node_id == peer.node_id
-                            && view.addr == addr
-                            && Arc::ptr_eq(&view.peers, &peer.reported_peers)
-                    });
+            let known_same =
+                published.known.len() == reported.len()
+                    && published.known.iter().zip(&reported).all(
+                        |(view, (node_id, addr, list))| {
+                            view.node_id == *node_id
+                                && view.addr == *addr
+                                && Arc::ptr_eq(&view.peers, list)
+                        },
+                    );
             if known_same && published.syncing == syncing && published.peers == peers {
                 return;
             }
         }
-        let known = reported()
-            .map(|(peer, addr)| KnownView {
-                node_id: peer.node_id,
+        let known = reported
+            .into_iter()
+            .map(|(node_id, addr, list)| KnownView {
+                node_id,
                 addr,
-                peers: Arc::clone(&peer.reported_peers),
+                peers: Arc::clone(list),
             })
             .collect();
         let snapshot = Snapshot {
