@@ -36,6 +36,7 @@ pub mod json;
 pub mod keys;
 pub mod mempool;
 pub mod miner;
+pub mod prefetch;
 pub mod sigcache;
 pub mod state;
 #[cfg(feature = "storage")]

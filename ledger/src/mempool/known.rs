@@ -154,6 +154,13 @@ impl KnownTxids {
         !self.slots.is_empty() && self.find(self.fingerprint(txid)).is_ok()
     }
 
+    /// Prefetches the slot where a lookup of `txid` starts.
+    pub(super) fn prefetch(&self, txid: &TxId) {
+        if !self.slots.is_empty() {
+            crate::prefetch::prefetch(&self.slots[self.home(self.fingerprint(txid))]);
+        }
+    }
+
     pub(super) fn pending_added(&mut self, txid: &TxId) {
         self.set_bit(self.fingerprint(txid), PENDING);
     }

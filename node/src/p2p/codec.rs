@@ -95,6 +95,22 @@ pub fn compact_payload(block: &ledger::Block) -> Bytes {
     )))
 }
 
+/// The txid a frame payload announces, when it is exactly an `Inv` of one
+/// tx (as gossip sends most of them), without decoding it: for a caller
+/// that looks at frames before their turn (the simulator's prefetch).
+pub fn single_tx_announcement(payload: &[u8]) -> Option<ledger::TxId> {
+    static PREFIX: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        let template = encoding::encode(&Message::Inv(vec![super::message::InvItem::Tx(
+            ledger::TxId::ZERO,
+        )]));
+        template[..template.len() - 32].to_vec()
+    });
+    let txid = payload.strip_prefix(prefix.as_slice())?;
+    let bytes: [u8; 32] = txid.try_into().ok()?;
+    Some(ledger::TxId(ledger::hash::Hash256(bytes)))
+}
+
 /// Decodes one frame payload into a message, enforcing the per-kind caps.
 pub fn decode_message(payload: &[u8], max_frame: usize) -> Result<Message, CodecError> {
     if payload.len() < 4 {
@@ -277,6 +293,30 @@ mod tests {
             decode_message(&payload, MAX_FRAME_BYTES).expect("decodes"),
             Message::Tx(Box::new(tx))
         );
+    }
+
+    #[test]
+    fn a_single_tx_announcement_is_read_without_decoding_and_nothing_else_is() {
+        let txid = TxId(Hash256::digest(b"announced"));
+        let payload = encode_message(&Message::Inv(vec![InvItem::Tx(txid)]));
+        assert_eq!(single_tx_announcement(&payload), Some(txid));
+        // Anything else, including a longer or a cut announcement, is not.
+        let block = ledger::BlockHash(Hash256::digest(b"block"));
+        let others = [
+            Message::Inv(vec![InvItem::Block(block)]),
+            Message::Inv(vec![InvItem::Tx(txid), InvItem::Tx(txid)]),
+            Message::Inv(Vec::new()),
+            Message::GetData(vec![InvItem::Tx(txid)]),
+            Message::NotFound(vec![InvItem::Tx(txid)]),
+            Message::Ping(7),
+        ];
+        for message in others {
+            assert_eq!(single_tx_announcement(&encode_message(&message)), None);
+        }
+        assert_eq!(single_tx_announcement(&payload[..payload.len() - 1]), None);
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert_eq!(single_tx_announcement(&longer), None);
     }
 
     #[test]

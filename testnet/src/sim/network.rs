@@ -259,6 +259,23 @@ impl Network {
         self.ends[node].get(conn)
     }
 
+    /// Prefetches `node`'s list of connection ends (see `World::prefetch`).
+    pub fn prefetch_ends(&self, node: usize) {
+        if let Some(ends) = self.ends.get(node) {
+            ledger::prefetch::prefetch(ends);
+        }
+    }
+
+    /// Prefetches `node`'s end of `conn`, once its list is in the cache.
+    pub fn prefetch_end(&self, node: usize, conn: ConnId) {
+        let end = usize::try_from(conn.0)
+            .ok()
+            .and_then(|index| self.ends.get(node)?.by_conn.get(index));
+        if let Some(end) = end {
+            ledger::prefetch::prefetch(end);
+        }
+    }
+
     /// Removes `node`'s end of `conn` and returns it.
     pub fn remove_end(&mut self, node: usize, conn: ConnId) -> Option<End> {
         self.ends[node].remove(conn)

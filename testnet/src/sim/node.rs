@@ -285,6 +285,42 @@ impl SimNode {
         self.inputs = inputs;
     }
 
+    /// Prefetches the node's own fields and its core's (see
+    /// `World::prefetch_ahead`; each step needs what the one before it
+    /// loaded).
+    pub fn prefetch_fields(&self) {
+        ledger::prefetch::prefetch(&self.genesis_unix_ms);
+        ledger::prefetch::prefetch(&self.inputs);
+        ledger::prefetch::prefetch(&self.view);
+        self.core.prefetch_fields();
+    }
+
+    /// Prefetches the core's connection list and the mempool's header.
+    pub fn prefetch_lists(&self) {
+        self.core.prefetch_conn_ids();
+        ledger::prefetch::prefetch(&*self.view.mempool);
+    }
+
+    /// Prefetches the core's state of `conn` and the mempool's table of
+    /// known txids.
+    pub fn prefetch_conn(&self, conn: ConnId) {
+        self.core.prefetch_conn(conn);
+        if let Ok(mempool) = self.view.mempool.try_borrow() {
+            mempool.prefetch_known_table();
+        }
+    }
+
+    /// Prefetches the peer's state of `conn` and, for a frame announcing
+    /// one tx, where the core and the mempool will look it up.
+    pub fn prefetch_frame(&self, conn: ConnId, announced: Option<TxId>) {
+        self.core.prefetch_peer(conn, announced);
+        if let Some(txid) = announced {
+            if let Ok(mempool) = self.view.mempool.try_borrow() {
+                mempool.prefetch_knows(&txid);
+            }
+        }
+    }
+
     /// The node id its core proves to peers.
     pub fn node_id(&self) -> ledger::PublicKey {
         self.core.node_id()

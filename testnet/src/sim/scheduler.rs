@@ -219,6 +219,16 @@ impl<E> Scheduler<E> {
         self.soon[key.index as usize].event.take()
     }
 
+    /// The queued event `ahead` places after the next one, if the current
+    /// bucket holds it: for looking ahead (to prefetch what it will
+    /// need), not for running.
+    pub fn peek_ahead(&self, ahead: usize) -> Option<&E> {
+        let index = self.soon_keys.len().checked_sub(ahead + 1)?;
+        self.soon[self.soon_keys[index].index as usize]
+            .event
+            .as_ref()
+    }
+
     /// When the next queued event is due.
     pub fn next_at(&mut self) -> Option<SimTime> {
         if !self.current.is_empty() {
@@ -296,6 +306,23 @@ mod tests {
         assert_eq!(scheduler.pop_until(100), Some("later"));
         assert_eq!(scheduler.pop_until(100), None);
         assert_eq!(scheduler.processed(), 5);
+    }
+
+    #[test]
+    fn looking_ahead_sees_the_current_buckets_events_in_order() {
+        let mut scheduler = Scheduler::default();
+        for (at, name) in [(30, "c"), (10, "a"), (20, "b"), (5 * SECOND, "far")] {
+            scheduler.at(at, name);
+        }
+        assert_eq!(scheduler.next_at(), Some(10));
+        assert_eq!(scheduler.peek_ahead(0), Some(&"a"));
+        assert_eq!(scheduler.peek_ahead(2), Some(&"c"));
+        // Beyond the current bucket: not known yet.
+        assert_eq!(scheduler.peek_ahead(3), None);
+        assert_eq!(scheduler.pop_until(100), Some("a"));
+        assert_eq!(scheduler.peek_ahead(0), Some(&"b"));
+        assert_eq!(scheduler.peek_ahead(1), Some(&"c"));
+        assert_eq!(scheduler.peek_ahead(2), None);
     }
 
     /// Against one ordered set of (time, sequence): delays from nothing

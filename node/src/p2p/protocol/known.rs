@@ -112,6 +112,16 @@ impl KnownByPeers {
         self.test_and_set(cell, peer)
     }
 
+    /// Prefetches the cell where a lookup of `item` starts (see
+    /// `NetworkState::prefetch_fields`).
+    pub fn prefetch(&self, item: &InvItem) {
+        if self.cells.is_empty() {
+            return;
+        }
+        let cell = self.fingerprint(item) as usize & self.mask();
+        ledger::prefetch::prefetch(&self.cells[cell * self.stride]);
+    }
+
     /// The cell of `print` (a `fingerprint`), inserted (forgetting the
     /// oldest item when full) if it was not there. Valid until the next
     /// change to the table.

@@ -427,6 +427,54 @@ impl<V: ChainView> NetworkState<V> {
         self.take_book_changes();
     }
 
+    /// Prefetch hints for a caller that knows which inputs come next (the
+    /// simulator, which runs a thousand cores in turn): each asks the CPU
+    /// to start loading what `handle` will read first, and changes
+    /// nothing. In order, an event or two apart, as each needs what the
+    /// one before loaded: the core's own fields, then its connection list,
+    /// then the connection an input names, then its peer's state.
+    pub fn prefetch_fields(&self) {
+        use ledger::prefetch::prefetch;
+        prefetch(&self.now);
+        prefetch(&self.conns);
+        prefetch(&self.pending_since);
+        prefetch(&self.actions);
+        prefetch(&self.book);
+        prefetch(&self.bans);
+        prefetch(&self.known);
+        prefetch(&self.requests);
+    }
+
+    /// See `prefetch_fields`.
+    pub fn prefetch_conn_ids(&self) {
+        self.conns.prefetch_ids();
+    }
+
+    /// See `prefetch_fields`.
+    pub fn prefetch_conn(&self, conn: ConnId) {
+        use ledger::prefetch::prefetch;
+        if let Some(state) = self.conns.get(&conn) {
+            prefetch(state);
+            prefetch(&state.session);
+            prefetch(&state.peer);
+        }
+    }
+
+    /// See `prefetch_fields`: the peer's state a frame from `conn` reads
+    /// and, for an announcement of one tx, where the tx is marked as known
+    /// to that peer.
+    pub fn prefetch_peer(&self, conn: ConnId, announced: Option<TxId>) {
+        use ledger::prefetch::prefetch;
+        if let Some(peer) = self.conns.get(&conn).and_then(|state| state.peer.as_ref()) {
+            prefetch(&peer.behaviour);
+            prefetch(&peer.known);
+            prefetch(&peer.tx_backlog);
+        }
+        if let Some(txid) = announced {
+            self.known.prefetch(&crate::p2p::message::InvItem::Tx(txid));
+        }
+    }
+
     /// The next thing to do, in the order decided.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
