@@ -259,7 +259,7 @@ impl Network {
         self.ends[node].get(conn)
     }
 
-    /// Prefetches `node`'s list of connection ends (see `World::prefetch`).
+    /// Prefetches `node`'s list of connection ends (see `World::prefetch_ahead`).
     pub fn prefetch_ends(&self, node: usize) {
         if let Some(ends) = self.ends.get(node) {
             ledger::prefetch::prefetch(ends);
