@@ -17,6 +17,8 @@
 //! - [`chain`] and [`storage`] (feature `storage`): the sled-backed block
 //!   tree, fork choice and reorgs.
 //! - [`sync`]: `lock`, how every crate of the workspace takes a std mutex.
+//! - [`prefetch`]: the CPU's prefetch hint, for callers that know what they
+//!   will read next (the simulator).
 //! - [`testing`] (tests only, feature `test-utils`): the regtest spec, a
 //!   clock and signed dev transfers that every crate's tests share.
 //! - [`json`]: the JSON shapes of the node's HTTP API, shared by the node
