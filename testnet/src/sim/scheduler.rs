@@ -219,9 +219,11 @@ impl<E> Scheduler<E> {
         self.soon[key.index as usize].event.take()
     }
 
-    /// The queued event `ahead` places after the next one, if the current
-    /// bucket holds it: for looking ahead (to prefetch what it will
-    /// need), not for running.
+    /// The current bucket's queued event `ahead` places after its first,
+    /// if it holds that many: for looking ahead (to prefetch what it will
+    /// need), not for running. Events queued for the present instant wait
+    /// in a FIFO this does not see, so it may name an event a few places
+    /// later than `ahead`; a hint needs no more.
     pub fn peek_ahead(&self, ahead: usize) -> Option<&E> {
         let index = self.soon_keys.len().checked_sub(ahead + 1)?;
         self.soon[self.soon_keys[index].index as usize]
