@@ -16,6 +16,7 @@
 //! nonce, which is what it would have cost a peer to send it unasked.
 
 use crate::hash::TxId;
+use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -40,6 +41,11 @@ pub(super) struct KnownTxids {
     /// Confirmed fingerprints, oldest first, at most `capacity`.
     confirmed: VecDeque<u64>,
     capacity: usize,
+    /// The last txid fingerprinted and its print: a prefetch and then the
+    /// lookup it prepares (or an admission's lookup and insert) ask for
+    /// the same txid's print, and a keyed hash costs more than comparing
+    /// 32 bytes.
+    last_print: Cell<Option<(TxId, u64)>>,
 }
 
 impl Default for KnownTxids {
@@ -57,16 +63,22 @@ impl KnownTxids {
             len: 0,
             confirmed: VecDeque::new(),
             capacity,
+            last_print: Cell::new(None),
         }
     }
 
     fn fingerprint(&self, txid: &TxId) -> u64 {
-        let print = self.key.hash_one(txid.as_bytes()) & !STATE;
-        if print == 0 {
-            STATE + 1
-        } else {
-            print
+        if let Some((last, print)) = self.last_print.get() {
+            if last == *txid {
+                return print;
+            }
         }
+        let print = match self.key.hash_one(txid.as_bytes()) & !STATE {
+            0 => STATE + 1,
+            print => print,
+        };
+        self.last_print.set(Some((*txid, print)));
+        print
     }
 
     fn home(&self, print: u64) -> usize {

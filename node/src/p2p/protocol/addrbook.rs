@@ -127,6 +127,15 @@ pub struct AddrBook {
     changes: Vec<BookChange>,
 }
 
+/// Asked after every input: when nothing changed, the list is only read,
+/// so its cache line stays clean.
+fn take_changes(changes: &mut Vec<BookChange>) -> Vec<BookChange> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    std::mem::take(changes)
+}
+
 impl AddrBook {
     /// A book holding what was persisted before. Tried addresses go back
     /// to the tried set (up to `MAX_TRIED`); learned ones are placed as
@@ -176,7 +185,12 @@ impl AddrBook {
 
     /// The changes since the last call, in order.
     pub fn take_changes(&mut self) -> Vec<BookChange> {
-        std::mem::take(&mut self.changes)
+        take_changes(&mut self.changes)
+    }
+
+    /// Prefetches what `take_changes` reads.
+    pub fn prefetch_changes(&self) {
+        ledger::prefetch::prefetch(&self.changes);
     }
 
     pub fn len(&self) -> usize {
@@ -489,7 +503,12 @@ impl BanList {
 
     /// The changes since the last call, in order.
     pub fn take_changes(&mut self) -> Vec<BookChange> {
-        std::mem::take(&mut self.changes)
+        take_changes(&mut self.changes)
+    }
+
+    /// Prefetches what `take_changes` reads.
+    pub fn prefetch_changes(&self) {
+        ledger::prefetch::prefetch(&self.changes);
     }
 
     /// Bans `key` for `duration` from `now`.

@@ -149,6 +149,7 @@ impl<V: ChainView> NetworkState<V> {
     pub(super) fn on_send_compact(&mut self, id: ConnId, high_bandwidth: bool) {
         if let Some(peer) = self.peer_mut(id) {
             peer.wants_compact = high_bandwidth;
+            self.relay_peers_changed();
         }
     }
 

@@ -8,6 +8,8 @@
 //! held over a hundred of them. Here announcing touches one entry, and
 //! a peer costs one bit per remembered item.
 
+use std::cell::Cell;
+
 use super::gossip::InventoryKey;
 use crate::p2p::message::InvItem;
 
@@ -40,6 +42,10 @@ pub struct KnownByPeers {
     in_use: Vec<bool>,
     /// Items forgotten to make room since `take_forgotten` last ran.
     forgotten: u64,
+    /// The last item fingerprinted and its print: a prefetch and then
+    /// the lookup it prepares ask for the same item's print, and a keyed
+    /// hash costs more than comparing 33 bytes.
+    last_print: Cell<Option<(InvItem, u64)>>,
 }
 
 impl KnownByPeers {
@@ -56,6 +62,7 @@ impl KnownByPeers {
             head: 0,
             in_use: Vec::new(),
             forgotten: 0,
+            last_print: Cell::new(None),
         }
     }
 
@@ -65,7 +72,14 @@ impl KnownByPeers {
     }
 
     pub fn fingerprint(&self, item: &InvItem) -> u64 {
-        self.key.fingerprint(item).max(1)
+        if let Some((last, print)) = self.last_print.get() {
+            if last == *item {
+                return print;
+            }
+        }
+        let print = self.key.fingerprint(item).max(1);
+        self.last_print.set(Some((*item, print)));
+        print
     }
 
     #[cfg(test)]
@@ -249,6 +263,7 @@ impl KnownByPeers {
             head: 0,
             in_use: std::mem::take(&mut self.in_use),
             forgotten: self.forgotten + dropped as u64,
+            last_print: self.last_print.clone(),
         };
         let words = self.stride.min(stride) - 1;
         for print in ordered {

@@ -267,6 +267,12 @@ pub struct NetworkState<V: ChainView> {
     /// (`gossip::KNOWN_INVENTORY_CAPACITY` items unless
     /// `set_known_inventory_capacity` changed it).
     known: KnownByPeers,
+    /// The peers with a finished handshake, in `ConnId` order, with their
+    /// bit in `known` and whether they take new blocks as compact blocks:
+    /// what every flush of announcements walks. Kept here (see
+    /// `relay_peers_changed`) because reading it from each connection
+    /// cost a cache miss per connection on every flush.
+    relay_peers: Vec<(ConnId, PeerSlot, bool)>,
     /// Announced txs we already held, counted since the last maintenance
     /// round, which adds them to `p2p_announcements_known_total`: most
     /// announcements are of such txs, and one metric update each was as
@@ -348,6 +354,7 @@ impl<V: ChainView> NetworkState<V> {
             last_housekeeping: now.mono,
             published: None,
             known: KnownByPeers::new(gossip::KNOWN_INVENTORY_CAPACITY, inventory_key(seed)),
+            relay_peers: Vec::new(),
             known_tx_announcements: 0,
             earliest_session_timer: None,
             config,
@@ -439,8 +446,8 @@ impl<V: ChainView> NetworkState<V> {
         prefetch(&self.conns);
         prefetch(&self.pending_since);
         prefetch(&self.actions);
-        prefetch(&self.book);
-        prefetch(&self.bans);
+        self.book.prefetch_changes();
+        self.bans.prefetch_changes();
         prefetch(&self.known);
         prefetch(&self.requests);
     }
@@ -595,13 +602,26 @@ impl<V: ChainView> NetworkState<V> {
             .and_then(|conn| conn.peer.as_mut())
     }
 
-    /// Connections with a finished handshake, in `ConnId` order.
-    fn ready_conns(&self) -> Vec<ConnId> {
+    /// `relay_peers` read again from the connections: called wherever a
+    /// handshake finishes, a connection closes or a peer's compact-block
+    /// wish changes.
+    fn relay_peers_changed(&mut self) {
+        self.relay_peers = self.relay_peers_from_conns();
+    }
+
+    fn relay_peers_from_conns(&self) -> Vec<(ConnId, PeerSlot, bool)> {
         self.conns
             .iter()
-            .filter(|(_, conn)| conn.peer.is_some())
-            .map(|(id, _)| *id)
+            .filter_map(|(id, conn)| {
+                let peer = conn.peer.as_ref()?;
+                Some((*id, peer.known, peer.wants_compact))
+            })
             .collect()
+    }
+
+    /// Connections with a finished handshake, in `ConnId` order.
+    fn ready_conns(&self) -> Vec<ConnId> {
+        self.relay_peers.iter().map(|(id, _, _)| *id).collect()
     }
 
     /// Queues a message for a peer.

@@ -410,6 +410,7 @@ impl<V: ChainView> NetworkState<V> {
             behaviour: super::ratelimit::PeerBehaviour::new(now),
             tx_backlog: 0,
         });
+        self.relay_peers_changed();
         self.refresh_session_timer();
         tracing::info!(
             peer = %remote,
@@ -465,6 +466,7 @@ impl<V: ChainView> NetworkState<V> {
         };
         if let Some(peer) = &conn.peer {
             self.known.remove_peer(peer.known);
+            self.relay_peers_changed();
         }
         self.refresh_session_timer();
         let now = self.now.mono;

@@ -8,7 +8,6 @@
 //! known get them banned.
 
 use super::gossip::Announced;
-use super::known::PeerSlot;
 use super::time::Mono;
 use super::{Action, ChainView, ConnId, NetworkState, Outgoing};
 use crate::events::NodeEvent;
@@ -116,17 +115,13 @@ impl<V: ChainView> NetworkState<V> {
         };
         // The peers in `ConnId` order: their bits, and whether they take
         // new blocks as compact blocks.
-        let peers: Vec<(ConnId, PeerSlot, bool)> = self
-            .conns
-            .iter()
-            .filter_map(|(id, conn)| {
-                let peer = conn.peer.as_ref()?;
-                Some((*id, peer.known, peer.wants_compact))
-            })
-            .collect();
-        if peers.is_empty() {
+        debug_assert_eq!(self.relay_peers, self.relay_peers_from_conns());
+        if self.relay_peers.is_empty() {
             return;
         }
+        // Taken for the loop below, which changes `known`; put back before
+        // anything is sent (a send may close a connection).
+        let peers = std::mem::take(&mut self.relay_peers);
         // Each item's entry once (one table for every peer), then each
         // peer's bit in it: a block goes compact to the peers that asked
         // for that, as an `Inv` to the rest, a tx as an `Inv`.
@@ -148,6 +143,7 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
         }
+        self.relay_peers = peers;
         // Sent per peer in `ConnId` order: compact blocks, then the `Inv`
         // of blocks, then that of txs, each in the order queued (the sort
         // is stable).
