@@ -227,6 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn the_remembered_print_is_the_keyed_one() {
+        let known = KnownTxids::new(3);
+        let fresh = |txid: &TxId| match known.key.hash_one(txid.as_bytes()) & !STATE {
+            0 => STATE + 1,
+            print => print,
+        };
+        for n in [1, 1, 2, 1, 3, 3] {
+            assert_eq!(known.fingerprint(&txid(n)), fresh(&txid(n)));
+        }
+    }
+
+    #[test]
     fn remembers_the_newest_confirmed_up_to_its_capacity() {
         let mut known = KnownTxids::new(3);
         for n in 0..5 {

@@ -282,11 +282,21 @@ impl KnownByPeers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ledger::{Hash256, TxId};
+    use ledger::{BlockHash, Hash256, TxId};
     use std::collections::{HashSet, VecDeque};
 
     fn tx(n: u32) -> InvItem {
         InvItem::Tx(TxId(Hash256::digest(&n.to_le_bytes())))
+    }
+
+    #[test]
+    fn the_remembered_print_is_the_keyed_one() {
+        let key = InventoryKey::new(7, 9);
+        let known = KnownByPeers::new(4, key);
+        let block = InvItem::Block(BlockHash(Hash256::digest(b"b")));
+        for item in [tx(1), tx(1), tx(2), block, tx(1), block] {
+            assert_eq!(known.fingerprint(&item), key.fingerprint(&item).max(1));
+        }
     }
 
     #[test]
