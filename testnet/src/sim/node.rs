@@ -22,10 +22,15 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::bytes::Bytes;
 
 use super::payloads::CompactPayloads;
 use super::scheduler::SimTime;
+
+/// An encoded frame as the simulated network carries it: shared by every
+/// peer a flush announces the same items to, its reference count beside
+/// its bytes, so a delivery reads one allocation, not a handle and then
+/// the bytes.
+pub type Payload = Rc<[u8]>;
 
 /// What the node asks of the network.
 pub enum Outbound {
@@ -44,7 +49,7 @@ pub enum Outbound {
     Frame {
         conn: ConnId,
         kind: usize,
-        payload: Bytes,
+        payload: Payload,
     },
     Disconnect {
         conn: ConnId,
@@ -183,7 +188,7 @@ pub struct SimNode {
     /// Every node's, shared.
     compact_payloads: Rc<RefCell<CompactPayloads>>,
     /// The items of the last `Inv` sent, and its payload.
-    last_inv: Option<(Vec<InvItem>, Bytes)>,
+    last_inv: Option<(Vec<InvItem>, Payload)>,
 }
 
 /// The core's clock at virtual time `now`.
@@ -412,7 +417,7 @@ impl SimNode {
             Message::Inv(items) => match &self.last_inv {
                 Some((last, payload)) if last == items => payload.clone(),
                 _ => {
-                    let payload = encode_message(message);
+                    let payload = Payload::from(encode_message(message).as_ref());
                     let mut last = self
                         .last_inv
                         .take()
@@ -424,7 +429,7 @@ impl SimNode {
                     payload
                 }
             },
-            _ => encode_message(message),
+            _ => Payload::from(encode_message(message).as_ref()),
         };
         self.outbound.push(Outbound::Frame {
             conn,
@@ -469,14 +474,19 @@ impl SimNode {
                         self.outbound.push(Outbound::Frame {
                             conn,
                             kind: Message::BLOCK_KIND_INDEX,
-                            payload: block_payload(&bytes),
+                            payload: Payload::from(block_payload(&bytes).as_ref()),
                         });
                     }
                 }
                 Outgoing::Tx(txid) => {
                     // Encoded from the mempool's copy, as the link task
                     // does with the one it looks up.
-                    let payload = self.view.mempool.borrow().get(&txid).map(tx_payload);
+                    let payload = self
+                        .view
+                        .mempool
+                        .borrow()
+                        .get(&txid)
+                        .map(|tx| Payload::from(tx_payload(tx).as_ref()));
                     match payload {
                         Some(payload) => self.outbound.push(Outbound::Frame {
                             conn,

@@ -7,10 +7,10 @@
 //! again, some three thousand times a block at 1,000 nodes. A node still
 //! sends it only when its own store holds the block, as before.
 
+use super::node::Payload;
 use ledger::{Block, BlockHash};
 use node::p2p::codec::compact_payload;
 use std::collections::{HashMap, VecDeque};
-use tokio_util::bytes::Bytes;
 
 /// Blocks whose payload is kept: a block is pushed within a second or two
 /// of being found, and a fork's few blocks at most a little later.
@@ -19,7 +19,7 @@ const KEPT_BLOCKS: usize = 64;
 /// See the module docs.
 #[derive(Default)]
 pub struct CompactPayloads {
-    by_hash: HashMap<BlockHash, Bytes>,
+    by_hash: HashMap<BlockHash, Payload>,
     /// Insertion order, oldest first: the next to forget.
     order: VecDeque<BlockHash>,
 }
@@ -32,13 +32,13 @@ impl CompactPayloads {
         &mut self,
         hash: &BlockHash,
         read: impl FnOnce() -> Option<Block>,
-    ) -> Option<Bytes> {
+    ) -> Option<Payload> {
         if let Some(payload) = self.by_hash.get(hash) {
             return Some(payload.clone());
         }
         let block = read()?;
         debug_assert_eq!(block.hash(), *hash);
-        let payload = compact_payload(&block);
+        let payload = Payload::from(compact_payload(&block).as_ref());
         if self.order.len() >= KEPT_BLOCKS {
             if let Some(old) = self.order.pop_front() {
                 self.by_hash.remove(&old);

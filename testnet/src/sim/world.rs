@@ -6,7 +6,7 @@
 
 use super::mining::{sim_chain_spec, Wallets};
 use super::network::{dial_targets, node_addr, Network};
-use super::node::{Observed, Outbound, SimNode};
+use super::node::{Observed, Outbound, Payload, SimNode};
 use super::options::SimOptions;
 use super::payloads::CompactPayloads;
 use super::report::{Report, Stats};
@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::bytes::Bytes;
 
 mod faults;
 mod finish;
@@ -51,7 +50,7 @@ enum Event {
     Deliver {
         node: usize,
         conn: ConnId,
-        payload: Bytes,
+        payload: Payload,
     },
     Inbound {
         node: usize,

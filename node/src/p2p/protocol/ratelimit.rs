@@ -209,7 +209,19 @@ impl<V: ChainView> NetworkState<V> {
             .behaviour
             .fetch_cap(base)
             .saturating_sub(self.requests.outstanding_for(id));
-        if conn.direction == Direction::Outbound {
+        // Every request counts towards the inbound total at most once, so
+        // while they are few the total cannot cap `own`, and the sum
+        // below (a lookup per peer with requests out) is not needed.
+        debug_assert!(
+            self.requests
+                .outstanding_by_peer()
+                .map(|(_, count)| count)
+                .sum::<usize>()
+                <= self.requests.len()
+        );
+        if conn.direction == Direction::Outbound
+            || self.requests.len().saturating_add(own) <= INBOUND_FETCH_TOTAL
+        {
             return own;
         }
         // Summed over the peers with requests outstanding (a few), not

@@ -376,19 +376,23 @@ impl<V: ChainView> NetworkState<V> {
                 peer.caught_up = false;
             }
         }
+        if fetch.is_empty() {
+            return;
+        }
         // Blocks first: they may make some of the txs redundant. A new
         // block is asked for in its compact form, unless a sync is under
-        // way (we are behind and its parent is likely missing).
+        // way (we are behind and its parent is likely missing). Whether
+        // one is reads every peer's sync state, so it is asked only when a
+        // block is fetched.
         fetch.sort_by_key(|item| !item.is_block());
-        let compact = !self.sync.is_active();
-        for item in &mut fetch {
-            if let (InvItem::Block(hash), true) = (*item, compact) {
-                *item = InvItem::CompactBlock(hash);
+        if new_block && !self.sync.is_active() {
+            for item in &mut fetch {
+                if let InvItem::Block(hash) = *item {
+                    *item = InvItem::CompactBlock(hash);
+                }
             }
         }
-        if !fetch.is_empty() {
-            self.send(id, Message::GetData(fetch));
-        }
+        self.send(id, Message::GetData(fetch));
     }
 
     pub(super) fn on_not_found(&mut self, id: ConnId, items: Vec<InvItem>) {
