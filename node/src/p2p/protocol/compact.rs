@@ -149,7 +149,14 @@ impl<V: ChainView> NetworkState<V> {
     pub(super) fn on_send_compact(&mut self, id: ConnId, high_bandwidth: bool) {
         if let Some(peer) = self.peer_mut(id) {
             peer.wants_compact = high_bandwidth;
-            self.relay_peers_changed();
+            // One entry, found by id: a peer may send this as often as it
+            // likes, so it does not rebuild the list.
+            if let Ok(at) = self
+                .relay_peers
+                .binary_search_by_key(&id, |(peer, ..)| *peer)
+            {
+                self.relay_peers[at].2 = high_bandwidth;
+            }
         }
     }
 

@@ -270,7 +270,7 @@ pub struct NetworkState<V: ChainView> {
     /// The peers with a finished handshake, in `ConnId` order, with their
     /// bit in `known` and whether they take new blocks as compact blocks:
     /// what every flush of announcements walks. Kept here (see
-    /// `relay_peers_changed`) because reading it from each connection
+    /// `relay_peers_changed`, `on_send_compact`) because reading it from each connection
     /// cost a cache miss per connection on every flush.
     relay_peers: Vec<(ConnId, PeerSlot, bool)>,
     /// Announced txs we already held, counted since the last maintenance
@@ -603,8 +603,8 @@ impl<V: ChainView> NetworkState<V> {
     }
 
     /// `relay_peers` read again from the connections: called wherever a
-    /// handshake finishes, a connection closes or a peer's compact-block
-    /// wish changes.
+    /// handshake finishes or a connection closes (a peer's compact-block
+    /// wish updates its own entry).
     fn relay_peers_changed(&mut self) {
         self.relay_peers = self.relay_peers_from_conns();
     }

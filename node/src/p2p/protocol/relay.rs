@@ -119,9 +119,6 @@ impl<V: ChainView> NetworkState<V> {
         if self.relay_peers.is_empty() {
             return;
         }
-        // Taken for the loop below, which changes `known`; put back before
-        // anything is sent (a send may close a connection).
-        let peers = std::mem::take(&mut self.relay_peers);
         // Each item's entry once (one table for every peer), then each
         // peer's bit in it: a block goes compact to the peers that asked
         // for that, as an `Inv` to the rest, a tx as an `Inv`.
@@ -132,7 +129,7 @@ impl<V: ChainView> NetworkState<V> {
             .chain(txs.iter().map(|item| (item, false)))
         {
             let cell = self.known.entry(self.known.fingerprint(item));
-            for (id, slot, wants_compact) in &peers {
+            for (id, slot, wants_compact) in &self.relay_peers {
                 if self.known.test_and_set(cell, *slot) {
                     let kind = match (is_block, wants_compact) {
                         (true, true) => Fresh::Compact,
@@ -143,7 +140,6 @@ impl<V: ChainView> NetworkState<V> {
                 }
             }
         }
-        self.relay_peers = peers;
         // Sent per peer in `ConnId` order: compact blocks, then the `Inv`
         // of blocks, then that of txs, each in the order queued (the sort
         // is stable).
