@@ -270,8 +270,8 @@ pub struct NetworkState<V: ChainView> {
     /// The peers with a finished handshake, in `ConnId` order, with their
     /// bit in `known` and whether they take new blocks as compact blocks:
     /// what every flush of announcements walks. Kept here (see
-    /// `relay_peers_changed`, `on_send_compact`) because reading it from each connection
-    /// cost a cache miss per connection on every flush.
+    /// `relay_peers_changed`, `on_send_compact`) because reading it from
+    /// each connection cost a cache miss per connection on every flush.
     relay_peers: Vec<(ConnId, PeerSlot, bool)>,
     /// Announced txs we already held, counted since the last maintenance
     /// round, which adds them to `p2p_announcements_known_total`: most
